@@ -1,0 +1,20 @@
+// Whether ops record history for backward. Off inside NoGradGuard (optimizer steps, evaluation,
+// a frozen teacher) and while the backward engine runs.
+#pragma once
+
+namespace smelt {
+
+bool grad_enabled();
+
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+}  // namespace smelt

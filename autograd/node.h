@@ -1,0 +1,68 @@
+// The autograd graph. Every differentiable op produces one output; its Node knows where each
+// input's gradient goes (another Node, or a leaf tensor's .grad) and how to compute them.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace smelt {
+
+// A tensor kept for backward, with the version it had when saved: if it is modified in place
+// before backward uses it, the gradient would be silently wrong, so unpacking refuses.
+class SavedTensor {
+ public:
+  SavedTensor() = default;
+  SavedTensor(const Tensor& t, const char* op);
+  const Tensor& get() const;
+  void reset() { tensor_ = Tensor(); }
+
+ private:
+  Tensor tensor_;
+  uint64_t version_ = 0;
+  const char* op_ = "";
+};
+
+struct Edge {
+  std::shared_ptr<Node> fn;            // input made by an op
+  std::shared_ptr<TensorImpl> leaf;    // input is a leaf that requires grad
+  bool active() const { return fn || leaf; }
+};
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  virtual const char* name() const = 0;
+  // Gradients w.r.t. each input (undefined where none flows), given d(loss)/d(output).
+  virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
+  // Drops saved tensors once backward has run, so activations are freed early.
+  virtual void release() {}
+
+  std::vector<Edge> next;
+  Shape output_shape;
+};
+
+// A node whose backward is a lambda written next to the forward in each op's .cc.
+class FunctionNode : public Node {
+ public:
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor&)>;
+  FunctionNode(const char* name, BackwardFn fn) : name_(name), fn_(std::move(fn)) {}
+  const char* name() const override { return name_; }
+  std::vector<Tensor> backward(const Tensor& g) override;
+  void release() override { fn_ = nullptr; }
+
+ private:
+  const char* name_;
+  BackwardFn fn_;
+};
+
+// True when grad mode is on and any input requires grad: the op must record a node.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+// Makes `out` the output of a new FunctionNode over `inputs` (call only when needs_grad).
+void attach_grad_fn(const Tensor& out, const char* name, const std::vector<Tensor>& inputs, FunctionNode::BackwardFn fn);
+
+}  // namespace smelt

@@ -1,0 +1,133 @@
+// Attention per (batch, kv head) group: S = scale·QKᵀ, masked softmax → P (kept for backward),
+// O = PV. Heads are read in place from the [B, T, H, D] layout through GEMM leading dimensions,
+// so no permuted copies are made. Backward: dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dP⊙P)),
+// dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO. (A tiled flash kernel replaces the T×T
+// buffers in the CPU speed work.)
+#include "ops/attention.h"
+
+#include <cmath>
+#include <limits>
+
+#include "ops/common.h"
+#include "runtime/thread_pool.h"
+
+namespace smelt::ops {
+namespace {
+
+struct Dims {
+  int64_t B, Tq, Tk, Hq, Hkv, D, group;
+  float scale;
+  bool causal;
+};
+
+// Row i of the score matrix may see keys [0, visible(i)).
+int64_t visible(const Dims& d, int64_t i) { return d.causal ? std::min(d.Tk, i + (d.Tk - d.Tq) + 1) : d.Tk; }
+
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
+  check_f32(q, "attention", "q");
+  check_f32(k, "attention", "k");
+  check_f32(v, "attention", "v");
+  SMELT_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [batch, seq, heads, head_dim], got ",
+              q.str(), ", ", k.str(), ", ", v.str());
+  SMELT_CHECK(k.shape() == v.shape(), "attention: k ", k.str(), " and v ", v.str(), " differ");
+  SMELT_CHECK(q.size(0) == k.size(0) && q.size(3) == k.size(3), "attention: q ", q.str(), " does not match k ", k.str());
+  SMELT_CHECK(k.size(2) > 0 && q.size(2) % k.size(2) == 0, "attention: query heads (", q.size(2),
+              ") must be a multiple of kv heads (", k.size(2), ")");
+  SMELT_CHECK(!causal || q.size(1) <= k.size(1), "attention: causal with more queries (", q.size(1), ") than keys (", k.size(1), ")");
+  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), q.size(2) / k.size(2),
+         scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(q.size(3))), causal};
+  const KernelTable& K = kernels_for(q.device());
+  Tensor qc = contiguous_data(q), kc = contiguous_data(k), vc = contiguous_data(v);
+  Tensor out = Tensor::empty(q.shape());
+  Tensor probs = Tensor::empty({d.B, d.Hq, d.Tq, d.Tk});
+  const float *pq = qc.data<float>(), *pk = kc.data<float>(), *pv = vc.data<float>();
+  float *po = out.data<float>(), *pp = probs.data<float>();
+  const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
+  parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t bh = lo; bh < hi; ++bh) {
+      const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
+      const float* qh = pq + b * d.Tq * qs + h * d.D;
+      const float* kh = pk + b * d.Tk * ks + g * d.D;
+      const float* vh = pv + b * d.Tk * ks + g * d.D;
+      float* P = pp + bh * d.Tq * d.Tk;
+      GemmArgs s;  // S = scale · Q Kᵀ
+      s.m = d.Tq; s.n = d.Tk; s.k = d.D;
+      s.a = qh; s.lda = qs;
+      s.b = kh; s.ldb = ks; s.trans_b = true;
+      s.c = P; s.ldc = d.Tk; s.alpha = d.scale;
+      K.gemm(s);
+      for (int64_t i = 0; i < d.Tq; ++i)
+        for (int64_t j = visible(d, i); j < d.Tk; ++j) P[i * d.Tk + j] = -std::numeric_limits<float>::infinity();
+      K.softmax(P, P, d.Tq, d.Tk, false);
+      GemmArgs o;  // O = P V
+      o.m = d.Tq; o.n = d.D; o.k = d.Tk;
+      o.a = P; o.lda = d.Tk;
+      o.b = vh; o.ldb = ks;
+      o.c = po + b * d.Tq * qs + h * d.D; o.ldc = qs;
+      K.gemm(o);
+    }
+  });
+  if (!needs_grad({&q, &k, &v})) return out;
+  SavedTensor Q(qc, "attention"), Ks(kc, "attention"), V(vc, "attention");
+  attach_grad_fn(out, "attention", {q, k, v}, [=](const Tensor& grad) {
+    Tensor gc = contiguous_data(grad), qv = Q.get(), kv = Ks.get(), vv = V.get();
+    Tensor dq = Tensor::empty(qv.shape()), dk = Tensor::zeros(kv.shape()), dv = Tensor::zeros(vv.shape());
+    const float *pg = gc.data<float>(), *pq2 = qv.data<float>(), *pk2 = kv.data<float>(), *pv2 = vv.data<float>();
+    const float* pp2 = probs.data<float>();
+    float *pdq = dq.data<float>(), *pdk = dk.data<float>(), *pdv = dv.data<float>();
+    // One task per (batch, kv head): the query heads of a group add into the same dK, dV.
+    parallel_for(0, d.B * d.Hkv, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<float> dS(static_cast<size_t>(d.Tq * d.Tk));
+      for (int64_t bg = lo; bg < hi; ++bg) {
+        const int64_t b = bg / d.Hkv, g = bg % d.Hkv;
+        const float* kh = pk2 + b * d.Tk * ks + g * d.D;
+        const float* vh = pv2 + b * d.Tk * ks + g * d.D;
+        float* dkh = pdk + b * d.Tk * ks + g * d.D;
+        float* dvh = pdv + b * d.Tk * ks + g * d.D;
+        for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
+          const float* P = pp2 + (b * d.Hq + h) * d.Tq * d.Tk;
+          const float* dO = pg + b * d.Tq * qs + h * d.D;
+          const float* qh = pq2 + b * d.Tq * qs + h * d.D;
+          GemmArgs a;  // dP = dO Vᵀ
+          a.m = d.Tq; a.n = d.Tk; a.k = d.D;
+          a.a = dO; a.lda = qs;
+          a.b = vh; a.ldb = ks; a.trans_b = true;
+          a.c = dS.data(); a.ldc = d.Tk;
+          K.gemm(a);
+          for (int64_t i = 0; i < d.Tq; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+            float* row = dS.data() + i * d.Tk;
+            const float* prow = P + i * d.Tk;
+            double dot = 0;
+            for (int64_t j = 0; j < d.Tk; ++j) dot += static_cast<double>(row[j]) * prow[j];
+            const float s = static_cast<float>(dot);
+            for (int64_t j = 0; j < d.Tk; ++j) row[j] = prow[j] * (row[j] - s);
+          }
+          GemmArgs gq;  // dQ = scale · dS K
+          gq.m = d.Tq; gq.n = d.D; gq.k = d.Tk;
+          gq.a = dS.data(); gq.lda = d.Tk;
+          gq.b = kh; gq.ldb = ks;
+          gq.c = pdq + b * d.Tq * qs + h * d.D; gq.ldc = qs; gq.alpha = d.scale;
+          K.gemm(gq);
+          GemmArgs gk;  // dK += scale · dSᵀ Q
+          gk.m = d.Tk; gk.n = d.D; gk.k = d.Tq;
+          gk.a = dS.data(); gk.lda = d.Tk; gk.trans_a = true;
+          gk.b = qh; gk.ldb = qs;
+          gk.c = dkh; gk.ldc = ks; gk.alpha = d.scale; gk.beta = 1.0f;
+          K.gemm(gk);
+          GemmArgs gv;  // dV += Pᵀ dO
+          gv.m = d.Tk; gv.n = d.D; gv.k = d.Tq;
+          gv.a = P; gv.lda = d.Tk; gv.trans_a = true;
+          gv.b = dO; gv.ldb = qs;
+          gv.c = dvh; gv.ldc = ks; gv.beta = 1.0f;
+          K.gemm(gv);
+        }
+      }
+    });
+    return std::vector<Tensor>{dq, dk, dv};
+  });
+  return out;
+}
+
+}  // namespace smelt::ops

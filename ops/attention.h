@@ -1,0 +1,12 @@
+// Multi-head scaled dot-product attention with grouped-query heads.
+#pragma once
+#include "runtime/tensor.h"
+
+namespace smelt::ops {
+
+// q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D] with Hq a multiple of Hkv (query head h reads kv
+// head h / (Hq / Hkv)) → [B, Tq, Hq, D]. With `causal`, query i sees keys j ≤ i + (Tk − Tq), so
+// Tq < Tk is a decode step against a KV cache. `scale` ≤ 0 means 1/sqrt(D).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = true, float scale = 0.0f);
+
+}  // namespace smelt::ops

@@ -1,0 +1,26 @@
+#include "ops/backend.h"
+
+#include "runtime/error.h"
+
+namespace smelt {
+
+const KernelTable& kernels_for(Device device) {
+  if (device.type == DeviceType::CPU) return cpu_kernels();
+  SMELT_FAIL("no kernels for ", device.str(), " in this build (built without the CUDA backend)");
+}
+
+bool backend_supports(Device device, const std::string& op, DType dtype) {
+  if (device.type != DeviceType::CPU) return false;
+  if (dtype != DType::F32) return false;  // CPU compute is f32; other dtypes convert at the edges
+  const KernelTable& t = cpu_kernels();
+  if (op == "binary") return t.binary != nullptr;
+  if (op == "unary") return t.unary != nullptr;
+  if (op == "gemm") return t.gemm != nullptr;
+  if (op == "rms_norm_forward") return t.rms_norm_forward != nullptr;
+  if (op == "softmax") return t.softmax != nullptr;
+  if (op == "axpy") return t.axpy != nullptr;
+  if (op == "dot") return t.dot != nullptr;
+  return false;
+}
+
+}  // namespace smelt

@@ -1,0 +1,59 @@
+// The per-backend kernel table. Ops (ops/*.cc) do argument checks and autograd, then call the
+// kernel for the tensors' device through this table. A backend that lacks a kernel says so with
+// a clear error; nothing falls back silently to another device. CPU kernels live in ops/cpu/
+// (Highway, runtime ISA dispatch); a CUDA table will be registered the same way from ops/cuda/.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "runtime/device.h"
+#include "runtime/dtype.h"
+
+namespace smelt {
+
+enum class BinaryOp { Add, Sub, Mul, Div };
+enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Silu, Gelu, Sigmoid, Tanh, Pow, AddScalar, MulScalar, Abs };
+
+// C[m, n] = alpha * sum_k A[m, k] * B[k, n] + beta * C[m, n], where A is read at a[i*lda + k]
+// (or a[k*lda + i] when trans_a) and B at b[k*ldb + j] (or b[j*ldb + k] when trans_b).
+struct GemmArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  bool trans_a = false;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  bool trans_b = false;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+struct KernelTable {
+  const char* backend = "";
+  void (*binary)(BinaryOp op, const float* a, const float* b, float* out, int64_t n) = nullptr;
+  // out[i] = op(a[i], b) for a scalar b: the per-row body of a broadcast.
+  void (*binary_scalar)(BinaryOp op, const float* a, float b, float* out, int64_t n) = nullptr;
+  void (*unary)(UnaryOp op, const float* x, float* out, int64_t n, float param) = nullptr;
+  void (*gemm)(const GemmArgs& args) = nullptr;
+  // Row-wise RMS norm: out = x * rstd * w, rstd[r] saved for backward.
+  void (*rms_norm_forward)(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) = nullptr;
+  // Row-wise softmax (or log-softmax) over the last dim.
+  void (*softmax)(const float* x, float* out, int64_t rows, int64_t cols, bool log) = nullptr;
+  // y[i] += a * x[i]
+  void (*axpy)(float a, const float* x, float* y, int64_t n) = nullptr;
+  // sum of x[i] * y[i] in f32 with vector accumulators
+  float (*dot)(const float* x, const float* y, int64_t n) = nullptr;
+};
+
+// The table for `device`; throws when this build has no backend for it.
+const KernelTable& kernels_for(Device device);
+// Whether the backend of `device` implements `op` for `dtype` (names as in KernelTable).
+bool backend_supports(Device device, const std::string& op, DType dtype);
+
+// The CPU table (defined in ops/cpu/).
+const KernelTable& cpu_kernels();
+// Name of the SIMD target Highway chose at run time on this machine ("AVX2", "AVX3", ...).
+std::string cpu_simd_target();
+
+}  // namespace smelt

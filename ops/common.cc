@@ -1,0 +1,28 @@
+#include "ops/common.h"
+
+namespace smelt::ops {
+
+void check_f32(const Tensor& t, const char* op, const char* arg) {
+  SMELT_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
+  SMELT_CHECK(t.dtype() == DType::F32, op, ": argument '", arg, "' must be f32, got ", t.str(),
+              " (convert with .to(DType::F32))");
+}
+
+void check_index(const Tensor& t, const char* op, const char* arg) {
+  SMELT_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
+  SMELT_CHECK(t.dtype() == DType::I32 || t.dtype() == DType::I64, op, ": argument '", arg,
+              "' must hold indices (i32 or i64), got ", t.str());
+}
+
+void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
+  SMELT_CHECK(a.device() == b.device(), op, ": arguments on different devices (", a.device().str(), " and ",
+              b.device().str(), ")");
+}
+
+Tensor contiguous_data(const Tensor& t) { return t.is_contiguous() ? t.detach() : t.clone(); }
+
+int64_t index_at(const Tensor& idx, int64_t i) {
+  return idx.dtype() == DType::I64 ? idx.data<int64_t>()[i] : static_cast<int64_t>(idx.data<int32_t>()[i]);
+}
+
+}  // namespace smelt::ops

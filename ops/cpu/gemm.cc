@@ -1,0 +1,194 @@
+// CPU f32 GEMM: C = alpha * op(A) * op(B) + beta * C, with op = identity or transpose read in
+// place (no transposed copy is ever made). BLIS-style layering:
+//   for each K block (kc):   pack B[kc × N] into NR-wide column panels (shared by all threads)
+//     in parallel over (M block × N block) tiles: pack A[mc × kc] into MR-tall row panels,
+//       then for each (MR × NR) tile run the register-blocked micro-kernel.
+// The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
+// 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "runtime/thread_pool.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smelt {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kMR = 6;
+constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
+constexpr int64_t kMC = 96;    // M block: the packed A block (MC×KC) stays in L2
+constexpr int64_t kNCTile = 256;  // N columns per parallel task
+
+inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k]; }
+
+// Packs B[k0:k0+kc, 0:n] into panels of nr columns: panel p holds rows k, each nr floats, zero padded.
+void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, float* out) {
+  const int64_t panels = (g.n + nr - 1) / nr;
+  parallel_for(0, panels, 4, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* dst = out + p * kc * nr;
+      const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
+      if (!g.trans_b) {
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* src = g.b + (k0 + k) * g.ldb + j0;
+          std::memcpy(dst + k * nr, src, cols * sizeof(float));
+          for (int64_t j = cols; j < nr; ++j) dst[k * nr + j] = 0.0f;
+        }
+      } else {
+        for (int64_t j = 0; j < nr; ++j) {
+          if (j < cols) {
+            const float* src = g.b + (j0 + j) * g.ldb + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = src[k];
+          } else {
+            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = 0.0f;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Packs A[i0:i0+mc, k0:k0+kc] into panels of MR rows: panel q holds columns k, each MR floats.
+void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* out) {
+  for (int64_t q = 0; q * kMR < mc; ++q) {
+    float* dst = out + q * kc * kMR;
+    const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
+    if (!g.trans_a) {
+      for (int64_t r = 0; r < kMR; ++r) {
+        if (r < rows) {
+          const float* src = g.a + (r0 + r) * g.lda + k0;
+          for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = src[k];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = 0.0f;
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = g.a + (k0 + k) * g.lda + r0;
+        for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r] : 0.0f;
+      }
+    }
+  }
+}
+
+// acc (MR × 2 vectors) += packed A panel × packed B panel over kc; then C += alpha * acc.
+void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc,
+                  int64_t rows, int64_t cols, float alpha) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
+  auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
+  auto c40 = hn::Zero(d), c41 = hn::Zero(d), c50 = hn::Zero(d), c51 = hn::Zero(d);
+  for (int64_t k = 0; k < kc; ++k) {
+    const auto b0 = hn::LoadU(d, pb + k * 2 * N);
+    const auto b1 = hn::LoadU(d, pb + k * 2 * N + N);
+    const float* ak = pa + k * kMR;
+    auto a = hn::Set(d, ak[0]);
+    c00 = hn::MulAdd(a, b0, c00); c01 = hn::MulAdd(a, b1, c01);
+    a = hn::Set(d, ak[1]);
+    c10 = hn::MulAdd(a, b0, c10); c11 = hn::MulAdd(a, b1, c11);
+    a = hn::Set(d, ak[2]);
+    c20 = hn::MulAdd(a, b0, c20); c21 = hn::MulAdd(a, b1, c21);
+    a = hn::Set(d, ak[3]);
+    c30 = hn::MulAdd(a, b0, c30); c31 = hn::MulAdd(a, b1, c31);
+    a = hn::Set(d, ak[4]);
+    c40 = hn::MulAdd(a, b0, c40); c41 = hn::MulAdd(a, b1, c41);
+    a = hn::Set(d, ak[5]);
+    c50 = hn::MulAdd(a, b0, c50); c51 = hn::MulAdd(a, b1, c51);
+  }
+  const auto va = hn::Set(d, alpha);
+  if (rows == kMR && cols == 2 * N) {
+    auto update = [&](float* row, decltype(c00) lo, decltype(c00) hi) {
+      hn::StoreU(hn::MulAdd(va, lo, hn::LoadU(d, row)), d, row);
+      hn::StoreU(hn::MulAdd(va, hi, hn::LoadU(d, row + N)), d, row + N);
+    };
+    update(c + 0 * ldc, c00, c01);
+    update(c + 1 * ldc, c10, c11);
+    update(c + 2 * ldc, c20, c21);
+    update(c + 3 * ldc, c30, c31);
+    update(c + 4 * ldc, c40, c41);
+    update(c + 5 * ldc, c50, c51);
+    return;
+  }
+  // Edge tile: spill the accumulators, then add only the valid part.
+  HWY_ALIGN float tile[kMR * 2 * hn::MaxLanes(d)];
+  const int64_t w = 2 * N;
+  hn::Store(c00, d, tile + 0 * w); hn::Store(c01, d, tile + 0 * w + N);
+  hn::Store(c10, d, tile + 1 * w); hn::Store(c11, d, tile + 1 * w + N);
+  hn::Store(c20, d, tile + 2 * w); hn::Store(c21, d, tile + 2 * w + N);
+  hn::Store(c30, d, tile + 3 * w); hn::Store(c31, d, tile + 3 * w + N);
+  hn::Store(c40, d, tile + 4 * w); hn::Store(c41, d, tile + 4 * w + N);
+  hn::Store(c50, d, tile + 5 * w); hn::Store(c51, d, tile + 5 * w + N);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] += alpha * tile[r * w + j];
+}
+
+void scale_c(const GemmArgs& g) {
+  if (g.beta == 1.0f) return;
+  parallel_for(0, g.m, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = g.c + r * g.ldc;
+      if (g.beta == 0.0f) std::memset(row, 0, g.n * sizeof(float));  // beta 0 also clears NaN garbage
+      else for (int64_t j = 0; j < g.n; ++j) row[j] *= g.beta;
+    }
+  });
+}
+
+void GemmKernel(const GemmArgs& g) {
+  scale_c(g);
+  if (g.m == 0 || g.n == 0 || g.k == 0 || g.alpha == 0.0f) return;
+  const hn::ScalableTag<float> d;
+  const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
+  const int64_t n_panels = (g.n + nr - 1) / nr;
+  const int64_t kc_max = std::min(kKC, g.k);
+  std::vector<float> packed_b(static_cast<size_t>(n_panels * nr * kc_max));
+  const int64_t m_blocks = (g.m + kMC - 1) / kMC;
+  const int64_t tile_panels = std::max<int64_t>(1, kNCTile / nr);
+  const int64_t n_blocks = (n_panels + tile_panels - 1) / tile_panels;
+  for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
+    const int64_t kc = std::min(kKC, g.k - k0);
+    pack_b(g, k0, kc, nr, packed_b.data());
+    parallel_for(0, m_blocks * n_blocks, 1, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<float> packed_a;
+      packed_a.resize(static_cast<size_t>(kMC * kKC));
+      int64_t packed_for = -1;  // which M block packed_a holds
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t mb = t / n_blocks, nb = t % n_blocks;
+        const int64_t i0 = mb * kMC, mc = std::min(kMC, g.m - i0);
+        if (packed_for != mb) {
+          pack_a(g, i0, mc, k0, kc, packed_a.data());
+          packed_for = mb;
+        }
+        const int64_t p_end = std::min(n_panels, (nb + 1) * tile_panels);
+        for (int64_t p = nb * tile_panels; p < p_end; ++p) {
+          const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
+          for (int64_t q = 0; q * kMR < mc; ++q) {
+            const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, g.m - r0);
+            micro_kernel(kc, packed_a.data() + q * kc * kMR, packed_b.data() + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc,
+                         rows, cols, g.alpha);
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smelt
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace smelt {
+HWY_EXPORT(GemmKernel);
+void cpu_gemm(const GemmArgs& args) { HWY_DYNAMIC_DISPATCH(GemmKernel)(args); }
+}  // namespace smelt
+#endif

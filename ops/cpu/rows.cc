@@ -1,0 +1,105 @@
+// Row-wise CPU kernels: RMS norm forward and softmax / log-softmax over the last dimension.
+// Rows run in parallel; each row is one vectorised pass (two for softmax).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/cpu/rows.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+
+#include <cmath>
+#include <limits>
+
+#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "runtime/thread_pool.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smelt {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+float sum_squares(const float* x, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto acc = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    auto v = hn::LoadU(d, x + i);
+    acc = hn::MulAdd(v, v, acc);
+  }
+  float s = hn::GetLane(hn::SumOfLanes(d, acc));
+  for (; i < n; ++i) s += x[i] * x[i];
+  return s;
+}
+
+void RmsNormForwardKernel(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) {
+  parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
+    const hn::ScalableTag<float> d;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * cols;
+      float* yr = out + r * cols;
+      const float s = 1.0f / std::sqrt(sum_squares(xr, cols) / static_cast<float>(cols) + eps);
+      if (rstd) rstd[r] = s;
+      const auto vs = hn::Set(d, s);
+      int64_t i = 0;
+      for (; i + N <= cols; i += N) hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(d, xr + i), vs), hn::LoadU(d, w + i)), d, yr + i);
+      for (; i < cols; ++i) yr[i] = xr[i] * s * w[i];
+    }
+  });
+}
+
+void SoftmaxKernel(const float* x, float* out, int64_t rows, int64_t cols, bool log) {
+  parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
+    const hn::ScalableTag<float> d;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * cols;
+      float* yr = out + r * cols;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, xr[i]);
+      if (mx == -std::numeric_limits<float>::infinity()) mx = 0.0f;  // fully masked row: keep it finite
+      const auto vmx = hn::Set(d, mx);
+      auto acc = hn::Zero(d);
+      int64_t i = 0;
+      for (; i + N <= cols; i += N) {
+        auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, xr + i), vmx));
+        acc = hn::Add(acc, e);
+        if (!log) hn::StoreU(e, d, yr + i);
+      }
+      float sum = hn::GetLane(hn::SumOfLanes(d, acc));
+      for (; i < cols; ++i) {
+        float e = std::exp(xr[i] - mx);
+        sum += e;
+        if (!log) yr[i] = e;
+      }
+      if (log) {
+        const float shift = mx + std::log(sum);
+        for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - shift;
+      } else {
+        const float inv = 1.0f / sum;
+        const auto vinv = hn::Set(d, inv);
+        int64_t j = 0;
+        for (; j + N <= cols; j += N) hn::StoreU(hn::Mul(hn::LoadU(d, yr + j), vinv), d, yr + j);
+        for (; j < cols; ++j) yr[j] *= inv;
+      }
+    }
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smelt
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace smelt {
+HWY_EXPORT(RmsNormForwardKernel);
+HWY_EXPORT(SoftmaxKernel);
+void cpu_rms_norm_forward(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNormForwardKernel)(x, w, out, rstd, rows, cols, eps);
+}
+void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxKernel)(x, out, rows, cols, log);
+}
+}  // namespace smelt
+#endif

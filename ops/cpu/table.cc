@@ -1,0 +1,34 @@
+// Registers the CPU kernels in the backend table.
+#include "hwy/highway.h"
+#include "hwy/targets.h"
+#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
+
+namespace smelt {
+
+const KernelTable& cpu_kernels() {
+  static const KernelTable table = [] {
+    KernelTable t;
+    t.backend = "cpu";
+    t.binary = cpu_binary;
+    t.binary_scalar = cpu_binary_scalar;
+    t.unary = cpu_unary;
+    t.gemm = cpu_gemm;
+    t.rms_norm_forward = cpu_rms_norm_forward;
+    t.softmax = cpu_softmax;
+    t.axpy = cpu_axpy;
+    t.dot = cpu_dot;
+    return t;
+  }();
+  return table;
+}
+
+std::string cpu_simd_target() {
+  // The best target that is both compiled in and supported by this CPU: what dispatch will use.
+  const int64_t targets = static_cast<int64_t>(hwy::SupportedTargets()) & static_cast<int64_t>(HWY_TARGETS);
+  for (int64_t bit = 1; bit != 0 && bit <= targets; bit <<= 1)
+    if (targets & bit) return hwy::TargetName(bit);
+  return "scalar";
+}
+
+}  // namespace smelt

@@ -1,0 +1,13 @@
+// Matrix products. Transposed operands are read in place: pass ops::transpose(w, 0, 1) and the
+// GEMM reads it with the transposed layout, no copy.
+#pragma once
+#include "runtime/tensor.h"
+
+namespace smelt::ops {
+
+// a [..., M, K] × b [K, N] or [..., K, N] (same leading dims) → [..., M, N].
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in] × weight [out, in]^T (+ bias [out]) → [..., out]: the Linear layer.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+}  // namespace smelt::ops

@@ -1,0 +1,17 @@
+// Normalisation, rotary position embedding and softmax over the last dimension.
+#pragma once
+#include "runtime/tensor.h"
+
+namespace smelt::ops {
+
+// y = x / sqrt(mean(x², last dim) + eps) * weight; x [..., C], weight [C].
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);
+
+// Rotary embedding (Hugging Face "rotate_half" layout: dim i pairs with i + D/2) on
+// x [B, T, H, D]; token t sits at position (position_offset + t) / scaling.
+Tensor rope(const Tensor& x, float theta, int64_t position_offset = 0, float scaling = 1.0f);
+
+Tensor softmax(const Tensor& x);      // over the last dim
+Tensor log_softmax(const Tensor& x);  // over the last dim
+
+}  // namespace smelt::ops

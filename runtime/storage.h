@@ -1,0 +1,37 @@
+// A reference-counted block of bytes on one device, shared by every view of it. The version
+// counter lives here so that an in-place write through any view is seen by all of them.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "runtime/device.h"
+
+namespace smelt {
+
+class Storage {
+ public:
+  // Owned, 64-byte aligned, uninitialised memory.
+  Storage(size_t nbytes, Device device);
+  // Borrowed memory (an mmap'd file, say); `release` runs when the last view goes away.
+  Storage(void* data, size_t nbytes, Device device, std::function<void()> release);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  std::function<void()> release_;
+  std::atomic<uint64_t> version_{0};
+};
+
+}  // namespace smelt

@@ -1,0 +1,159 @@
+#include "runtime/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace smelt {
+namespace {
+
+thread_local bool t_in_parallel_region = false;
+
+// One parallel_for call: its own counters, so a worker that wakes late for an old job finds
+// nothing left to claim and never touches a task that has returned.
+struct Job {
+  const std::function<void(int64_t)>* task = nullptr;
+  int64_t n_tasks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> pending{0};
+  std::exception_ptr error;
+  std::mutex error_mu;
+};
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int workers) { resize(workers); }
+  ~ThreadPool() { stop_all(); }
+
+  void resize(int workers) {
+    stop_all();
+    stop_ = false;
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { worker_loop(); });
+  }
+
+  // Runs task(i) for i in [0, n) on the workers and the calling thread.
+  void run(int64_t n, const std::function<void(int64_t)>& task) {
+    auto job = std::make_shared<Job>();
+    job->task = &task;
+    job->n_tasks = n;
+    job->pending = n;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      job_ = job;
+      ++generation_;
+    }
+    cv_work_.notify_all();
+    drain(*job);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_done_.wait(lock, [&] { return job->pending.load() == 0; });
+    job_.reset();
+    lock.unlock();
+    if (job->error) std::rethrow_exception(job->error);
+  }
+
+ private:
+  void drain(Job& job) {
+    bool was = t_in_parallel_region;
+    t_in_parallel_region = true;
+    for (;;) {
+      int64_t i = job.next.fetch_add(1);
+      if (i >= job.n_tasks) break;
+      try {
+        (*job.task)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(job.error_mu);
+        if (!job.error) job.error = std::current_exception();
+      }
+      if (job.pending.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> g(mu_);
+        cv_done_.notify_all();
+      }
+    }
+    t_in_parallel_region = was;
+  }
+
+  void worker_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_work_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+      }
+      drain(*job);
+    }
+  }
+
+  void stop_all() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_work_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_work_, cv_done_;
+  std::shared_ptr<Job> job_;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("SMELT_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int g_threads = default_threads();
+std::mutex g_pool_mu;  // one parallel region at a time from outside the pool
+
+ThreadPool& pool() {
+  static ThreadPool p(g_threads - 1);
+  return p;
+}
+
+}  // namespace
+
+int num_threads() { return g_threads; }
+
+void set_num_threads(int n) {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  g_threads = std::max(1, n);
+  pool().resize(g_threads - 1);
+}
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (end <= begin) return;
+  int64_t n = end - begin;
+  grain = std::max<int64_t>(1, grain);
+  int64_t max_chunks = (n + grain - 1) / grain;
+  int64_t chunks = std::min<int64_t>(max_chunks, static_cast<int64_t>(g_threads) * 4);
+  if (chunks <= 1 || g_threads == 1 || t_in_parallel_region) {
+    fn(begin, end);
+    return;
+  }
+  int64_t step = (n + chunks - 1) / chunks;
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  pool().run(chunks, [&](int64_t c) {
+    int64_t lo = begin + c * step;
+    int64_t hi = std::min(end, lo + step);
+    if (lo < hi) fn(lo, hi);
+  });
+}
+
+}  // namespace smelt

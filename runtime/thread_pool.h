@@ -1,0 +1,17 @@
+// A fixed pool of worker threads and parallel_for over an index range. The calling thread takes
+// part in the work; a parallel_for issued from inside a worker runs inline (no nested pools).
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace smelt {
+
+// Threads used by parallel_for (the caller included). Defaults to SMELT_NUM_THREADS or the core count.
+int num_threads();
+void set_num_threads(int n);
+
+// Splits [begin, end) into chunks of at least `grain` indices and calls fn(chunk_begin, chunk_end)
+// on the pool; returns when all are done. Exceptions from fn are rethrown on the caller.
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace smelt

@@ -1,0 +1,166 @@
+// Every CPU kernel against a plain scalar reference written here, on odd and large sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "ops/cpu/cpu_kernels.h"
+#include "runtime/rng.h"
+
+namespace smelt {
+namespace {
+
+std::vector<float> random_vec(int64_t n, uint64_t seed, float lo = -2.0f, float hi = 2.0f) {
+  std::vector<float> v(n);
+  Philox rng(seed);
+  rng.fill_uniform(v.data(), n);
+  for (float& x : v) x = lo + (hi - lo) * x;
+  return v;
+}
+
+const std::vector<int64_t> kSizes = {1, 7, 8, 9, 129, 1000, 65537};
+
+// Tolerance for a result of magnitude |ref| computed in f32: a few ulps, with an absolute floor.
+void expect_close(float got, double ref, double ulps, const std::string& what) {
+  double tol = ulps * 1.1920929e-7 * std::max(1.0, std::fabs(ref));
+  ASSERT_NEAR(got, ref, tol) << what;
+}
+
+TEST(Kernels, BinaryMatchesScalar) {
+  for (int64_t n : kSizes) {
+    auto a = random_vec(n, 1), b = random_vec(n, 2, 0.5f, 3.0f);
+    std::vector<float> out(n);
+    for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div}) {
+      cpu_binary(op, a.data(), b.data(), out.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        double ref = op == BinaryOp::Add ? a[i] + b[i] : op == BinaryOp::Sub ? a[i] - b[i] : op == BinaryOp::Mul ? a[i] * b[i] : a[i] / b[i];
+        expect_close(out[i], ref, 2, "binary n=" + std::to_string(n));
+      }
+      cpu_binary_scalar(op, a.data(), 1.75f, out.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        double ref = op == BinaryOp::Add ? a[i] + 1.75 : op == BinaryOp::Sub ? a[i] - 1.75 : op == BinaryOp::Mul ? a[i] * 1.75 : a[i] / 1.75;
+        expect_close(out[i], ref, 2, "binary_scalar n=" + std::to_string(n));
+      }
+    }
+  }
+}
+
+TEST(Kernels, UnaryMatchesScalar) {
+  struct Case { UnaryOp op; double (*ref)(double); double ulps; float lo, hi; };
+  const Case cases[] = {
+      {UnaryOp::Neg, [](double x) { return -x; }, 0, -3, 3},
+      {UnaryOp::Abs, [](double x) { return std::fabs(x); }, 0, -3, 3},
+      {UnaryOp::Exp, [](double x) { return std::exp(x); }, 8, -10, 10},
+      {UnaryOp::Log, [](double x) { return std::log(x); }, 8, 1e-3f, 100},
+      {UnaryOp::Sqrt, [](double x) { return std::sqrt(x); }, 2, 0, 100},
+      {UnaryOp::Rsqrt, [](double x) { return 1.0 / std::sqrt(x); }, 4, 1e-3f, 100},
+      {UnaryOp::Sigmoid, [](double x) { return 1.0 / (1.0 + std::exp(-x)); }, 16, -12, 12},
+      {UnaryOp::Tanh, [](double x) { return std::tanh(x); }, 16, -6, 6},
+      {UnaryOp::Silu, [](double x) { return x / (1.0 + std::exp(-x)); }, 16, -12, 12},
+      {UnaryOp::Gelu, [](double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }, 32, -6, 6},
+  };
+  for (const Case& c : cases)
+    for (int64_t n : kSizes) {
+      auto x = random_vec(n, 3, c.lo, c.hi);
+      std::vector<float> out(n);
+      cpu_unary(c.op, x.data(), out.data(), n, 0.0f);
+      for (int64_t i = 0; i < n; ++i)
+        expect_close(out[i], c.ref(x[i]), c.ulps + 2, "unary op " + std::to_string(static_cast<int>(c.op)) + " x=" + std::to_string(x[i]));
+    }
+}
+
+TEST(Kernels, AxpyAndDotMatchScalar) {
+  for (int64_t n : kSizes) {
+    auto x = random_vec(n, 4), y = random_vec(n, 5);
+    double ref_dot = 0, abs_sum = 0;
+    for (int64_t i = 0; i < n; ++i) { ref_dot += static_cast<double>(x[i]) * y[i]; abs_sum += std::fabs(x[i] * y[i]); }
+    // Summation order differs: error bound n·ε·Σ|xy|.
+    EXPECT_NEAR(cpu_dot(x.data(), y.data(), n), ref_dot, 1e-7 * n * abs_sum + 1e-6);
+    auto y2 = y;
+    cpu_axpy(0.37f, x.data(), y2.data(), n);
+    for (int64_t i = 0; i < n; ++i) expect_close(y2[i], y[i] + 0.37 * x[i], 4, "axpy");
+  }
+}
+
+// Scalar GEMM reference in double.
+std::vector<double> ref_gemm(const GemmArgs& g, const std::vector<float>& c0) {
+  std::vector<double> c(g.m * g.ldc);
+  for (int64_t i = 0; i < g.m; ++i)
+    for (int64_t j = 0; j < g.n; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < g.k; ++k) {
+        double a = g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k];
+        double b = g.trans_b ? g.b[j * g.ldb + k] : g.b[k * g.ldb + j];
+        s += a * b;
+      }
+      c[i * g.ldc + j] = g.alpha * s + g.beta * c0[i * g.ldc + j];
+    }
+  return c;
+}
+
+TEST(Kernels, GemmMatchesScalarAllTransposes) {
+  const int64_t shapes[][3] = {{1, 1, 1}, {7, 7, 7}, {6, 16, 1}, {13, 29, 31}, {129, 65, 257}, {200, 300, 520}};
+  for (auto& s : shapes)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (float beta : {0.0f, 0.5f}) {
+          GemmArgs g;
+          g.m = s[0]; g.n = s[1]; g.k = s[2];
+          g.trans_a = ta; g.trans_b = tb;
+          g.lda = (ta ? g.m : g.k) + 3;  // padded leading dimensions exercise the strides
+          g.ldb = (tb ? g.k : g.n) + 1;
+          g.ldc = g.n + 2;
+          auto A = random_vec((ta ? g.k : g.m) * g.lda, 10);
+          auto B = random_vec((tb ? g.n : g.k) * g.ldb, 11);
+          auto C = random_vec(g.m * g.ldc, 12);
+          g.a = A.data(); g.b = B.data(); g.c = C.data();
+          g.alpha = 0.75f; g.beta = beta;
+          auto ref = ref_gemm(g, C);
+          cpu_gemm(g);
+          for (int64_t i = 0; i < g.m; ++i)
+            for (int64_t j = 0; j < g.n; ++j) {
+              // f32 accumulation over k terms of size ≤ 4: error ≤ k·ε·4 (loose by design of the bound)
+              double tol = 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5;
+              ASSERT_NEAR(C[i * g.ldc + j], ref[i * g.ldc + j], tol)
+                  << "m=" << g.m << " n=" << g.n << " k=" << g.k << " ta=" << ta << " tb=" << tb << " at " << i << "," << j;
+            }
+        }
+}
+
+TEST(Kernels, RmsNormMatchesScalar) {
+  for (int64_t cols : {1L, 7L, 129L, 1000L}) {
+    const int64_t rows = 5;
+    auto x = random_vec(rows * cols, 20), w = random_vec(cols, 21);
+    std::vector<float> out(rows * cols), rstd(rows);
+    cpu_rms_norm_forward(x.data(), w.data(), out.data(), rstd.data(), rows, cols, 1e-5f);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(x[r * cols + i]) * x[r * cols + i];
+      double rs = 1.0 / std::sqrt(ss / cols + 1e-5);
+      expect_close(rstd[r], rs, 8, "rstd");
+      for (int64_t i = 0; i < cols; ++i) expect_close(out[r * cols + i], x[r * cols + i] * rs * w[i], 16, "rms_norm");
+    }
+  }
+}
+
+TEST(Kernels, SoftmaxMatchesScalar) {
+  for (int64_t cols : {1L, 7L, 129L, 5000L})
+    for (bool log : {false, true}) {
+      const int64_t rows = 3;
+      auto x = random_vec(rows * cols, 30, -20, 20);
+      std::vector<float> out(rows * cols);
+      cpu_softmax(x.data(), out.data(), rows, cols, log);
+      for (int64_t r = 0; r < rows; ++r) {
+        double mx = -1e300, s = 0;
+        for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, static_cast<double>(x[r * cols + i]));
+        for (int64_t i = 0; i < cols; ++i) s += std::exp(x[r * cols + i] - mx);
+        for (int64_t i = 0; i < cols; ++i) {
+          double ref = log ? x[r * cols + i] - mx - std::log(s) : std::exp(x[r * cols + i] - mx) / s;
+          ASSERT_NEAR(out[r * cols + i], ref, 64 * 1.2e-7 * std::max(1.0, std::fabs(ref))) << "cols=" << cols << " log=" << log;
+        }
+      }
+    }
+}
+
+}  // namespace
+}  // namespace smelt
