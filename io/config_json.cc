@@ -1,0 +1,135 @@
+#include "io/config_json.h"
+
+namespace smelt {
+
+namespace {
+// Rethrows a config validation error with the file name in front.
+template <typename F>
+void validated(const std::string& file, F&& validate) {
+  try {
+    validate();
+  } catch (const Error& e) {
+    SMELT_FAIL(file, ": ", e.message());
+  }
+}
+}  // namespace
+
+ModelConfig model_config_from_json(JsonReader& r) {
+  ModelConfig c;
+  if (r.has("architectures")) {
+    const json& a = r.raw("architectures");
+    SMELT_CHECK(a.is_array() && a.size() == 1 && a[0] == "LlamaForCausalLM", r.where("architectures"),
+                ": unsupported architecture ", a.dump(), " (this reader handles LlamaForCausalLM)");
+  }
+  if (r.has("model_type")) SMELT_CHECK(r.string("model_type") == "llama", r.where("model_type"), ": expected \"llama\"");
+  if (r.has("hidden_act")) SMELT_CHECK(r.string("hidden_act") == "silu", r.where("hidden_act"), ": only \"silu\" (SwiGLU) is supported");
+  if (r.has("attention_bias")) SMELT_CHECK(!r.boolean("attention_bias"), r.where("attention_bias"), ": biases are not supported");
+  if (r.has("mlp_bias")) SMELT_CHECK(!r.boolean("mlp_bias"), r.where("mlp_bias"), ": biases are not supported");
+  c.vocab_size = r.integer("vocab_size");
+  c.hidden_size = r.integer("hidden_size");
+  c.intermediate_size = r.integer("intermediate_size");
+  c.num_hidden_layers = r.integer("num_hidden_layers");
+  c.num_attention_heads = r.integer("num_attention_heads");
+  c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
+  c.max_position_embeddings = r.integer("max_position_embeddings", c.max_position_embeddings);
+  c.rope_theta = r.number("rope_theta", c.rope_theta);
+  c.rms_norm_eps = r.number("rms_norm_eps", c.rms_norm_eps);
+  c.initializer_range = r.number("initializer_range", c.initializer_range);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  if (r.has("rope_scaling") && !r.raw("rope_scaling").is_null()) {
+    JsonReader s = r.object("rope_scaling");
+    std::string type = s.has("rope_type") ? s.string("rope_type") : s.string("type");
+    SMELT_CHECK(type == "linear", s.where("type"), ": only linear RoPE scaling is supported, got \"", type, "\"");
+    c.rope_scaling_factor = s.number("factor");
+    s.finish();
+  }
+  if (r.has("head_dim")) {
+    SMELT_CHECK(r.integer("head_dim") == c.hidden_size / std::max<int64_t>(c.num_attention_heads, 1), r.where("head_dim"),
+                ": must equal hidden_size / num_attention_heads");
+  }
+  for (const char* k : {"torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id", "transformers_version", "use_cache",
+                        "pretraining_tp", "attention_dropout", "rope_scaling"})
+    r.ignore(k);
+  r.finish();
+  return c;
+}
+
+json model_config_to_json(const ModelConfig& c) {
+  json j = {{"architectures", {"LlamaForCausalLM"}},
+            {"model_type", "llama"},
+            {"hidden_act", "silu"},
+            {"vocab_size", c.vocab_size},
+            {"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"num_hidden_layers", c.num_hidden_layers},
+            {"num_attention_heads", c.num_attention_heads},
+            {"num_key_value_heads", c.num_key_value_heads},
+            {"max_position_embeddings", c.max_position_embeddings},
+            {"rope_theta", c.rope_theta},
+            {"rms_norm_eps", c.rms_norm_eps},
+            {"initializer_range", c.initializer_range},
+            {"tie_word_embeddings", c.tie_word_embeddings},
+            {"torch_dtype", "float32"}};
+  if (c.rope_scaling_factor != 1.0) j["rope_scaling"] = {{"type", "linear"}, {"factor", c.rope_scaling_factor}};
+  return j;
+}
+
+ModelConfig read_model_config(const std::string& path) {
+  json j = read_json_file(path);
+  JsonReader r(j, path);
+  ModelConfig c = model_config_from_json(r);
+  validated(path, [&] { c.validate(); });
+  return c;
+}
+
+TrainConfig train_config_from_json(JsonReader& r) {
+  TrainConfig c;
+  c.steps = r.integer("steps", c.steps);
+  c.batch_size = r.integer("batch_size", c.batch_size);
+  c.seq_len = r.integer("seq_len", c.seq_len);
+  c.grad_accum = r.integer("grad_accum", c.grad_accum);
+  c.optimizer = r.string("optimizer", c.optimizer);
+  c.lr = r.number("lr", c.lr);
+  c.min_lr = r.number("min_lr", c.min_lr);
+  c.warmup_steps = r.integer("warmup_steps", c.warmup_steps);
+  c.weight_decay = r.number("weight_decay", c.weight_decay);
+  c.beta1 = r.number("beta1", c.beta1);
+  c.beta2 = r.number("beta2", c.beta2);
+  c.adam_eps = r.number("adam_eps", c.adam_eps);
+  c.momentum = r.number("momentum", c.momentum);
+  c.grad_clip = r.number("grad_clip", c.grad_clip);
+  const int64_t seed = r.integer("seed", static_cast<int64_t>(c.seed));
+  SMELT_CHECK(seed >= 0, r.where("seed"), ": must be ≥ 0");
+  c.seed = static_cast<uint64_t>(seed);
+  c.eval_every = r.integer("eval_every", c.eval_every);
+  c.eval_batches = r.integer("eval_batches", c.eval_batches);
+  r.finish();
+  return c;
+}
+
+json train_config_to_json(const TrainConfig& c) {
+  return {{"steps", c.steps},         {"batch_size", c.batch_size},     {"seq_len", c.seq_len},
+          {"grad_accum", c.grad_accum}, {"optimizer", c.optimizer},     {"lr", c.lr},
+          {"min_lr", c.min_lr},       {"warmup_steps", c.warmup_steps}, {"weight_decay", c.weight_decay},
+          {"beta1", c.beta1},         {"beta2", c.beta2},               {"adam_eps", c.adam_eps},
+          {"momentum", c.momentum},   {"grad_clip", c.grad_clip},       {"seed", c.seed},
+          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}};
+}
+
+Recipe read_recipe(const std::string& path) {
+  json j = read_json_file(path);
+  JsonReader r(j, path);
+  Recipe recipe;
+  JsonReader m = r.object("model");
+  recipe.model = model_config_from_json(m);
+  if (r.has("train")) {
+    JsonReader t = r.object("train");
+    recipe.train = train_config_from_json(t);
+  }
+  r.finish();
+  validated(path, [&] { recipe.model.validate(); });
+  validated(path, [&] { recipe.train.validate(); });
+  return recipe;
+}
+
+}  // namespace smelt

@@ -1,0 +1,27 @@
+// ModelConfig ↔ Hugging Face config.json, and the training recipe file read by `smelt train`.
+#pragma once
+#include <string>
+
+#include "io/json_reader.h"
+#include "models/config.h"
+#include "optim/trainer.h"
+
+namespace smelt {
+
+// Reads HF Llama fields; known HF bookkeeping fields are accepted and ignored, anything else
+// is an unknown-field error. `file` names the source in errors.
+ModelConfig model_config_from_json(JsonReader& r);
+json model_config_to_json(const ModelConfig& c);
+ModelConfig read_model_config(const std::string& path);
+
+TrainConfig train_config_from_json(JsonReader& r);
+json train_config_to_json(const TrainConfig& c);
+
+// A recipe file: {"model": {...config.json fields...}, "train": {...TrainConfig fields...}}.
+struct Recipe {
+  ModelConfig model;
+  TrainConfig train;
+};
+Recipe read_recipe(const std::string& path);
+
+}  // namespace smelt

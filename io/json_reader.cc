@@ -1,0 +1,84 @@
+#include "io/json_reader.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace smelt {
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SMELT_CHECK(in.good(), path, ": cannot open (does the file exist?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  SMELT_CHECK(!text.empty(), path, ": the file is empty");
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    SMELT_FAIL(path, ": malformed JSON at byte ", e.byte, ": ", e.what());
+  }
+}
+
+namespace {
+std::string type_of(const json& v) { return v.type_name(); }
+}  // namespace
+
+JsonReader::JsonReader(const json& j, std::string file, std::string path) : obj_(j), file_(std::move(file)), path_(std::move(path)) {
+  SMELT_CHECK(obj_.is_object(), file_, ": ", path_.empty() ? "top level" : path_, ": expected a JSON object, got ", type_of(obj_));
+}
+
+std::string JsonReader::where(const std::string& key) const {
+  return file_ + ": " + (path_.empty() ? key : path_ + "." + key);
+}
+
+const json& JsonReader::require(const std::string& key) {
+  seen_.insert(key);
+  SMELT_CHECK(obj_.contains(key), where(key), ": missing required field");
+  return obj_.at(key);
+}
+
+const json& JsonReader::raw(const std::string& key) { return require(key); }
+
+int64_t JsonReader::integer(const std::string& key) {
+  const json& v = require(key);
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
+    return static_cast<int64_t>(v.get<double>());
+  SMELT_FAIL(where(key), ": expected an integer, got ", type_of(v), " ", v.dump());
+}
+int64_t JsonReader::integer(const std::string& key, int64_t fallback) { return has(key) ? integer(key) : (seen_.insert(key), fallback); }
+
+double JsonReader::number(const std::string& key) {
+  const json& v = require(key);
+  SMELT_CHECK(v.is_number(), where(key), ": expected a number, got ", type_of(v), " ", v.dump());
+  return v.get<double>();
+}
+double JsonReader::number(const std::string& key, double fallback) { return has(key) ? number(key) : (seen_.insert(key), fallback); }
+
+bool JsonReader::boolean(const std::string& key) {
+  const json& v = require(key);
+  SMELT_CHECK(v.is_boolean(), where(key), ": expected true or false, got ", type_of(v), " ", v.dump());
+  return v.get<bool>();
+}
+bool JsonReader::boolean(const std::string& key, bool fallback) { return has(key) ? boolean(key) : (seen_.insert(key), fallback); }
+
+std::string JsonReader::string(const std::string& key) {
+  const json& v = require(key);
+  SMELT_CHECK(v.is_string(), where(key), ": expected a string, got ", type_of(v), " ", v.dump());
+  return v.get<std::string>();
+}
+std::string JsonReader::string(const std::string& key, const std::string& fallback) {
+  return has(key) ? string(key) : (seen_.insert(key), fallback);
+}
+
+JsonReader JsonReader::object(const std::string& key) {
+  const json& v = require(key);
+  return JsonReader(v, file_, path_.empty() ? key : path_ + "." + key);
+}
+
+void JsonReader::finish() const {
+  for (auto it = obj_.begin(); it != obj_.end(); ++it)
+    SMELT_CHECK(seen_.count(it.key()), where(it.key()), ": unknown field (check the spelling)");
+}
+
+}  // namespace smelt

@@ -1,0 +1,107 @@
+#include "optim/optimizer.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "runtime/thread_pool.h"
+
+namespace smelt {
+
+void Optimizer::zero_grad() {
+  for (const Tensor& p : params_) p.set_grad(Tensor());
+}
+
+AdamW::AdamW(std::vector<Tensor> params, float beta1, float beta2, float eps, float weight_decay)
+    : Optimizer(std::move(params)), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay) {
+  SMELT_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1), got ", beta1, ", ", beta2);
+  SMELT_CHECK(eps > 0, "AdamW eps must be positive, got ", eps);
+  for (const Tensor& p : params_) {
+    SMELT_CHECK(p.dtype() == DType::F32 && p.is_contiguous(), "AdamW needs contiguous f32 parameters, got ", p.str());
+    m_.push_back(Tensor::zeros(p.shape()));
+    v_.push_back(Tensor::zeros(p.shape()));
+  }
+}
+
+void AdamW::step(float lr) {
+  NoGradGuard no_grad;
+  ++t_;
+  const float bc1 = 1.0f - std::pow(beta1_, static_cast<float>(t_));
+  const float bc2 = 1.0f - std::pow(beta2_, static_cast<float>(t_));
+  const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+  const float decay = 1.0f - lr * weight_decay_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    float* p = params_[i].data<float>();
+    float* m = m_[i].data<float>();
+    float* v = v_[i].data<float>();
+    const float* gr = g.data<float>();
+    parallel_for(0, params_[i].numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) {
+        p[j] *= decay;
+        m[j] = beta1_ * m[j] + (1.0f - beta1_) * gr[j];
+        v[j] = beta2_ * v[j] + (1.0f - beta2_) * gr[j] * gr[j];
+        p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + eps_);
+      }
+    });
+    params_[i].bump_version();
+  }
+}
+
+SGD::SGD(std::vector<Tensor> params, float momentum, float weight_decay, bool nesterov)
+    : Optimizer(std::move(params)), momentum_(momentum), weight_decay_(weight_decay), nesterov_(nesterov) {
+  SMELT_CHECK(momentum >= 0, "SGD momentum must be ≥ 0, got ", momentum);
+  for (const Tensor& p : params_) buf_.push_back(Tensor::zeros(p.shape()));
+}
+
+void SGD::step(float lr) {
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    float* p = params_[i].data<float>();
+    float* b = buf_[i].data<float>();
+    const float* gr = g.data<float>();
+    for (int64_t j = 0, n = params_[i].numel(); j < n; ++j) {
+      float d = gr[j] + weight_decay_ * p[j];
+      if (momentum_ > 0) {
+        b[j] = first_ ? d : momentum_ * b[j] + d;  // torch: the first step seeds the buffer with d
+        d = nesterov_ ? d + momentum_ * b[j] : b[j];
+      }
+      p[j] -= lr * d;
+    }
+    params_[i].bump_version();
+  }
+  first_ = false;
+}
+
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  double ss = 0;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const float* gr = g.data<float>();
+    for (int64_t j = 0, n = g.numel(); j < n; ++j) ss += static_cast<double>(gr[j]) * gr[j];
+  }
+  const float norm = static_cast<float>(std::sqrt(ss));
+  SMELT_CHECK(std::isfinite(norm), "gradient norm is not finite (", norm, "): the loss or a gradient overflowed");
+  if (max_norm > 0 && norm > max_norm) {
+    const float s = max_norm / (norm + 1e-6f);
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      float* gr = g.data<float>();
+      for (int64_t j = 0, n = g.numel(); j < n; ++j) gr[j] *= s;
+    }
+  }
+  return norm;
+}
+
+float LrSchedule::at(int64_t step) const {
+  if (warmup > 0 && step < warmup) return max_lr * static_cast<float>(step + 1) / static_cast<float>(warmup);
+  if (total <= warmup) return max_lr;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
+  return min_lr + (max_lr - min_lr) * static_cast<float>(0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+}  // namespace smelt

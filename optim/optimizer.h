@@ -1,0 +1,62 @@
+// Optimizers over a list of parameters (f32 master weights). step() runs without autograd.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace smelt {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {}
+  virtual ~Optimizer() = default;
+  virtual void step(float lr) = 0;
+  void zero_grad();
+  const std::vector<Tensor>& params() const { return params_; }
+
+ protected:
+  std::vector<Tensor> params_;
+};
+
+// AdamW (Loshchilov & Hutter): decoupled weight decay p ← p − lr·wd·p, then the Adam update with
+// bias-corrected moments. Matches torch.optim.AdamW.
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<Tensor> params, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.01f);
+  void step(float lr) override;
+  int64_t steps_taken() const { return t_; }
+  const std::vector<Tensor>& exp_avg() const { return m_; }
+  const std::vector<Tensor>& exp_avg_sq() const { return v_; }
+
+ private:
+  float beta1_, beta2_, eps_, weight_decay_;
+  int64_t t_ = 0;
+  std::vector<Tensor> m_, v_;
+};
+
+// SGD with (optionally Nesterov) momentum and L2 weight decay folded into the gradient, as torch.optim.SGD.
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, float momentum = 0.0f, float weight_decay = 0.0f, bool nesterov = false);
+  void step(float lr) override;
+
+ private:
+  float momentum_, weight_decay_;
+  bool nesterov_;
+  std::vector<Tensor> buf_;
+  bool first_ = true;
+};
+
+// Scales all gradients so their global L2 norm is at most max_norm; returns the norm before
+// clipping. max_norm ≤ 0 only measures. Throws if the norm is not finite.
+float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
+
+// Linear warm-up from 0 to max_lr over warmup steps, then cosine decay to min_lr at total steps.
+struct LrSchedule {
+  float max_lr = 1e-3f, min_lr = 1e-4f;
+  int64_t warmup = 0, total = 1;
+  float at(int64_t step) const;
+};
+
+}  // namespace smelt

@@ -1,0 +1,92 @@
+#include "optim/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "ops/ops.h"
+
+namespace smelt {
+
+void TrainConfig::validate() const {
+  SMELT_CHECK(steps > 0, "train.steps must be positive, got ", steps);
+  SMELT_CHECK(batch_size > 0, "train.batch_size must be positive, got ", batch_size);
+  SMELT_CHECK(seq_len > 0, "train.seq_len must be positive, got ", seq_len);
+  SMELT_CHECK(grad_accum > 0, "train.grad_accum must be positive, got ", grad_accum);
+  SMELT_CHECK(optimizer == "adamw" || optimizer == "sgd", "train.optimizer must be \"adamw\" or \"sgd\", got \"", optimizer, "\"");
+  SMELT_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, "train.lr must be positive and train.min_lr in [0, lr], got ", lr, ", ", min_lr);
+  SMELT_CHECK(warmup_steps >= 0, "train.warmup_steps must be ≥ 0, got ", warmup_steps);
+  SMELT_CHECK(weight_decay >= 0, "train.weight_decay must be ≥ 0, got ", weight_decay);
+  SMELT_CHECK(eval_every >= 0 && eval_batches > 0, "train.eval_every must be ≥ 0 and train.eval_batches positive");
+}
+
+namespace {
+Tensor batch_loss(const Transformer& model, const Batch& b) {
+  Tensor logits = model.forward(b.ids);
+  const int64_t V = logits.size(-1);
+  Tensor flat = ops::reshape(logits, {-1, V});
+  Tensor targets = ops::reshape(b.targets, {-1});
+  Tensor weights = b.weights.defined() ? ops::reshape(b.weights, {-1}) : Tensor();
+  return ops::cross_entropy(flat, targets, -100, weights);
+}
+}  // namespace
+
+double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t)>& batch_at, int64_t batches) {
+  NoGradGuard no_grad;
+  double total = 0;
+  for (int64_t i = 0; i < batches; ++i) total += batch_loss(model, batch_at(i)).item();
+  return batches > 0 ? total / batches : 0.0;
+}
+
+Trainer::Trainer(Transformer& model, TrainConfig config) : model_(model), config_(std::move(config)) {
+  config_.validate();
+  if (config_.optimizer == "adamw")
+    optimizer_ = std::make_unique<AdamW>(model_.parameters(), config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);
+  else
+    optimizer_ = std::make_unique<SGD>(model_.parameters(), config_.momentum, config_.weight_decay);
+  schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
+}
+
+StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
+  optimizer_->zero_grad();
+  double loss_sum = 0;
+  for (const Batch& b : micro_batches) {
+    Tensor loss = batch_loss(model_, b);
+    const float value = loss.item();
+    SMELT_CHECK(std::isfinite(value), "loss became ", value, " at step ", step_index + 1,
+                " (lower train.lr or enable train.grad_clip)");
+    loss_sum += value;
+    // Each micro-batch contributes 1/n of the step's gradient.
+    ops::mul(loss, 1.0f / static_cast<float>(micro_batches.size())).backward();
+    tokens_ += b.ids.numel();
+  }
+  StepMetrics m;
+  m.step = step_index + 1;
+  m.loss = loss_sum / static_cast<double>(micro_batches.size());
+  m.grad_norm = clip_grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
+  m.lr = schedule_.at(step_index);
+  optimizer_->step(static_cast<float>(m.lr));
+  optimizer_->zero_grad();
+  m.tokens = tokens_;
+  return m;
+}
+
+void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
+                  const std::function<void(const StepMetrics&)>& on_step) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < config_.steps; ++s) {
+    std::vector<Batch> micro;
+    for (int64_t k = 0; k < config_.grad_accum; ++k) micro.push_back(next_batch(s, k));
+    StepMetrics m = step(s, micro);
+    m.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m.tokens_per_second = m.elapsed_seconds > 0 ? m.tokens / m.elapsed_seconds : 0;
+    const bool last = s + 1 == config_.steps;
+    if (val_batch && (last || (config_.eval_every > 0 && m.step % config_.eval_every == 0))) {
+      m.has_val = true;
+      m.val_loss = evaluate_loss(model_, val_batch, config_.eval_batches);
+    }
+    if (on_step) on_step(m);
+  }
+}
+
+}  // namespace smelt

@@ -1,0 +1,69 @@
+// The training loop for next-token prediction: micro-batches with gradient accumulation,
+// global-norm clipping, warm-up + cosine learning rate, AdamW or SGD, periodic evaluation, and a
+// metrics callback per step (the tools write it as JSONL and draw the progress bar).
+#pragma once
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "models/transformer.h"
+#include "optim/optimizer.h"
+
+namespace smelt {
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t batch_size = 8;       // sequences per micro-batch
+  int64_t seq_len = 128;
+  int64_t grad_accum = 1;       // micro-batches per optimizer step
+  std::string optimizer = "adamw";  // "adamw" or "sgd"
+  double lr = 3e-3, min_lr = 3e-4;
+  int64_t warmup_steps = 20;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
+  double momentum = 0.9;        // sgd only
+  double grad_clip = 1.0;       // ≤ 0 disables clipping
+  uint64_t seed = 1;
+  int64_t eval_every = 100;     // steps between validation passes (0: only at the end)
+  int64_t eval_batches = 8;
+  void validate() const;
+};
+
+struct Batch {
+  Tensor ids;      // [B, T] integers
+  Tensor targets;  // [B, T] integers (ignore_index -100 where no loss)
+  Tensor weights;  // optional [B, T] f32 loss mask
+};
+
+struct StepMetrics {
+  int64_t step = 0;  // 1-based optimizer step just finished
+  double loss = 0, grad_norm = 0, lr = 0;
+  double tokens_per_second = 0, elapsed_seconds = 0;
+  int64_t tokens = 0;  // tokens seen so far
+  bool has_val = false;
+  double val_loss = 0;
+};
+
+// Mean loss of `model` over batches (no grad).
+double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t index)>& batch_at, int64_t batches);
+
+class Trainer {
+ public:
+  Trainer(Transformer& model, TrainConfig config);
+  // Runs config.steps optimizer steps. `next_batch(step, micro)` supplies training data;
+  // `val_batch(i)` (may be empty) supplies validation data; `on_step` sees every step's metrics.
+  void run(const std::function<Batch(int64_t step, int64_t micro)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
+           const std::function<void(const StepMetrics&)>& on_step);
+  // One optimizer step on the given micro-batches; returns the mean loss.
+  StepMetrics step(int64_t step_index, const std::vector<Batch>& micro_batches);
+  Optimizer& optimizer() { return *optimizer_; }
+
+ private:
+  Transformer& model_;
+  TrainConfig config_;
+  std::unique_ptr<Optimizer> optimizer_;
+  LrSchedule schedule_;
+  int64_t tokens_ = 0;
+};
+
+}  // namespace smelt

@@ -1,0 +1,142 @@
+// Every differentiable op: analytic gradients against central finite differences (f32, ε = 1e-2,
+// |analytic − numeric| ≤ 1e-3 + 1e-2·|numeric|: truncation O(ε²·|f'''|) ≈ 1e-4 and round-off
+// O(ulp·|L|/ε) ≈ 1e-5 for these O(1) inputs), including non-contiguous and broadcast inputs.
+#include "ops/ops.h"
+#include "tests/test_util.h"
+
+namespace smelt {
+namespace {
+
+using testing::rand_param;
+using Inputs = std::vector<Tensor>;
+
+TEST(Gradcheck, BinaryOpsWithBroadcasting) {
+  Tensor a = rand_param({3, 4, 5}, 1), b = rand_param({4, 1}, 2), c = rand_param({5}, 3, 0.5f, 1.5f);
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::add(x[0], x[1]); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::sub(x[1], x[0]); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::mul(x[0], x[1]); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::div(x[0], x[1]); }, Inputs{a, c});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::mul(ops::add(x[0], 0.5f), 3.0f); }, Inputs{a});
+}
+
+TEST(Gradcheck, NonContiguousInputs) {
+  Tensor a = rand_param({4, 6}, 4), b = rand_param({6, 4}, 5);
+  // a transposed view is non-contiguous; b sliced with a step too
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::mul(ops::transpose(x[0], 0, 1), x[1]); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::exp(ops::slice(x[0], 1, 1, 6, 2)); }, Inputs{a});
+  EXPECT_GRADCHECK([](const Inputs& x) { return ops::matmul(ops::transpose(x[1], 0, 1), ops::transpose(x[0], 0, 1)); }, Inputs{a, b});
+}
+
+TEST(Gradcheck, UnaryOps) {
+  Tensor x = rand_param({2, 7}, 6, -2.0f, 2.0f), p = rand_param({2, 7}, 7, 0.5f, 2.0f);
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::neg(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::exp(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::log(v[0]); }, Inputs{p});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::sqrt(v[0]); }, Inputs{p});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::rsqrt(v[0]); }, Inputs{p});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::pow(v[0], 3.0f); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::pow(v[0], -1.5f); }, Inputs{p});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::sigmoid(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::tanh(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::silu(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::gelu(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::swiglu(v[0], v[1]); }, Inputs{x, p});
+}
+
+TEST(Gradcheck, Reductions) {
+  Tensor x = rand_param({3, 4, 5}, 8);
+  // max needs values farther apart than 2ε, or a finite difference can change which one wins
+  std::vector<float> spaced(60);
+  for (int i = 0; i < 60; ++i) spaced[i] = 0.05f * static_cast<float>((i * 37) % 60) - 1.5f;
+  Tensor xs = Tensor::from_vector(spaced, {3, 4, 5});
+  xs.set_requires_grad(true);
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::sum(v[0], {1}); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::sum(v[0], {0, 2}, true); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::mean(v[0], {-1}); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::mean(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::max(v[0], 1); }, Inputs{xs});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::max(v[0], 0, true); }, Inputs{xs});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::max(ops::transpose(v[0], 0, 2), 0, true); }, Inputs{xs});
+}
+
+TEST(Gradcheck, MatmulAllTransposesAndBatches) {
+  Tensor a = rand_param({5, 3}, 9), b = rand_param({3, 4}, 10), bt = rand_param({4, 3}, 11);
+  Tensor ba = rand_param({2, 5, 3}, 12), bb = rand_param({2, 3, 4}, 13);
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::matmul(v[0], v[1]); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::matmul(v[0], ops::transpose(v[1], 0, 1)); }, Inputs{a, bt});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::matmul(ops::transpose(v[1], 0, 1), ops::transpose(v[0], 0, 1)); }, Inputs{a, b});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::matmul(v[0], v[1]); }, Inputs{ba, bb});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::matmul(v[0], v[1]); }, Inputs{ba, b});  // shared 2-D b
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::linear(v[0], v[1]); }, Inputs{ba, bt});
+}
+
+TEST(Gradcheck, ShapeOps) {
+  Tensor x = rand_param({2, 3, 4}, 14), y = rand_param({2, 2, 4}, 15);
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::reshape(v[0], {6, -1}); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::reshape(ops::permute(v[0], {2, 0, 1}), {4, 6}); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::contiguous(ops::permute(v[0], {1, 2, 0})); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::slice(v[0], -1, 1, 4, 2); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::cat({v[0], v[1]}, 1); }, Inputs{x, y});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::expand(ops::slice(v[0], 1, 0, 1), {2, 5, 4}); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::squeeze(ops::unsqueeze(v[0], 1), 1); }, Inputs{x});
+}
+
+TEST(Gradcheck, IndexOps) {
+  Tensor w = rand_param({6, 3}, 16), x = rand_param({3, 5}, 17), src = rand_param({3, 2}, 18);
+  Tensor ids = Tensor::from_ints({1, 5, 1, 0}, {2, 2});
+  Tensor sel = Tensor::from_ints({4, 0, 4}, {3}, DType::I32);
+  Tensor g = Tensor::from_ints({0, 4, 2, 2, 3, 1}, {3, 2});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::embedding(v[0], ids); }, Inputs{w});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::index_select(v[0], 1, sel); }, Inputs{x});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::gather(v[0], 1, g); }, Inputs{x});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::scatter_add(v[0], 1, g, v[1]); }, Inputs{x, src});
+}
+
+TEST(Gradcheck, NormRopeSoftmax) {
+  Tensor x = rand_param({2, 3, 8}, 19), w = rand_param({8}, 20, 0.5f, 1.5f);
+  Tensor q = rand_param({2, 3, 2, 6}, 21);
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(v[0], v[1], 1e-5f); }, Inputs{x, w});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(ops::transpose(v[0], 0, 1), v[1], 1e-5f); }, Inputs{x, w});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(v[0], 10000.0f, 3, 2.0f); }, Inputs{q});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::softmax(v[0]); }, Inputs{x});
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::log_softmax(v[0]); }, Inputs{x});
+}
+
+TEST(Gradcheck, AttentionCausalGqa) {
+  Tensor q = rand_param({2, 5, 4, 6}, 22), k = rand_param({2, 5, 2, 6}, 23), v = rand_param({2, 5, 2, 6}, 24);
+  EXPECT_GRADCHECK([](const Inputs& t) { return ops::attention(t[0], t[1], t[2], true); }, Inputs{q, k, v});
+  EXPECT_GRADCHECK([](const Inputs& t) { return ops::attention(t[0], t[1], t[2], false); }, Inputs{q, k, v});
+  // decode-style: fewer queries than keys
+  Tensor q2 = rand_param({1, 2, 4, 6}, 25);
+  EXPECT_GRADCHECK([](const Inputs& t) { return ops::attention(t[0], t[1], t[2], true); }, Inputs{q2, ops::slice(k, 0, 0, 1).detach().set_requires_grad(true), ops::slice(v, 0, 0, 1).detach().set_requires_grad(true)});
+}
+
+TEST(Gradcheck, CrossEntropyWithIgnoreAndMask) {
+  Tensor logits = rand_param({5, 7}, 26, -2.0f, 2.0f);
+  Tensor targets = Tensor::from_ints({3, -100, 0, 6, 2}, {5});
+  Tensor weights = Tensor::from_vector({1.0f, 1.0f, 0.0f, 2.0f, 0.5f}, {5});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::cross_entropy(v[0], targets); }, Inputs{logits});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::cross_entropy(v[0], targets, -100, weights); }, Inputs{logits});
+}
+
+TEST(Ops, CrossEntropyMatchesHandComputedValue) {
+  // logits row [0, ln 3] with target 1: p = 3/4, loss = ln(4/3); the ignored row counts for nothing.
+  Tensor logits = Tensor::from_vector({0.0f, std::log(3.0f), 5.0f, -1.0f}, {2, 2});
+  Tensor targets = Tensor::from_ints({1, -100}, {2});
+  EXPECT_NEAR(ops::cross_entropy(logits, targets).item(), std::log(4.0 / 3.0), 1e-6);
+}
+
+TEST(Ops, BadArgumentsThrowClearErrors) {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 5});
+  EXPECT_THROW(ops::add(a, b), Error);
+  EXPECT_THROW(ops::matmul(a, a), Error);
+  EXPECT_THROW(ops::embedding(Tensor::zeros({4, 2}), Tensor::from_ints({7}, {1})), Error);
+  try {
+    ops::matmul(a, a);
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("[2, 3]"), std::string::npos) << e.message();
+  }
+}
+
+}  // namespace
+}  // namespace smelt

@@ -1,0 +1,31 @@
+// Helpers shared by the test suites.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <string>
+
+#include "autograd/gradcheck.h"
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+
+namespace smelt::testing {
+
+inline Tensor rand_param(const Shape& shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Philox rng(seed);
+  Tensor t = Tensor::uniform(shape, rng, lo, hi);
+  t.set_requires_grad(true);
+  return t;
+}
+
+inline std::string fixture_path(const std::string& name) { return std::string(SMELT_FIXTURE_DIR) + "/" + name; }
+
+#define EXPECT_GRADCHECK(fn, inputs, ...)                                    \
+  do {                                                                       \
+    auto _r = ::smelt::gradcheck(fn, inputs __VA_OPT__(, ) __VA_ARGS__);     \
+    EXPECT_TRUE(_r.ok) << _r.first_failure << " (max abs error " << _r.max_abs_error << ")"; \
+    EXPECT_GT(_r.checked, 0);                                                \
+  } while (0)
+
+}  // namespace smelt::testing
