@@ -1,0 +1,141 @@
+// Training behaviour: a tiny model must overfit one batch; data and config errors are clear.
+#include "io/checkpoint.h"
+#include "io/config_json.h"
+#include "io/text_data.h"
+#include "ops/ops.h"
+#include "optim/trainer.h"
+#include "tests/test_util.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace smelt {
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 32;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+TEST(Training, TinyModelOverfitsOneBatch) {
+  Transformer m = Transformer::create(tiny_config(), 7);
+  Philox rng(3);
+  Batch b;
+  std::vector<int64_t> ids(4 * 16), tgt(4 * 16);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = rng.next_u32() % 32;
+    tgt[i] = rng.next_u32() % 32;
+  }
+  b.ids = Tensor::from_ints(ids, {4, 16});
+  b.targets = Tensor::from_ints(tgt, {4, 16});
+  TrainConfig tc;
+  tc.steps = 150;
+  tc.lr = 1e-2;
+  tc.min_lr = 1e-3;
+  tc.warmup_steps = 10;
+  tc.weight_decay = 0.0;
+  Trainer trainer(m, tc);
+  double last = 0;
+  for (int64_t s = 0; s < tc.steps; ++s) last = trainer.step(s, {b}).loss;
+  EXPECT_LT(last, 0.05) << "random targets memorised: loss should approach 0";
+}
+
+TEST(Training, SaveLoadGivesIdenticalLogits) {
+  Transformer m = Transformer::create(tiny_config(), 11);
+  const std::string dir = ::testing::TempDir() + "smelt_save_load";
+  save_model_dir(dir, m);
+  Transformer back = load_model_dir(dir);
+  Tensor ids = Tensor::from_ints({1, 2, 3, 4, 5, 6}, {1, 6});
+  NoGradGuard g;
+  EXPECT_EQ(m.forward(ids).to_vector(), back.forward(ids).to_vector());
+  // Saving again over an existing directory replaces it whole.
+  save_model_dir(dir, back);
+  EXPECT_FALSE(std::filesystem::exists(dir + ".tmp." + std::to_string(::getpid())));
+}
+
+TEST(Training, KvCacheDecodingMatchesFullForward) {
+  Transformer m = Transformer::create(tiny_config(), 12);
+  NoGradGuard g;
+  Tensor ids = Tensor::from_ints({3, 1, 4, 1, 5, 9, 2, 6}, {1, 8});
+  std::vector<float> full = m.forward(ids).to_vector();
+  KVCache cache = m.make_cache(1, 8);
+  m.forward(ops::slice(ids, 1, 0, 5), &cache);
+  for (int64_t t = 5; t < 8; ++t) {
+    std::vector<float> step = m.forward(ops::slice(ids, 1, t, t + 1), &cache).to_vector();
+    for (int64_t v = 0; v < 32; ++v) EXPECT_NEAR(step[v], full[t * 32 + v], 1e-5) << "t=" << t;
+  }
+}
+
+TEST(Training, CheckpointShapeMismatchNamesTensor) {
+  Transformer m = Transformer::create(tiny_config(), 13);
+  ModelConfig other = tiny_config();
+  other.hidden_size = 48;
+  other.num_attention_heads = 4;
+  try {
+    Transformer::from_tensors(other, m.named_parameters(), "model.safetensors");
+    FAIL() << "expected a shape error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("model.embed_tokens.weight"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("model.safetensors"), std::string::npos) << e.message();
+  }
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+void expect_error_mentions(const std::function<void()>& fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    for (const auto& n : needles) EXPECT_NE(e.message().find(n), std::string::npos) << e.message();
+  }
+}
+
+TEST(Config, BadRecipesNameFileAndField) {
+  const std::string good_model =
+      R"("model": {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4})";
+  std::string p = write_temp("unknown.json", "{" + good_model + R"(, "train": {"stpes": 5}})");
+  expect_error_mentions([&] { read_recipe(p); }, {"unknown.json", "train.stpes", "unknown field"});
+  p = write_temp("missing.json", R"({"model": {"vocab_size": 256}})");
+  expect_error_mentions([&] { read_recipe(p); }, {"missing.json", "model.hidden_size", "missing"});
+  p = write_temp("type.json", "{" + good_model + R"(, "train": {"lr": "fast"}})");
+  expect_error_mentions([&] { read_recipe(p); }, {"type.json", "train.lr", "number"});
+  p = write_temp("heads.json", R"({"model": {"vocab_size": 256, "hidden_size": 30, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}})");
+  expect_error_mentions([&] { read_recipe(p); }, {"heads.json", "divisible"});
+  p = write_temp("broken.json", "{\"model\": ");
+  expect_error_mentions([&] { read_recipe(p); }, {"broken.json", "malformed JSON"});
+  p = write_temp("empty.json", "");
+  expect_error_mentions([&] { read_recipe(p); }, {"empty.json", "empty"});
+  expect_error_mentions([&] { read_recipe("/nonexistent/recipe.json"); }, {"/nonexistent/recipe.json"});
+}
+
+TEST(Data, MissingAndEmptyFilesAreRefused) {
+  expect_error_mentions([] { ByteDataset::from_file("/nonexistent/corpus.txt"); }, {"/nonexistent/corpus.txt", "does not exist"});
+  std::string p = write_temp("empty.txt", "");
+  expect_error_mentions([&] { ByteDataset::from_file(p); }, {"empty.txt", "empty"});
+}
+
+TEST(Data, BatchesAreShiftedByOneAndReproducible) {
+  ByteDataset d = ByteDataset::from_bytes("abcdefghijklmnopqrstuvwxyz", "alphabet");
+  Philox r1(5), r2(5);
+  Batch a = d.random_batch(3, 8, r1), b = d.random_batch(3, 8, r2);
+  EXPECT_EQ(a.ids.to_int_vector(), b.ids.to_int_vector());
+  auto ids = a.ids.to_int_vector(), tg = a.targets.to_int_vector();
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(tg[i], ids[i] + 1);
+}
+
+}  // namespace
+}  // namespace smelt
