@@ -49,6 +49,14 @@ Batch ByteDataset::random_batch(int64_t batch, int64_t seq_len, Philox& rng) con
   return batch_from_starts(starts, seq_len);
 }
 
+Batch ByteDataset::window_batch(int64_t first, int64_t count, int64_t seq_len) const {
+  SMELT_CHECK(first >= 0 && first + count <= windows(seq_len), name_, ": windows [", first, ", ", first + count, ") past the ",
+              windows(seq_len), " available");
+  std::vector<int64_t> starts(count);
+  for (int64_t k = 0; k < count; ++k) starts[k] = (first + k) * seq_len;
+  return batch_from_starts(starts, seq_len);
+}
+
 Batch ByteDataset::eval_batch(int64_t i, int64_t batches, int64_t batch, int64_t seq_len) const {
   SMELT_CHECK(size() >= seq_len + 1, name_, ": ", size(), " bytes is too short for seq_len ", seq_len);
   const int64_t total = batches * batch;

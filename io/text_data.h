@@ -22,6 +22,8 @@ class ByteDataset {
   Batch random_batch(int64_t batch, int64_t seq_len, Philox& rng) const;
   // The i-th of the fixed evaluation batches (windows spread evenly over the data).
   Batch eval_batch(int64_t i, int64_t batches, int64_t batch, int64_t seq_len) const;
+  // Disjoint windows [k·T, k·T + T] for k in [first, first + count): a full pass over the data.
+  Batch window_batch(int64_t first, int64_t count, int64_t seq_len) const;
   // Number of disjoint windows of seq_len + 1 bytes.
   int64_t windows(int64_t seq_len) const { return (size() - 1) / seq_len; }
 

@@ -26,7 +26,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 constexpr int64_t kMR = 6;
 constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
 constexpr int64_t kMC = 96;    // M block: the packed A block (MC×KC) stays in L2
-constexpr int64_t kNCTile = 256;  // N columns per parallel task
+constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
 
 inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k]; }
 
@@ -63,13 +63,15 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
     float* dst = out + q * kc * kMR;
     const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
     if (!g.trans_a) {
-      for (int64_t r = 0; r < kMR; ++r) {
-        if (r < rows) {
-          const float* src = g.a + (r0 + r) * g.lda + k0;
-          for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = src[k];
-        } else {
-          for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = 0.0f;
-        }
+      // Read MR row streams together so the writes to the panel are sequential.
+      const float* src[kMR];
+      for (int64_t r = 0; r < kMR; ++r) src[r] = g.a + (r0 + std::min(r, rows - 1)) * g.lda + k0;
+      if (rows == kMR) {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = src[r][k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r][k] : 0.0f;
       }
     } else {
       for (int64_t k = 0; k < kc; ++k) {

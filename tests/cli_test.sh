@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# End-to-end checks of the smelt binary: bad input gives exactly one line on stderr that names
+# the file and field, with a non-zero exit; a tiny train → eval → generate round trip works; a
+# killed training run never leaves a half-written or damaged model directory.
+set -u
+SMELT=${1:?usage: cli_test.sh path/to/smelt}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+
+fail() { echo "FAIL: $1"; failed=$((failed + 1)); }
+ok() { passed=$((passed + 1)); }
+
+# expect_error NAME "needle1|needle2" -- command...
+expect_error() {
+  local name=$1 needles=$2
+  shift 3
+  "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [ $rc -eq 0 ]; then fail "$name: exit code 0"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
+  IFS='|' read -ra parts <<<"$needles"
+  for n in "${parts[@]}"; do
+    grep -qF -- "$n" "$work/err" || { fail "$name: '$n' not in: $(cat "$work/err")"; return; }
+  done
+  ok
+}
+
+model='"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64'
+echo "{\"model\": {$model}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_len\": 16, \"eval_batches\": 1, \"warmup_steps\": 1}}" >"$work/good.json"
+echo "{\"model\": {\"vocab_size\": 256}}" >"$work/missing.json"
+echo "{\"model\": {$model, \"hidden_sise\": 3}}" >"$work/unknown.json"
+echo "{\"model\": {$model}, \"train\": {\"steps\": \"many\"}}" >"$work/type.json"
+head -c 20000 /dev/urandom | base64 >"$work/text.txt"
+: >"$work/empty.txt"
+
+expect_error missing-key "missing.json|model.hidden_size" -- "$SMELT" train --config "$work/missing.json" --data "$work/text.txt" --out "$work/m"
+expect_error unknown-key "unknown.json|model.hidden_sise|unknown field" -- "$SMELT" train --config "$work/unknown.json" --data "$work/text.txt" --out "$work/m"
+expect_error wrong-type "type.json|train.steps|integer" -- "$SMELT" train --config "$work/type.json" --data "$work/text.txt" --out "$work/m"
+expect_error no-data "$work/nope.txt|does not exist" -- "$SMELT" train --config "$work/good.json" --data "$work/nope.txt" --out "$work/m"
+expect_error empty-data "empty.txt|empty" -- "$SMELT" train --config "$work/good.json" --data "$work/empty.txt" --out "$work/m"
+expect_error no-model "$work/none|not a model directory" -- "$SMELT" eval --model "$work/none" --data "$work/text.txt"
+
+# A round trip on tiny settings.
+if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/m" --json >"$work/train.jsonl" 2>"$work/train.err"; then
+  ok
+  for f in config.json model.safetensors metrics.jsonl summary.json; do
+    [ -f "$work/m/$f" ] && ok || fail "train did not write $f"
+  done
+  [ "$(grep -c '"step"' "$work/train.jsonl")" -ge 3 ] && ok || fail "train --json printed no per-step metrics"
+  "$SMELT" eval --model "$work/m" --data "$work/text.txt" --json --max-batches 2 >"$work/eval.json" 2>/dev/null &&
+    grep -q '"bits_per_byte"' "$work/eval.json" && ok || fail "eval --json"
+  "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 >"$work/gen.txt" 2>/dev/null &&
+    grep -q '^Hello' "$work/gen.txt" && ok || fail "generate"
+  # A checkpoint whose shapes disagree with its config.
+  cp -r "$work/m" "$work/bad"
+  sed -i 's/"intermediate_size": 64/"intermediate_size": 72/' "$work/bad/config.json"
+  expect_error shape-mismatch "model.safetensors|mlp.gate_proj.weight|[64, 32]" -- "$SMELT" eval --model "$work/bad" --data "$work/text.txt"
+  # Killed mid-run: the previous model directory stays whole and loadable, nothing half-written appears.
+  before=$(sha256sum "$work/m/model.safetensors")
+  "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/m" --steps 100000 >/dev/null 2>&1 &
+  pid=$!
+  sleep 1
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  [ "$(sha256sum "$work/m/model.safetensors")" = "$before" ] && ok || fail "killed run changed the previous model"
+  "$SMELT" eval --model "$work/m" --data "$work/text.txt" --max-batches 1 >/dev/null 2>&1 && ok || fail "previous model no longer loads"
+else
+  fail "train round trip: $(cat "$work/train.err")"
+fi
+
+"$SMELT" train --help >/dev/null && ok || fail "train --help"
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

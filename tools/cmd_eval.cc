@@ -1,0 +1,79 @@
+// smelt eval: loss, perplexity and bits per byte of a model over a whole text file.
+#include <cmath>
+#include <cstdio>
+
+#include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
+#include "io/json_reader.h"
+#include "io/text_data.h"
+#include "ops/ops.h"
+#include "runtime/log.h"
+#include "tools/commands.h"
+
+namespace smelt::tools {
+namespace {
+
+struct EvalArgs {
+  std::string model, data;
+  int64_t seq_len = 0, batch_size = 8, max_batches = 0;
+  bool json = false;
+  int threads = 0;
+};
+
+void run_eval(const EvalArgs& a) {
+  apply_threads(a.threads);
+  Transformer model = load_model_dir(a.model);
+  const ModelConfig& cfg = model.config();
+  const int64_t T = a.seq_len > 0 ? a.seq_len : std::min<int64_t>(cfg.max_position_embeddings, 256);
+  SMELT_CHECK(T <= cfg.max_position_embeddings, "--seq-len ", T, " exceeds the model's max_position_embeddings ", cfg.max_position_embeddings);
+  SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
+  ByteDataset data = ByteDataset::from_file(a.data, T + 1);
+  int64_t windows = data.windows(T);
+  int64_t batches = (windows + a.batch_size - 1) / a.batch_size;
+  if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
+  NoGradGuard no_grad;
+  double nats = 0;
+  int64_t tokens = 0;
+  ProgressBar bar("eval", batches, "batches");
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t first = b * a.batch_size, count = std::min(a.batch_size, windows - first);
+    Batch batch = data.window_batch(first, count, T);
+    Tensor logits = model.forward(batch.ids);
+    const double loss = ops::cross_entropy(ops::reshape(logits, {-1, cfg.vocab_size}), ops::reshape(batch.targets, {-1})).item();
+    nats += loss * static_cast<double>(batch.ids.numel());
+    tokens += batch.ids.numel();
+    bar.update(b + 1);
+  }
+  bar.finish();
+  const double loss = tokens > 0 ? nats / tokens : 0.0;
+  json out = {{"model", a.model},
+              {"data", a.data},
+              {"loss", loss},
+              {"perplexity", std::exp(loss)},
+              {"bits_per_byte", loss / std::log(2.0)},
+              {"tokens", tokens},
+              {"seq_len", T},
+              {"parameters", cfg.parameter_count()},
+              {"active_parameters", cfg.parameter_count()}};
+  if (a.json) std::printf("%s\n", out.dump().c_str());
+  else
+    std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters\n", loss, std::exp(loss),
+                loss / std::log(2.0), static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()));
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto args = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a model on a text file");
+  cmd->add_option("--model", args->model, "Model directory (config.json + model.safetensors)")->required();
+  cmd->add_option("--data", args->data, "Text file to score (every byte, in disjoint windows)")->required();
+  cmd->add_option("--seq-len", args->seq_len, "Window length (default: min(max_position_embeddings, 256))");
+  cmd->add_option("--batch-size", args->batch_size, "Windows per forward pass")->capture_default_str();
+  cmd->add_option("--max-batches", args->max_batches, "Stop after this many batches (0 = whole file)")->capture_default_str();
+  cmd->add_flag("--json", args->json, "Print the result as one JSON object");
+  add_threads_option(*cmd, args->threads);
+  cmd->callback([args] { run_eval(*args); });
+}
+
+}  // namespace smelt::tools

@@ -1,0 +1,99 @@
+// smelt generate: sample text from a model with a KV cache (temperature, top-k, top-p).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
+#include "ops/ops.h"
+#include "runtime/rng.h"
+#include "tools/commands.h"
+
+namespace smelt::tools {
+namespace {
+
+struct GenerateArgs {
+  std::string model, prompt;
+  int64_t max_new_tokens = 200, top_k = 0, seed = 0;
+  double temperature = 0.8, top_p = 1.0;
+  int threads = 0;
+};
+
+// Draws the next token from logits: greedy at temperature 0, else softmax(logits / T)
+// restricted to the top-k tokens and to the smallest set whose probability reaches top-p.
+int64_t sample(const std::vector<float>& logits, const GenerateArgs& a, Philox& rng) {
+  const int64_t V = static_cast<int64_t>(logits.size());
+  if (a.temperature <= 0) return std::max_element(logits.begin(), logits.end()) - logits.begin();
+  std::vector<int64_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return logits[x] > logits[y]; });
+  int64_t keep = a.top_k > 0 ? std::min(a.top_k, V) : V;
+  std::vector<double> p(keep);
+  double total = 0;
+  for (int64_t i = 0; i < keep; ++i) total += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / a.temperature);
+  double cum = 0;
+  int64_t nucleus = keep;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += p[i] / total;
+    if (cum >= a.top_p) {
+      nucleus = i + 1;
+      break;
+    }
+  }
+  double mass = 0;
+  for (int64_t i = 0; i < nucleus; ++i) mass += p[i];
+  double u = rng.next_uniform() * mass;
+  for (int64_t i = 0; i < nucleus; ++i) {
+    u -= p[i];
+    if (u <= 0) return order[i];
+  }
+  return order[nucleus - 1];
+}
+
+void run_generate(const GenerateArgs& a) {
+  apply_threads(a.threads);
+  SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
+  SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
+  SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
+  Transformer model = load_model_dir(a.model);
+  const ModelConfig& cfg = model.config();
+  std::vector<int64_t> ids;
+  for (unsigned char c : a.prompt) ids.push_back(c);
+  const int64_t capacity = std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(ids.size()) + a.max_new_tokens);
+  SMELT_CHECK(static_cast<int64_t>(ids.size()) < capacity, "the prompt (", ids.size(), " bytes) fills the model's context of ",
+              cfg.max_position_embeddings);
+  NoGradGuard no_grad;
+  KVCache cache = model.make_cache(1, capacity);
+  Philox rng(static_cast<uint64_t>(a.seed));
+  std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
+  Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
+  for (int64_t produced = 0; produced < a.max_new_tokens && cache.length < capacity; ++produced) {
+    std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
+    last.resize(std::min<int64_t>(cfg.vocab_size, 256));  // byte-level: only byte ids decode to text
+    const int64_t next = sample(last, a, rng);
+    std::fputc(static_cast<int>(next), stdout);
+    std::fflush(stdout);
+    if (cache.length >= capacity) break;
+    logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+  }
+  std::fputc('\n', stdout);
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  CLI::App* cmd = app.add_subcommand("generate", "Sample text from a model (KV cache; temperature, top-k, top-p)");
+  cmd->add_option("--model", args->model, "Model directory")->required();
+  cmd->add_option("--prompt", args->prompt, "Text to continue")->required();
+  cmd->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", args->temperature, "Softmax temperature (0 = greedy)")->capture_default_str();
+  cmd->add_option("--top-k", args->top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
+  cmd->add_option("--top-p", args->top_p, "Nucleus sampling: smallest set with this much probability")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
+  add_threads_option(*cmd, args->threads);
+  cmd->callback([args] { run_generate(*args); });
+}
+
+}  // namespace smelt::tools

@@ -1,0 +1,134 @@
+// smelt train: pretrain a dense model on a text file (byte tokens) from a recipe.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <filesystem>
+#include <sstream>
+
+#include "io/checkpoint.h"
+#include "io/config_json.h"
+#include "io/text_data.h"
+#include "ops/backend.h"
+#include "runtime/log.h"
+#include "runtime/thread_pool.h"
+#include "tools/commands.h"
+
+namespace smelt::tools {
+namespace {
+
+struct TrainArgs {
+  std::string config, data, val, out;
+  double val_fraction = 0.05;
+  int64_t steps = 0;
+  int64_t seed = -1;
+  bool json = false;
+  int threads = 0;
+};
+
+json metrics_json(const StepMetrics& m) {
+  json j = {{"step", m.step}, {"loss", m.loss}, {"grad_norm", m.grad_norm}, {"lr", m.lr},
+            {"tokens", m.tokens}, {"tokens_per_s", m.tokens_per_second}, {"elapsed_s", m.elapsed_seconds}};
+  if (m.has_val) j["val_loss"] = m.val_loss;
+  return j;
+}
+
+void run_train(const TrainArgs& a) {
+  apply_threads(a.threads);
+  Recipe recipe = read_recipe(a.config);
+  if (a.steps > 0) recipe.train.steps = a.steps;
+  if (a.seed >= 0) recipe.train.seed = static_cast<uint64_t>(a.seed);
+  SMELT_CHECK(recipe.model.vocab_size >= 256, a.config, ": model.vocab_size must be ≥ 256 for byte-level text, got ",
+              recipe.model.vocab_size);
+  SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, a.config, ": train.seq_len (", recipe.train.seq_len,
+              ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
+  SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
+  SMELT_CHECK(!std::filesystem::exists(a.out) || std::filesystem::is_directory(a.out), a.out, ": exists and is not a directory");
+
+  // Data: an explicit validation file, or the last val_fraction of the training file held out.
+  ByteDataset full = ByteDataset::from_file(a.data, recipe.train.seq_len + 1);
+  ByteDataset train = full, val;
+  if (!a.val.empty()) {
+    val = ByteDataset::from_file(a.val, recipe.train.seq_len + 1);
+  } else if (a.val_fraction > 0) {
+    std::ifstream in(a.data, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    const size_t cut = static_cast<size_t>(static_cast<double>(bytes.size()) * (1.0 - a.val_fraction));
+    SMELT_CHECK(bytes.size() - cut > static_cast<size_t>(recipe.train.seq_len) + 1, a.data,
+                ": the held-out part is shorter than one sequence; pass --val or a larger --val-fraction");
+    val = ByteDataset::from_bytes(bytes.substr(cut), a.data + " (held out)");
+    train = ByteDataset::from_bytes(bytes.substr(0, cut), a.data);
+  }
+  const bool has_val = val.size() > 0;
+
+  Transformer model = Transformer::create(recipe.model, recipe.train.seed);
+  log_info("model: " + std::to_string(recipe.model.parameter_count()) + " parameters, " + std::to_string(num_threads()) +
+           " threads, SIMD " + cpu_simd_target());
+  log_info("data: " + std::to_string(train.size()) + " training bytes" +
+           (has_val ? ", " + std::to_string(val.size()) + " validation bytes" : ""));
+
+  Trainer trainer(model, recipe.train);
+  Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
+  const TrainConfig& tc = recipe.train;
+  ProgressBar bar("train", tc.steps, "steps");
+  std::ostringstream metrics;
+  double last_val = -1;
+  trainer.run(
+      [&](int64_t, int64_t) { return train.random_batch(tc.batch_size, tc.seq_len, data_rng); },
+      has_val ? std::function<Batch(int64_t)>([&](int64_t i) { return val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len); })
+              : std::function<Batch(int64_t)>(),
+      [&](const StepMetrics& m) {
+        json j = metrics_json(m);
+        metrics << j.dump() << "\n";
+        if (a.json) std::printf("%s\n", j.dump().c_str());
+        if (m.has_val) last_val = m.val_loss;
+        char suffix[160];
+        std::snprintf(suffix, sizeof suffix, "loss %.4f%s | %.0f tok/s", m.loss,
+                      last_val >= 0 ? (" val " + std::to_string(last_val).substr(0, 6)).c_str() : "", m.tokens_per_second);
+        bar.update(m.step, suffix);
+      });
+  bar.finish();
+
+  json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()}};
+  std::istringstream lines(metrics.str());
+  std::string line, last_line;
+  while (std::getline(lines, line)) last_line = line;
+  json last = json::parse(last_line);
+  summary["final_loss"] = last["loss"];
+  summary["tokens_per_s"] = last["tokens_per_s"];
+  summary["elapsed_s"] = last["elapsed_s"];
+  if (last.contains("val_loss")) {
+    summary["val_loss"] = last["val_loss"];
+    summary["val_bits_per_byte"] = last["val_loss"].get<double>() / std::log(2.0);
+  }
+  json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
+  save_model_dir(a.out, model, {{"metrics.jsonl", metrics.str()}, {"recipe.json", recipe_json.dump(2) + "\n"},
+                                {"summary.json", summary.dump(2) + "\n"}});
+  if (a.json) std::printf("%s\n", summary.dump().c_str());
+  else {
+    std::printf("trained %ld steps in %s: loss %.4f", static_cast<long>(tc.steps),
+                format_duration(summary["elapsed_s"].get<double>()).c_str(), summary["final_loss"].get<double>());
+    if (summary.contains("val_loss"))
+      std::printf(", validation loss %.4f (%.3f bits per byte)", summary["val_loss"].get<double>(),
+                  summary["val_bits_per_byte"].get<double>());
+    std::printf(", %.0f tokens/s\nmodel written to %s\n", summary["tokens_per_s"].get<double>(), a.out.c_str());
+  }
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand("train", "Pretrain a model on a text file (byte-level tokens) from a recipe");
+  cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}")->required();
+  cmd->add_option("--data", args->data, "Training text file")->required();
+  cmd->add_option("--val", args->val, "Validation text file (default: hold out the end of --data)");
+  cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
+  cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
+  cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
+  cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
+  cmd->add_flag("--json", args->json, "Print per-step metrics and the summary as JSON lines on stdout");
+  add_threads_option(*cmd, args->threads);
+  cmd->callback([args] { run_train(*args); });
+}
+
+}  // namespace smelt::tools

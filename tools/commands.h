@@ -1,0 +1,15 @@
+// One function per subcommand; each adds itself to the app with its options and callback.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace smelt::tools {
+
+void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+
+// --threads N shared by the compute subcommands (0 = all cores).
+void add_threads_option(CLI::App& cmd, int& threads);
+void apply_threads(int threads);
+
+}  // namespace smelt::tools
