@@ -203,8 +203,10 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   Tensor out = Tensor::empty(gate.shape());
   const float *pg = gc.data<float>(), *pu = uc.data<float>();
   float* po = out.data<float>();
+  const KernelTable& K = kernels_for(gate.device());
   parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = pg[i] / (1.0f + std::exp(-pg[i])) * pu[i];
+    K.unary(UnaryOp::Silu, pg + lo, po + lo, hi - lo, 0.0f);
+    K.binary(BinaryOp::Mul, po + lo, pu + lo, po + lo, hi - lo);
   });
   if (!needs_grad({&gate, &up})) return out;
   SavedTensor G(gc, "swiglu"), U(uc, "swiglu");
@@ -213,11 +215,15 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
     Tensor dgate = Tensor::empty(gs.shape()), dup = Tensor::empty(gs.shape());
     const float *pgr = gr.data<float>(), *pgt = gs.data<float>(), *pup = us.data<float>();
     float *pdg = dgate.data<float>(), *pdu = dup.data<float>();
+    const KernelTable& K = kernels_for(gr.device());
     parallel_for(0, gr.numel(), kGrain, [&](int64_t lo, int64_t hi) {
+      // s = sigmoid(x) from the SIMD kernel (into dgate's slot), then plain loops the compiler vectorises
+      float* s = pdg + lo;
+      K.unary(UnaryOp::Sigmoid, pgt + lo, s, hi - lo, 0.0f);
       for (int64_t i = lo; i < hi; ++i) {
-        float x = pgt[i], s = 1.0f / (1.0f + std::exp(-x));
-        pdu[i] = pgr[i] * x * s;
-        pdg[i] = pgr[i] * pup[i] * s * (1.0f + x * (1.0f - s));
+        const float x = pgt[i], si = pdg[i];
+        pdu[i] = pgr[i] * x * si;
+        pdg[i] = pgr[i] * pup[i] * si * (1.0f + x * (1.0f - si));
       }
     });
     return std::vector<Tensor>{dgate, dup};

@@ -1,8 +1,8 @@
 // CPU f32 GEMM: C = alpha * op(A) * op(B) + beta * C, with op = identity or transpose read in
 // place (no transposed copy is ever made). BLIS-style layering:
 //   for each K block (kc):   pack B[kc × N] into NR-wide column panels (shared by all threads)
-//     in parallel over (M block × N block) tiles: pack A[mc × kc] into MR-tall row panels,
-//       then for each (MR × NR) tile run the register-blocked micro-kernel.
+//     in parallel over (M block × N block) tiles: for each (MR × NR) tile run the
+//       register-blocked micro-kernel, which reads A in place (see micro_kernel).
 // The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
 // 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
 #undef HWY_TARGET_INCLUDE
@@ -25,7 +25,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kMR = 6;
 constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
-constexpr int64_t kMC = 96;    // M block: the packed A block (MC×KC) stays in L2
+constexpr int64_t kMC = 96;    // M block: the A block (MC×KC) stays in L2 while B panels stream past
 constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
 
 inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k]; }
@@ -57,61 +57,47 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, float* out) {
   });
 }
 
-// Packs A[i0:i0+mc, k0:k0+kc] into panels of MR rows: panel q holds columns k, each MR floats.
-void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* out) {
-  for (int64_t q = 0; q * kMR < mc; ++q) {
-    float* dst = out + q * kc * kMR;
-    const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
-    if (!g.trans_a) {
-      // Read MR row streams together so the writes to the panel are sequential.
-      const float* src[kMR];
-      for (int64_t r = 0; r < kMR; ++r) src[r] = g.a + (r0 + std::min(r, rows - 1)) * g.lda + k0;
-      if (rows == kMR) {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = src[r][k];
-      } else {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r][k] : 0.0f;
-      }
-    } else {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* src = g.a + (k0 + k) * g.lda + r0;
-        for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r] : 0.0f;
-      }
-    }
-  }
-}
-
-// acc (MR × 2 vectors) += packed A panel × packed B panel over kc; then C += alpha * acc.
-void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc,
-                  int64_t rows, int64_t cols, float alpha) {
+// acc (MR × 2 vectors) = packed A panel × packed B panel over kc; then C += alpha * acc, or
+// C = alpha * acc when `overwrite` (the first K block of a beta = 0 product: no memset pass).
+// A is read in place, not packed: row r of the MR-row panel starts at a_rows[r] and
+// consecutive k are k_stride apart (1 for row-major A, lda for a transposed A, whose MR
+// values per k are then adjacent). Broadcast loads cost the same from either layout, and
+// skipping the pack saves a pass that rivals the arithmetic when N is small.
+void micro_kernel(int64_t kc, const float* const* a_rows, int64_t k_stride, const float* HWY_RESTRICT pb, float* c, int64_t ldc,
+                  int64_t rows, int64_t cols, float alpha, bool overwrite) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
   auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
   auto c40 = hn::Zero(d), c41 = hn::Zero(d), c50 = hn::Zero(d), c51 = hn::Zero(d);
-  for (int64_t k = 0; k < kc; ++k) {
+  const float *a0 = a_rows[0], *a1 = a_rows[1], *a2 = a_rows[2], *a3 = a_rows[3], *a4 = a_rows[4], *a5 = a_rows[5];
+  int64_t off = 0;
+  for (int64_t k = 0; k < kc; ++k, off += k_stride) {
     const auto b0 = hn::LoadU(d, pb + k * 2 * N);
     const auto b1 = hn::LoadU(d, pb + k * 2 * N + N);
-    const float* ak = pa + k * kMR;
-    auto a = hn::Set(d, ak[0]);
+    auto a = hn::Set(d, a0[off]);
     c00 = hn::MulAdd(a, b0, c00); c01 = hn::MulAdd(a, b1, c01);
-    a = hn::Set(d, ak[1]);
+    a = hn::Set(d, a1[off]);
     c10 = hn::MulAdd(a, b0, c10); c11 = hn::MulAdd(a, b1, c11);
-    a = hn::Set(d, ak[2]);
+    a = hn::Set(d, a2[off]);
     c20 = hn::MulAdd(a, b0, c20); c21 = hn::MulAdd(a, b1, c21);
-    a = hn::Set(d, ak[3]);
+    a = hn::Set(d, a3[off]);
     c30 = hn::MulAdd(a, b0, c30); c31 = hn::MulAdd(a, b1, c31);
-    a = hn::Set(d, ak[4]);
+    a = hn::Set(d, a4[off]);
     c40 = hn::MulAdd(a, b0, c40); c41 = hn::MulAdd(a, b1, c41);
-    a = hn::Set(d, ak[5]);
+    a = hn::Set(d, a5[off]);
     c50 = hn::MulAdd(a, b0, c50); c51 = hn::MulAdd(a, b1, c51);
   }
   const auto va = hn::Set(d, alpha);
   if (rows == kMR && cols == 2 * N) {
     auto update = [&](float* row, decltype(c00) lo, decltype(c00) hi) {
-      hn::StoreU(hn::MulAdd(va, lo, hn::LoadU(d, row)), d, row);
-      hn::StoreU(hn::MulAdd(va, hi, hn::LoadU(d, row + N)), d, row + N);
+      if (overwrite) {
+        hn::StoreU(hn::Mul(va, lo), d, row);
+        hn::StoreU(hn::Mul(va, hi), d, row + N);
+      } else {
+        hn::StoreU(hn::MulAdd(va, lo, hn::LoadU(d, row)), d, row);
+        hn::StoreU(hn::MulAdd(va, hi, hn::LoadU(d, row + N)), d, row + N);
+      }
     };
     update(c + 0 * ldc, c00, c01);
     update(c + 1 * ldc, c10, c11);
@@ -131,11 +117,12 @@ void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RES
   hn::Store(c40, d, tile + 4 * w); hn::Store(c41, d, tile + 4 * w + N);
   hn::Store(c50, d, tile + 5 * w); hn::Store(c51, d, tile + 5 * w + N);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] += alpha * tile[r * w + j];
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = alpha * tile[r * w + j] + (overwrite ? 0.0f : c[r * ldc + j]);
 }
 
+// C *= beta. Not needed for beta = 0 when K > 0: the first K block overwrites C.
 void scale_c(const GemmArgs& g) {
-  if (g.beta == 1.0f) return;
+  if (g.beta == 1.0f || (g.beta == 0.0f && g.k > 0 && g.alpha != 0.0f)) return;
   parallel_for(0, g.m, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* row = g.c + r * g.ldc;
@@ -145,7 +132,64 @@ void scale_c(const GemmArgs& g) {
   });
 }
 
+// Narrow products (N of at most a few vectors, B rows unit-stride) skip packing: packing A would
+// cost as much as the arithmetic (attention's P·V and its gradients have N = head_dim). Each
+// task keeps a 3-row × NV-vector block of C in registers and streams A and B directly.
+template <int NV>
+void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  using V = decltype(hn::Zero(d));
+  V acc[3][NV];
+  for (int r = 0; r < 3; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = hn::Zero(d);
+  const int64_t r1 = std::min<int64_t>(1, rows - 1), r2 = std::min<int64_t>(2, rows - 1);
+  for (int64_t k = 0; k < g.k; ++k) {
+    const auto a0 = hn::Set(d, a_at(g, i0, k));
+    const auto a1 = hn::Set(d, a_at(g, i0 + r1, k));
+    const auto a2 = hn::Set(d, a_at(g, i0 + r2, k));
+    const float* brow = g.b + k * g.ldb + j0;
+    for (int v = 0; v < NV; ++v) {
+      const auto b = hn::LoadU(d, brow + v * N);
+      acc[0][v] = hn::MulAdd(a0, b, acc[0][v]);
+      acc[1][v] = hn::MulAdd(a1, b, acc[1][v]);
+      acc[2][v] = hn::MulAdd(a2, b, acc[2][v]);
+    }
+  }
+  const auto va = hn::Set(d, g.alpha), vb = hn::Set(d, g.beta);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* crow = g.c + (i0 + r) * g.ldc + j0;
+    for (int v = 0; v < NV; ++v) {
+      auto out = hn::Mul(va, acc[r][v]);
+      if (g.beta != 0.0f) out = hn::MulAdd(vb, hn::LoadU(d, crow + v * N), out);
+      hn::StoreU(out, d, crow + v * N);
+    }
+  }
+}
+
+bool narrow_gemm(const GemmArgs& g) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  if (g.trans_b || g.n % N != 0 || g.n > 8 * N || g.k == 0) return false;
+  const int64_t row_blocks = (g.m + 2) / 3;
+  parallel_for(0, row_blocks, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * 3, rows = std::min<int64_t>(3, g.m - i0);
+      for (int64_t j0 = 0; j0 < g.n; j0 += 4 * N) {
+        switch (std::min<int64_t>(4, (g.n - j0) / N)) {
+          case 1: narrow_block<1>(g, i0, rows, j0); break;
+          case 2: narrow_block<2>(g, i0, rows, j0); break;
+          case 3: narrow_block<3>(g, i0, rows, j0); break;
+          default: narrow_block<4>(g, i0, rows, j0); break;
+        }
+      }
+    }
+  });
+  return true;
+}
+
 void GemmKernel(const GemmArgs& g) {
+  if (g.m > 0 && g.alpha != 0.0f && narrow_gemm(g)) return;
   scale_c(g);
   if (g.m == 0 || g.n == 0 || g.k == 0 || g.alpha == 0.0f) return;
   const hn::ScalableTag<float> d;
@@ -158,25 +202,24 @@ void GemmKernel(const GemmArgs& g) {
   const int64_t n_blocks = (n_panels + tile_panels - 1) / tile_panels;
   for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
     const int64_t kc = std::min(kKC, g.k - k0);
+    const bool overwrite = k0 == 0 && g.beta == 0.0f;
     pack_b(g, k0, kc, nr, packed_b.data());
     parallel_for(0, m_blocks * n_blocks, 1, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> packed_a;
-      packed_a.resize(static_cast<size_t>(kMC * kKC));
-      int64_t packed_for = -1;  // which M block packed_a holds
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t mb = t / n_blocks, nb = t % n_blocks;
         const int64_t i0 = mb * kMC, mc = std::min(kMC, g.m - i0);
-        if (packed_for != mb) {
-          pack_a(g, i0, mc, k0, kc, packed_a.data());
-          packed_for = mb;
-        }
         const int64_t p_end = std::min(n_panels, (nb + 1) * tile_panels);
         for (int64_t p = nb * tile_panels; p < p_end; ++p) {
           const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
-          for (int64_t q = 0; q * kMR < mc; ++q) {
-            const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, g.m - r0);
-            micro_kernel(kc, packed_a.data() + q * kc * kMR, packed_b.data() + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc,
-                         rows, cols, g.alpha);
+          for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
+            const int64_t rows = std::min(kMR, g.m - r0);
+            const float* a_rows[kMR];
+            for (int64_t r = 0; r < kMR; ++r) {
+              const int64_t row = r0 + std::min(r, rows - 1);  // short panels re-read their last row
+              a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + row * g.lda + k0;
+            }
+            micro_kernel(kc, a_rows, g.trans_a ? g.lda : 1, packed_b.data() + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc,
+                         rows, cols, g.alpha, overwrite);
           }
         }
       }
