@@ -24,7 +24,7 @@ void save_model_dir(const std::string& dir, const Transformer& model, const std:
   fs::create_directory(tmp, ec);
   SMELT_CHECK(!ec, tmp.string(), ": cannot create directory (", ec.message(), ")");
   try {
-    write_safetensors((tmp / "model.safetensors").string(), model.named_parameters(), {{"format", "pt"}, {"written_by", "smelt"}});
+    write_safetensors((tmp / "model.safetensors").string(), model.state_dict(), {{"format", "pt"}, {"written_by", "smelt"}});
     write_file_atomic((tmp / "config.json").string(), model_config_to_json(model.config()).dump(2) + "\n");
     for (const auto& [name, contents] : extra_files) write_file_atomic((tmp / name).string(), contents);
   } catch (...) {

@@ -18,10 +18,15 @@ ModelConfig model_config_from_json(JsonReader& r) {
   ModelConfig c;
   if (r.has("architectures")) {
     const json& a = r.raw("architectures");
-    SMELT_CHECK(a.is_array() && a.size() == 1 && a[0] == "LlamaForCausalLM", r.where("architectures"),
-                ": unsupported architecture ", a.dump(), " (this reader handles LlamaForCausalLM)");
+    const bool known = a.is_array() && a.size() == 1 &&
+                       (a[0] == "LlamaForCausalLM" || a[0] == "MixtralForCausalLM" || a[0] == "Qwen2MoeForCausalLM");
+    SMELT_CHECK(known, r.where("architectures"), ": unsupported architecture ", a.dump(),
+                " (known: LlamaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM)");
   }
-  if (r.has("model_type")) SMELT_CHECK(r.string("model_type") == "llama", r.where("model_type"), ": expected \"llama\"");
+  if (r.has("model_type")) {
+    const std::string t = r.string("model_type");
+    SMELT_CHECK(t == "llama" || t == "mixtral" || t == "qwen2_moe", r.where("model_type"), ": unsupported model_type \"", t, "\"");
+  }
   if (r.has("hidden_act")) SMELT_CHECK(r.string("hidden_act") == "silu", r.where("hidden_act"), ": only \"silu\" (SwiGLU) is supported");
   if (r.has("attention_bias")) SMELT_CHECK(!r.boolean("attention_bias"), r.where("attention_bias"), ": biases are not supported");
   if (r.has("mlp_bias")) SMELT_CHECK(!r.boolean("mlp_bias"), r.where("mlp_bias"), ": biases are not supported");
@@ -43,12 +48,33 @@ ModelConfig model_config_from_json(JsonReader& r) {
     c.rope_scaling_factor = s.number("factor");
     s.finish();
   }
+  // Mixture of experts.
+  c.num_local_experts = r.integer("num_local_experts", r.has("num_experts") ? r.integer("num_experts") : 0);
+  c.num_experts_per_tok = r.integer("num_experts_per_tok", c.num_experts_per_tok);
+  c.moe_intermediate_size = r.integer("moe_intermediate_size", c.moe_intermediate_size);
+  c.decoder_sparse_step = r.integer("decoder_sparse_step", c.decoder_sparse_step);
+  c.scoring_func = r.string("scoring_func", c.scoring_func);
+  c.norm_topk_prob = r.boolean("norm_topk_prob", c.norm_topk_prob);
+  c.router_aux_loss_coef = r.number("router_aux_loss_coef", c.router_aux_loss_coef);
+  c.router_z_loss_coef = r.number("router_z_loss_coef", c.router_z_loss_coef);
+  c.moe_balancing = r.string("moe_balancing", c.moe_balancing);
+  c.aux_free_update_rate = r.number("aux_free_update_rate", c.aux_free_update_rate);
+  c.router_jitter_noise = r.number("router_jitter_noise", c.router_jitter_noise);
+  if (r.has("capacity_factor") && !r.raw("capacity_factor").is_null()) {
+    c.capacity_factor = r.number("capacity_factor");
+    SMELT_CHECK(c.capacity_factor > 0, r.where("capacity_factor"), ": must be > 0 (leave it out for dropless routing), got ",
+                c.capacity_factor);
+  }
+  c.routing = r.string("routing", c.routing);
+  c.shared_expert_intermediate_size = r.integer("shared_expert_intermediate_size", c.shared_expert_intermediate_size);
+  c.shared_expert_gate = r.boolean("shared_expert_gate", c.shared_expert_gate);
   if (r.has("head_dim")) {
     SMELT_CHECK(r.integer("head_dim") == c.hidden_size / std::max<int64_t>(c.num_attention_heads, 1), r.where("head_dim"),
                 ": must equal hidden_size / num_attention_heads");
   }
   for (const char* k : {"torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id", "transformers_version", "use_cache",
-                        "pretraining_tp", "attention_dropout", "rope_scaling"})
+                        "pretraining_tp", "attention_dropout", "rope_scaling", "output_router_logits", "sliding_window",
+                        "use_sliding_window", "max_window_layers", "mlp_only_layers", "num_experts", "capacity_factor"})
     r.ignore(k);
   r.finish();
   return c;
@@ -71,6 +97,29 @@ json model_config_to_json(const ModelConfig& c) {
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"torch_dtype", "float32"}};
   if (c.rope_scaling_factor != 1.0) j["rope_scaling"] = {{"type", "linear"}, {"factor", c.rope_scaling_factor}};
+  if (c.num_local_experts > 0) {
+    const bool qwen = c.shared_expert_intermediate_size > 0;
+    j["architectures"] = {qwen ? "Qwen2MoeForCausalLM" : "MixtralForCausalLM"};
+    j["model_type"] = qwen ? "qwen2_moe" : "mixtral";
+    j["num_local_experts"] = c.num_local_experts;
+    if (qwen) j["num_experts"] = c.num_local_experts;
+    j["num_experts_per_tok"] = c.num_experts_per_tok;
+    j["moe_intermediate_size"] = c.expert_size();
+    j["decoder_sparse_step"] = c.decoder_sparse_step;
+    j["scoring_func"] = c.scoring_func;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+    j["router_z_loss_coef"] = c.router_z_loss_coef;
+    j["moe_balancing"] = c.moe_balancing;
+    j["aux_free_update_rate"] = c.aux_free_update_rate;
+    j["router_jitter_noise"] = c.router_jitter_noise;
+    if (c.capacity_factor > 0) j["capacity_factor"] = c.capacity_factor;
+    j["routing"] = c.routing;
+    if (qwen) {
+      j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+      j["shared_expert_gate"] = c.shared_expert_gate;
+    }
+  }
   return j;
 }
 

@@ -20,14 +20,46 @@ void ModelConfig::validate() const {
   SMELT_CHECK(rope_scaling_factor > 0, "rope_scaling.factor must be positive, got ", rope_scaling_factor);
   SMELT_CHECK(rms_norm_eps >= 0, "rms_norm_eps must be ≥ 0, got ", rms_norm_eps);
   SMELT_CHECK(initializer_range >= 0, "initializer_range must be ≥ 0, got ", initializer_range);
+  SMELT_CHECK(num_local_experts >= 0, "num_local_experts must be ≥ 0, got ", num_local_experts);
+  if (num_local_experts == 0) return;
+  SMELT_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts, "num_experts_per_tok (", num_experts_per_tok,
+              ") must be between 1 and num_local_experts (", num_local_experts, ")");
+  SMELT_CHECK(moe_intermediate_size >= 0, "moe_intermediate_size must be ≥ 0, got ", moe_intermediate_size);
+  SMELT_CHECK(decoder_sparse_step >= 1, "decoder_sparse_step must be ≥ 1, got ", decoder_sparse_step);
+  SMELT_CHECK(scoring_func == "softmax" || scoring_func == "sigmoid", "scoring_func must be \"softmax\" or \"sigmoid\", got \"",
+              scoring_func, "\"");
+  SMELT_CHECK(moe_balancing == "aux_loss" || moe_balancing == "aux_free" || moe_balancing == "none",
+              "moe_balancing must be \"aux_loss\", \"aux_free\" or \"none\", got \"", moe_balancing, "\"");
+  SMELT_CHECK(routing == "token_choice" || routing == "expert_choice", "routing must be \"token_choice\" or \"expert_choice\", got \"",
+              routing, "\"");
+  SMELT_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0, "router loss coefficients must be ≥ 0");
+  SMELT_CHECK(aux_free_update_rate >= 0, "aux_free_update_rate must be ≥ 0, got ", aux_free_update_rate);
+  SMELT_CHECK(router_jitter_noise >= 0 && router_jitter_noise < 1, "router_jitter_noise must be in [0, 1), got ", router_jitter_noise);
+  SMELT_CHECK(capacity_factor >= 0, "capacity_factor must be positive (or absent for dropless), got ", capacity_factor);
+  SMELT_CHECK(shared_expert_intermediate_size >= 0, "shared_expert_intermediate_size must be ≥ 0");
+  SMELT_CHECK(!shared_expert_gate || shared_expert_intermediate_size > 0, "shared_expert_gate needs shared_expert_intermediate_size > 0");
 }
 
-int64_t ModelConfig::parameter_count() const {
-  const int64_t C = hidden_size, kv = num_key_value_heads * head_dim();
+namespace {
+int64_t count_parameters(const ModelConfig& c, bool active_only) {
+  const int64_t C = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
   const int64_t attn = C * C * 2 + C * kv * 2;
-  const int64_t mlp = 3 * C * intermediate_size;
-  const int64_t per_layer = attn + mlp + 2 * C;
-  return vocab_size * C * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * per_layer + C;
+  int64_t total = c.vocab_size * C * (c.tie_word_embeddings ? 1 : 2) + C;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    total += attn + 2 * C;
+    if (!c.is_moe_layer(i)) {
+      total += 3 * C * c.intermediate_size;
+      continue;
+    }
+    const int64_t experts = active_only ? c.num_experts_per_tok : c.num_local_experts;
+    total += experts * 3 * C * c.expert_size() + c.num_local_experts * C;  // experts + router
+    total += 3 * C * c.shared_expert_intermediate_size + (c.shared_expert_gate ? C : 0);
+  }
+  return total;
 }
+}  // namespace
+
+int64_t ModelConfig::parameter_count() const { return count_parameters(*this, false); }
+int64_t ModelConfig::active_parameter_count() const { return count_parameters(*this, true); }
 
 }  // namespace smelt

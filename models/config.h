@@ -19,7 +19,28 @@ struct ModelConfig {
   double initializer_range = 0.02;
   bool tie_word_embeddings = false;
 
+  // Mixture of experts (Mixtral / Qwen2-MoE / DeepSeek field names). 0 experts: every layer dense.
+  int64_t num_local_experts = 0;
+  int64_t num_experts_per_tok = 2;
+  int64_t moe_intermediate_size = 0;        // width of each routed expert; 0 = intermediate_size
+  int64_t decoder_sparse_step = 1;          // layer i is MoE when (i + 1) % step == 0
+  std::string scoring_func = "softmax";     // router scores: "softmax" or "sigmoid"
+  bool norm_topk_prob = true;               // renormalise the chosen experts' weights to sum to 1
+  double router_aux_loss_coef = 0.01;       // Switch/GShard load-balancing loss
+  double router_z_loss_coef = 0.0;          // ST-MoE z-loss on the router logits
+  std::string moe_balancing = "aux_loss";   // "aux_loss", "aux_free" (DeepSeek-V3 bias) or "none"
+  double aux_free_update_rate = 1e-3;       // bias step per training step for "aux_free"
+  double router_jitter_noise = 0.0;         // multiplicative uniform noise on router inputs in training
+  double capacity_factor = 0.0;             // 0 = dropless; else slots per expert = factor · N·k / E
+  std::string routing = "token_choice";     // or "expert_choice"
+  int64_t shared_expert_intermediate_size = 0;  // always-on shared expert width; 0 = none
+  bool shared_expert_gate = false;          // sigmoid gate on the shared expert's output
+
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  bool is_moe_layer(int64_t layer) const { return num_local_experts > 0 && (layer + 1) % decoder_sparse_step == 0; }
+  int64_t expert_size() const { return moe_intermediate_size > 0 ? moe_intermediate_size : intermediate_size; }
+  // Parameters used per token under top-k routing (shared expert and attention included).
+  int64_t active_parameter_count() const;
   // Throws a smelt::Error naming the first inconsistent field.
   void validate() const;
   int64_t parameter_count() const;

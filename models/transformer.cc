@@ -37,15 +37,39 @@ Tensor SwiGLUMLP::forward(const Tensor& x) const {
   return down_proj.forward(ops::swiglu(gate_proj.forward(x), up_proj.forward(x)));
 }
 
-Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer) const {
+Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy) const {
   Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer));
-  return ops::add(h, mlp.forward(post_attention_layernorm.forward(h)));
+  Tensor n = post_attention_layernorm.forward(h);
+  return ops::add(h, moe ? moe->forward(n, token_mask, policy) : mlp.forward(n));
 }
 
 namespace {
 
-// Expected parameter names and shapes for a config, in the canonical order.
-std::vector<std::pair<std::string, Shape>> expected_parameters(const ModelConfig& c) {
+// Hugging Face names of one MoE layer: Mixtral layout, or Qwen2-MoE when there is a shared expert.
+struct MoENames {
+  std::string prefix;  // "model.layers.3.block_sparse_moe." or "model.layers.3.mlp."
+  bool qwen = false;
+  std::string router() const { return prefix + "gate.weight"; }
+  std::string expert(int64_t e, const char* which) const {  // which: "gate", "up", "down"
+    const std::string w = std::string(which);
+    const std::string name = qwen ? w + "_proj" : (w == "gate" ? "w1" : w == "up" ? "w3" : "w2");
+    return prefix + "experts." + std::to_string(e) + "." + name + ".weight";
+  }
+  std::string stacked(const char* which) const { return prefix + "experts." + which + "_proj"; }
+  std::string shared(const char* which) const { return prefix + "shared_expert." + which + "_proj.weight"; }
+  std::string shared_gate() const { return prefix + "shared_expert_gate.weight"; }
+  std::string bias() const { return prefix + "e_score_correction_bias"; }
+};
+
+MoENames moe_names(const ModelConfig& c, int64_t layer) {
+  MoENames n;
+  n.qwen = c.shared_expert_intermediate_size > 0;
+  n.prefix = "model.layers." + std::to_string(layer) + (n.qwen ? ".mlp." : ".block_sparse_moe.");
+  return n;
+}
+
+// Expected state-dict names and shapes for a config (HF layout), in the canonical order.
+std::vector<std::pair<std::string, Shape>> expected_state(const ModelConfig& c) {
   const int64_t C = c.hidden_size, F = c.intermediate_size, kv = c.num_key_value_heads * c.head_dim();
   std::vector<std::pair<std::string, Shape>> p;
   p.push_back({"model.embed_tokens.weight", {c.vocab_size, C}});
@@ -57,9 +81,27 @@ std::vector<std::pair<std::string, Shape>> expected_parameters(const ModelConfig
     p.push_back({l + "self_attn.v_proj.weight", {kv, C}});
     p.push_back({l + "self_attn.o_proj.weight", {C, C}});
     p.push_back({l + "post_attention_layernorm.weight", {C}});
-    p.push_back({l + "mlp.gate_proj.weight", {F, C}});
-    p.push_back({l + "mlp.up_proj.weight", {F, C}});
-    p.push_back({l + "mlp.down_proj.weight", {C, F}});
+    if (!c.is_moe_layer(i)) {
+      p.push_back({l + "mlp.gate_proj.weight", {F, C}});
+      p.push_back({l + "mlp.up_proj.weight", {F, C}});
+      p.push_back({l + "mlp.down_proj.weight", {C, F}});
+      continue;
+    }
+    const MoENames n = moe_names(c, i);
+    const int64_t E = c.num_local_experts, Fe = c.expert_size(), Fs = c.shared_expert_intermediate_size;
+    p.push_back({n.router(), {E, C}});
+    for (int64_t e = 0; e < E; ++e) {
+      p.push_back({n.expert(e, "gate"), {Fe, C}});
+      p.push_back({n.expert(e, "up"), {Fe, C}});
+      p.push_back({n.expert(e, "down"), {C, Fe}});
+    }
+    if (Fs > 0) {
+      p.push_back({n.shared("gate"), {Fs, C}});
+      p.push_back({n.shared("up"), {Fs, C}});
+      p.push_back({n.shared("down"), {C, Fs}});
+      if (c.shared_expert_gate) p.push_back({n.shared_gate(), {1, C}});
+    }
+    if (c.moe_balancing == "aux_free") p.push_back({n.bias(), {E}});
   }
   p.push_back({"model.norm.weight", {C}});
   if (!c.tie_word_embeddings) p.push_back({"lm_head.weight", {c.vocab_size, C}});
@@ -67,6 +109,15 @@ std::vector<std::pair<std::string, Shape>> expected_parameters(const ModelConfig
 }
 
 bool is_norm(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
+bool is_bias(const std::string& name) { return name.find("e_score_correction_bias") != std::string::npos; }
+
+// Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor.
+Tensor stack_experts(const std::vector<Tensor>& parts) {
+  const Shape& s = parts[0].shape();
+  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]});
+  for (size_t e = 0; e < parts.size(); ++e) ops::reshape(ops::slice(out, 0, e, e + 1), s).copy_from(parts[e]);
+  return out;
+}
 
 }  // namespace
 
@@ -75,44 +126,75 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
   std::map<std::string, Tensor> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = t;
   std::map<std::string, Tensor> params;
-  for (const auto& [name, shape] : expected_parameters(config)) {
+  for (const auto& [name, shape] : expected_state(config)) {
     auto it = by_name.find(name);
+    if (it == by_name.end() && is_bias(name)) {  // a balancing bias may be absent: start from zero
+      params[name] = Tensor::zeros(shape);
+      continue;
+    }
     SMELT_CHECK(it != by_name.end(), source, ": tensor '", name, "' is missing (the config expects ", shape_str(shape), ")");
     SMELT_CHECK(it->second.shape() == shape, source, ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
                 " but the config expects ", shape_str(shape));
-    Tensor p = it->second.to(DType::F32).clone();
-    p.set_requires_grad(true);
-    params[name] = p;
+    params[name] = it->second.to(DType::F32).clone();
     by_name.erase(it);
   }
   if (config.tie_word_embeddings) by_name.erase("lm_head.weight");  // some exporters write the tied copy
   SMELT_CHECK(by_name.empty(), source, ": unexpected tensor '", by_name.begin()->first, "' for this config");
+  auto trainable = [&](const std::string& name) {
+    Tensor t = params.at(name);
+    t.set_requires_grad(true);
+    return t;
+  };
 
   Transformer m;
   m.config_ = config;
   const float eps = static_cast<float>(config.rms_norm_eps);
-  m.embed_tokens_ = params["model.embed_tokens.weight"];
+  m.embed_tokens_ = trainable("model.embed_tokens.weight");
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string l = "model.layers." + std::to_string(i) + ".";
     Block b;
-    b.input_layernorm = {params[l + "input_layernorm.weight"], eps};
-    b.post_attention_layernorm = {params[l + "post_attention_layernorm.weight"], eps};
-    b.self_attn.q_proj.weight = params[l + "self_attn.q_proj.weight"];
-    b.self_attn.k_proj.weight = params[l + "self_attn.k_proj.weight"];
-    b.self_attn.v_proj.weight = params[l + "self_attn.v_proj.weight"];
-    b.self_attn.o_proj.weight = params[l + "self_attn.o_proj.weight"];
+    b.input_layernorm = {trainable(l + "input_layernorm.weight"), eps};
+    b.post_attention_layernorm = {trainable(l + "post_attention_layernorm.weight"), eps};
+    b.self_attn.q_proj.weight = trainable(l + "self_attn.q_proj.weight");
+    b.self_attn.k_proj.weight = trainable(l + "self_attn.k_proj.weight");
+    b.self_attn.v_proj.weight = trainable(l + "self_attn.v_proj.weight");
+    b.self_attn.o_proj.weight = trainable(l + "self_attn.o_proj.weight");
     b.self_attn.num_heads = config.num_attention_heads;
     b.self_attn.num_kv_heads = config.num_key_value_heads;
     b.self_attn.head_dim = config.head_dim();
     b.self_attn.rope_theta = static_cast<float>(config.rope_theta);
     b.self_attn.rope_scaling = static_cast<float>(config.rope_scaling_factor);
-    b.mlp.gate_proj.weight = params[l + "mlp.gate_proj.weight"];
-    b.mlp.up_proj.weight = params[l + "mlp.up_proj.weight"];
-    b.mlp.down_proj.weight = params[l + "mlp.down_proj.weight"];
+    if (!config.is_moe_layer(i)) {
+      b.mlp.gate_proj.weight = trainable(l + "mlp.gate_proj.weight");
+      b.mlp.up_proj.weight = trainable(l + "mlp.up_proj.weight");
+      b.mlp.down_proj.weight = trainable(l + "mlp.down_proj.weight");
+    } else {
+      const MoENames n = moe_names(config, i);
+      auto moe = std::make_shared<MoEBlock>(config, i);
+      moe->router = trainable(n.router());
+      std::vector<Tensor> g, u, d;
+      for (int64_t e = 0; e < config.num_local_experts; ++e) {
+        g.push_back(params.at(n.expert(e, "gate")));
+        u.push_back(params.at(n.expert(e, "up")));
+        d.push_back(params.at(n.expert(e, "down")));
+      }
+      moe->gate_proj = stack_experts(g).set_requires_grad(true);
+      moe->up_proj = stack_experts(u).set_requires_grad(true);
+      moe->down_proj = stack_experts(d).set_requires_grad(true);
+      if (config.shared_expert_intermediate_size > 0) {
+        moe->shared_gate_proj = trainable(n.shared("gate"));
+        moe->shared_up_proj = trainable(n.shared("up"));
+        moe->shared_down_proj = trainable(n.shared("down"));
+        if (config.shared_expert_gate) moe->shared_expert_gate = trainable(n.shared_gate());
+      }
+      moe->score_bias = config.moe_balancing == "aux_free" ? params.at(n.bias()) : Tensor::zeros({config.num_local_experts});
+      b.moe = moe;
+    }
     m.layers_.push_back(b);
   }
-  m.norm_ = {params["model.norm.weight"], eps};
-  m.lm_head_ = config.tie_word_embeddings ? m.embed_tokens_ : params["lm_head.weight"];
+  m.norm_ = {trainable("model.norm.weight"), eps};
+  m.lm_head_ = config.tie_word_embeddings ? m.embed_tokens_ : trainable("lm_head.weight");
+  m.policies_.assign(config.num_hidden_layers, RoutingPolicy::top_k(config.num_experts_per_tok));
   return m;
 }
 
@@ -120,26 +202,27 @@ Transformer Transformer::create(const ModelConfig& config, uint64_t seed) {
   config.validate();
   Philox rng(seed);
   NamedTensors tensors;
-  for (const auto& [name, shape] : expected_parameters(config)) {
+  for (const auto& [name, shape] : expected_state(config)) {
     if (is_norm(name)) tensors.push_back({name, Tensor::ones(shape)});
+    else if (is_bias(name)) tensors.push_back({name, Tensor::zeros(shape)});
     else tensors.push_back({name, Tensor::randn(shape, rng, 0.0f, static_cast<float>(config.initializer_range))});
   }
   return from_tensors(config, tensors, "initialisation");
 }
 
-Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache) const {
+Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache, const Tensor& token_mask) const {
   SMELT_CHECK(ids.dim() == 2, "transformer input must be token ids [batch, seq], got ", ids.str());
   const int64_t past = cache ? cache->length : 0;
   SMELT_CHECK(past + ids.size(1) <= config_.max_position_embeddings, "sequence of ", past + ids.size(1),
               " tokens exceeds max_position_embeddings = ", config_.max_position_embeddings);
   Tensor x = ops::embedding(embed_tokens_, ids);
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i);
+  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i, token_mask, policies_[i]);
   if (cache) cache->length += ids.size(1);
   return norm_.forward(x);
 }
 
-Tensor Transformer::forward(const Tensor& ids, KVCache* cache) const {
-  return ops::linear(hidden_states(ids, cache), lm_head_);
+Tensor Transformer::forward(const Tensor& ids, KVCache* cache, const Tensor& token_mask) const {
+  return ops::linear(hidden_states(ids, cache, token_mask), lm_head_);
 }
 
 KVCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
@@ -164,13 +247,91 @@ NamedTensors Transformer::named_parameters() const {
     p.push_back({l + "self_attn.v_proj.weight", b.self_attn.v_proj.weight});
     p.push_back({l + "self_attn.o_proj.weight", b.self_attn.o_proj.weight});
     p.push_back({l + "post_attention_layernorm.weight", b.post_attention_layernorm.weight});
-    p.push_back({l + "mlp.gate_proj.weight", b.mlp.gate_proj.weight});
-    p.push_back({l + "mlp.up_proj.weight", b.mlp.up_proj.weight});
-    p.push_back({l + "mlp.down_proj.weight", b.mlp.down_proj.weight});
+    if (!b.moe) {
+      p.push_back({l + "mlp.gate_proj.weight", b.mlp.gate_proj.weight});
+      p.push_back({l + "mlp.up_proj.weight", b.mlp.up_proj.weight});
+      p.push_back({l + "mlp.down_proj.weight", b.mlp.down_proj.weight});
+      continue;
+    }
+    const MoENames n = moe_names(config_, static_cast<int64_t>(i));
+    const MoEBlock& m = *b.moe;
+    p.push_back({n.router(), m.router});
+    p.push_back({n.stacked("gate"), m.gate_proj});
+    p.push_back({n.stacked("up"), m.up_proj});
+    p.push_back({n.stacked("down"), m.down_proj});
+    if (m.shared_gate_proj.defined()) {
+      p.push_back({n.shared("gate"), m.shared_gate_proj});
+      p.push_back({n.shared("up"), m.shared_up_proj});
+      p.push_back({n.shared("down"), m.shared_down_proj});
+      if (m.shared_expert_gate.defined()) p.push_back({n.shared_gate(), m.shared_expert_gate});
+    }
   }
   p.push_back({"model.norm.weight", norm_.weight});
   if (!config_.tie_word_embeddings) p.push_back({"lm_head.weight", lm_head_});
   return p;
+}
+
+NamedTensors Transformer::state_dict() const {
+  NamedTensors out;
+  for (const auto& [name, t] : named_parameters()) {
+    const size_t at = name.rfind("experts.");
+    if (at == std::string::npos || t.dim() != 3) {
+      out.push_back({name, t});
+      continue;
+    }
+    // Stacked experts → one HF tensor per expert (views of the stack).
+    const int64_t layer = std::stoll(name.substr(std::string("model.layers.").size()));
+    const MoENames n = moe_names(config_, layer);
+    const std::string which = name.substr(at + 8, name.size() - at - 8 - 5);  // "gate", "up" or "down"
+    for (int64_t e = 0; e < t.size(0); ++e)
+      out.push_back({n.expert(e, which.c_str()), ops::reshape(ops::slice(t.detach(), 0, e, e + 1), {t.size(1), t.size(2)})});
+    if (which == "down" && config_.moe_balancing == "aux_free") out.push_back({n.bias(), layers_[layer].moe->score_bias});
+  }
+  return out;
+}
+
+void Transformer::set_routing_policy(const RoutingPolicy& policy) {
+  set_routing_policies(std::vector<RoutingPolicy>(layers_.size(), policy));
+}
+
+void Transformer::set_routing_policies(const std::vector<RoutingPolicy>& per_layer) {
+  SMELT_CHECK(per_layer.size() == layers_.size(), "routing policy lists ", per_layer.size(), " layers for a model with ",
+              layers_.size());
+  for (size_t i = 0; i < per_layer.size(); ++i) {
+    if (!layers_[i].moe) continue;
+    const RoutingPolicy& p = per_layer[i];
+    const int64_t E = layers_[i].moe->num_experts();
+    if (p.kind == RoutingPolicy::Kind::TopK)
+      SMELT_CHECK(p.k >= 1 && p.k <= E, "layer ", i, ": top-k routing with k = ", p.k, " needs 1 ≤ k ≤ ", E);
+    else
+      SMELT_CHECK(p.p > 0 && p.p <= 1 && p.max_experts >= 0 && p.max_experts <= E, "layer ", i, ": top-p routing needs 0 < p ≤ 1 and a cap ≤ ",
+                  E, ", got p = ", p.p, ", cap = ", p.max_experts);
+  }
+  policies_ = per_layer;
+}
+
+Tensor Transformer::auxiliary_loss() const {
+  Tensor total;
+  for (const Block& b : layers_) {
+    if (!b.moe || !b.moe->auxiliary_loss().defined()) continue;
+    total = total.defined() ? ops::add(total, b.moe->auxiliary_loss()) : b.moe->auxiliary_loss();
+  }
+  return total;
+}
+
+std::vector<std::pair<int64_t, MoEStats>> Transformer::moe_stats() const {
+  std::vector<std::pair<int64_t, MoEStats>> out;
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].moe) out.push_back({static_cast<int64_t>(i), layers_[i].moe->stats()});
+  return out;
+}
+
+double Transformer::mean_active_parameters() const {
+  double total = static_cast<double>(config_.parameter_count());
+  const double expert = 3.0 * config_.hidden_size * config_.expert_size();
+  for (const Block& b : layers_)
+    if (b.moe) total -= (b.moe->num_experts() - b.moe->stats().mean_active_experts) * expert;
+  return total;
 }
 
 std::vector<Tensor> Transformer::parameters() const {

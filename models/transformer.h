@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "models/config.h"
+#include "models/moe.h"
 #include "runtime/tensor.h"
 
 namespace smelt {
@@ -45,8 +46,9 @@ struct Block {
   RMSNorm input_layernorm;
   Attention self_attn;
   RMSNorm post_attention_layernorm;
-  SwiGLUMLP mlp;
-  Tensor forward(const Tensor& x, KVCache* cache, size_t layer) const;
+  SwiGLUMLP mlp;                     // dense layers
+  std::shared_ptr<MoEBlock> moe;     // MoE layers (mlp unused); shared so const models can update stats
+  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy) const;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -59,16 +61,36 @@ class Transformer {
   // the expected shape, and no unknown tensor may be left over. `source` names the file in errors.
   static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source);
 
-  // ids [B, T] (integers) → logits [B, T, vocab].
-  Tensor forward(const Tensor& ids, KVCache* cache = nullptr) const;
+  // ids [B, T] (integers) → logits [B, T, vocab]. token_mask [B·T] marks the real tokens for MoE
+  // balancing and statistics (undefined: all real).
+  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor()) const;
   // Final hidden states before the LM head, [B, T, C].
-  Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr) const;
+  Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor()) const;
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
-  // Parameters under Hugging Face Llama names, in a fixed order.
+  // Trainable parameters in a fixed order; MoE experts appear stacked ([E, F, C] per projection).
   NamedTensors named_parameters() const;
   std::vector<Tensor> parameters() const;
+  // Every tensor of the model under Hugging Face names (Llama, Mixtral, or Qwen2-MoE with a
+  // shared expert), experts one by one: what checkpoints store. Views, no copies.
+  NamedTensors state_dict() const;
   const ModelConfig& config() const { return config_; }
+
+  // ---- MoE
+  // The routing policy per layer (entries for dense layers are ignored); one policy applies to all.
+  void set_routing_policy(const RoutingPolicy& policy);
+  void set_routing_policies(const std::vector<RoutingPolicy>& per_layer);
+  const std::vector<RoutingPolicy>& routing_policies() const { return policies_; }
+  // Sum of the MoE balancing losses of the last forward (undefined for a dense model).
+  Tensor auxiliary_loss() const;
+  // (layer, stats) of every MoE layer from the last forward.
+  std::vector<std::pair<int64_t, MoEStats>> moe_stats() const;
+  // Mean parameters used per token in the last forward (attention, embeddings and shared parts
+  // count fully; routed experts by their mean number of active experts).
+  double mean_active_parameters() const;
+  Block& layer(size_t i) { return layers_[i]; }
+  const Block& layer(size_t i) const { return layers_[i]; }
+  size_t num_layers() const { return layers_.size(); }
 
  private:
   ModelConfig config_;
@@ -76,6 +98,7 @@ class Transformer {
   std::vector<Block> layers_;
   RMSNorm norm_;
   Tensor lm_head_;  // [V, C]; shares embed_tokens_ when tied
+  std::vector<RoutingPolicy> policies_;
 };
 
 }  // namespace smelt

@@ -21,8 +21,17 @@ void TrainConfig::validate() const {
 }
 
 namespace {
+// 1 for tokens that carry loss (target not ignored, weight > 0), else 0: MoE balancing counts only these.
+Tensor real_token_mask(const Batch& b) {
+  std::vector<int64_t> t = b.targets.to_int_vector();
+  std::vector<float> w = b.weights.defined() ? b.weights.to_vector() : std::vector<float>(t.size(), 1.0f);
+  std::vector<float> m(t.size());
+  for (size_t i = 0; i < t.size(); ++i) m[i] = (t[i] != -100 && w[i] > 0) ? 1.0f : 0.0f;
+  return Tensor::from_vector(m, {static_cast<int64_t>(m.size())});
+}
+
 Tensor batch_loss(const Transformer& model, const Batch& b) {
-  Tensor logits = model.forward(b.ids);
+  Tensor logits = model.forward(b.ids, nullptr, model.config().num_local_experts > 0 ? real_token_mask(b) : Tensor());
   const int64_t V = logits.size(-1);
   Tensor flat = ops::reshape(logits, {-1, V});
   Tensor targets = ops::reshape(b.targets, {-1});
@@ -30,6 +39,13 @@ Tensor batch_loss(const Transformer& model, const Batch& b) {
   return ops::cross_entropy(flat, targets, -100, weights);
 }
 }  // namespace
+
+Tensor training_loss(const Transformer& model, const Batch& batch, double* aux) {
+  Tensor loss = batch_loss(model, batch);
+  Tensor extra = model.auxiliary_loss();
+  if (aux) *aux = extra.defined() ? extra.item() : 0.0;
+  return extra.defined() ? ops::add(loss, extra) : loss;
+}
 
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t)>& batch_at, int64_t batches) {
   NoGradGuard no_grad;
@@ -49,13 +65,15 @@ Trainer::Trainer(Transformer& model, TrainConfig config) : model_(model), config
 
 StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
   optimizer_->zero_grad();
-  double loss_sum = 0;
+  double loss_sum = 0, aux_sum = 0;
   for (const Batch& b : micro_batches) {
-    Tensor loss = batch_loss(model_, b);
+    double aux = 0;
+    Tensor loss = training_loss(model_, b, &aux);
     const float value = loss.item();
     SMELT_CHECK(std::isfinite(value), "loss became ", value, " at step ", step_index + 1,
                 " (lower train.lr or enable train.grad_clip)");
-    loss_sum += value;
+    loss_sum += value - aux;  // report the language-model loss; the balancing part separately
+    aux_sum += aux;
     // Each micro-batch contributes 1/n of the step's gradient.
     ops::mul(loss, 1.0f / static_cast<float>(micro_batches.size())).backward();
     tokens_ += b.ids.numel();
@@ -63,6 +81,8 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   StepMetrics m;
   m.step = step_index + 1;
   m.loss = loss_sum / static_cast<double>(micro_batches.size());
+  m.aux_loss = aux_sum / static_cast<double>(micro_batches.size());
+  m.moe = model_.moe_stats();
   m.grad_norm = clip_grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
   m.lr = schedule_.at(step_index);
   optimizer_->step(static_cast<float>(m.lr));

@@ -42,7 +42,13 @@ struct StepMetrics {
   int64_t tokens = 0;  // tokens seen so far
   bool has_val = false;
   double val_loss = 0;
+  double aux_loss = 0;  // weighted MoE balancing loss included in the optimised objective
+  std::vector<std::pair<int64_t, MoEStats>> moe;  // per MoE layer, from the step's last micro-batch
 };
+
+// Cross-entropy of a batch plus the model's MoE balancing loss (when it has one). `aux` receives
+// the balancing part's value.
+Tensor training_loss(const Transformer& model, const Batch& batch, double* aux = nullptr);
 
 // Mean loss of `model` over batches (no grad).
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t index)>& batch_at, int64_t batches);

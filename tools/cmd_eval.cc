@@ -1,6 +1,7 @@
 // smelt eval: loss, perplexity and bits per byte of a model over a whole text file.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
@@ -24,7 +25,16 @@ void run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
   Transformer model = load_model_dir(a.model);
   const ModelConfig& cfg = model.config();
-  const int64_t T = a.seq_len > 0 ? a.seq_len : std::min<int64_t>(cfg.max_position_embeddings, 256);
+  // Default window: the length the model was trained on (recorded in recipe.json by smelt train),
+  // since positions beyond it were never trained.
+  int64_t T = std::min<int64_t>(cfg.max_position_embeddings, 256);
+  const std::string recipe_path = a.model + "/recipe.json";
+  if (std::filesystem::exists(recipe_path)) {
+    json recipe = read_json_file(recipe_path);
+    if (recipe.contains("train") && recipe["train"].contains("seq_len") && recipe["train"]["seq_len"].is_number_integer())
+      T = recipe["train"]["seq_len"].get<int64_t>();
+  }
+  if (a.seq_len > 0) T = a.seq_len;
   SMELT_CHECK(T <= cfg.max_position_embeddings, "--seq-len ", T, " exceeds the model's max_position_embeddings ", cfg.max_position_embeddings);
   SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
   ByteDataset data = ByteDataset::from_file(a.data, T + 1);
@@ -68,7 +78,7 @@ void add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a model on a text file");
   cmd->add_option("--model", args->model, "Model directory (config.json + model.safetensors)")->required();
   cmd->add_option("--data", args->data, "Text file to score (every byte, in disjoint windows)")->required();
-  cmd->add_option("--seq-len", args->seq_len, "Window length (default: min(max_position_embeddings, 256))");
+  cmd->add_option("--seq-len", args->seq_len, "Window length (default: the training seq_len from recipe.json, else min(max_position_embeddings, 256))");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward pass")->capture_default_str();
   cmd->add_option("--max-batches", args->max_batches, "Stop after this many batches (0 = whole file)")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print the result as one JSON object");

@@ -29,6 +29,15 @@ json metrics_json(const StepMetrics& m) {
   json j = {{"step", m.step}, {"loss", m.loss}, {"grad_norm", m.grad_norm}, {"lr", m.lr},
             {"tokens", m.tokens}, {"tokens_per_s", m.tokens_per_second}, {"elapsed_s", m.elapsed_seconds}};
   if (m.has_val) j["val_loss"] = m.val_loss;
+  if (!m.moe.empty()) {
+    j["aux_loss"] = m.aux_loss;
+    json layers = json::array();
+    for (const auto& [layer, s] : m.moe)
+      layers.push_back({{"layer", layer}, {"load", s.load}, {"load_cv", s.load_cv}, {"router_entropy", s.router_entropy},
+                        {"dropped_fraction", s.dropped_fraction}, {"active_experts", s.mean_active_experts},
+                        {"aux_loss", s.aux_loss}, {"z_loss", s.z_loss}});
+    j["moe"] = layers;
+  }
   return j;
 }
 

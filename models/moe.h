@@ -1,0 +1,68 @@
+// The sparse Mixture-of-Experts feed-forward block: a router (linear → softmax or sigmoid →
+// top-k, or expert choice), SwiGLU experts run by one dropless grouped dispatch (ops::moe_ffn),
+// an optional always-on shared expert, load balancing (Switch aux loss, z-loss, or DeepSeek-V3
+// bias balancing) and per-step routing statistics.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+
+namespace smelt {
+
+struct SwiGLUMLP;
+
+// How many experts a token uses at inference: a fixed top-k, or top-p — the fewest experts whose
+// renormalised router weights reach p (at least 1, at most max_experts). A run-time setting.
+struct RoutingPolicy {
+  enum class Kind { TopK, TopP };
+  Kind kind = Kind::TopK;
+  int64_t k = 2;
+  double p = 1.0;
+  int64_t max_experts = 0;  // top-p cap; 0 = all experts
+  static RoutingPolicy top_k(int64_t k);
+  static RoutingPolicy top_p(double p, int64_t max_experts = 0);
+  std::string str() const;  // "top-2", "top-p 0.9 (≤ 4)"
+};
+
+struct MoEStats {
+  std::vector<double> load;  // fraction of kept token-slots per expert (real tokens only)
+  double load_cv = 0;        // coefficient of variation of load: 0 = perfectly balanced
+  double router_entropy = 0; // mean over tokens of −Σ p log p (nats)
+  double dropped_fraction = 0;
+  double mean_active_experts = 0;  // kept slots per real token
+  double aux_loss = 0, z_loss = 0;  // unweighted values
+};
+
+class MoEBlock {
+ public:
+  MoEBlock(const ModelConfig& config, int64_t layer);
+
+  Tensor router;                          // [E, C]
+  Tensor gate_proj, up_proj, down_proj;   // [E, F, C], [E, F, C], [E, C, F]
+  Tensor shared_gate_proj, shared_up_proj, shared_down_proj;  // shared expert (undefined if none)
+  Tensor shared_expert_gate;              // [1, C] (undefined if ungated)
+  Tensor score_bias;                      // [E] selection bias for aux-free balancing (no gradient)
+
+  // x [B, T, C] → [B, T, C]. token_mask [B·T] (1 real, 0 padding/masked; undefined = all real)
+  // decides which tokens count in the balancing loss and the statistics.
+  Tensor forward(const Tensor& x, const Tensor& token_mask, const RoutingPolicy& policy);
+
+  // The weighted balancing loss of the last forward (undefined when it has none).
+  const Tensor& auxiliary_loss() const { return aux_loss_; }
+  const MoEStats& stats() const { return stats_; }
+  int64_t num_experts() const { return experts_; }
+
+ private:
+  int64_t experts_, top_k_;
+  bool softmax_scores_, norm_topk_prob_, expert_choice_;
+  double aux_coef_, z_coef_, capacity_factor_, jitter_, bias_rate_;
+  std::string balancing_;
+  Philox jitter_rng_;
+  Tensor aux_loss_;
+  MoEStats stats_;
+};
+
+}  // namespace smelt

@@ -1,0 +1,205 @@
+// The MoE dispatch. Forward: counting-sort the slots by expert, gather their token rows into one
+// [S, C] matrix, run each expert's SwiGLU as GEMMs over its segment, scale by the routing weight
+// and scatter-add back to the tokens. Backward retraces the same segments.
+#include "ops/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "ops/common.h"
+#include "runtime/thread_pool.h"
+
+namespace smelt::ops {
+namespace {
+
+struct Dispatch {
+  int64_t N = 0, C = 0, F = 0, E = 0, S = 0;
+  std::vector<int64_t> order;    // sorted position i → slot s
+  std::vector<int64_t> offsets;  // expert e owns sorted rows [offsets[e], offsets[e+1])
+  std::vector<int64_t> token;    // token of slot s
+};
+
+Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int64_t E) {
+  Dispatch d;
+  d.S = token.numel();
+  d.N = N;
+  d.E = E;
+  Tensor tc = contiguous_data(token), ec = contiguous_data(expert);
+  d.token.resize(d.S);
+  std::vector<int64_t> ex(d.S);
+  d.offsets.assign(E + 1, 0);
+  for (int64_t s = 0; s < d.S; ++s) {
+    d.token[s] = index_at(tc, s);
+    ex[s] = index_at(ec, s);
+    SMELT_CHECK(d.token[s] >= 0 && d.token[s] < N, "moe_ffn: token index ", d.token[s], " out of range [0, ", N, ")");
+    SMELT_CHECK(ex[s] >= 0 && ex[s] < E, "moe_ffn: expert index ", ex[s], " out of range [0, ", E, ")");
+    ++d.offsets[ex[s] + 1];
+  }
+  for (int64_t e = 0; e < E; ++e) d.offsets[e + 1] += d.offsets[e];
+  d.order.resize(d.S);
+  std::vector<int64_t> fill(d.offsets.begin(), d.offsets.end() - 1);
+  for (int64_t s = 0; s < d.S; ++s) d.order[fill[ex[s]]++] = s;  // stable: slot order kept within an expert
+  return d;
+}
+
+// C[m, n] (+)= A · op(B) on raw rows; thin wrapper over the kernel table for readability below.
+void gemm(const KernelTable& K, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const float* b,
+          int64_t ldb, bool tb, float* c, int64_t ldc, float beta) {
+  if (m == 0) return;
+  GemmArgs g;
+  g.m = m; g.n = n; g.k = k;
+  g.a = a; g.lda = lda; g.trans_a = ta;
+  g.b = b; g.ldb = ldb; g.trans_b = tb;
+  g.c = c; g.ldc = ldc; g.beta = beta;
+  K.gemm(g);
+}
+
+}  // namespace
+
+Tensor topk_indices(const Tensor& x, int64_t k) {
+  check_f32(x, "topk_indices", "x");
+  SMELT_CHECK(x.dim() == 2, "topk_indices: x must be [rows, E], got ", x.str());
+  const int64_t N = x.size(0), E = x.size(1);
+  SMELT_CHECK(k >= 1 && k <= E, "topk_indices: k = ", k, " must be in [1, ", E, "]");
+  Tensor xc = contiguous_data(x);
+  Tensor out = Tensor::empty({N, k}, DType::I64);
+  const float* px = xc.data<float>();
+  int64_t* po = out.data<int64_t>();
+  parallel_for(0, N, 64, [&](int64_t lo, int64_t hi) {
+    std::vector<int64_t> idx(E);
+    for (int64_t n = lo; n < hi; ++n) {
+      const float* row = px + n * E;
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                        [&](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+      std::copy(idx.begin(), idx.begin() + k, po + n * k);
+    }
+  });
+  return out;
+}
+
+Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& token,
+               const Tensor& expert, const Tensor& weight) {
+  check_f32(x, "moe_ffn", "x");
+  check_f32(gate, "moe_ffn", "gate");
+  check_f32(up, "moe_ffn", "up");
+  check_f32(down, "moe_ffn", "down");
+  check_f32(weight, "moe_ffn", "weight");
+  check_index(token, "moe_ffn", "token");
+  check_index(expert, "moe_ffn", "expert");
+  SMELT_CHECK(x.dim() == 2, "moe_ffn: x must be [tokens, hidden], got ", x.str());
+  SMELT_CHECK(gate.dim() == 3 && up.shape() == gate.shape(), "moe_ffn: gate ", gate.str(), " and up ", up.str(),
+              " must both be [experts, ffn, hidden]");
+  const int64_t E = gate.size(0), F = gate.size(1), C = gate.size(2), N = x.size(0);
+  SMELT_CHECK(C == x.size(1), "moe_ffn: expert hidden size ", C, " does not match x ", x.str());
+  SMELT_CHECK(down.shape() == Shape({E, C, F}), "moe_ffn: down ", down.str(), " must be [", E, ", ", C, ", ", F, "]");
+  SMELT_CHECK(token.numel() == expert.numel() && token.numel() == weight.numel(), "moe_ffn: token ", token.str(), ", expert ",
+              expert.str(), " and weight ", weight.str(), " must have one entry per slot");
+  const KernelTable& K = kernels_for(x.device());
+  Dispatch d = make_dispatch(token, expert, N, E);
+  d.C = C;
+  d.F = F;
+  const int64_t S = d.S;
+  Tensor xc = contiguous_data(x), gc = contiguous_data(gate), uc = contiguous_data(up), dc = contiguous_data(down);
+  Tensor wc = contiguous_data(weight);
+  // Gathered inputs and the activations kept for backward, all in sorted-slot order.
+  Tensor xs = Tensor::empty({S, C}), h = Tensor::empty({S, F}), u = Tensor::empty({S, F}), act = Tensor::empty({S, F});
+  Tensor ys = Tensor::empty({S, C});
+  const float* px = xc.data<float>();
+  float *pxs = xs.data<float>(), *ph = h.data<float>(), *pu = u.data<float>(), *pa = act.data<float>(), *py = ys.data<float>();
+  parallel_for(0, S, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) std::memcpy(pxs + i * C, px + d.token[d.order[i]] * C, C * sizeof(float));
+  });
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
+    if (n == 0) continue;  // an expert without tokens does no work (and gets a zero gradient)
+    gemm(K, n, F, C, pxs + r0 * C, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f);
+    gemm(K, n, F, C, pxs + r0 * C, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f);
+  }
+  parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
+    K.unary(UnaryOp::Silu, ph + lo, pa + lo, hi - lo, 0.0f);
+    K.binary(BinaryOp::Mul, pa + lo, pu + lo, pa + lo, hi - lo);
+  });
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
+    gemm(K, n, C, F, pa + r0 * F, F, false, dc.data<float>() + e * C * F, F, true, py + r0 * C, C, 0.0f);
+  }
+  // Combine: out[token] += weight · y. Columns are split across threads so no two write one element.
+  Tensor out = Tensor::zeros({N, C});
+  float* po = out.data<float>();
+  const float* pw = wc.data<float>();
+  parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t s = d.order[i];
+      const float w = pw[s];
+      float* dst = po + d.token[s] * C;
+      const float* src = py + i * C;
+      for (int64_t c = c0; c < c1; ++c) dst[c] += w * src[c];
+    }
+  });
+  if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
+
+  SavedTensor G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
+  attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
+    Tensor gr = contiguous_data(grad), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();
+    const float *pg = gr.data<float>(), *pw2 = wv.data<float>();
+    const float *pxs2 = xs.data<float>(), *ph2 = h.data<float>(), *pu2 = u.data<float>(), *pa2 = act.data<float>(), *py2 = ys.data<float>();
+    Tensor dweight = Tensor::empty({S});
+    Tensor dys = Tensor::empty({S, C});
+    float *pdw = dweight.data<float>(), *pdys = dys.data<float>();
+    parallel_for(0, S, 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t s = d.order[i];
+        const float* g_tok = pg + d.token[s] * C;
+        double dot = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          dot += static_cast<double>(g_tok[c]) * py2[i * C + c];
+          pdys[i * C + c] = pw2[s] * g_tok[c];
+        }
+        pdw[s] = static_cast<float>(dot);  // d out / d weight[s] = y[s]
+      }
+    });
+    Tensor dgate = Tensor::zeros({E, F, C}), dup = Tensor::zeros({E, F, C}), ddown = Tensor::zeros({E, C, F});
+    Tensor dact = Tensor::empty({S, F}), dh = Tensor::empty({S, F}), du = Tensor::empty({S, F}), dxs = Tensor::empty({S, C});
+    float *pda = dact.data<float>(), *pdh = dh.data<float>(), *pdu = du.data<float>(), *pdxs = dxs.data<float>();
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
+      if (n == 0) continue;
+      // down: y = act · Wdᵀ  →  dWd = dyᵀ · act,  dact = dy · Wd
+      gemm(K, C, F, n, pdys + r0 * C, C, true, pa2 + r0 * F, F, false, ddown.data<float>() + e * C * F, F, 0.0f);
+      gemm(K, n, F, C, pdys + r0 * C, C, false, dv.data<float>() + e * C * F, F, false, pda + r0 * F, F, 0.0f);
+    }
+    parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
+      // act = silu(h) ⊙ u  →  du = dact ⊙ silu(h),  dh = dact ⊙ u ⊙ silu'(h)
+      for (int64_t i = lo; i < hi; ++i) {
+        const float hv = ph2[i], sg = 1.0f / (1.0f + std::exp(-hv));
+        pdu[i] = pda[i] * hv * sg;
+        pdh[i] = pda[i] * pu2[i] * sg * (1.0f + hv * (1.0f - sg));
+      }
+    });
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
+      if (n == 0) continue;
+      // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
+      gemm(K, F, C, n, pdh + r0 * F, F, true, pxs2 + r0 * C, C, false, dgate.data<float>() + e * F * C, C, 0.0f);
+      gemm(K, F, C, n, pdu + r0 * F, F, true, pxs2 + r0 * C, C, false, dup.data<float>() + e * F * C, C, 0.0f);
+      gemm(K, n, C, F, pdh + r0 * F, F, false, gv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
+      gemm(K, n, C, F, pdu + r0 * F, F, false, uv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
+    }
+    Tensor dx = Tensor::zeros({N, C});
+    float* pdx = dx.data<float>();
+    parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
+      for (int64_t i = 0; i < S; ++i) {
+        float* dst = pdx + d.token[d.order[i]] * C;
+        const float* src = pdxs + i * C;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
+      }
+    });
+    return std::vector<Tensor>{dx, dgate, dup, ddown, dweight};
+  });
+  return out;
+}
+
+}  // namespace smelt::ops

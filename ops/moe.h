@@ -1,0 +1,19 @@
+// Mixture-of-Experts feed-forward: dropless dispatch of token-slots to SwiGLU experts.
+#pragma once
+#include "runtime/tensor.h"
+
+namespace smelt::ops {
+
+// out[n] = Σ_{s : token[s] = n} weight[s] · down_e(silu(gate_e · x[n]) ⊙ (up_e · x[n])), e = expert[s].
+//   x [N, C]; gate, up [E, F, C]; down [E, C, F]; token, expert [S] integers; weight [S] f32.
+// Slots are sorted by expert and each expert runs as one GEMM over its contiguous segment
+// (MegaBlocks' dropless idea); a token may appear in any number of slots (top-k routing), or
+// in none (dropped). Differentiable in x, the expert weights and the routing weights.
+Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& token,
+               const Tensor& expert, const Tensor& weight);
+
+// Indices of the k largest entries of each row of x [N, E] (ties: lower index first) → [N, k] i64.
+// Not differentiable: gather the chosen values with ops::gather to route gradients.
+Tensor topk_indices(const Tensor& x, int64_t k);
+
+}  // namespace smelt::ops
