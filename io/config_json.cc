@@ -50,6 +50,9 @@ ModelConfig model_config_from_json(JsonReader& r) {
   }
   // Mixture of experts.
   c.num_local_experts = r.integer("num_local_experts", r.has("num_experts") ? r.integer("num_experts") : 0);
+  if (r.has("num_local_experts"))
+    SMELT_CHECK(c.num_local_experts >= 1, r.where("num_local_experts"), ": must be ≥ 1 (leave it out for a dense model), got ",
+                c.num_local_experts);
   c.num_experts_per_tok = r.integer("num_experts_per_tok", c.num_experts_per_tok);
   c.moe_intermediate_size = r.integer("moe_intermediate_size", c.moe_intermediate_size);
   c.decoder_sparse_step = r.integer("decoder_sparse_step", c.decoder_sparse_step);
@@ -169,14 +172,17 @@ Recipe read_recipe(const std::string& path) {
   json j = read_json_file(path);
   JsonReader r(j, path);
   Recipe recipe;
-  JsonReader m = r.object("model");
-  recipe.model = model_config_from_json(m);
+  if (r.has("model")) {
+    JsonReader m = r.object("model");
+    recipe.model = model_config_from_json(m);
+    recipe.has_model = true;
+  }
   if (r.has("train")) {
     JsonReader t = r.object("train");
     recipe.train = train_config_from_json(t);
   }
   r.finish();
-  validated(path, [&] { recipe.model.validate(); });
+  if (recipe.has_model) validated(path, [&] { recipe.model.validate(); });
   validated(path, [&] { recipe.train.validate(); });
   return recipe;
 }

@@ -19,6 +19,7 @@ json train_config_to_json(const TrainConfig& c);
 
 // A recipe file: {"model": {...config.json fields...}, "train": {...TrainConfig fields...}}.
 struct Recipe {
+  bool has_model = false;  // a recipe may leave the model out when training starts from a checkpoint
   ModelConfig model;
   TrainConfig train;
 };

@@ -10,12 +10,13 @@
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "tools/commands.h"
+#include "tools/routing_option.h"
 
 namespace smelt::tools {
 namespace {
 
 struct EvalArgs {
-  std::string model, data;
+  std::string model, data, routing;
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
   bool json = false;
   int threads = 0;
@@ -24,6 +25,7 @@ struct EvalArgs {
 void run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
   Transformer model = load_model_dir(a.model);
+  apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Default window: the length the model was trained on (recorded in recipe.json by smelt train),
   // since positions beyond it were never trained.
@@ -42,8 +44,9 @@ void run_eval(const EvalArgs& a) {
   int64_t batches = (windows + a.batch_size - 1) / a.batch_size;
   if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
   NoGradGuard no_grad;
-  double nats = 0;
+  double nats = 0, active = 0;
   int64_t tokens = 0;
+  std::vector<double> layer_active;  // mean active experts per MoE layer
   ProgressBar bar("eval", batches, "batches");
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t first = b * a.batch_size, count = std::min(a.batch_size, windows - first);
@@ -52,6 +55,10 @@ void run_eval(const EvalArgs& a) {
     const double loss = ops::cross_entropy(ops::reshape(logits, {-1, cfg.vocab_size}), ops::reshape(batch.targets, {-1})).item();
     nats += loss * static_cast<double>(batch.ids.numel());
     tokens += batch.ids.numel();
+    active += model.mean_active_parameters() * static_cast<double>(batch.ids.numel());
+    const auto stats = model.moe_stats();
+    layer_active.resize(stats.size(), 0.0);
+    for (size_t i = 0; i < stats.size(); ++i) layer_active[i] += stats[i].second.mean_active_experts * static_cast<double>(batch.ids.numel());
     bar.update(b + 1);
   }
   bar.finish();
@@ -64,11 +71,20 @@ void run_eval(const EvalArgs& a) {
               {"tokens", tokens},
               {"seq_len", T},
               {"parameters", cfg.parameter_count()},
-              {"active_parameters", cfg.parameter_count()}};
+              {"active_parameters", tokens > 0 ? active / static_cast<double>(tokens) : 0.0}};
+  if (cfg.num_local_experts > 0) {
+    json layers = json::array();
+    const auto stats = model.moe_stats();
+    for (size_t i = 0; i < stats.size(); ++i)
+      layers.push_back({{"layer", stats[i].first}, {"policy", model.routing_policies()[stats[i].first].str()},
+                        {"active_experts", tokens > 0 ? layer_active[i] / static_cast<double>(tokens) : 0.0}});
+    out["moe_layers"] = layers;
+  }
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
-    std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters\n", loss, std::exp(loss),
-                loss / std::log(2.0), static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()));
+    std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters, %.0f active per token\n", loss,
+                std::exp(loss), loss / std::log(2.0), static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()),
+                out["active_parameters"].get<double>());
 }
 
 }  // namespace
@@ -81,6 +97,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--seq-len", args->seq_len, "Window length (default: the training seq_len from recipe.json, else min(max_position_embeddings, 256))");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward pass")->capture_default_str();
   cmd->add_option("--max-batches", args->max_batches, "Stop after this many batches (0 = whole file)")->capture_default_str();
+  cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   cmd->add_flag("--json", args->json, "Print the result as one JSON object");
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_eval(*args); });

@@ -9,12 +9,13 @@
 #include "ops/ops.h"
 #include "runtime/rng.h"
 #include "tools/commands.h"
+#include "tools/routing_option.h"
 
 namespace smelt::tools {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt;
+  std::string model, prompt, routing;
   int64_t max_new_tokens = 200, top_k = 0, seed = 0;
   double temperature = 0.8, top_p = 1.0;
   int threads = 0;
@@ -57,6 +58,7 @@ void run_generate(const GenerateArgs& a) {
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
   SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
   Transformer model = load_model_dir(a.model);
+  apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   std::vector<int64_t> ids;
   for (unsigned char c : a.prompt) ids.push_back(c);
@@ -68,6 +70,8 @@ void run_generate(const GenerateArgs& a) {
   Philox rng(static_cast<uint64_t>(a.seed));
   std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
   Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
+  double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
+  int64_t forwarded = static_cast<int64_t>(ids.size());
   for (int64_t produced = 0; produced < a.max_new_tokens && cache.length < capacity; ++produced) {
     std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
     last.resize(std::min<int64_t>(cfg.vocab_size, 256));  // byte-level: only byte ids decode to text
@@ -76,8 +80,13 @@ void run_generate(const GenerateArgs& a) {
     std::fflush(stdout);
     if (cache.length >= capacity) break;
     logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+    active_sum += model.mean_active_parameters();
+    ++forwarded;
   }
   std::fputc('\n', stdout);
+  if (cfg.num_local_experts > 0)
+    std::fprintf(stderr, "active parameters per token: %.0f of %ld\n", active_sum / static_cast<double>(forwarded),
+                 static_cast<long>(cfg.parameter_count()));
 }
 
 }  // namespace
@@ -92,6 +101,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-k", args->top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling: smallest set with this much probability")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_generate(*args); });
 }

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <filesystem>
 #include <sstream>
 
@@ -17,7 +18,7 @@ namespace smelt::tools {
 namespace {
 
 struct TrainArgs {
-  std::string config, data, val, out;
+  std::string config, data, val, out, init;
   double val_fraction = 0.05;
   int64_t steps = 0;
   int64_t seed = -1;
@@ -44,6 +45,14 @@ json metrics_json(const StepMetrics& m) {
 void run_train(const TrainArgs& a) {
   apply_threads(a.threads);
   Recipe recipe = read_recipe(a.config);
+  SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
+  SMELT_CHECK(!recipe.has_model || a.init.empty(), a.config, ": has a \"model\" section but --init ", a.init,
+              " already defines the model; remove one of them");
+  std::optional<Transformer> initial;
+  if (!a.init.empty()) {
+    initial = load_model_dir(a.init);
+    recipe.model = initial->config();
+  }
   if (a.steps > 0) recipe.train.steps = a.steps;
   if (a.seed >= 0) recipe.train.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(recipe.model.vocab_size >= 256, a.config, ": model.vocab_size must be ≥ 256 for byte-level text, got ",
@@ -69,8 +78,9 @@ void run_train(const TrainArgs& a) {
   }
   const bool has_val = val.size() > 0;
 
-  Transformer model = Transformer::create(recipe.model, recipe.train.seed);
-  log_info("model: " + std::to_string(recipe.model.parameter_count()) + " parameters, " + std::to_string(num_threads()) +
+  Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
+  log_info(std::string(initial ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
+           " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
            " threads, SIMD " + cpu_simd_target());
   log_info("data: " + std::to_string(train.size()) + " training bytes" +
            (has_val ? ", " + std::to_string(val.size()) + " validation bytes" : ""));
@@ -97,7 +107,8 @@ void run_train(const TrainArgs& a) {
       });
   bar.finish();
 
-  json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()}};
+  json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()},
+                  {"active_parameters", recipe.model.active_parameter_count()}};
   std::istringstream lines(metrics.str());
   std::string line, last_line;
   while (std::getline(lines, line)) last_line = line;
@@ -133,6 +144,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--val", args->val, "Validation text file (default: hold out the end of --data)");
   cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
+  cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
   cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
   cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
   cmd->add_flag("--json", args->json, "Print per-step metrics and the summary as JSON lines on stdout");

@@ -1,0 +1,61 @@
+#include "tools/routing_option.h"
+
+#include <filesystem>
+
+#include "io/json_reader.h"
+
+namespace smelt::tools {
+namespace {
+
+RoutingPolicy parse_policy(const std::string& spec) {
+  auto fields = [&] {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t i = 0; i <= spec.size(); ++i)
+      if (i == spec.size() || spec[i] == ':') {
+        out.push_back(spec.substr(start, i - start));
+        start = i + 1;
+      }
+    return out;
+  }();
+  try {
+    if (fields[0] == "top-k" && fields.size() == 2) return RoutingPolicy::top_k(std::stoll(fields[1]));
+    if (fields[0] == "top-p" && (fields.size() == 2 || fields.size() == 3))
+      return RoutingPolicy::top_p(std::stod(fields[1]), fields.size() == 3 ? std::stoll(fields[2]) : 0);
+  } catch (const std::exception&) {
+  }
+  SMELT_FAIL("--routing '", spec, "': expected top-k:K, top-p:P, top-p:P:MAX, or a JSON file");
+}
+
+RoutingPolicy policy_from_json(JsonReader& r) {
+  if (r.has("top_k")) {
+    RoutingPolicy p = RoutingPolicy::top_k(r.integer("top_k"));
+    r.finish();
+    return p;
+  }
+  RoutingPolicy p = RoutingPolicy::top_p(r.number("top_p"), r.integer("max_experts", 0));
+  r.finish();
+  return p;
+}
+
+}  // namespace
+
+void apply_routing_option(Transformer& model, const std::string& spec) {
+  if (spec.empty()) return;
+  SMELT_CHECK(model.config().num_local_experts > 0, "--routing applies to MoE models; this model is dense");
+  if (!std::filesystem::exists(spec)) {
+    model.set_routing_policy(parse_policy(spec));
+    return;
+  }
+  json j = read_json_file(spec);
+  SMELT_CHECK(j.is_array(), spec, ": expected a JSON array with one policy per layer");
+  SMELT_CHECK(j.size() == model.num_layers(), spec, ": ", j.size(), " policies for a model with ", model.num_layers(), " layers");
+  std::vector<RoutingPolicy> per_layer;
+  for (size_t i = 0; i < j.size(); ++i) {
+    JsonReader r(j[i], spec, "[" + std::to_string(i) + "]");
+    per_layer.push_back(policy_from_json(r));
+  }
+  model.set_routing_policies(per_layer);
+}
+
+}  // namespace smelt::tools
