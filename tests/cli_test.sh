@@ -54,6 +54,19 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     grep -q '"bits_per_byte"' "$work/eval.json" && ok || fail "eval --json"
   "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 >"$work/gen.txt" 2>/dev/null &&
     grep -q '^Hello' "$work/gen.txt" && ok || fail "generate"
+  # Upcycling: bad options refused before any work; noise 0 gives the dense model's loss exactly.
+  expect_error upcycle-topk "--top-k|--experts" -- "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 2 --top-k 3
+  if "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 4 --top-k 2 >/dev/null 2>&1; then
+    dense_loss=$("$SMELT" eval --model "$work/m" --data "$work/text.txt" --max-batches 2 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+    moe_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+    awk -v a="$dense_loss" -v b="$moe_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5) }' && ok ||
+      fail "upcycled loss $moe_loss differs from dense $dense_loss"
+    "$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 1 --routing top-p:0.5:3 --json 2>/dev/null |
+      grep -q '"active_experts"' && ok || fail "eval --routing top-p"
+    expect_error bad-routing "--routing|top-q:1" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --routing top-q:1
+  else
+    fail "upcycle"
+  fi
   # A checkpoint whose shapes disagree with its config.
   cp -r "$work/m" "$work/bad"
   sed -i 's/"intermediate_size": 64/"intermediate_size": 72/' "$work/bad/config.json"

@@ -214,6 +214,20 @@ TEST(MoE, TopPAndCapacityRouting) {
   EXPECT_LE(capped.stats().mean_active_experts, 1.2 + 1e-9);
 }
 
+TEST(MoE, ExpertChoiceGivesEveryExpertItsCapacity) {
+  ModelConfig c = moe_config(4, 2, "softmax", 0);
+  c.routing = "expert_choice";
+  MoEBlock b = make_block(c, 70);
+  Tensor x = rand_param({2, 6, 8}, 12);
+  Tensor out = b.forward(x, Tensor(), RoutingPolicy::top_k(2));
+  // capacity = 12 tokens · 2 / 4 experts = 6 tokens per expert: perfectly even load
+  for (double l : b.stats().load) EXPECT_DOUBLE_EQ(l, 0.25);
+  EXPECT_DOUBLE_EQ(b.stats().load_cv, 0.0);
+  ops::sum(out).backward();
+  EXPECT_TRUE(b.router.grad().defined());
+  EXPECT_TRUE(x.grad().defined());
+}
+
 Tensor fortune_ids() {
   const std::string text = "A fool and his money are soon parted. -- Thomas Tusser\nTo err is human; to forgive, divine.";
   std::vector<int64_t> ids(text.begin(), text.end());

@@ -1,0 +1,127 @@
+// smelt bench: kernel throughput as JSON lines.
+//   gemm — our GEMM on the shapes of ../shared/bench/openblas_gemm.c (B plain and transposed),
+//          best of 7 after warm-up, so the figures sit beside OpenBLAS's from that program.
+//   moe  — the dropless MoE dispatch (sort, gather, per-expert GEMMs, scatter) forward and
+//          backward, against the same FLOPs as one dense SwiGLU over all token-slots.
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "autograd/grad_mode.h"
+#include "io/json_reader.h"
+#include "ops/backend.h"
+#include "ops/moe.h"
+#include "ops/ops.h"
+#include "runtime/rng.h"
+#include "runtime/thread_pool.h"
+#include "tools/commands.h"
+
+namespace smelt::tools {
+namespace {
+
+struct BenchArgs {
+  std::string what;
+  int64_t tokens = 4096, hidden = 256, ffn = 512, experts = 8, top_k = 2, repeats = 7;
+  int threads = 0;
+};
+
+// Best wall time of `repeats` runs after two warm-up runs.
+double best_seconds(int64_t repeats, const std::function<void()>& fn) {
+  fn();
+  fn();
+  double best = 1e30;
+  for (int64_t r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_target()}}; }
+
+void bench_gemm(const BenchArgs& a) {
+  const int64_t shapes[][3] = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
+  const KernelTable& K = cpu_kernels();
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1], Kd = s[2];
+    std::vector<float> A(M * Kd), B(Kd * N), C(M * N);
+    for (int64_t i = 0; i < M * Kd; ++i) A[i] = static_cast<float>(i % 7) * 0.1f;  // the peer program's fill
+    for (int64_t i = 0; i < Kd * N; ++i) B[i] = static_cast<float>(i % 5) * 0.1f;
+    for (int tb = 0; tb < 2; ++tb) {
+      GemmArgs g;
+      g.m = M; g.n = N; g.k = Kd;
+      g.a = A.data(); g.lda = Kd;
+      g.b = B.data(); g.trans_b = tb; g.ldb = tb ? Kd : N;
+      g.c = C.data(); g.ldc = N;
+      const double t = best_seconds(a.repeats, [&] { K.gemm(g); });
+      json j = {{"bench", "gemm"}, {"impl", "smelt"}, {"M", M}, {"N", N}, {"K", Kd}, {"transB", tb}, {"gflops", 2.0 * M * N * Kd / t / 1e9}};
+      j.update(environment());
+      std::printf("%s\n", j.dump().c_str());
+    }
+  }
+}
+
+void bench_moe(const BenchArgs& a) {
+  SMELT_CHECK(a.top_k >= 1 && a.top_k <= a.experts, "--top-k must be between 1 and --experts");
+  const int64_t N = a.tokens, C = a.hidden, F = a.ffn, E = a.experts, k = a.top_k, S = N * k;
+  Philox rng(1);
+  auto param = [&](const Shape& s) { return Tensor::randn(s, rng, 0.0f, 0.05f).set_requires_grad(true); };
+  Tensor x = param({N, C}), gate = param({E, F, C}), up = param({E, F, C}), down = param({E, C, F});
+  // Random top-k routing: k distinct experts per token.
+  std::vector<int64_t> tok(S), ex(S);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t first = rng.next_u32() % E;
+    for (int64_t j = 0; j < k; ++j) {
+      tok[n * k + j] = n;
+      ex[n * k + j] = (first + j) % E;
+    }
+  }
+  Tensor token = Tensor::from_ints(tok, {S}), expert = Tensor::from_ints(ex, {S});
+  Tensor weight = Tensor::full({S}, 1.0f / static_cast<float>(k)).set_requires_grad(true);
+  // The dense reference: one SwiGLU over all S token-slots with one set of weights (same FLOPs).
+  Tensor xs = param({S, C}), wg = param({F, C}), wu = param({F, C}), wd = param({C, F});
+  double moe_fwd, dense_fwd, moe_step, dense_step;
+  {
+    NoGradGuard g;
+    moe_fwd = best_seconds(a.repeats, [&] { ops::moe_ffn(x, gate, up, down, token, expert, weight); });
+    dense_fwd = best_seconds(a.repeats, [&] { ops::linear(ops::swiglu(ops::linear(xs, wg), ops::linear(xs, wu)), wd); });
+  }
+  moe_step = best_seconds(a.repeats, [&] { ops::sum(ops::moe_ffn(x, gate, up, down, token, expert, weight)).backward(); });
+  dense_step = best_seconds(a.repeats, [&] { ops::sum(ops::linear(ops::swiglu(ops::linear(xs, wg), ops::linear(xs, wu)), wd)).backward(); });
+  const double flops = 2.0 * S * C * F * 3;
+  json j = {{"bench", "moe"},
+            {"tokens", N}, {"hidden", C}, {"ffn", F}, {"experts", E}, {"top_k", k},
+            {"moe_forward_ms", moe_fwd * 1e3}, {"dense_forward_ms", dense_fwd * 1e3},
+            {"moe_forward_gflops", flops / moe_fwd / 1e9}, {"dense_forward_gflops", flops / dense_fwd / 1e9},
+            {"moe_forward_backward_ms", moe_step * 1e3}, {"dense_forward_backward_ms", dense_step * 1e3},
+            {"forward_ratio", dense_fwd / moe_fwd}, {"forward_backward_ratio", dense_step / moe_step}};
+  j.update(environment());
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void run_bench(const BenchArgs& a) {
+  apply_threads(a.threads);
+  SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
+  if (a.what == "gemm") bench_gemm(a);
+  else if (a.what == "moe") bench_moe(a);
+  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, moe)");
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Kernel throughput as JSON lines (gemm, moe)");
+  cmd->add_option("what", a->what, "Benchmark: gemm or moe")->required();
+  cmd->add_option("--tokens", a->tokens, "moe: tokens")->capture_default_str();
+  cmd->add_option("--hidden", a->hidden, "moe: hidden size")->capture_default_str();
+  cmd->add_option("--ffn", a->ffn, "moe: expert FFN width")->capture_default_str();
+  cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
+  cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
+  cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
+  add_threads_option(*cmd, a->threads);
+  cmd->callback([a] { run_bench(*a); });
+}
+
+}  // namespace smelt::tools
