@@ -62,26 +62,37 @@ void run_generate(const GenerateArgs& a) {
   const ModelConfig& cfg = model.config();
   std::vector<int64_t> ids;
   for (unsigned char c : a.prompt) ids.push_back(c);
-  const int64_t capacity = std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(ids.size()) + a.max_new_tokens);
+  const int64_t capacity = cfg.max_position_embeddings;
   SMELT_CHECK(static_cast<int64_t>(ids.size()) < capacity, "the prompt (", ids.size(), " bytes) fills the model's context of ",
-              cfg.max_position_embeddings);
+              capacity, " tokens");
   NoGradGuard no_grad;
-  KVCache cache = model.make_cache(1, capacity);
   Philox rng(static_cast<uint64_t>(a.seed));
   std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
+  KVCache cache = model.make_cache(1, capacity);
   Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
-  for (int64_t produced = 0; produced < a.max_new_tokens && cache.length < capacity; ++produced) {
+  for (int64_t produced = 0; produced < a.max_new_tokens; ++produced) {
     std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
     last.resize(std::min<int64_t>(cfg.vocab_size, 256));  // byte-level: only byte ids decode to text
     const int64_t next = sample(last, a, rng);
     std::fputc(static_cast<int>(next), stdout);
     std::fflush(stdout);
-    if (cache.length >= capacity) break;
-    logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
-    active_sum += model.mean_active_parameters();
-    ++forwarded;
+    ids.push_back(next);
+    int64_t fed = 1;
+    if (cache.length < capacity) {
+      logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+    } else {
+      // Context full: start a fresh cache from the last half of the text (positions beyond the
+      // trained length are never used).
+      const int64_t keep = capacity / 2;
+      std::vector<int64_t> tail(ids.end() - keep, ids.end());
+      cache = model.make_cache(1, capacity);
+      logits = model.forward(Tensor::from_ints(tail, {1, keep}), &cache);
+      fed = keep;
+    }
+    active_sum += model.mean_active_parameters() * static_cast<double>(fed);
+    forwarded += fed;
   }
   std::fputc('\n', stdout);
   if (cfg.num_local_experts > 0)

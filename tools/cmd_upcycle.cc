@@ -1,5 +1,8 @@
 // smelt upcycle: dense model → MoE model that reproduces it before training.
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
 
 #include "io/checkpoint.h"
 #include "io/json_reader.h"
@@ -22,7 +25,15 @@ void run_upcycle(UpcycleArgs a) {
   a.options.validate();  // before loading anything
   Transformer dense = load_model_dir(a.model);
   Transformer moe = upcycle(dense, a.options);
-  save_model_dir(a.out, moe);
+  // Keep the dense model's recipe: it records the sequence length the weights were trained on,
+  // which eval uses as its default window.
+  std::map<std::string, std::string> extra;
+  const std::string recipe = a.model + "/recipe.json";
+  if (std::filesystem::exists(recipe)) {
+    std::ifstream in(recipe, std::ios::binary);
+    extra["recipe.json"] = std::string((std::istreambuf_iterator<char>(in)), {});
+  }
+  save_model_dir(a.out, moe, extra);
   const ModelConfig& c = moe.config();
   json out = {{"out", a.out},
               {"experts", c.num_local_experts},

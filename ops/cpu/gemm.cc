@@ -198,8 +198,16 @@ void GemmKernel(const GemmArgs& g) {
   const int64_t kc_max = std::min(kKC, g.k);
   std::vector<float> packed_b(static_cast<size_t>(n_panels * nr * kc_max));
   const int64_t m_blocks = (g.m + kMC - 1) / kMC;
-  const int64_t tile_panels = std::max<int64_t>(1, kNCTile / nr);
-  const int64_t n_blocks = (n_panels + tile_panels - 1) / tile_panels;
+  // Enough tasks to keep every thread busy: short-and-wide products (weight gradients, M = hidden
+  // size) split N finer, since A is read in place and costs nothing to share between tasks.
+  int64_t tile_panels = std::max<int64_t>(1, kNCTile / nr);
+  int64_t n_blocks = (n_panels + tile_panels - 1) / tile_panels;
+  const int64_t target_tasks = 4 * static_cast<int64_t>(num_threads());
+  if (m_blocks * n_blocks < target_tasks) {
+    n_blocks = std::min(n_panels, (target_tasks + m_blocks - 1) / m_blocks);
+    tile_panels = (n_panels + n_blocks - 1) / n_blocks;
+    n_blocks = (n_panels + tile_panels - 1) / tile_panels;
+  }
   for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
     const int64_t kc = std::min(kKC, g.k - k0);
     const bool overwrite = k0 == 0 && g.beta == 0.0f;
