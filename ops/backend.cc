@@ -16,6 +16,7 @@ bool backend_supports(Device device, const std::string& op, DType dtype) {
   if (op == "binary") return t.binary != nullptr;
   if (op == "unary") return t.unary != nullptr;
   if (op == "gemm") return t.gemm != nullptr;
+  if (op == "grouped_gemm") return t.grouped_gemm != nullptr;
   if (op == "rms_norm_forward") return t.rms_norm_forward != nullptr;
   if (op == "softmax") return t.softmax != nullptr;
   if (op == "axpy") return t.axpy != nullptr;

@@ -36,6 +36,8 @@ struct KernelTable {
   void (*binary_scalar)(BinaryOp op, const float* a, float b, float* out, int64_t n) = nullptr;
   void (*unary)(UnaryOp op, const float* x, float* out, int64_t n, float param) = nullptr;
   void (*gemm)(const GemmArgs& args) = nullptr;
+  // Independent products run as one parallel region (MoE experts over their token segments).
+  void (*grouped_gemm)(const GemmArgs* problems, int64_t count) = nullptr;
   // Row-wise RMS norm: out = x * rstd * w, rstd[r] saved for backward.
   void (*rms_norm_forward)(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) = nullptr;
   // Row-wise softmax (or log-softmax) over the last dim.

@@ -4,6 +4,7 @@
 #include "ops/moe.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -13,6 +14,24 @@
 
 namespace smelt::ops {
 namespace {
+
+bool g_timing = false;
+MoeTimings g_timings;
+
+// Adds the time since construction (or the last lap) to a phase when timing is on.
+class PhaseClock {
+ public:
+  PhaseClock() : last_(std::chrono::steady_clock::now()) {}
+  void lap(double& phase) {
+    if (!g_timing) return;
+    auto now = std::chrono::steady_clock::now();
+    phase += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_;
+};
 
 struct Dispatch {
   int64_t N = 0, C = 0, F = 0, E = 0, S = 0;
@@ -44,19 +63,34 @@ Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int
   return d;
 }
 
-// C[m, n] (+)= A · op(B) on raw rows; thin wrapper over the kernel table for readability below.
-void gemm(const KernelTable& K, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const float* b,
-          int64_t ldb, bool tb, float* c, int64_t ldc, float beta) {
-  if (m == 0) return;
-  GemmArgs g;
-  g.m = m; g.n = n; g.k = k;
-  g.a = a; g.lda = lda; g.trans_a = ta;
-  g.b = b; g.ldb = ldb; g.trans_b = tb;
-  g.c = c; g.ldc = ldc; g.beta = beta;
-  K.gemm(g);
-}
+// C[m, n] (+)= A · op(B) on raw rows, collected into a group that runs as one grouped GEMM.
+struct GemmGroup {
+  std::vector<GemmArgs> problems;
+  void add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* c,
+           int64_t ldc, float beta) {
+    if (m == 0 || n == 0) return;  // an expert without tokens does no work (and keeps a zero gradient)
+    GemmArgs g;
+    g.m = m; g.n = n; g.k = k;
+    g.a = a; g.lda = lda; g.trans_a = ta;
+    g.b = b; g.ldb = ldb; g.trans_b = tb;
+    g.c = c; g.ldc = ldc; g.beta = beta;
+    problems.push_back(g);
+  }
+  void run(const KernelTable& K) {
+    if (!problems.empty()) K.grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
+    problems.clear();
+  }
+};
 
 }  // namespace
+
+void set_moe_timing(bool on) { g_timing = on; }
+
+MoeTimings take_moe_timings() {
+  MoeTimings t = g_timings;
+  g_timings = MoeTimings();
+  return t;
+}
 
 Tensor topk_indices(const Tensor& x, int64_t k) {
   check_f32(x, "topk_indices", "x");
@@ -98,6 +132,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   SMELT_CHECK(token.numel() == expert.numel() && token.numel() == weight.numel(), "moe_ffn: token ", token.str(), ", expert ",
               expert.str(), " and weight ", weight.str(), " must have one entry per slot");
   const KernelTable& K = kernels_for(x.device());
+  PhaseClock clock;
   Dispatch d = make_dispatch(token, expert, N, E);
   d.C = C;
   d.F = F;
@@ -112,20 +147,24 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   parallel_for(0, S, 64, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) std::memcpy(pxs + i * C, px + d.token[d.order[i]] * C, C * sizeof(float));
   });
+  clock.lap(g_timings.dispatch_seconds);
+  GemmGroup group;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
-    if (n == 0) continue;  // an expert without tokens does no work (and gets a zero gradient)
-    gemm(K, n, F, C, pxs + r0 * C, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f);
-    gemm(K, n, F, C, pxs + r0 * C, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f);
+    group.add(n, F, C, pxs + r0 * C, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f);
+    group.add(n, F, C, pxs + r0 * C, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f);
   }
+  group.run(K);
   parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
     K.unary(UnaryOp::Silu, ph + lo, pa + lo, hi - lo, 0.0f);
     K.binary(BinaryOp::Mul, pa + lo, pu + lo, pa + lo, hi - lo);
   });
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
-    gemm(K, n, C, F, pa + r0 * F, F, false, dc.data<float>() + e * C * F, F, true, py + r0 * C, C, 0.0f);
+    group.add(n, C, F, pa + r0 * F, F, false, dc.data<float>() + e * C * F, F, true, py + r0 * C, C, 0.0f);
   }
+  group.run(K);
+  clock.lap(g_timings.expert_seconds);
   // Combine: out[token] += weight · y. Columns are split across threads so no two write one element.
   Tensor out = Tensor::zeros({N, C});
   float* po = out.data<float>();
@@ -139,6 +178,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
       for (int64_t c = c0; c < c1; ++c) dst[c] += w * src[c];
     }
   });
+  clock.lap(g_timings.dispatch_seconds);
+  if (g_timing) ++g_timings.calls;
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
 
   SavedTensor G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
@@ -164,13 +205,15 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     Tensor dgate = Tensor::zeros({E, F, C}), dup = Tensor::zeros({E, F, C}), ddown = Tensor::zeros({E, C, F});
     Tensor dact = Tensor::empty({S, F}), dh = Tensor::empty({S, F}), du = Tensor::empty({S, F}), dxs = Tensor::empty({S, C});
     float *pda = dact.data<float>(), *pdh = dh.data<float>(), *pdu = du.data<float>(), *pdxs = dxs.data<float>();
+    GemmGroup group;
     for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
       if (n == 0) continue;
       // down: y = act · Wdᵀ  →  dWd = dyᵀ · act,  dact = dy · Wd
-      gemm(K, C, F, n, pdys + r0 * C, C, true, pa2 + r0 * F, F, false, ddown.data<float>() + e * C * F, F, 0.0f);
-      gemm(K, n, F, C, pdys + r0 * C, C, false, dv.data<float>() + e * C * F, F, false, pda + r0 * F, F, 0.0f);
+      group.add(C, F, n, pdys + r0 * C, C, true, pa2 + r0 * F, F, false, ddown.data<float>() + e * C * F, F, 0.0f);
+      group.add(n, F, C, pdys + r0 * C, C, false, dv.data<float>() + e * C * F, F, false, pda + r0 * F, F, 0.0f);
     }
+    group.run(K);
     parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
       // act = silu(h) ⊙ u  →  du = dact ⊙ silu(h),  dh = dact ⊙ u ⊙ silu'(h)
       for (int64_t i = lo; i < hi; ++i) {
@@ -179,15 +222,19 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
         pdh[i] = pda[i] * pu2[i] * sg * (1.0f + hv * (1.0f - sg));
       }
     });
+    // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
+    // (the du · Wu half adds into dxs, so it runs as a second group after the first has written it)
+    GemmGroup second;
     for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
       if (n == 0) continue;
-      // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
-      gemm(K, F, C, n, pdh + r0 * F, F, true, pxs2 + r0 * C, C, false, dgate.data<float>() + e * F * C, C, 0.0f);
-      gemm(K, F, C, n, pdu + r0 * F, F, true, pxs2 + r0 * C, C, false, dup.data<float>() + e * F * C, C, 0.0f);
-      gemm(K, n, C, F, pdh + r0 * F, F, false, gv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
-      gemm(K, n, C, F, pdu + r0 * F, F, false, uv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
+      group.add(F, C, n, pdh + r0 * F, F, true, pxs2 + r0 * C, C, false, dgate.data<float>() + e * F * C, C, 0.0f);
+      group.add(F, C, n, pdu + r0 * F, F, true, pxs2 + r0 * C, C, false, dup.data<float>() + e * F * C, C, 0.0f);
+      group.add(n, C, F, pdh + r0 * F, F, false, gv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
+      second.add(n, C, F, pdu + r0 * F, F, false, uv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
     }
+    group.run(K);
+    second.run(K);
     Tensor dx = Tensor::zeros({N, C});
     float* pdx = dx.data<float>();
     parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {

@@ -12,6 +12,16 @@ namespace smelt::ops {
 Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& token,
                const Tensor& expert, const Tensor& weight);
 
+// Wall time spent in moe_ffn's forward phases since the last reset, when timing is on: routing
+// bookkeeping (sort, gather, weighted scatter) versus the expert SwiGLU itself. For smelt bench.
+struct MoeTimings {
+  double dispatch_seconds = 0;  // counting sort, row gather, combine
+  double expert_seconds = 0;    // per-expert GEMMs and the SwiGLU
+  int64_t calls = 0;
+};
+void set_moe_timing(bool on);
+MoeTimings take_moe_timings();  // returns and resets
+
 // Indices of the k largest entries of each row of x [N, E] (ties: lower index first) → [N, k] i64.
 // Not differentiable: gather the chosen values with ops::gather to route gradients.
 Tensor topk_indices(const Tensor& x, int64_t k);

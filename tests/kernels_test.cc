@@ -130,6 +130,34 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
         }
 }
 
+TEST(Kernels, GroupedGemmMatchesScalarPerProblem) {
+  // Unequal products with different transposes, K across the K-block boundary, and an empty one.
+  const int64_t shapes[][5] = {{300, 64, 520, 0, 1}, {7, 33, 9, 1, 0}, {0, 16, 8, 0, 0}, {129, 200, 256, 1, 1}, {1, 5, 3, 0, 0}};
+  std::vector<std::vector<float>> as, bs, cs;
+  std::vector<GemmArgs> problems;
+  for (auto& s : shapes) {
+    GemmArgs g;
+    g.m = s[0]; g.n = s[1]; g.k = s[2]; g.trans_a = s[3]; g.trans_b = s[4];
+    g.lda = g.trans_a ? g.m : g.k;
+    g.ldb = g.trans_b ? g.k : g.n;
+    g.ldc = g.n;
+    as.push_back(random_vec(std::max<int64_t>(1, g.m * g.k), 40 + problems.size()));
+    bs.push_back(random_vec(std::max<int64_t>(1, g.k * g.n), 50 + problems.size()));
+    cs.push_back(random_vec(std::max<int64_t>(1, g.m * g.n), 60 + problems.size()));
+    g.beta = problems.size() % 2 ? 1.0f : 0.0f;
+    problems.push_back(g);
+  }
+  std::vector<std::vector<double>> refs;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    problems[i].a = as[i].data(); problems[i].b = bs[i].data(); problems[i].c = cs[i].data();
+    refs.push_back(ref_gemm(problems[i], cs[i]));
+  }
+  cpu_grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
+  for (size_t i = 0; i < problems.size(); ++i)
+    for (int64_t j = 0; j < problems[i].m * problems[i].n; ++j)
+      ASSERT_NEAR(cs[i][j], refs[i][j], 4.0 * problems[i].k * 1.2e-7 * 4.0 + 1e-5) << "problem " << i << " element " << j;
+}
+
 TEST(Kernels, RmsNormMatchesScalar) {
   for (int64_t cols : {1L, 7L, 129L, 1000L}) {
     const int64_t rows = 5;

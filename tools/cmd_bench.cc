@@ -82,9 +82,18 @@ void bench_moe(const BenchArgs& a) {
   // The dense reference: one SwiGLU over all S token-slots with one set of weights (same FLOPs).
   Tensor xs = param({S, C}), wg = param({F, C}), wu = param({F, C}), wd = param({C, F});
   double moe_fwd, dense_fwd, moe_step, dense_step;
+  double dispatch_ms = 0, expert_ms = 0;
   {
     NoGradGuard g;
     moe_fwd = best_seconds(a.repeats, [&] { ops::moe_ffn(x, gate, up, down, token, expert, weight); });
+    // Phase split of the forward, averaged over separate timed calls.
+    ops::set_moe_timing(true);
+    ops::take_moe_timings();
+    for (int64_t r = 0; r < a.repeats; ++r) ops::moe_ffn(x, gate, up, down, token, expert, weight);
+    ops::MoeTimings t = ops::take_moe_timings();
+    ops::set_moe_timing(false);
+    dispatch_ms = t.dispatch_seconds / static_cast<double>(t.calls) * 1e3;
+    expert_ms = t.expert_seconds / static_cast<double>(t.calls) * 1e3;
     dense_fwd = best_seconds(a.repeats, [&] { ops::linear(ops::swiglu(ops::linear(xs, wg), ops::linear(xs, wu)), wd); });
   }
   moe_step = best_seconds(a.repeats, [&] { ops::sum(ops::moe_ffn(x, gate, up, down, token, expert, weight)).backward(); });
@@ -93,6 +102,7 @@ void bench_moe(const BenchArgs& a) {
   json j = {{"bench", "moe"},
             {"tokens", N}, {"hidden", C}, {"ffn", F}, {"experts", E}, {"top_k", k},
             {"moe_forward_ms", moe_fwd * 1e3}, {"dense_forward_ms", dense_fwd * 1e3},
+            {"moe_forward_dispatch_ms", dispatch_ms}, {"moe_forward_experts_ms", expert_ms},
             {"moe_forward_gflops", flops / moe_fwd / 1e9}, {"dense_forward_gflops", flops / dense_fwd / 1e9},
             {"moe_forward_backward_ms", moe_step * 1e3}, {"dense_forward_backward_ms", dense_step * 1e3},
             {"forward_ratio", dense_fwd / moe_fwd}, {"forward_backward_ratio", dense_step / moe_step}};

@@ -188,51 +188,98 @@ bool narrow_gemm(const GemmArgs& g) {
   return true;
 }
 
-void GemmKernel(const GemmArgs& g) {
-  if (g.m > 0 && g.alpha != 0.0f && narrow_gemm(g)) return;
-  scale_c(g);
-  if (g.m == 0 || g.n == 0 || g.k == 0 || g.alpha == 0.0f) return;
-  const hn::ScalableTag<float> d;
-  const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
-  const int64_t n_panels = (g.n + nr - 1) / nr;
-  const int64_t kc_max = std::min(kKC, g.k);
-  std::vector<float> packed_b(static_cast<size_t>(n_panels * nr * kc_max));
-  const int64_t m_blocks = (g.m + kMC - 1) / kMC;
+// How one product is cut into parallel tasks: M blocks of kMC rows × N blocks of tile_panels panels.
+struct Tiling {
+  int64_t n_panels = 0, m_blocks = 0, n_blocks = 0, tile_panels = 0;
+  int64_t tasks() const { return m_blocks * n_blocks; }
+};
+
+Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
+  Tiling t;
+  t.n_panels = (g.n + nr - 1) / nr;
+  t.m_blocks = (g.m + kMC - 1) / kMC;
+  t.tile_panels = std::max<int64_t>(1, kNCTile / nr);
+  t.n_blocks = (t.n_panels + t.tile_panels - 1) / t.tile_panels;
   // Enough tasks to keep every thread busy: short-and-wide products (weight gradients, M = hidden
   // size) split N finer, since A is read in place and costs nothing to share between tasks.
-  int64_t tile_panels = std::max<int64_t>(1, kNCTile / nr);
-  int64_t n_blocks = (n_panels + tile_panels - 1) / tile_panels;
-  const int64_t target_tasks = 4 * static_cast<int64_t>(num_threads());
-  if (m_blocks * n_blocks < target_tasks) {
-    n_blocks = std::min(n_panels, (target_tasks + m_blocks - 1) / m_blocks);
-    tile_panels = (n_panels + n_blocks - 1) / n_blocks;
-    n_blocks = (n_panels + tile_panels - 1) / tile_panels;
+  if (t.tasks() < target_tasks) {
+    t.n_blocks = std::min(t.n_panels, (target_tasks + t.m_blocks - 1) / t.m_blocks);
+    t.tile_panels = (t.n_panels + t.n_blocks - 1) / t.n_blocks;
+    t.n_blocks = (t.n_panels + t.tile_panels - 1) / t.tile_panels;
   }
-  for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
-    const int64_t kc = std::min(kKC, g.k - k0);
-    const bool overwrite = k0 == 0 && g.beta == 0.0f;
-    pack_b(g, k0, kc, nr, packed_b.data());
-    parallel_for(0, m_blocks * n_blocks, 1, [&](int64_t t0, int64_t t1) {
+  return t;
+}
+
+// One task: the (mb, nb) tile of g over K block [k0, k0 + kc), B taken from its packed panels.
+void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int64_t kc, const float* packed_b, int64_t nr) {
+  const int64_t mb = task / t.n_blocks, nb = task % t.n_blocks;
+  const int64_t i0 = mb * kMC, mc = std::min(kMC, g.m - i0);
+  const bool overwrite = k0 == 0 && g.beta == 0.0f;
+  const int64_t p_end = std::min(t.n_panels, (nb + 1) * t.tile_panels);
+  for (int64_t p = nb * t.tile_panels; p < p_end; ++p) {
+    const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
+    for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
+      const int64_t rows = std::min(kMR, g.m - r0);
+      const float* a_rows[kMR];
+      for (int64_t r = 0; r < kMR; ++r) {
+        const int64_t row = r0 + std::min(r, rows - 1);  // short panels re-read their last row
+        a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + row * g.lda + k0;
+      }
+      micro_kernel(kc, a_rows, g.trans_a ? g.lda : 1, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha,
+                   overwrite);
+    }
+  }
+}
+
+// Several independent products in one parallel region per K block: the tasks of all of them
+// share the threads, so small and unequal products (experts' segments) keep every core busy.
+void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
+  const hn::ScalableTag<float> d;
+  const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
+  std::vector<const GemmArgs*> live;
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmArgs& g = problems[i];
+    scale_c(g);
+    if (g.m > 0 && g.n > 0 && g.k > 0 && g.alpha != 0.0f) live.push_back(&g);
+  }
+  if (live.empty()) return;
+  const int64_t target = std::max<int64_t>(1, 4 * static_cast<int64_t>(num_threads()) / static_cast<int64_t>(live.size()));
+  std::vector<Tiling> tilings;
+  std::vector<int64_t> b_offset;  // where each product's packed B starts
+  int64_t b_total = 0, max_k = 0;
+  for (const GemmArgs* g : live) {
+    tilings.push_back(make_tiling(*g, nr, target));
+    b_offset.push_back(b_total);
+    b_total += tilings.back().n_panels * nr * std::min(kKC, g->k);
+    max_k = std::max(max_k, g->k);
+  }
+  std::vector<float> packed_b(static_cast<size_t>(b_total));
+  for (int64_t k0 = 0; k0 < max_k; k0 += kKC) {
+    std::vector<int64_t> owner, first_task;  // task ranges per product active in this K block
+    int64_t tasks = 0;
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (k0 >= live[i]->k) continue;
+      pack_b(*live[i], k0, std::min(kKC, live[i]->k - k0), nr, packed_b.data() + b_offset[i]);
+      owner.push_back(static_cast<int64_t>(i));
+      first_task.push_back(tasks);
+      tasks += tilings[i].tasks();
+    }
+    first_task.push_back(tasks);
+    parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      size_t j = std::upper_bound(first_task.begin(), first_task.end(), t0) - first_task.begin() - 1;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t mb = t / n_blocks, nb = t % n_blocks;
-        const int64_t i0 = mb * kMC, mc = std::min(kMC, g.m - i0);
-        const int64_t p_end = std::min(n_panels, (nb + 1) * tile_panels);
-        for (int64_t p = nb * tile_panels; p < p_end; ++p) {
-          const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
-          for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
-            const int64_t rows = std::min(kMR, g.m - r0);
-            const float* a_rows[kMR];
-            for (int64_t r = 0; r < kMR; ++r) {
-              const int64_t row = r0 + std::min(r, rows - 1);  // short panels re-read their last row
-              a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + row * g.lda + k0;
-            }
-            micro_kernel(kc, a_rows, g.trans_a ? g.lda : 1, packed_b.data() + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc,
-                         rows, cols, g.alpha, overwrite);
-          }
-        }
+        while (t >= first_task[j + 1]) ++j;
+        const int64_t i = owner[j];
+        const GemmArgs& g = *live[i];
+        run_tile(g, tilings[i], t - first_task[j], k0, std::min(kKC, g.k - k0), packed_b.data() + b_offset[i], nr);
       }
     });
   }
+}
+
+void GemmKernel(const GemmArgs& g) {
+  if (g.m > 0 && g.alpha != 0.0f && narrow_gemm(g)) return;
+  GroupedGemmKernel(&g, 1);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -242,6 +289,8 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace smelt {
 HWY_EXPORT(GemmKernel);
+HWY_EXPORT(GroupedGemmKernel);
 void cpu_gemm(const GemmArgs& args) { HWY_DYNAMIC_DISPATCH(GemmKernel)(args); }
+void cpu_grouped_gemm(const GemmArgs* problems, int64_t count) { HWY_DYNAMIC_DISPATCH(GroupedGemmKernel)(problems, count); }
 }  // namespace smelt
 #endif

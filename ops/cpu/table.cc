@@ -14,6 +14,7 @@ const KernelTable& cpu_kernels() {
     t.binary_scalar = cpu_binary_scalar;
     t.unary = cpu_unary;
     t.gemm = cpu_gemm;
+    t.grouped_gemm = cpu_grouped_gemm;
     t.rms_norm_forward = cpu_rms_norm_forward;
     t.softmax = cpu_softmax;
     t.axpy = cpu_axpy;
