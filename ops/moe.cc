@@ -184,6 +184,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
 
   SavedTensor G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
+    PhaseClock clock;
     Tensor gr = contiguous_data(grad), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();
     const float *pg = gr.data<float>(), *pw2 = wv.data<float>();
     const float *pxs2 = xs.data<float>(), *ph2 = h.data<float>(), *pu2 = u.data<float>(), *pa2 = act.data<float>(), *py2 = ys.data<float>();
@@ -202,6 +203,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
         pdw[s] = static_cast<float>(dot);  // d out / d weight[s] = y[s]
       }
     });
+    clock.lap(g_timings.backward_dispatch_seconds);
     Tensor dgate = Tensor::zeros({E, F, C}), dup = Tensor::zeros({E, F, C}), ddown = Tensor::zeros({E, C, F});
     Tensor dact = Tensor::empty({S, F}), dh = Tensor::empty({S, F}), du = Tensor::empty({S, F}), dxs = Tensor::empty({S, C});
     float *pda = dact.data<float>(), *pdh = dh.data<float>(), *pdu = du.data<float>(), *pdxs = dxs.data<float>();
@@ -235,6 +237,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     }
     group.run(K);
     second.run(K);
+    clock.lap(g_timings.backward_expert_seconds);
     Tensor dx = Tensor::zeros({N, C});
     float* pdx = dx.data<float>();
     parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
@@ -244,6 +247,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
         for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
       }
     });
+    clock.lap(g_timings.backward_dispatch_seconds);
     return std::vector<Tensor>{dx, dgate, dup, ddown, dweight};
   });
   return out;

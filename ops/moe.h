@@ -17,6 +17,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
 struct MoeTimings {
   double dispatch_seconds = 0;  // counting sort, row gather, combine
   double expert_seconds = 0;    // per-expert GEMMs and the SwiGLU
+  double backward_dispatch_seconds = 0;  // routing-weight gradients, gradient gather and scatter
+  double backward_expert_seconds = 0;    // the experts' backward GEMMs and SwiGLU derivative
   int64_t calls = 0;
 };
 void set_moe_timing(bool on);

@@ -44,12 +44,19 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, float* out) {
           for (int64_t j = cols; j < nr; ++j) dst[k * nr + j] = 0.0f;
         }
       } else {
-        for (int64_t j = 0; j < nr; ++j) {
-          if (j < cols) {
-            const float* src = g.b + (j0 + j) * g.ldb + k0;
-            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = src[k];
-          } else {
-            for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = 0.0f;
+        // Bᵀ stored row-major: column j of the panel is a contiguous row of b. Transpose in
+        // 8-deep slices of k so each slice's writes stay within a few cache lines.
+        const float* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];  // nr = 2 vectors
+        for (int64_t j = 0; j < nr; ++j) src[j] = j < cols ? g.b + (j0 + j) * g.ldb + k0 : nullptr;
+        for (int64_t kk = 0; kk < kc; kk += 8) {
+          const int64_t depth = std::min<int64_t>(8, kc - kk);
+          for (int64_t j = 0; j < nr; ++j) {
+            float* col = dst + kk * nr + j;
+            if (src[j]) {
+              for (int64_t t = 0; t < depth; ++t) col[t * nr] = src[j][kk + t];
+            } else {
+              for (int64_t t = 0; t < depth; ++t) col[t * nr] = 0.0f;
+            }
           }
         }
       }
