@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "io/config_json.h"
+#include "io/json_reader.h"
 #include "io/safetensors.h"
 
 namespace smelt {
@@ -52,6 +54,74 @@ Transformer load_model_dir(const std::string& dir) {
   ModelConfig config = read_model_config(config_path);
   SafetensorsFile weights = read_safetensors(weights_path);
   return Transformer::from_tensors(config, weights.tensors, weights_path);
+}
+
+namespace {
+std::vector<std::string> parameter_names(const Transformer& model) {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : model.named_parameters()) names.push_back(name);
+  return names;
+}
+}  // namespace
+
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& st) {
+  auto [tensors, fields] = optimizer.state(parameter_names(model));
+  json state = {{"format", "smelt-trainer-state"},
+                {"version", 1},
+                {"step", st.step},
+                {"tokens", st.tokens},
+                {"elapsed_seconds", st.elapsed_seconds},
+                {"data_rng", {{"seed", st.data_seed}, {"offset", st.data_offset}}},
+                {"jitter_offsets", st.jitter_offsets}};
+  save_model_dir(dir, model,
+                 {{"optimizer.safetensors", safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors")},
+                  {"trainer_state.json", state.dump(2) + "\n"},
+                  {"metrics.jsonl", st.metrics_jsonl},
+                  {"recipe.json", st.recipe_json}});
+}
+
+TrainerState read_trainer_state(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "trainer_state.json").string();
+  json j = read_json_file(path);
+  JsonReader r(j, path);
+  SMELT_CHECK(r.string("format") == "smelt-trainer-state", r.where("format"), ": not a smelt trainer state");
+  SMELT_CHECK(r.integer("version") == 1, r.where("version"), ": unsupported version");
+  TrainerState st;
+  st.step = r.integer("step");
+  st.tokens = r.integer("tokens");
+  st.elapsed_seconds = r.number("elapsed_seconds");
+  JsonReader rng = r.object("data_rng");
+  st.data_seed = static_cast<uint64_t>(rng.integer("seed"));
+  st.data_offset = static_cast<uint64_t>(rng.integer("offset"));
+  rng.finish();
+  for (const json& o : r.raw("jitter_offsets")) {
+    SMELT_CHECK(o.is_number_unsigned() || o.is_number_integer(), r.where("jitter_offsets"), ": expected integers");
+    st.jitter_offsets.push_back(o.get<uint64_t>());
+  }
+  r.finish();
+  SMELT_CHECK(st.step >= 0 && st.tokens >= 0, path, ": negative step or token count");
+  auto slurp = [&](const char* name) {
+    const std::string p = (fs::path(dir) / name).string();
+    std::ifstream in(p, std::ios::binary);
+    SMELT_CHECK(in.good(), p, ": missing from the checkpoint");
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  st.metrics_jsonl = slurp("metrics.jsonl");
+  st.recipe_json = slurp("recipe.json");
+  return st;
+}
+
+void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer) {
+  const std::string path = (fs::path(dir) / "optimizer.safetensors").string();
+  SafetensorsFile f = read_safetensors(path);
+  optimizer.load_state(f.tensors, f.metadata, parameter_names(model), path);
+}
+
+void restore_jitter_streams(Transformer& model, const TrainerState& state) {
+  SMELT_CHECK(state.jitter_offsets.size() == model.num_layers(), "trainer state has ", state.jitter_offsets.size(),
+              " jitter streams for ", model.num_layers(), " layers");
+  for (size_t i = 0; i < model.num_layers(); ++i)
+    if (model.layer(i).moe) model.layer(i).moe->set_jitter_offset(state.jitter_offsets[i]);
 }
 
 }  // namespace smelt

@@ -4,13 +4,34 @@
 #pragma once
 #include <map>
 #include <string>
+#include <vector>
 
 #include "models/transformer.h"
+#include "optim/optimizer.h"
 
 namespace smelt {
 
 // `extra_files` maps file names inside the directory to their contents.
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files = {});
 Transformer load_model_dir(const std::string& dir);
+
+// A training checkpoint is a model directory plus optimizer.safetensors and trainer_state.json:
+// everything needed to continue bit-identically (weights, optimizer moments, step, data stream
+// position, router-jitter streams, metrics so far, the recipe).
+struct TrainerState {
+  int64_t step = 0;  // optimizer steps completed
+  int64_t tokens = 0;
+  double elapsed_seconds = 0;
+  uint64_t data_seed = 0, data_offset = 0;
+  std::vector<uint64_t> jitter_offsets;  // one per layer (0 for dense layers)
+  std::string metrics_jsonl;             // every step's metrics line so far
+  std::string recipe_json;               // the recipe the run was started with
+};
+
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& state);
+TrainerState read_trainer_state(const std::string& dir);
+void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer);
+// Restores the per-layer router-jitter stream positions recorded in `state`.
+void restore_jitter_streams(Transformer& model, const TrainerState& state);
 
 }  // namespace smelt

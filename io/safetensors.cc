@@ -145,7 +145,8 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
   }
 }
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
+                              const std::string& path) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -166,7 +167,11 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors, con
   bytes.reserve(bytes.size() + offset);
   for (const Tensor& c : payload)
     bytes.append(static_cast<const char*>(c.raw_data()), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
-  write_file_atomic(path, bytes);
+  return bytes;
+}
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+  write_file_atomic(path, safetensors_bytes(tensors, metadata, path));
 }
 
 }  // namespace smelt

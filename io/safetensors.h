@@ -27,6 +27,10 @@ SafetensorsFile parse_safetensors(std::shared_ptr<Storage> bytes, const std::str
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The file's bytes in memory (`path` only names it in errors).
+std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {},
+                              const std::string& path = "safetensors");
+
 // Writes `contents` to path atomically (temporary file, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& contents);
 

@@ -54,6 +54,9 @@ class MoEBlock {
   const Tensor& auxiliary_loss() const { return aux_loss_; }
   const MoEStats& stats() const { return stats_; }
   int64_t num_experts() const { return experts_; }
+  // Position of the router-jitter random stream (saved in checkpoints for exact resume).
+  uint64_t jitter_offset() const { return jitter_rng_.offset(); }
+  void set_jitter_offset(uint64_t offset) { jitter_rng_.set_offset(offset); }
 
  private:
   int64_t experts_, top_k_;

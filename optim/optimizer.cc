@@ -48,6 +48,70 @@ void AdamW::step(float lr) {
   }
 }
 
+namespace {
+using NamedList = std::vector<std::pair<std::string, Tensor>>;
+
+// Copies the tensor named prefix + name into `slot`, checking presence and shape.
+void restore(const NamedList& tensors, const std::string& name, const Tensor& slot, const std::string& source) {
+  for (const auto& [n, t] : tensors)
+    if (n == name) {
+      SMELT_CHECK(t.shape() == slot.shape(), source, ": optimizer tensor '", name, "' has shape ", shape_str(t.shape()),
+                  ", the parameter has ", shape_str(slot.shape()));
+      slot.copy_from(t);
+      return;
+    }
+  SMELT_FAIL(source, ": optimizer tensor '", name, "' is missing");
+}
+
+const std::string& field(const std::map<std::string, std::string>& fields, const std::string& key, const std::string& source) {
+  auto it = fields.find(key);
+  SMELT_CHECK(it != fields.end(), source, ": optimizer field '", key, "' is missing");
+  return it->second;
+}
+
+void check_names(const std::vector<std::string>& names, size_t count) {
+  SMELT_CHECK(names.size() == count, "optimizer state: ", names.size(), " names for ", count, " parameters");
+}
+}  // namespace
+
+std::pair<NamedList, std::map<std::string, std::string>> AdamW::state(const std::vector<std::string>& names) const {
+  check_names(names, params_.size());
+  NamedList t;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    t.push_back({"exp_avg." + names[i], m_[i]});
+    t.push_back({"exp_avg_sq." + names[i], v_[i]});
+  }
+  return {t, {{"optimizer", "adamw"}, {"step", std::to_string(t_)}}};
+}
+
+void AdamW::load_state(const NamedList& tensors, const std::map<std::string, std::string>& fields, const std::vector<std::string>& names,
+                       const std::string& source) {
+  check_names(names, params_.size());
+  SMELT_CHECK(field(fields, "optimizer", source) == "adamw", source, ": holds a '", field(fields, "optimizer", source),
+              "' state, the recipe uses adamw");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    restore(tensors, "exp_avg." + names[i], m_[i], source);
+    restore(tensors, "exp_avg_sq." + names[i], v_[i], source);
+  }
+  t_ = std::stoll(field(fields, "step", source));
+}
+
+std::pair<NamedList, std::map<std::string, std::string>> SGD::state(const std::vector<std::string>& names) const {
+  check_names(names, params_.size());
+  NamedList t;
+  for (size_t i = 0; i < params_.size(); ++i) t.push_back({"momentum_buffer." + names[i], buf_[i]});
+  return {t, {{"optimizer", "sgd"}, {"first_step_done", first_ ? "0" : "1"}}};
+}
+
+void SGD::load_state(const NamedList& tensors, const std::map<std::string, std::string>& fields, const std::vector<std::string>& names,
+                     const std::string& source) {
+  check_names(names, params_.size());
+  SMELT_CHECK(field(fields, "optimizer", source) == "sgd", source, ": holds a '", field(fields, "optimizer", source),
+              "' state, the recipe uses sgd");
+  for (size_t i = 0; i < params_.size(); ++i) restore(tensors, "momentum_buffer." + names[i], buf_[i], source);
+  first_ = field(fields, "first_step_done", source) != "1";
+}
+
 SGD::SGD(std::vector<Tensor> params, float momentum, float weight_decay, bool nesterov)
     : Optimizer(std::move(params)), momentum_(momentum), weight_decay_(weight_decay), nesterov_(nesterov) {
   SMELT_CHECK(momentum >= 0, "SGD momentum must be ≥ 0, got ", momentum);

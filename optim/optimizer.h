@@ -1,6 +1,8 @@
 // Optimizers over a list of parameters (f32 master weights). step() runs without autograd.
 #pragma once
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/tensor.h"
@@ -13,6 +15,12 @@ class Optimizer {
   virtual ~Optimizer() = default;
   virtual void step(float lr) = 0;
   void zero_grad();
+  // The optimizer's state for a checkpoint: tensors named after the parameters (`names` in
+  // params() order) and scalar fields as strings. load_state restores exactly what state() wrote.
+  virtual std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+      const std::vector<std::string>& names) const = 0;
+  virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
+                          const std::vector<std::string>& names, const std::string& source) = 0;
   const std::vector<Tensor>& params() const { return params_; }
 
  protected:
@@ -25,6 +33,10 @@ class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.01f);
   void step(float lr) override;
+  std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+      const std::vector<std::string>& names) const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
+                  const std::vector<std::string>& names, const std::string& source) override;
   int64_t steps_taken() const { return t_; }
   const std::vector<Tensor>& exp_avg() const { return m_; }
   const std::vector<Tensor>& exp_avg_sq() const { return v_; }
@@ -40,6 +52,10 @@ class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, float momentum = 0.0f, float weight_decay = 0.0f, bool nesterov = false);
   void step(float lr) override;
+  std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+      const std::vector<std::string>& names) const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
+                  const std::vector<std::string>& names, const std::string& source) override;
 
  private:
   float momentum_, weight_decay_;

@@ -92,13 +92,14 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
 }
 
 void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
-                  const std::function<void(const StepMetrics&)>& on_step) {
+                  const std::function<void(const StepMetrics&)>& on_step, int64_t first_step, int64_t last_step) {
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t s = 0; s < config_.steps; ++s) {
+  const int64_t end = last_step > 0 ? std::min(last_step, config_.steps) : config_.steps;
+  for (int64_t s = first_step; s < end; ++s) {
     std::vector<Batch> micro;
     for (int64_t k = 0; k < config_.grad_accum; ++k) micro.push_back(next_batch(s, k));
     StepMetrics m = step(s, micro);
-    m.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m.elapsed_seconds = prior_seconds_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.tokens_per_second = m.elapsed_seconds > 0 ? m.tokens / m.elapsed_seconds : 0;
     const bool last = s + 1 == config_.steps;
     if (val_batch && (last || (config_.eval_every > 0 && m.step % config_.eval_every == 0))) {

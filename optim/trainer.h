@@ -58,11 +58,17 @@ class Trainer {
   Trainer(Transformer& model, TrainConfig config);
   // Runs config.steps optimizer steps. `next_batch(step, micro)` supplies training data;
   // `val_batch(i)` (may be empty) supplies validation data; `on_step` sees every step's metrics.
+  // Steps [first_step, last_step) run (a resumed run starts where its checkpoint stopped;
+  // last_step ≤ 0 means config.steps).
   void run(const std::function<Batch(int64_t step, int64_t micro)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
-           const std::function<void(const StepMetrics&)>& on_step);
+           const std::function<void(const StepMetrics&)>& on_step, int64_t first_step = 0, int64_t last_step = 0);
   // One optimizer step on the given micro-batches; returns the mean loss.
   StepMetrics step(int64_t step_index, const std::vector<Batch>& micro_batches);
   Optimizer& optimizer() { return *optimizer_; }
+  int64_t tokens() const { return tokens_; }
+  void set_tokens(int64_t tokens) { tokens_ = tokens; }
+  // Elapsed training time carried over from earlier runs (so tokens/s stays meaningful on resume).
+  void set_prior_seconds(double s) { prior_seconds_ = s; }
 
  private:
   Transformer& model_;
@@ -70,6 +76,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
   int64_t tokens_ = 0;
+  double prior_seconds_ = 0;
 };
 
 }  // namespace smelt

@@ -54,6 +54,23 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     grep -q '"bits_per_byte"' "$work/eval.json" && ok || fail "eval --json"
   "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 >"$work/gen.txt" 2>/dev/null &&
     grep -q '^Hello' "$work/gen.txt" && ok || fail "generate"
+  # Resume: 20 steps straight vs. a run killed (SIGKILL) after its step-10 checkpoint and resumed:
+  # bit-identical weights and losses.
+  "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/straight" --steps 20 >/dev/null 2>&1
+  "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/killed" --steps 20 --save-every 10 >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do [ -d "$work/killed.checkpoints/step-00000010" ] && break; sleep 0.05; done
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  rm -rf "$work/killed"
+  if "$SMELT" train --resume "$work/killed.checkpoints/step-00000010" --data "$work/text.txt" --out "$work/killed" >/dev/null 2>&1; then
+    cmp -s "$work/straight/model.safetensors" "$work/killed/model.safetensors" && ok || fail "resumed weights differ from the straight run"
+    losses() { sed 's/.*"loss":\([0-9.e-]*\).*/\1/' "$1"; }
+    [ "$(losses "$work/straight/metrics.jsonl")" = "$(losses "$work/killed/metrics.jsonl")" ] && ok || fail "resumed losses differ"
+  else
+    fail "resume from the step-10 checkpoint"
+  fi
+  expect_error resume-and-config "--config|--resume" -- "$SMELT" train --config "$work/good.json" --resume "$work/killed.checkpoints/step-00000010" --data "$work/text.txt" --out "$work/x"
   # Upcycling: bad options refused before any work; noise 0 gives the dense model's loss exactly.
   expect_error upcycle-topk "--top-k|--experts" -- "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 2 --top-k 3
   if "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 4 --top-k 2 >/dev/null 2>&1; then

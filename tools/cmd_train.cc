@@ -1,4 +1,5 @@
 // smelt train: pretrain a dense model on a text file (byte tokens) from a recipe.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -18,10 +19,11 @@ namespace smelt::tools {
 namespace {
 
 struct TrainArgs {
-  std::string config, data, val, out, init;
+  std::string config, data, val, out, init, resume;
   double val_fraction = 0.05;
   int64_t steps = 0;
   int64_t seed = -1;
+  int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
   bool json = false;
   int threads = 0;
 };
@@ -42,15 +44,42 @@ json metrics_json(const StepMetrics& m) {
   return j;
 }
 
+namespace fs = std::filesystem;
+
+std::string checkpoint_dir(const std::string& out, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08ld", static_cast<long>(step));
+  return out + ".checkpoints/" + name;
+}
+
+// Keeps the newest `keep` checkpoints of a run (names sort by step).
+void prune_checkpoints(const std::string& out, int64_t keep) {
+  const fs::path root = out + ".checkpoints";
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 &&
+        e.path().filename().string().find('.') == std::string::npos)
+      dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < dirs.size(); ++i) fs::remove_all(dirs[i]);
+}
+
 void run_train(const TrainArgs& a) {
   apply_threads(a.threads);
-  Recipe recipe = read_recipe(a.config);
+  SMELT_CHECK(a.config.empty() != a.resume.empty(), "give exactly one of --config (a new run) and --resume (a checkpoint)");
+  SMELT_CHECK(a.resume.empty() || a.init.empty(), "--init and --resume exclude each other: a checkpoint already holds the model");
+  SMELT_CHECK(a.save_every >= 0 && a.keep_checkpoints >= 1 && a.stop_after >= 0,
+              "--save-every and --stop-after must be ≥ 0, --keep-checkpoints ≥ 1");
+  std::optional<TrainerState> resumed;
+  if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
+  const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
+  Recipe recipe = read_recipe(recipe_path);
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
-  SMELT_CHECK(!recipe.has_model || a.init.empty(), a.config, ": has a \"model\" section but --init ", a.init,
+  SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
   std::optional<Transformer> initial;
-  if (!a.init.empty()) {
-    initial = load_model_dir(a.init);
+  if (!a.init.empty() || !a.resume.empty()) {
+    initial = load_model_dir(a.resume.empty() ? a.init : a.resume);
     recipe.model = initial->config();
   }
   if (a.steps > 0) recipe.train.steps = a.steps;
@@ -88,9 +117,41 @@ void run_train(const TrainArgs& a) {
   Trainer trainer(model, recipe.train);
   Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
-  ProgressBar bar("train", tc.steps, "steps");
+  json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
   std::ostringstream metrics;
+  int64_t first_step = 0;
+  if (resumed) {
+    SMELT_CHECK(resumed->step < tc.steps, a.resume, ": the checkpoint is at step ", resumed->step, ", the run has ", tc.steps,
+                " steps; nothing to resume (raise --steps to go further)");
+    load_optimizer_state(a.resume, model, trainer.optimizer());
+    restore_jitter_streams(model, *resumed);
+    data_rng = Philox(resumed->data_seed, resumed->data_offset);
+    trainer.set_tokens(resumed->tokens);
+    trainer.set_prior_seconds(resumed->elapsed_seconds);
+    metrics << resumed->metrics_jsonl;
+    first_step = resumed->step;
+    log_info("resuming " + a.resume + " at step " + std::to_string(first_step));
+  }
+  const int64_t last_step = a.stop_after > 0 ? std::min(a.stop_after, tc.steps) : tc.steps;
+  SMELT_CHECK(last_step > first_step, "--stop-after ", a.stop_after, " is not past the checkpoint's step ", first_step);
+  auto save_checkpoint = [&](const StepMetrics& m) {
+    TrainerState st;
+    st.step = m.step;
+    st.tokens = m.tokens;
+    st.elapsed_seconds = m.elapsed_seconds;
+    st.data_seed = data_rng.seed();
+    st.data_offset = data_rng.offset();
+    for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
+    st.metrics_jsonl = metrics.str();
+    st.recipe_json = recipe_json.dump(2) + "\n";
+    const std::string dir = checkpoint_dir(a.out, m.step);
+    save_training_checkpoint(dir, model, trainer.optimizer(), st);
+    prune_checkpoints(a.out, a.keep_checkpoints);
+    return dir;
+  };
+  ProgressBar bar("train", last_step - first_step, "steps");
   double last_val = -1;
+  std::string last_checkpoint;
   trainer.run(
       [&](int64_t, int64_t) { return train.random_batch(tc.batch_size, tc.seq_len, data_rng); },
       has_val ? std::function<Batch(int64_t)>([&](int64_t i) { return val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len); })
@@ -103,9 +164,17 @@ void run_train(const TrainArgs& a) {
         char suffix[160];
         std::snprintf(suffix, sizeof suffix, "loss %.4f%s | %.0f tok/s", m.loss,
                       last_val >= 0 ? (" val " + std::to_string(last_val).substr(0, 6)).c_str() : "", m.tokens_per_second);
-        bar.update(m.step, suffix);
-      });
+        bar.update(m.step - first_step, suffix);
+        const bool stopping = m.step == last_step && last_step < tc.steps;
+        if ((a.save_every > 0 && m.step % a.save_every == 0 && m.step < tc.steps) || stopping) last_checkpoint = save_checkpoint(m);
+      },
+      first_step, last_step);
   bar.finish();
+  if (last_step < tc.steps) {
+    if (a.json) std::printf("%s\n", json({{"stopped_at", last_step}, {"checkpoint", last_checkpoint}}).dump().c_str());
+    else std::printf("stopped after step %ld; resume with: smelt train --resume %s ...\n", static_cast<long>(last_step), last_checkpoint.c_str());
+    return;
+  }
 
   json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()},
                   {"active_parameters", recipe.model.active_parameter_count()}};
@@ -120,7 +189,6 @@ void run_train(const TrainArgs& a) {
     summary["val_loss"] = last["val_loss"];
     summary["val_bits_per_byte"] = last["val_loss"].get<double>() / std::log(2.0);
   }
-  json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
   save_model_dir(a.out, model, {{"metrics.jsonl", metrics.str()}, {"recipe.json", recipe_json.dump(2) + "\n"},
                                 {"summary.json", summary.dump(2) + "\n"}});
   if (a.json) std::printf("%s\n", summary.dump().c_str());
@@ -139,7 +207,8 @@ void run_train(const TrainArgs& a) {
 void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("train", "Pretrain a model on a text file (byte-level tokens) from a recipe");
-  cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}")->required();
+  cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
+  cmd->add_option("--resume", args->resume, "Continue a run from a checkpoint directory (OUT.checkpoints/step-N)");
   cmd->add_option("--data", args->data, "Training text file")->required();
   cmd->add_option("--val", args->val, "Validation text file (default: hold out the end of --data)");
   cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
@@ -147,6 +216,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
   cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
   cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
+  cmd->add_option("--save-every", args->save_every, "Write a checkpoint to OUT.checkpoints/step-N every N steps (0 = never)");
+  cmd->add_option("--keep-checkpoints", args->keep_checkpoints, "Checkpoints to keep (oldest removed first)")->capture_default_str();
+  cmd->add_option("--stop-after", args->stop_after, "Stop after this step with a checkpoint instead of finishing the run");
   cmd->add_flag("--json", args->json, "Print per-step metrics and the summary as JSON lines on stdout");
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_train(*args); });
