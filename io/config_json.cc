@@ -1,5 +1,7 @@
 #include "io/config_json.h"
 
+#include <fstream>
+
 namespace smelt {
 
 namespace {
@@ -169,7 +171,13 @@ json train_config_to_json(const TrainConfig& c) {
 }
 
 Recipe read_recipe(const std::string& path) {
-  json j = read_json_file(path);
+  std::ifstream in(path, std::ios::binary);
+  SMELT_CHECK(in.good(), path, ": cannot open (does the file exist?)");
+  return parse_recipe(std::string((std::istreambuf_iterator<char>(in)), {}), path);
+}
+
+Recipe parse_recipe(const std::string& text, const std::string& path) {
+  json j = parse_json_text(text, path);
   JsonReader r(j, path);
   Recipe recipe;
   if (r.has("model")) {

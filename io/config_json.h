@@ -24,5 +24,7 @@ struct Recipe {
   TrainConfig train;
 };
 Recipe read_recipe(const std::string& path);
+// The same from text already in memory (`source` names it in errors).
+Recipe parse_recipe(const std::string& text, const std::string& source);
 
 }  // namespace smelt

@@ -10,12 +10,17 @@ json read_json_file(const std::string& path) {
   SMELT_CHECK(in.good(), path, ": cannot open (does the file exist?)");
   std::stringstream ss;
   ss << in.rdbuf();
-  const std::string text = ss.str();
-  SMELT_CHECK(!text.empty(), path, ": the file is empty");
+  return parse_json_text(ss.str(), path);
+}
+
+json parse_json_text(const std::string& text, const std::string& source) {
+  SMELT_CHECK(!text.empty(), source, ": the file is empty");
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
-    SMELT_FAIL(path, ": malformed JSON at byte ", e.byte, ": ", e.what());
+    SMELT_FAIL(source, ": malformed JSON at byte ", e.byte, ": ", e.what());
+  } catch (const json::exception& e) {  // e.g. a number too large for a double (found by fuzzing)
+    SMELT_FAIL(source, ": invalid JSON: ", e.what());
   }
 }
 
@@ -41,6 +46,8 @@ const json& JsonReader::raw(const std::string& key) { return require(key); }
 
 int64_t JsonReader::integer(const std::string& key) {
   const json& v = require(key);
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    SMELT_FAIL(where(key), ": integer ", v.dump(), " is too large");
   if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
     return static_cast<int64_t>(v.get<double>());

@@ -14,6 +14,8 @@ using json = nlohmann::json;
 
 // Parses a whole file; throws naming the file (missing, unreadable, empty, malformed at byte N).
 json read_json_file(const std::string& path);
+// Parses JSON text; `source` names it in errors.
+json parse_json_text(const std::string& text, const std::string& source);
 
 class JsonReader {
  public:

@@ -38,6 +38,8 @@ SafetensorsFile parse_safetensors(std::shared_ptr<Storage> bytes, const std::str
     header = json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + header_len));
   } catch (const json::parse_error& e) {
     SMELT_FAIL(source, ": malformed safetensors header JSON at byte ", e.byte);
+  } catch (const json::exception& e) {  // e.g. a number too large for a double
+    SMELT_FAIL(source, ": invalid safetensors header JSON: ", e.what());
   }
   SMELT_CHECK(header.is_object(), source, ": safetensors header must be a JSON object");
   const uint64_t data_start = 8 + header_len, data_size = size - data_start;

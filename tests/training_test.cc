@@ -117,6 +117,8 @@ TEST(Config, BadRecipesNameFileAndField) {
   expect_error_mentions([&] { read_recipe(p); }, {"heads.json", "divisible"});
   p = write_temp("broken.json", "{\"model\": ");
   expect_error_mentions([&] { read_recipe(p); }, {"broken.json", "malformed JSON"});
+  p = write_temp("huge.json", "{" + good_model + R"(, "train": {"lr": 1e605}})");  // found by fuzzing
+  expect_error_mentions([&] { read_recipe(p); }, {"huge.json", "invalid JSON"});
   p = write_temp("empty.json", "");
   expect_error_mentions([&] { read_recipe(p); }, {"empty.json", "empty"});
   expect_error_mentions([&] { read_recipe("/nonexistent/recipe.json"); }, {"/nonexistent/recipe.json"});
