@@ -81,6 +81,8 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     "$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 1 --routing top-p:0.5:3 --json 2>/dev/null |
       grep -q '"active_experts"' && ok || fail "eval --routing top-p"
     expect_error bad-routing "--routing|top-q:1" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --routing top-q:1
+    "$SMELT" inspect --model "$work/u" --json --tensors 2>/dev/null | grep -q '"block_sparse_moe.experts.3.w2.weight\|model.layers.0.block_sparse_moe.experts.3.w2.weight' &&
+      ok || fail "inspect lists the experts' tensors"
   else
     fail "upcycle"
   fi

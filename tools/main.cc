@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_generate_command(app);
   smelt::tools::add_upcycle_command(app);
   smelt::tools::add_bench_command(app);
+  smelt::tools::add_inspect_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
