@@ -23,6 +23,19 @@ struct Dims {
 // Row i of the score matrix may see keys [0, visible(i)).
 int64_t visible(const Dims& d, int64_t i) { return d.causal ? std::min(d.Tk, i + (d.Tk - d.Tq) + 1) : d.Tk; }
 
+// Causal attention works on blocks of query rows, each against only the keys its last row can
+// see: the masked upper triangle is never multiplied (~40 % fewer FLOPs at T = 128).
+constexpr int64_t kQueryBlock = 32;
+
+template <typename Fn>
+void for_each_query_block(const Dims& d, Fn&& fn) {
+  const int64_t step = d.causal ? kQueryBlock : std::max<int64_t>(d.Tq, 1);
+  for (int64_t i0 = 0; i0 < d.Tq; i0 += step) {
+    const int64_t i1 = std::min(d.Tq, i0 + step);
+    fn(i0, i1, visible(d, i1 - 1));
+  }
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
@@ -52,21 +65,26 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
       const float* kh = pk + b * d.Tk * ks + g * d.D;
       const float* vh = pv + b * d.Tk * ks + g * d.D;
       float* P = pp + bh * d.Tq * d.Tk;
-      GemmArgs s;  // S = scale · Q Kᵀ
-      s.m = d.Tq; s.n = d.Tk; s.k = d.D;
-      s.a = qh; s.lda = qs;
-      s.b = kh; s.ldb = ks; s.trans_b = true;
-      s.c = P; s.ldc = d.Tk; s.alpha = d.scale;
-      K.gemm(s);
-      for (int64_t i = 0; i < d.Tq; ++i)
-        for (int64_t j = visible(d, i); j < d.Tk; ++j) P[i * d.Tk + j] = -std::numeric_limits<float>::infinity();
-      K.softmax(P, P, d.Tq, d.Tk, false);
-      GemmArgs o;  // O = P V
-      o.m = d.Tq; o.n = d.D; o.k = d.Tk;
-      o.a = P; o.lda = d.Tk;
-      o.b = vh; o.ldb = ks;
-      o.c = po + b * d.Tq * qs + h * d.D; o.ldc = qs;
-      K.gemm(o);
+      for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
+        GemmArgs s;  // S = scale · Q Kᵀ over the keys this block can see
+        s.m = i1 - i0; s.n = kv; s.k = d.D;
+        s.a = qh + i0 * qs; s.lda = qs;
+        s.b = kh; s.ldb = ks; s.trans_b = true;
+        s.c = P + i0 * d.Tk; s.ldc = d.Tk; s.alpha = d.scale;
+        K.gemm(s);
+        for (int64_t i = i0; i < i1; ++i) {
+          float* row = P + i * d.Tk;
+          for (int64_t j = visible(d, i); j < kv; ++j) row[j] = -std::numeric_limits<float>::infinity();
+          K.softmax(row, row, 1, kv, false);
+          for (int64_t j = kv; j < d.Tk; ++j) row[j] = 0.0f;
+        }
+        GemmArgs o;  // O = P V
+        o.m = i1 - i0; o.n = d.D; o.k = kv;
+        o.a = P + i0 * d.Tk; o.lda = d.Tk;
+        o.b = vh; o.ldb = ks;
+        o.c = po + (b * d.Tq + i0) * qs + h * d.D; o.ldc = qs;
+        K.gemm(o);
+      });
     }
   });
   if (!needs_grad({&q, &k, &v})) return out;
@@ -90,38 +108,42 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
           const float* P = pp2 + (b * d.Hq + h) * d.Tq * d.Tk;
           const float* dO = pg + b * d.Tq * qs + h * d.D;
           const float* qh = pq2 + b * d.Tq * qs + h * d.D;
-          GemmArgs a;  // dP = dO Vᵀ
-          a.m = d.Tq; a.n = d.Tk; a.k = d.D;
-          a.a = dO; a.lda = qs;
-          a.b = vh; a.ldb = ks; a.trans_b = true;
-          a.c = dS.data(); a.ldc = d.Tk;
-          K.gemm(a);
-          for (int64_t i = 0; i < d.Tq; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-            float* row = dS.data() + i * d.Tk;
-            const float* prow = P + i * d.Tk;
-            double dot = 0;
-            for (int64_t j = 0; j < d.Tk; ++j) dot += static_cast<double>(row[j]) * prow[j];
-            const float s = static_cast<float>(dot);
-            for (int64_t j = 0; j < d.Tk; ++j) row[j] = prow[j] * (row[j] - s);
-          }
-          GemmArgs gq;  // dQ = scale · dS K
-          gq.m = d.Tq; gq.n = d.D; gq.k = d.Tk;
-          gq.a = dS.data(); gq.lda = d.Tk;
-          gq.b = kh; gq.ldb = ks;
-          gq.c = pdq + b * d.Tq * qs + h * d.D; gq.ldc = qs; gq.alpha = d.scale;
-          K.gemm(gq);
-          GemmArgs gk;  // dK += scale · dSᵀ Q
-          gk.m = d.Tk; gk.n = d.D; gk.k = d.Tq;
-          gk.a = dS.data(); gk.lda = d.Tk; gk.trans_a = true;
-          gk.b = qh; gk.ldb = qs;
-          gk.c = dkh; gk.ldc = ks; gk.alpha = d.scale; gk.beta = 1.0f;
-          K.gemm(gk);
-          GemmArgs gv;  // dV += Pᵀ dO
-          gv.m = d.Tk; gv.n = d.D; gv.k = d.Tq;
-          gv.a = P; gv.lda = d.Tk; gv.trans_a = true;
-          gv.b = dO; gv.ldb = qs;
-          gv.c = dvh; gv.ldc = ks; gv.beta = 1.0f;
-          K.gemm(gv);
+          for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
+            const int64_t m = i1 - i0;
+            float* dSb = dS.data() + i0 * d.Tk;
+            GemmArgs a;  // dP = dO Vᵀ
+            a.m = m; a.n = kv; a.k = d.D;
+            a.a = dO + i0 * qs; a.lda = qs;
+            a.b = vh; a.ldb = ks; a.trans_b = true;
+            a.c = dSb; a.ldc = d.Tk;
+            K.gemm(a);
+            for (int64_t i = i0; i < i1; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+              float* row = dS.data() + i * d.Tk;
+              const float* prow = P + i * d.Tk;
+              double dot = 0;
+              for (int64_t j = 0; j < kv; ++j) dot += static_cast<double>(row[j]) * prow[j];
+              const float s = static_cast<float>(dot);
+              for (int64_t j = 0; j < kv; ++j) row[j] = prow[j] * (row[j] - s);
+            }
+            GemmArgs gq;  // dQ = scale · dS K
+            gq.m = m; gq.n = d.D; gq.k = kv;
+            gq.a = dSb; gq.lda = d.Tk;
+            gq.b = kh; gq.ldb = ks;
+            gq.c = pdq + (b * d.Tq + i0) * qs + h * d.D; gq.ldc = qs; gq.alpha = d.scale;
+            K.gemm(gq);
+            GemmArgs gk;  // dK += scale · dSᵀ Q
+            gk.m = kv; gk.n = d.D; gk.k = m;
+            gk.a = dSb; gk.lda = d.Tk; gk.trans_a = true;
+            gk.b = qh + i0 * qs; gk.ldb = qs;
+            gk.c = dkh; gk.ldc = ks; gk.alpha = d.scale; gk.beta = 1.0f;
+            K.gemm(gk);
+            GemmArgs gv;  // dV += Pᵀ dO
+            gv.m = kv; gv.n = d.D; gv.k = m;
+            gv.a = P + i0 * d.Tk; gv.lda = d.Tk; gv.trans_a = true;
+            gv.b = dO + i0 * qs; gv.ldb = qs;
+            gv.c = dvh; gv.ldc = ks; gv.beta = 1.0f;
+            K.gemm(gv);
+          });
         }
       }
     });
