@@ -59,7 +59,7 @@ Transformer load_model_dir(const std::string& dir) {
 namespace {
 std::vector<std::string> parameter_names(const Transformer& model) {
   std::vector<std::string> names;
-  for (const auto& [name, t] : model.named_parameters()) names.push_back(name);
+  for (const auto& [name, t] : model.trainable_parameters()) names.push_back(name);  // the optimizer's parameters
   return names;
 }
 }  // namespace

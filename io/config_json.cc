@@ -157,6 +157,7 @@ TrainConfig train_config_from_json(JsonReader& r) {
   c.seed = static_cast<uint64_t>(seed);
   c.eval_every = r.integer("eval_every", c.eval_every);
   c.eval_batches = r.integer("eval_batches", c.eval_batches);
+  c.freeze = r.strings("freeze", c.freeze);
   r.finish();
   return c;
 }
@@ -167,7 +168,7 @@ json train_config_to_json(const TrainConfig& c) {
           {"min_lr", c.min_lr},       {"warmup_steps", c.warmup_steps}, {"weight_decay", c.weight_decay},
           {"beta1", c.beta1},         {"beta2", c.beta2},               {"adam_eps", c.adam_eps},
           {"momentum", c.momentum},   {"grad_clip", c.grad_clip},       {"seed", c.seed},
-          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}};
+          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"freeze", c.freeze}};
 }
 
 Recipe read_recipe(const std::string& path) {

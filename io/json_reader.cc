@@ -78,6 +78,21 @@ std::string JsonReader::string(const std::string& key, const std::string& fallba
   return has(key) ? string(key) : (seen_.insert(key), fallback);
 }
 
+std::vector<std::string> JsonReader::strings(const std::string& key, const std::vector<std::string>& fallback) {
+  if (!has(key)) {
+    seen_.insert(key);
+    return fallback;
+  }
+  const json& v = require(key);
+  SMELT_CHECK(v.is_array(), where(key), ": expected an array of strings, got ", type_of(v));
+  std::vector<std::string> out;
+  for (const json& e : v) {
+    SMELT_CHECK(e.is_string(), where(key), ": expected an array of strings, found ", e.dump());
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
 JsonReader JsonReader::object(const std::string& key) {
   const json& v = require(key);
   return JsonReader(v, file_, path_.empty() ? key : path_ + "." + key);

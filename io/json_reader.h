@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -30,6 +31,7 @@ class JsonReader {
   bool boolean(const std::string& key, bool fallback);
   std::string string(const std::string& key);
   std::string string(const std::string& key, const std::string& fallback);
+  std::vector<std::string> strings(const std::string& key, const std::vector<std::string>& fallback);
   // A nested object, read with its own reader (its path extends this one's).
   JsonReader object(const std::string& key);
   // Marks a key as known without reading it (fields we accept and ignore).

@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include <fnmatch.h>
+
 #include <map>
 #include <set>
 
@@ -37,10 +39,18 @@ Tensor SwiGLUMLP::forward(const Tensor& x) const {
   return down_proj.forward(ops::swiglu(gate_proj.forward(x), up_proj.forward(x)));
 }
 
-Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy) const {
+Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
+                      Transformer_Capture* capture) const {
   Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer));
   Tensor n = post_attention_layernorm.forward(h);
-  return ops::add(h, moe ? moe->forward(n, token_mask, policy) : mlp.forward(n));
+  Tensor f = moe ? moe->forward(n, token_mask, policy) : mlp.forward(n);
+  Tensor out = ops::add(h, f);
+  if (capture) {
+    capture->ffn_input.push_back(n);
+    capture->ffn_output.push_back(f);
+    capture->block_output.push_back(out);
+  }
+  return out;
 }
 
 namespace {
@@ -216,7 +226,9 @@ Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache, const Tenso
   SMELT_CHECK(past + ids.size(1) <= config_.max_position_embeddings, "sequence of ", past + ids.size(1),
               " tokens exceeds max_position_embeddings = ", config_.max_position_embeddings);
   Tensor x = ops::embedding(embed_tokens_, ids);
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i, token_mask, policies_[i]);
+  Capture* capture = *capturing_ ? capture_.get() : nullptr;
+  if (capture) *capture = Capture();
+  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i, token_mask, policies_[i], capture);
   if (cache) cache->length += ids.size(1);
   return norm_.forward(x);
 }
@@ -288,6 +300,34 @@ NamedTensors Transformer::state_dict() const {
     if (which == "down" && config_.moe_balancing == "aux_free") out.push_back({n.bias(), layers_[layer].moe->score_bias});
   }
   return out;
+}
+
+NamedTensors Transformer::trainable_parameters() const {
+  NamedTensors out;
+  for (const auto& [name, t] : named_parameters())
+    if (t.requires_grad()) out.push_back({name, t});
+  return out;
+}
+
+int64_t Transformer::freeze(const std::vector<std::string>& patterns) {
+  int64_t frozen = 0;
+  for (const std::string& pattern : patterns) {
+    int64_t matched = 0;
+    for (auto& [name, t] : named_parameters())
+      if (fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+        Tensor p = t;
+        if (p.requires_grad()) ++frozen;
+        p.set_requires_grad(false);
+        ++matched;
+      }
+    SMELT_CHECK(matched > 0, "freeze pattern '", pattern, "' matches no parameter (names look like ", named_parameters()[1].first, ")");
+  }
+  return frozen;
+}
+
+void Transformer::set_capture(bool on) const {
+  *capturing_ = on;
+  if (!on) *capture_ = Capture();
 }
 
 void Transformer::set_routing_policy(const RoutingPolicy& policy) {

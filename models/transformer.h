@@ -42,13 +42,19 @@ struct SwiGLUMLP {
   Tensor forward(const Tensor& x) const;
 };
 
+// Per-layer tensors recorded by the capture hooks (see Transformer::set_capture).
+struct Transformer_Capture {
+  std::vector<Tensor> ffn_input, ffn_output, block_output;
+};
+
 struct Block {
   RMSNorm input_layernorm;
   Attention self_attn;
   RMSNorm post_attention_layernorm;
   SwiGLUMLP mlp;                     // dense layers
   std::shared_ptr<MoEBlock> moe;     // MoE layers (mlp unused); shared so const models can update stats
-  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy) const;
+  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
+                 Transformer_Capture* capture = nullptr) const;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -71,6 +77,18 @@ class Transformer {
   // Trainable parameters in a fixed order; MoE experts appear stacked ([E, F, C] per projection).
   NamedTensors named_parameters() const;
   std::vector<Tensor> parameters() const;
+  // The parameters that still require grad (what an optimizer updates), in the same order.
+  NamedTensors trainable_parameters() const;
+  // Freezes every parameter whose name matches one of the shell-style patterns
+  // ("*.block_sparse_moe.gate.weight", "model.layers.0.*"); returns how many were frozen.
+  // A pattern that matches nothing is an error (a typo must not silently train everything).
+  int64_t freeze(const std::vector<std::string>& patterns);
+
+  // Capture hooks: while enabled, every forward records per layer the input and output of the
+  // FFN/MoE block and the hidden state after the block (the tensors themselves, in the graph).
+  using Capture = Transformer_Capture;
+  void set_capture(bool on) const;
+  const Capture& captured() const { return *capture_; }
   // Every tensor of the model under Hugging Face names (Llama, Mixtral, or Qwen2-MoE with a
   // shared expert), experts one by one: what checkpoints store. Views, no copies.
   NamedTensors state_dict() const;
@@ -99,6 +117,8 @@ class Transformer {
   RMSNorm norm_;
   Tensor lm_head_;  // [V, C]; shares embed_tokens_ when tied
   std::vector<RoutingPolicy> policies_;
+  std::shared_ptr<Capture> capture_ = std::make_shared<Capture>();
+  std::shared_ptr<bool> capturing_ = std::make_shared<bool>(false);
 };
 
 }  // namespace smelt

@@ -56,10 +56,13 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
 
 Trainer::Trainer(Transformer& model, TrainConfig config) : model_(model), config_(std::move(config)) {
   config_.validate();
+  std::vector<Tensor> params;
+  for (const auto& [name, t] : model_.trainable_parameters()) params.push_back(t);
+  SMELT_CHECK(!params.empty(), "every parameter is frozen: nothing to train");
   if (config_.optimizer == "adamw")
-    optimizer_ = std::make_unique<AdamW>(model_.parameters(), config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);
+    optimizer_ = std::make_unique<AdamW>(params, config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);
   else
-    optimizer_ = std::make_unique<SGD>(model_.parameters(), config_.momentum, config_.weight_decay);
+    optimizer_ = std::make_unique<SGD>(params, config_.momentum, config_.weight_decay);
   schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
 }
 

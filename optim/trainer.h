@@ -26,6 +26,7 @@ struct TrainConfig {
   uint64_t seed = 1;
   int64_t eval_every = 100;     // steps between validation passes (0: only at the end)
   int64_t eval_batches = 8;
+  std::vector<std::string> freeze;  // parameter name patterns kept fixed ("*.self_attn.*", ...)
   void validate() const;
 };
 

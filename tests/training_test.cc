@@ -141,3 +141,41 @@ TEST(Data, BatchesAreShiftedByOneAndReproducible) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+TEST(Training, FreezeByPatternTrainsOnlyTheRest) {
+  ModelConfig c = tiny_config();
+  Transformer m = Transformer::create(c, 21);
+  EXPECT_EQ(m.freeze({"*.self_attn.*", "model.embed_tokens.weight"}), 2 * 4 + 1);
+  EXPECT_THROW(m.freeze({"*.no_such_weight"}), Error);
+  std::vector<float> attn_before = m.layer(0).self_attn.q_proj.weight.to_vector();
+  std::vector<float> mlp_before = m.layer(0).mlp.up_proj.weight.to_vector();
+  Batch b{Tensor::from_ints({1, 2, 3, 4, 5, 6, 7, 8}, {1, 8}), Tensor::from_ints({2, 3, 4, 5, 6, 7, 8, 9}, {1, 8}), Tensor()};
+  TrainConfig tc;
+  Trainer t(m, tc);
+  t.step(0, {b});
+  EXPECT_EQ(m.layer(0).self_attn.q_proj.weight.to_vector(), attn_before);
+  EXPECT_NE(m.layer(0).mlp.up_proj.weight.to_vector(), mlp_before);
+}
+
+TEST(Training, CaptureHooksRecordEveryLayer) {
+  Transformer m = Transformer::create(tiny_config(), 22);
+  m.set_capture(true);
+  NoGradGuard g;
+  Tensor ids = Tensor::from_ints({1, 2, 3, 4}, {1, 4});
+  Tensor hidden = m.hidden_states(ids);
+  const auto& cap = m.captured();
+  ASSERT_EQ(cap.ffn_input.size(), 2u);
+  ASSERT_EQ(cap.block_output.size(), 2u);
+  // the block output is its input residual plus the FFN output; the final norm reads the last one
+  EXPECT_EQ(cap.ffn_output[1].shape(), (Shape{1, 4, 32}));
+  EXPECT_EQ(ops::rms_norm(cap.block_output[1], Tensor::ones({32}), 1e-5f).to_vector(), hidden.to_vector());
+  m.set_capture(false);
+  m.hidden_states(ids);
+  EXPECT_TRUE(m.captured().ffn_input.empty());
+}
+
+}  // namespace
+}  // namespace smelt

@@ -114,6 +114,11 @@ void run_train(const TrainArgs& a) {
   log_info("data: " + std::to_string(train.size()) + " training bytes" +
            (has_val ? ", " + std::to_string(val.size()) + " validation bytes" : ""));
 
+  if (!recipe.train.freeze.empty()) {
+    const int64_t frozen = model.freeze(recipe.train.freeze);
+    log_info("frozen: " + std::to_string(frozen) + " parameter tensors; training " +
+             std::to_string(model.trainable_parameters().size()));
+  }
   Trainer trainer(model, recipe.train);
   Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
