@@ -1,5 +1,6 @@
 #include "runtime/log.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +19,12 @@ void log(LogLevel level, const std::string& message) {
   static const char* names[] = {"debug", "info", "warn", "error"};
   std::lock_guard<std::mutex> g(g_log_mu);
   std::fprintf(stderr, "[smelt %s] %s\n", names[static_cast<int>(level)], message.c_str());
+}
+
+double peak_rss_mib() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
 std::string format_duration(double s) {

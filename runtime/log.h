@@ -33,4 +33,7 @@ class ProgressBar {
 
 std::string format_duration(double seconds);
 
+// Peak resident memory of this process so far, in MiB (getrusage).
+double peak_rss_mib();
+
 }  // namespace smelt

@@ -13,6 +13,7 @@
 #include "ops/backend.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
+#include "runtime/log.h"
 #include "runtime/rng.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
@@ -56,7 +57,7 @@ std::pair<double, double> best_seconds_interleaved(int64_t repeats, const std::f
   return {best_a, best_b};
 }
 
-json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_target()}}; }
+json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_target()}, {"peak_rss_mib", peak_rss_mib()}}; }
 
 void bench_gemm(const BenchArgs& a) {
   const int64_t shapes[][3] = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};

@@ -190,6 +190,7 @@ void run_train(const TrainArgs& a) {
   summary["final_loss"] = last["loss"];
   summary["tokens_per_s"] = last["tokens_per_s"];
   summary["elapsed_s"] = last["elapsed_s"];
+  summary["peak_rss_mib"] = peak_rss_mib();
   if (last.contains("val_loss")) {
     summary["val_loss"] = last["val_loss"];
     summary["val_bits_per_byte"] = last["val_loss"].get<double>() / std::log(2.0);
@@ -203,7 +204,8 @@ void run_train(const TrainArgs& a) {
     if (summary.contains("val_loss"))
       std::printf(", validation loss %.4f (%.3f bits per byte)", summary["val_loss"].get<double>(),
                   summary["val_bits_per_byte"].get<double>());
-    std::printf(", %.0f tokens/s\nmodel written to %s\n", summary["tokens_per_s"].get<double>(), a.out.c_str());
+    std::printf(", %.0f tokens/s, peak RSS %.0f MiB\nmodel written to %s\n", summary["tokens_per_s"].get<double>(),
+                summary["peak_rss_mib"].get<double>(), a.out.c_str());
   }
 }
 
