@@ -51,7 +51,9 @@ void ProgressBar::update(int64_t done, const std::string& suffix) {
   bool last = done >= total_;
   // A terminal redraws ~10 times a second; a log file gets a line every 5 seconds.
   if (!last && since_print < (tty_ ? 0.1 : 5.0)) return;
+  if (!tty_ && done == shown_) return;  // a log file gets each count once
   last_print_ = now;
+  shown_ = done;
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double rate = elapsed > 0 ? done / elapsed : 0;
   double eta = rate > 0 ? (total_ - done) / rate : 0;

@@ -28,6 +28,7 @@ class ProgressBar {
   int64_t total_;
   bool tty_;
   bool finished_ = false;
+  int64_t shown_ = -1;  // the count last printed
   std::chrono::steady_clock::time_point start_, last_print_;
 };
 
