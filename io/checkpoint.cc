@@ -47,11 +47,38 @@ void save_model_dir(const std::string& dir, const Transformer& model, const std:
   if (had_old) fs::remove_all(old, ec);
 }
 
+namespace {
+// Hugging Face sharded layout: model.safetensors.index.json maps every tensor name to its shard.
+NamedTensors read_sharded(const std::string& dir, const std::string& index_path) {
+  json index = read_json_file(index_path);
+  SMELT_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), index_path,
+              ": expected an object with a \"weight_map\" object");
+  std::map<std::string, std::vector<std::string>> by_shard;  // shard file → tensor names
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    SMELT_CHECK(it->is_string(), index_path, ": weight_map.", it.key(), " must be a file name");
+    const std::string shard = it->get<std::string>();
+    SMELT_CHECK(shard.find('/') == std::string::npos && shard.find("..") == std::string::npos, index_path, ": weight_map.",
+                it.key(), ": shard '", shard, "' must be a file in the same directory");
+    by_shard[shard].push_back(it.key());
+  }
+  NamedTensors out;
+  for (const auto& [shard, names] : by_shard) {
+    const std::string path = (fs::path(dir) / shard).string();
+    SafetensorsFile f = read_safetensors(path);
+    for (const std::string& name : names) out.push_back({name, f.at(name, path)});  // views keep the mapping alive
+  }
+  return out;
+}
+}  // namespace
+
 Transformer load_model_dir(const std::string& dir) {
   SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory (it does not exist or is a file)");
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   ModelConfig config = read_model_config(config_path);
+  if (!fs::exists(weights_path) && fs::exists(index_path))
+    return Transformer::from_tensors(config, read_sharded(dir, index_path), index_path);
   SafetensorsFile weights = read_safetensors(weights_path);
   return Transformer::from_tensors(config, weights.tensors, weights_path);
 }

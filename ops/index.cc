@@ -59,8 +59,13 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   check_f32(weight, "embedding", "weight");
   check_index(ids, "embedding", "ids");
   SMELT_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", weight.str());
-  Tensor flat = reshape(ids.detach(), {ids.numel()});
-  Tensor rows = index_select(weight, 0, contiguous_data(flat));
+  Tensor flat = contiguous_data(reshape(ids.detach(), {ids.numel()}));
+  const int64_t vocab = weight.size(0);
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const int64_t id = index_at(flat, i);
+    SMELT_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " (position ", i, ") out of range for a vocabulary of ", vocab);
+  }
+  Tensor rows = index_select(weight, 0, flat);
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
   return reshape(rows, out_shape);

@@ -1,6 +1,8 @@
 // Training behaviour: a tiny model must overfit one batch; data and config errors are clear.
 #include "io/checkpoint.h"
 #include "io/config_json.h"
+#include "io/json_reader.h"
+#include "io/safetensors.h"
 #include "io/text_data.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
@@ -175,6 +177,35 @@ TEST(Training, CaptureHooksRecordEveryLayer) {
   m.set_capture(false);
   m.hidden_states(ids);
   EXPECT_TRUE(m.captured().ffn_input.empty());
+}
+
+}  // namespace
+}  // namespace smelt
+
+namespace smelt {
+namespace {
+
+TEST(Training, ShardedHuggingFaceLayoutLoads) {
+  Transformer m = Transformer::create(tiny_config(), 23);
+  const std::string dir = ::testing::TempDir() + "smelt_sharded";
+  save_model_dir(dir, m);
+  std::filesystem::remove(dir + "/model.safetensors");
+  // Two shards and an index, as transformers writes them.
+  NamedTensors all = m.state_dict(), first(all.begin(), all.begin() + all.size() / 2), second(all.begin() + all.size() / 2, all.end());
+  write_safetensors(dir + "/model-00001-of-00002.safetensors", first);
+  write_safetensors(dir + "/model-00002-of-00002.safetensors", second);
+  json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
+  for (const auto& [name, t] : first) index["weight_map"][name] = "model-00001-of-00002.safetensors";
+  for (const auto& [name, t] : second) index["weight_map"][name] = "model-00002-of-00002.safetensors";
+  std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+  Transformer back = load_model_dir(dir);
+  NoGradGuard g;
+  Tensor ids = Tensor::from_ints({4, 8, 15, 16, 23, 31}, {1, 6});
+  EXPECT_EQ(m.forward(ids).to_vector(), back.forward(ids).to_vector());
+  // A shard path that leaves the directory is refused.
+  index["weight_map"][first[0].first] = "../elsewhere.safetensors";
+  std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
+  EXPECT_THROW(load_model_dir(dir), Error);
 }
 
 }  // namespace
