@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "io/config_json.h"
 #include "io/json_reader.h"
@@ -127,14 +126,8 @@ TrainerState read_trainer_state(const std::string& dir) {
   }
   r.finish();
   SMELT_CHECK(st.step >= 0 && st.tokens >= 0, path, ": negative step or token count");
-  auto slurp = [&](const char* name) {
-    const std::string p = (fs::path(dir) / name).string();
-    std::ifstream in(p, std::ios::binary);
-    SMELT_CHECK(in.good(), p, ": missing from the checkpoint");
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  };
-  st.metrics_jsonl = slurp("metrics.jsonl");
-  st.recipe_json = slurp("recipe.json");
+  st.metrics_jsonl = read_file((fs::path(dir) / "metrics.jsonl").string());
+  st.recipe_json = read_file((fs::path(dir) / "recipe.json").string());
   return st;
 }
 

@@ -1,6 +1,6 @@
 #include "io/config_json.h"
 
-#include <fstream>
+#include "io/files.h"
 
 namespace smelt {
 
@@ -172,9 +172,7 @@ json train_config_to_json(const TrainConfig& c) {
 }
 
 Recipe read_recipe(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  SMELT_CHECK(in.good(), path, ": cannot open (does the file exist?)");
-  return parse_recipe(std::string((std::istreambuf_iterator<char>(in)), {}), path);
+  return parse_recipe(read_file(path), path);
 }
 
 Recipe parse_recipe(const std::string& text, const std::string& path) {

@@ -1,16 +1,12 @@
 #include "io/json_reader.h"
 
-#include <fstream>
-#include <sstream>
+#include "io/files.h"
+
 
 namespace smelt {
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  SMELT_CHECK(in.good(), path, ": cannot open (does the file exist?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_json_text(ss.str(), path);
+  return parse_json_text(read_file(path), path);
 }
 
 json parse_json_text(const std::string& text, const std::string& source) {

@@ -120,33 +120,6 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return parse_safetensors(storage, path);
 }
 
-void write_file_atomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  SMELT_CHECK(fd >= 0, tmp, ": cannot create (", std::strerror(errno), ")");
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      SMELT_FAIL(tmp, ": write failed (", std::strerror(err), "); the previous ", path, " is untouched");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    SMELT_FAIL(tmp, ": fsync/close failed (", std::strerror(err), "); the previous ", path, " is untouched");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    SMELT_FAIL(path, ": rename failed (", std::strerror(err), ")");
-  }
-}
-
 std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
                               const std::string& path) {
   json header = json::object();

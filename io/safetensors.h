@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/files.h"
 #include "runtime/tensor.h"
 
 namespace smelt {
@@ -31,7 +32,5 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
 std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {},
                               const std::string& path = "safetensors");
 
-// Writes `contents` to path atomically (temporary file, fsync, rename).
-void write_file_atomic(const std::string& path, const std::string& contents);
 
 }  // namespace smelt

@@ -1,19 +1,11 @@
 #include "io/text_data.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include "io/files.h"
 
 namespace smelt {
 
 ByteDataset ByteDataset::from_file(const std::string& path, int64_t min_bytes) {
-  SMELT_CHECK(std::filesystem::exists(path), path, ": data file does not exist");
-  SMELT_CHECK(std::filesystem::is_regular_file(path), path, ": data path is not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  SMELT_CHECK(in.good(), path, ": cannot open data file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string bytes = ss.str();
+  std::string bytes = read_file(path);
   SMELT_CHECK(!bytes.empty(), path, ": data file is empty");
   SMELT_CHECK(static_cast<int64_t>(bytes.size()) >= min_bytes, path, ": data file has ", bytes.size(),
               " bytes, fewer than the ", min_bytes, " one sequence needs (lower seq_len or add data)");

@@ -17,6 +17,7 @@ class ByteDataset {
   static ByteDataset from_bytes(std::string bytes, std::string name);
 
   int64_t size() const { return static_cast<int64_t>(bytes_.size()); }
+  const std::string& bytes() const { return bytes_; }
   const std::string& name() const { return name_; }
   // Inputs are bytes [s, s+T), targets [s+1, s+T+1) for batch random starts s.
   Batch random_batch(int64_t batch, int64_t seq_len, Philox& rng) const;

@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <optional>
 #include <filesystem>
 #include <sstream>
@@ -97,8 +96,7 @@ void run_train(const TrainArgs& a) {
   if (!a.val.empty()) {
     val = ByteDataset::from_file(a.val, recipe.train.seq_len + 1);
   } else if (a.val_fraction > 0) {
-    std::ifstream in(a.data, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    const std::string& bytes = full.bytes();
     const size_t cut = static_cast<size_t>(static_cast<double>(bytes.size()) * (1.0 - a.val_fraction));
     SMELT_CHECK(bytes.size() - cut > static_cast<size_t>(recipe.train.seq_len) + 1, a.data,
                 ": the held-out part is shorter than one sequence; pass --val or a larger --val-fraction");

@@ -1,10 +1,10 @@
 // smelt upcycle: dense model → MoE model that reproduces it before training.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include "io/checkpoint.h"
+#include "io/files.h"
 #include "io/json_reader.h"
 #include "models/upcycle.h"
 #include "tools/commands.h"
@@ -29,10 +29,7 @@ void run_upcycle(UpcycleArgs a) {
   // which eval uses as its default window.
   std::map<std::string, std::string> extra;
   const std::string recipe = a.model + "/recipe.json";
-  if (std::filesystem::exists(recipe)) {
-    std::ifstream in(recipe, std::ios::binary);
-    extra["recipe.json"] = std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  if (std::filesystem::exists(recipe)) extra["recipe.json"] = read_file(recipe);
   save_model_dir(a.out, moe, extra);
   const ModelConfig& c = moe.config();
   json out = {{"out", a.out},
