@@ -213,8 +213,9 @@ Tensor MoEBlock::forward(const Tensor& x, const Tensor& token_mask, const Routin
 
   // ---- balancing
   aux_loss_ = Tensor();
-  Tensor mask_t = Tensor::from_vector(std::vector<float>(mask.begin(), mask.end()), {N});
-  for (int64_t n = 0; n < N; ++n) mask_t.data<float>()[n] = mask[n] > 0 ? 1.0f : 0.0f;
+  std::vector<float> real_mask(N);
+  for (int64_t n = 0; n < N; ++n) real_mask[n] = mask[n] > 0 ? 1.0f : 0.0f;
+  Tensor mask_t = Tensor::from_vector(real_mask, {N});
   {
     // Switch/GShard: E · Σ_e f_e · P_e over real tokens; f_e (fraction of chosen slots) is a
     // constant, P_e (mean routing probability) carries the gradient.
