@@ -16,6 +16,9 @@ enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Silu, Gelu, Sigmoid, Tanh, Pow,
 
 // C[m, n] = alpha * sum_k A[m, k] * B[k, n] + beta * C[m, n], where A is read at a[i*lda + k]
 // (or a[k*lda + i] when trans_a) and B at b[k*ldb + j] (or b[j*ldb + k] when trans_b).
+// A gather folded into the product: with a_rows set (A not transposed) row i of A is row
+// a_rows[i] of a; with b_rows set (B not transposed) row k of B is row b_rows[k] of b. The MoE
+// dispatch reads its tokens this way instead of copying them into expert order.
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
@@ -27,6 +30,8 @@ struct GemmArgs {
   float* c = nullptr;
   int64_t ldc = 0;
   float alpha = 1.0f, beta = 0.0f;
+  const int64_t* a_rows = nullptr;
+  const int64_t* b_rows = nullptr;
 };
 
 struct KernelTable {

@@ -35,9 +35,10 @@ class PhaseClock {
 
 struct Dispatch {
   int64_t N = 0, C = 0, F = 0, E = 0, S = 0;
-  std::vector<int64_t> order;    // sorted position i → slot s
-  std::vector<int64_t> offsets;  // expert e owns sorted rows [offsets[e], offsets[e+1])
-  std::vector<int64_t> token;    // token of slot s
+  std::vector<int64_t> order;         // sorted position i → slot s
+  std::vector<int64_t> offsets;       // expert e owns sorted rows [offsets[e], offsets[e+1])
+  std::vector<int64_t> token;         // token of slot s
+  std::vector<int64_t> sorted_token;  // token of sorted position i: the GEMMs' row index into x
 };
 
 Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int64_t E) {
@@ -60,21 +61,23 @@ Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int
   d.order.resize(d.S);
   std::vector<int64_t> fill(d.offsets.begin(), d.offsets.end() - 1);
   for (int64_t s = 0; s < d.S; ++s) d.order[fill[ex[s]]++] = s;  // stable: slot order kept within an expert
+  d.sorted_token.resize(d.S);
+  for (int64_t i = 0; i < d.S; ++i) d.sorted_token[i] = d.token[d.order[i]];
   return d;
 }
 
 // C[m, n] (+)= A · op(B) on raw rows, collected into a group that runs as one grouped GEMM.
 struct GemmGroup {
   std::vector<GemmArgs> problems;
-  void add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* c,
-           int64_t ldc, float beta) {
-    if (m == 0 || n == 0) return;  // an expert without tokens does no work (and keeps a zero gradient)
+  GemmArgs& add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* c,
+                int64_t ldc, float beta) {
     GemmArgs g;
     g.m = m; g.n = n; g.k = k;
     g.a = a; g.lda = lda; g.trans_a = ta;
     g.b = b; g.ldb = ldb; g.trans_b = tb;
     g.c = c; g.ldc = ldc; g.beta = beta;
     problems.push_back(g);
+    return problems.back();
   }
   void run(const KernelTable& K) {
     if (!problems.empty()) K.grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
@@ -139,20 +142,19 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   const int64_t S = d.S;
   Tensor xc = contiguous_data(x), gc = contiguous_data(gate), uc = contiguous_data(up), dc = contiguous_data(down);
   Tensor wc = contiguous_data(weight);
-  // Gathered inputs and the activations kept for backward, all in sorted-slot order.
-  Tensor xs = Tensor::empty({S, C}), h = Tensor::empty({S, F}), u = Tensor::empty({S, F}), act = Tensor::empty({S, F});
+  // The activations kept for backward, in sorted-slot order. Token rows are not gathered into a
+  // copy: the GEMMs read x through the sorted token index.
+  Tensor h = Tensor::empty({S, F}), u = Tensor::empty({S, F}), act = Tensor::empty({S, F});
   Tensor ys = Tensor::empty({S, C});
   const float* px = xc.data<float>();
-  float *pxs = xs.data<float>(), *ph = h.data<float>(), *pu = u.data<float>(), *pa = act.data<float>(), *py = ys.data<float>();
-  parallel_for(0, S, 64, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) std::memcpy(pxs + i * C, px + d.token[d.order[i]] * C, C * sizeof(float));
-  });
+  float *ph = h.data<float>(), *pu = u.data<float>(), *pa = act.data<float>(), *py = ys.data<float>();
   clock.lap(g_timings.dispatch_seconds);
   GemmGroup group;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
-    group.add(n, F, C, pxs + r0 * C, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f);
-    group.add(n, F, C, pxs + r0 * C, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f);
+    if (n == 0) continue;  // an expert without tokens does no work (and keeps a zero gradient)
+    group.add(n, F, C, px, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
+    group.add(n, F, C, px, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
   }
   group.run(K);
   parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
@@ -161,6 +163,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   });
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
+    if (n == 0) continue;
     group.add(n, C, F, pa + r0 * F, F, false, dc.data<float>() + e * C * F, F, true, py + r0 * C, C, 0.0f);
   }
   group.run(K);
@@ -182,12 +185,12 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   if (g_timing) ++g_timings.calls;
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
 
-  SavedTensor G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
+  SavedTensor X(xc, "moe_ffn"), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
     PhaseClock clock;
-    Tensor gr = contiguous_data(grad), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();
-    const float *pg = gr.data<float>(), *pw2 = wv.data<float>();
-    const float *pxs2 = xs.data<float>(), *ph2 = h.data<float>(), *pu2 = u.data<float>(), *pa2 = act.data<float>(), *py2 = ys.data<float>();
+    Tensor gr = contiguous_data(grad), xv = X.get(), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();
+    const float *pg = gr.data<float>(), *pw2 = wv.data<float>(), *px2 = xv.data<float>();
+    const float *ph2 = h.data<float>(), *pu2 = u.data<float>(), *pa2 = act.data<float>(), *py2 = ys.data<float>();
     Tensor dweight = Tensor::empty({S});
     Tensor dys = Tensor::empty({S, C});
     float *pdw = dweight.data<float>(), *pdys = dys.data<float>();
@@ -230,8 +233,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
       if (n == 0) continue;
-      group.add(F, C, n, pdh + r0 * F, F, true, pxs2 + r0 * C, C, false, dgate.data<float>() + e * F * C, C, 0.0f);
-      group.add(F, C, n, pdu + r0 * F, F, true, pxs2 + r0 * C, C, false, dup.data<float>() + e * F * C, C, 0.0f);
+      group.add(F, C, n, pdh + r0 * F, F, true, px2, C, false, dgate.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
+      group.add(F, C, n, pdu + r0 * F, F, true, px2, C, false, dup.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
       group.add(n, C, F, pdh + r0 * F, F, false, gv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
       second.add(n, C, F, pdu + r0 * F, F, false, uv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
     }

@@ -89,8 +89,9 @@ std::vector<double> ref_gemm(const GemmArgs& g, const std::vector<float>& c0) {
     for (int64_t j = 0; j < g.n; ++j) {
       double s = 0;
       for (int64_t k = 0; k < g.k; ++k) {
-        double a = g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k];
-        double b = g.trans_b ? g.b[j * g.ldb + k] : g.b[k * g.ldb + j];
+        const int64_t ai = g.a_rows ? g.a_rows[i] : i, bk = g.b_rows ? g.b_rows[k] : k;
+        double a = g.trans_a ? g.a[k * g.lda + i] : g.a[ai * g.lda + k];
+        double b = g.trans_b ? g.b[j * g.ldb + k] : g.b[bk * g.ldb + j];
         s += a * b;
       }
       c[i * g.ldc + j] = g.alpha * s + g.beta * c0[i * g.ldc + j];
@@ -156,6 +157,31 @@ TEST(Kernels, GroupedGemmMatchesScalarPerProblem) {
   for (size_t i = 0; i < problems.size(); ++i)
     for (int64_t j = 0; j < problems[i].m * problems[i].n; ++j)
       ASSERT_NEAR(cs[i][j], refs[i][j], 4.0 * problems[i].k * 1.2e-7 * 4.0 + 1e-5) << "problem " << i << " element " << j;
+}
+
+TEST(Kernels, GemmReadsIndexedRows) {
+  // Rows of A (and of B) taken through an index, with repeats and out of order, as the MoE
+  // dispatch reads tokens: both the packed path and the narrow path (N = 16).
+  for (int64_t n : {16L, 37L})
+    for (bool index_b : {false, true}) {
+      GemmArgs g;
+      g.m = 23; g.n = n; g.k = 300;
+      const int64_t source_rows = 11;
+      std::vector<int64_t> a_rows(g.m), b_rows(g.k);
+      for (int64_t i = 0; i < g.m; ++i) a_rows[i] = (i * 7 + 3) % source_rows;
+      for (int64_t k = 0; k < g.k; ++k) b_rows[k] = (k * 13 + 5) % 401;
+      auto A = random_vec(source_rows * g.k, 70), B = random_vec((index_b ? 401 : g.k) * g.n, 71), C = random_vec(g.m * g.n, 72);
+      g.a = A.data(); g.lda = g.k; g.a_rows = a_rows.data();
+      g.b = B.data(); g.ldb = g.n; g.b_rows = index_b ? b_rows.data() : nullptr;
+      g.c = C.data(); g.ldc = g.n;
+      auto ref = ref_gemm(g, C);
+      cpu_grouped_gemm(&g, 1);
+      for (int64_t j = 0; j < g.m * g.n; ++j) ASSERT_NEAR(C[j], ref[j], 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5) << "n=" << n << " element " << j;
+      C = random_vec(g.m * g.n, 72);
+      g.c = C.data();
+      cpu_gemm(g);
+      for (int64_t j = 0; j < g.m * g.n; ++j) ASSERT_NEAR(C[j], ref[j], 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5) << "n=" << n << " element " << j;
+    }
 }
 
 TEST(Kernels, RmsNormMatchesScalar) {

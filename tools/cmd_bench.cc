@@ -1,8 +1,10 @@
 // smelt bench: kernel throughput as JSON lines.
 //   gemm — our GEMM on the shapes of ../shared/bench/openblas_gemm.c (B plain and transposed),
 //          best of 7 after warm-up, so the figures sit beside OpenBLAS's from that program.
+//   grouped-gemm — experts' segments as one grouped GEMM against one GEMM of the same FLOPs.
 //   moe  — the dropless MoE dispatch (sort, gather, per-expert GEMMs, scatter) forward and
 //          backward, against the same FLOPs as one dense SwiGLU over all token-slots.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -81,6 +83,53 @@ void bench_gemm(const BenchArgs& a) {
   }
 }
 
+// Grouped GEMM over experts' row segments against one GEMM with the same total FLOPs, for the three
+// products of an expert SwiGLU forward (gate/up: [n, C]·[F, C]ᵀ, down: [n, F]·[C, F]ᵀ). Segments
+// come from random top-k routing, so their sizes are unequal as in training.
+void bench_grouped_gemm(const BenchArgs& a) {
+  SMELT_CHECK(a.top_k >= 1 && a.top_k <= a.experts, "--top-k must be between 1 and --experts");
+  const int64_t S = a.tokens * a.top_k, E = a.experts;
+  Philox rng(2);
+  std::vector<int64_t> rows(E, 0);
+  for (int64_t n = 0; n < a.tokens; ++n) {
+    const int64_t first = rng.next_u32() % E;
+    for (int64_t j = 0; j < a.top_k; ++j) ++rows[(first + j) % E];
+  }
+  const KernelTable& K = cpu_kernels();
+  const int64_t shapes[][2] = {{a.ffn, a.hidden}, {a.hidden, a.ffn}};  // (N, K) of gate/up, then down
+  for (const auto& nk : shapes) {
+    const int64_t N = nk[0], Kd = nk[1];
+    std::vector<float> A(S * Kd), B(E * N * Kd), C(S * N);
+    for (size_t i = 0; i < A.size(); ++i) A[i] = static_cast<float>(i % 7) * 0.1f;
+    for (size_t i = 0; i < B.size(); ++i) B[i] = static_cast<float>(i % 5) * 0.1f;
+    std::vector<GemmArgs> group;
+    int64_t r0 = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      GemmArgs g;
+      g.m = rows[e]; g.n = N; g.k = Kd;
+      g.a = A.data() + r0 * Kd; g.lda = Kd;
+      g.b = B.data() + e * N * Kd; g.ldb = Kd; g.trans_b = true;
+      g.c = C.data() + r0 * N; g.ldc = N;
+      if (g.m > 0) group.push_back(g);
+      r0 += rows[e];
+    }
+    GemmArgs dense;
+    dense.m = S; dense.n = N; dense.k = Kd;
+    dense.a = A.data(); dense.lda = Kd;
+    dense.b = B.data(); dense.ldb = Kd; dense.trans_b = true;
+    dense.c = C.data(); dense.ldc = N;
+    const auto [grouped_s, dense_s] = best_seconds_interleaved(
+        a.repeats, [&] { K.grouped_gemm(group.data(), static_cast<int64_t>(group.size())); }, [&] { K.gemm(dense); });
+    const double flops = 2.0 * S * N * Kd;
+    json j = {{"bench", "grouped-gemm"}, {"experts", E}, {"top_k", a.top_k}, {"tokens", a.tokens},
+              {"rows_min", *std::min_element(rows.begin(), rows.end())}, {"rows_max", *std::max_element(rows.begin(), rows.end())},
+              {"N", N}, {"K", Kd}, {"grouped_gflops", flops / grouped_s / 1e9}, {"dense_gflops", flops / dense_s / 1e9},
+              {"ratio", dense_s / grouped_s}};
+    j.update(environment());
+    std::printf("%s\n", j.dump().c_str());
+  }
+}
+
 void bench_moe(const BenchArgs& a) {
   SMELT_CHECK(a.top_k >= 1 && a.top_k <= a.experts, "--top-k must be between 1 and --experts");
   const int64_t N = a.tokens, C = a.hidden, F = a.ffn, E = a.experts, k = a.top_k, S = N * k;
@@ -142,16 +191,17 @@ void run_bench(const BenchArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
   if (a.what == "gemm") bench_gemm(a);
+  else if (a.what == "grouped-gemm") bench_grouped_gemm(a);
   else if (a.what == "moe") bench_moe(a);
-  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, moe)");
+  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, grouped-gemm, moe)");
 }
 
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "Kernel throughput as JSON lines (gemm, moe)");
-  cmd->add_option("what", a->what, "Benchmark: gemm or moe")->required();
+  CLI::App* cmd = app.add_subcommand("bench", "Kernel throughput as JSON lines (gemm, grouped-gemm, moe)");
+  cmd->add_option("what", a->what, "Benchmark: gemm, grouped-gemm or moe")->required();
   cmd->add_option("--tokens", a->tokens, "moe: tokens")->capture_default_str();
   cmd->add_option("--hidden", a->hidden, "moe: hidden size")->capture_default_str();
   cmd->add_option("--ffn", a->ffn, "moe: expert FFN width")->capture_default_str();

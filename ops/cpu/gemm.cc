@@ -16,6 +16,7 @@
 
 #include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "runtime/error.h"
 #include "runtime/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -28,18 +29,19 @@ constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B pane
 constexpr int64_t kMC = 96;    // M block: the A block (MC×KC) stays in L2 while B panels stream past
 constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
 
-inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[i * g.lda + k]; }
+inline int64_t a_row(const GemmArgs& g, int64_t i) { return g.a_rows ? g.a_rows[i] : i; }
+inline int64_t b_row(const GemmArgs& g, int64_t k) { return g.b_rows ? g.b_rows[k] : k; }
+inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[a_row(g, i) * g.lda + k]; }
 
-// Packs B[k0:k0+kc, 0:n] into panels of nr columns: panel p holds rows k, each nr floats, zero padded.
-void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, float* out) {
-  const int64_t panels = (g.n + nr - 1) / nr;
-  parallel_for(0, panels, 4, [&](int64_t p0, int64_t p1) {
+// Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each): panel p holds rows k, each nr
+// floats, zero padded. Runs on one thread; callers spread panels of all products over the pool.
+void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = out + p * kc * nr;
       const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
       if (!g.trans_b) {
         for (int64_t k = 0; k < kc; ++k) {
-          const float* src = g.b + (k0 + k) * g.ldb + j0;
+          const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
           std::memcpy(dst + k * nr, src, cols * sizeof(float));
           for (int64_t j = cols; j < nr; ++j) dst[k * nr + j] = 0.0f;
         }
@@ -61,7 +63,6 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, float* out) {
         }
       }
     }
-  });
 }
 
 // acc (MR × 2 vectors) = packed A panel × packed B panel over kc; then C += alpha * acc, or
@@ -155,7 +156,7 @@ void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
     const auto a0 = hn::Set(d, a_at(g, i0, k));
     const auto a1 = hn::Set(d, a_at(g, i0 + r1, k));
     const auto a2 = hn::Set(d, a_at(g, i0 + r2, k));
-    const float* brow = g.b + k * g.ldb + j0;
+    const float* brow = g.b + b_row(g, k) * g.ldb + j0;
     for (int v = 0; v < NV; ++v) {
       const auto b = hn::LoadU(d, brow + v * N);
       acc[0][v] = hn::MulAdd(a0, b, acc[0][v]);
@@ -198,6 +199,7 @@ bool narrow_gemm(const GemmArgs& g) {
 // How one product is cut into parallel tasks: M blocks of kMC rows × N blocks of tile_panels panels.
 struct Tiling {
   int64_t n_panels = 0, m_blocks = 0, n_blocks = 0, tile_panels = 0;
+  int64_t mc = kMC;  // rows per M block: at most kMC, evened out so no block is a thin remainder
   int64_t tasks() const { return m_blocks * n_blocks; }
 };
 
@@ -205,6 +207,10 @@ Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
   Tiling t;
   t.n_panels = (g.n + nr - 1) / nr;
   t.m_blocks = (g.m + kMC - 1) / kMC;
+  // Thin remainder blocks stream all of packed B for a few rows (experts' segments are rarely a
+  // multiple of kMC): spread the rows evenly over the blocks, in whole micro-panels.
+  t.mc = std::min(kMC, ((g.m + t.m_blocks - 1) / t.m_blocks + kMR - 1) / kMR * kMR);
+  t.m_blocks = (g.m + t.mc - 1) / t.mc;
   t.tile_panels = std::max<int64_t>(1, kNCTile / nr);
   t.n_blocks = (t.n_panels + t.tile_panels - 1) / t.tile_panels;
   // Enough tasks to keep every thread busy: short-and-wide products (weight gradients, M = hidden
@@ -220,7 +226,7 @@ Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
 // One task: the (mb, nb) tile of g over K block [k0, k0 + kc), B taken from its packed panels.
 void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int64_t kc, const float* packed_b, int64_t nr) {
   const int64_t mb = task / t.n_blocks, nb = task % t.n_blocks;
-  const int64_t i0 = mb * kMC, mc = std::min(kMC, g.m - i0);
+  const int64_t i0 = mb * t.mc, mc = std::min(t.mc, g.m - i0);
   const bool overwrite = k0 == 0 && g.beta == 0.0f;
   const int64_t p_end = std::min(t.n_panels, (nb + 1) * t.tile_panels);
   for (int64_t p = nb * t.tile_panels; p < p_end; ++p) {
@@ -230,7 +236,7 @@ void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int6
       const float* a_rows[kMR];
       for (int64_t r = 0; r < kMR; ++r) {
         const int64_t row = r0 + std::min(r, rows - 1);  // short panels re-read their last row
-        a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + row * g.lda + k0;
+        a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + a_row(g, row) * g.lda + k0;
       }
       micro_kernel(kc, a_rows, g.trans_a ? g.lda : 1, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha,
                    overwrite);
@@ -241,6 +247,10 @@ void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int6
 // Several independent products in one parallel region per K block: the tasks of all of them
 // share the threads, so small and unequal products (experts' segments) keep every core busy.
 void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    SMELT_ASSERT(!(problems[i].a_rows && problems[i].trans_a) && !(problems[i].b_rows && problems[i].trans_b),
+                 "gemm: a row index needs the untransposed operand");
+  }
   const hn::ScalableTag<float> d;
   const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
   std::vector<const GemmArgs*> live;
@@ -261,17 +271,30 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     max_k = std::max(max_k, g->k);
   }
   std::vector<float> packed_b(static_cast<size_t>(b_total));
+  constexpr int64_t kPackPanels = 4;  // panels per packing task
   for (int64_t k0 = 0; k0 < max_k; k0 += kKC) {
-    std::vector<int64_t> owner, first_task;  // task ranges per product active in this K block
-    int64_t tasks = 0;
+    std::vector<int64_t> owner, first_task, first_pack;  // task ranges per product active in this K block
+    int64_t tasks = 0, packs = 0;
     for (size_t i = 0; i < live.size(); ++i) {
       if (k0 >= live[i]->k) continue;
-      pack_b(*live[i], k0, std::min(kKC, live[i]->k - k0), nr, packed_b.data() + b_offset[i]);
       owner.push_back(static_cast<int64_t>(i));
       first_task.push_back(tasks);
+      first_pack.push_back(packs);
       tasks += tilings[i].tasks();
+      packs += (tilings[i].n_panels + kPackPanels - 1) / kPackPanels;
     }
     first_task.push_back(tasks);
+    first_pack.push_back(packs);
+    // Every product's B panels are packed in one parallel region (one wake-up of the pool, not one per expert).
+    parallel_for(0, packs, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const size_t j = std::upper_bound(first_pack.begin(), first_pack.end(), t) - first_pack.begin() - 1;
+        const int64_t i = owner[j];
+        const GemmArgs& g = *live[i];
+        const int64_t p0 = (t - first_pack[j]) * kPackPanels, p1 = std::min(tilings[i].n_panels, p0 + kPackPanels);
+        pack_b(g, k0, std::min(kKC, g.k - k0), nr, p0, p1, packed_b.data() + b_offset[i]);
+      }
+    });
     parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
       size_t j = std::upper_bound(first_task.begin(), first_task.end(), t0) - first_task.begin() - 1;
       for (int64_t t = t0; t < t1; ++t) {
