@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_upcycle_command(app);
   smelt::tools::add_bench_command(app);
   smelt::tools::add_inspect_command(app);
+  smelt::tools::add_tokenizer_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

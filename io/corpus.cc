@@ -1,0 +1,86 @@
+#include "io/corpus.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "io/files.h"
+#include "io/json_reader.h"
+
+namespace smelt {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs, const std::string& glob) {
+  SMELT_CHECK(!inputs.empty(), "no input files given");
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(input, ec);
+    SMELT_CHECK(!ec && fs::exists(st), input, ": no such file or folder");
+    if (!fs::is_directory(st)) {
+      files.push_back(input);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_regular_file(ec) && fnmatch(glob.c_str(), it->path().filename().c_str(), 0) == 0) found.push_back(it->path().string());
+    }
+    SMELT_CHECK(!ec, input, ": cannot list folder: ", ec.message());
+    SMELT_CHECK(!found.empty(), input, ": no file under this folder matches \"", glob, "\"");
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  return files;
+}
+
+bool is_jsonl(const std::string& path) { return fs::path(path).extension() == ".jsonl"; }
+
+namespace {
+
+// The text of one JSONL record, whichever of the three shapes it has.
+std::string record_text(const json& j, const std::string& where) {
+  SMELT_CHECK(j.is_object(), where, ": expected a JSON object");
+  auto str = [&](const json& v, const std::string& field) {
+    SMELT_CHECK(v.is_string(), where, ": ", field, ": expected a string");
+    return v.get<std::string>();
+  };
+  if (j.contains("text")) return str(j["text"], "text");
+  if (j.contains("messages")) {
+    const json& m = j["messages"];
+    SMELT_CHECK(m.is_array() && !m.empty(), where, ": messages: expected a non-empty array");
+    std::string out;
+    for (size_t i = 0; i < m.size(); ++i) {
+      SMELT_CHECK(m[i].is_object() && m[i].contains("content"), where, ": messages[", i, "]: expected {\"role\", \"content\"}");
+      if (i) out += '\n';
+      out += str(m[i]["content"], "messages[" + std::to_string(i) + "].content");
+    }
+    return out;
+  }
+  if (j.contains("prompt") && j.contains("response")) return str(j["prompt"], "prompt") + "\n" + str(j["response"], "response");
+  SMELT_FAIL(where, ": expected a \"text\", \"messages\" or \"prompt\"/\"response\" field");
+}
+
+}  // namespace
+
+std::vector<std::string> read_documents(const std::string& path) {
+  std::string bytes = read_file(path);
+  if (!is_jsonl(path)) return {std::move(bytes)};
+  std::vector<std::string> docs;
+  size_t line_no = 0;
+  for (size_t pos = 0; pos < bytes.size();) {
+    size_t end = bytes.find('\n', pos);
+    if (end == std::string::npos) end = bytes.size();
+    ++line_no;
+    std::string_view line(bytes.data() + pos, end - pos);
+    pos = end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank lines are allowed
+    const std::string where = path + ":" + std::to_string(line_no);
+    docs.push_back(record_text(parse_json_text(std::string(line), where), where));
+  }
+  return docs;
+}
+
+}  // namespace smelt
