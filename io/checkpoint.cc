@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "io/config_json.h"
+#include "io/files.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
 
@@ -13,37 +14,11 @@ namespace smelt {
 namespace fs = std::filesystem;
 
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files) {
-  const fs::path target = fs::path(dir).lexically_normal();
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  SMELT_CHECK(!ec, parent.string(), ": cannot create directory (", ec.message(), ")");
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
-  const fs::path old = parent / (target.filename().string() + ".old." + pid);
-  fs::remove_all(tmp, ec);
-  fs::create_directory(tmp, ec);
-  SMELT_CHECK(!ec, tmp.string(), ": cannot create directory (", ec.message(), ")");
-  try {
-    write_safetensors((tmp / "model.safetensors").string(), model.state_dict(), {{"format", "pt"}, {"written_by", "smelt"}});
-    write_file_atomic((tmp / "config.json").string(), model_config_to_json(model.config()).dump(2) + "\n");
-    for (const auto& [name, contents] : extra_files) write_file_atomic((tmp / name).string(), contents);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  // Swap: the old directory is moved aside (not deleted) until the new one is in place.
-  const bool had_old = fs::exists(target);
-  if (had_old) {
-    fs::rename(target, old, ec);
-    SMELT_CHECK(!ec, target.string(), ": cannot move the previous version aside (", ec.message(), ")");
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    if (had_old) fs::rename(old, target);
-    SMELT_FAIL(target.string(), ": cannot rename the new directory into place (", ec.message(), ")");
-  }
-  if (had_old) fs::remove_all(old, ec);
+  write_dir_atomic(dir, [&](const std::string& tmp) {
+    write_safetensors(tmp + "/model.safetensors", model.state_dict(), {{"format", "pt"}, {"written_by", "smelt"}});
+    write_file_atomic(tmp + "/config.json", model_config_to_json(model.config()).dump(2) + "\n");
+    for (const auto& [name, contents] : extra_files) write_file_atomic(tmp + "/" + name, contents);
+  });
 }
 
 namespace {
@@ -99,11 +74,12 @@ void save_training_checkpoint(const std::string& dir, const Transformer& model, 
                 {"elapsed_seconds", st.elapsed_seconds},
                 {"data_rng", {{"seed", st.data_seed}, {"offset", st.data_offset}}},
                 {"jitter_offsets", st.jitter_offsets}};
-  save_model_dir(dir, model,
-                 {{"optimizer.safetensors", safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors")},
-                  {"trainer_state.json", state.dump(2) + "\n"},
-                  {"metrics.jsonl", st.metrics_jsonl},
-                  {"recipe.json", st.recipe_json}});
+  std::map<std::string, std::string> files = st.extra_files;
+  files["optimizer.safetensors"] = safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors");
+  files["trainer_state.json"] = state.dump(2) + "\n";
+  files["metrics.jsonl"] = st.metrics_jsonl;
+  files["recipe.json"] = st.recipe_json;
+  save_model_dir(dir, model, files);
 }
 
 TrainerState read_trainer_state(const std::string& dir) {

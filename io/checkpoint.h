@@ -26,6 +26,7 @@ struct TrainerState {
   std::vector<uint64_t> jitter_offsets;  // one per layer (0 for dense layers)
   std::string metrics_jsonl;             // every step's metrics line so far
   std::string recipe_json;               // the recipe the run was started with
+  std::map<std::string, std::string> extra_files;  // stored as they are (tokenizer.json, ...)
 };
 
 void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& state);

@@ -38,37 +38,20 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs, c
 
 bool is_jsonl(const std::string& path) { return fs::path(path).extension() == ".jsonl"; }
 
-namespace {
-
-// The text of one JSONL record, whichever of the three shapes it has.
-std::string record_text(const json& j, const std::string& where) {
-  SMELT_CHECK(j.is_object(), where, ": expected a JSON object");
-  auto str = [&](const json& v, const std::string& field) {
-    SMELT_CHECK(v.is_string(), where, ": ", field, ": expected a string");
-    return v.get<std::string>();
-  };
-  if (j.contains("text")) return str(j["text"], "text");
-  if (j.contains("messages")) {
-    const json& m = j["messages"];
-    SMELT_CHECK(m.is_array() && !m.empty(), where, ": messages: expected a non-empty array");
-    std::string out;
-    for (size_t i = 0; i < m.size(); ++i) {
-      SMELT_CHECK(m[i].is_object() && m[i].contains("content"), where, ": messages[", i, "]: expected {\"role\", \"content\"}");
-      if (i) out += '\n';
-      out += str(m[i]["content"], "messages[" + std::to_string(i) + "].content");
-    }
-    return out;
+std::string Document::plain_text() const {
+  if (!is_chat()) return text;
+  std::string out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i) out += '\n';
+    out += messages[i].content;
   }
-  if (j.contains("prompt") && j.contains("response")) return str(j["prompt"], "prompt") + "\n" + str(j["response"], "response");
-  SMELT_FAIL(where, ": expected a \"text\", \"messages\" or \"prompt\"/\"response\" field");
+  return out;
 }
 
-}  // namespace
-
-std::vector<std::string> read_documents(const std::string& path) {
+std::vector<Document> read_documents(const std::string& path) {
   std::string bytes = read_file(path);
-  if (!is_jsonl(path)) return {std::move(bytes)};
-  std::vector<std::string> docs;
+  if (!is_jsonl(path)) return {Document{std::move(bytes), {}}};
+  std::vector<Document> docs;
   size_t line_no = 0;
   for (size_t pos = 0; pos < bytes.size();) {
     size_t end = bytes.find('\n', pos);
@@ -78,8 +61,16 @@ std::vector<std::string> read_documents(const std::string& path) {
     pos = end + 1;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank lines are allowed
     const std::string where = path + ":" + std::to_string(line_no);
-    docs.push_back(record_text(parse_json_text(std::string(line), where), where));
+    const json record = parse_json_text(std::string(line), where);
+    if (is_chat_record(record)) {
+      docs.push_back(Document{"", parse_chat_record(record, where)});
+      continue;
+    }
+    SMELT_CHECK(record.is_object() && record.contains("text"), where, ": expected a \"text\", \"messages\" or \"prompt\"/\"response\" field");
+    SMELT_CHECK(record["text"].is_string(), where, ": text: expected a string, got ", record["text"].type_name());
+    docs.push_back(Document{record["text"].get<std::string>(), {}});
   }
+  SMELT_CHECK(!docs.empty(), path, ": no records (every line is blank)");
   return docs;
 }
 

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "io/chat.h"
+
 namespace smelt {
 
 // Files named by `inputs` (each a file or a folder); folders contribute the files under them
@@ -15,9 +17,18 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs, c
 // True for files read as JSON lines (by extension: .jsonl).
 bool is_jsonl(const std::string& path);
 
-// The documents of one file: a plain-text file is one document; in a .jsonl file each line is
-// one: {"text": ...}, or the contents of {"messages": [{"role", "content"}...]} or of
-// {"prompt", "response"} joined by newlines. Errors name the file, line and field.
-std::vector<std::string> read_documents(const std::string& path);
+// A plain text, or a conversation (instruct data).
+struct Document {
+  std::string text;
+  std::vector<ChatMessage> messages;  // non-empty for a conversation
+  bool is_chat() const { return !messages.empty(); }
+  // The text of either kind (a conversation's contents joined by newlines): for tokenizer training.
+  std::string plain_text() const;
+};
+
+// The documents of one file: a plain-text file is one document; in a .jsonl file each non-blank
+// line is one: {"text": ...}, {"messages": [{"role", "content"}...]} or {"prompt", "response"}.
+// Errors name the file, line and field.
+std::vector<Document> read_documents(const std::string& path);
 
 }  // namespace smelt

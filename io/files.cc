@@ -50,4 +50,36 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
   }
 }
 
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill) {
+  namespace fs = std::filesystem;
+  const fs::path target = fs::path(dir).lexically_normal();
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  SMELT_CHECK(!ec, parent.string(), ": cannot create directory (", ec.message(), ")");
+  const std::string pid = std::to_string(::getpid());
+  const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
+  const fs::path old = parent / (target.filename().string() + ".old." + pid);
+  fs::remove_all(tmp, ec);
+  fs::create_directory(tmp, ec);
+  SMELT_CHECK(!ec, tmp.string(), ": cannot create directory (", ec.message(), ")");
+  try {
+    fill(tmp.string());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  const bool had_old = fs::exists(target);
+  if (had_old) {
+    fs::rename(target, old, ec);
+    SMELT_CHECK(!ec, target.string(), ": cannot move the previous version aside (", ec.message(), ")");
+  }
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    if (had_old) fs::rename(old, target);
+    SMELT_FAIL(target.string(), ": cannot rename the new directory into place (", ec.message(), ")");
+  }
+  if (had_old) fs::remove_all(old, ec);
+}
+
 }  // namespace smelt

@@ -1,5 +1,6 @@
 // Whole-file reads and atomic writes: the two ways smelt touches a file's bytes.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace smelt {
@@ -10,5 +11,10 @@ std::string read_file(const std::string& path);
 // Writes `contents` to path atomically (temporary file, fsync, rename): a crash or a full disk
 // leaves the previous file untouched.
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+// Builds a directory atomically: `fill` writes the files into a fresh temporary directory beside
+// `dir`, which then replaces `dir` (the previous version is moved aside until the new one is in
+// place). A crash or an exception in `fill` leaves the previous `dir` as it was.
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
 
 }  // namespace smelt

@@ -103,6 +103,46 @@ else
   fail "train round trip: $(cat "$work/train.err")"
 fi
 
+# Tokenizer → token shards → train → eval → generate, and the errors on the way.
+fixtures="$(cd "$(dirname "$0")" && pwd)/fixtures"
+if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size 400 --out "$work/tok.json" --json >/dev/null 2>&1 &&
+  "$SMELT" data prepare --data "$fixtures/tokenizer_corpus.txt" --tokenizer "$work/tok.json" --out "$work/tokdata" --val-fraction 0.3 --json >/dev/null 2>&1; then
+  ok
+  tokmodel='"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64'
+  echo "{\"model\": {$tokmodel}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_len\": 16, \"eval_batches\": 1, \"warmup_steps\": 1}}" >"$work/tok_recipe.json"
+  if "$SMELT" train --config "$work/tok_recipe.json" --data "$work/tokdata" --out "$work/tm" >/dev/null 2>&1; then
+    cmp -s "$work/tokdata/tokenizer.json" "$work/tm/tokenizer.json" && ok || fail "the trained model does not carry the data's tokenizer"
+    "$SMELT" eval --model "$work/tm" --data "$work/tokdata" --json 2>/dev/null | grep -q '"bits_per_byte"' && ok || fail "eval on token shards"
+    "$SMELT" eval --model "$work/tm" --data "$fixtures/tokenizer_corpus.txt" --max-batches 1 --json 2>/dev/null | grep -q '"tokens"' && ok ||
+      fail "eval of a text file through the model's tokenizer"
+    "$SMELT" generate --model "$work/tm" --prompt "The" --max-new-tokens 5 --seed 1 2>/dev/null | grep -q '^The' && ok || fail "generate with a tokenizer"
+    expect_error byte-model-on-tokens "vocab_size|400" -- "$SMELT" train --config "$work/good.json" --data "$work/tokdata" --out "$work/x"
+    printf '{"prompt": "What does cat mean?", "response": "A small feline."}\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}\n' >"$work/chat.jsonl"
+    for _ in 1 2 3 4 5 6; do cat "$work/chat.jsonl"; done >"$work/chat6.jsonl"
+    if "$SMELT" data prepare --data "$work/chat6.jsonl" --tokenizer "$work/tm/tokenizer.json" --out "$work/chatdata" --val-fraction 0 --json 2>/dev/null | grep -q '"masked":true'; then
+      ok
+      echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/sft.json"
+      "$SMELT" train --config "$work/sft.json" --init "$work/tm" --data "$work/chatdata" --val-fraction 0 --out "$work/sft" >/dev/null 2>&1 && ok || fail "train on conversations"
+      "$SMELT" generate --model "$work/sft" --chat --prompt "Hi" --max-new-tokens 4 --seed 1 >/dev/null 2>&1 && ok || fail "generate --chat"
+    else
+      fail "data prepare of conversations"
+    fi
+  else
+    fail "train on token shards"
+  fi
+  printf '{"text": "fine"}\n{"text": oops}\n' >"$work/bad.jsonl"
+  expect_error bad-jsonl "bad.jsonl:2|malformed JSON" -- "$SMELT" data prepare --data "$work/bad.jsonl" --tokenizer "$work/tok.json" --out "$work/bd"
+  printf '{"messages": [{"role": "robot", "content": "x"}]}\n' >"$work/role.jsonl"
+  expect_error bad-role "role.jsonl:1|messages[0].role|robot" -- "$SMELT" data prepare --data "$work/role.jsonl" --tokenizer "$work/tok.json" --out "$work/bd"
+  [ ! -e "$work/bd" ] && ok || fail "a refused data prepare left $work/bd behind"
+  cp -r "$work/tokdata" "$work/corrupt"
+  printf 'X' | dd of="$work/corrupt/train-00000.tok" bs=1 seek=100 conv=notrunc 2>/dev/null
+  expect_error corrupt-shard "train-00000.tok|checksum" -- "$SMELT" train --config "$work/tok_recipe.json" --data "$work/corrupt" --out "$work/x"
+  expect_error bad-tokenizer "nope.json|does not exist" -- "$SMELT" data prepare --data "$work/text.txt" --tokenizer "$work/nope.json" --out "$work/x"
+else
+  fail "tokenizer train / data prepare"
+fi
+
 "$SMELT" train --help >/dev/null && ok || fail "train --help"
 
 echo "cli: $passed passed, $failed failed"

@@ -302,11 +302,7 @@ TEST(MoE, TinyMoeTransformerOverfitsOneBatch) {
   EXPECT_GT(last.aux_loss, 0.0);
 }
 
-std::string write_temp(const std::string& name, const std::string& text) {
-  std::string path = ::testing::TempDir() + name;
-  std::ofstream(path) << text;
-  return path;
-}
+using testing::write_temp;
 
 TEST(MoE, BadConfigsAreRefusedBeforeAnyWork) {
   const std::string base = R"("vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4)";

@@ -4,9 +4,13 @@
 
 #include <cmath>
 
+#include <fstream>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "autograd/gradcheck.h"
+#include "runtime/error.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -17,6 +21,22 @@ inline Tensor rand_param(const Shape& shape, uint64_t seed, float lo = -1.0f, fl
   Tensor t = Tensor::uniform(shape, rng, lo, hi);
   t.set_requires_grad(true);
   return t;
+}
+
+inline std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+// Expects fn to throw smelt::Error whose message contains every needle (file names, fields).
+inline void expect_error_mentions(const std::function<void()>& fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning " << (needles.empty() ? "" : needles[0]);
+  } catch (const Error& e) {
+    for (const auto& n : needles) EXPECT_NE(e.message().find(n), std::string::npos) << "'" << n << "' not in: " << e.message();
+  }
 }
 
 inline std::string fixture_path(const std::string& name) { return std::string(SMELT_FIXTURE_DIR) + "/" + name; }

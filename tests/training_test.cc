@@ -3,7 +3,7 @@
 #include "io/config_json.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
-#include "io/text_data.h"
+#include "io/token_data.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
 #include "tests/test_util.h"
@@ -91,20 +91,8 @@ TEST(Training, CheckpointShapeMismatchNamesTensor) {
   }
 }
 
-std::string write_temp(const std::string& name, const std::string& text) {
-  std::string path = ::testing::TempDir() + name;
-  std::ofstream(path) << text;
-  return path;
-}
-
-void expect_error_mentions(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    for (const auto& n : needles) EXPECT_NE(e.message().find(n), std::string::npos) << e.message();
-  }
-}
+using testing::expect_error_mentions;
+using testing::write_temp;
 
 TEST(Config, BadRecipesNameFileAndField) {
   const std::string good_model =
@@ -127,13 +115,13 @@ TEST(Config, BadRecipesNameFileAndField) {
 }
 
 TEST(Data, MissingAndEmptyFilesAreRefused) {
-  expect_error_mentions([] { ByteDataset::from_file("/nonexistent/corpus.txt"); }, {"/nonexistent/corpus.txt", "does not exist"});
+  expect_error_mentions([] { TokenDataset::from_text_file("/nonexistent/corpus.txt"); }, {"/nonexistent/corpus.txt", "does not exist"});
   std::string p = write_temp("empty.txt", "");
-  expect_error_mentions([&] { ByteDataset::from_file(p); }, {"empty.txt", "empty"});
+  expect_error_mentions([&] { TokenDataset::from_text_file(p); }, {"empty.txt", "empty"});
 }
 
 TEST(Data, BatchesAreShiftedByOneAndReproducible) {
-  ByteDataset d = ByteDataset::from_bytes("abcdefghijklmnopqrstuvwxyz", "alphabet");
+  TokenDataset d = TokenDataset::from_bytes("abcdefghijklmnopqrstuvwxyz", "alphabet");
   Philox r1(5), r2(5);
   Batch a = d.random_batch(3, 8, r1), b = d.random_batch(3, 8, r2);
   EXPECT_EQ(a.ids.to_int_vector(), b.ids.to_int_vector());

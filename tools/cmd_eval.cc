@@ -6,7 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
 #include "io/json_reader.h"
-#include "io/text_data.h"
+#include "tools/data_source.h"
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "tools/commands.h"
@@ -16,7 +16,7 @@ namespace smelt::tools {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, routing;
+  std::string model, data, routing, split = "val";
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
   bool json = false;
   int threads = 0;
@@ -39,7 +39,10 @@ void run_eval(const EvalArgs& a) {
   if (a.seq_len > 0) T = a.seq_len;
   SMELT_CHECK(T <= cfg.max_position_embeddings, "--seq-len ", T, " exceeds the model's max_position_embeddings ", cfg.max_position_embeddings);
   SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
-  ByteDataset data = ByteDataset::from_file(a.data, T + 1);
+  const std::optional<BpeTokenizer> tokenizer = model_tokenizer(a.model);
+  TokenDataset data = load_eval_data(a.data, a.split, T, tokenizer, a.model);
+  SMELT_CHECK(data.vocab_size() <= cfg.vocab_size, a.data, ": token ids up to ", data.vocab_size() - 1, " do not fit the model's vocabulary of ",
+              cfg.vocab_size);
   int64_t windows = data.windows(T);
   int64_t batches = (windows + a.batch_size - 1) / a.batch_size;
   if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
@@ -53,8 +56,10 @@ void run_eval(const EvalArgs& a) {
     Batch batch = data.window_batch(first, count, T);
     Tensor logits = model.forward(batch.ids);
     const double loss = ops::cross_entropy(ops::reshape(logits, {-1, cfg.vocab_size}), ops::reshape(batch.targets, {-1})).item();
-    nats += loss * static_cast<double>(batch.ids.numel());
-    tokens += batch.ids.numel();
+    int64_t scored = 0;  // targets with a loss (masked ones, -100, are not counted)
+    for (int64_t v : batch.targets.to_int_vector()) scored += v >= 0;
+    nats += loss * static_cast<double>(scored);
+    tokens += scored;
     active += model.mean_active_parameters() * static_cast<double>(batch.ids.numel());
     const auto stats = model.moe_stats();
     layer_active.resize(stats.size(), 0.0);
@@ -63,11 +68,14 @@ void run_eval(const EvalArgs& a) {
   }
   bar.finish();
   const double loss = tokens > 0 ? nats / tokens : 0.0;
+  // Bits per byte over the bytes the scored tokens stand for (the data's bytes per token).
+  const double bytes_per_token = static_cast<double>(data.text_bytes()) / static_cast<double>(data.size());
+  const double bits_per_byte = loss / (std::log(2.0) * bytes_per_token);
   json out = {{"model", a.model},
               {"data", a.data},
               {"loss", loss},
               {"perplexity", std::exp(loss)},
-              {"bits_per_byte", loss / std::log(2.0)},
+              {"bits_per_byte", bits_per_byte},
               {"tokens", tokens},
               {"seq_len", T},
               {"parameters", cfg.parameter_count()},
@@ -83,7 +91,7 @@ void run_eval(const EvalArgs& a) {
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
     std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters, %.0f active per token\n", loss,
-                std::exp(loss), loss / std::log(2.0), static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()),
+                std::exp(loss), bits_per_byte, static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()),
                 out["active_parameters"].get<double>());
 }
 
@@ -93,7 +101,8 @@ void add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a model on a text file");
   cmd->add_option("--model", args->model, "Model directory (config.json + model.safetensors)")->required();
-  cmd->add_option("--data", args->data, "Text file to score (every byte, in disjoint windows)")->required();
+  cmd->add_option("--data", args->data, "Text file to score (in disjoint windows), or a prepared data directory")->required();
+  cmd->add_option("--split", args->split, "Split of a prepared directory: val or train")->capture_default_str();
   cmd->add_option("--seq-len", args->seq_len, "Window length (default: the training seq_len from recipe.json, else min(max_position_embeddings, 256))");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward pass")->capture_default_str();
   cmd->add_option("--max-batches", args->max_batches, "Stop after this many batches (0 = whole file)")->capture_default_str();

@@ -5,7 +5,9 @@
 #include <numeric>
 
 #include "autograd/grad_mode.h"
+#include "io/chat.h"
 #include "io/checkpoint.h"
+#include "tools/data_source.h"
 #include "ops/ops.h"
 #include "runtime/rng.h"
 #include "tools/commands.h"
@@ -18,6 +20,7 @@ struct GenerateArgs {
   std::string model, prompt, routing;
   int64_t max_new_tokens = 200, top_k = 0, seed = 0;
   double temperature = 0.8, top_p = 1.0;
+  bool chat = false;
   int threads = 0;
 };
 
@@ -60,23 +63,41 @@ void run_generate(const GenerateArgs& a) {
   Transformer model = load_model_dir(a.model);
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
+  // Text in and out through the model's tokenizer when it has one, else bytes.
+  const std::optional<BpeTokenizer> tokenizer = model_tokenizer(a.model);
+  SMELT_CHECK(!a.chat || tokenizer, a.model, ": --chat needs a model with a tokenizer.json (chat tokens)");
   std::vector<int64_t> ids;
-  for (unsigned char c : a.prompt) ids.push_back(c);
+  int64_t stop = -1;  // token that ends the text
+  if (!tokenizer) {
+    for (unsigned char c : a.prompt) ids.push_back(c);
+  } else if (a.chat) {
+    check_chat_tokens(*tokenizer, a.model + "/tokenizer.json");
+    for (int32_t t : render_chat_prompt(*tokenizer, {{"user", a.prompt}})) ids.push_back(t);
+    stop = tokenizer->special_id("<|end|>");
+  } else {
+    for (int32_t t : tokenizer->encode(a.prompt)) ids.push_back(t);
+    if (tokenizer->has_special("<|eos|>")) stop = tokenizer->special_id("<|eos|>");
+  }
+  SMELT_CHECK(!ids.empty(), "--prompt encodes to no tokens");
+  // Byte-level models only sample byte ids; tokenizer models any id of the tokenizer.
+  const int64_t sample_vocab = std::min<int64_t>(cfg.vocab_size, tokenizer ? tokenizer->vocab_size() : 256);
   const int64_t capacity = cfg.max_position_embeddings;
-  SMELT_CHECK(static_cast<int64_t>(ids.size()) < capacity, "the prompt (", ids.size(), " bytes) fills the model's context of ",
+  SMELT_CHECK(static_cast<int64_t>(ids.size()) < capacity, "the prompt (", ids.size(), " tokens) fills the model's context of ",
               capacity, " tokens");
   NoGradGuard no_grad;
   Philox rng(static_cast<uint64_t>(a.seed));
-  std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
+  if (!a.chat) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
   KVCache cache = model.make_cache(1, capacity);
   Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
   for (int64_t produced = 0; produced < a.max_new_tokens; ++produced) {
     std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
-    last.resize(std::min<int64_t>(cfg.vocab_size, 256));  // byte-level: only byte ids decode to text
+    last.resize(sample_vocab);
     const int64_t next = sample(last, a, rng);
-    std::fputc(static_cast<int>(next), stdout);
+    if (next == stop) break;
+    const std::string text = tokenizer ? tokenizer->decode({static_cast<int32_t>(next)}) : std::string(1, static_cast<char>(next));
+    std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     ids.push_back(next);
     int64_t fed = 1;
@@ -106,7 +127,8 @@ void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Sample text from a model (KV cache; temperature, top-k, top-p)");
   cmd->add_option("--model", args->model, "Model directory")->required();
-  cmd->add_option("--prompt", args->prompt, "Text to continue")->required();
+  cmd->add_option("--prompt", args->prompt, "Text to continue (with --chat: the user's message)")->required();
+  cmd->add_flag("--chat", args->chat, "Wrap the prompt in the chat template and print the assistant's answer");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", args->temperature, "Softmax temperature (0 = greedy)")->capture_default_str();
   cmd->add_option("--top-k", args->top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();

@@ -27,9 +27,9 @@ void run_train(const TokenizerArgs& a) {
   std::vector<std::string> docs;
   int64_t bytes = 0;
   for (const std::string& f : expand_inputs(a.data, a.glob))
-    for (std::string& d : read_documents(f)) {
-      bytes += static_cast<int64_t>(d.size());
-      docs.push_back(std::move(d));
+    for (const Document& d : read_documents(f)) {
+      docs.push_back(d.plain_text());
+      bytes += static_cast<int64_t>(docs.back().size());
     }
   std::vector<std::string_view> views(docs.begin(), docs.end());
   BpeTrainOptions options = a.options;

@@ -1,4 +1,5 @@
-// smelt train: pretrain a dense model on a text file (byte tokens) from a recipe.
+// smelt train: train a model from a recipe on a text file (byte tokens, or the model's tokenizer)
+// or a prepared data directory (token shards).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -8,7 +9,7 @@
 
 #include "io/checkpoint.h"
 #include "io/config_json.h"
-#include "io/text_data.h"
+#include "tools/data_source.h"
 #include "ops/backend.h"
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
@@ -83,34 +84,29 @@ void run_train(const TrainArgs& a) {
   }
   if (a.steps > 0) recipe.train.steps = a.steps;
   if (a.seed >= 0) recipe.train.seed = static_cast<uint64_t>(a.seed);
-  SMELT_CHECK(recipe.model.vocab_size >= 256, a.config, ": model.vocab_size must be ≥ 256 for byte-level text, got ",
-              recipe.model.vocab_size);
   SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, a.config, ": train.seq_len (", recipe.train.seq_len,
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
   SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
   SMELT_CHECK(!std::filesystem::exists(a.out) || std::filesystem::is_directory(a.out), a.out, ": exists and is not a directory");
 
-  // Data: an explicit validation file, or the last val_fraction of the training file held out.
-  ByteDataset full = ByteDataset::from_file(a.data, recipe.train.seq_len + 1);
-  ByteDataset train = full, val;
-  if (!a.val.empty()) {
-    val = ByteDataset::from_file(a.val, recipe.train.seq_len + 1);
-  } else if (a.val_fraction > 0) {
-    const std::string& bytes = full.bytes();
-    const size_t cut = static_cast<size_t>(static_cast<double>(bytes.size()) * (1.0 - a.val_fraction));
-    SMELT_CHECK(bytes.size() - cut > static_cast<size_t>(recipe.train.seq_len) + 1, a.data,
-                ": the held-out part is shorter than one sequence; pass --val or a larger --val-fraction");
-    val = ByteDataset::from_bytes(bytes.substr(cut), a.data + " (held out)");
-    train = ByteDataset::from_bytes(bytes.substr(0, cut), a.data);
-  }
+  // Data: token shards or text (encoded with the starting model's tokenizer when it has one).
+  const std::string model_dir = a.resume.empty() ? a.init : a.resume;
+  const std::optional<BpeTokenizer> tokenizer = model_dir.empty() ? std::nullopt : model_tokenizer(model_dir);
+  TrainingData data = load_training_data(a.data, a.val, a.val_fraction, recipe.train.seq_len, tokenizer,
+                                         model_dir.empty() ? a.config : model_dir);
+  TokenDataset& train = data.train;
+  TokenDataset& val = data.val;
+  SMELT_CHECK(recipe.model.vocab_size >= train.vocab_size(), model_dir.empty() ? a.config : model_dir, ": model.vocab_size ",
+              recipe.model.vocab_size, " is smaller than the ", train.vocab_size(), " token ids of ", a.data);
   const bool has_val = val.size() > 0;
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
            " threads, SIMD " + cpu_simd_target());
-  log_info("data: " + std::to_string(train.size()) + " training bytes" +
-           (has_val ? ", " + std::to_string(val.size()) + " validation bytes" : ""));
+  const std::string unit = data.tokenizer ? " tokens" : " bytes";
+  log_info("data: " + std::to_string(train.size()) + " training" + unit + (has_val ? ", " + std::to_string(val.size()) + " validation" + unit : "") +
+           (train.masked() ? " (loss on assistant turns only)" : ""));
 
   if (!recipe.train.freeze.empty()) {
     const int64_t frozen = model.freeze(recipe.train.freeze);
@@ -147,6 +143,7 @@ void run_train(const TrainArgs& a) {
     for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
     st.metrics_jsonl = metrics.str();
     st.recipe_json = recipe_json.dump(2) + "\n";
+    st.extra_files = data.tokenizer_files;
     const std::string dir = checkpoint_dir(a.out, m.step);
     save_training_checkpoint(dir, model, trainer.optimizer(), st);
     prune_checkpoints(a.out, a.keep_checkpoints);
@@ -191,10 +188,14 @@ void run_train(const TrainArgs& a) {
   summary["peak_rss_mib"] = peak_rss_mib();
   if (last.contains("val_loss")) {
     summary["val_loss"] = last["val_loss"];
-    summary["val_bits_per_byte"] = last["val_loss"].get<double>() / std::log(2.0);
+    summary["val_bits_per_byte"] =
+        last["val_loss"].get<double>() * static_cast<double>(val.size()) / (static_cast<double>(val.text_bytes()) * std::log(2.0));
   }
-  save_model_dir(a.out, model, {{"metrics.jsonl", metrics.str()}, {"recipe.json", recipe_json.dump(2) + "\n"},
-                                {"summary.json", summary.dump(2) + "\n"}});
+  std::map<std::string, std::string> files = data.tokenizer_files;
+  files["metrics.jsonl"] = metrics.str();
+  files["recipe.json"] = recipe_json.dump(2) + "\n";
+  files["summary.json"] = summary.dump(2) + "\n";
+  save_model_dir(a.out, model, files);
   if (a.json) std::printf("%s\n", summary.dump().c_str());
   else {
     std::printf("trained %ld steps in %s: loss %.4f", static_cast<long>(tc.steps),
@@ -214,8 +215,8 @@ void add_train_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("train", "Pretrain a model on a text file (byte-level tokens) from a recipe");
   cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
   cmd->add_option("--resume", args->resume, "Continue a run from a checkpoint directory (OUT.checkpoints/step-N)");
-  cmd->add_option("--data", args->data, "Training text file")->required();
-  cmd->add_option("--val", args->val, "Validation text file (default: hold out the end of --data)");
+  cmd->add_option("--data", args->data, "Training text file, or a directory from smelt data prepare")->required();
+  cmd->add_option("--val", args->val, "Validation text file or prepared directory (default: the data's val split, or the end of a text file)");
   cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
   cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");

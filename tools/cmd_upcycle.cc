@@ -28,8 +28,11 @@ void run_upcycle(UpcycleArgs a) {
   // Keep the dense model's recipe: it records the sequence length the weights were trained on,
   // which eval uses as its default window.
   std::map<std::string, std::string> extra;
-  const std::string recipe = a.model + "/recipe.json";
-  if (std::filesystem::exists(recipe)) extra["recipe.json"] = read_file(recipe);
+  // and its tokenizer, so the MoE reads and writes text as the dense model did.
+  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
+    const std::string path = a.model + "/" + name;
+    if (std::filesystem::exists(path)) extra[name] = read_file(path);
+  }
   save_model_dir(a.out, moe, extra);
   const ModelConfig& c = moe.config();
   json out = {{"out", a.out},

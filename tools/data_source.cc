@@ -1,0 +1,76 @@
+#include "tools/data_source.h"
+
+#include <filesystem>
+
+#include "io/chat.h"
+#include "io/files.h"
+#include "io/prepared_data.h"
+
+namespace smelt::tools {
+namespace {
+
+// A prepared directory's tokenizer, checked against the model's.
+BpeTokenizer data_tokenizer(const std::string& dir, const std::optional<BpeTokenizer>& model_tok, const std::string& model_name) {
+  BpeTokenizer t = BpeTokenizer::from_file(dir + "/tokenizer.json");
+  SMELT_CHECK(!model_tok || model_tok->same_as(t), dir, ": was tokenised with a different tokenizer than ", model_name,
+              " (its tokenizer.json differs); prepare the data with the model's tokenizer");
+  return t;
+}
+
+TokenDataset text_file(const std::string& path, const std::optional<BpeTokenizer>& tok, int64_t min_tokens) {
+  return tok ? TokenDataset::from_text_file(path, *tok, min_tokens) : TokenDataset::from_text_file(path, min_tokens);
+}
+
+}  // namespace
+
+std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir) {
+  const std::string path = model_dir + "/tokenizer.json";
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  return BpeTokenizer::from_file(path);
+}
+
+TrainingData load_training_data(const std::string& data, const std::string& val, double val_fraction, int64_t seq_len,
+                                const std::optional<BpeTokenizer>& tokenizer, const std::string& model_name) {
+  TrainingData d;
+  d.tokenizer = tokenizer;
+  if (is_prepared_data(data)) {
+    d.tokenizer = data_tokenizer(data, tokenizer, model_name);
+    d.train = TokenDataset::from_prepared(data, "train", seq_len + 1);
+    if (val.empty() && read_data_manifest(data).val.tokens > seq_len) d.val = TokenDataset::from_prepared(data, "val", seq_len + 1);
+  } else {
+    d.train = text_file(data, d.tokenizer, seq_len + 1);
+    if (val.empty() && val_fraction > 0) {
+      const int64_t cut = static_cast<int64_t>(static_cast<double>(d.train.size()) * (1.0 - val_fraction));
+      SMELT_CHECK(d.train.size() - cut > seq_len + 1, data,
+                  ": the held-out part is shorter than one sequence; pass --val or a larger --val-fraction");
+      d.val = d.train.slice(cut, d.train.size(), data + " (held out)");
+      d.train = d.train.slice(0, cut, data);
+    }
+  }
+  if (!val.empty()) {
+    if (is_prepared_data(val)) {
+      SMELT_CHECK(d.tokenizer && d.tokenizer->same_as(data_tokenizer(val, d.tokenizer, model_name)), val,
+                  ": validation data was tokenised differently from the training data");
+      d.val = TokenDataset::from_prepared(val, "val", seq_len + 1);
+    } else {
+      d.val = text_file(val, d.tokenizer, seq_len + 1);
+    }
+  }
+  if (d.tokenizer) {
+    d.tokenizer_files["tokenizer.json"] = d.tokenizer->to_json().dump(1) + "\n";
+    d.tokenizer_files["tokenizer_config.json"] = tokenizer_config_json();
+  }
+  return d;
+}
+
+TokenDataset load_eval_data(const std::string& data, const std::string& split, int64_t seq_len, const std::optional<BpeTokenizer>& tokenizer,
+                            const std::string& model_name) {
+  if (is_prepared_data(data)) {
+    SMELT_CHECK(tokenizer, model_name, ": has no tokenizer.json but ", data, " holds token ids; score it with a model trained on such data");
+    data_tokenizer(data, tokenizer, model_name);
+    return TokenDataset::from_prepared(data, split, seq_len + 1);
+  }
+  return text_file(data, tokenizer, seq_len + 1);
+}
+
+}  // namespace smelt::tools

@@ -1,0 +1,34 @@
+// How the commands find their tokens: a text file (raw bytes, or encoded with the model's
+// tokenizer) or a prepared data directory, and the tokenizer files that travel with a model.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+
+#include "io/bpe_tokenizer.h"
+#include "io/token_data.h"
+
+namespace smelt::tools {
+
+// The tokenizer stored with a model (DIR/tokenizer.json), if it has one.
+std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir);
+
+struct TrainingData {
+  TokenDataset train, val;  // val may be empty
+  std::optional<BpeTokenizer> tokenizer;           // none: byte-level
+  std::map<std::string, std::string> tokenizer_files;  // to store beside the model
+};
+
+// `data`: a prepared directory (its train split; its val split unless `val` is given) or a text
+// file (bytes, or encoded with `tokenizer`; the last val_fraction held out unless `val` is
+// given). `tokenizer` is the model's, when it has one: a prepared directory must have been made
+// with the same one. `model_name` names the model in errors.
+TrainingData load_training_data(const std::string& data, const std::string& val, double val_fraction, int64_t seq_len,
+                                const std::optional<BpeTokenizer>& tokenizer, const std::string& model_name);
+
+// One dataset to score: a prepared directory's `split`, or a text file (encoded with `tokenizer`
+// when the model has one).
+TokenDataset load_eval_data(const std::string& data, const std::string& split, int64_t seq_len, const std::optional<BpeTokenizer>& tokenizer,
+                            const std::string& model_name);
+
+}  // namespace smelt::tools
