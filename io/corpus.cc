@@ -48,8 +48,9 @@ std::string Document::plain_text() const {
   return out;
 }
 
-std::vector<Document> read_documents(const std::string& path) {
-  std::string bytes = read_file(path);
+std::vector<Document> read_documents(const std::string& path) { return parse_documents(read_file(path), path); }
+
+std::vector<Document> parse_documents(std::string bytes, const std::string& path) {
   if (!is_jsonl(path)) return {Document{std::move(bytes), {}}};
   std::vector<Document> docs;
   size_t line_no = 0;

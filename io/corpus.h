@@ -30,5 +30,7 @@ struct Document {
 // line is one: {"text": ...}, {"messages": [{"role", "content"}...]} or {"prompt", "response"}.
 // Errors name the file, line and field.
 std::vector<Document> read_documents(const std::string& path);
+// The same from the file's bytes (`path` decides the format and names it in errors).
+std::vector<Document> parse_documents(std::string bytes, const std::string& path);
 
 }  // namespace smelt

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 seconds=${SMELT_FUZZ_SECONDS:-20}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DSMELT_FUZZ=ON -DSMELT_BUILD_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j "${SMELT_BUILD_JOBS:-2}" --target fuzz_safetensors fuzz_recipe
-for target in safetensors recipe; do
+targets="safetensors recipe tokenizer_json encode token_shard jsonl"
+cmake --build build-fuzz -j "${SMELT_BUILD_JOBS:-2}" --target $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)
+for target in $targets; do
   corpus=$(mktemp -d)
   cp tests/fuzz/corpus/$target/* "$corpus/"
   echo "fuzzing $target for ${seconds}s"
