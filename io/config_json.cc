@@ -40,6 +40,15 @@ ModelConfig model_config_from_json(JsonReader& r) {
   c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
   c.max_position_embeddings = r.integer("max_position_embeddings", c.max_position_embeddings);
   c.rope_theta = r.number("rope_theta", c.rope_theta);
+  // transformers ≥ 5 writes RoPE settings as rope_parameters {rope_theta, rope_type[, factor]}.
+  if (r.has("rope_parameters") && !r.raw("rope_parameters").is_null()) {
+    JsonReader rp = r.object("rope_parameters");
+    c.rope_theta = rp.number("rope_theta", c.rope_theta);
+    const std::string type = rp.string("rope_type", "default");
+    SMELT_CHECK(type == "default" || type == "linear", rp.where("rope_type"), ": only default and linear RoPE are supported, got \"", type, "\"");
+    if (type == "linear") c.rope_scaling_factor = rp.number("factor");
+    rp.finish();
+  }
   c.rms_norm_eps = r.number("rms_norm_eps", c.rms_norm_eps);
   c.initializer_range = r.number("initializer_range", c.initializer_range);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", c.tie_word_embeddings);
@@ -59,7 +68,10 @@ ModelConfig model_config_from_json(JsonReader& r) {
   c.moe_intermediate_size = r.integer("moe_intermediate_size", c.moe_intermediate_size);
   c.decoder_sparse_step = r.integer("decoder_sparse_step", c.decoder_sparse_step);
   c.scoring_func = r.string("scoring_func", c.scoring_func);
-  c.norm_topk_prob = r.boolean("norm_topk_prob", c.norm_topk_prob);
+  // Architecture defaults where the HF config leaves a field out: Mixtral always renormalises the
+  // top-k weights; Qwen2-MoE does only with norm_topk_prob and always gates its shared expert.
+  const bool qwen = r.has("model_type") && r.raw("model_type") == "qwen2_moe";
+  c.norm_topk_prob = r.boolean("norm_topk_prob", qwen ? false : c.norm_topk_prob);
   c.router_aux_loss_coef = r.number("router_aux_loss_coef", c.router_aux_loss_coef);
   c.router_z_loss_coef = r.number("router_z_loss_coef", c.router_z_loss_coef);
   c.moe_balancing = r.string("moe_balancing", c.moe_balancing);
@@ -72,14 +84,25 @@ ModelConfig model_config_from_json(JsonReader& r) {
   }
   c.routing = r.string("routing", c.routing);
   c.shared_expert_intermediate_size = r.integer("shared_expert_intermediate_size", c.shared_expert_intermediate_size);
-  c.shared_expert_gate = r.boolean("shared_expert_gate", c.shared_expert_gate);
-  if (r.has("head_dim")) {
+  c.shared_expert_gate = r.boolean("shared_expert_gate", qwen ? c.shared_expert_intermediate_size > 0 : c.shared_expert_gate);
+  if (r.has("qkv_bias")) SMELT_CHECK(!r.boolean("qkv_bias"), r.where("qkv_bias"), ": attention biases are not supported");
+  if (r.has("layer_types")) {
+    for (const json& t : r.raw("layer_types"))
+      SMELT_CHECK(t == "full_attention", r.where("layer_types"), ": only full attention is supported, got ", t.dump());
+  }
+  if (r.has("use_sliding_window")) SMELT_CHECK(!r.boolean("use_sliding_window"), r.where("use_sliding_window"), ": sliding-window attention is not supported");
+  if (r.has("mlp_only_layers")) {
+    const json& m = r.raw("mlp_only_layers");
+    SMELT_CHECK(m.is_array() && m.empty(), r.where("mlp_only_layers"), ": only an empty list is supported (use decoder_sparse_step)");
+  }
+  if (r.has("head_dim") && !r.raw("head_dim").is_null()) {
     SMELT_CHECK(r.integer("head_dim") == c.hidden_size / std::max<int64_t>(c.num_attention_heads, 1), r.where("head_dim"),
                 ": must equal hidden_size / num_attention_heads");
   }
   for (const char* k : {"torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id", "transformers_version", "use_cache",
                         "pretraining_tp", "attention_dropout", "rope_scaling", "output_router_logits", "sliding_window",
-                        "use_sliding_window", "max_window_layers", "mlp_only_layers", "num_experts", "capacity_factor"})
+                        "use_sliding_window", "max_window_layers", "mlp_only_layers", "num_experts", "capacity_factor", "dtype",
+                        "head_dim", "rope_parameters", "qkv_bias", "layer_types", "attention_bias", "mlp_bias"})
     r.ignore(k);
   r.finish();
   return c;

@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "io/json_reader.h"
 #include "tools/data_source.h"
 #include "ops/ops.h"
@@ -16,7 +17,7 @@ namespace smelt::tools {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, routing, split = "val";
+  std::string model, data, routing, split = "val", save_logits;
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
   bool json = false;
   int threads = 0;
@@ -55,6 +56,8 @@ void run_eval(const EvalArgs& a) {
     const int64_t first = b * a.batch_size, count = std::min(a.batch_size, windows - first);
     Batch batch = data.window_batch(first, count, T);
     Tensor logits = model.forward(batch.ids);
+    if (b == 0 && !a.save_logits.empty())  // for oracles: the first batch's inputs and logits
+      write_safetensors(a.save_logits, {{"input_ids", batch.ids}, {"logits", logits}}, {{"model", a.model}});
     const double loss = ops::cross_entropy(ops::reshape(logits, {-1, cfg.vocab_size}), ops::reshape(batch.targets, {-1})).item();
     int64_t scored = 0;  // targets with a loss (masked ones, -100, are not counted)
     for (int64_t v : batch.targets.to_int_vector()) scored += v >= 0;
@@ -106,6 +109,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--seq-len", args->seq_len, "Window length (default: the training seq_len from recipe.json, else min(max_position_embeddings, 256))");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward pass")->capture_default_str();
   cmd->add_option("--max-batches", args->max_batches, "Stop after this many batches (0 = whole file)")->capture_default_str();
+  cmd->add_option("--save-logits", args->save_logits, "Write the first batch's input_ids and logits to this .safetensors file");
   cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   cmd->add_flag("--json", args->json, "Print the result as one JSON object");
   add_threads_option(*cmd, args->threads);

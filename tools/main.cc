@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_inspect_command(app);
   smelt::tools::add_tokenizer_command(app);
   smelt::tools::add_data_command(app);
+  smelt::tools::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

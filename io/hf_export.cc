@@ -1,0 +1,110 @@
+#include "io/hf_export.h"
+
+#include <filesystem>
+
+#include "io/checkpoint.h"
+#include "io/files.h"
+#include "io/safetensors.h"
+
+namespace smelt {
+
+void check_hf_exportable(const Transformer& model, const std::string& source) {
+  const ModelConfig& c = model.config();
+  if (c.num_local_experts == 0) return;
+  const bool qwen = c.shared_expert_intermediate_size > 0;
+  const char* arch = qwen ? "Qwen2MoeForCausalLM" : "MixtralForCausalLM";
+  auto refuse = [&](const std::string& what) { SMELT_FAIL(source, ": ", what, " has no equivalent in ", arch, "; cannot export to Hugging Face"); };
+  if (c.scoring_func != "softmax") refuse("scoring_func \"" + c.scoring_func + "\"");
+  if (c.routing != "token_choice") refuse("routing \"" + c.routing + "\"");
+  if (c.capacity_factor > 0) refuse("capacity_factor (token dropping)");
+  if (!qwen && !c.norm_topk_prob) refuse("norm_topk_prob false (Mixtral always renormalises the top-k weights)");
+  if (!qwen && c.decoder_sparse_step != 1) refuse("decoder_sparse_step " + std::to_string(c.decoder_sparse_step) + " (Mixtral has experts in every layer)");
+  if (qwen && !c.shared_expert_gate) refuse("a shared expert without shared_expert_gate");
+  for (size_t i = 0; i < model.num_layers(); ++i) {
+    const auto& moe = model.layer(i).moe;
+    if (!moe || !moe->score_bias.defined()) continue;
+    for (float b : moe->score_bias.to_vector())
+      if (b != 0.0f) refuse("the aux-free balancing bias of layer " + std::to_string(i) + " (it changes which experts are chosen)");
+  }
+}
+
+json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tokenizer) {
+  json j = {{"architectures", {"LlamaForCausalLM"}},
+            {"model_type", "llama"},
+            {"hidden_act", "silu"},
+            {"vocab_size", c.vocab_size},
+            {"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"num_hidden_layers", c.num_hidden_layers},
+            {"num_attention_heads", c.num_attention_heads},
+            {"num_key_value_heads", c.num_key_value_heads},
+            {"head_dim", c.hidden_size / c.num_attention_heads},
+            {"max_position_embeddings", c.max_position_embeddings},
+            {"rms_norm_eps", c.rms_norm_eps},
+            {"rope_theta", c.rope_theta},
+            {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", c.rope_theta}}},
+            {"initializer_range", c.initializer_range},
+            {"tie_word_embeddings", c.tie_word_embeddings},
+            {"attention_bias", false},
+            {"attention_dropout", 0.0},
+            {"use_cache", true},
+            {"torch_dtype", "float32"}};
+  if (c.rope_scaling_factor != 1.0) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+    j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", c.rope_theta}, {"factor", c.rope_scaling_factor}};
+  }
+  if (tokenizer) {
+    for (const auto& [field, name] : {std::pair{"bos_token_id", "<|bos|>"}, {"eos_token_id", "<|eos|>"}, {"pad_token_id", "<|pad|>"}})
+      if (tokenizer->has_special(name)) j[field] = tokenizer->special_id(name);
+  }
+  if (c.num_local_experts == 0) {
+    j["mlp_bias"] = false;
+    return j;
+  }
+  j["num_experts_per_tok"] = c.num_experts_per_tok;
+  j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+  j["output_router_logits"] = false;
+  j.erase("attention_bias");
+  if (c.shared_expert_intermediate_size == 0) {  // Mixtral: intermediate_size is the experts' width
+    j["architectures"] = {"MixtralForCausalLM"};
+    j["model_type"] = "mixtral";
+    j["num_local_experts"] = c.num_local_experts;
+    j["intermediate_size"] = c.expert_size();
+    j["router_jitter_noise"] = c.router_jitter_noise;
+    j["sliding_window"] = nullptr;
+  } else {
+    j["architectures"] = {"Qwen2MoeForCausalLM"};
+    j["model_type"] = "qwen2_moe";
+    j["num_experts"] = c.num_local_experts;
+    j["moe_intermediate_size"] = c.expert_size();
+    j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["decoder_sparse_step"] = c.decoder_sparse_step;
+    j["mlp_only_layers"] = json::array();
+    j["qkv_bias"] = false;
+    j["use_sliding_window"] = false;
+    j["layer_types"] = std::vector<std::string>(static_cast<size_t>(c.num_hidden_layers), "full_attention");
+  }
+  return j;
+}
+
+void export_hf(const std::string& model_dir, const std::string& out) {
+  const Transformer model = load_model_dir(model_dir);
+  check_hf_exportable(model, model_dir);
+  std::optional<BpeTokenizer> tokenizer;
+  if (std::filesystem::exists(model_dir + "/tokenizer.json")) tokenizer = BpeTokenizer::from_file(model_dir + "/tokenizer.json");
+  NamedTensors tensors;
+  for (const auto& [name, t] : model.state_dict()) {
+    if (name.find("e_score_correction_bias") != std::string::npos) continue;  // zero (checked): not an HF tensor
+    if (model.config().tie_word_embeddings && name == "lm_head.weight") continue;
+    tensors.push_back({name, t});
+  }
+  write_dir_atomic(out, [&](const std::string& tmp) {
+    write_safetensors(tmp + "/model.safetensors", tensors, {{"format", "pt"}});
+    write_file_atomic(tmp + "/config.json", hf_config_json(model.config(), tokenizer).dump(2) + "\n");
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json"})
+      if (std::filesystem::exists(model_dir + "/" + name)) write_file_atomic(tmp + "/" + name, read_file(model_dir + "/" + name));
+  });
+}
+
+}  // namespace smelt
