@@ -65,6 +65,9 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
   SMELT_CHECK(!ec, tmp.string(), ": cannot create directory (", ec.message(), ")");
   try {
     fill(tmp.string());
+  } catch (const Error& e) {
+    fs::remove_all(tmp, ec);
+    SMELT_FAIL(target.string(), ": not written (", e.message(), ")", fs::exists(target) ? "; the previous version is untouched" : "");
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

@@ -99,6 +99,18 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
   wait $pid 2>/dev/null
   [ "$(sha256sum "$work/m/model.safetensors")" = "$before" ] && ok || fail "killed run changed the previous model"
   "$SMELT" eval --model "$work/m" --data "$work/text.txt" --max-batches 1 >/dev/null 2>&1 && ok || fail "previous model no longer loads"
+  # Disk full while writing (simulated with a file-size limit; SIGXFSZ ignored so write() fails
+  # with EFBIG as on a full disk): one-line error, previous model and checkpoint untouched, no
+  # temporary directory left behind.
+  ckpt_before=$(sha256sum "$work/killed.checkpoints/step-00000010/model.safetensors")
+  (trap '' XFSZ; ulimit -f 16; exec "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/m") >/dev/null 2>"$work/full.err"
+  rc=$?
+  [ $rc -ne 0 ] && [ "$(grep -c 'smelt: error' "$work/full.err")" -eq 1 ] && tail -1 "$work/full.err" | grep -q "write failed.*previous version is untouched" && ok ||
+    fail "disk full: rc $rc, stderr: $(cat "$work/full.err")"
+  [ "$(sha256sum "$work/m/model.safetensors")" = "$before" ] && ok || fail "a failed write changed the previous model"
+  (trap '' XFSZ; ulimit -f 16; exec "$SMELT" train --resume "$work/killed.checkpoints/step-00000010" --data "$work/text.txt" --out "$work/killed" --save-every 5) >/dev/null 2>&1
+  [ "$(sha256sum "$work/killed.checkpoints/step-00000010/model.safetensors")" = "$ckpt_before" ] && ok || fail "a failed checkpoint write changed the previous checkpoint"
+  ls "$work" | grep -q '\.tmp\.' && fail "a temporary directory was left behind: $(ls "$work")" || ok
 else
   fail "train round trip: $(cat "$work/train.err")"
 fi
