@@ -50,6 +50,9 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     [ -f "$work/m/$f" ] && ok || fail "train did not write $f"
   done
   [ "$(grep -c '"step"' "$work/train.jsonl")" -ge 3 ] && ok || fail "train --json printed no per-step metrics"
+  grep -q "active per token" "$work/m/README.md" && ok || fail "the model card (README.md) is missing or incomplete"
+  "$SMELT" report "$work/m" >/dev/null 2>&1 && grep -q "report/loss.svg" "$work/m/report.md" && [ -s "$work/m/report/loss.svg" ] && ok ||
+    fail "smelt report"
   "$SMELT" eval --model "$work/m" --data "$work/text.txt" --json --max-batches 2 >"$work/eval.json" 2>/dev/null &&
     grep -q '"bits_per_byte"' "$work/eval.json" && ok || fail "eval --json"
   "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 >"$work/gen.txt" 2>/dev/null &&

@@ -9,6 +9,7 @@
 
 #include "io/checkpoint.h"
 #include "io/config_json.h"
+#include "io/run_report.h"
 #include "tools/data_source.h"
 #include "ops/backend.h"
 #include "runtime/log.h"
@@ -191,7 +192,15 @@ void run_train(const TrainArgs& a) {
     summary["val_bits_per_byte"] =
         last["val_loss"].get<double>() * static_cast<double>(val.size()) / (static_cast<double>(val.text_bytes()) * std::log(2.0));
   }
+  summary["tokens"] = last["tokens"];
   std::map<std::string, std::string> files = data.tokenizer_files;
+  const json data_info = {{"training data", a.data},
+                          {"training tokens", train.size()},
+                          {"validation tokens", val.size()},
+                          {"tokenizer", data.tokenizer ? "byte-level BPE, " + std::to_string(data.tokenizer->vocab_size()) + " tokens" : "bytes (256)"},
+                          {"loss", train.masked() ? "assistant turns only (chat template)" : "every token"},
+                          {"started from", model_dir.empty() ? "random initialisation (seed " + std::to_string(tc.seed) + ")" : model_dir}};
+  files["README.md"] = model_card(recipe.model, summary, data_info);
   files["metrics.jsonl"] = metrics.str();
   files["recipe.json"] = recipe_json.dump(2) + "\n";
   files["summary.json"] = summary.dump(2) + "\n";
