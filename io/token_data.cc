@@ -80,7 +80,7 @@ Batch TokenDataset::batch_from_starts(const std::vector<int64_t>& starts, int64_
       pi[b * seq_len + t] = tokens_[s];
       pt[b * seq_len + t] = masked() && !mask_[s + 1] ? -100 : tokens_[s + 1];
     }
-  return {ids, targets, Tensor()};
+  return {ids, targets, Tensor(), starts};
 }
 
 Batch TokenDataset::random_batch(int64_t batch, int64_t seq_len, Philox& rng) const {
@@ -88,6 +88,14 @@ Batch TokenDataset::random_batch(int64_t batch, int64_t seq_len, Philox& rng) co
   const uint64_t span = static_cast<uint64_t>(size() - seq_len);  // valid starts: [0, size − T − 1]
   std::vector<int64_t> starts(batch);
   for (int64_t b = 0; b < batch; ++b) starts[b] = static_cast<int64_t>(rng.next_u64() % span);
+  return batch_from_starts(starts, seq_len);
+}
+
+Batch TokenDataset::random_window_batch(int64_t batch, int64_t seq_len, Philox& rng) const {
+  check_fits(seq_len);
+  const uint64_t n = static_cast<uint64_t>(windows(seq_len));
+  std::vector<int64_t> starts(batch);
+  for (int64_t b = 0; b < batch; ++b) starts[b] = static_cast<int64_t>(rng.next_u64() % n) * seq_len;
   return batch_from_starts(starts, seq_len);
 }
 

@@ -39,6 +39,9 @@ class TokenDataset {
 
   // Inputs are tokens [s, s+T), targets [s+1, s+T+1) for batch random starts s.
   Batch random_batch(int64_t batch, int64_t seq_len, Philox& rng) const;
+  // Random windows among the disjoint ones (starts are multiples of seq_len): what a run uses
+  // when per-window data must line up, as with a cached teacher.
+  Batch random_window_batch(int64_t batch, int64_t seq_len, Philox& rng) const;
   // The i-th of the fixed evaluation batches (windows spread evenly over the data).
   Batch eval_batch(int64_t i, int64_t batches, int64_t batch, int64_t seq_len) const;
   // Disjoint windows [k·T, k·T + T] for k in [first, first + count): a full pass over the data.

@@ -20,9 +20,7 @@ void TrainConfig::validate() const {
   SMELT_CHECK(eval_every >= 0 && eval_batches > 0, "train.eval_every must be ≥ 0 and train.eval_batches positive");
 }
 
-namespace {
-// 1 for tokens that carry loss (target not ignored, weight > 0), else 0: MoE balancing counts only these.
-Tensor real_token_mask(const Batch& b) {
+Tensor loss_token_mask(const Batch& b) {
   std::vector<int64_t> t = b.targets.to_int_vector();
   std::vector<float> w = b.weights.defined() ? b.weights.to_vector() : std::vector<float>(t.size(), 1.0f);
   std::vector<float> m(t.size());
@@ -30,27 +28,33 @@ Tensor real_token_mask(const Batch& b) {
   return Tensor::from_vector(m, {static_cast<int64_t>(m.size())});
 }
 
-Tensor batch_loss(const Transformer& model, const Batch& b) {
-  Tensor logits = model.forward(b.ids, nullptr, model.config().num_local_experts > 0 ? real_token_mask(b) : Tensor());
-  const int64_t V = logits.size(-1);
-  Tensor flat = ops::reshape(logits, {-1, V});
-  Tensor targets = ops::reshape(b.targets, {-1});
-  Tensor weights = b.weights.defined() ? ops::reshape(b.weights, {-1}) : Tensor();
-  return ops::cross_entropy(flat, targets, -100, weights);
+Tensor forward_logits(const Transformer& model, const Batch& b) {
+  return model.forward(b.ids, nullptr, model.config().num_local_experts > 0 ? loss_token_mask(b) : Tensor());
 }
-}  // namespace
 
-Tensor training_loss(const Transformer& model, const Batch& batch, double* aux) {
-  Tensor loss = batch_loss(model, batch);
+Tensor next_token_loss(const Tensor& logits, const Batch& b) {
+  const int64_t V = logits.size(-1);
+  Tensor weights = b.weights.defined() ? ops::reshape(b.weights, {-1}) : Tensor();
+  return ops::cross_entropy(ops::reshape(logits, {-1, V}), ops::reshape(b.targets, {-1}), -100, weights);
+}
+
+Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double* aux) {
   Tensor extra = model.auxiliary_loss();
   if (aux) *aux = extra.defined() ? extra.item() : 0.0;
   return extra.defined() ? ops::add(loss, extra) : loss;
 }
 
+Tensor training_loss(const Transformer& model, const Batch& batch, double* aux) {
+  return with_auxiliary_loss(model, next_token_loss(forward_logits(model, batch), batch), aux);
+}
+
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t)>& batch_at, int64_t batches) {
   NoGradGuard no_grad;
   double total = 0;
-  for (int64_t i = 0; i < batches; ++i) total += batch_loss(model, batch_at(i)).item();
+  for (int64_t i = 0; i < batches; ++i) {
+    const Batch b = batch_at(i);
+    total += next_token_loss(forward_logits(model, b), b).item();
+  }
   return batches > 0 ? total / batches : 0.0;
 }
 
@@ -71,7 +75,7 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   double loss_sum = 0, aux_sum = 0;
   for (const Batch& b : micro_batches) {
     double aux = 0;
-    Tensor loss = training_loss(model_, b, &aux);
+    Tensor loss = loss_(model_, b, &aux);
     const float value = loss.item();
     SMELT_CHECK(std::isfinite(value), "loss became ", value, " at step ", step_index + 1,
                 " (lower train.lr or enable train.grad_clip)");

@@ -34,6 +34,7 @@ struct Batch {
   Tensor ids;      // [B, T] integers
   Tensor targets;  // [B, T] integers (ignore_index -100 where no loss)
   Tensor weights;  // optional [B, T] f32 loss mask
+  std::vector<int64_t> starts;  // token index of each row's first input (where the data knows it)
 };
 
 struct StepMetrics {
@@ -47,9 +48,20 @@ struct StepMetrics {
   std::vector<std::pair<int64_t, MoEStats>> moe;  // per MoE layer, from the step's last micro-batch
 };
 
+// The model's logits for a batch ([B, T, V]); MoE balancing sees only the tokens that carry loss.
+Tensor forward_logits(const Transformer& model, const Batch& batch);
+// Mean next-token cross-entropy of logits against the batch's targets (and weights).
+Tensor next_token_loss(const Tensor& logits, const Batch& batch);
+// 1 for each target that carries loss, else 0, flattened ([B·T] f32).
+Tensor loss_token_mask(const Batch& batch);
+// The model's MoE balancing loss of its last forward added to `loss` (its value into *aux).
+Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double* aux);
+
 // Cross-entropy of a batch plus the model's MoE balancing loss (when it has one). `aux` receives
 // the balancing part's value.
 Tensor training_loss(const Transformer& model, const Batch& batch, double* aux = nullptr);
+// What a step minimises: training_loss by default; distillation supplies its own.
+using LossFn = std::function<Tensor(const Transformer& model, const Batch& batch, double* aux)>;
 
 // Mean loss of `model` over batches (no grad).
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t index)>& batch_at, int64_t batches);
@@ -66,6 +78,7 @@ class Trainer {
   // One optimizer step on the given micro-batches; returns the mean loss.
   StepMetrics step(int64_t step_index, const std::vector<Batch>& micro_batches);
   Optimizer& optimizer() { return *optimizer_; }
+  void set_loss(LossFn loss) { loss_ = std::move(loss); }
   int64_t tokens() const { return tokens_; }
   void set_tokens(int64_t tokens) { tokens_ = tokens; }
   // Elapsed training time carried over from earlier runs (so tokens/s stays meaningful on resume).
@@ -78,6 +91,7 @@ class Trainer {
   LrSchedule schedule_;
   int64_t tokens_ = 0;
   double prior_seconds_ = 0;
+  LossFn loss_ = [](const Transformer& m, const Batch& b, double* aux) { return training_loss(m, b, aux); };
 };
 
 }  // namespace smelt

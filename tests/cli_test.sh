@@ -132,6 +132,19 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       fail "eval of a text file through the model's tokenizer"
     "$SMELT" generate --model "$work/tm" --prompt "The" --max-new-tokens 5 --seed 1 2>/dev/null | grep -q '^The' && ok || fail "generate with a tokenizer"
     expect_error byte-model-on-tokens "vocab_size|400" -- "$SMELT" train --config "$work/good.json" --data "$work/tokdata" --out "$work/x"
+    # Distillation into a smaller student: online, and from a top-K cache (made once, then reused).
+    small='"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64'
+    echo "{\"model\": {$small}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_len\": 16, \"eval_batches\": 1, \"warmup_steps\": 1}}" >"$work/student.json"
+    "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --data "$work/tokdata" --loss jsd --out "$work/st_online" >/dev/null 2>&1 &&
+      grep -q "distilled from" "$work/st_online/README.md" && ok || fail "distill online"
+    "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --data "$work/tokdata" --teacher-topk 8 --cache "$work/tcache" --out "$work/st_cached" >/dev/null 2>&1 &&
+      [ -f "$work/tcache/teacher_cache.json" ] && ok || fail "distill with a top-K cache"
+    "$SMELT" distill --teacher "$work/nonexistent" --student-config "$work/student.json" --data "$work/tokdata" --teacher-topk 8 --cache "$work/tcache" --out "$work/st_cached2" >/dev/null 2>&1 &&
+      ok || fail "a matching cache must be used without loading the teacher"
+    sed 's/"vocab_size": 400/"vocab_size": 500/' "$work/student.json" >"$work/student500.json"
+    expect_error teacher-student-vocab "vocab_size 400|500" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student500.json" --data "$work/tokdata" --out "$work/x"
+    expect_error bad-distill-loss "unknown distillation loss|kl2" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --data "$work/tokdata" --loss kl2 --out "$work/x"
+    expect_error bytes-teacher-on-tokens "$work/m|tokenizer" -- "$SMELT" distill --teacher "$work/m" --student-config "$work/student.json" --data "$work/tokdata" --out "$work/x"
     printf '{"prompt": "What does cat mean?", "response": "A small feline."}\n{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}\n' >"$work/chat.jsonl"
     for _ in 1 2 3 4 5 6; do cat "$work/chat.jsonl"; done >"$work/chat6.jsonl"
     if "$SMELT" data prepare --data "$work/chat6.jsonl" --tokenizer "$work/tm/tokenizer.json" --out "$work/chatdata" --val-fraction 0 --json 2>/dev/null | grep -q '"masked":true'; then

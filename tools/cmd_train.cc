@@ -10,6 +10,9 @@
 #include "io/checkpoint.h"
 #include "io/config_json.h"
 #include "io/run_report.h"
+#include "io/teacher_cache.h"
+#include "ops/distill.h"
+#include "optim/distill.h"
 #include "tools/data_source.h"
 #include "ops/backend.h"
 #include "runtime/log.h"
@@ -27,7 +30,62 @@ struct TrainArgs {
   int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
   bool json = false;
   int threads = 0;
+  // Distillation (smelt distill): a teacher model, or a cache of its top-K predictions.
+  std::string teacher, distill_loss = "fkl", cache;
+  double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
+  int64_t teacher_topk = 0;
 };
+
+DistillOptions distill_options(const TrainArgs& a) {
+  DistillOptions o;
+  o.kind = ops::parse_divergence(a.distill_loss);
+  o.temperature = a.temperature;
+  o.alpha = a.alpha;
+  o.beta = a.beta > 0 ? a.beta : ops::default_beta(o.kind);
+  o.validate();
+  return o;
+}
+
+bool has_cache(const TrainArgs& a) { return a.teacher_topk > 0 && std::filesystem::exists(a.cache + "/teacher_cache.json"); }
+
+// Checks a distillation run before any work: options, and (unless a cache replaces it) that the
+// teacher shares the student's vocabulary and the data's tokenizer. Reads only the teacher's
+// config.json and tokenizer.json.
+void check_distillation(const TrainArgs& a, const TrainingData& data, const ModelConfig& student) {
+  if (a.teacher.empty()) return;
+  distill_options(a);
+  SMELT_CHECK(a.teacher_topk >= 0, "--teacher-topk must be ≥ 0");
+  SMELT_CHECK(a.teacher_topk == 0 || !a.cache.empty(), "--teacher-topk needs --cache DIR (where the teacher's predictions are kept)");
+  if (has_cache(a)) return;  // the cache is checked against the data when it is opened
+  const std::optional<BpeTokenizer> teacher_tok = model_tokenizer(a.teacher);
+  SMELT_CHECK(teacher_tok.has_value() == data.tokenizer.has_value() && (!teacher_tok || teacher_tok->same_as(*data.tokenizer)), a.teacher,
+              ": the teacher's tokenizer differs from the data's; teacher and student must share a vocabulary");
+  const json cj = read_json_file(a.teacher + "/config.json");
+  JsonReader r(cj, a.teacher + "/config.json");
+  const ModelConfig teacher = model_config_from_json(r);
+  SMELT_CHECK(teacher.vocab_size == student.vocab_size, a.teacher, ": teacher vocab_size ", teacher.vocab_size,
+              " differs from the student's ", student.vocab_size);
+}
+
+// The distillation objective of a run, or none. With --teacher-topk the teacher runs once to
+// fill the cache (unless a matching cache exists) and is freed before training starts.
+std::optional<LossFn> distillation(const TrainArgs& a, const TrainingData& data, int64_t seq_len) {
+  if (a.teacher.empty()) return std::nullopt;
+  const DistillOptions o = distill_options(a);
+  if (!has_cache(a)) {
+    auto teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
+    if (a.teacher_topk == 0) {
+      log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)");
+      return online_distill_loss(teacher, o);
+    }
+    log_info("writing the teacher's top-" + std::to_string(a.teacher_topk) + " predictions to " + a.cache);
+    write_teacher_cache(*teacher, a.teacher, data.train, seq_len, a.teacher_topk, a.temperature, 8, a.cache);
+  }  // the teacher is freed here: training reads only the cache
+  auto cache = std::make_shared<const TeacherCache>(TeacherCache::open(a.cache, data.train, seq_len, a.temperature));
+  SMELT_CHECK(cache->info().top_k == a.teacher_topk, a.cache, ": holds top-", cache->info().top_k, " predictions, not top-", a.teacher_topk);
+  log_info("distilling from the cached top-" + std::to_string(a.teacher_topk) + " predictions in " + a.cache + " (no teacher in memory)");
+  return cached_distill_loss(cache, o);
+}
 
 json metrics_json(const StepMetrics& m) {
   json j = {{"step", m.step}, {"loss", m.loss}, {"grad_norm", m.grad_norm}, {"lr", m.lr},
@@ -100,6 +158,7 @@ void run_train(const TrainArgs& a) {
   SMELT_CHECK(recipe.model.vocab_size >= train.vocab_size(), model_dir.empty() ? a.config : model_dir, ": model.vocab_size ",
               recipe.model.vocab_size, " is smaller than the ", train.vocab_size(), " token ids of ", a.data);
   const bool has_val = val.size() > 0;
+  check_distillation(a, data, recipe.model);
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
@@ -115,6 +174,8 @@ void run_train(const TrainArgs& a) {
              std::to_string(model.trainable_parameters().size()));
   }
   Trainer trainer(model, recipe.train);
+  const std::optional<LossFn> distill = distillation(a, data, recipe.train.seq_len);
+  if (distill) trainer.set_loss(*distill);
   Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
   json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
@@ -154,7 +215,10 @@ void run_train(const TrainArgs& a) {
   double last_val = -1;
   std::string last_checkpoint;
   trainer.run(
-      [&](int64_t, int64_t) { return train.random_batch(tc.batch_size, tc.seq_len, data_rng); },
+      // Distillation reads whole windows, so that a cached teacher's predictions line up.
+      [&](int64_t, int64_t) {
+        return distill ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng) : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
+      },
       has_val ? std::function<Batch(int64_t)>([&](int64_t i) { return val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len); })
               : std::function<Batch(int64_t)>(),
       [&](const StepMetrics& m) {
@@ -194,12 +258,15 @@ void run_train(const TrainArgs& a) {
   }
   summary["tokens"] = last["tokens"];
   std::map<std::string, std::string> files = data.tokenizer_files;
-  const json data_info = {{"training data", a.data},
+  json data_info = {{"training data", a.data},
                           {"training tokens", train.size()},
                           {"validation tokens", val.size()},
                           {"tokenizer", data.tokenizer ? "byte-level BPE, " + std::to_string(data.tokenizer->vocab_size()) + " tokens" : "bytes (256)"},
                           {"loss", train.masked() ? "assistant turns only (chat template)" : "every token"},
                           {"started from", model_dir.empty() ? "random initialisation (seed " + std::to_string(tc.seed) + ")" : model_dir}};
+  if (!a.teacher.empty())
+    data_info["distilled from"] = a.teacher + " (" + a.distill_loss + ", T = " + std::to_string(a.temperature) + ", alpha = " +
+                                  std::to_string(a.alpha) + (a.teacher_topk > 0 ? ", cached top-" + std::to_string(a.teacher_topk) : ", online") + ")";
   files["README.md"] = model_card(recipe.model, summary, data_info);
   files["metrics.jsonl"] = metrics.str();
   files["recipe.json"] = recipe_json.dump(2) + "\n";
@@ -219,16 +286,14 @@ void run_train(const TrainArgs& a) {
 
 }  // namespace
 
-void add_train_command(CLI::App& app) {
-  auto args = std::make_shared<TrainArgs>();
-  CLI::App* cmd = app.add_subcommand("train", "Pretrain a model on a text file (byte-level tokens) from a recipe");
-  cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
+namespace {
+
+void add_run_options(CLI::App* cmd, TrainArgs* args) {
   cmd->add_option("--resume", args->resume, "Continue a run from a checkpoint directory (OUT.checkpoints/step-N)");
   cmd->add_option("--data", args->data, "Training text file, or a directory from smelt data prepare")->required();
   cmd->add_option("--val", args->val, "Validation text file or prepared directory (default: the data's val split, or the end of a text file)");
   cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
-  cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
   cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
   cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
   cmd->add_option("--save-every", args->save_every, "Write a checkpoint to OUT.checkpoints/step-N every N steps (0 = never)");
@@ -236,6 +301,33 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--stop-after", args->stop_after, "Stop after this step with a checkpoint instead of finishing the run");
   cmd->add_flag("--json", args->json, "Print per-step metrics and the summary as JSON lines on stdout");
   add_threads_option(*cmd, args->threads);
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand("train", "Train a model from a recipe on text or token shards (from scratch, or continue one with --init)");
+  cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
+  cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
+  add_run_options(cmd, args.get());
+  cmd->callback([args] { run_train(*args); });
+}
+
+void add_distill_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand("distill", "Train a student on a frozen teacher's next-token distributions (online or from a top-K cache)");
+  cmd->add_option("--teacher", args->teacher, "Teacher model directory (frozen, no gradients)")->required();
+  cmd->add_option("--student", args->init, "Start the student from this model directory (the recipe then has only \"train\")");
+  cmd->add_option("--student-config,--config", args->config, "Recipe JSON: the student's \"model\" (unless --student) and \"train\"");
+  cmd->add_option("--loss", args->distill_loss, "fkl, rkl, jsd, skl or tvd")->capture_default_str();
+  cmd->add_option("--temperature", args->temperature, "Softmax temperature of both distributions")->capture_default_str();
+  cmd->add_option("--alpha", args->alpha, "Weight of the distillation loss (1 − alpha on the data's next tokens)")->capture_default_str();
+  cmd->add_option("--beta", args->beta, "jsd mixture weight (default 0.5) or skl skew (default 0.1)");
+  cmd->add_option("--teacher-topk", args->teacher_topk, "Cache the teacher's top-K predictions once and train from them (0 = online)")
+      ->capture_default_str();
+  cmd->add_option("--cache", args->cache, "Directory of the top-K cache (made if absent, reused if it matches)");
+  add_run_options(cmd, args.get());
   cmd->callback([args] { run_train(*args); });
 }
 
