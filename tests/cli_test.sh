@@ -141,6 +141,20 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       [ -f "$work/tcache/teacher_cache.json" ] && ok || fail "distill with a top-K cache"
     "$SMELT" distill --teacher "$work/nonexistent" --student-config "$work/student.json" --data "$work/tokdata" --teacher-topk 8 --cache "$work/tcache" --out "$work/st_cached2" >/dev/null 2>&1 &&
       ok || fail "a matching cache must be used without loading the teacher"
+    # Compose two fine-tuned copies into an MoE (router from each expert's prompts), then MiX-tune it.
+    echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/ft.json"
+    head -c 8000 "$fixtures/tokenizer_corpus.txt" >"$work/dom_a.txt"
+    tail -c 8000 "$fixtures/tokenizer_corpus.txt" >"$work/dom_b.txt"
+    if "$SMELT" train --init "$work/tm" --config "$work/ft.json" --data "$work/dom_a.txt" --val-fraction 0 --out "$work/ea" >/dev/null 2>&1 &&
+      "$SMELT" train --init "$work/tm" --config "$work/ft.json" --data "$work/dom_b.txt" --val-fraction 0 --out "$work/eb" >/dev/null 2>&1 &&
+      "$SMELT" compose --base "$work/tm" --experts "$work/ea" "$work/eb" --prompts "$work/dom_a.txt" "$work/dom_b.txt" --top-k 1 --seq-len 16 --out "$work/btx" --json 2>/dev/null | grep -q '"experts":2'; then
+      ok
+      "$SMELT" train --init "$work/btx" --config "$work/ft.json" --data "$work/tokdata" --out "$work/btx_mix" >/dev/null 2>&1 && ok || fail "MiX fine-tune of the composed model"
+    else
+      fail "compose"
+    fi
+    expect_error compose-mismatch "$work/m|vocab_size" -- "$SMELT" compose --base "$work/tm" --experts "$work/ea" "$work/m" --gate-init random --out "$work/x"
+    expect_error compose-prompts "--prompts|2" -- "$SMELT" compose --base "$work/tm" --experts "$work/ea" "$work/eb" --out "$work/x"
     sed 's/"vocab_size": 400/"vocab_size": 500/' "$work/student.json" >"$work/student500.json"
     expect_error teacher-student-vocab "vocab_size 400|500" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student500.json" --data "$work/tokdata" --out "$work/x"
     expect_error bad-distill-loss "unknown distillation loss|kl2" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --data "$work/tokdata" --loss kl2 --out "$work/x"

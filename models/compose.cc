@@ -1,0 +1,189 @@
+#include "models/compose.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "io/config_json.h"
+#include "ops/ops.h"
+
+namespace smelt {
+namespace {
+
+constexpr float kRouterMargin = 4.0f;
+
+// Mean over all positions of a [.., C] tensor → C values.
+std::vector<double> mean_rows(const Tensor& x) {
+  const Tensor c = ops::contiguous(x);
+  const int64_t C = c.size(-1), rows = c.numel() / C;
+  std::vector<double> m(C, 0.0);
+  const float* p = c.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < C; ++j) m[j] += p[r * C + j];
+  for (double& v : m) v /= static_cast<double>(rows);
+  return m;
+}
+
+// Per layer, the mean FFN input of `model` on `ids`.
+std::vector<std::vector<double>> mean_ffn_inputs(const Transformer& model, const Tensor& ids) {
+  model.set_capture(true);
+  model.forward(ids);
+  std::vector<std::vector<double>> out;
+  for (const Tensor& x : model.captured().ffn_input) out.push_back(mean_rows(x));
+  model.set_capture(false);
+  return out;
+}
+
+std::vector<double> mean_embedding(const Transformer& model, const Tensor& ids) {
+  for (const auto& [name, t] : model.state_dict())
+    if (name == "model.embed_tokens.weight") return mean_rows(ops::embedding(t, ids));
+  SMELT_FAIL("compose: the model has no embedding table");
+}
+
+// Router rows from per-expert means. The router has no bias, so each row is made orthogonal
+// to its reference point r_i (the experts' mean, or the negative prompts' mean): with
+// d = m_i − r_i and d' = d − (d·r_i / ‖r_i‖²) r_i, row i = margin · d' / ‖d'‖² scores 0 at r_i
+// and exactly `margin` at m_i.
+Tensor router_from_means(const std::vector<std::vector<double>>& means, const std::vector<std::vector<double>>& reference) {
+  const int64_t E = static_cast<int64_t>(means.size()), C = static_cast<int64_t>(means[0].size());
+  std::vector<float> w(E * C);
+  for (int64_t i = 0; i < E; ++i) {
+    const std::vector<double>& r = reference[i];
+    std::vector<double> d(C);
+    double dr = 0, rr = 0;
+    for (int64_t j = 0; j < C; ++j) {
+      d[j] = means[i][j] - r[j];
+      dr += d[j] * r[j];
+      rr += r[j] * r[j];
+    }
+    double norm2 = 0;
+    for (int64_t j = 0; j < C; ++j) {
+      if (rr > 0) d[j] -= dr / rr * r[j];
+      norm2 += d[j] * d[j];
+    }
+    const double s = norm2 > 0 ? kRouterMargin / norm2 : 0.0;
+    for (int64_t j = 0; j < C; ++j) w[i * C + j] = static_cast<float>(s * d[j]);
+  }
+  return Tensor::from_vector(w, {E, C});
+}
+
+// Reference points: the mean over experts, or each expert's negative-prompt mean.
+std::vector<std::vector<double>> references(const std::vector<std::vector<double>>& means, const std::vector<std::vector<double>>& negative) {
+  if (!negative.empty()) return negative;
+  std::vector<double> avg(means[0].size(), 0.0);
+  for (const auto& m : means)
+    for (size_t j = 0; j < m.size(); ++j) avg[j] += m[j] / static_cast<double>(means.size());
+  return std::vector<std::vector<double>>(means.size(), avg);
+}
+
+Tensor scaled(const Tensor& w, float s) { return ops::mul(w, s); }
+
+}  // namespace
+
+void ComposeOptions::validate(int64_t experts) const {
+  SMELT_CHECK(experts >= 2, "compose: give at least two --experts, got ", experts);
+  SMELT_CHECK(top_k >= 1 && top_k <= experts, "compose: --top-k (", top_k, ") must be between 1 and the number of experts (", experts, ")");
+  SMELT_CHECK(gate_init == "hidden" || gate_init == "embed" || gate_init == "random", "compose: --gate-init must be hidden, embed or random, got \"",
+              gate_init, "\"");
+  SMELT_CHECK(shared == "average" || shared == "base", "compose: --shared-weights must be average or base, got \"", shared, "\"");
+}
+
+void check_composable(const std::vector<ModelConfig>& configs, const std::vector<std::string>& names) {
+  const json base = model_config_to_json(configs[0]);
+  for (size_t i = 0; i < configs.size(); ++i) {
+    SMELT_CHECK(configs[i].num_local_experts == 0, names[i], ": is an MoE model; compose takes dense experts");
+    const json other = model_config_to_json(configs[i]);
+    for (auto it = base.begin(); it != base.end(); ++it) {
+      if (it.key() == "initializer_range") continue;
+      SMELT_CHECK(other.contains(it.key()) && other[it.key()] == it.value(), names[i], ": ", it.key(), " is ",
+                  other.contains(it.key()) ? other[it.key()].dump() : "missing", " but ", names[0], " has ", it.value().dump());
+    }
+  }
+}
+
+Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
+                    const std::vector<Tensor>& negatives, const ComposeOptions& o) {
+  const int64_t E = static_cast<int64_t>(experts.size());
+  o.validate(E);
+  const ModelConfig& bc = base.config();
+  std::vector<ModelConfig> configs{bc};
+  std::vector<std::string> names{"base"};
+  for (int64_t i = 0; i < E; ++i) {
+    configs.push_back(experts[i]->config());
+    names.push_back("expert " + std::to_string(i));
+  }
+  check_composable(configs, names);
+  SMELT_CHECK(o.gate_init == "random" || static_cast<int64_t>(prompts.size()) == E, "compose: --gate-init ", o.gate_init,
+              " needs prompts for each of the ", E, " experts, got ", prompts.size());
+  SMELT_CHECK(negatives.empty() || static_cast<int64_t>(negatives.size()) == E, "compose: give negative prompts for every expert or none");
+
+  ModelConfig c = bc;
+  c.num_local_experts = E;
+  c.num_experts_per_tok = o.top_k;
+  c.moe_intermediate_size = bc.intermediate_size;
+  c.decoder_sparse_step = 1;
+  c.norm_topk_prob = true;
+  c.shared_expert_intermediate_size = o.shared_expert ? bc.intermediate_size : 0;
+  c.shared_expert_gate = false;
+  c.validate();
+
+  NoGradGuard no_grad;
+  // Router rows per layer.
+  std::vector<Tensor> routers(static_cast<size_t>(c.num_hidden_layers));
+  if (o.gate_init == "random") {
+    Philox rng(o.seed);
+    for (auto& r : routers) r = Tensor::randn({E, c.hidden_size}, rng, 0.0f, static_cast<float>(c.initializer_range));
+  } else if (o.gate_init == "embed") {
+    std::vector<std::vector<double>> means, neg;
+    for (int64_t i = 0; i < E; ++i) means.push_back(mean_embedding(*experts[i], prompts[i]));
+    for (size_t i = 0; i < negatives.size(); ++i) neg.push_back(mean_embedding(*experts[i], negatives[i]));
+    const Tensor r = router_from_means(means, references(means, neg));
+    for (auto& layer : routers) layer = r;
+  } else {
+    std::vector<std::vector<std::vector<double>>> per_expert, per_negative;  // [expert][layer][C]
+    for (int64_t i = 0; i < E; ++i) per_expert.push_back(mean_ffn_inputs(*experts[i], prompts[i]));
+    for (size_t i = 0; i < negatives.size(); ++i) per_negative.push_back(mean_ffn_inputs(*experts[i], negatives[i]));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      std::vector<std::vector<double>> means, neg;
+      for (int64_t i = 0; i < E; ++i) means.push_back(per_expert[i][l]);
+      for (const auto& n : per_negative) neg.push_back(n[l]);
+      routers[l] = router_from_means(means, references(means, neg));
+    }
+  }
+
+  // Every non-FFN tensor: the experts' average or the base's.
+  std::vector<NamedTensors> expert_tensors;
+  for (const Transformer* e : experts) expert_tensors.push_back(e->state_dict());
+  const bool qwen = o.shared_expert;
+  const float routed_share = o.shared_expert ? 0.5f : 1.0f;
+  NamedTensors tensors;
+  const NamedTensors base_tensors = base.state_dict();
+  for (size_t k = 0; k < base_tensors.size(); ++k) {
+    const auto& [name, t] = base_tensors[k];
+    const size_t at = name.find(".mlp.");
+    if (at == std::string::npos) {
+      if (o.shared == "base") {
+        tensors.push_back({name, t});
+      } else {
+        Tensor sum = expert_tensors[0][k].second.clone();
+        for (int64_t i = 1; i < E; ++i) sum = ops::add(sum, expert_tensors[i][k].second);
+        tensors.push_back({name, scaled(sum, 1.0f / static_cast<float>(E))});
+      }
+      continue;
+    }
+    const int64_t layer = std::stoll(name.substr(std::string("model.layers.").size()));
+    const std::string which = name.substr(at + 5, name.find("_proj") - at - 5);  // gate, up or down
+    const std::string prefix = name.substr(0, at) + (qwen ? ".mlp." : ".block_sparse_moe.");
+    const bool down = which == "down";
+    for (int64_t i = 0; i < E; ++i) {
+      SMELT_ASSERT(expert_tensors[i][k].first == name, "compose: tensor order differs between models");
+      const std::string suffix = qwen ? which + "_proj" : (which == "gate" ? "w1" : which == "up" ? "w3" : "w2");
+      const Tensor& w = expert_tensors[i][k].second;
+      tensors.push_back({prefix + "experts." + std::to_string(i) + "." + suffix + ".weight", down ? scaled(w, routed_share) : w});
+    }
+    if (qwen) tensors.push_back({prefix + "shared_expert." + which + "_proj.weight", down ? scaled(t, 0.5f) : t});
+    if (which == "gate") tensors.push_back({prefix + "gate.weight", routers[layer]});
+  }
+  return Transformer::from_tensors(c, tensors, "compose");
+}
+
+}  // namespace smelt

@@ -1,0 +1,37 @@
+// Composing dense domain experts into one MoE (Branch-Train-MiX, mergekit-moe): expert i's FFN
+// in layer L becomes expert i of the MoE in layer L; attention, embeddings and norms are the
+// experts' average (BTX) or the base model's; each router row starts from what expert i's
+// domain looks like at that layer:
+//   hidden  d = mean FFN input of expert i on its prompts − the mean over all experts (or over
+//           its negative prompts), row = 4 · d / ‖d‖², so a token at the domain mean scores
+//           about 4 above the average (measured with each expert's own model);
+//   embed   the same with mean token embeddings instead of FFN inputs (one direction for all layers);
+//   random  N(0, initializer_range).
+// With a shared expert (the base FFN), the routed experts and the shared one each carry half of
+// the down projection, so a composition of identical experts reproduces the base model.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "models/transformer.h"
+
+namespace smelt {
+
+struct ComposeOptions {
+  int64_t top_k = 2;
+  std::string gate_init = "hidden";  // hidden | embed | random
+  std::string shared = "average";    // attention, embeddings, norms: average | base
+  bool shared_expert = false;        // the base model's FFN as an always-on expert
+  uint64_t seed = 0;
+  void validate(int64_t experts) const;
+};
+
+// Throws naming the input (by `names`, base first) whose architecture differs from the base's,
+// or that is not a dense model.
+void check_composable(const std::vector<ModelConfig>& configs, const std::vector<std::string>& names);
+
+// prompts[i] (and negatives[i] when given): token ids [n, T] of expert i's domain.
+Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
+                    const std::vector<Tensor>& negatives, const ComposeOptions& options);
+
+}  // namespace smelt

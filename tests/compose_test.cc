@@ -1,0 +1,94 @@
+// Composing experts into an MoE: exact when the experts are identical, routers that send each
+// domain's tokens to its own expert, and inputs that do not fit refused by name.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "models/compose.h"
+#include "tests/test_util.h"
+
+namespace smelt {
+namespace {
+
+using testing::expect_error_mentions;
+
+ModelConfig tiny() {
+  ModelConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 32;
+  return c;
+}
+
+Tensor domain_ids(int64_t lo, int64_t hi, int64_t seed, int64_t rows = 4) {
+  Philox rng(static_cast<uint64_t>(seed));
+  std::vector<int64_t> v(rows * 16);
+  for (auto& x : v) x = lo + static_cast<int64_t>(rng.next_u32() % static_cast<uint32_t>(hi - lo));
+  return Tensor::from_ints(v, {rows, 16});
+}
+
+TEST(Compose, IdenticalExpertsReproduceTheBaseModel) {
+  const Transformer base = Transformer::create(tiny(), 3);
+  const std::vector<const Transformer*> experts = {&base, &base, &base};
+  const std::vector<Tensor> prompts = {domain_ids(0, 20, 1), domain_ids(20, 40, 2), domain_ids(40, 64, 3)};
+  const Tensor ids = domain_ids(0, 64, 9);
+  NoGradGuard g;
+  const std::vector<float> want = base.forward(ids).to_vector();
+  for (const char* init : {"hidden", "embed", "random"})
+    for (bool shared : {false, true}) {
+      ComposeOptions o;
+      o.top_k = 2;
+      o.gate_init = init;
+      o.shared_expert = shared;
+      const Transformer moe = compose(base, experts, prompts, {}, o);
+      EXPECT_EQ(moe.config().num_local_experts, 3);
+      const std::vector<float> got = moe.forward(ids).to_vector();
+      double worst = 0;
+      for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
+      EXPECT_LT(worst, 1e-5) << init << (shared ? " with shared expert" : "");
+    }
+}
+
+TEST(Compose, HiddenStateRoutersSendEachDomainToItsExpert) {
+  // Three "domains" that use disjoint token ranges; the experts are the base (so only the router
+  // distinguishes them) and each router row points from the experts' mean to its domain's mean.
+  const Transformer base = Transformer::create(tiny(), 4);
+  const std::vector<Tensor> prompts = {domain_ids(0, 20, 1, 16), domain_ids(20, 40, 2, 16), domain_ids(40, 64, 3, 16)};
+  ComposeOptions o;
+  o.top_k = 1;
+  const Transformer moe = compose(base, {&base, &base, &base}, prompts, {}, o);
+  NoGradGuard g;
+  for (int64_t d = 0; d < 3; ++d) {
+    moe.forward(domain_ids(d * 20, d == 2 ? 64 : d * 20 + 20, 100 + d, 16));  // fresh text from the same domain
+    for (const auto& [layer, stats] : moe.moe_stats()) {
+      // Tokens are routed one by one and vary around their domain's mean, so not all of them
+      // follow it; the domain's own expert must get the largest share, well above 1/3.
+      EXPECT_EQ(std::max_element(stats.load.begin(), stats.load.end()) - stats.load.begin(), d) << "domain " << d << " layer " << layer;
+      EXPECT_GT(stats.load[d], 0.45) << "domain " << d << " layer " << layer << ": its expert gets only " << stats.load[d];
+    }
+  }
+}
+
+TEST(Compose, RefusesInputsThatDoNotFitNamingThem) {
+  ModelConfig wide = tiny();
+  wide.intermediate_size = 64;
+  expect_error_mentions([&] { check_composable({tiny(), tiny(), wide}, {"base", "e0", "e1"}); }, {"e1", "intermediate_size", "64", "48"});
+  ModelConfig moe = tiny();
+  moe.num_local_experts = 4;
+  expect_error_mentions([&] { check_composable({tiny(), moe}, {"base", "e0"}); }, {"e0", "MoE model"});
+  const Transformer base = Transformer::create(tiny(), 3);
+  ComposeOptions o;
+  o.top_k = 3;
+  expect_error_mentions([&] { compose(base, {&base, &base}, {}, {}, o); }, {"--top-k (3)"});
+  o.top_k = 1;
+  expect_error_mentions([&] { compose(base, {&base, &base}, {}, {}, o); }, {"needs prompts"});
+}
+
+}  // namespace
+}  // namespace smelt
