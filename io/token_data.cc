@@ -62,6 +62,7 @@ TokenDataset TokenDataset::slice(int64_t begin, int64_t end, std::string name) c
   d.name_ = std::move(name);
   d.text_bytes_ = size() > 0 ? static_cast<int64_t>(static_cast<double>(text_bytes_) * static_cast<double>(end - begin) / size()) : 0;
   d.vocab_size_ = vocab_size_;
+  d.separator_ = separator_;
   return d;
 }
 
@@ -80,7 +81,19 @@ Batch TokenDataset::batch_from_starts(const std::vector<int64_t>& starts, int64_
       pi[b * seq_len + t] = tokens_[s];
       pt[b * seq_len + t] = masked() && !mask_[s + 1] ? -100 : tokens_[s + 1];
     }
-  return {ids, targets, Tensor(), starts};
+  Batch batch{ids, targets, Tensor(), starts, Tensor()};
+  if (separator_ >= 0) {
+    batch.key_start = Tensor::empty({B, seq_len}, DType::I64);
+    int64_t* pk = batch.key_start.data<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t first = 0;
+      for (int64_t t = 0; t < seq_len; ++t) {
+        if (t > 0 && tokens_[starts[b] + t - 1] == separator_) first = t;  // a new document begins after the separator
+        pk[b * seq_len + t] = first;
+      }
+    }
+  }
+  return batch;
 }
 
 Batch TokenDataset::random_batch(int64_t batch, int64_t seq_len, Philox& rng) const {

@@ -50,6 +50,9 @@ class TokenDataset {
   int64_t windows(int64_t seq_len) const { return (size() - 1) / seq_len; }
   // Throws naming the data when it is shorter than one window of seq_len + 1 tokens.
   void check_fits(int64_t seq_len) const;
+  // Packed documents: with a separator (the tokenizer's <|eos|>), every batch carries key_start,
+  // so a token attends only to its own document (the one that began after the last separator).
+  void set_document_separator(int32_t token) { separator_ = token; }
 
  private:
   Batch batch_from_starts(const std::vector<int64_t>& starts, int64_t seq_len) const;
@@ -57,6 +60,7 @@ class TokenDataset {
   std::vector<uint8_t> mask_;
   std::string name_;
   int64_t text_bytes_ = 0, vocab_size_ = 256;
+  int32_t separator_ = -1;
 };
 
 }  // namespace smelt

@@ -15,7 +15,7 @@ Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight); }
 
 Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, weight, eps); }
 
-Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer) const {
+Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& key_start) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t offset = cache ? cache->length : 0;
   Tensor q = ops::reshape(q_proj.forward(x), {B, T, num_heads, head_dim});
@@ -31,7 +31,8 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer) const {
     k = ops::slice(cache->keys[layer], 1, 0, offset + T);
     v = ops::slice(cache->values[layer], 1, 0, offset + T);
   }
-  Tensor att = ops::attention(q, k, v, /*causal=*/true);
+  SMELT_CHECK(!cache || !key_start.defined(), "packed documents (key_start) are for training, not KV-cache decoding");
+  Tensor att = ops::attention(q, k, v, /*causal=*/true, 0.0f, key_start);
   return o_proj.forward(ops::reshape(att, {B, T, num_heads * head_dim}));
 }
 
@@ -40,8 +41,8 @@ Tensor SwiGLUMLP::forward(const Tensor& x) const {
 }
 
 Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
-                      Transformer_Capture* capture) const {
-  Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer));
+                      Transformer_Capture* capture, const Tensor& key_start) const {
+  Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer, key_start));
   Tensor n = post_attention_layernorm.forward(h);
   Tensor f = moe ? moe->forward(n, token_mask, policy) : mlp.forward(n);
   Tensor out = ops::add(h, f);
@@ -220,7 +221,7 @@ Transformer Transformer::create(const ModelConfig& config, uint64_t seed) {
   return from_tensors(config, tensors, "initialisation");
 }
 
-Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache, const Tensor& token_mask) const {
+Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache, const Tensor& token_mask, const Tensor& key_start) const {
   SMELT_CHECK(ids.dim() == 2, "transformer input must be token ids [batch, seq], got ", ids.str());
   const int64_t past = cache ? cache->length : 0;
   SMELT_CHECK(past + ids.size(1) <= config_.max_position_embeddings, "sequence of ", past + ids.size(1),
@@ -228,13 +229,13 @@ Tensor Transformer::hidden_states(const Tensor& ids, KVCache* cache, const Tenso
   Tensor x = ops::embedding(embed_tokens_, ids);
   Capture* capture = *capturing_ ? capture_.get() : nullptr;
   if (capture) *capture = Capture();
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i, token_mask, policies_[i], capture);
+  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(x, cache, i, token_mask, policies_[i], capture, key_start);
   if (cache) cache->length += ids.size(1);
   return norm_.forward(x);
 }
 
-Tensor Transformer::forward(const Tensor& ids, KVCache* cache, const Tensor& token_mask) const {
-  return ops::linear(hidden_states(ids, cache, token_mask), lm_head_);
+Tensor Transformer::forward(const Tensor& ids, KVCache* cache, const Tensor& token_mask, const Tensor& key_start) const {
+  return ops::linear(hidden_states(ids, cache, token_mask, key_start), lm_head_);
 }
 
 KVCache Transformer::make_cache(int64_t batch, int64_t capacity) const {

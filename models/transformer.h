@@ -34,7 +34,8 @@ struct Attention {
   int64_t num_heads = 0, num_kv_heads = 0, head_dim = 0;
   float rope_theta = 10000.0f, rope_scaling = 1.0f;
   // x [B, T, C] → [B, T, C]. With a cache, the new keys/values are appended to layer `layer`.
-  Tensor forward(const Tensor& x, KVCache* cache, size_t layer) const;
+  // key_start: see ops::attention (packed documents).
+  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& key_start = Tensor()) const;
 };
 
 struct SwiGLUMLP {
@@ -54,7 +55,7 @@ struct Block {
   SwiGLUMLP mlp;                     // dense layers
   std::shared_ptr<MoEBlock> moe;     // MoE layers (mlp unused); shared so const models can update stats
   Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
-                 Transformer_Capture* capture = nullptr) const;
+                 Transformer_Capture* capture = nullptr, const Tensor& key_start = Tensor()) const;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
@@ -68,10 +69,13 @@ class Transformer {
   static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source);
 
   // ids [B, T] (integers) → logits [B, T, vocab]. token_mask [B·T] marks the real tokens for MoE
-  // balancing and statistics (undefined: all real).
-  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor()) const;
+  // balancing and statistics (undefined: all real). key_start [B, T] (optional): the first
+  // position each token may attend to, for several documents packed into one sequence.
+  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor(),
+                 const Tensor& key_start = Tensor()) const;
   // Final hidden states before the LM head, [B, T, C].
-  Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor()) const;
+  Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor(),
+                       const Tensor& key_start = Tensor()) const;
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
   // Trainable parameters in a fixed order; MoE experts appear stacked ([E, F, C] per projection).

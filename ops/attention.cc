@@ -38,7 +38,7 @@ void for_each_query_block(const Dims& d, Fn&& fn) {
 
 }  // namespace
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale, const Tensor& key_start) {
   check_f32(q, "attention", "q");
   check_f32(k, "attention", "k");
   check_f32(v, "attention", "v");
@@ -51,6 +51,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   SMELT_CHECK(!causal || q.size(1) <= k.size(1), "attention: causal with more queries (", q.size(1), ") than keys (", k.size(1), ")");
   Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), q.size(2) / k.size(2),
          scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(q.size(3))), causal};
+  std::vector<int64_t> first_key;  // per (b, i): keys before it are masked too
+  if (key_start.defined()) {
+    SMELT_CHECK(causal && key_start.shape() == Shape({d.B, d.Tq}), "attention: key_start ", key_start.str(), " must be [", d.B, ", ", d.Tq,
+                "] and causal");
+    first_key = key_start.to_int_vector();
+    for (int64_t bi = 0; bi < d.B * d.Tq; ++bi)
+      SMELT_CHECK(first_key[bi] >= 0 && first_key[bi] < visible(d, bi % d.Tq), "attention: key_start ", first_key[bi], " at query ",
+                  bi % d.Tq, " leaves no key to attend to");
+  }
   const KernelTable& K = kernels_for(q.device());
   Tensor qc = contiguous_data(q), kc = contiguous_data(k), vc = contiguous_data(v);
   Tensor out = Tensor::empty(q.shape());
@@ -75,6 +84,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
         for (int64_t i = i0; i < i1; ++i) {
           float* row = P + i * d.Tk;
           for (int64_t j = visible(d, i); j < kv; ++j) row[j] = -std::numeric_limits<float>::infinity();
+          // Masked keys get probability 0, so backward (dS = P ⊙ ...) needs no mask of its own.
+          if (!first_key.empty())
+            for (int64_t j = 0; j < first_key[b * d.Tq + i]; ++j) row[j] = -std::numeric_limits<float>::infinity();
           K.softmax(row, row, 1, kv, false);
           for (int64_t j = kv; j < d.Tk; ++j) row[j] = 0.0f;
         }

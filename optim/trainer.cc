@@ -29,7 +29,7 @@ Tensor loss_token_mask(const Batch& b) {
 }
 
 Tensor forward_logits(const Transformer& model, const Batch& b) {
-  return model.forward(b.ids, nullptr, model.config().num_local_experts > 0 ? loss_token_mask(b) : Tensor());
+  return model.forward(b.ids, nullptr, model.config().num_local_experts > 0 ? loss_token_mask(b) : Tensor(), b.key_start);
 }
 
 Tensor next_token_loss(const Tensor& logits, const Batch& b) {

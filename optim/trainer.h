@@ -35,6 +35,7 @@ struct Batch {
   Tensor targets;  // [B, T] integers (ignore_index -100 where no loss)
   Tensor weights;  // optional [B, T] f32 loss mask
   std::vector<int64_t> starts;  // token index of each row's first input (where the data knows it)
+  Tensor key_start;             // optional [B, T]: packed documents (see Transformer::forward)
 };
 
 struct StepMetrics {

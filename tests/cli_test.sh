@@ -166,6 +166,8 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/sft.json"
       "$SMELT" train --config "$work/sft.json" --init "$work/tm" --data "$work/chatdata" --val-fraction 0 --out "$work/sft" >/dev/null 2>&1 && ok || fail "train on conversations"
       "$SMELT" generate --model "$work/sft" --chat --prompt "Hi" --max-new-tokens 4 --seed 1 >/dev/null 2>&1 && ok || fail "generate --chat"
+      "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --val-fraction 0 --steps 2 --out "$work/sft2" >/dev/null 2>&1 && ok || fail "smelt sft on JSONL"
+      expect_error sft-plain-text "no conversations" -- "$SMELT" sft --model "$work/tm" --data "$fixtures/tokenizer_corpus.txt" --steps 2 --out "$work/x"
     else
       fail "data prepare of conversations"
     fi

@@ -178,6 +178,16 @@ TEST(PreparedData, ConversationsCarryAMaskThatBecomesIgnoredTargets) {
   for (int64_t i = 0; i < T; ++i) EXPECT_EQ(targets[i], mask[i + 1] ? tokens[i + 1] : -100) << "position " << i;
 }
 
+TEST(PreparedData, PackedDocumentsAttendOnlyWithinThemselves) {
+  // Documents end with the separator 9: the token after it starts a new document.
+  TokenDataset d = TokenDataset::from_tokens({1, 2, 9, 3, 4, 5, 9, 6, 7, 8, 9, 1}, {}, "packed", 12, 10);
+  d.set_document_separator(9);
+  const Batch b = d.window_batch(0, 1, 11);
+  EXPECT_EQ(b.key_start.to_int_vector(), (std::vector<int64_t>{0, 0, 0, 3, 3, 3, 3, 7, 7, 7, 7}));
+  const Batch shifted = d.window_batch(0, 2, 5);  // the second window starts mid-document
+  EXPECT_EQ(shifted.key_start.to_int_vector(), (std::vector<int64_t>{0, 0, 0, 3, 3, 0, 0, 2, 2, 2}));
+}
+
 TEST(PreparedData, RefusesBadManifestsAndMismatchedShards) {
   PrepareOptions o;
   o.inputs = {fixture_path("tokenizer_corpus.txt")};

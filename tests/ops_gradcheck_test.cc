@@ -169,3 +169,25 @@ TEST(Ops, BadArgumentsThrowClearErrors) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+TEST(Gradcheck, AttentionOverPackedDocuments) {
+  // Two documents packed into one sequence of 9 (4 + 5 tokens): with key_start, each document's
+  // outputs equal attention over that document alone, and the gradient checks.
+  const Tensor q = rand_param({1, 9, 2, 4}, 31), k = rand_param({1, 9, 1, 4}, 32), v = rand_param({1, 9, 1, 4}, 33);
+  const Tensor starts = Tensor::from_ints({0, 0, 0, 0, 4, 4, 4, 4, 4}, {1, 9});
+  EXPECT_GRADCHECK([&](const Inputs& t) { return ops::attention(t[0], t[1], t[2], true, 0.0f, starts); }, Inputs{q, k, v});
+  NoGradGuard g;
+  const std::vector<float> packed = ops::attention(q, k, v, true, 0.0f, starts).to_vector();
+  auto piece = [](const Tensor& x, int64_t a, int64_t b) { return ops::contiguous(ops::slice(x, 1, a, b)); };
+  const std::vector<float> first = ops::attention(piece(q, 0, 4), piece(k, 0, 4), piece(v, 0, 4), true).to_vector();
+  const std::vector<float> second = ops::attention(piece(q, 4, 9), piece(k, 4, 9), piece(v, 4, 9), true).to_vector();
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_NEAR(packed[i], first[i], 1e-6);
+  for (size_t i = 0; i < second.size(); ++i) EXPECT_NEAR(packed[first.size() + i], second[i], 1e-6);
+  EXPECT_THROW(ops::attention(q, k, v, true, 0.0f, Tensor::from_ints({0, 0, 0, 0, 5, 5, 5, 5, 5}, {1, 9})), Error);  // query 4 would see nothing
+}
+
+}  // namespace
+}  // namespace smelt

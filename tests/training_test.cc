@@ -198,3 +198,33 @@ TEST(Training, ShardedHuggingFaceLayoutLoads) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+TEST(Training, PackedDocumentsGiveTheLogitsOfSeparateForwards) {
+  // RoPE makes attention depend on relative positions only, so a document packed after another
+  // (with key_start hiding the first) gets the logits it gets alone.
+  ModelConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.max_position_embeddings = 32;
+  const Transformer m = Transformer::create(c, 7);
+  NoGradGuard g;
+  const std::vector<int64_t> a = {3, 14, 15, 9}, b = {2, 6, 5, 35, 8};
+  std::vector<int64_t> packed = a;
+  packed.insert(packed.end(), b.begin(), b.end());
+  const Tensor starts = Tensor::from_ints({0, 0, 0, 0, 4, 4, 4, 4, 4}, {1, 9});
+  const std::vector<float> both = m.forward(Tensor::from_ints(packed, {1, 9}), nullptr, Tensor(), starts).to_vector();
+  const std::vector<float> first = m.forward(Tensor::from_ints(a, {1, 4})).to_vector();
+  const std::vector<float> second = m.forward(Tensor::from_ints(b, {1, 5})).to_vector();
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_NEAR(both[i], first[i], 1e-5);
+  for (size_t i = 0; i < second.size(); ++i) EXPECT_NEAR(both[first.size() + i], second[i], 1e-4) << i;
+}
+
+}  // namespace
+}  // namespace smelt

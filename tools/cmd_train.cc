@@ -34,7 +34,27 @@ struct TrainArgs {
   std::string teacher, distill_loss = "fkl", cache;
   double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
   int64_t teacher_topk = 0;
+  bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
 };
+
+// smelt sft without --config: a short, gentle fine-tune at the length the model was trained on.
+Recipe default_sft_recipe(const std::string& model_dir) {
+  Recipe r;
+  r.train.steps = 200;
+  r.train.batch_size = 8;
+  r.train.lr = 3e-4;
+  r.train.min_lr = 3e-5;
+  r.train.warmup_steps = 10;
+  r.train.eval_every = 50;
+  r.train.seq_len = 128;
+  const std::string recipe = model_dir + "/recipe.json";
+  if (std::filesystem::exists(recipe)) {
+    const json j = read_json_file(recipe);
+    if (j.contains("train") && j["train"].contains("seq_len") && j["train"]["seq_len"].is_number_integer())
+      r.train.seq_len = j["train"]["seq_len"].get<int64_t>();
+  }
+  return r;
+}
 
 DistillOptions distill_options(const TrainArgs& a) {
   DistillOptions o;
@@ -125,14 +145,14 @@ void prune_checkpoints(const std::string& out, int64_t keep) {
 
 void run_train(const TrainArgs& a) {
   apply_threads(a.threads);
-  SMELT_CHECK(a.config.empty() != a.resume.empty(), "give exactly one of --config (a new run) and --resume (a checkpoint)");
+  SMELT_CHECK(a.config.empty() != a.resume.empty() || (a.sft && a.resume.empty()), "give exactly one of --config (a new run) and --resume (a checkpoint)");
   SMELT_CHECK(a.resume.empty() || a.init.empty(), "--init and --resume exclude each other: a checkpoint already holds the model");
   SMELT_CHECK(a.save_every >= 0 && a.keep_checkpoints >= 1 && a.stop_after >= 0,
               "--save-every and --stop-after must be ≥ 0, --keep-checkpoints ≥ 1");
   std::optional<TrainerState> resumed;
   if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
-  Recipe recipe = read_recipe(recipe_path);
+  Recipe recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
@@ -159,6 +179,12 @@ void run_train(const TrainArgs& a) {
               recipe.model.vocab_size, " is smaller than the ", train.vocab_size(), " token ids of ", a.data);
   const bool has_val = val.size() > 0;
   check_distillation(a, data, recipe.model);
+  if (a.sft) {
+    SMELT_CHECK(data.tokenizer && data.tokenizer->has_special("<|eos|>"), a.init, ": smelt sft needs a model whose tokenizer has <|eos|>");
+    SMELT_CHECK(train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
+    train.set_document_separator(data.tokenizer->special_id("<|eos|>"));
+    val.set_document_separator(data.tokenizer->special_id("<|eos|>"));
+  }
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
@@ -310,6 +336,16 @@ void add_train_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("train", "Train a model from a recipe on text or token shards (from scratch, or continue one with --init)");
   cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
   cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
+  add_run_options(cmd, args.get());
+  cmd->callback([args] { run_train(*args); });
+}
+
+void add_sft_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  args->sft = true;
+  CLI::App* cmd = app.add_subcommand("sft", "Instruct-tune a model on conversations (chat template, loss on assistant turns, packed without cross-talk)");
+  cmd->add_option("--model", args->init, "Model directory with a tokenizer.json")->required();
+  cmd->add_option("--config", args->config, "Recipe with only a \"train\" section (default: 200 steps of 8 sequences, lr 3e-4)");
   add_run_options(cmd, args.get());
   cmd->callback([args] { run_train(*args); });
 }

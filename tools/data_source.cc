@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "io/chat.h"
+#include "io/corpus.h"
 #include "io/files.h"
 #include "io/prepared_data.h"
 
@@ -17,7 +18,36 @@ BpeTokenizer data_tokenizer(const std::string& dir, const std::optional<BpeToken
   return t;
 }
 
+// A .jsonl file encoded in memory: conversations through the chat template (loss on the
+// assistant's turns), texts followed by <|eos|>.
+TokenDataset jsonl_file(const std::string& path, const std::optional<BpeTokenizer>& tok, int64_t min_tokens) {
+  SMELT_CHECK(tok, path, ": JSONL data needs a model with a tokenizer.json (or prepare it with smelt data prepare)");
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask;
+  int64_t bytes = 0;
+  bool chat = false;
+  const std::vector<Document> docs = read_documents(path);
+  for (const Document& d : docs) chat = chat || d.is_chat();
+  if (chat) check_chat_tokens(*tok, path);
+  for (const Document& d : docs) {
+    bytes += static_cast<int64_t>(d.plain_text().size());
+    if (d.is_chat()) {
+      render_chat(*tok, d.messages, tokens, mask);
+    } else {
+      const size_t before = tokens.size();
+      tok->encode_append(d.text, false, tokens);
+      tokens.push_back(tok->special_id("<|eos|>"));
+      mask.insert(mask.end(), tokens.size() - before, 1);
+    }
+  }
+  if (!chat) mask.clear();
+  TokenDataset data = TokenDataset::from_tokens(std::move(tokens), std::move(mask), path, bytes, tok->vocab_size());
+  SMELT_CHECK(data.size() >= min_tokens, path, ": ", data.size(), " tokens, fewer than the ", min_tokens, " one sequence needs");
+  return data;
+}
+
 TokenDataset text_file(const std::string& path, const std::optional<BpeTokenizer>& tok, int64_t min_tokens) {
+  if (is_jsonl(path)) return jsonl_file(path, tok, min_tokens);
   return tok ? TokenDataset::from_text_file(path, *tok, min_tokens) : TokenDataset::from_text_file(path, min_tokens);
 }
 

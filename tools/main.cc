@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "smelt 0.1.0");
   app.require_subcommand(1);
   smelt::tools::add_train_command(app);
+  smelt::tools::add_sft_command(app);
   smelt::tools::add_distill_command(app);
   smelt::tools::add_eval_command(app);
   smelt::tools::add_generate_command(app);
