@@ -1,5 +1,7 @@
 #include "io/json_reader.h"
 
+#include <cmath>
+
 #include "io/files.h"
 
 
@@ -45,8 +47,13 @@ int64_t JsonReader::integer(const std::string& key) {
   if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
     SMELT_FAIL(where(key), ": integer ", v.dump(), " is too large");
   if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
-    return static_cast<int64_t>(v.get<double>());
+  if (v.is_number_float()) {
+    // A whole number written as a float (2e3). Range first: casting 1e103 to int64 is undefined
+    // behaviour (found by fuzzing).
+    const double x = v.get<double>();
+    if (std::isfinite(x) && std::fabs(x) < 9.0e18 && x == std::floor(x)) return static_cast<int64_t>(x);
+    if (std::isfinite(x) && x == std::floor(x)) SMELT_FAIL(where(key), ": integer ", v.dump(), " is too large");
+  }
   SMELT_FAIL(where(key), ": expected an integer, got ", type_of(v), " ", v.dump());
 }
 int64_t JsonReader::integer(const std::string& key, int64_t fallback) { return has(key) ? integer(key) : (seen_.insert(key), fallback); }

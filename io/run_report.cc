@@ -101,7 +101,10 @@ std::string write_run_report(const std::string& run_dir) {
   for (const json& j : steps) {
     if (!j.contains("moe") || !j["moe"].is_array()) continue;
     for (const json& l : j["moe"]) {
-      if (!l.contains("layer") || !l.contains("load") || !l["load"].is_array()) continue;
+      if (!l.is_object() || !l.contains("layer") || !l["layer"].is_number_integer() || !l.contains("load") || !l["load"].is_array()) continue;
+      bool numbers = true;
+      for (const json& x : l["load"]) numbers = numbers && x.is_number();
+      if (!numbers) continue;
       const int64_t layer = l["layer"].get<int64_t>();
       load[layer].push_back({j["step"].get<int64_t>(), l["load"].get<std::vector<double>>()});
       PlotSeries& s = cv[layer];
@@ -135,20 +138,20 @@ std::string write_run_report(const std::string& run_dir) {
   if (config) md << "## Model\n\n" << model_table(*config) << "\n";
   md << "## Training\n\n| | |\n|---|---|\n"
      << "| steps | " << last["step"].get<int64_t>() << " |\n";
-  if (last.contains("tokens")) md << "| tokens seen | " << last["tokens"].get<int64_t>() << " |\n";
-  if (last.contains("elapsed_s")) md << "| wall time | " << fmt(last["elapsed_s"].get<double>(), "%.1f") << " s |\n";
+  if (last.contains("tokens") && last["tokens"].is_number()) md << "| tokens seen | " << last["tokens"].dump() << " |\n";
+  if (last.contains("elapsed_s")) md << "| wall time | " << fmt(number_or_nan(last, "elapsed_s"), "%.1f") << " s |\n";
   md << "| final training loss | " << fmt(last["loss"].get<double>()) << " |\n";
-  if (summary.contains("val_loss")) md << "| final validation loss | " << fmt(summary["val_loss"].get<double>()) << " |\n";
-  if (summary.contains("val_bits_per_byte")) md << "| validation bits per byte | " << fmt(summary["val_bits_per_byte"].get<double>()) << " |\n";
-  if (last.contains("tokens_per_s")) md << "| tokens/s (last step) | " << fmt(last["tokens_per_s"].get<double>(), "%.0f") << " |\n";
-  if (summary.contains("peak_rss_mib")) md << "| peak RSS | " << fmt(summary["peak_rss_mib"].get<double>(), "%.0f") << " MiB |\n";
+  if (summary.contains("val_loss")) md << "| final validation loss | " << fmt(number_or_nan(summary, "val_loss")) << " |\n";
+  if (summary.contains("val_bits_per_byte")) md << "| validation bits per byte | " << fmt(number_or_nan(summary, "val_bits_per_byte")) << " |\n";
+  if (last.contains("tokens_per_s")) md << "| tokens/s (last step) | " << fmt(number_or_nan(last, "tokens_per_s"), "%.0f") << " |\n";
+  if (summary.contains("peak_rss_mib")) md << "| peak RSS | " << fmt(number_or_nan(summary, "peak_rss_mib"), "%.0f") << " MiB |\n";
   md << "\n## Plots\n\n";
   for (const std::string& f : figures) md << "![" << f.substr(0, f.size() - 4) << "](report/" << f << ")\n\n";
   if (last.contains("moe") && last["moe"].is_array() && !last["moe"].empty()) {
     md << "## Experts at the last step\n\n| layer | load CV | router entropy | dropped | active experts | aux loss | z loss |\n"
           "|---|---|---|---|---|---|---|\n";
     for (const json& l : last["moe"])
-      md << "| " << l.value("layer", -1) << " | " << fmt(number_or_nan(l, "load_cv"), "%.3f") << " | "
+      md << "| " << number_or_nan(l, "layer") << " | " << fmt(number_or_nan(l, "load_cv"), "%.3f") << " | "
          << fmt(number_or_nan(l, "router_entropy"), "%.3f") << " | " << fmt(number_or_nan(l, "dropped_fraction"), "%.3f") << " | "
          << fmt(number_or_nan(l, "active_experts"), "%.2f") << " | " << fmt(number_or_nan(l, "aux_loss"), "%.3f") << " | "
          << fmt(number_or_nan(l, "z_loss"), "%.3f") << " |\n";

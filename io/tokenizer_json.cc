@@ -16,13 +16,29 @@ const json* field(const json& obj, const std::string& key) {
   return it == obj.end() || it->is_null() ? nullptr : &*it;
 }
 
+// A field of a third-party object, with its type checked (nlohmann's value() would throw its own
+// exception on a wrong type, which is not a one-line error naming the field).
+bool flag(const json& obj, const std::string& key, bool fallback, const std::string& where) {
+  const json* v = field(obj, key);
+  if (!v) return fallback;
+  SMELT_CHECK(v->is_boolean(), where, ".", key, ": expected true or false, got ", v->dump().substr(0, 80));
+  return v->get<bool>();
+}
+
+std::string text(const json& obj, const std::string& key, const std::string& fallback, const std::string& where) {
+  const json* v = field(obj, key);
+  if (!v) return fallback;
+  SMELT_CHECK(v->is_string(), where, ".", key, ": expected a string, got ", v->dump().substr(0, 80));
+  return v->get<std::string>();
+}
+
 void check_byte_level(const json& j, const std::string& where, bool want_regex, bool* add_prefix_space) {
-  SMELT_CHECK(j.is_object() && j.value("type", "") == "ByteLevel", where, ": expected {\"type\": \"ByteLevel\", ...}, got ",
+  SMELT_CHECK(j.is_object() && text(j, "type", "", where) == "ByteLevel", where, ": expected {\"type\": \"ByteLevel\", ...}, got ",
               j.dump().substr(0, 120));
   if (want_regex) {
-    SMELT_CHECK(j.value("use_regex", true), where, ".use_regex: false is not supported (smelt splits with the GPT-2 regex)");
+    SMELT_CHECK(flag(j, "use_regex", true, where), where, ".use_regex: false is not supported (smelt splits with the GPT-2 regex)");
   }
-  if (add_prefix_space) *add_prefix_space = j.value("add_prefix_space", false);
+  if (add_prefix_space) *add_prefix_space = flag(j, "add_prefix_space", false, where);
 }
 
 }  // namespace
@@ -40,14 +56,15 @@ BpeTokenizer BpeTokenizer::from_json(const json& j, const std::string& source) {
   if (const json* dec = field(j, "decoder")) check_byte_level(*dec, source + ": decoder", false, nullptr);
   const json* model = field(j, "model");
   SMELT_CHECK(model && model->is_object(), source, ": model: missing");
-  SMELT_CHECK(model->value("type", "BPE") == "BPE", source, ": model.type: ", model->value("type", ""), " is not supported (only BPE)");
-  SMELT_CHECK(!model->value("byte_fallback", false), source, ": model.byte_fallback: true is not supported");
+  const std::string model_type = text(*model, "type", "BPE", source + ": model");
+  SMELT_CHECK(model_type == "BPE", source, ": model.type: ", model_type, " is not supported (only BPE)");
+  SMELT_CHECK(!flag(*model, "byte_fallback", false, source + ": model"), source, ": model.byte_fallback: true is not supported");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"}) {
     const json* v = field(*model, key);
     SMELT_CHECK(!v || (v->is_string() && v->get<std::string>().empty()), source, ": model.", key, ": ", v ? v->dump() : "",
                 " is not supported (only null)");
   }
-  t.ignore_merges_ = model->value("ignore_merges", false);
+  t.ignore_merges_ = flag(*model, "ignore_merges", false, source + ": model");
   const json* vocab = field(*model, "vocab");
   SMELT_CHECK(vocab && vocab->is_object() && !vocab->empty(), source, ": model.vocab: expected a non-empty object");
   // Added tokens: literal strings with their own ids (the special ones are smelt's special tokens).
@@ -59,7 +76,7 @@ BpeTokenizer BpeTokenizer::from_json(const json& j, const std::string& source) {
       const std::string where = source + ": added_tokens[" + std::to_string(i) + "]";
       SMELT_CHECK(a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") && a["content"].is_string(),
                   where, ": expected {\"id\": integer, \"content\": string, ...}");
-      SMELT_CHECK(a.value("special", true), where, ": non-special added tokens are not supported");
+      SMELT_CHECK(flag(a, "special", true, where), where, ": non-special added tokens are not supported");
       const int64_t id = a["id"].get<int64_t>();
       SMELT_CHECK(id >= 0 && id < (int64_t{1} << 31), where, ".id: ", id, " out of range");
       literal[id] = a["content"].get<std::string>();
