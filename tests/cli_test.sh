@@ -187,6 +187,43 @@ else
   fail "tokenizer train / data prepare"
 fi
 
+fixtures="$(cd "$(dirname "$0")" && pwd)/fixtures"
+# The pipeline on toy settings: every stage, a stage killed and resumed, a rerun that skips them all.
+mkdir -p "$work/pipe"
+head -c 12000 "$fixtures/tokenizer_corpus.txt" >"$work/pipe/prose.txt"
+tail -c 12000 "$fixtures/tokenizer_corpus.txt" >"$work/pipe/other.txt"
+for i in $(seq 1 30); do echo "{\"prompt\": \"What does word$i mean?\", \"response\": \"A thing numbered $i.\"}"; done >"$work/pipe/instruct.jsonl"
+stage_train='"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}'
+cat >"$work/pipe/recipe.json" <<RECIPE
+{"tokenizer": {"vocab_size": 400}, "domains": {"prose": "$work/pipe/prose.txt", "other": "$work/pipe/other.txt"},
+ "instruct_data": "$work/pipe/instruct.jsonl", "val_fraction": 0.2, "save_every": 2,
+ "base": {"model": {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64},
+          "train": {"steps": 40, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}},
+ "instruct": {$stage_train}, "experts": {$stage_train}, "compose": {"top_k": 1, "gate_init": "hidden"}, "mix": {$stage_train},
+ "distill": {"model": {"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64},
+             $stage_train, "loss": "jsd"}}
+RECIPE
+"$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do ls -d "$work/pipe/run/base.checkpoints/step-"* >/dev/null 2>&1 && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+if "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/resume.err"; then
+  grep -q "resuming .*base" "$work/pipe/resume.err" && ok || fail "the killed base stage did not resume from its checkpoint"
+  grep -q "MoE after MiX" "$work/pipe/run/report.md" && grep -q '"student (distilled)"' "$work/pipe/run/results.json" &&
+    [ -s "$work/pipe/run/report/routing_layer0.svg" ] && ok || fail "pipeline report"
+  "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/rerun.err" &&
+    [ "$(grep -c ': done' "$work/pipe/rerun.err")" -ge 9 ] && ! grep -q "resuming" "$work/pipe/rerun.err" && ok ||
+    fail "a rerun must skip every finished stage"
+else
+  fail "pipeline: $(tail -3 "$work/pipe/resume.err")"
+fi
+sed 's/"compose"/"composee"/' "$work/pipe/recipe.json" >"$work/pipe/bad.json"
+expect_error pipeline-unknown-stage "bad.json|compose|missing" -- "$SMELT" pipeline "$work/pipe/bad.json" --out "$work/pipe/x"
+sed 's/"hidden_size": 16/"hidden_sise": 16/' "$work/pipe/recipe.json" >"$work/pipe/bad2.json"
+expect_error pipeline-bad-stage-key "bad2.json: distill|model.hidden_size" -- "$SMELT" pipeline "$work/pipe/bad2.json" --out "$work/pipe/x"
+[ ! -e "$work/pipe/x" ] && ok || fail "a refused pipeline recipe created its output directory"
+
 "$SMELT" train --help >/dev/null && ok || fail "train --help"
 
 echo "cli: $passed passed, $failed failed"

@@ -12,21 +12,12 @@
 #include "io/prepared_data.h"
 #include "models/compose.h"
 #include "tools/commands.h"
+#include "tools/runners.h"
 #include "tools/data_source.h"
 
 namespace smelt::tools {
 namespace {
 
-struct ComposeArgs {
-  std::string base, out;
-  std::vector<std::string> experts, prompts, negatives;
-  ComposeOptions options;
-  bool shared_expert = false;
-  int64_t prompt_windows = 16, seq_len = 128;
-  int64_t seed = 0;
-  bool json = false;
-  int threads = 0;
-};
 
 ModelConfig read_config(const std::string& dir) {
   const json j = read_json_file(dir + "/config.json");
@@ -48,6 +39,8 @@ Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& to
   SMELT_CHECK(d.size() >= seq_len + 1, path, ": ", d.size(), " tokens, fewer than one prompt window of ", seq_len + 1);
   return d.window_batch(0, std::min(windows, d.windows(seq_len)), seq_len).ids;
 }
+
+}  // namespace
 
 void run_compose(ComposeArgs a) {
   apply_threads(a.threads);
@@ -102,7 +95,6 @@ void run_compose(ComposeArgs a) {
                 static_cast<long>(c.active_parameter_count()));
 }
 
-}  // namespace
 
 void add_compose_command(CLI::App& app) {
   auto a = std::make_shared<ComposeArgs>();

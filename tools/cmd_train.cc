@@ -18,24 +18,11 @@
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
+#include "tools/runners.h"
 
 namespace smelt::tools {
 namespace {
 
-struct TrainArgs {
-  std::string config, data, val, out, init, resume;
-  double val_fraction = 0.05;
-  int64_t steps = 0;
-  int64_t seed = -1;
-  int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
-  bool json = false;
-  int threads = 0;
-  // Distillation (smelt distill): a teacher model, or a cache of its top-K predictions.
-  std::string teacher, distill_loss = "fkl", cache;
-  double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
-  int64_t teacher_topk = 0;
-  bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
-};
 
 // smelt sft without --config: a short, gentle fine-tune at the length the model was trained on.
 Recipe default_sft_recipe(const std::string& model_dir) {
@@ -142,6 +129,8 @@ void prune_checkpoints(const std::string& out, int64_t keep) {
   std::sort(dirs.begin(), dirs.end());
   for (size_t i = 0; i + static_cast<size_t>(keep) < dirs.size(); ++i) fs::remove_all(dirs[i]);
 }
+
+}  // namespace
 
 void run_train(const TrainArgs& a) {
   apply_threads(a.threads);
@@ -310,7 +299,6 @@ void run_train(const TrainArgs& a) {
   }
 }
 
-}  // namespace
 
 namespace {
 

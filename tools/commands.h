@@ -17,6 +17,7 @@ void add_report_command(CLI::App& app);
 void add_distill_command(CLI::App& app);
 void add_compose_command(CLI::App& app);
 void add_sft_command(CLI::App& app);
+void add_pipeline_command(CLI::App& app);
 
 // --threads N shared by the compute subcommands (0 = all cores).
 void add_threads_option(CLI::App& cmd, int& threads);

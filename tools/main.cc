@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   CLI::App app{"smelt: a from-scratch framework for Mixture-of-Experts language models"};
   app.set_version_flag("--version", "smelt 0.1.0");
   app.require_subcommand(1);
+  smelt::tools::add_pipeline_command(app);
   smelt::tools::add_train_command(app);
   smelt::tools::add_sft_command(app);
   smelt::tools::add_distill_command(app);

@@ -1,0 +1,364 @@
+// smelt pipeline RECIPE.json: base → instruct → one expert per domain → compose (+ MiX) → distil,
+// each stage a directory under --out. A finished stage (its directory exists: every directory is
+// written atomically) is skipped on rerun; a training stage that was interrupted resumes from its
+// newest checkpoint. At the end every model is scored on every domain's validation split and
+// OUT/report.md shows the table, the parameters and the MoE's routing per domain.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "autograd/grad_mode.h"
+#include "io/bpe_tokenizer.h"
+#include "io/checkpoint.h"
+#include "io/config_json.h"
+#include "io/corpus.h"
+#include "io/files.h"
+#include "io/prepared_data.h"
+#include "io/svg_plot.h"
+#include "io/token_data.h"
+#include "ops/ops.h"
+#include "runtime/log.h"
+#include "tools/commands.h"
+#include "tools/runners.h"
+
+namespace smelt::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct PipelineRecipe {
+  int64_t vocab_size = 4096;
+  std::map<std::string, std::string> domains;  // name → text file
+  std::string instruct_data;
+  int64_t max_domain_bytes = 0, max_instruct_examples = 0;  // 0: everything
+  double val_fraction = 0.05;
+  json base, instruct, experts, mix, distill;  // recipe sections ({"model"?, "train"})
+  int64_t top_k = 2;
+  std::string gate_init = "hidden";
+  bool shared_expert = false;
+  std::string distill_loss = "fkl";
+  double alpha = 0.5, temperature = 1.0;
+  int64_t save_every = 50;
+};
+
+// A stage's recipe: "train" is required, "model" only where the stage starts a fresh model.
+json stage_section(JsonReader& r, const std::string& key, bool with_model) {
+  JsonReader s = r.object(key);
+  json out = json::object();
+  if (with_model) out["model"] = s.raw("model");
+  out["train"] = s.raw("train");
+  s.finish();
+  return out;
+}
+
+PipelineRecipe read_pipeline_recipe(const std::string& path) {
+  const json j = read_json_file(path);
+  JsonReader r(j, path);
+  PipelineRecipe p;
+  {
+    JsonReader t = r.object("tokenizer");
+    p.vocab_size = t.integer("vocab_size");
+    t.finish();
+  }
+  const json& domains = r.raw("domains");
+  SMELT_CHECK(domains.is_object() && domains.size() >= 2, r.where("domains"), ": expected an object of at least two {name: text file}");
+  for (auto it = domains.begin(); it != domains.end(); ++it) {
+    SMELT_CHECK(it.value().is_string(), r.where("domains"), ".", it.key(), ": expected a file name");
+    SMELT_CHECK(it.key().find_first_of("/. ") == std::string::npos && !it.key().empty(), r.where("domains"), ": \"", it.key(),
+                "\" cannot name a directory (letters, digits, - and _ only)");
+    p.domains[it.key()] = it.value().get<std::string>();
+  }
+  p.instruct_data = r.string("instruct_data");
+  p.max_domain_bytes = r.integer("max_domain_bytes", 0);
+  p.max_instruct_examples = r.integer("max_instruct_examples", 0);
+  p.val_fraction = r.number("val_fraction", p.val_fraction);
+  p.save_every = r.integer("save_every", p.save_every);
+  p.base = stage_section(r, "base", true);
+  p.instruct = stage_section(r, "instruct", false);
+  p.experts = stage_section(r, "experts", false);
+  {
+    JsonReader c = r.object("compose");
+    p.top_k = c.integer("top_k", p.top_k);
+    p.gate_init = c.string("gate_init", p.gate_init);
+    p.shared_expert = c.boolean("shared_expert", p.shared_expert);
+    c.finish();
+  }
+  p.mix = stage_section(r, "mix", false);
+  {
+    JsonReader d = r.object("distill");
+    p.distill = json::object({{"model", d.raw("model")}, {"train", d.raw("train")}});
+    p.distill_loss = d.string("loss", p.distill_loss);
+    p.alpha = d.number("alpha", p.alpha);
+    p.temperature = d.number("temperature", p.temperature);
+    d.finish();
+  }
+  r.finish();
+  // Every stage recipe is checked now, before any work, with its path in the errors.
+  for (const auto& [name, section] : {std::pair<std::string, const json*>{"base", &p.base}, {"instruct", &p.instruct},
+                                      {"experts", &p.experts}, {"mix", &p.mix}, {"distill", &p.distill}})
+    parse_recipe(section->dump(), path + ": " + name);
+  for (const auto& [name, file] : p.domains) SMELT_CHECK(fs::exists(file), path, ": domains.", name, ": ", file, " does not exist");
+  SMELT_CHECK(fs::exists(p.instruct_data), path, ": instruct_data: ", p.instruct_data, " does not exist");
+  return p;
+}
+
+// Runs `fn` unless `dir` already exists (a finished stage).
+void stage(const std::string& name, const std::string& dir, const std::function<void()>& fn) {
+  if (fs::exists(dir)) {
+    log_info("stage " + name + ": done (" + dir + ")");
+    return;
+  }
+  log_info("stage " + name + " → " + dir);
+  fn();
+}
+
+// The newest checkpoint of a training stage, if an earlier run was interrupted.
+std::string newest_checkpoint(const std::string& out) {
+  const fs::path root = out + ".checkpoints";
+  if (!fs::exists(root)) return "";
+  std::vector<std::string> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && fs::exists(e.path() / "trainer_state.json"))
+      dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs.empty() ? "" : dirs.back();
+}
+
+void train_stage(const std::string& out, const std::string& work, const json& recipe, TrainArgs a, int64_t save_every) {
+  const std::string recipe_path = work + "/" + fs::path(out).filename().string() + ".recipe.json";
+  write_file_atomic(recipe_path, recipe.dump(2) + "\n");
+  a.out = out;
+  a.save_every = save_every;
+  a.keep_checkpoints = 1;
+  const std::string resume = newest_checkpoint(out);
+  if (!resume.empty()) {
+    log_info("resuming " + out + " from " + resume);
+    a.resume = resume;
+    a.init.clear();
+  } else {
+    a.config = recipe_path;
+  }
+  run_train(a);
+  fs::remove_all(out + ".checkpoints");
+}
+
+std::string capped_copy(const std::string& src, const std::string& dst, int64_t max_bytes, int64_t max_lines) {
+  std::string text = read_file(src);
+  if (max_bytes > 0 && static_cast<int64_t>(text.size()) > max_bytes) {
+    const size_t cut = text.rfind('\n', static_cast<size_t>(max_bytes));
+    text.resize(cut == std::string::npos ? static_cast<size_t>(max_bytes) : cut + 1);
+  }
+  if (max_lines > 0) {
+    size_t pos = 0;
+    for (int64_t n = 0; n < max_lines && pos < text.size(); ++n) {
+      const size_t nl = text.find('\n', pos);
+      pos = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    text.resize(pos);
+  }
+  write_file_atomic(dst, text);
+  return dst;
+}
+
+struct Scores {
+  std::map<std::string, double> loss;  // domain → nats per token
+};
+
+// Mean next-token loss on up to `windows` validation windows of each domain; for an MoE also
+// the share of each domain's token-slots per expert and layer.
+Scores score(const Transformer& model, const std::map<std::string, TokenDataset>& val, int64_t T, int64_t windows,
+             std::map<std::string, std::vector<std::vector<double>>>* routing) {
+  NoGradGuard no_grad;
+  Scores s;
+  for (const auto& [domain, data] : val) {
+    const int64_t n = std::min(windows, data.windows(T));
+    double total = 0;
+    int64_t count = 0;
+    std::vector<std::vector<double>> load;
+    for (int64_t first = 0; first < n; first += 8) {
+      const Batch b = data.window_batch(first, std::min<int64_t>(8, n - first), T);
+      const Tensor logits = model.forward(b.ids);
+      total += ops::cross_entropy(ops::reshape(logits, {-1, logits.size(-1)}), ops::reshape(b.targets, {-1})).item() * b.ids.numel();
+      count += b.ids.numel();
+      if (routing) {
+        const auto stats = model.moe_stats();
+        load.resize(stats.size());
+        for (size_t l = 0; l < stats.size(); ++l) {
+          load[l].resize(stats[l].second.load.size(), 0.0);
+          for (size_t e = 0; e < stats[l].second.load.size(); ++e) load[l][e] += stats[l].second.load[e] * static_cast<double>(b.ids.numel());
+        }
+      }
+    }
+    s.loss[domain] = count ? total / static_cast<double>(count) : NAN;
+    if (routing) {
+      for (auto& layer : load)
+        for (double& v : layer) v /= static_cast<double>(count);
+      (*routing)[domain] = load;
+    }
+  }
+  return s;
+}
+
+struct PipelineArgs {
+  std::string recipe, out;
+  int64_t eval_windows = 32;
+  int threads = 0;
+};
+
+void run_pipeline(const PipelineArgs& a) {
+  apply_threads(a.threads);
+  const PipelineRecipe p = read_pipeline_recipe(a.recipe);
+  const std::string out = a.out, work = a.out + "/work";
+  fs::create_directories(work);
+  // Corpora (capped copies), tokenizer, token shards.
+  std::map<std::string, std::string> corpus;
+  for (const auto& [name, file] : p.domains) corpus[name] = capped_copy(file, work + "/" + name + ".txt", p.max_domain_bytes, 0);
+  const std::string instruct_file = capped_copy(p.instruct_data, work + "/instruct.jsonl", 0, p.max_instruct_examples);
+  const std::string tokenizer = out + "/tokenizer.json";
+  if (!fs::exists(tokenizer)) {
+    log_info("stage tokenizer → " + tokenizer);
+    std::vector<std::string> texts;
+    for (const auto& [name, file] : corpus) texts.push_back(read_file(file));
+    BpeTrainOptions o;
+    o.vocab_size = p.vocab_size;
+    o.special_tokens = BpeTokenizer::default_special_tokens();
+    BpeTokenizer::train(std::vector<std::string_view>(texts.begin(), texts.end()), o).save(tokenizer);
+  }
+  auto prepare = [&](const std::vector<std::string>& inputs, const std::string& dir) {
+    stage("data", dir, [&] {
+      PrepareOptions o;
+      o.inputs = inputs;
+      o.tokenizer = tokenizer;
+      o.out = dir;
+      o.val_fraction = p.val_fraction;
+      prepare_data(o);
+    });
+  };
+  std::vector<std::string> all;
+  for (const auto& [name, file] : corpus) {
+    prepare({file}, out + "/data/" + name);
+    all.push_back(file);
+  }
+  prepare(all, out + "/data/mixed");
+  prepare({instruct_file}, out + "/data/instruct");
+
+  TrainArgs base;
+  base.data = out + "/data/mixed";
+  stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); });
+  TrainArgs sft;
+  sft.sft = true;
+  sft.init = out + "/base";
+  sft.data = out + "/data/instruct";
+  stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); });
+  std::vector<std::string> expert_dirs, prompts;
+  for (const auto& [name, file] : corpus) {
+    TrainArgs e;
+    e.init = out + "/instruct";
+    e.data = out + "/data/" + name;
+    const std::string dir = out + "/expert_" + name;
+    stage("expert " + name, dir, [&] { train_stage(dir, work, p.experts, e, p.save_every); });
+    expert_dirs.push_back(dir);
+    prompts.push_back(out + "/data/" + name);
+  }
+  stage("compose", out + "/moe", [&] {
+    ComposeArgs c;
+    c.base = out + "/instruct";
+    c.experts = expert_dirs;
+    c.prompts = prompts;
+    c.out = out + "/moe";
+    c.options.top_k = p.top_k;
+    c.options.gate_init = p.gate_init;
+    c.shared_expert = p.shared_expert;
+    run_compose(c);
+  });
+  TrainArgs mix;
+  mix.init = out + "/moe";
+  mix.data = out + "/data/mixed";
+  stage("mix", out + "/moe_mix", [&] { train_stage(out + "/moe_mix", work, p.mix, mix, p.save_every); });
+  TrainArgs d;
+  d.teacher = out + "/moe_mix";
+  d.data = out + "/data/mixed";
+  d.distill_loss = p.distill_loss;
+  d.alpha = p.alpha;
+  d.temperature = p.temperature;
+  stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); });
+
+  // Scores of every model on every domain, and the MoE's routing per domain.
+  log_info("scoring every model on every domain");
+  const int64_t T = p.base["train"].value("seq_len", int64_t{128});
+  std::map<std::string, TokenDataset> val;
+  for (const auto& [name, file] : corpus) val[name] = TokenDataset::from_prepared(out + "/data/" + name, "val", T + 1);
+  std::vector<std::pair<std::string, std::string>> models = {{"base", out + "/base"}, {"instruct", out + "/instruct"}};
+  for (const auto& [name, file] : corpus) models.push_back({"expert " + name, out + "/expert_" + name});
+  models.push_back({"MoE (composed)", out + "/moe"});
+  models.push_back({"MoE after MiX", out + "/moe_mix"});
+  models.push_back({"student (distilled)", out + "/student"});
+  std::map<std::string, std::vector<std::vector<double>>> routing;
+  json results = json::object();
+  std::ostringstream md;
+  md << "# smelt pipeline: " << a.recipe << "\n\nValidation perplexity per domain (lower is better; " << std::min<int64_t>(a.eval_windows, 1 << 30)
+     << " windows of " << T << " tokens per domain):\n\n| model | parameters (active) |";
+  for (const auto& [domain, file] : corpus) md << " " << domain << " |";
+  md << " mixed |\n|---|---|";
+  for (size_t i = 0; i <= corpus.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& [label, dir] : models) {
+    const Transformer m = load_model_dir(dir);
+    const bool moe = label == "MoE after MiX";
+    const Scores s = score(m, val, T, a.eval_windows, moe ? &routing : nullptr);
+    double mixed = 0;
+    md << "| " << label << " | " << m.config().parameter_count() << " (" << m.config().active_parameter_count() << ") |";
+    json row = json::object();
+    for (const auto& [domain, loss] : s.loss) {
+      md << " " << std::exp(loss) << " |";
+      row[domain] = std::exp(loss);
+      mixed += loss / static_cast<double>(s.loss.size());
+    }
+    md << " " << std::exp(mixed) << " |\n";
+    row["mixed"] = std::exp(mixed);
+    row["parameters"] = m.config().parameter_count();
+    row["active_parameters"] = m.config().active_parameter_count();
+    results[label] = row;
+  }
+  fs::create_directories(out + "/report");
+  md << "\n## Routing of the MoE after MiX\n\nShare of each domain's token-slots per expert (expert i was fine-tuned on the i-th domain in this order:";
+  for (const auto& [domain, file] : corpus) md << " " << domain;
+  md << ").\n\n";
+  if (!routing.empty()) {
+    const size_t layers = routing.begin()->second.size();
+    for (size_t l = 0; l < layers; ++l) {
+      std::vector<std::vector<double>> grid;
+      std::vector<std::string> rows, cols;
+      for (const auto& [domain, load] : routing) {
+        grid.push_back(load[l]);
+        rows.push_back(domain);
+      }
+      for (size_t e = 0; e < grid[0].size(); ++e) cols.push_back("expert " + std::to_string(e));
+      const std::string name = "routing_layer" + std::to_string(l) + ".svg";
+      write_file_atomic(out + "/report/" + name, svg_heatmap(grid, rows, cols, "Layer " + std::to_string(l) + ": domain → expert", "expert"));
+      md << "![layer " << l << "](report/" << name << ")\n\n";
+    }
+    results["routing"] = routing;
+  }
+  write_file_atomic(out + "/results.json", results.dump(2) + "\n");
+  write_file_atomic(out + "/report.md", md.str());
+  std::printf("%s\n", (out + "/report.md").c_str());
+}
+
+}  // namespace
+
+void add_pipeline_command(CLI::App& app) {
+  auto a = std::make_shared<PipelineArgs>();
+  CLI::App* cmd = app.add_subcommand("pipeline", "Base → instruct → domain experts → compose + MiX → distil, from one recipe, with a report");
+  cmd->add_option("recipe", a->recipe, "Pipeline recipe JSON (see configs/pipeline.json)")->required();
+  cmd->add_option("--out", a->out, "Output directory: one subdirectory per stage, report.md")->required();
+  cmd->add_option("--eval-windows", a->eval_windows, "Validation windows per domain in the final scoring")->capture_default_str();
+  add_threads_option(*cmd, a->threads);
+  cmd->callback([a] { run_pipeline(*a); });
+}
+
+}  // namespace smelt::tools

@@ -1,0 +1,43 @@
+// The commands that other commands run in-process (smelt pipeline chains them): their arguments
+// as structs, and the functions the command-line callbacks call.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "models/compose.h"
+
+namespace smelt::tools {
+
+// smelt train / sft / distill.
+struct TrainArgs {
+  std::string config, data, val, out, init, resume;
+  double val_fraction = 0.05;
+  int64_t steps = 0;
+  int64_t seed = -1;
+  int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
+  bool json = false;
+  int threads = 0;
+  // Distillation (smelt distill): a teacher model, or a cache of its top-K predictions.
+  std::string teacher, distill_loss = "fkl", cache;
+  double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
+  int64_t teacher_topk = 0;
+  bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
+};
+
+void run_train(const TrainArgs& args);
+
+// smelt compose.
+struct ComposeArgs {
+  std::string base, out;
+  std::vector<std::string> experts, prompts, negatives;
+  ComposeOptions options;
+  bool shared_expert = false;
+  int64_t prompt_windows = 16, seq_len = 128;
+  int64_t seed = 0;
+  bool json = false;
+  int threads = 0;
+};
+
+void run_compose(ComposeArgs args);
+
+}  // namespace smelt::tools
