@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job: installs, builds, fetches the fortunes corpus, trains the tiny dense Llama-style
-# model (configs/tiny.json, about 10 minutes on 2 cores), prints its validation loss in bits per
-# byte, and samples some text from it.
+# The main job: installs, builds, fetches the Debian corpora, then runs the whole MoE pipeline of
+# configs/pipeline.json (tokenizer → base model → instruct model → one expert per domain →
+# composed MoE + MiX fine-tune → distilled student; about 20 minutes on 2 cores) into
+# runs/pipeline/, and prints its report (validation perplexity of every model on every domain).
+# Rerunning skips the finished stages and resumes an interrupted one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh
 bash scripts/fetch_data.sh
-./build/smelt train --config configs/tiny.json --data data/fortunes/train.txt --val data/fortunes/val.txt --out runs/tiny
-./build/smelt eval --model runs/tiny --data data/fortunes/val.txt
-./build/smelt generate --model runs/tiny --prompt "The meaning of life is" --max-new-tokens 300 --temperature 0.7 --seed 1
+./build/smelt pipeline configs/pipeline.json --out runs/pipeline
+cat runs/pipeline/report.md
