@@ -205,12 +205,12 @@ cat >"$work/pipe/recipe.json" <<RECIPE
 RECIPE
 "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do ls -d "$work/pipe/run/base.checkpoints/step-"* >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq 1 600); do ls -d "$work/pipe/run/base.checkpoints/step-"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9] >/dev/null 2>&1 && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 if "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/resume.err"; then
   grep -q "resuming .*base" "$work/pipe/resume.err" && ok || fail "the killed base stage did not resume from its checkpoint"
-  grep -q "MoE after MiX" "$work/pipe/run/report.md" && grep -q '"student (distilled)"' "$work/pipe/run/results.json" &&
+  grep -q "MoE after MiX" "$work/pipe/run/report.md" && grep -q '"student (distilled)"' "$work/pipe/run/results.json" && grep -q '"student (no distillation)"' "$work/pipe/run/results.json" &&
     [ -s "$work/pipe/run/report/routing_layer0.svg" ] && ok || fail "pipeline report"
   "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/rerun.err" &&
     [ "$(grep -c ': done' "$work/pipe/rerun.err")" -ge 9 ] && ! grep -q "resuming" "$work/pipe/rerun.err" && ok ||

@@ -1,4 +1,5 @@
-// smelt pipeline RECIPE.json: base → instruct → one expert per domain → compose (+ MiX) → distil,
+// smelt pipeline RECIPE.json: base → instruct → one expert per domain → compose (+ MiX) → distil
+// (and the same student without distillation, as the baseline),
 // each stage a directory under --out. A finished stage (its directory exists: every directory is
 // written atomically) is skipped on rerun; a training stage that was interrupted resumes from its
 // newest checkpoint. At the end every model is scored on every domain's validation split and
@@ -122,7 +123,9 @@ std::string newest_checkpoint(const std::string& out) {
   if (!fs::exists(root)) return "";
   std::vector<std::string> dirs;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 && fs::exists(e.path() / "trainer_state.json"))
+    // Only finished checkpoints: "step-N" exactly (a killed write leaves "step-N.tmp.PID" behind).
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 &&
+        e.path().filename().string().find('.') == std::string::npos && fs::exists(e.path() / "trainer_state.json"))
       dirs.push_back(e.path().string());
   std::sort(dirs.begin(), dirs.end());
   return dirs.empty() ? "" : dirs.back();
@@ -286,6 +289,11 @@ void run_pipeline(const PipelineArgs& a) {
   d.alpha = p.alpha;
   d.temperature = p.temperature;
   stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); });
+  // The same student on the same windows without a teacher: what distillation is measured against.
+  TrainArgs plain;
+  plain.data = out + "/data/mixed";
+  plain.whole_windows = true;
+  stage("student without distillation", out + "/student_plain", [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); });
 
   // Scores of every model on every domain, and the MoE's routing per domain.
   log_info("scoring every model on every domain");
@@ -297,6 +305,7 @@ void run_pipeline(const PipelineArgs& a) {
   models.push_back({"MoE (composed)", out + "/moe"});
   models.push_back({"MoE after MiX", out + "/moe_mix"});
   models.push_back({"student (distilled)", out + "/student"});
+  models.push_back({"student (no distillation)", out + "/student_plain"});
   std::map<std::string, std::vector<std::vector<double>>> routing;
   json results = json::object();
   std::ostringstream md;

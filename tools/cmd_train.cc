@@ -232,7 +232,8 @@ void run_train(const TrainArgs& a) {
   trainer.run(
       // Distillation reads whole windows, so that a cached teacher's predictions line up.
       [&](int64_t, int64_t) {
-        return distill ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng) : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
+        return distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
+                                          : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
       },
       has_val ? std::function<Batch(int64_t)>([&](int64_t i) { return val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len); })
               : std::function<Batch(int64_t)>(),

@@ -22,6 +22,7 @@ struct TrainArgs {
   double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
   int64_t teacher_topk = 0;
   bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
+  bool whole_windows = false;  // sample whole windows as distillation does (a like-for-like baseline)
 };
 
 void run_train(const TrainArgs& args);
