@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "io/checkpoint.h"
+#include "io/config_json.h"
 #include "io/files.h"
 #include "io/safetensors.h"
 
@@ -29,26 +30,17 @@ void check_hf_exportable(const Transformer& model, const std::string& source) {
 }
 
 json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tokenizer) {
-  json j = {{"architectures", {"LlamaForCausalLM"}},
-            {"model_type", "llama"},
-            {"hidden_act", "silu"},
-            {"vocab_size", c.vocab_size},
-            {"hidden_size", c.hidden_size},
-            {"intermediate_size", c.intermediate_size},
-            {"num_hidden_layers", c.num_hidden_layers},
-            {"num_attention_heads", c.num_attention_heads},
-            {"num_key_value_heads", c.num_key_value_heads},
-            {"head_dim", c.hidden_size / c.num_attention_heads},
-            {"max_position_embeddings", c.max_position_embeddings},
-            {"rms_norm_eps", c.rms_norm_eps},
-            {"rope_theta", c.rope_theta},
-            {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", c.rope_theta}}},
-            {"initializer_range", c.initializer_range},
-            {"tie_word_embeddings", c.tie_word_embeddings},
-            {"attention_bias", false},
-            {"attention_dropout", 0.0},
-            {"use_cache", true},
-            {"torch_dtype", "float32"}};
+  // smelt's own config.json is already in HF form (io/config_json.cc); drop what only smelt
+  // reads, and add what transformers expects.
+  json j = model_config_to_json(c);
+  for (const char* smelt_only : {"scoring_func", "router_z_loss_coef", "moe_balancing", "aux_free_update_rate", "capacity_factor",
+                                 "routing", "shared_expert_gate", "decoder_sparse_step", "norm_topk_prob", "moe_intermediate_size",
+                                 "num_local_experts", "num_experts", "router_jitter_noise", "shared_expert_intermediate_size"})
+    j.erase(smelt_only);
+  j["head_dim"] = c.hidden_size / c.num_attention_heads;
+  j["attention_dropout"] = 0.0;
+  j["use_cache"] = true;
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};
   if (c.rope_scaling_factor != 1.0) {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
     j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", c.rope_theta}, {"factor", c.rope_scaling_factor}};
@@ -58,23 +50,19 @@ json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tok
       if (tokenizer->has_special(name)) j[field] = tokenizer->special_id(name);
   }
   if (c.num_local_experts == 0) {
+    j["attention_bias"] = false;
     j["mlp_bias"] = false;
     return j;
   }
   j["num_experts_per_tok"] = c.num_experts_per_tok;
   j["router_aux_loss_coef"] = c.router_aux_loss_coef;
   j["output_router_logits"] = false;
-  j.erase("attention_bias");
   if (c.shared_expert_intermediate_size == 0) {  // Mixtral: intermediate_size is the experts' width
-    j["architectures"] = {"MixtralForCausalLM"};
-    j["model_type"] = "mixtral";
     j["num_local_experts"] = c.num_local_experts;
     j["intermediate_size"] = c.expert_size();
     j["router_jitter_noise"] = c.router_jitter_noise;
     j["sliding_window"] = nullptr;
   } else {
-    j["architectures"] = {"Qwen2MoeForCausalLM"};
-    j["model_type"] = "qwen2_moe";
     j["num_experts"] = c.num_local_experts;
     j["moe_intermediate_size"] = c.expert_size();
     j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
