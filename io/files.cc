@@ -1,6 +1,7 @@
 #include "io/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,6 +58,21 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
   std::error_code ec;
   fs::create_directories(parent, ec);
   SMELT_CHECK(!ec, parent.string(), ": cannot create directory (", ec.message(), ")");
+  // A process killed while writing leaves NAME.tmp.PID (or NAME.old.PID) behind: remove those
+  // whose process is gone (never another live writer's).
+  const std::string stem = target.filename().string();
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    for (const char* kind : {".tmp.", ".old."}) {
+      const std::string prefix = stem + kind;
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string digits = name.substr(prefix.size());
+      if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) continue;
+      const pid_t owner = static_cast<pid_t>(std::stol(digits));
+      if (owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+    }
+  }
+  ec.clear();
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
   const fs::path old = parent / (target.filename().string() + ".old." + pid);

@@ -14,7 +14,8 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 
 // Builds a directory atomically: `fill` writes the files into a fresh temporary directory beside
 // `dir`, which then replaces `dir` (the previous version is moved aside until the new one is in
-// place). A crash or an exception in `fill` leaves the previous `dir` as it was.
+// place). A crash or an exception in `fill` leaves the previous `dir` as it was; leftovers of a
+// writer that was killed (NAME.tmp.PID, NAME.old.PID with PID gone) are removed on the next write.
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
 
 }  // namespace smelt

@@ -113,7 +113,8 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
   [ "$(sha256sum "$work/m/model.safetensors")" = "$before" ] && ok || fail "a failed write changed the previous model"
   (trap '' XFSZ; ulimit -f 16; exec "$SMELT" train --resume "$work/killed.checkpoints/step-00000010" --data "$work/text.txt" --out "$work/killed" --save-every 5) >/dev/null 2>&1
   [ "$(sha256sum "$work/killed.checkpoints/step-00000010/model.safetensors")" = "$ckpt_before" ] && ok || fail "a failed checkpoint write changed the previous checkpoint"
-  ls "$work" | grep -q '\.tmp\.' && fail "a temporary directory was left behind: $(ls "$work")" || ok
+  leftovers=$(ls "$work" | grep '\.tmp\.' | tr '\n' ' ')
+  [ -z "$leftovers" ] && ok || fail "temporary files left behind: $leftovers"
 else
   fail "train round trip: $(cat "$work/train.err")"
 fi
@@ -189,6 +190,8 @@ fi
 
 fixtures="$(cd "$(dirname "$0")" && pwd)/fixtures"
 # The pipeline on toy settings: every stage, a stage killed and resumed, a rerun that skips them all.
+# The base stage is long enough (1000 steps, checkpoints every 50) that it cannot finish between
+# its first checkpoint and the kill.
 mkdir -p "$work/pipe"
 head -c 12000 "$fixtures/tokenizer_corpus.txt" >"$work/pipe/prose.txt"
 tail -c 12000 "$fixtures/tokenizer_corpus.txt" >"$work/pipe/other.txt"
@@ -196,9 +199,9 @@ for i in $(seq 1 30); do echo "{\"prompt\": \"What does word$i mean?\", \"respon
 stage_train='"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}'
 cat >"$work/pipe/recipe.json" <<RECIPE
 {"tokenizer": {"vocab_size": 400}, "domains": {"prose": "$work/pipe/prose.txt", "other": "$work/pipe/other.txt"},
- "instruct_data": "$work/pipe/instruct.jsonl", "val_fraction": 0.2, "save_every": 2,
+ "instruct_data": "$work/pipe/instruct.jsonl", "val_fraction": 0.2, "save_every": 50,
  "base": {"model": {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64},
-          "train": {"steps": 40, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}},
+          "train": {"steps": 1000, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}},
  "instruct": {$stage_train}, "experts": {$stage_train}, "compose": {"top_k": 1, "gate_init": "hidden"}, "mix": {$stage_train},
  "distill": {"model": {"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64},
              $stage_train, "loss": "jsd"}}
