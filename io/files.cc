@@ -69,7 +69,11 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
       const std::string digits = name.substr(prefix.size());
       if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) continue;
       const pid_t owner = static_cast<pid_t>(std::stol(digits));
-      if (owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+      if (owner == ::getpid() || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
+      // Killed between moving the previous version aside and renaming the new one in: the
+      // previous version is the good one, so it goes back into place.
+      if (std::string(kind) == ".old." && !fs::exists(target)) fs::rename(e.path(), target, ec);
+      else fs::remove_all(e.path(), ec);
     }
   }
   ec.clear();

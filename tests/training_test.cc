@@ -1,6 +1,7 @@
 // Training behaviour: a tiny model must overfit one batch; data and config errors are clear.
 #include "io/checkpoint.h"
 #include "io/config_json.h"
+#include "io/files.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
 #include "io/token_data.h"
@@ -224,6 +225,35 @@ TEST(Training, PackedDocumentsGiveTheLogitsOfSeparateForwards) {
   const std::vector<float> second = m.forward(Tensor::from_ints(b, {1, 5})).to_vector();
   for (size_t i = 0; i < first.size(); ++i) EXPECT_NEAR(both[i], first[i], 1e-5);
   for (size_t i = 0; i < second.size(); ++i) EXPECT_NEAR(both[first.size() + i], second[i], 1e-4) << i;
+}
+
+}  // namespace
+}  // namespace smelt
+
+namespace smelt {
+namespace {
+
+TEST(Files, LeftoversOfAKilledWriterAreCleanedAndThePreviousVersionRestored) {
+  namespace fs = std::filesystem;
+  const std::string root = ::testing::TempDir() + "atomic_dir";
+  fs::remove_all(root);
+  fs::create_directories(root);
+  // A writer (a PID that cannot be alive) was killed after moving "model" aside as model.old.PID:
+  // the next write must bring the previous version back before replacing it, and a stale
+  // model.tmp.PID must go.
+  const std::string dead = "999999999";
+  fs::create_directories(root + "/model.old." + dead);
+  write_file_atomic(root + "/model.old." + dead + "/weights", "previous");
+  fs::create_directories(root + "/model.tmp." + dead);
+  EXPECT_THROW(write_dir_atomic(root + "/model", [](const std::string&) { SMELT_FAIL("disk full"); }), Error);
+  EXPECT_EQ(read_file(root + "/model/weights"), "previous");  // restored, and the failed write did not replace it
+  EXPECT_FALSE(fs::exists(root + "/model.tmp." + dead));
+  EXPECT_FALSE(fs::exists(root + "/model.old." + dead));
+  write_dir_atomic(root + "/model", [](const std::string& tmp) { write_file_atomic(tmp + "/weights", "new"); });
+  EXPECT_EQ(read_file(root + "/model/weights"), "new");
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(root)) ++entries;
+  EXPECT_EQ(entries, 1u);
 }
 
 }  // namespace
