@@ -14,17 +14,7 @@ namespace {
 
 using testing::expect_error_mentions;
 
-ModelConfig tiny() {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  return c;
-}
+ModelConfig tiny() { return testing::small_config(64, 32, 48, 2, 4, 2, 32); }
 
 Tensor domain_ids(int64_t lo, int64_t hi, int64_t seed, int64_t rows = 4) {
   Philox rng(static_cast<uint64_t>(seed));

@@ -100,14 +100,7 @@ TEST(Distill, TopKWithAllButOneTokenEqualsTheDenseLoss) {
 }
 
 TEST(Distill, TeacherCacheHoldsTheTeachersTopK) {
-  ModelConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 16;
-  c.intermediate_size = 32;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
+  ModelConfig c = testing::small_config(50, 16, 32, 1, 2, 2, 32);
   const Transformer teacher = Transformer::create(c, 5);
   std::vector<int32_t> tokens;
   for (int i = 0; i < 300; ++i) tokens.push_back((i * 17 + 3) % 50);

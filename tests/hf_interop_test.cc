@@ -56,13 +56,7 @@ TEST_P(HfLayouts, ImportGivesTransformersLogitsAndExportGivesItsTensorsBack) {
 INSTANTIATE_TEST_SUITE_P(Architectures, HfLayouts, ::testing::Values("llama", "mixtral", "qwen2_moe"));
 
 TEST(HfExport, RefusesWhatTransformersWouldComputeDifferently) {
-  ModelConfig c;
-  c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
+  ModelConfig c = testing::small_config(61, 32, 48, 2, 4, 2);
   c.num_local_experts = 4;
   c.num_experts_per_tok = 2;
   c.scoring_func = "sigmoid";

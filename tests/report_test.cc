@@ -62,13 +62,7 @@ TEST(Report, WritesMarkdownAndPlotsForAnMoeRun) {
 }
 
 TEST(Report, ModelCardStatesArchitectureParametersAndData) {
-  ModelConfig c;
-  c.vocab_size = 256;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 4;
+  ModelConfig c = testing::small_config(256, 32, 64, 2, 4, 4);
   c.num_local_experts = 4;
   c.num_experts_per_tok = 2;
   const std::string card = model_card(c, {{"steps", 10}, {"val_loss", 1.5}}, {{"training data", "corpus.txt"}});

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "autograd/gradcheck.h"
+#include "models/config.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
@@ -21,6 +22,20 @@ inline Tensor rand_param(const Shape& shape, uint64_t seed, float lo = -1.0f, fl
   Tensor t = Tensor::uniform(shape, rng, lo, hi);
   t.set_requires_grad(true);
   return t;
+}
+
+// A small dense Llama-style configuration for tests (MoE fields are set by the caller).
+inline ModelConfig small_config(int64_t vocab, int64_t hidden, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads,
+                                int64_t max_positions = 64) {
+  ModelConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = hidden;
+  c.intermediate_size = ffn;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.max_position_embeddings = max_positions;
+  return c;
 }
 
 inline std::string write_temp(const std::string& name, const std::string& text) {

@@ -17,17 +17,7 @@
 namespace smelt {
 namespace {
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 32;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 64;
-  return c;
-}
+ModelConfig tiny_config() { return testing::small_config(32, 32, 64, 2, 4, 2, 64); }
 
 TEST(Training, TinyModelOverfitsOneBatch) {
   Transformer m = Transformer::create(tiny_config(), 7);
@@ -206,14 +196,7 @@ namespace {
 TEST(Training, PackedDocumentsGiveTheLogitsOfSeparateForwards) {
   // RoPE makes attention depend on relative positions only, so a document packed after another
   // (with key_start hiding the first) gets the logits it gets alone.
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.max_position_embeddings = 32;
+  const ModelConfig c = testing::small_config(40, 16, 32, 2, 2, 1, 32);
   const Transformer m = Transformer::create(c, 7);
   NoGradGuard g;
   const std::vector<int64_t> a = {3, 14, 15, 9}, b = {2, 6, 5, 35, 8};
