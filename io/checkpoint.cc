@@ -58,15 +58,17 @@ Transformer load_model_dir(const std::string& dir) {
 }
 
 namespace {
-std::vector<std::string> parameter_names(const Transformer& model) {
+std::vector<std::string> parameter_names(const Transformer& model, const NamedTensors& extra) {
   std::vector<std::string> names;
   for (const auto& [name, t] : model.trainable_parameters()) names.push_back(name);  // the optimizer's parameters
+  for (const auto& [name, t] : extra) names.push_back(name);
   return names;
 }
 }  // namespace
 
-void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& st) {
-  auto [tensors, fields] = optimizer.state(parameter_names(model));
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& st,
+                              const NamedTensors& extra) {
+  auto [tensors, fields] = optimizer.state(parameter_names(model, extra));
   json state = {{"format", "smelt-trainer-state"},
                 {"version", 1},
                 {"step", st.step},
@@ -77,6 +79,7 @@ void save_training_checkpoint(const std::string& dir, const Transformer& model, 
   std::map<std::string, std::string> files = st.extra_files;
   files["optimizer.safetensors"] = safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors");
   files["trainer_state.json"] = state.dump(2) + "\n";
+  if (!extra.empty()) files["extra_parameters.safetensors"] = safetensors_bytes(extra, {}, dir + "/extra_parameters.safetensors");
   files["metrics.jsonl"] = st.metrics_jsonl;
   files["recipe.json"] = st.recipe_json;
   save_model_dir(dir, model, files);
@@ -107,10 +110,27 @@ TrainerState read_trainer_state(const std::string& dir) {
   return st;
 }
 
-void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer) {
+void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer, const NamedTensors& extra) {
   const std::string path = (fs::path(dir) / "optimizer.safetensors").string();
   SafetensorsFile f = read_safetensors(path);
-  optimizer.load_state(f.tensors, f.metadata, parameter_names(model), path);
+  optimizer.load_state(f.tensors, f.metadata, parameter_names(model, extra), path);
+}
+
+void load_extra_parameters(const std::string& dir, const NamedTensors& extra) {
+  if (extra.empty()) return;
+  const std::string path = (fs::path(dir) / "extra_parameters.safetensors").string();
+  SMELT_CHECK(fs::exists(path), path, ": missing; the checkpoint was written by a run without these parameters (", extra[0].first, ")");
+  SafetensorsFile f = read_safetensors(path);
+  SMELT_CHECK(f.tensors.size() == extra.size(), path, ": holds ", f.tensors.size(), " tensors, the run trains ", extra.size());
+  for (const auto& [name, t] : extra) {
+    const Tensor* found = nullptr;
+    for (const auto& [n, v] : f.tensors)
+      if (n == name) found = &v;
+    SMELT_CHECK(found, path, ": no tensor ", name);
+    SMELT_CHECK(found->shape() == t.shape(), path, ": ", name, " is ", found->str(), ", the run expects ", t.str());
+    std::vector<float> v = found->to_vector();
+    std::copy(v.begin(), v.end(), t.data<float>());
+  }
 }
 
 void restore_jitter_streams(Transformer& model, const TrainerState& state) {

@@ -29,9 +29,14 @@ struct TrainerState {
   std::map<std::string, std::string> extra_files;  // stored as they are (tokenizer.json, ...)
 };
 
-void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& state);
+// `extra` are parameters the optimizer trains beside the model's (after them, in this order),
+// kept in extra_parameters.safetensors.
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& state,
+                              const NamedTensors& extra = {});
 TrainerState read_trainer_state(const std::string& dir);
-void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer);
+void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer, const NamedTensors& extra = {});
+// Copies the checkpoint's values of `extra` into those tensors (names and shapes must match).
+void load_extra_parameters(const std::string& dir, const NamedTensors& extra);
 // Restores the per-layer router-jitter stream positions recorded in `state`.
 void restore_jitter_streams(Transformer& model, const TrainerState& state);
 

@@ -211,6 +211,10 @@ Recipe parse_recipe(const std::string& text, const std::string& path) {
     JsonReader t = r.object("train");
     recipe.train = train_config_from_json(t);
   }
+  if (r.has("distill")) {
+    recipe.distill = r.raw("distill");
+    SMELT_CHECK(recipe.distill.is_object(), r.where("distill"), ": expected an object");
+  }
   r.finish();
   if (recipe.has_model) validated(path, [&] { recipe.model.validate(); });
   validated(path, [&] { recipe.train.validate(); });

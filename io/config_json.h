@@ -22,6 +22,7 @@ struct Recipe {
   bool has_model = false;  // a recipe may leave the model out when training starts from a checkpoint
   ModelConfig model;
   TrainConfig train;
+  json distill;  // distillation settings (smelt distill records them for --resume); null if absent
 };
 Recipe read_recipe(const std::string& path);
 // The same from text already in memory (`source` names it in errors).

@@ -116,4 +116,36 @@ Tensor distill_loss_topk(const Tensor& student_logits, const Tensor& teacher_ids
   return weighted_mean(divergence_rows(teacher, student, kind, beta), row_weight, temperature_scale(kind, temperature));
 }
 
+HiddenLoss parse_hidden_loss(const std::string& name) {
+  if (name == "mse") return HiddenLoss::MSE;
+  if (name == "cosine") return HiddenLoss::Cosine;
+  SMELT_FAIL("unknown hidden-state loss \"", name, "\" (known: mse, cosine)");
+}
+
+std::string hidden_loss_name(HiddenLoss kind) {
+  return kind == HiddenLoss::MSE ? "mse" : kind == HiddenLoss::Cosine ? "cosine" : "none";
+}
+
+Tensor hidden_state_loss(const Tensor& s, const Tensor& t_in, HiddenLoss kind, const Tensor& row_weight) {
+  SMELT_CHECK(s.dim() == 2 && s.shape() == t_in.shape(), "hidden-state loss: student ", s.str(), " and teacher ", t_in.str(),
+              " must both be [rows, width]");
+  const Tensor t = t_in.detach();
+  if (kind == HiddenLoss::MSE) {
+    const Tensor d = sub(s, t);
+    // Relative error: the teacher's weighted squared norm is a constant of the batch.
+    std::vector<float> tn = sum(mul(t, t), {1}).to_vector();
+    std::vector<float> w = row_weight.defined() ? row_weight.to_vector() : std::vector<float>(tn.size(), 1.0f);
+    double total = 0, rows = 0;
+    for (size_t i = 0; i < tn.size(); ++i)
+      if (w[i] > 0) total += tn[i], rows += 1;
+    if (rows == 0 || total == 0) return mul(sum(d), 0.0f);
+    return weighted_mean(sum(mul(d, d), {1}), row_weight, rows / total);
+  }
+  SMELT_CHECK(kind == HiddenLoss::Cosine, "hidden-state loss: no loss kind given");
+  const float eps = 1e-12f;
+  const Tensor dot = sum(mul(s, t), {1});
+  const Tensor norms = mul(sqrt(add(sum(mul(s, s), {1}), eps)), sqrt(add(sum(mul(t, t), {1}), eps)));
+  return weighted_mean(add(neg(div(dot, norms)), 1.0f), row_weight, 1.0);
+}
+
 }  // namespace smelt::ops

@@ -37,4 +37,15 @@ Tensor distill_loss(const Tensor& student_logits, const Tensor& teacher_logits, 
 Tensor distill_loss_topk(const Tensor& student_logits, const Tensor& teacher_ids, const Tensor& teacher_logp, Divergence kind,
                          double temperature, double beta, const Tensor& row_weight = Tensor());
 
+// Hidden-state matching between a student's and a teacher's residual streams, rows [N, C] of the
+// same width (a learned projection in front of the student handles different widths):
+//   mse     Σ_rows ‖s − t‖² / Σ_rows ‖t‖²  (relative squared error, so layers whose residual
+//           streams differ in scale weigh alike and the loss sits on the cross-entropy's scale)
+//   cosine  mean over rows of 1 − cos(s, t)
+// over rows with row_weight > 0 (undefined: all rows). Gradients flow to the student only.
+enum class HiddenLoss { None, MSE, Cosine };
+HiddenLoss parse_hidden_loss(const std::string& name);  // "mse", "cosine"
+std::string hidden_loss_name(HiddenLoss kind);
+Tensor hidden_state_loss(const Tensor& student, const Tensor& teacher, HiddenLoss kind, const Tensor& row_weight = Tensor());
+
 }  // namespace smelt::ops

@@ -1,10 +1,12 @@
 // Distillation objectives for the training loop: the student minimises
 //   alpha · divergence(teacher, student; T) + (1 − alpha) · next-token cross-entropy
-// (plus its own MoE balancing loss), over the tokens that carry loss. The teacher is either a
-// model run frozen and without gradients on the same batch, or a cache of its top-K predictions
-// for the batch's windows (io/teacher_cache.h), so no teacher is in memory.
+//   + hidden_weight · hidden-state loss (optional) + its own MoE balancing loss
+// over the tokens that carry loss. The teacher is either a model run frozen and without
+// gradients on the same batch, or a cache of its top-K predictions for the batch's windows
+// (io/teacher_cache.h), so no teacher is in memory.
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
@@ -17,10 +19,25 @@ struct DistillOptions {
   double temperature = 1.0;
   double alpha = 0.5;  // weight of the distillation term; 1 − alpha on the data's next tokens
   double beta = 0.5;   // jsd mixture / skl skew
+  ops::HiddenLoss hidden = ops::HiddenLoss::None;
+  double hidden_weight = 1.0;
   void validate() const;
 };
 
-LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOptions options);
+// Hidden-state matching: student layer i's block output against teacher layer teacher_layer[i]'s,
+// through `projection` ([teacher width, student width], trained with the student) when the widths
+// differ. Layers are matched by depth: round((i + 1) · Lt / Ls) − 1, so the last matches the last.
+struct HiddenMatch {
+  std::vector<int64_t> teacher_layer;
+  Tensor projection;  // undefined when the widths agree
+  // The layer map and, when widths differ, a projection ~ N(0, 1/student width) from `seed`.
+  static HiddenMatch create(const ModelConfig& teacher, const ModelConfig& student, uint64_t seed);
+  // What the optimizer trains besides the student (and checkpoints keep): the projection, if any.
+  NamedTensors parameters() const;
+};
+
+// `hidden` is used when options.hidden is not None.
+LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOptions options, HiddenMatch hidden = {});
 LossFn cached_distill_loss(std::shared_ptr<const TeacherCache> cache, DistillOptions options);
 
 }  // namespace smelt

@@ -58,10 +58,11 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
   return batches > 0 ? total / batches : 0.0;
 }
 
-Trainer::Trainer(Transformer& model, TrainConfig config) : model_(model), config_(std::move(config)) {
+Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters) : model_(model), config_(std::move(config)) {
   config_.validate();
   std::vector<Tensor> params;
   for (const auto& [name, t] : model_.trainable_parameters()) params.push_back(t);
+  for (const auto& [name, t] : extra_parameters) params.push_back(t);
   SMELT_CHECK(!params.empty(), "every parameter is frozen: nothing to train");
   if (config_.optimizer == "adamw")
     optimizer_ = std::make_unique<AdamW>(params, config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);

@@ -69,7 +69,8 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
 
 class Trainer {
  public:
-  Trainer(Transformer& model, TrainConfig config);
+  // `extra_parameters` are trained beside the model's (e.g. a distillation projection).
+  Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters = {});
   // Runs config.steps optimizer steps. `next_batch(step, micro)` supplies training data;
   // `val_batch(i)` (may be empty) supplies validation data; `on_step` sees every step's metrics.
   // Steps [first_step, last_step) run (a resumed run starts where its checkpoint stopped;

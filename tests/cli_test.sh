@@ -142,6 +142,23 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       [ -f "$work/tcache/teacher_cache.json" ] && ok || fail "distill with a top-K cache"
     "$SMELT" distill --teacher "$work/nonexistent" --student-config "$work/student.json" --data "$work/tokdata" --teacher-topk 8 --cache "$work/tcache" --out "$work/st_cached2" >/dev/null 2>&1 &&
       ok || fail "a matching cache must be used without loading the teacher"
+    # A student from the teacher's layers with a hidden-state loss; a narrower student with a
+    # learned projection, killed after step 2 and resumed with no distillation options repeated,
+    # ends bit-identical to the uninterrupted run.
+    echo "{\"model\": {$tokmodel}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_len\": 16, \"eval_batches\": 1, \"warmup_steps\": 1}}" >"$work/same_width.json"
+    "$SMELT" distill --teacher "$work/tm" --student-config "$work/same_width.json" --student-init teacher --hidden-loss mse --data "$work/tokdata" --out "$work/st_layers" >"$work/st_layers.log" 2>&1 &&
+      grep -q "initialised from $work/tm layers 0" "$work/st_layers.log" && ok || fail "distill into a student made from the teacher's layers"
+    if "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss cosine --data "$work/tokdata" --out "$work/st_hid" >/dev/null 2>&1 &&
+      "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss cosine --data "$work/tokdata" --stop-after 2 --out "$work/st_hid2" >/dev/null 2>&1 &&
+      "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --data "$work/tokdata" --out "$work/st_hid2" >/dev/null 2>&1; then
+      [ -f "$work/st_hid2.checkpoints/step-00000002/extra_parameters.safetensors" ] && cmp -s "$work/st_hid/model.safetensors" "$work/st_hid2/model.safetensors" &&
+        ok || fail "a resumed hidden-state distillation differs from the uninterrupted one"
+    else
+      fail "hidden-state distillation with a projection, stopped and resumed"
+    fi
+    expect_error resume-other-loss "\"distill\".loss|rkl" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/tm" --loss rkl --hidden-loss cosine --data "$work/tokdata" --out "$work/x"
+    expect_error hidden-loss-with-cache "hidden-loss|online" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss mse --teacher-topk 8 --cache "$work/tcache" --data "$work/tokdata" --out "$work/x"
+    expect_error student-init-width "hidden_size 16|32" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --student-init teacher --data "$work/tokdata" --out "$work/x"
     # Compose two fine-tuned copies into an MoE (router from each expert's prompts), then MiX-tune it.
     echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/ft.json"
     head -c 8000 "$fixtures/tokenizer_corpus.txt" >"$work/dom_a.txt"

@@ -12,6 +12,7 @@
 #include "io/run_report.h"
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
+#include "models/student_init.h"
 #include "optim/distill.h"
 #include "tools/data_source.h"
 #include "ops/backend.h"
@@ -49,21 +50,73 @@ DistillOptions distill_options(const TrainArgs& a) {
   o.temperature = a.temperature;
   o.alpha = a.alpha;
   o.beta = a.beta > 0 ? a.beta : ops::default_beta(o.kind);
+  if (!a.hidden_loss.empty()) o.hidden = ops::parse_hidden_loss(a.hidden_loss);
+  o.hidden_weight = a.hidden_weight;
   o.validate();
   return o;
 }
 
 bool has_cache(const TrainArgs& a) { return a.teacher_topk > 0 && std::filesystem::exists(a.cache + "/teacher_cache.json"); }
+bool init_from_teacher(const TrainArgs& a) { return a.student_init == "teacher"; }
+
+// The distillation settings as the recipe's "distill" section: checkpoints carry them, so
+// --resume needs no options repeated.
+json distill_settings(const TrainArgs& a) {
+  return {{"teacher", a.teacher}, {"loss", a.distill_loss}, {"temperature", a.temperature}, {"alpha", a.alpha},
+          {"beta", a.beta > 0 ? a.beta : ops::default_beta(ops::parse_divergence(a.distill_loss))}, {"teacher_topk", a.teacher_topk},
+          {"cache", a.cache}, {"hidden_loss", a.hidden_loss}, {"hidden_weight", a.hidden_weight}, {"student_init", a.student_init},
+          {"student_layers", a.student_layers}};
+}
+
+// Fills the distillation fields of `a` from a recipe's "distill" section. When the command line
+// names a teacher too, both must agree (a resumed run cannot switch objectives silently).
+void apply_distill_settings(const json& section, const std::string& source, TrainArgs& a) {
+  JsonReader r(section, source);
+  TrainArgs d = a;
+  d.teacher = r.string("teacher");
+  d.distill_loss = r.string("loss", "fkl");
+  d.temperature = r.number("temperature", 1.0);
+  d.alpha = r.number("alpha", 0.5);
+  d.beta = r.number("beta", 0.0);
+  d.teacher_topk = r.integer("teacher_topk", 0);
+  d.cache = r.string("cache", "");
+  d.hidden_loss = r.string("hidden_loss", "");
+  d.hidden_weight = r.number("hidden_weight", 1.0);
+  d.student_init = r.string("student_init", "scratch");
+  d.student_layers.clear();
+  if (r.has("student_layers"))
+    for (const json& l : r.raw("student_layers")) {
+      SMELT_CHECK(l.is_number_integer(), r.where("student_layers"), ": expected layer indices");
+      d.student_layers.push_back(l.get<int64_t>());
+    }
+  r.finish();
+  if (a.teacher.empty()) {
+    a = d;
+    return;
+  }
+  const json given = distill_settings(a), recorded = distill_settings(d);
+  for (auto it = recorded.begin(); it != recorded.end(); ++it) {
+    if (it.key() == "student_init" || it.key() == "student_layers") continue;  // they only shape a fresh student
+    SMELT_CHECK(given[it.key()] == it.value(), source, ": \"distill\".", it.key(), " is ", it.value().dump(), " but the command line gives ",
+                given[it.key()].dump(), "; leave the distillation options out to use the recorded ones");
+  }
+}
 
 // Checks a distillation run before any work: options, and (unless a cache replaces it) that the
 // teacher shares the student's vocabulary and the data's tokenizer. Reads only the teacher's
 // config.json and tokenizer.json.
 void check_distillation(const TrainArgs& a, const TrainingData& data, const ModelConfig& student) {
-  if (a.teacher.empty()) return;
+  if (a.teacher.empty()) {
+    SMELT_CHECK(a.hidden_loss.empty() && !init_from_teacher(a), "--hidden-loss and --student-init teacher need --teacher");
+    return;
+  }
   distill_options(a);
+  SMELT_CHECK(a.student_init == "scratch" || a.student_init == "teacher", "--student-init must be scratch or teacher, got ", a.student_init);
+  SMELT_CHECK(a.student_layers.empty() || init_from_teacher(a), "--student-layers needs --student-init teacher");
   SMELT_CHECK(a.teacher_topk >= 0, "--teacher-topk must be ≥ 0");
   SMELT_CHECK(a.teacher_topk == 0 || !a.cache.empty(), "--teacher-topk needs --cache DIR (where the teacher's predictions are kept)");
-  if (has_cache(a)) return;  // the cache is checked against the data when it is opened
+  SMELT_CHECK(a.teacher_topk == 0 || a.hidden_loss.empty(), "--hidden-loss needs the teacher online; the top-K cache holds only its predictions");
+  if (has_cache(a) && !init_from_teacher(a)) return;  // the cache is checked against the data when it is opened
   const std::optional<BpeTokenizer> teacher_tok = model_tokenizer(a.teacher);
   SMELT_CHECK(teacher_tok.has_value() == data.tokenizer.has_value() && (!teacher_tok || teacher_tok->same_as(*data.tokenizer)), a.teacher,
               ": the teacher's tokenizer differs from the data's; teacher and student must share a vocabulary");
@@ -74,24 +127,35 @@ void check_distillation(const TrainArgs& a, const TrainingData& data, const Mode
               " differs from the student's ", student.vocab_size);
 }
 
+struct Distillation {
+  LossFn loss;
+  HiddenMatch hidden;  // its projection is trained beside the student
+};
+
 // The distillation objective of a run, or none. With --teacher-topk the teacher runs once to
-// fill the cache (unless a matching cache exists) and is freed before training starts.
-std::optional<LossFn> distillation(const TrainArgs& a, const TrainingData& data, int64_t seq_len) {
+// fill the cache (unless a matching cache exists) and is freed (`teacher` reset) before training.
+std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData& data, const TrainConfig& tc, const ModelConfig& student,
+                                         std::shared_ptr<const Transformer>& teacher) {
   if (a.teacher.empty()) return std::nullopt;
   const DistillOptions o = distill_options(a);
   if (!has_cache(a)) {
-    auto teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
+    if (!teacher) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
     if (a.teacher_topk == 0) {
-      log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)");
-      return online_distill_loss(teacher, o);
+      log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)" +
+               (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
+      Distillation d;
+      if (o.hidden != ops::HiddenLoss::None) d.hidden = HiddenMatch::create(teacher->config(), student, tc.seed);
+      d.loss = online_distill_loss(teacher, o, d.hidden);
+      return d;
     }
     log_info("writing the teacher's top-" + std::to_string(a.teacher_topk) + " predictions to " + a.cache);
-    write_teacher_cache(*teacher, a.teacher, data.train, seq_len, a.teacher_topk, a.temperature, 8, a.cache);
-  }  // the teacher is freed here: training reads only the cache
-  auto cache = std::make_shared<const TeacherCache>(TeacherCache::open(a.cache, data.train, seq_len, a.temperature));
+    write_teacher_cache(*teacher, a.teacher, data.train, tc.seq_len, a.teacher_topk, a.temperature, 8, a.cache);
+  }
+  teacher.reset();  // training reads only the cache
+  auto cache = std::make_shared<const TeacherCache>(TeacherCache::open(a.cache, data.train, tc.seq_len, a.temperature));
   SMELT_CHECK(cache->info().top_k == a.teacher_topk, a.cache, ": holds top-", cache->info().top_k, " predictions, not top-", a.teacher_topk);
   log_info("distilling from the cached top-" + std::to_string(a.teacher_topk) + " predictions in " + a.cache + " (no teacher in memory)");
-  return cached_distill_loss(cache, o);
+  return Distillation{cached_distill_loss(cache, o), {}};
 }
 
 json metrics_json(const StepMetrics& m) {
@@ -132,7 +196,8 @@ void prune_checkpoints(const std::string& out, int64_t keep) {
 
 }  // namespace
 
-void run_train(const TrainArgs& a) {
+void run_train(const TrainArgs& args) {
+  TrainArgs a = args;
   apply_threads(a.threads);
   SMELT_CHECK(a.config.empty() != a.resume.empty() || (a.sft && a.resume.empty()), "give exactly one of --config (a new run) and --resume (a checkpoint)");
   SMELT_CHECK(a.resume.empty() || a.init.empty(), "--init and --resume exclude each other: a checkpoint already holds the model");
@@ -142,6 +207,7 @@ void run_train(const TrainArgs& a) {
   if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
   Recipe recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
+  if (!recipe.distill.is_null()) apply_distill_settings(recipe.distill, recipe_path, a);
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
@@ -168,6 +234,19 @@ void run_train(const TrainArgs& a) {
               recipe.model.vocab_size, " is smaller than the ", train.vocab_size(), " token ids of ", a.data);
   const bool has_val = val.size() > 0;
   check_distillation(a, data, recipe.model);
+  std::shared_ptr<const Transformer> teacher;
+  if (init_from_teacher(a) && !initial) {
+    SMELT_CHECK(a.init.empty(), "--student and --student-init teacher exclude each other");
+    SMELT_CHECK(recipe.has_model, a.config, ": --student-init teacher needs the student's \"model\" section");
+    teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
+    const std::vector<int64_t> layers =
+        a.student_layers.empty() ? evenly_spaced_layers(teacher->config().num_hidden_layers, recipe.model.num_hidden_layers) : a.student_layers;
+    a.student_layers = layers;
+    initial = student_from_teacher(*teacher, recipe.model, layers, a.teacher);
+    std::string list;
+    for (int64_t l : layers) list += (list.empty() ? "" : ",") + std::to_string(l);
+    log_info("student initialised from " + a.teacher + " layers " + list + (teacher->config().num_local_experts > 0 ? " (experts merged)" : ""));
+  }
   if (a.sft) {
     SMELT_CHECK(data.tokenizer && data.tokenizer->has_special("<|eos|>"), a.init, ": smelt sft needs a model whose tokenizer has <|eos|>");
     SMELT_CHECK(train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
@@ -176,7 +255,7 @@ void run_train(const TrainArgs& a) {
   }
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
-  log_info(std::string(initial ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
+  log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
            " threads, SIMD " + cpu_simd_target());
   const std::string unit = data.tokenizer ? " tokens" : " bytes";
@@ -188,18 +267,21 @@ void run_train(const TrainArgs& a) {
     log_info("frozen: " + std::to_string(frozen) + " parameter tensors; training " +
              std::to_string(model.trainable_parameters().size()));
   }
-  Trainer trainer(model, recipe.train);
-  const std::optional<LossFn> distill = distillation(a, data, recipe.train.seq_len);
-  if (distill) trainer.set_loss(*distill);
+  const std::optional<Distillation> distill = distillation(a, data, recipe.train, recipe.model, teacher);
+  const NamedTensors extra = distill ? distill->hidden.parameters() : NamedTensors{};
+  if (resumed) load_extra_parameters(a.resume, extra);
+  Trainer trainer(model, recipe.train, extra);
+  if (distill) trainer.set_loss(distill->loss);
   Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
   json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
+  if (distill) recipe_json["distill"] = distill_settings(a);
   std::ostringstream metrics;
   int64_t first_step = 0;
   if (resumed) {
     SMELT_CHECK(resumed->step < tc.steps, a.resume, ": the checkpoint is at step ", resumed->step, ", the run has ", tc.steps,
                 " steps; nothing to resume (raise --steps to go further)");
-    load_optimizer_state(a.resume, model, trainer.optimizer());
+    load_optimizer_state(a.resume, model, trainer.optimizer(), extra);
     restore_jitter_streams(model, *resumed);
     data_rng = Philox(resumed->data_seed, resumed->data_offset);
     trainer.set_tokens(resumed->tokens);
@@ -222,7 +304,7 @@ void run_train(const TrainArgs& a) {
     st.recipe_json = recipe_json.dump(2) + "\n";
     st.extra_files = data.tokenizer_files;
     const std::string dir = checkpoint_dir(a.out, m.step);
-    save_training_checkpoint(dir, model, trainer.optimizer(), st);
+    save_training_checkpoint(dir, model, trainer.optimizer(), st, extra);
     prune_checkpoints(a.out, a.keep_checkpoints);
     return dir;
   };
@@ -342,7 +424,7 @@ void add_sft_command(CLI::App& app) {
 void add_distill_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("distill", "Train a student on a frozen teacher's next-token distributions (online or from a top-K cache)");
-  cmd->add_option("--teacher", args->teacher, "Teacher model directory (frozen, no gradients)")->required();
+  cmd->add_option("--teacher", args->teacher, "Teacher model directory (frozen, no gradients; a resumed run reads it from its checkpoint)");
   cmd->add_option("--student", args->init, "Start the student from this model directory (the recipe then has only \"train\")");
   cmd->add_option("--student-config,--config", args->config, "Recipe JSON: the student's \"model\" (unless --student) and \"train\"");
   cmd->add_option("--loss", args->distill_loss, "fkl, rkl, jsd, skl or tvd")->capture_default_str();
@@ -352,8 +434,18 @@ void add_distill_command(CLI::App& app) {
   cmd->add_option("--teacher-topk", args->teacher_topk, "Cache the teacher's top-K predictions once and train from them (0 = online)")
       ->capture_default_str();
   cmd->add_option("--cache", args->cache, "Directory of the top-K cache (made if absent, reused if it matches)");
+  cmd->add_option("--hidden-loss", args->hidden_loss, "Also match hidden states layer by layer: mse (relative) or cosine; a learned projection bridges different widths");
+  cmd->add_option("--hidden-weight", args->hidden_weight, "Weight of the hidden-state loss")->capture_default_str();
+  cmd->add_option("--student-init", args->student_init,
+                  "scratch, or teacher: copy a subset of the teacher's layers (experts merged by averaging) into the student config's shape")
+      ->capture_default_str();
+  cmd->add_option("--student-layers", args->student_layers, "Teacher layers for --student-init teacher, e.g. 0,3 (default: evenly spaced)")
+      ->delimiter(',');
   add_run_options(cmd, args.get());
-  cmd->callback([args] { run_train(*args); });
+  cmd->callback([args] {
+    SMELT_CHECK(!args->teacher.empty() || !args->resume.empty(), "smelt distill needs --teacher DIR (or --resume of a distillation checkpoint)");
+    run_train(*args);
+  });
 }
 
 }  // namespace smelt::tools

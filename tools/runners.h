@@ -21,6 +21,10 @@ struct TrainArgs {
   std::string teacher, distill_loss = "fkl", cache;
   double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default
   int64_t teacher_topk = 0;
+  std::string hidden_loss;            // "" (none), "mse" or "cosine"
+  double hidden_weight = 1.0;
+  std::string student_init = "scratch";  // or "teacher": a subset of the teacher's layers, experts merged
+  std::vector<int64_t> student_layers;   // teacher layers for "teacher" (default: evenly spaced)
   bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
   bool whole_windows = false;  // sample whole windows as distillation does (a like-for-like baseline)
 };
