@@ -221,7 +221,7 @@ cat >"$work/pipe/recipe.json" <<RECIPE
           "train": {"steps": 1000, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}},
  "instruct": {$stage_train}, "experts": {$stage_train}, "compose": {"top_k": 1, "gate_init": "hidden"}, "mix": {$stage_train},
  "distill": {"model": {"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64},
-             $stage_train, "loss": "jsd"}}
+             $stage_train, "loss": "jsd", "hidden_loss": "mse"}}
 RECIPE
 "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>&1 &
 pid=$!
@@ -231,7 +231,8 @@ wait $pid 2>/dev/null
 if "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/resume.err"; then
   grep -q "resuming .*base" "$work/pipe/resume.err" && ok || fail "the killed base stage did not resume from its checkpoint"
   grep -q "MoE after MiX" "$work/pipe/run/report.md" && grep -q '"student (distilled)"' "$work/pipe/run/results.json" && grep -q '"student (no distillation)"' "$work/pipe/run/results.json" &&
-    [ -s "$work/pipe/run/report/routing_layer0.svg" ] && ok || fail "pipeline report"
+    [ -s "$work/pipe/run/report/routing_layer0.svg" ] && [ -s "$work/pipe/run/report/loss_students.svg" ] && grep -q "^## Training" "$work/pipe/run/report.md" &&
+    ok || fail "pipeline report"
   "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>"$work/pipe/rerun.err" &&
     [ "$(grep -c ': done' "$work/pipe/rerun.err")" -ge 9 ] && ! grep -q "resuming" "$work/pipe/rerun.err" && ok ||
     fail "a rerun must skip every finished stage"
@@ -242,6 +243,8 @@ sed 's/"compose"/"composee"/' "$work/pipe/recipe.json" >"$work/pipe/bad.json"
 expect_error pipeline-unknown-stage "bad.json|compose|missing" -- "$SMELT" pipeline "$work/pipe/bad.json" --out "$work/pipe/x"
 sed 's/"hidden_size": 16/"hidden_sise": 16/' "$work/pipe/recipe.json" >"$work/pipe/bad2.json"
 expect_error pipeline-bad-stage-key "bad2.json: distill|model.hidden_size" -- "$SMELT" pipeline "$work/pipe/bad2.json" --out "$work/pipe/x"
+sed 's/"hidden_loss": "mse"/"student_init": "teachr"/' "$work/pipe/recipe.json" >"$work/pipe/bad3.json"
+expect_error pipeline-bad-student-init "bad3.json|distill.student_init|teachr" -- "$SMELT" pipeline "$work/pipe/bad3.json" --out "$work/pipe/x"
 [ ! -e "$work/pipe/x" ] && ok || fail "a refused pipeline recipe created its output directory"
 
 "$SMELT" train --help >/dev/null && ok || fail "train --help"

@@ -5,6 +5,7 @@
 // newest checkpoint. At the end every model is scored on every domain's validation split and
 // OUT/report.md shows the table, the parameters and the MoE's routing per domain.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "io/corpus.h"
 #include "io/files.h"
 #include "io/prepared_data.h"
+#include "io/run_report.h"
 #include "io/svg_plot.h"
 #include "io/token_data.h"
 #include "ops/ops.h"
@@ -43,6 +45,9 @@ struct PipelineRecipe {
   bool shared_expert = false;
   std::string distill_loss = "fkl";
   double alpha = 0.5, temperature = 1.0;
+  std::string hidden_loss, student_init = "scratch";
+  double hidden_weight = 1.0;
+  std::vector<int64_t> student_layers;
   int64_t save_every = 50;
 };
 
@@ -95,6 +100,18 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
     p.distill_loss = d.string("loss", p.distill_loss);
     p.alpha = d.number("alpha", p.alpha);
     p.temperature = d.number("temperature", p.temperature);
+    p.hidden_loss = d.string("hidden_loss", p.hidden_loss);
+    p.hidden_weight = d.number("hidden_weight", p.hidden_weight);
+    p.student_init = d.string("student_init", p.student_init);
+    if (d.has("student_layers"))
+      for (const json& l : d.raw("student_layers")) {
+        SMELT_CHECK(l.is_number_integer(), d.where("student_layers"), ": expected teacher layer indices");
+        p.student_layers.push_back(l.get<int64_t>());
+      }
+    SMELT_CHECK(p.student_init == "scratch" || p.student_init == "teacher", d.where("student_init"), ": expected \"scratch\" or \"teacher\", got \"",
+                p.student_init, "\"");
+    SMELT_CHECK(p.hidden_loss.empty() || p.hidden_loss == "mse" || p.hidden_loss == "cosine", d.where("hidden_loss"),
+                ": expected \"mse\" or \"cosine\", got \"", p.hidden_loss, "\"");
     d.finish();
   }
   r.finish();
@@ -206,6 +223,55 @@ Scores score(const Transformer& model, const std::map<std::string, TokenDataset>
   return s;
 }
 
+// Train loss over steps of one stage's run, from its metrics.jsonl.
+PlotSeries loss_curve(const std::string& label, const std::string& dir) {
+  PlotSeries sr{label, {}, {}};
+  const std::string path = dir + "/metrics.jsonl";
+  for (const json& j : parse_metrics_jsonl(read_file(path), path)) {
+    sr.x.push_back(j.at("step").get<double>());
+    sr.y.push_back(j.at("loss").get<double>());
+  }
+  return sr;
+}
+
+// "## Training": steps, tokens, wall time and throughput of every training stage (from its
+// summary.json), and the loss curves per stage as SVG.
+void write_training_section(std::ostringstream& md, json& results, const std::string& out, const std::map<std::string, std::string>& corpus) {
+  std::vector<std::pair<std::string, std::string>> stages = {{"base", "base"}, {"instruct", "instruct"}};
+  for (const auto& [name, file] : corpus) stages.push_back({"expert " + name, "expert_" + name});
+  stages.push_back({"MoE MiX", "moe_mix"});
+  stages.push_back({"student (distilled)", "student"});
+  stages.push_back({"student (no distillation)", "student_plain"});
+  md << "\n## Training\n\n| stage | steps | tokens | wall time | tokens/s | final train loss | validation loss | peak RSS MiB |\n"
+        "|---|---|---|---|---|---|---|---|\n";
+  double total_seconds = 0;
+  json table = json::object();
+  for (const auto& [label, dir] : stages) {
+    const json sm = read_json_file(out + "/" + dir + "/summary.json");
+    total_seconds += sm.value("elapsed_s", 0.0);
+    char row[256];
+    std::snprintf(row, sizeof row, "| %s | %ld | %ld | %s | %.0f | %.3f | %.3f | %.0f |\n", label.c_str(), static_cast<long>(sm.value("steps", int64_t{0})),
+                  static_cast<long>(sm.value("tokens", int64_t{0})), format_duration(sm.value("elapsed_s", 0.0)).c_str(), sm.value("tokens_per_s", 0.0),
+                  sm.value("final_loss", NAN), sm.value("val_loss", NAN), sm.value("peak_rss_mib", 0.0));
+    md << row;
+    table[label] = sm;
+  }
+  md << "\nTraining time of all stages: " << format_duration(total_seconds)
+     << " (tokenizer, data preparation, composing and scoring come on top). The distilled student's train loss is its objective "
+        "(alpha · divergence + (1 − alpha) · cross-entropy, plus any hidden-state term), so compare students by validation loss.\n\n";
+  results["training"] = table;
+  auto chart = [&](const std::string& name, const std::string& title, const std::vector<std::pair<std::string, std::string>>& which) {
+    std::vector<PlotSeries> series;
+    for (const auto& [label, dir] : which) series.push_back(loss_curve(label, out + "/" + dir));
+    write_file_atomic(out + "/report/" + name, svg_line_chart(series, title, "step", "train loss (nats per token)"));
+    md << "![" << title << "](report/" << name << ")\n\n";
+  };
+  chart("loss_base_instruct_mix.svg", "Base, instruct and MoE MiX", {stages[0], stages[1], stages[2 + corpus.size()]});
+  chart("loss_experts.svg", "Domain experts (from the instruct model)",
+        std::vector<std::pair<std::string, std::string>>(stages.begin() + 2, stages.begin() + 2 + static_cast<long>(corpus.size())));
+  chart("loss_students.svg", "Students", {stages[3 + corpus.size()], stages[4 + corpus.size()]});
+}
+
 struct PipelineArgs {
   std::string recipe, out;
   int64_t eval_windows = 32;
@@ -213,6 +279,7 @@ struct PipelineArgs {
 };
 
 void run_pipeline(const PipelineArgs& a) {
+  const auto started = std::chrono::steady_clock::now();
   apply_threads(a.threads);
   const PipelineRecipe p = read_pipeline_recipe(a.recipe);
   const std::string out = a.out, work = a.out + "/work";
@@ -288,11 +355,22 @@ void run_pipeline(const PipelineArgs& a) {
   d.distill_loss = p.distill_loss;
   d.alpha = p.alpha;
   d.temperature = p.temperature;
+  d.hidden_loss = p.hidden_loss;
+  d.hidden_weight = p.hidden_weight;
+  d.student_init = p.student_init;
+  d.student_layers = p.student_layers;
   stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); });
-  // The same student on the same windows without a teacher: what distillation is measured against.
+  // The same student on the same windows without a teacher (initialised the same way): what
+  // distillation is measured against. A teacher-layer init still needs the teacher, at alpha 0.
   TrainArgs plain;
   plain.data = out + "/data/mixed";
   plain.whole_windows = true;
+  if (p.student_init == "teacher") {
+    plain.teacher = d.teacher;
+    plain.alpha = 0;
+    plain.student_init = "teacher";
+    plain.student_layers = p.student_layers;
+  }
   stage("student without distillation", out + "/student_plain", [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); });
 
   // Scores of every model on every domain, and the MoE's routing per domain.
@@ -334,6 +412,7 @@ void run_pipeline(const PipelineArgs& a) {
     results[label] = row;
   }
   fs::create_directories(out + "/report");
+  write_training_section(md, results, out, corpus);
   md << "\n## Routing of the MoE after MiX\n\nShare of each domain's token-slots per expert (expert i was fine-tuned on the i-th domain in this order:";
   for (const auto& [domain, file] : corpus) md << " " << domain;
   md << ").\n\n";
@@ -353,8 +432,13 @@ void run_pipeline(const PipelineArgs& a) {
     }
     results["routing"] = routing;
   }
+  // Wall time of this invocation (stages finished by an earlier run are skipped, not counted).
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  results["wall_seconds_this_run"] = wall;
+  md << "This invocation of `smelt pipeline` ran " << format_duration(wall) << " (stages finished by earlier runs were skipped).\n";
   write_file_atomic(out + "/results.json", results.dump(2) + "\n");
   write_file_atomic(out + "/report.md", md.str());
+  log_info("pipeline finished in " + format_duration(wall));
   std::printf("%s\n", (out + "/report.md").c_str());
 }
 

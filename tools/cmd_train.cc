@@ -138,6 +138,12 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
                                          std::shared_ptr<const Transformer>& teacher) {
   if (a.teacher.empty()) return std::nullopt;
   const DistillOptions o = distill_options(a);
+  if (o.alpha == 0 && o.hidden == ops::HiddenLoss::None) {
+    // Nothing learns from the teacher (a no-distillation baseline on the same windows).
+    log_info("alpha 0 and no hidden-state loss: next-token loss only, the teacher is not run");
+    teacher.reset();
+    return Distillation{[](const Transformer& m, const Batch& b, double* aux) { return training_loss(m, b, aux); }, {}};
+  }
   if (!has_cache(a)) {
     if (!teacher) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
     if (a.teacher_topk == 0) {
