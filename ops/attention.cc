@@ -1,8 +1,10 @@
-// Attention per (batch, kv head) group: S = scale·QKᵀ, masked softmax → P (kept for backward),
-// O = PV. Heads are read in place from the [B, T, H, D] layout through GEMM leading dimensions,
-// so no permuted copies are made. Backward: dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dP⊙P)),
-// dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO. (A tiled flash kernel replaces the T×T
-// buffers in the CPU speed work.)
+// Attention, flash-style: the T×T probability matrix is never stored. Per (batch, head) and
+// block of kQueryBlock query rows: S = scale·QKᵀ over the keys the block can see, masked
+// softmax → P, O = PV, all in a per-thread [kQueryBlock × Tk] scratch; only each row's
+// log-sum-exp L is kept for backward, so memory is O(T·D) per head, not O(T²). Backward
+// recomputes P = exp(S − L) block by block: dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dP⊙P)),
+// dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO. Heads are read in place from the
+// [B, T, H, D] layout through GEMM leading dimensions, so no permuted copies are made.
 #include "ops/attention.h"
 
 #include <cmath>
@@ -29,11 +31,30 @@ constexpr int64_t kQueryBlock = 32;
 
 template <typename Fn>
 void for_each_query_block(const Dims& d, Fn&& fn) {
-  const int64_t step = d.causal ? kQueryBlock : std::max<int64_t>(d.Tq, 1);
+  const int64_t step = kQueryBlock;  // also bounds the per-thread score scratch
   for (int64_t i0 = 0; i0 < d.Tq; i0 += step) {
     const int64_t i1 = std::min(d.Tq, i0 + step);
     fn(i0, i1, visible(d, i1 - 1));
   }
+}
+
+// S[m × kv] = scale · Q_block Kᵀ (packed with row stride kv).
+void scores(const KernelTable& K, const Dims& d, const float* q, int64_t qs, const float* k, int64_t ks, int64_t m, int64_t kv, float* S) {
+  GemmArgs s;
+  s.m = m; s.n = kv; s.k = d.D;
+  s.a = q; s.lda = qs;
+  s.b = k; s.ldb = ks; s.trans_b = true;
+  s.c = S; s.ldc = kv; s.alpha = d.scale;
+  K.gemm(s);
+}
+
+// −∞ at the keys query i of batch b may not see: past its causal limit, or before its
+// document's first key. Masked keys then get probability 0 in forward and backward alike.
+void mask_row(const Dims& d, const std::vector<int64_t>& first_key, int64_t b, int64_t i, int64_t kv, float* row) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int64_t j = visible(d, i); j < kv; ++j) row[j] = kNegInf;
+  if (!first_key.empty())
+    for (int64_t j = 0; j < first_key[b * d.Tq + i]; ++j) row[j] = kNegInf;
 }
 
 }  // namespace
@@ -63,36 +84,31 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   const KernelTable& K = kernels_for(q.device());
   Tensor qc = contiguous_data(q), kc = contiguous_data(k), vc = contiguous_data(v);
   Tensor out = Tensor::empty(q.shape());
-  Tensor probs = Tensor::empty({d.B, d.Hq, d.Tq, d.Tk});
+  Tensor lse = Tensor::empty({d.B, d.Hq, d.Tq});  // log-sum-exp of each query row's scores
   const float *pq = qc.data<float>(), *pk = kc.data<float>(), *pv = vc.data<float>();
-  float *po = out.data<float>(), *pp = probs.data<float>();
+  float *po = out.data<float>(), *pl = lse.data<float>();
   const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
   parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk));
     for (int64_t bh = lo; bh < hi; ++bh) {
       const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
       const float* qh = pq + b * d.Tq * qs + h * d.D;
       const float* kh = pk + b * d.Tk * ks + g * d.D;
       const float* vh = pv + b * d.Tk * ks + g * d.D;
-      float* P = pp + bh * d.Tq * d.Tk;
       for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
-        GemmArgs s;  // S = scale · Q Kᵀ over the keys this block can see
-        s.m = i1 - i0; s.n = kv; s.k = d.D;
-        s.a = qh + i0 * qs; s.lda = qs;
-        s.b = kh; s.ldb = ks; s.trans_b = true;
-        s.c = P + i0 * d.Tk; s.ldc = d.Tk; s.alpha = d.scale;
-        K.gemm(s);
+        scores(K, d, qh + i0 * qs, qs, kh, ks, i1 - i0, kv, P.data());
         for (int64_t i = i0; i < i1; ++i) {
-          float* row = P + i * d.Tk;
-          for (int64_t j = visible(d, i); j < kv; ++j) row[j] = -std::numeric_limits<float>::infinity();
-          // Masked keys get probability 0, so backward (dS = P ⊙ ...) needs no mask of its own.
-          if (!first_key.empty())
-            for (int64_t j = 0; j < first_key[b * d.Tq + i]; ++j) row[j] = -std::numeric_limits<float>::infinity();
+          float* row = P.data() + (i - i0) * kv;
+          mask_row(d, first_key, b, i, kv, row);
+          int64_t arg = 0;
+          for (int64_t j = 1; j < kv; ++j) arg = row[j] > row[arg] ? j : arg;
+          const float top = row[arg];
           K.softmax(row, row, 1, kv, false);
-          for (int64_t j = kv; j < d.Tk; ++j) row[j] = 0.0f;
+          pl[bh * d.Tq + i] = top - std::log(row[arg]);  // p_max ≥ 1/kv, so its log is accurate
         }
         GemmArgs o;  // O = P V
         o.m = i1 - i0; o.n = d.D; o.k = kv;
-        o.a = P + i0 * d.Tk; o.lda = d.Tk;
+        o.a = P.data(); o.lda = kv;
         o.b = vh; o.ldb = ks;
         o.c = po + (b * d.Tq + i0) * qs + h * d.D; o.ldc = qs;
         K.gemm(o);
@@ -101,15 +117,16 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   });
   if (!needs_grad({&q, &k, &v})) return out;
   SavedTensor Q(qc, "attention"), Ks(kc, "attention"), V(vc, "attention");
+  const std::vector<int64_t> masks = first_key;
   attach_grad_fn(out, "attention", {q, k, v}, [=](const Tensor& grad) {
     Tensor gc = contiguous_data(grad), qv = Q.get(), kv = Ks.get(), vv = V.get();
     Tensor dq = Tensor::empty(qv.shape()), dk = Tensor::zeros(kv.shape()), dv = Tensor::zeros(vv.shape());
     const float *pg = gc.data<float>(), *pq2 = qv.data<float>(), *pk2 = kv.data<float>(), *pv2 = vv.data<float>();
-    const float* pp2 = probs.data<float>();
+    const float* pl2 = lse.data<float>();
     float *pdq = dq.data<float>(), *pdk = dk.data<float>(), *pdv = dv.data<float>();
     // One task per (batch, kv head): the query heads of a group add into the same dK, dV.
     parallel_for(0, d.B * d.Hkv, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<float> dS(static_cast<size_t>(d.Tq * d.Tk));
+      std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk)), dS(static_cast<size_t>(kQueryBlock * d.Tk));
       for (int64_t bg = lo; bg < hi; ++bg) {
         const int64_t b = bg / d.Hkv, g = bg % d.Hkv;
         const float* kh = pk2 + b * d.Tk * ks + g * d.D;
@@ -117,21 +134,28 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
         float* dkh = pdk + b * d.Tk * ks + g * d.D;
         float* dvh = pdv + b * d.Tk * ks + g * d.D;
         for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
-          const float* P = pp2 + (b * d.Hq + h) * d.Tq * d.Tk;
+          const float* L = pl2 + (b * d.Hq + h) * d.Tq;
           const float* dO = pg + b * d.Tq * qs + h * d.D;
           const float* qh = pq2 + b * d.Tq * qs + h * d.D;
           for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
             const int64_t m = i1 - i0;
-            float* dSb = dS.data() + i0 * d.Tk;
+            float* dSb = dS.data();
+            scores(K, d, qh + i0 * qs, qs, kh, ks, m, kv, P.data());  // recompute P = exp(S − L)
+            for (int64_t i = i0; i < i1; ++i) {
+              float* row = P.data() + (i - i0) * kv;
+              mask_row(d, masks, b, i, kv, row);
+              K.binary_scalar(BinaryOp::Sub, row, L[i], row, kv);
+              K.unary(UnaryOp::Exp, row, row, kv, 0.0f);  // exp(−∞) = 0 at masked keys
+            }
             GemmArgs a;  // dP = dO Vᵀ
             a.m = m; a.n = kv; a.k = d.D;
             a.a = dO + i0 * qs; a.lda = qs;
             a.b = vh; a.ldb = ks; a.trans_b = true;
-            a.c = dSb; a.ldc = d.Tk;
+            a.c = dSb; a.ldc = kv;
             K.gemm(a);
             for (int64_t i = i0; i < i1; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-              float* row = dS.data() + i * d.Tk;
-              const float* prow = P + i * d.Tk;
+              float* row = dS.data() + (i - i0) * kv;
+              const float* prow = P.data() + (i - i0) * kv;
               double dot = 0;
               for (int64_t j = 0; j < kv; ++j) dot += static_cast<double>(row[j]) * prow[j];
               const float s = static_cast<float>(dot);
@@ -139,19 +163,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             }
             GemmArgs gq;  // dQ = scale · dS K
             gq.m = m; gq.n = d.D; gq.k = kv;
-            gq.a = dSb; gq.lda = d.Tk;
+            gq.a = dSb; gq.lda = kv;
             gq.b = kh; gq.ldb = ks;
             gq.c = pdq + (b * d.Tq + i0) * qs + h * d.D; gq.ldc = qs; gq.alpha = d.scale;
             K.gemm(gq);
             GemmArgs gk;  // dK += scale · dSᵀ Q
             gk.m = kv; gk.n = d.D; gk.k = m;
-            gk.a = dSb; gk.lda = d.Tk; gk.trans_a = true;
+            gk.a = dSb; gk.lda = kv; gk.trans_a = true;
             gk.b = qh + i0 * qs; gk.ldb = qs;
             gk.c = dkh; gk.ldc = ks; gk.alpha = d.scale; gk.beta = 1.0f;
             K.gemm(gk);
             GemmArgs gv;  // dV += Pᵀ dO
             gv.m = kv; gv.n = d.D; gv.k = m;
-            gv.a = P + i0 * d.Tk; gv.lda = d.Tk; gv.trans_a = true;
+            gv.a = P.data(); gv.lda = kv; gv.trans_a = true;
             gv.b = dO + i0 * qs; gv.ldb = qs;
             gv.c = dvh; gv.ldc = ks; gv.beta = 1.0f;
             K.gemm(gv);

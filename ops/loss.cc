@@ -34,13 +34,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   auto lse = std::make_shared<std::vector<float>>(N);  // log-sum-exp per row, for backward
   std::vector<double> row_loss(N, 0.0);
   const float* pl = lc.data<float>();
+  const KernelTable& K = kernels_for(logits.device());
+  // Rows run in parallel; within a row the exponentials are one vectorised kernel pass (a
+  // scalar exp over a 4096-token vocabulary cost more than the LM head's GEMM).
   parallel_for(0, N, 4, [&](int64_t lo, int64_t hi) {
+    std::vector<float> e(static_cast<size_t>(V));
     for (int64_t i = lo; i < hi; ++i) {
       const float* row = pl + i * V;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < V; ++j) mx = std::max(mx, row[j]);
+      K.binary_scalar(BinaryOp::Sub, row, mx, e.data(), V);
+      K.unary(UnaryOp::Exp, e.data(), e.data(), V, 0.0f);
       double s = 0;
-      for (int64_t j = 0; j < V; ++j) s += std::exp(static_cast<double>(row[j] - mx));
+      for (int64_t j = 0; j < V; ++j) s += e[j];
       (*lse)[i] = mx + static_cast<float>(std::log(s));
       if (w[i] > 0) row_loss[i] = w[i] * ((*lse)[i] - row[tgt[i]]);
     }
@@ -58,6 +64,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     const float* p = lv.data<float>();
     float* pd = dl.data<float>();
     const float scale = total_w > 0 ? g.item() / static_cast<float>(total_w) : 0.0f;
+    const KernelTable& K = kernels_for(lv.device());
     parallel_for(0, N, 4, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         float* drow = pd + i * V;
@@ -67,8 +74,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
           continue;
         }
         const float* row = p + i * V;
-        const float m = (*lse)[i];
-        for (int64_t j = 0; j < V; ++j) drow[j] = ws * std::exp(row[j] - m);
+        K.binary_scalar(BinaryOp::Sub, row, (*lse)[i], drow, V);
+        K.unary(UnaryOp::Exp, drow, drow, V, 0.0f);
+        K.binary_scalar(BinaryOp::Mul, drow, ws, drow, V);
         drow[tgt[i]] -= ws;
       }
     });

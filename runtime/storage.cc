@@ -22,7 +22,19 @@ void keep_freed_memory_for_reuse() {
   }();
   (void)done;
 }
+std::atomic<int64_t> g_live{0}, g_peak{0};
+
+void count_allocation(int64_t bytes) {
+  const int64_t now = g_live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int64_t peak = g_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
 }  // namespace
+
+int64_t Storage::live_bytes() { return g_live.load(std::memory_order_relaxed); }
+int64_t Storage::peak_live_bytes() { return g_peak.load(std::memory_order_relaxed); }
+void Storage::reset_peak_live_bytes() { g_peak.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   keep_freed_memory_for_reuse();
@@ -30,14 +42,19 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   size_t rounded = (nbytes + 63) / 64 * 64;
   data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (!data_) SMELT_FAIL("out of memory allocating ", nbytes, " bytes");
+  count_allocation(static_cast<int64_t>(nbytes));
 }
 
 Storage::Storage(void* data, size_t nbytes, Device device, std::function<void()> release)
     : data_(data), nbytes_(nbytes), device_(device), release_(std::move(release)) {}
 
 Storage::~Storage() {
-  if (release_) release_();
-  else std::free(data_);
+  if (release_) {
+    release_();
+  } else {
+    std::free(data_);
+    g_live.fetch_sub(static_cast<int64_t>(nbytes_), std::memory_order_relaxed);
+  }
 }
 
 }  // namespace smelt

@@ -26,6 +26,12 @@ class Storage {
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
+  // Bytes of owned storage alive now, and the most alive at once since the last reset: what the
+  // tensors themselves hold (memory benchmarks compare it with the process's RSS).
+  static int64_t live_bytes();
+  static int64_t peak_live_bytes();
+  static void reset_peak_live_bytes();
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;

@@ -2,6 +2,7 @@
 // |analytic − numeric| ≤ 1e-3 + 1e-2·|numeric|: truncation O(ε²·|f'''|) ≈ 1e-4 and round-off
 // O(ulp·|L|/ε) ≈ 1e-5 for these O(1) inputs), including non-contiguous and broadcast inputs.
 #include "ops/ops.h"
+#include "runtime/storage.h"
 #include "tests/test_util.h"
 
 namespace smelt {
@@ -138,6 +139,20 @@ TEST(Gradcheck, AttentionAcrossQueryBlocks) {
         ASSERT_NEAR(out[(i * 2 + h) * 4 + c], o, 1e-5) << "query " << i << " head " << h;
       }
     }
+}
+
+TEST(Gradcheck, AttentionKeepsNoSequenceSquaredBuffer) {
+  // What a forward leaves alive for backward is the output and one log-sum-exp per query row:
+  // linear in T. The T×T probabilities of 2 heads at T = 1024 would be 8 MiB.
+  const int64_t T = 1024, H = 2, D = 16;
+  Tensor q = rand_param({1, T, H, D}, 30), k = rand_param({1, T, H, D}, 31), v = rand_param({1, T, H, D}, 32);
+  const int64_t before = Storage::live_bytes();
+  Tensor out = ops::attention(q, k, v, true);
+  const int64_t kept = Storage::live_bytes() - before;
+  const int64_t linear = (T * H * D + T * H) * 4;  // the output and the log-sum-exp
+  EXPECT_LE(kept, linear + 4096) << "attention kept " << kept << " bytes for backward";
+  ops::sum(out).backward();
+  EXPECT_TRUE(q.grad().defined() && k.grad().defined() && v.grad().defined());
 }
 
 TEST(Gradcheck, CrossEntropyWithIgnoreAndMask) {

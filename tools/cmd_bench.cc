@@ -2,10 +2,14 @@
 //   gemm — our GEMM on the shapes of ../shared/bench/openblas_gemm.c (B plain and transposed),
 //          best of 7 after warm-up, so the figures sit beside OpenBLAS's from that program.
 //   grouped-gemm — experts' segments as one grouped GEMM against one GEMM of the same FLOPs.
+//   attention — causal attention forward and backward at --seq: time and tensor memory.
+//   train — a training step of ../shared/bench/torch_moe_ref.py's model (MoE or --dense): tokens/s
+//          and memory (weights + gradients + Adam + kept activations against peak RSS).
 //   moe  — the dropless MoE dispatch (sort, gather, per-expert GEMMs, scatter) forward and
 //          backward, against the same FLOPs as one dense SwiGLU over all token-slots.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <tuple>
@@ -15,7 +19,9 @@
 #include "ops/backend.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
+#include "optim/trainer.h"
 #include "runtime/log.h"
+#include "runtime/storage.h"
 #include "runtime/rng.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
@@ -26,6 +32,9 @@ namespace {
 struct BenchArgs {
   std::string what;
   int64_t tokens = 4096, hidden = 256, ffn = 512, experts = 8, top_k = 2, repeats = 7;
+  // train: the model of ../shared/bench/torch_moe_ref.py
+  int64_t vocab = 4096, layers = 4, heads = 8, seq = 256, batch = 16, steps = 6;
+  bool dense = false;
   int threads = 0;
 };
 
@@ -187,27 +196,134 @@ void bench_moe(const BenchArgs& a) {
   std::printf("%s\n", j.dump().c_str());
 }
 
+// Causal attention forward + backward at one sequence length: time and memory. The kernel keeps
+// O(T·D) per head (no T×T matrix), so the tensor bytes alive grow linearly with T.
+void bench_attention(const BenchArgs& a) {
+  const int64_t B = a.batch, T = a.seq, H = a.heads, D = a.hidden / a.heads;
+  Philox rng(3);
+  auto param = [&] { return Tensor::randn({B, T, H, D}, rng, 0.0f, 1.0f).set_requires_grad(true); };
+  Tensor q = param(), k = param(), v = param();
+  const int64_t before = Storage::live_bytes();
+  Storage::reset_peak_live_bytes();
+  double fwd = 0;
+  {
+    NoGradGuard g;
+    fwd = best_seconds(a.repeats, [&] { ops::attention(q, k, v); });
+  }
+  const double step = best_seconds(a.repeats, [&] { ops::sum(ops::attention(q, k, v)).backward(); });
+  const double mib = 1024.0 * 1024.0;
+  const double flops = 4.0 * B * H * D * static_cast<double>(T) * static_cast<double>(T + 1) / 2;  // QKᵀ and PV over the causal half
+  json j = {{"bench", "attention"}, {"batch", B}, {"seq", T}, {"heads", H}, {"head_dim", D}, {"forward_ms", fwd * 1e3},
+            {"forward_backward_ms", step * 1e3}, {"forward_gflops", flops / fwd / 1e9},
+            {"qkv_mib", 3.0 * static_cast<double>(B * T * H * D) * 4 / mib},
+            {"peak_tensor_mib_beyond_inputs", static_cast<double>(Storage::peak_live_bytes() - before) / mib},
+            {"t_by_t_matrix_mib", static_cast<double>(B * H * T * T) * 4 / mib}};
+  j.update(environment());
+  std::printf("%s\n", j.dump().c_str());
+}
+
+// A training step (forward, backward, AdamW) of the model in ../shared/bench/torch_moe_ref.py:
+// tokens/s as the median over steps after the first, as that script reports it, and memory:
+// parameters + gradients + Adam moments + the activations a forward keeps for backward (tensor
+// bytes counted by the allocator) against the process's peak RSS.
+void bench_train(const BenchArgs& a) {
+  ModelConfig c;
+  c.vocab_size = a.vocab;
+  c.hidden_size = a.hidden;
+  c.intermediate_size = a.ffn;
+  c.num_hidden_layers = a.layers;
+  c.num_attention_heads = a.heads;
+  c.num_key_value_heads = a.heads;  // the reference uses full multi-head attention
+  c.max_position_embeddings = a.seq;
+  if (!a.dense) {
+    c.num_local_experts = a.experts;
+    c.num_experts_per_tok = a.top_k;
+    c.router_aux_loss_coef = 0.01;
+  }
+  c.validate();
+  TrainConfig tc;
+  tc.steps = a.steps;
+  tc.batch_size = a.batch;
+  tc.seq_len = a.seq;
+  tc.lr = 3e-4;
+  tc.min_lr = 3e-4;
+  tc.warmup_steps = 0;
+  tc.weight_decay = 0.01;  // torch.optim.AdamW's default
+  tc.grad_clip = 0;        // the reference does not clip
+  Transformer model = Transformer::create(c, 0);
+  Trainer trainer(model, tc);
+  Philox rng(7);
+  std::vector<int64_t> x(a.batch * a.seq), y(a.batch * a.seq);
+  for (auto& v : x) v = rng.next_u32() % a.vocab;
+  for (auto& v : y) v = rng.next_u32() % a.vocab;
+  Batch b;
+  b.ids = Tensor::from_ints(x, {a.batch, a.seq});
+  b.targets = Tensor::from_ints(y, {a.batch, a.seq});
+  std::vector<double> times;
+  double first_loss = 0;
+  for (int64_t s = 0; s < a.steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepMetrics m = trainer.step(s, {b});
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (s == 0) first_loss = m.loss + m.aux_loss;
+  }
+  // What one forward keeps alive for backward (parameters, gradients and moments exist already).
+  const int64_t before = Storage::live_bytes();
+  Storage::reset_peak_live_bytes();
+  int64_t kept = 0;
+  {
+    const Tensor loss = training_loss(model, b);
+    kept = Storage::live_bytes() - before;
+    loss.backward();
+  }
+  const int64_t step_peak = Storage::peak_live_bytes();
+  trainer.optimizer().zero_grad();
+  std::vector<double> later(times.begin() + 1, times.end());
+  std::sort(later.begin(), later.end());
+  const double median = later.empty() ? times[0] : later[later.size() / 2];
+  const int64_t P = c.parameter_count();
+  const double mib = 1024.0 * 1024.0;
+  const double state_mib = 16.0 * static_cast<double>(P) / mib;  // f32 weights, gradients, two Adam moments
+  json j = {{"bench", "train"}, {"impl", "smelt"}, {"moe", !a.dense}, {"params", P}, {"tokens_per_step", a.batch * a.seq},
+            {"median_step_s", median}, {"tokens_per_s", static_cast<double>(a.batch * a.seq) / median}, {"loss_step0", first_loss},
+            {"uniform_loss", std::log(static_cast<double>(a.vocab))},
+            {"weights_grads_adam_mib", state_mib}, {"activations_kept_mib", static_cast<double>(kept) / mib},
+            {"expected_mib", state_mib + static_cast<double>(kept) / mib}, {"peak_tensor_mib", static_cast<double>(step_peak) / mib}};
+  j.update(environment());
+  j["rss_over_expected"] = j["peak_rss_mib"].get<double>() / j["expected_mib"].get<double>();
+  std::printf("%s\n", j.dump().c_str());
+}
+
 void run_bench(const BenchArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
   if (a.what == "gemm") bench_gemm(a);
   else if (a.what == "grouped-gemm") bench_grouped_gemm(a);
   else if (a.what == "moe") bench_moe(a);
-  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, grouped-gemm, moe)");
+  else if (a.what == "train") bench_train(a);
+  else if (a.what == "attention") bench_attention(a);
+  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, grouped-gemm, moe, train, attention)");
 }
 
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "Kernel throughput as JSON lines (gemm, grouped-gemm, moe)");
-  cmd->add_option("what", a->what, "Benchmark: gemm, grouped-gemm or moe")->required();
+  CLI::App* cmd = app.add_subcommand("bench", "Throughput and memory as JSON lines (gemm, grouped-gemm, moe, train, attention)");
+  cmd->add_option("what", a->what, "Benchmark: gemm, grouped-gemm, moe, train or attention")->required();
   cmd->add_option("--tokens", a->tokens, "moe: tokens")->capture_default_str();
   cmd->add_option("--hidden", a->hidden, "moe: hidden size")->capture_default_str();
   cmd->add_option("--ffn", a->ffn, "moe: expert FFN width")->capture_default_str();
   cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
+  cmd->add_option("--vocab", a->vocab, "train: vocabulary")->capture_default_str();
+  cmd->add_option("--layers", a->layers, "train: layers")->capture_default_str();
+  cmd->add_option("--heads", a->heads, "train, attention: heads (attention: head_dim = hidden / heads)")->capture_default_str();
+  cmd->add_option("--seq", a->seq, "train, attention: sequence length")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "train, attention: sequences")->capture_default_str();
+  cmd->add_option("--steps", a->steps, "train: steps (the first is a warm-up)")->capture_default_str();
+  cmd->add_flag("--dense", a->dense, "train: one dense SwiGLU FFN per layer instead of the MoE");
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_bench(*a); });
 }

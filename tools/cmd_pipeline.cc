@@ -223,6 +223,12 @@ Scores score(const Transformer& model, const std::map<std::string, TokenDataset>
   return s;
 }
 
+std::string one_decimal(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
 // Train loss over steps of one stage's run, from its metrics.jsonl.
 PlotSeries loss_curve(const std::string& label, const std::string& dir) {
   PlotSeries sr{label, {}, {}};
@@ -401,11 +407,11 @@ void run_pipeline(const PipelineArgs& a) {
     md << "| " << label << " | " << m.config().parameter_count() << " (" << m.config().active_parameter_count() << ") |";
     json row = json::object();
     for (const auto& [domain, loss] : s.loss) {
-      md << " " << std::exp(loss) << " |";
+      md << " " << one_decimal(std::exp(loss)) << " |";
       row[domain] = std::exp(loss);
       mixed += loss / static_cast<double>(s.loss.size());
     }
-    md << " " << std::exp(mixed) << " |\n";
+    md << " " << one_decimal(std::exp(mixed)) << " |\n";
     row["mixed"] = std::exp(mixed);
     row["parameters"] = m.config().parameter_count();
     row["active_parameters"] = m.config().active_parameter_count();

@@ -1,13 +1,15 @@
 // CPU f32 GEMM: C = alpha * op(A) * op(B) + beta * C, with op = identity or transpose read in
 // place (no transposed copy is ever made). BLIS-style layering:
 //   for each K block (kc):   pack B[kc × N] into NR-wide column panels (shared by all threads)
+//     and A[M × kc] into MR-row panels (see pack_a), both in one parallel region;
 //     in parallel over (M block × N block) tiles: for each (MR × NR) tile run the
-//       register-blocked micro-kernel, which reads A in place (see micro_kernel).
+//       register-blocked micro-kernel.
 // The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
 // 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 
 #include <algorithm>
@@ -33,13 +35,46 @@ inline int64_t a_row(const GemmArgs& g, int64_t i) { return g.a_rows ? g.a_rows[
 inline int64_t b_row(const GemmArgs& g, int64_t k) { return g.b_rows ? g.b_rows[k] : k; }
 inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[a_row(g, i) * g.lda + k]; }
 
+// out[t] = (r[0][t], ..., r[7][t]): an 8 × 8 transpose in registers (unpack, 64-bit unpack,
+// 128-bit half swaps), for targets with 8-float vectors.
+#if HWY_TARGET != HWY_SCALAR
+template <class D, class V>
+HWY_INLINE void transpose8x8(D d, V r[8]) {
+  const hn::Repartition<double, D> dd;
+  V t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = hn::InterleaveLower(d, r[i], r[i + 1]);
+    t[i + 1] = hn::InterleaveUpper(d, r[i], r[i + 1]);
+  }
+  V u[8];
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = hn::BitCast(d, hn::InterleaveLower(dd, hn::BitCast(dd, t[i + j]), hn::BitCast(dd, t[i + 2 + j])));
+      u[i + 2 * j + 1] = hn::BitCast(d, hn::InterleaveUpper(dd, hn::BitCast(dd, t[i + j]), hn::BitCast(dd, t[i + 2 + j])));
+    }
+  // u[0..3] hold rows 0–3 of columns (0,4) (1,5) (2,6) (3,7) per 128-bit half; u[4..7] rows 4–7.
+  for (int i = 0; i < 4; ++i) {
+    r[i] = hn::ConcatLowerLower(d, u[4 + i], u[i]);
+    r[i + 4] = hn::ConcatUpperUpper(d, u[4 + i], u[i]);
+  }
+}
+#endif
+
 // Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each): panel p holds rows k, each nr
 // floats, zero padded. Runs on one thread; callers spread panels of all products over the pool.
 void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
     for (int64_t p = p0; p < p1; ++p) {
       float* dst = out + p * kc * nr;
       const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
-      if (!g.trans_b) {
+      if (!g.trans_b && cols == nr) {
+        const hn::ScalableTag<float> d;
+        const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+        for (int64_t k = 0; k < kc; ++k) {  // one panel row is two vectors
+          const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
+          hn::StoreU(hn::LoadU(d, src), d, dst + k * nr);
+          hn::StoreU(hn::LoadU(d, src + N), d, dst + k * nr + N);
+        }
+      } else if (!g.trans_b) {
         for (int64_t k = 0; k < kc; ++k) {
           const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
           std::memcpy(dst + k * nr, src, cols * sizeof(float));
@@ -50,7 +85,21 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, i
         // 8-deep slices of k so each slice's writes stay within a few cache lines.
         const float* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];  // nr = 2 vectors
         for (int64_t j = 0; j < nr; ++j) src[j] = j < cols ? g.b + (j0 + j) * g.ldb + k0 : nullptr;
-        for (int64_t kk = 0; kk < kc; kk += 8) {
+        int64_t kk = 0;
+#if HWY_TARGET != HWY_SCALAR
+        const hn::CappedTag<float, 8> d8;
+        if (hn::MaxLanes(d8) == 8 && cols == nr) {
+          // 8 columns × 8 k at a time through registers.
+          for (; kk + 8 <= kc; kk += 8)
+            for (int64_t j = 0; j < nr; j += 8) {
+              decltype(hn::Zero(d8)) r[8];
+              for (int i = 0; i < 8; ++i) r[i] = hn::LoadU(d8, src[j + i] + kk);
+              transpose8x8(d8, r);
+              for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
+            }
+        }
+#endif
+        for (; kk < kc; kk += 8) {
           const int64_t depth = std::min<int64_t>(8, kc - kk);
           for (int64_t j = 0; j < nr; ++j) {
             float* col = dst + kk * nr + j;
@@ -65,35 +114,82 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, i
     }
 }
 
-// acc (MR × 2 vectors) = packed A panel × packed B panel over kc; then C += alpha * acc, or
-// C = alpha * acc when `overwrite` (the first K block of a beta = 0 product: no memset pass).
-// A is read in place, not packed: row r of the MR-row panel starts at a_rows[r] and
-// consecutive k are k_stride apart (1 for row-major A, lda for a transposed A, whose MR
-// values per k are then adjacent). Broadcast loads cost the same from either layout, and
-// skipping the pack saves a pass that rivals the arithmetic when N is small.
-void micro_kernel(int64_t kc, const float* const* a_rows, int64_t k_stride, const float* HWY_RESTRICT pb, float* c, int64_t ldc,
-                  int64_t rows, int64_t cols, float alpha, bool overwrite) {
+// Packs rows [i0, i0 + mc) of op(A) over K block [k0, k0 + kc) into MR-row micro-panels: panel q
+// holds, for each k, the MR values of rows i0 + q·MR ... (zero past the last row), so the
+// micro-kernel reads one contiguous stream. Reading A in place instead touches MR rows lda apart:
+// when lda is a multiple of 4 KiB (K = 1024, 4096) they all fall in one L1 set and evict the B
+// panel, and a transposed A would be read across rows.
+void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* HWY_RESTRICT out) {
+  for (int64_t q = 0; q * kMR < mc; ++q) {
+    float* dst = out + q * kMR * kc;
+    const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
+    if (g.trans_a) {
+      // Aᵀ row-major [K, M]: the MR values of one k are adjacent.
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = g.a + (k0 + k) * g.lda + r0;
+        for (int64_t r = 0; r < rows; ++r) dst[k * kMR + r] = src[r];
+        for (int64_t r = rows; r < kMR; ++r) dst[k * kMR + r] = 0.0f;
+      }
+      continue;
+    }
+    if (rows < kMR) {
+      for (int64_t r = 0; r < kMR; ++r)
+        for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = r < rows ? g.a[a_row(g, r0 + r) * g.lda + k0 + k] : 0.0f;
+      continue;
+    }
+    // Full panel: k outer, so the six values of one k are written side by side.
+    const float *s0 = g.a + a_row(g, r0) * g.lda + k0, *s1 = g.a + a_row(g, r0 + 1) * g.lda + k0, *s2 = g.a + a_row(g, r0 + 2) * g.lda + k0;
+    const float *s3 = g.a + a_row(g, r0 + 3) * g.lda + k0, *s4 = g.a + a_row(g, r0 + 4) * g.lda + k0, *s5 = g.a + a_row(g, r0 + 5) * g.lda + k0;
+    int64_t k = 0;
+#if HWY_TARGET != HWY_SCALAR
+    const hn::CappedTag<float, 8> d8;
+    if (hn::MaxLanes(d8) == 8) {
+      // 8 k at a time: the six rows and two zero rows transposed in registers; each k's
+      // column is stored as 8 floats whose last two the next k overwrites.
+      for (; k + 8 <= kc; k += 8, dst += 8 * kMR) {
+        decltype(hn::Zero(d8)) r[8] = {hn::LoadU(d8, s0 + k), hn::LoadU(d8, s1 + k), hn::LoadU(d8, s2 + k), hn::LoadU(d8, s3 + k),
+                                       hn::LoadU(d8, s4 + k), hn::LoadU(d8, s5 + k), hn::Zero(d8),           hn::Zero(d8)};
+        transpose8x8(d8, r);
+        for (int t = 0; t < 7; ++t) hn::StoreU(r[t], d8, dst + t * kMR);
+        HWY_ALIGN float last[8];
+        hn::Store(r[7], d8, last);
+        std::memcpy(dst + 7 * kMR, last, kMR * sizeof(float));  // not past this panel's end
+      }
+    }
+#endif
+    for (; k < kc; ++k, dst += kMR) {
+      dst[0] = s0[k]; dst[1] = s1[k]; dst[2] = s2[k];
+      dst[3] = s3[k]; dst[4] = s4[k]; dst[5] = s5[k];
+    }
+  }
+}
+
+// acc (MR × 2 vectors) = packed A micro-panel × packed B micro-panel over kc; then
+// C += alpha * acc, or C = alpha * acc when `overwrite` (the first K block of a beta = 0
+// product: no memset pass).
+void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc, int64_t rows,
+                  int64_t cols, float alpha, bool overwrite) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
   auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
   auto c40 = hn::Zero(d), c41 = hn::Zero(d), c50 = hn::Zero(d), c51 = hn::Zero(d);
-  const float *a0 = a_rows[0], *a1 = a_rows[1], *a2 = a_rows[2], *a3 = a_rows[3], *a4 = a_rows[4], *a5 = a_rows[5];
-  int64_t off = 0;
-  for (int64_t k = 0; k < kc; ++k, off += k_stride) {
-    const auto b0 = hn::LoadU(d, pb + k * 2 * N);
-    const auto b1 = hn::LoadU(d, pb + k * 2 * N + N);
-    auto a = hn::Set(d, a0[off]);
+  // Unrolled so the loop's bookkeeping does not take issue slots from the 12 FMAs per k.
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k, pa += kMR, pb += 2 * N) {
+    const auto b0 = hn::LoadU(d, pb);
+    const auto b1 = hn::LoadU(d, pb + N);
+    auto a = hn::Set(d, pa[0]);
     c00 = hn::MulAdd(a, b0, c00); c01 = hn::MulAdd(a, b1, c01);
-    a = hn::Set(d, a1[off]);
+    a = hn::Set(d, pa[1]);
     c10 = hn::MulAdd(a, b0, c10); c11 = hn::MulAdd(a, b1, c11);
-    a = hn::Set(d, a2[off]);
+    a = hn::Set(d, pa[2]);
     c20 = hn::MulAdd(a, b0, c20); c21 = hn::MulAdd(a, b1, c21);
-    a = hn::Set(d, a3[off]);
+    a = hn::Set(d, pa[3]);
     c30 = hn::MulAdd(a, b0, c30); c31 = hn::MulAdd(a, b1, c31);
-    a = hn::Set(d, a4[off]);
+    a = hn::Set(d, pa[4]);
     c40 = hn::MulAdd(a, b0, c40); c41 = hn::MulAdd(a, b1, c41);
-    a = hn::Set(d, a5[off]);
+    a = hn::Set(d, pa[5]);
     c50 = hn::MulAdd(a, b0, c50); c51 = hn::MulAdd(a, b1, c51);
   }
   const auto va = hn::Set(d, alpha);
@@ -201,6 +297,7 @@ struct Tiling {
   int64_t n_panels = 0, m_blocks = 0, n_blocks = 0, tile_panels = 0;
   int64_t mc = kMC;  // rows per M block: at most kMC, evened out so no block is a thin remainder
   int64_t tasks() const { return m_blocks * n_blocks; }
+  int64_t mc_pad() const { return (mc + kMR - 1) / kMR * kMR; }  // an M block's packed rows
 };
 
 Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
@@ -223,29 +320,26 @@ Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
   return t;
 }
 
-// One task: the (mb, nb) tile of g over K block [k0, k0 + kc), B taken from its packed panels.
-void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int64_t kc, const float* packed_b, int64_t nr) {
+// One task: the (mb, nb) tile of g over K block [k0, k0 + kc), A and B taken from their packed
+// panels (packed_a: this product's M blocks, each mc_pad × kc).
+void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int64_t kc, const float* packed_a, const float* packed_b,
+              int64_t nr) {
   const int64_t mb = task / t.n_blocks, nb = task % t.n_blocks;
   const int64_t i0 = mb * t.mc, mc = std::min(t.mc, g.m - i0);
   const bool overwrite = k0 == 0 && g.beta == 0.0f;
+  const float* pa = packed_a + mb * t.mc_pad() * kc;
   const int64_t p_end = std::min(t.n_panels, (nb + 1) * t.tile_panels);
   for (int64_t p = nb * t.tile_panels; p < p_end; ++p) {
     const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
     for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
       const int64_t rows = std::min(kMR, g.m - r0);
-      const float* a_rows[kMR];
-      for (int64_t r = 0; r < kMR; ++r) {
-        const int64_t row = r0 + std::min(r, rows - 1);  // short panels re-read their last row
-        a_rows[r] = g.trans_a ? g.a + k0 * g.lda + row : g.a + a_row(g, row) * g.lda + k0;
-      }
-      micro_kernel(kc, a_rows, g.trans_a ? g.lda : 1, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha,
-                   overwrite);
+      micro_kernel(kc, pa + (r0 - i0) * kc, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha, overwrite);
     }
   }
 }
 
-// Several independent products in one parallel region per K block: the tasks of all of them
-// share the threads, so small and unequal products (experts' segments) keep every core busy.
+// Several independent products in one pair of parallel regions: the tasks of all of them share
+// the threads, so small and unequal products (experts' segments) keep every core busy.
 void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     SMELT_ASSERT(!(problems[i].a_rows && problems[i].trans_a) && !(problems[i].b_rows && problems[i].trans_b),
@@ -260,48 +354,71 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     if (g.m > 0 && g.n > 0 && g.k > 0 && g.alpha != 0.0f) live.push_back(&g);
   }
   if (live.empty()) return;
-  const int64_t target = std::max<int64_t>(1, 4 * static_cast<int64_t>(num_threads()) / static_cast<int64_t>(live.size()));
+  const int64_t target = std::max<int64_t>(1, 8 * static_cast<int64_t>(num_threads()) / static_cast<int64_t>(live.size()));
   std::vector<Tiling> tilings;
-  std::vector<int64_t> b_offset;  // where each product's packed B starts
-  int64_t b_total = 0, max_k = 0;
+  int64_t max_k = 0, rows_and_cols = 0;  // packed floats per unit of K over all products
   for (const GemmArgs* g : live) {
     tilings.push_back(make_tiling(*g, nr, target));
-    b_offset.push_back(b_total);
-    b_total += tilings.back().n_panels * nr * std::min(kKC, g->k);
+    rows_and_cols += tilings.back().m_blocks * tilings.back().mc_pad() + tilings.back().n_panels * nr;
     max_k = std::max(max_k, g->k);
   }
-  std::vector<float> packed_b(static_cast<size_t>(b_total));
-  constexpr int64_t kPackPanels = 4;  // panels per packing task
-  for (int64_t k0 = 0; k0 < max_k; k0 += kKC) {
-    std::vector<int64_t> owner, first_task, first_pack;  // task ranges per product active in this K block
-    int64_t tasks = 0, packs = 0;
+  // A and B are packed for a run of K blocks in one parallel region, then every tile runs over
+  // that whole run in a second one, so its C block stays in cache and the pool meets twice per
+  // run, not twice per K block. A run is as long as 64 MiB of packed panels allow (all of K for
+  // training-sized products).
+  constexpr int64_t kPackBudget = 16 << 20;  // floats
+  const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
+  constexpr int64_t kPackPanels = 4;  // B panels per packing task
+  for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
+    const int64_t k_end = k_begin + run_k;
+    std::vector<int64_t> owner, first_task, first_pack, a_offset, b_offset;  // per product active in this run
+    int64_t tasks = 0, packs = 0, a_total = 0, b_total = 0;
     for (size_t i = 0; i < live.size(); ++i) {
-      if (k0 >= live[i]->k) continue;
+      if (k_begin >= live[i]->k) continue;
+      const Tiling& t = tilings[i];
+      const int64_t span = std::min(k_end, live[i]->k) - k_begin, blocks = (span + kKC - 1) / kKC;
       owner.push_back(static_cast<int64_t>(i));
       first_task.push_back(tasks);
       first_pack.push_back(packs);
-      tasks += tilings[i].tasks();
-      packs += (tilings[i].n_panels + kPackPanels - 1) / kPackPanels;
+      a_offset.push_back(a_total);
+      b_offset.push_back(b_total);
+      tasks += t.tasks();
+      packs += blocks * ((t.n_panels + kPackPanels - 1) / kPackPanels + t.m_blocks);  // per K block: B panel groups, then A blocks
+      a_total += t.m_blocks * t.mc_pad() * span;
+      b_total += t.n_panels * nr * span;
     }
     first_task.push_back(tasks);
     first_pack.push_back(packs);
-    // Every product's B panels are packed in one parallel region (one wake-up of the pool, not one per expert).
+    auto packed_a = hwy::AllocateAligned<float>(static_cast<size_t>(std::max<int64_t>(a_total, 1)));
+    auto packed_b = hwy::AllocateAligned<float>(static_cast<size_t>(std::max<int64_t>(b_total, 1)));
+    // K block k0 of product j: its A blocks start at a_offset[j] + (k0 − k_begin)·rows, B panels likewise.
     parallel_for(0, packs, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const size_t j = std::upper_bound(first_pack.begin(), first_pack.end(), t) - first_pack.begin() - 1;
-        const int64_t i = owner[j];
-        const GemmArgs& g = *live[i];
-        const int64_t p0 = (t - first_pack[j]) * kPackPanels, p1 = std::min(tilings[i].n_panels, p0 + kPackPanels);
-        pack_b(g, k0, std::min(kKC, g.k - k0), nr, p0, p1, packed_b.data() + b_offset[i]);
+        const GemmArgs& g = *live[owner[j]];
+        const Tiling& tl = tilings[owner[j]];
+        const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
+        const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
+        if (v < b_packs) {
+          pack_b(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
+                 packed_b.get() + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr);
+        } else {
+          const int64_t mb = v - b_packs, i0 = mb * tl.mc;
+          pack_a(g, i0, std::min(tl.mc, g.m - i0), k0, kc,
+                 packed_a.get() + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad() + mb * tl.mc_pad() * kc);
+        }
       }
     });
     parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
       size_t j = std::upper_bound(first_task.begin(), first_task.end(), t0) - first_task.begin() - 1;
       for (int64_t t = t0; t < t1; ++t) {
         while (t >= first_task[j + 1]) ++j;
-        const int64_t i = owner[j];
-        const GemmArgs& g = *live[i];
-        run_tile(g, tilings[i], t - first_task[j], k0, std::min(kKC, g.k - k0), packed_b.data() + b_offset[i], nr);
+        const GemmArgs& g = *live[owner[j]];
+        const Tiling& tl = tilings[owner[j]];
+        for (int64_t k0 = k_begin; k0 < std::min(k_end, g.k); k0 += kKC)
+          run_tile(g, tl, t - first_task[j], k0, std::min(kKC, g.k - k0),
+                   packed_a.get() + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad(),
+                   packed_b.get() + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr);
       }
     });
   }
