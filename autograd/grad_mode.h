@@ -17,4 +17,17 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Turns history recording back on inside a region where it is off (activation checkpointing
+// recomputes a forward during backward).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace smelt

@@ -181,6 +181,7 @@ TrainConfig train_config_from_json(JsonReader& r) {
   c.eval_every = r.integer("eval_every", c.eval_every);
   c.eval_batches = r.integer("eval_batches", c.eval_batches);
   c.freeze = r.strings("freeze", c.freeze);
+  c.activation_checkpointing = r.boolean("activation_checkpointing", c.activation_checkpointing);
   r.finish();
   return c;
 }
@@ -191,7 +192,8 @@ json train_config_to_json(const TrainConfig& c) {
           {"min_lr", c.min_lr},       {"warmup_steps", c.warmup_steps}, {"weight_decay", c.weight_decay},
           {"beta1", c.beta1},         {"beta2", c.beta2},               {"adam_eps", c.adam_eps},
           {"momentum", c.momentum},   {"grad_clip", c.grad_clip},       {"seed", c.seed},
-          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"freeze", c.freeze}};
+          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"freeze", c.freeze},
+          {"activation_checkpointing", c.activation_checkpointing}};
 }
 
 Recipe read_recipe(const std::string& path) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "autograd/checkpoint.h"
 #include "autograd/grad_mode.h"
 #include "ops/ops.h"
 #include "runtime/rng.h"
@@ -42,7 +43,25 @@ Tensor SwiGLUMLP::forward(const Tensor& x) const {
 
 Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
                       Transformer_Capture* capture, const Tensor& key_start) const {
-  Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer, key_start));
+  // Recomputed halves capture their weights by value (shared tensors), not the block.
+  const bool recompute = checkpoint_activations && cache == nullptr && capture == nullptr && grad_enabled();
+  Tensor h;
+  if (recompute) {
+    h = checkpoint(
+        [attn = self_attn, norm = input_layernorm, layer, key_start](const std::vector<Tensor>& in) {
+          return ops::add(in[0], attn.forward(norm.forward(in[0]), nullptr, layer, key_start));
+        },
+        {x});
+  } else {
+    h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer, key_start));
+  }
+  if (recompute && !moe) {
+    return checkpoint(
+        [mlp_half = mlp, norm = post_attention_layernorm](const std::vector<Tensor>& in) {
+          return ops::add(in[0], mlp_half.forward(norm.forward(in[0])));
+        },
+        {h});
+  }
   Tensor n = post_attention_layernorm.forward(h);
   Tensor f = moe ? moe->forward(n, token_mask, policy) : mlp.forward(n);
   Tensor out = ops::add(h, f);
@@ -324,6 +343,10 @@ int64_t Transformer::freeze(const std::vector<std::string>& patterns) {
     SMELT_CHECK(matched > 0, "freeze pattern '", pattern, "' matches no parameter (names look like ", named_parameters()[1].first, ")");
   }
   return frozen;
+}
+
+void Transformer::set_activation_checkpointing(bool on) {
+  for (Block& b : layers_) b.checkpoint_activations = on;
 }
 
 void Transformer::set_capture(bool on) const {

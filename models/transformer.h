@@ -54,6 +54,10 @@ struct Block {
   RMSNorm post_attention_layernorm;
   SwiGLUMLP mlp;                     // dense layers
   std::shared_ptr<MoEBlock> moe;     // MoE layers (mlp unused); shared so const models can update stats
+  // Recompute the attention half (and a dense MLP half) in backward instead of keeping their
+  // activations. MoE halves are never recomputed: their router jitter draws and balancing loss
+  // belong to the one forward that the loss sees.
+  bool checkpoint_activations = false;
   Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,
                  Transformer_Capture* capture = nullptr, const Tensor& key_start = Tensor()) const;
 };
@@ -97,6 +101,9 @@ class Transformer {
   // shared expert), experts one by one: what checkpoints store. Views, no copies.
   NamedTensors state_dict() const;
   const ModelConfig& config() const { return config_; }
+
+  // Activation checkpointing of every block while training (see Block::checkpoint_activations).
+  void set_activation_checkpointing(bool on);
 
   // ---- MoE
   // The routing policy per layer (entries for dense layers are ignored); one policy applies to all.

@@ -63,6 +63,7 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   std::vector<Tensor> params;
   for (const auto& [name, t] : model_.trainable_parameters()) params.push_back(t);
   for (const auto& [name, t] : extra_parameters) params.push_back(t);
+  model_.set_activation_checkpointing(config_.activation_checkpointing);
   SMELT_CHECK(!params.empty(), "every parameter is frozen: nothing to train");
   if (config_.optimizer == "adamw")
     optimizer_ = std::make_unique<AdamW>(params, config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);

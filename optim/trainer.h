@@ -27,6 +27,7 @@ struct TrainConfig {
   int64_t eval_every = 100;     // steps between validation passes (0: only at the end)
   int64_t eval_batches = 8;
   std::vector<std::string> freeze;  // parameter name patterns kept fixed ("*.self_attn.*", ...)
+  bool activation_checkpointing = false;  // recompute attention (and dense MLP) halves in backward
   void validate() const;
 };
 

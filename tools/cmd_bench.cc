@@ -34,7 +34,7 @@ struct BenchArgs {
   int64_t tokens = 4096, hidden = 256, ffn = 512, experts = 8, top_k = 2, repeats = 7;
   // train: the model of ../shared/bench/torch_moe_ref.py
   int64_t vocab = 4096, layers = 4, heads = 8, seq = 256, batch = 16, steps = 6;
-  bool dense = false;
+  bool dense = false, checkpoint = false;
   int threads = 0;
 };
 
@@ -250,6 +250,7 @@ void bench_train(const BenchArgs& a) {
   tc.warmup_steps = 0;
   tc.weight_decay = 0.01;  // torch.optim.AdamW's default
   tc.grad_clip = 0;        // the reference does not clip
+  tc.activation_checkpointing = a.checkpoint;
   Transformer model = Transformer::create(c, 0);
   Trainer trainer(model, tc);
   Philox rng(7);
@@ -284,7 +285,7 @@ void bench_train(const BenchArgs& a) {
   const int64_t P = c.parameter_count();
   const double mib = 1024.0 * 1024.0;
   const double state_mib = 16.0 * static_cast<double>(P) / mib;  // f32 weights, gradients, two Adam moments
-  json j = {{"bench", "train"}, {"impl", "smelt"}, {"moe", !a.dense}, {"params", P}, {"tokens_per_step", a.batch * a.seq},
+  json j = {{"bench", "train"}, {"impl", "smelt"}, {"moe", !a.dense}, {"activation_checkpointing", a.checkpoint}, {"params", P}, {"tokens_per_step", a.batch * a.seq},
             {"median_step_s", median}, {"tokens_per_s", static_cast<double>(a.batch * a.seq) / median}, {"loss_step0", first_loss},
             {"uniform_loss", std::log(static_cast<double>(a.vocab))},
             {"weights_grads_adam_mib", state_mib}, {"activations_kept_mib", static_cast<double>(kept) / mib},
@@ -324,6 +325,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "train, attention: sequences")->capture_default_str();
   cmd->add_option("--steps", a->steps, "train: steps (the first is a warm-up)")->capture_default_str();
   cmd->add_flag("--dense", a->dense, "train: one dense SwiGLU FFN per layer instead of the MoE");
+  cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_bench(*a); });
 }

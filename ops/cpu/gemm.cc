@@ -364,9 +364,10 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   }
   // A and B are packed for a run of K blocks in one parallel region, then every tile runs over
   // that whole run in a second one, so its C block stays in cache and the pool meets twice per
-  // run, not twice per K block. A run is as long as 64 MiB of packed panels allow (all of K for
-  // training-sized products).
-  constexpr int64_t kPackBudget = 16 << 20;  // floats
+  // run, not twice per K block. A run is as long as 8 MiB of packed panels allow: larger runs
+  // gained little, and a weight gradient over many tokens (K = B·T) would otherwise pack a
+  // transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
+  constexpr int64_t kPackBudget = 2 << 20;  // floats
   const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
   constexpr int64_t kPackPanels = 4;  // B panels per packing task
   for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
