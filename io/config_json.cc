@@ -72,6 +72,7 @@ ModelConfig model_config_from_json(JsonReader& r) {
   // top-k weights; Qwen2-MoE does only with norm_topk_prob and always gates its shared expert.
   const bool qwen = r.has("model_type") && r.raw("model_type") == "qwen2_moe";
   c.norm_topk_prob = r.boolean("norm_topk_prob", qwen ? false : c.norm_topk_prob);
+  c.routed_scaling_factor = r.number("routed_scaling_factor", c.routed_scaling_factor);
   c.router_aux_loss_coef = r.number("router_aux_loss_coef", c.router_aux_loss_coef);
   c.router_z_loss_coef = r.number("router_z_loss_coef", c.router_z_loss_coef);
   c.moe_balancing = r.string("moe_balancing", c.moe_balancing);
@@ -136,6 +137,7 @@ json model_config_to_json(const ModelConfig& c) {
     j["decoder_sparse_step"] = c.decoder_sparse_step;
     j["scoring_func"] = c.scoring_func;
     j["norm_topk_prob"] = c.norm_topk_prob;
+    if (c.routed_scaling_factor != 1.0) j["routed_scaling_factor"] = c.routed_scaling_factor;
     j["router_aux_loss_coef"] = c.router_aux_loss_coef;
     j["router_z_loss_coef"] = c.router_z_loss_coef;
     j["moe_balancing"] = c.moe_balancing;

@@ -1,5 +1,7 @@
 #include "models/config.h"
 
+#include <cmath>
+
 #include "runtime/error.h"
 
 namespace smelt {
@@ -35,6 +37,8 @@ void ModelConfig::validate() const {
   SMELT_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0, "router loss coefficients must be ≥ 0");
   SMELT_CHECK(aux_free_update_rate >= 0, "aux_free_update_rate must be ≥ 0, got ", aux_free_update_rate);
   SMELT_CHECK(router_jitter_noise >= 0 && router_jitter_noise < 1, "router_jitter_noise must be in [0, 1), got ", router_jitter_noise);
+  SMELT_CHECK(routed_scaling_factor > 0 && std::isfinite(routed_scaling_factor), "routed_scaling_factor must be positive, got ",
+              routed_scaling_factor);
   SMELT_CHECK(capacity_factor >= 0, "capacity_factor must be positive (or absent for dropless), got ", capacity_factor);
   SMELT_CHECK(shared_expert_intermediate_size >= 0, "shared_expert_intermediate_size must be ≥ 0");
   SMELT_CHECK(!shared_expert_gate || shared_expert_intermediate_size > 0, "shared_expert_gate needs shared_expert_intermediate_size > 0");

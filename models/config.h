@@ -26,6 +26,7 @@ struct ModelConfig {
   int64_t decoder_sparse_step = 1;          // layer i is MoE when (i + 1) % step == 0
   std::string scoring_func = "softmax";     // router scores: "softmax" or "sigmoid"
   bool norm_topk_prob = true;               // renormalise the chosen experts' weights to sum to 1
+  double routed_scaling_factor = 1.0;       // routed experts' weights × factor (DeepSeek-V3 field)
   double router_aux_loss_coef = 0.01;       // Switch/GShard load-balancing loss
   double router_z_loss_coef = 0.0;          // ST-MoE z-loss on the router logits
   std::string moe_balancing = "aux_loss";   // "aux_loss", "aux_free" (DeepSeek-V3 bias) or "none"

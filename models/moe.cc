@@ -39,6 +39,7 @@ MoEBlock::MoEBlock(const ModelConfig& c, int64_t layer)
       softmax_scores_(c.scoring_func == "softmax"),
       norm_topk_prob_(c.norm_topk_prob),
       expert_choice_(c.routing == "expert_choice"),
+      routed_scaling_(c.routed_scaling_factor),
       aux_coef_(c.router_aux_loss_coef),
       z_coef_(c.router_z_loss_coef),
       capacity_factor_(c.capacity_factor),
@@ -168,6 +169,7 @@ Tensor MoEBlock::forward(const Tensor& x, const Tensor& token_mask, const Routin
     Tensor den = ops::scatter_add(Tensor::zeros({N}), 0, tok_all, weights);
     weights = ops::div(weights, ops::index_select(den, 0, tok_all));
   }
+  if (routed_scaling_ != 1.0) weights = ops::mul(weights, static_cast<float>(routed_scaling_));
   std::vector<int64_t> kept_tok, kept_exp;
   for (int64_t s : r.kept) {
     kept_tok.push_back(r.token[s]);

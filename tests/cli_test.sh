@@ -159,6 +159,17 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
     expect_error resume-other-loss "\"distill\".loss|rkl" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/tm" --loss rkl --hidden-loss cosine --data "$work/tokdata" --out "$work/x"
     expect_error hidden-loss-with-cache "hidden-loss|online" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss mse --teacher-topk 8 --cache "$work/tcache" --data "$work/tokdata" --out "$work/x"
     expect_error student-init-width "hidden_size 16|32" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --student-init teacher --data "$work/tokdata" --out "$work/x"
+    # MoEfication: split the FFN into experts on calibration data; exact with every expert active.
+    if "$SMELT" moefy --model "$work/tm" --out "$work/mf" --experts 4 --top-k 2 --split coact --shared-neurons 8 --data "$work/tokdata" --tokens 64 --seq-len 16 --json >"$work/mf.json" 2>/dev/null; then
+      diff=$(grep -o '"max_logit_diff_all_experts":[0-9.e+-]*' "$work/mf.json" | cut -d: -f2)
+      [ -n "$diff" ] && awk "BEGIN { exit !($diff < 1e-4) }" && grep -q '"experts":4' "$work/mf.json" &&
+        [ -f "$work/mf/moefy.json" ] && "$SMELT" eval --model "$work/mf" --data "$work/tokdata" --json 2>/dev/null | grep -q '"policy":"top-2"' && ok ||
+        fail "moefy result: $(cat "$work/mf.json")"
+    else
+      fail "moefy"
+    fi
+    expect_error moefy-uneven "$work/tm|7 equal experts" -- "$SMELT" moefy --model "$work/tm" --out "$work/x" --experts 7
+    expect_error moefy-coact-no-data "--split coact|--data" -- "$SMELT" moefy --model "$work/tm" --out "$work/x" --experts 4 --split coact
     # Compose two fine-tuned copies into an MoE (router from each expert's prompts), then MiX-tune it.
     echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/ft.json"
     head -c 8000 "$fixtures/tokenizer_corpus.txt" >"$work/dom_a.txt"

@@ -16,6 +16,7 @@ void add_export_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_distill_command(CLI::App& app);
 void add_compose_command(CLI::App& app);
+void add_moefy_command(CLI::App& app);
 void add_sft_command(CLI::App& app);
 void add_pipeline_command(CLI::App& app);
 

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_generate_command(app);
   smelt::tools::add_upcycle_command(app);
   smelt::tools::add_compose_command(app);
+  smelt::tools::add_moefy_command(app);
   smelt::tools::add_bench_command(app);
   smelt::tools::add_inspect_command(app);
   smelt::tools::add_tokenizer_command(app);

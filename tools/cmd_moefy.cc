@@ -1,0 +1,136 @@
+// smelt moefy: a trained dense model → an MoE model whose experts are groups of the dense FFN's
+// neurons (models/moefy.h). With every expert active it computes the dense model; with top-k of
+// E it runs a fraction of the FFN per token. This is stage 1's construction: the layer-wise
+// distillation that recovers quality under top-k, and the per-layer routing policy, come next.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
+#include "io/config_json.h"
+#include "io/files.h"
+#include "io/json_reader.h"
+#include "models/moefy.h"
+#include "ops/ops.h"
+#include "runtime/log.h"
+#include "runtime/thread_pool.h"
+#include "tools/commands.h"
+#include "tools/data_source.h"
+
+namespace smelt::tools {
+namespace {
+
+struct MoefyArgs {
+  std::string model, out, data;
+  MoefyOptions options;
+  int64_t tokens = 4096, seq_len = 128, seed = 0;
+  bool json = false;
+  int threads = 0;
+};
+
+// Calibration windows of the data (up to `tokens` tokens) and, per layer, what the dense FFN saw.
+std::vector<Tensor> calibrate(const Transformer& dense, const TokenDataset& d, int64_t tokens, int64_t T, Tensor* first_batch) {
+  const int64_t windows = std::min(d.windows(T), std::max<int64_t>(1, (tokens + T - 1) / T));
+  SMELT_CHECK(windows >= 1, d.name(), ": fewer than ", T + 1, " tokens; no calibration window");
+  std::vector<std::vector<Tensor>> per_layer(dense.num_layers());
+  NoGradGuard no_grad;
+  dense.set_capture(true);
+  for (int64_t w = 0; w < windows; w += 8) {
+    const Batch b = d.window_batch(w, std::min<int64_t>(8, windows - w), T);
+    if (w == 0) *first_batch = b.ids;
+    dense.forward(b.ids);
+    for (size_t l = 0; l < dense.num_layers(); ++l) {
+      const Tensor& x = dense.captured().ffn_input[l];
+      per_layer[l].push_back(ops::reshape(x, {-1, x.size(-1)}).clone());
+    }
+  }
+  dense.set_capture(false);
+  std::vector<Tensor> out;
+  for (auto& parts : per_layer) out.push_back(ops::cat(parts, 0));
+  return out;
+}
+
+void run_moefy(MoefyArgs a) {
+  apply_threads(a.threads);
+  a.options.seed = static_cast<uint64_t>(a.seed);
+  SMELT_CHECK(a.tokens > 0 && a.seq_len > 0, "--tokens and --seq-len must be positive");
+  const json cj = read_json_file(a.model + "/config.json");
+  JsonReader r(cj, a.model + "/config.json");
+  a.options.validate(model_config_from_json(r), a.model);  // before loading weights or data
+  const bool needs_data = a.options.split == "coact" || a.options.shared_neurons > 0;
+  SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");
+  const Transformer dense = load_model_dir(a.model);
+  const int64_t T = std::min(a.seq_len, dense.config().max_position_embeddings);
+  std::vector<Tensor> calib;
+  Tensor check_ids;
+  if (!a.data.empty()) {
+    const TokenDataset d = load_eval_data(a.data, "train", T, model_tokenizer(a.model), a.model);
+    calib = calibrate(dense, d, a.tokens, T, &check_ids);
+    log_info("calibration: " + std::to_string(calib[0].size(0)) + " tokens of " + a.data);
+  }
+  std::vector<std::vector<std::vector<int64_t>>> groups;
+  const Transformer moe = moefy(dense, a.options, calib, a.model, &groups);
+
+  // Exactness on the calibration batch (or a fixed one): every expert active reproduces the dense logits.
+  if (!check_ids.defined()) {
+    std::vector<int64_t> ids(T);
+    for (int64_t i = 0; i < T; ++i) ids[i] = (i * 31 + 7) % dense.config().vocab_size;
+    check_ids = Tensor::from_ints(ids, {1, T});
+  }
+  double max_diff = 0;
+  {
+    NoGradGuard no_grad;
+    Transformer all = moe;
+    all.set_routing_policy(RoutingPolicy::top_k(a.options.experts));
+    const std::vector<float> want = dense.forward(check_ids).to_vector(), got = all.forward(check_ids).to_vector();
+    for (size_t i = 0; i < want.size(); ++i) max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
+  }
+  const ModelConfig& c = moe.config();
+  const int64_t ffn_dense = 3 * dense.config().hidden_size * dense.config().intermediate_size * dense.config().num_hidden_layers;
+  const int64_t ffn_active = 3 * c.hidden_size * (c.num_experts_per_tok * c.expert_size() + c.shared_expert_intermediate_size) * c.num_hidden_layers;
+  json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
+                 {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calib.empty() ? 0 : calib[0].size(0)},
+                 {"neuron_groups", groups}};
+  std::map<std::string, std::string> extra;
+  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
+    const std::string path = a.model + "/" + name;
+    if (std::filesystem::exists(path)) extra[name] = read_file(path);
+  }
+  extra["moefy.json"] = record.dump(2) + "\n";
+  save_model_dir(a.out, moe, extra);
+  const json out = {{"out", a.out}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
+                    {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()},
+                    {"dense_parameters", dense.config().parameter_count()}, {"ffn_parameters_dense", ffn_dense},
+                    {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}};
+  if (a.json) std::printf("%s\n", out.dump().c_str());
+  else
+    std::printf("moefied %s → %s: %ld experts (%s split), top-%ld runs %.0f %% of the FFN; every expert active: max |Δ logit| %.2g\n",
+                a.model.c_str(), a.out.c_str(), static_cast<long>(a.options.experts), a.options.split.c_str(), static_cast<long>(a.options.top_k),
+                100.0 * static_cast<double>(ffn_active) / static_cast<double>(ffn_dense), max_diff);
+}
+
+}  // namespace
+
+void add_moefy_command(CLI::App& app) {
+  auto a = std::make_shared<MoefyArgs>();
+  CLI::App* cmd = app.add_subcommand("moefy", "Split a dense model's FFNs into experts (MoEfication; exact with every expert active)");
+  cmd->add_option("--model", a->model, "Dense model directory")->required();
+  cmd->add_option("--out", a->out, "Output MoE model directory")->required();
+  cmd->add_option("--experts", a->options.experts, "Experts per layer (must divide the routed FFN width)")->capture_default_str();
+  cmd->add_option("--top-k", a->options.top_k, "Experts per token")->capture_default_str();
+  cmd->add_option("--split", a->options.split, "kmeans (neuron weights), coact (co-activation on --data) or random")->capture_default_str();
+  cmd->add_option("--shared-neurons", a->options.shared_neurons, "Most active neurons (on --data) kept as an always-on shared expert")
+      ->capture_default_str();
+  cmd->add_option("--data", a->data, "Calibration text file or prepared directory (needed by coact and --shared-neurons)");
+  cmd->add_option("--tokens", a->tokens, "Calibration tokens read from --data")->capture_default_str();
+  cmd->add_option("--seq-len", a->seq_len, "Calibration window length")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the k-means start and the random split")->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print the result as JSON");
+  add_threads_option(*cmd, a->threads);
+  cmd->callback([a] { run_moefy(*a); });
+}
+
+}  // namespace smelt::tools
