@@ -1,12 +1,14 @@
 // smelt moefy: a trained dense model → an MoE model whose experts are groups of the dense FFN's
 // neurons (models/moefy.h). With every expert active it computes the dense model; with top-k of
-// E it runs a fraction of the FFN per token. This is stage 1's construction: the layer-wise
-// distillation that recovers quality under top-k, and the per-layer routing policy, come next.
+// E it runs a fraction of the FFN per token. Then stage 1's recovery: each layer's router is
+// fitted to its experts' output norms and the layer is trained alone to reproduce the dense FFN
+// under top-k (models/moefy_fit.h). The per-layer routing policy (stage 2) comes next.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
@@ -14,6 +16,7 @@
 #include "io/files.h"
 #include "io/json_reader.h"
 #include "models/moefy.h"
+#include "models/moefy_fit.h"
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
@@ -26,31 +29,45 @@ namespace {
 struct MoefyArgs {
   std::string model, out, data;
   MoefyOptions options;
-  int64_t tokens = 4096, seq_len = 128, seed = 0;
+  LayerFitOptions fit;
+  int64_t tokens = 100000, split_tokens = 4096, seq_len = 128, seed = 0;
   bool json = false;
   int threads = 0;
 };
 
-// Calibration windows of the data (up to `tokens` tokens) and, per layer, what the dense FFN saw.
-std::vector<Tensor> calibrate(const Transformer& dense, const TokenDataset& d, int64_t tokens, int64_t T, Tensor* first_batch) {
+// What layer `layer`'s FFN saw and produced on up to `tokens` calibration tokens ([N, C] each);
+// layer −1: the inputs of every layer (for the split). The dense model runs whole each time: a
+// forward is cheap next to holding every layer's activations at once.
+struct Calibration {
+  std::vector<Tensor> inputs, outputs;  // per captured layer
+  Tensor first_batch;
+};
+
+Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t tokens, int64_t T, int64_t layer) {
   const int64_t windows = std::min(d.windows(T), std::max<int64_t>(1, (tokens + T - 1) / T));
   SMELT_CHECK(windows >= 1, d.name(), ": fewer than ", T + 1, " tokens; no calibration window");
-  std::vector<std::vector<Tensor>> per_layer(dense.num_layers());
+  const size_t layers = layer < 0 ? dense.num_layers() : 1;
+  std::vector<std::vector<Tensor>> in(layers), out(layers);
+  Calibration c;
   NoGradGuard no_grad;
   dense.set_capture(true);
   for (int64_t w = 0; w < windows; w += 8) {
     const Batch b = d.window_batch(w, std::min<int64_t>(8, windows - w), T);
-    if (w == 0) *first_batch = b.ids;
+    if (w == 0) c.first_batch = b.ids;
     dense.forward(b.ids);
-    for (size_t l = 0; l < dense.num_layers(); ++l) {
+    for (size_t i = 0; i < layers; ++i) {
+      const size_t l = layer < 0 ? i : static_cast<size_t>(layer);
       const Tensor& x = dense.captured().ffn_input[l];
-      per_layer[l].push_back(ops::reshape(x, {-1, x.size(-1)}).clone());
+      in[i].push_back(ops::reshape(x, {-1, x.size(-1)}).clone());
+      if (layer >= 0) out[i].push_back(ops::reshape(dense.captured().ffn_output[l], {-1, x.size(-1)}).clone());
     }
   }
   dense.set_capture(false);
-  std::vector<Tensor> out;
-  for (auto& parts : per_layer) out.push_back(ops::cat(parts, 0));
-  return out;
+  for (size_t i = 0; i < layers; ++i) {
+    c.inputs.push_back(ops::cat(in[i], 0));
+    if (layer >= 0) c.outputs.push_back(ops::cat(out[i], 0));
+  }
+  return c;
 }
 
 void run_moefy(MoefyArgs a) {
@@ -62,17 +79,24 @@ void run_moefy(MoefyArgs a) {
   a.options.validate(model_config_from_json(r), a.model);  // before loading weights or data
   const bool needs_data = a.options.split == "coact" || a.options.shared_neurons > 0;
   SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");
+  a.fit.seed = static_cast<uint64_t>(a.seed);
+  a.fit.validate();
+  SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
+              ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");
   const Transformer dense = load_model_dir(a.model);
   const int64_t T = std::min(a.seq_len, dense.config().max_position_embeddings);
   std::vector<Tensor> calib;
   Tensor check_ids;
+  std::optional<TokenDataset> data;
   if (!a.data.empty()) {
-    const TokenDataset d = load_eval_data(a.data, "train", T, model_tokenizer(a.model), a.model);
-    calib = calibrate(dense, d, a.tokens, T, &check_ids);
-    log_info("calibration: " + std::to_string(calib[0].size(0)) + " tokens of " + a.data);
+    data = load_eval_data(a.data, "train", T, model_tokenizer(a.model), a.model);
+    Calibration c = calibrate(dense, *data, std::min(a.tokens, a.split_tokens), T, -1);
+    calib = c.inputs;
+    check_ids = c.first_batch;
   }
   std::vector<std::vector<std::vector<int64_t>>> groups;
-  const Transformer moe = moefy(dense, a.options, calib, a.model, &groups);
+  Transformer moe = moefy(dense, a.options, calib, a.model, &groups);
+  calib.clear();
 
   // Exactness on the calibration batch (or a fixed one): every expert active reproduces the dense logits.
   if (!check_ids.defined()) {
@@ -88,12 +112,26 @@ void run_moefy(MoefyArgs a) {
     const std::vector<float> want = dense.forward(check_ids).to_vector(), got = all.forward(check_ids).to_vector();
     for (size_t i = 0; i < want.size(); ++i) max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
   }
+  // Stage 1's recovery: each layer fitted on its own to its dense FFN under top-k routing.
+  json fits = json::array();
+  int64_t calibration_tokens = 0;
+  // With --data every router is fitted (its initialisation); --fit-steps 0 stops there.
+  for (size_t l = 0; l < moe.num_layers() && data; ++l) {
+    const Calibration c = calibrate(dense, *data, a.tokens, T, static_cast<int64_t>(l));
+    calibration_tokens = c.inputs[0].size(0);
+    MoEBlock& block = *moe.layer(l).moe;
+    fit_router_to_expert_norms(block, c.inputs[0]);
+    const LayerFit f = fit_moe_layer(block, c.inputs[0], c.outputs[0], moe.routing_policies()[l], a.fit);
+    log_info("layer " + std::to_string(l) + ": relative error under top-" + std::to_string(a.options.top_k) + " " +
+             std::to_string(f.error_before) + " → " + std::to_string(f.error_after) + " (" + std::to_string(calibration_tokens) + " tokens)");
+    fits.push_back({{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}});
+  }
   const ModelConfig& c = moe.config();
   const int64_t ffn_dense = 3 * dense.config().hidden_size * dense.config().intermediate_size * dense.config().num_hidden_layers;
   const int64_t ffn_active = 3 * c.hidden_size * (c.num_experts_per_tok * c.expert_size() + c.shared_expert_intermediate_size) * c.num_hidden_layers;
   json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
-                 {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calib.empty() ? 0 : calib[0].size(0)},
-                 {"neuron_groups", groups}};
+                 {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calibration_tokens},
+                 {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"layer_fit", fits}, {"neuron_groups", groups}};
   std::map<std::string, std::string> extra;
   for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
     const std::string path = a.model + "/" + name;
@@ -104,7 +142,8 @@ void run_moefy(MoefyArgs a) {
   const json out = {{"out", a.out}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
                     {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()},
                     {"dense_parameters", dense.config().parameter_count()}, {"ffn_parameters_dense", ffn_dense},
-                    {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}};
+                    {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}, {"layer_fit", fits},
+                    {"calibration_tokens", calibration_tokens}};
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
     std::printf("moefied %s → %s: %ld experts (%s split), top-%ld runs %.0f %% of the FFN; every expert active: max |Δ logit| %.2g\n",
@@ -125,7 +164,12 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_option("--shared-neurons", a->options.shared_neurons, "Most active neurons (on --data) kept as an always-on shared expert")
       ->capture_default_str();
   cmd->add_option("--data", a->data, "Calibration text file or prepared directory (needed by coact and --shared-neurons)");
-  cmd->add_option("--tokens", a->tokens, "Calibration tokens read from --data")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "Calibration tokens for the layer-wise fit")->capture_default_str();
+  cmd->add_option("--split-tokens", a->split_tokens, "Calibration tokens for coact and shared-neuron ranking")->capture_default_str();
+  cmd->add_option("--fit-steps", a->fit.steps, "Layer-wise fit steps per layer (0: split and router initialisation only)")
+      ->capture_default_str();
+  cmd->add_option("--fit-lr", a->fit.lr, "Layer-wise fit learning rate")->capture_default_str();
+  cmd->add_option("--fit-batch", a->fit.batch_tokens, "Tokens per layer-wise fit step")->capture_default_str();
   cmd->add_option("--seq-len", a->seq_len, "Calibration window length")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the k-means start and the random split")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");

@@ -1,0 +1,34 @@
+// MoEfication stage 1's recovery (LaDiMo): each MoE layer made by moefy() is trained on its own
+// to reproduce the dense FFN it replaced, from the inputs that FFN saw on calibration tokens.
+// Layers are independent (each sees the dense model's inputs, not the previous MoE layer's), so
+// they are fitted one after another with one layer's activations in memory.
+#pragma once
+#include <vector>
+
+#include "models/transformer.h"
+
+namespace smelt {
+
+struct LayerFitOptions {
+  int64_t steps = 300;          // optimizer steps per layer
+  int64_t batch_tokens = 1024;  // calibration tokens per step
+  double lr = 1e-3;
+  double holdout = 0.1;         // fraction of calibration tokens kept to measure the fit
+  uint64_t seed = 0;
+  void validate() const;
+};
+
+struct LayerFit {
+  double error_before = 0, error_after = 0;  // relative squared error Σ‖moe − dense‖² / Σ‖dense‖² on the held-out tokens
+};
+
+// Router rows by ridge regression of each expert's output norm on the FFN input (centred over
+// the experts per token, as softmax only sees differences), then shrunk so the logits spread
+// ~0.1: the ranking of experts follows the fit while every weight stays near 1 (unit gates).
+void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs);
+
+// Trains the block's router and experts (AdamW, relative MSE + the block's balancing loss) under
+// `policy` so block(x) ≈ target for the calibration inputs [N, C] → targets [N, C].
+LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targets, const RoutingPolicy& policy, const LayerFitOptions& options);
+
+}  // namespace smelt
