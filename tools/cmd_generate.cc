@@ -1,5 +1,6 @@
 // smelt generate: sample text from a model with a KV cache (temperature, top-k, top-p).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -91,6 +92,8 @@ void run_generate(const GenerateArgs& a) {
   Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
+  const auto decode_start = std::chrono::steady_clock::now();
+  int64_t decoded = 0;
   for (int64_t produced = 0; produced < a.max_new_tokens; ++produced) {
     std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
     last.resize(sample_vocab);
@@ -114,8 +117,13 @@ void run_generate(const GenerateArgs& a) {
     }
     active_sum += model.mean_active_parameters() * static_cast<double>(fed);
     forwarded += fed;
+    ++decoded;
   }
   std::fputc('\n', stdout);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - decode_start).count();
+  if (decoded > 0)
+    std::fprintf(stderr, "decoded %ld tokens in %.3f s (%.1f tokens/s, batch 1)\n", static_cast<long>(decoded), seconds,
+                 static_cast<double>(decoded) / seconds);
   if (cfg.num_local_experts > 0)
     std::fprintf(stderr, "active parameters per token: %.0f of %ld\n", active_sum / static_cast<double>(forwarded),
                  static_cast<long>(cfg.parameter_count()));
