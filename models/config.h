@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace smelt {
 
@@ -36,6 +37,9 @@ struct ModelConfig {
   std::string routing = "token_choice";     // or "expert_choice"
   int64_t shared_expert_intermediate_size = 0;  // always-on shared expert width; 0 = none
   bool shared_expert_gate = false;          // sigmoid gate on the shared expert's output
+  // Per-layer inference routing ("top-k:K", "top-p:P[:MAX]"; dense layers' entries ignored);
+  // empty: top-k with num_experts_per_tok everywhere. smelt moefy writes it.
+  std::vector<std::string> routing_policies;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   bool is_moe_layer(int64_t layer) const { return num_local_experts > 0 && (layer + 1) % decoder_sparse_step == 0; }

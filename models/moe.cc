@@ -33,6 +33,30 @@ std::string RoutingPolicy::str() const {
   return os.str();
 }
 
+RoutingPolicy RoutingPolicy::parse(const std::string& spec) {
+  std::vector<std::string> fields;
+  size_t start = 0;
+  for (size_t i = 0; i <= spec.size(); ++i)
+    if (i == spec.size() || spec[i] == ':') {
+      fields.push_back(spec.substr(start, i - start));
+      start = i + 1;
+    }
+  try {
+    if (fields[0] == "top-k" && fields.size() == 2) return top_k(std::stoll(fields[1]));
+    if (fields[0] == "top-p" && (fields.size() == 2 || fields.size() == 3)) return top_p(std::stod(fields[1]), fields.size() == 3 ? std::stoll(fields[2]) : 0);
+  } catch (const std::exception&) {
+  }
+  SMELT_FAIL("routing policy '", spec, "': expected top-k:K, top-p:P or top-p:P:MAX");
+}
+
+std::string RoutingPolicy::spec() const {
+  if (kind == Kind::TopK) return "top-k:" + std::to_string(k);
+  std::ostringstream os;
+  os << "top-p:" << p;
+  if (max_experts > 0) os << ":" << max_experts;
+  return os.str();
+}
+
 MoEBlock::MoEBlock(const ModelConfig& c, int64_t layer)
     : experts_(c.num_local_experts),
       top_k_(c.num_experts_per_tok),

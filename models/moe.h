@@ -25,6 +25,9 @@ struct RoutingPolicy {
   static RoutingPolicy top_k(int64_t k);
   static RoutingPolicy top_p(double p, int64_t max_experts = 0);
   std::string str() const;  // "top-2", "top-p 0.9 (≤ 4)"
+  // The spec form used by --routing and config.json: "top-k:K", "top-p:P" or "top-p:P:MAX".
+  static RoutingPolicy parse(const std::string& spec);
+  std::string spec() const;
 };
 
 struct MoEStats {

@@ -113,6 +113,29 @@ void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs) {
   for (int64_t i = 0; i < E * C; ++i) dst[i] = router[i] * scale;
 }
 
+PolicyChoice choose_layer_policy(MoEBlock& block, const Tensor& x, const Tensor& t, double budget, int64_t layer) {
+  SMELT_CHECK(budget > 0, "--budget must be positive, got ", budget);
+  std::vector<RoutingPolicy> candidates;
+  for (int64_t k = 1; k <= block.num_experts(); ++k) candidates.push_back(RoutingPolicy::top_k(k));
+  for (double p : {0.5, 0.6, 0.7, 0.8, 0.9, 0.95}) candidates.push_back(RoutingPolicy::top_p(p));
+  PolicyChoice best;
+  bool found = false;
+  double lowest = 1e300;
+  std::string lowest_policy;
+  for (const RoutingPolicy& p : candidates) {
+    const double err = relative_error(block, x, t, p);
+    const double active = block.stats().mean_active_experts;
+    if (err < lowest) lowest = err, lowest_policy = p.str();
+    if (err <= budget && (!found || active < best.mean_active)) {
+      best = {p, err, active};
+      found = true;
+    }
+  }
+  SMELT_CHECK(found, "layer ", layer, ": no routing policy keeps the relative error within --budget ", budget, " (the best, ", lowest_policy,
+              ", gives ", lowest, "); raise the budget");
+  return best;
+}
+
 LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targets, const RoutingPolicy& policy, const LayerFitOptions& o) {
   o.validate();
   const int64_t N = inputs.size(0);

@@ -31,4 +31,13 @@ void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs);
 // `policy` so block(x) ≈ target for the calibration inputs [N, C] → targets [N, C].
 LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targets, const RoutingPolicy& policy, const LayerFitOptions& options);
 
+// Stage 2: the routing policy of one layer with the fewest mean active experts whose relative
+// error on (x → target) stays within `budget`, among top-k for k = 1..E and top-p for p in
+// {0.5, 0.6, 0.7, 0.8, 0.9, 0.95}. Throws, naming the layer, when even all experts miss it.
+struct PolicyChoice {
+  RoutingPolicy policy;
+  double error = 0, mean_active = 0;
+};
+PolicyChoice choose_layer_policy(MoEBlock& block, const Tensor& inputs, const Tensor& targets, double budget, int64_t layer);
+
 }  // namespace smelt

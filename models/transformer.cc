@@ -225,6 +225,11 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
   m.norm_ = {trainable("model.norm.weight"), eps};
   m.lm_head_ = config.tie_word_embeddings ? m.embed_tokens_ : trainable("lm_head.weight");
   m.policies_.assign(config.num_hidden_layers, RoutingPolicy::top_k(config.num_experts_per_tok));
+  if (!config.routing_policies.empty()) {
+    std::vector<RoutingPolicy> per_layer;
+    for (const std::string& spec : config.routing_policies) per_layer.push_back(RoutingPolicy::parse(spec));
+    m.set_routing_policies(per_layer);
+  }
   return m;
 }
 

@@ -160,10 +160,11 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
     expect_error hidden-loss-with-cache "hidden-loss|online" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss mse --teacher-topk 8 --cache "$work/tcache" --data "$work/tokdata" --out "$work/x"
     expect_error student-init-width "hidden_size 16|32" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --student-init teacher --data "$work/tokdata" --out "$work/x"
     # MoEfication: split the FFN into experts on calibration data; exact with every expert active.
-    if "$SMELT" moefy --model "$work/tm" --out "$work/mf" --experts 4 --top-k 2 --split coact --shared-neurons 8 --data "$work/tokdata" --tokens 64 --seq-len 16 --json >"$work/mf.json" 2>/dev/null; then
+    if "$SMELT" moefy --model "$work/tm" --out "$work/mf" --experts 4 --top-k 2 --split coact --shared-neurons 8 --data "$work/tokdata" --tokens 64 --seq-len 16 \
+      --fit-steps 20 --budget 10 --sweep --sweep-windows 2 --json >"$work/mf.json" 2>/dev/null; then
       diff=$(grep -o '"max_logit_diff_all_experts":[0-9.e+-]*' "$work/mf.json" | cut -d: -f2)
       [ -n "$diff" ] && awk "BEGIN { exit !($diff < 1e-4) }" && grep -q '"experts":4' "$work/mf.json" &&
-        [ -f "$work/mf/moefy.json" ] && "$SMELT" eval --model "$work/mf" --data "$work/tokdata" --json 2>/dev/null | grep -q '"policy":"top-2"' && ok ||
+        [ -f "$work/mf/moefy.json" ] && [ -s "$work/mf/sweep.svg" ] && grep -q '"routing_policies"' "$work/mf/config.json" && "$SMELT" eval --model "$work/mf" --data "$work/tokdata" --json 2>/dev/null | grep -q '"policy":"top-1"' && ok ||
         fail "moefy result: $(cat "$work/mf.json")"
     else
       fail "moefy"

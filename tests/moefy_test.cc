@@ -8,6 +8,7 @@
 #include <set>
 
 #include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
 #include "models/moefy.h"
 #include "models/moefy_fit.h"
 #include "ops/ops.h"
@@ -133,6 +134,32 @@ TEST(Moefy, LayerwiseFitRecoversTheDenseFfnUnderTopK) {
   const LayerFit f = fit_moe_layer(block, x, target, moe.routing_policies()[0], fo);
   EXPECT_GT(f.error_before, 0.05) << "top-2 of 4 experts drops real work";
   EXPECT_LT(f.error_after, 0.7 * f.error_before) << "before " << f.error_before << " after " << f.error_after;
+
+  // Stage 2: a loose budget takes the fewest experts; an impossible one is refused by layer.
+  const PolicyChoice loose = choose_layer_policy(block, x, target, 10.0, 0);
+  EXPECT_NEAR(loose.mean_active, 1.0, 1e-9) << loose.policy.str();
+  const PolicyChoice fitted = choose_layer_policy(block, x, target, f.error_after * 1.5, 0);
+  EXPECT_LE(fitted.error, f.error_after * 1.5);
+  EXPECT_LE(fitted.mean_active, 4.0);
+  expect_error_mentions([&] { choose_layer_policy(block, x, target, 1e-9, 3); }, {"layer 3", "no routing policy", "--budget"});
+}
+
+TEST(Moefy, PerLayerRoutingPoliciesTravelInConfigJson) {
+  EXPECT_EQ(RoutingPolicy::parse("top-p:0.8:3").spec(), "top-p:0.8:3");
+  EXPECT_EQ(RoutingPolicy::parse("top-k:2").spec(), "top-k:2");
+  expect_error_mentions([] { RoutingPolicy::parse("top-q:2"); }, {"top-q:2", "top-k:K"});
+  ModelConfig c = testing::small_config(50, 16, 48, 2, 4, 2, 32);
+  c.num_local_experts = 4;
+  c.routing_policies = {"top-k:1", "top-p:0.7:3"};
+  const Transformer m = Transformer::create(c, 3);
+  const std::string dir = ::testing::TempDir() + "smelt_policies";
+  save_model_dir(dir, m);
+  const Transformer back = load_model_dir(dir);
+  ASSERT_EQ(back.routing_policies().size(), 2u);
+  EXPECT_EQ(back.routing_policies()[0].spec(), "top-k:1");
+  EXPECT_EQ(back.routing_policies()[1].spec(), "top-p:0.7:3");
+  c.routing_policies = {"top-k:1"};
+  expect_error_mentions([&] { c.validate(); }, {"routing_policies", "one entry per layer (2)"});
 }
 
 TEST(Moefy, BalancedKmeansFindsSeparatedClusters) {

@@ -15,6 +15,7 @@
 #include "io/config_json.h"
 #include "io/files.h"
 #include "io/json_reader.h"
+#include "io/svg_plot.h"
 #include "models/moefy.h"
 #include "models/moefy_fit.h"
 #include "ops/ops.h"
@@ -30,8 +31,9 @@ struct MoefyArgs {
   std::string model, out, data;
   MoefyOptions options;
   LayerFitOptions fit;
-  int64_t tokens = 100000, split_tokens = 4096, seq_len = 128, seed = 0;
-  bool json = false;
+  int64_t tokens = 100000, split_tokens = 4096, seq_len = 128, seed = 0, sweep_windows = 32;
+  double budget = 0;  // stage 2: per-layer relative error budget (0: keep top-k everywhere)
+  bool json = false, sweep = false;
   int threads = 0;
 };
 
@@ -70,6 +72,28 @@ Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t t
   return c;
 }
 
+// Mean validation loss of `model` over `windows` windows, and the mean share of the dense FFN
+// each token ran (routed experts by their measured mean count, plus shared neurons).
+std::pair<double, double> score(const Transformer& model, const TokenDataset& val, int64_t windows, int64_t T, int64_t dense_ffn) {
+  NoGradGuard no_grad;
+  const ModelConfig& c = model.config();
+  double loss = 0, active = 0;
+  int64_t tokens = 0;
+  for (int64_t w = 0; w < windows; w += 8) {
+    const Batch b = val.window_batch(w, std::min<int64_t>(8, windows - w), T);
+    const Tensor logits = model.forward(b.ids);
+    const int64_t n = b.ids.numel();
+    loss += ops::cross_entropy(ops::reshape(logits, {-1, logits.size(-1)}), ops::reshape(b.targets, {-1})).item() * static_cast<double>(n);
+    double ffn = 0;
+    for (const auto& [layer, s] : model.moe_stats())
+      ffn += (s.mean_active_experts * static_cast<double>(c.expert_size()) + static_cast<double>(c.shared_expert_intermediate_size)) /
+             static_cast<double>(dense_ffn);
+    active += ffn / static_cast<double>(c.num_hidden_layers) * static_cast<double>(n);
+    tokens += n;
+  }
+  return {loss / static_cast<double>(tokens), active / static_cast<double>(tokens)};
+}
+
 void run_moefy(MoefyArgs a) {
   apply_threads(a.threads);
   a.options.seed = static_cast<uint64_t>(a.seed);
@@ -81,6 +105,8 @@ void run_moefy(MoefyArgs a) {
   SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");
   a.fit.seed = static_cast<uint64_t>(a.seed);
   a.fit.validate();
+  SMELT_CHECK((a.budget == 0 && !a.sweep) || !a.data.empty(), "--budget and --sweep need --data");
+  SMELT_CHECK(a.budget >= 0, "--budget must be ≥ 0, got ", a.budget);
   SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
               ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");
   const Transformer dense = load_model_dir(a.model);
@@ -114,6 +140,7 @@ void run_moefy(MoefyArgs a) {
   }
   // Stage 1's recovery: each layer fitted on its own to its dense FFN under top-k routing.
   json fits = json::array();
+  std::vector<std::string> policies;
   int64_t calibration_tokens = 0;
   // With --data every router is fitted (its initialisation); --fit-steps 0 stops there.
   for (size_t l = 0; l < moe.num_layers() && data; ++l) {
@@ -124,7 +151,26 @@ void run_moefy(MoefyArgs a) {
     const LayerFit f = fit_moe_layer(block, c.inputs[0], c.outputs[0], moe.routing_policies()[l], a.fit);
     log_info("layer " + std::to_string(l) + ": relative error under top-" + std::to_string(a.options.top_k) + " " +
              std::to_string(f.error_before) + " → " + std::to_string(f.error_after) + " (" + std::to_string(calibration_tokens) + " tokens)");
-    fits.push_back({{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}});
+    json entry = {{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}};
+    if (a.budget > 0) {  // stage 2 on every 10th calibration token
+      std::vector<int64_t> every;
+      for (int64_t n = 0; n < c.inputs[0].size(0); n += 10) every.push_back(n);
+      const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())});
+      const PolicyChoice p = choose_layer_policy(block, ops::index_select(c.inputs[0], 0, sel), ops::index_select(c.outputs[0], 0, sel),
+                                                 a.budget, static_cast<int64_t>(l));
+      policies.push_back(p.policy.spec());
+      entry["policy"] = p.policy.spec();
+      entry["policy_error"] = p.error;
+      entry["policy_mean_experts"] = p.mean_active;
+      log_info("layer " + std::to_string(l) + ": " + p.policy.str() + " (" + std::to_string(p.mean_active) + " experts per token, error " +
+               std::to_string(p.error) + ")");
+    }
+    fits.push_back(entry);
+  }
+  if (!policies.empty()) {  // the per-layer policy goes into the model's config.json
+    ModelConfig with_policy = moe.config();
+    with_policy.routing_policies = policies;
+    moe = Transformer::from_tensors(with_policy, moe.state_dict(), "moefy");
   }
   const ModelConfig& c = moe.config();
   const int64_t ffn_dense = 3 * dense.config().hidden_size * dense.config().intermediate_size * dense.config().num_hidden_layers;
@@ -138,12 +184,46 @@ void run_moefy(MoefyArgs a) {
     if (std::filesystem::exists(path)) extra[name] = read_file(path);
   }
   extra["moefy.json"] = record.dump(2) + "\n";
+  json sweep = json::array();
+  if (a.sweep) {
+    // Perplexity against the share of the FFN run, for every top-k and the chosen per-layer policy.
+    const TokenDataset val = load_eval_data(a.data, "val", T, model_tokenizer(a.model), a.model);
+    const int64_t windows = std::min(a.sweep_windows, val.windows(T));
+    const int64_t dense_ffn = dense.config().intermediate_size;
+    const auto [dense_loss, dense_active] = score(dense, val, windows, T, 1);
+    (void)dense_active;
+    PlotSeries topk{"top-k", {}, {}}, chosen{"per-layer policy", {}, {}}, reference{"dense", {1.0}, {std::exp(dense_loss)}};
+    if (!a.json) {
+      std::printf("%-28s %10s %12s\n", "routing", "FFN share", "perplexity");
+      std::printf("%-28s %10.3f %12.2f\n", "dense", 1.0, std::exp(dense_loss));
+    }
+    sweep.push_back({{"routing", "dense"}, {"ffn_share", 1.0}, {"perplexity", std::exp(dense_loss)}});
+    for (int64_t k = 1; k <= a.options.experts + (policies.empty() ? 0 : 1); ++k) {
+      Transformer m = moe;
+      std::string name = "per-layer (--budget)";
+      if (k <= a.options.experts) {
+        m.set_routing_policy(RoutingPolicy::top_k(k));
+        name = "top-k:" + std::to_string(k);
+      }
+      const auto [loss, share] = score(m, val, windows, T, dense_ffn);
+      if (!a.json) std::printf("%-28s %10.3f %12.2f\n", name.c_str(), share, std::exp(loss));
+      sweep.push_back({{"routing", name}, {"ffn_share", share}, {"perplexity", std::exp(loss)}});
+      PlotSeries& s = k <= a.options.experts ? topk : chosen;
+      s.x.push_back(share);
+      s.y.push_back(std::exp(loss));
+    }
+    std::vector<PlotSeries> series = {topk, reference};
+    if (!chosen.x.empty()) series.push_back(chosen);
+    extra["sweep.json"] = sweep.dump(2) + "\n";
+    extra["sweep.svg"] = svg_line_chart(series, "Perplexity against the share of the FFN each token runs", "FFN share per token",
+                                        "validation perplexity");
+  }
   save_model_dir(a.out, moe, extra);
   const json out = {{"out", a.out}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
                     {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()},
                     {"dense_parameters", dense.config().parameter_count()}, {"ffn_parameters_dense", ffn_dense},
                     {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}, {"layer_fit", fits},
-                    {"calibration_tokens", calibration_tokens}};
+                    {"calibration_tokens", calibration_tokens}, {"routing_policies", policies}, {"sweep", sweep}};
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
     std::printf("moefied %s → %s: %ld experts (%s split), top-%ld runs %.0f %% of the FFN; every expert active: max |Δ logit| %.2g\n",
@@ -172,6 +252,10 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_option("--fit-batch", a->fit.batch_tokens, "Tokens per layer-wise fit step")->capture_default_str();
   cmd->add_option("--seq-len", a->seq_len, "Calibration window length")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the k-means start and the random split")->capture_default_str();
+  cmd->add_option("--budget", a->budget, "Stage 2: per layer, the routing policy (top-k or top-p) with the fewest experts whose relative "
+                                         "output error stays within this budget (0: top-k everywhere)")->capture_default_str();
+  cmd->add_flag("--sweep", a->sweep, "Print and plot (OUT/sweep.svg) validation perplexity against the FFN share per token");
+  cmd->add_option("--sweep-windows", a->sweep_windows, "Validation windows for --sweep")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_moefy(*a); });

@@ -8,23 +8,11 @@ namespace smelt::tools {
 namespace {
 
 RoutingPolicy parse_policy(const std::string& spec) {
-  auto fields = [&] {
-    std::vector<std::string> out;
-    size_t start = 0;
-    for (size_t i = 0; i <= spec.size(); ++i)
-      if (i == spec.size() || spec[i] == ':') {
-        out.push_back(spec.substr(start, i - start));
-        start = i + 1;
-      }
-    return out;
-  }();
   try {
-    if (fields[0] == "top-k" && fields.size() == 2) return RoutingPolicy::top_k(std::stoll(fields[1]));
-    if (fields[0] == "top-p" && (fields.size() == 2 || fields.size() == 3))
-      return RoutingPolicy::top_p(std::stod(fields[1]), fields.size() == 3 ? std::stoll(fields[2]) : 0);
-  } catch (const std::exception&) {
+    return RoutingPolicy::parse(spec);
+  } catch (const Error&) {
+    SMELT_FAIL("--routing '", spec, "': expected top-k:K, top-p:P, top-p:P:MAX, or a JSON file");
   }
-  SMELT_FAIL("--routing '", spec, "': expected top-k:K, top-p:P, top-p:P:MAX, or a JSON file");
 }
 
 RoutingPolicy policy_from_json(JsonReader& r) {
