@@ -16,6 +16,7 @@ void LayerFitOptions::validate() const {
   SMELT_CHECK(steps >= 0 && batch_tokens > 0, "layer fit: steps must be ≥ 0 and batch tokens positive");
   SMELT_CHECK(lr > 0, "layer fit: learning rate must be positive, got ", lr);
   SMELT_CHECK(holdout > 0 && holdout < 1, "layer fit: holdout must be in (0, 1), got ", holdout);
+  SMELT_CHECK(min_k >= 0, "--fit-min-k must be ≥ 0, got ", min_k);
 }
 
 namespace {
@@ -162,7 +163,10 @@ LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targ
     for (int64_t i = 0; i < B; ++i) idx[i] = train_idx[rng.next_u32() % train_idx.size()];
     const Tensor x = rows(inputs, idx), t = rows(targets, idx);
     opt.zero_grad();
-    Tensor y = ops::reshape(block.forward(ops::unsqueeze(x, 0), Tensor(), policy), {B, x.size(1)});
+    RoutingPolicy step_policy = policy;
+    if (o.min_k > 0 && policy.kind == RoutingPolicy::Kind::TopK && o.min_k < policy.k)
+      step_policy.k = o.min_k + static_cast<int64_t>(rng.next_u32() % static_cast<uint32_t>(policy.k - o.min_k + 1));
+    Tensor y = ops::reshape(block.forward(ops::unsqueeze(x, 0), Tensor(), step_policy), {B, x.size(1)});
     Tensor loss = ops::hidden_state_loss(y, t, ops::HiddenLoss::MSE);
     if (block.auxiliary_loss().defined()) loss = ops::add(loss, block.auxiliary_loss());
     loss.backward();

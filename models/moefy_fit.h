@@ -15,6 +15,9 @@ struct LayerFitOptions {
   double lr = 1e-3;
   double holdout = 0.1;         // fraction of calibration tokens kept to measure the fit
   uint64_t seed = 0;
+  // Each step draws k uniformly from [min_k, the policy's k] (0: always the policy's k), so the
+  // layer also works with fewer experts and stage 2 can give some layers less.
+  int64_t min_k = 0;
   void validate() const;
 };
 

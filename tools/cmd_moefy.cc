@@ -177,7 +177,7 @@ void run_moefy(MoefyArgs a) {
   const int64_t ffn_active = 3 * c.hidden_size * (c.num_experts_per_tok * c.expert_size() + c.shared_expert_intermediate_size) * c.num_hidden_layers;
   json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
                  {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calibration_tokens},
-                 {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"layer_fit", fits}, {"neuron_groups", groups}};
+                 {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"fit_min_k", a.fit.min_k}, {"budget", a.budget}, {"layer_fit", fits}, {"neuron_groups", groups}};
   std::map<std::string, std::string> extra;
   for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
     const std::string path = a.model + "/" + name;
@@ -250,6 +250,7 @@ void add_moefy_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--fit-lr", a->fit.lr, "Layer-wise fit learning rate")->capture_default_str();
   cmd->add_option("--fit-batch", a->fit.batch_tokens, "Tokens per layer-wise fit step")->capture_default_str();
+  cmd->add_option("--fit-min-k", a->fit.min_k, "Train each step with k drawn from [this, --top-k] (0: always --top-k)")->capture_default_str();
   cmd->add_option("--seq-len", a->seq_len, "Calibration window length")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the k-means start and the random split")->capture_default_str();
   cmd->add_option("--budget", a->budget, "Stage 2: per layer, the routing policy (top-k or top-p) with the fewest experts whose relative "
