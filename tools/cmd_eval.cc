@@ -1,4 +1,5 @@
 // smelt eval: loss, perplexity and bits per byte of a model over a whole text file.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -52,6 +53,7 @@ void run_eval(const EvalArgs& a) {
   int64_t tokens = 0;
   std::vector<double> layer_active;  // mean active experts per MoE layer
   ProgressBar bar("eval", batches, "batches");
+  const auto started = std::chrono::steady_clock::now();
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t first = b * a.batch_size, count = std::min(a.batch_size, windows - first);
     Batch batch = data.window_batch(first, count, T);
@@ -70,6 +72,7 @@ void run_eval(const EvalArgs& a) {
     bar.update(b + 1);
   }
   bar.finish();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const double loss = tokens > 0 ? nats / tokens : 0.0;
   // Bits per byte over the bytes the scored tokens stand for (the data's bytes per token).
   const double bytes_per_token = static_cast<double>(data.text_bytes()) / static_cast<double>(data.size());
@@ -82,7 +85,8 @@ void run_eval(const EvalArgs& a) {
               {"tokens", tokens},
               {"seq_len", T},
               {"parameters", cfg.parameter_count()},
-              {"active_parameters", tokens > 0 ? active / static_cast<double>(tokens) : 0.0}};
+              {"active_parameters", tokens > 0 ? active / static_cast<double>(tokens) : 0.0},
+              {"tokens_per_s", seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0}};
   if (cfg.num_local_experts > 0) {
     json layers = json::array();
     const auto stats = model.moe_stats();
@@ -93,9 +97,9 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
-    std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters, %.0f active per token\n", loss,
-                std::exp(loss), bits_per_byte, static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()),
-                out["active_parameters"].get<double>());
+    std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters, %.0f active per token | %.0f tokens/s\n",
+                loss, std::exp(loss), bits_per_byte, static_cast<long>(tokens), static_cast<long>(cfg.parameter_count()),
+                out["active_parameters"].get<double>(), out["tokens_per_s"].get<double>());
 }
 
 }  // namespace
