@@ -79,11 +79,7 @@ void run_compose(ComposeArgs a) {
   for (const std::string& p : a.negatives) negatives.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T));
   const Transformer moe = compose(base, expert_ptrs, prompts, negatives, a.options);
 
-  std::map<std::string, std::string> extra;
-  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
-    const std::string path = a.base + "/" + name;
-    if (std::filesystem::exists(path)) extra[name] = read_file(path);
-  }
+  std::map<std::string, std::string> extra = carried_model_files(a.base);
   save_model_dir(a.out, moe, extra);
   const ModelConfig& c = moe.config();
   const json out = {{"out", a.out}, {"experts", E}, {"top_k", c.num_experts_per_tok}, {"gate_init", a.options.gate_init},

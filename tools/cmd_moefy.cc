@@ -178,11 +178,7 @@ void run_moefy(MoefyArgs a) {
   json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
                  {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calibration_tokens},
                  {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"fit_min_k", a.fit.min_k}, {"budget", a.budget}, {"layer_fit", fits}, {"neuron_groups", groups}};
-  std::map<std::string, std::string> extra;
-  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
-    const std::string path = a.model + "/" + name;
-    if (std::filesystem::exists(path)) extra[name] = read_file(path);
-  }
+  std::map<std::string, std::string> extra = carried_model_files(a.model);
   extra["moefy.json"] = record.dump(2) + "\n";
   json sweep = json::array();
   if (a.sweep) {

@@ -8,6 +8,7 @@
 #include "io/json_reader.h"
 #include "models/upcycle.h"
 #include "tools/commands.h"
+#include "tools/data_source.h"
 
 namespace smelt::tools {
 namespace {
@@ -25,15 +26,7 @@ void run_upcycle(UpcycleArgs a) {
   a.options.validate();  // before loading anything
   Transformer dense = load_model_dir(a.model);
   Transformer moe = upcycle(dense, a.options);
-  // Keep the dense model's recipe: it records the sequence length the weights were trained on,
-  // which eval uses as its default window.
-  std::map<std::string, std::string> extra;
-  // and its tokenizer, so the MoE reads and writes text as the dense model did.
-  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
-    const std::string path = a.model + "/" + name;
-    if (std::filesystem::exists(path)) extra[name] = read_file(path);
-  }
-  save_model_dir(a.out, moe, extra);
+  save_model_dir(a.out, moe, carried_model_files(a.model));
   const ModelConfig& c = moe.config();
   json out = {{"out", a.out},
               {"experts", c.num_local_experts},

@@ -53,6 +53,15 @@ TokenDataset text_file(const std::string& path, const std::optional<BpeTokenizer
 
 }  // namespace
 
+std::map<std::string, std::string> carried_model_files(const std::string& model_dir) {
+  std::map<std::string, std::string> files;
+  for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
+    const std::string path = model_dir + "/" + name;
+    if (std::filesystem::exists(path)) files[name] = read_file(path);
+  }
+  return files;
+}
+
 std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir) {
   const std::string path = model_dir + "/tokenizer.json";
   if (!std::filesystem::exists(path)) return std::nullopt;

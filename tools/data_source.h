@@ -13,6 +13,11 @@ namespace smelt::tools {
 // The tokenizer stored with a model (DIR/tokenizer.json), if it has one.
 std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir);
 
+// The files a model made from `model_dir` (upcycled, composed, moefied) carries over: its
+// recipe.json (the sequence length its weights were trained on, eval's default window) and its
+// tokenizer files, so the new model reads and writes text as the old one did.
+std::map<std::string, std::string> carried_model_files(const std::string& model_dir);
+
 struct TrainingData {
   TokenDataset train, val;  // val may be empty
   std::optional<BpeTokenizer> tokenizer;           // none: byte-level
