@@ -125,7 +125,16 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
     const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
     if (g.trans_a) {
       // Aᵀ row-major [K, M]: the MR values of one k are adjacent.
-      for (int64_t k = 0; k < kc; ++k) {
+      int64_t k = 0;
+#if HWY_TARGET != HWY_SCALAR
+      const hn::CappedTag<float, 8> d8;
+      if (hn::MaxLanes(d8) == 8 && rows == kMR && r0 + 8 <= g.m) {
+        // One 8-float copy per k; its last two floats are overwritten by the next k's, and the
+        // panel's last k is copied exactly so nothing lands past the panel.
+        for (; k + 1 < kc; ++k) hn::StoreU(hn::LoadU(d8, g.a + (k0 + k) * g.lda + r0), d8, dst + k * kMR);
+      }
+#endif
+      for (; k < kc; ++k) {
         const float* src = g.a + (k0 + k) * g.lda + r0;
         for (int64_t r = 0; r < rows; ++r) dst[k * kMR + r] = src[r];
         for (int64_t r = rows; r < kMR; ++r) dst[k * kMR + r] = 0.0f;
