@@ -1,11 +1,35 @@
 #include "optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/grad_mode.h"
 #include "runtime/thread_pool.h"
 
 namespace smelt {
+
+namespace {
+
+// Fixed-size pieces of every parameter that has a gradient: (parameter, first, last element).
+// One parallel pass over all of them replaces one pool wake-up per tensor, and because the
+// pieces do not depend on the thread count, sums over them come out the same on any machine.
+struct Piece {
+  size_t param;
+  int64_t lo, hi;
+};
+constexpr int64_t kPiece = 1 << 14;
+
+std::vector<Piece> pieces_with_grad(const std::vector<Tensor>& params) {
+  std::vector<Piece> out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].grad().defined()) continue;
+    const int64_t n = params[i].numel();
+    for (int64_t lo = 0; lo < n; lo += kPiece) out.push_back({i, lo, std::min(n, lo + kPiece)});
+  }
+  return out;
+}
+
+}  // namespace
 
 void Optimizer::zero_grad() {
   for (const Tensor& p : params_) p.set_grad(Tensor());
@@ -29,23 +53,25 @@ void AdamW::step(float lr) {
   const float bc2 = 1.0f - std::pow(beta2_, static_cast<float>(t_));
   const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
   const float decay = 1.0f - lr * weight_decay_;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].grad();
-    if (!g.defined()) continue;
-    float* p = params_[i].data<float>();
-    float* m = m_[i].data<float>();
-    float* v = v_[i].data<float>();
-    const float* gr = g.data<float>();
-    parallel_for(0, params_[i].numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) {
+  // Every parameter in one parallel pass.
+  const std::vector<Piece> pieces = pieces_with_grad(params_);
+  parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t q = first; q < last; ++q) {
+      const Piece& piece = pieces[q];
+      float* p = params_[piece.param].data<float>();
+      float* m = m_[piece.param].data<float>();
+      float* v = v_[piece.param].data<float>();
+      const float* gr = params_[piece.param].grad().data<float>();
+      for (int64_t j = piece.lo; j < piece.hi; ++j) {
         p[j] *= decay;
         m[j] = beta1_ * m[j] + (1.0f - beta1_) * gr[j];
         v[j] = beta2_ * v[j] + (1.0f - beta2_) * gr[j] * gr[j];
         p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + eps_);
       }
-    });
-    params_[i].bump_version();
-  }
+    }
+  });
+  for (Tensor& p : params_)
+    if (p.grad().defined()) p.bump_version();
 }
 
 namespace {
@@ -140,23 +166,29 @@ void SGD::step(float lr) {
 }
 
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
+  // Per-piece sums in parallel, added in piece order: the same norm on any thread count.
+  const std::vector<Piece> pieces = pieces_with_grad(params);
+  std::vector<double> partial(pieces.size(), 0.0);
+  parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t q = first; q < last; ++q) {
+      const float* gr = params[pieces[q].param].grad().data<float>();
+      double s = 0;
+      for (int64_t j = pieces[q].lo; j < pieces[q].hi; ++j) s += static_cast<double>(gr[j]) * gr[j];
+      partial[q] = s;
+    }
+  });
   double ss = 0;
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    const float* gr = g.data<float>();
-    for (int64_t j = 0, n = g.numel(); j < n; ++j) ss += static_cast<double>(gr[j]) * gr[j];
-  }
+  for (double s : partial) ss += s;
   const float norm = static_cast<float>(std::sqrt(ss));
   SMELT_CHECK(std::isfinite(norm), "gradient norm is not finite (", norm, "): the loss or a gradient overflowed");
   if (max_norm > 0 && norm > max_norm) {
     const float s = max_norm / (norm + 1e-6f);
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      float* gr = g.data<float>();
-      for (int64_t j = 0, n = g.numel(); j < n; ++j) gr[j] *= s;
-    }
+    parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+      for (int64_t q = first; q < last; ++q) {
+        float* gr = params[pieces[q].param].grad().data<float>();
+        for (int64_t j = pieces[q].lo; j < pieces[q].hi; ++j) gr[j] *= s;
+      }
+    });
   }
   return norm;
 }
