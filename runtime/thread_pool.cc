@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -14,6 +15,32 @@ namespace smelt {
 namespace {
 
 thread_local bool t_in_parallel_region = false;
+
+// A parallel region often follows the previous one within microseconds (a training step runs
+// thousands), and waking a thread blocked on a condition variable costs tens of microseconds.
+// So a thread that has run out of work first polls for this long, then blocks.
+constexpr auto kSpinBeforeBlocking = std::chrono::microseconds(100);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Polls `ready` until it holds or kSpinBeforeBlocking has passed; returns whether it held.
+template <class Ready>
+bool spin_until(const Ready& ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeBlocking;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return false;
+  }
+}
 
 // One parallel_for call: its own counters, so a worker that wakes late for an old job finds
 // nothing left to claim and never touches a task that has returned.
@@ -34,6 +61,7 @@ class ThreadPool {
   void resize(int workers) {
     stop_all();
     stop_ = false;
+    stop_flag_ = false;
     for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { worker_loop(); });
   }
 
@@ -46,10 +74,11 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> g(mu_);
       job_ = job;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_work_.notify_all();
     drain(*job);
+    spin_until([&] { return job->pending.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lock(mu_);
     cv_done_.wait(lock, [&] { return job->pending.load() == 0; });
     job_.reset();
@@ -82,11 +111,12 @@ class ThreadPool {
     uint64_t seen = 0;
     for (;;) {
       std::shared_ptr<Job> job;
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_flag_.load(std::memory_order_relaxed); });
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_work_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+        cv_work_.wait(lock, [&] { return stop_ || (generation_.load() != seen && job_ != nullptr); });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load();
         job = job_;
       }
       drain(*job);
@@ -97,6 +127,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> g(mu_);
       stop_ = true;
+      stop_flag_ = true;
     }
     cv_work_.notify_all();
     for (auto& t : threads_) t.join();
@@ -107,8 +138,9 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_work_, cv_done_;
   std::shared_ptr<Job> job_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};  // read without the lock while spinning
   bool stop_ = false;
+  std::atomic<bool> stop_flag_{false};  // stop_, for the spinning reader
 };
 
 int default_threads() {
@@ -154,6 +186,16 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function
     int64_t hi = std::min(end, lo + step);
     if (lo < hi) fn(lo, hi);
   });
+}
+
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  if (n == 1 || g_threads == 1 || t_in_parallel_region) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  pool().run(n, fn);
 }
 
 }  // namespace smelt

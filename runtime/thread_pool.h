@@ -14,4 +14,9 @@ void set_num_threads(int n);
 // on the pool; returns when all are done. Exceptions from fn are rethrown on the caller.
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// Calls fn(i) for every i in [0, n), each index claimed on its own by the next free thread: for
+// work already cut into tasks sized for balance (GEMM tiles), where parallel_for's chunks of
+// several tasks would leave one thread up to a whole chunk behind the other at the end.
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn);
+
 }  // namespace smelt

@@ -8,6 +8,7 @@
 //   moe  — the dropless MoE dispatch (sort, gather, per-expert GEMMs, scatter) forward and
 //          backward, against the same FLOPs as one dense SwiGLU over all token-slots.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -36,7 +37,25 @@ struct BenchArgs {
   int64_t vocab = 4096, layers = 4, heads = 8, seq = 256, batch = 16, steps = 6;
   bool dense = false, checkpoint = false;
   int threads = 0;
+  std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
 };
+
+// "MxNxK" → {M, N, K}, each positive.
+std::array<int64_t, 3> parse_gemm_shape(const std::string& text) {
+  std::array<int64_t, 3> dims{};
+  size_t pos = 0;
+  for (int i = 0; i < 3; ++i) {
+    const size_t end = i < 2 ? text.find('x', pos) : text.size();
+    SMELT_CHECK(end != std::string::npos, "bench gemm: --shape '", text, "' is not MxNxK (e.g. 256x512x4096)");
+    const std::string part = text.substr(pos, end - pos);
+    SMELT_CHECK(!part.empty() && part.find_first_not_of("0123456789") == std::string::npos && part.size() < 7,
+                "bench gemm: --shape '", text, "' is not MxNxK with positive sizes below 10^6");
+    dims[i] = std::stoll(part);
+    SMELT_CHECK(dims[i] > 0, "bench gemm: --shape '", text, "' has a zero size");
+    pos = end + 1;
+  }
+  return dims;
+}
 
 // Best wall time of `repeats` runs after two warm-up runs.
 double best_seconds(int64_t repeats, const std::function<void()>& fn) {
@@ -71,7 +90,8 @@ std::pair<double, double> best_seconds_interleaved(int64_t repeats, const std::f
 json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_target()}, {"peak_rss_mib", peak_rss_mib()}}; }
 
 void bench_gemm(const BenchArgs& a) {
-  const int64_t shapes[][3] = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
+  std::vector<std::array<int64_t, 3>> shapes = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
+  if (!a.shape.empty()) shapes = {parse_gemm_shape(a.shape)};
   const KernelTable& K = cpu_kernels();
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
@@ -318,6 +338,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--ffn", a->ffn, "moe: expert FFN width")->capture_default_str();
   cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
+  cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train: layers")->capture_default_str();

@@ -10,6 +10,7 @@
 #define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 #include <algorithm>
@@ -27,7 +28,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr int64_t kMR = 6;
-constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
+constexpr int64_t kKC = 320;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
 constexpr int64_t kMC = 96;    // M block: the A block (MC×KC) stays in L2 while B panels stream past
 constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
 
@@ -67,13 +68,21 @@ void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, i
       float* dst = out + p * kc * nr;
       const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
       if (!g.trans_b && cols == nr) {
+        // Full panels p..q-1 side by side: walk B row by row across all of them, so the reads
+        // are one contiguous stretch per row (prefetch-friendly) rather than 64 bytes lda apart.
         const hn::ScalableTag<float> d;
         const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-        for (int64_t k = 0; k < kc; ++k) {  // one panel row is two vectors
+        int64_t q = p + 1;
+        while (q < p1 && (q + 1) * nr <= g.n) ++q;
+        for (int64_t k = 0; k < kc; ++k) {
           const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
-          hn::StoreU(hn::LoadU(d, src), d, dst + k * nr);
-          hn::StoreU(hn::LoadU(d, src + N), d, dst + k * nr + N);
+          float* row = dst + k * nr;
+          for (int64_t s = 0; s < q - p; ++s, src += nr, row += kc * nr) {  // one panel row is two vectors
+            hn::StoreU(hn::LoadU(d, src), d, row);
+            hn::StoreU(hn::LoadU(d, src + N), d, row + N);
+          }
         }
+        p = q - 1;
       } else if (!g.trans_b) {
         for (int64_t k = 0; k < kc; ++k) {
           const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
@@ -183,6 +192,11 @@ void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RES
   auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
   auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
   auto c40 = hn::Zero(d), c41 = hn::Zero(d), c50 = hn::Zero(d), c51 = hn::Zero(d);
+  // C is read back only after kc·MR·2 FMAs: ask for its lines now so the miss overlaps them.
+  for (int64_t r = 0; r < rows; ++r) {
+    hwy::Prefetch(c + r * ldc);
+    hwy::Prefetch(c + r * ldc + cols - 1);
+  }
   // Unrolled so the loop's bookkeeping does not take issue slots from the 12 FMAs per k.
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k, pa += kMR, pb += 2 * N) {
@@ -301,12 +315,14 @@ bool narrow_gemm(const GemmArgs& g) {
   return true;
 }
 
-// How one product is cut into parallel tasks: M blocks of kMC rows × N blocks of tile_panels panels.
+// How one product is cut into parallel tasks: M blocks of at most kMC rows × N blocks of panels.
 struct Tiling {
-  int64_t n_panels = 0, m_blocks = 0, n_blocks = 0, tile_panels = 0;
+  int64_t n_panels = 0, m_blocks = 0, n_blocks = 0;
   int64_t mc = kMC;  // rows per M block: at most kMC, evened out so no block is a thin remainder
   int64_t tasks() const { return m_blocks * n_blocks; }
   int64_t mc_pad() const { return (mc + kMR - 1) / kMR * kMR; }  // an M block's packed rows
+  // N block nb covers panels [panel_begin(nb), panel_begin(nb + 1)): sizes differ by at most one.
+  int64_t panel_begin(int64_t nb) const { return nb * n_panels / n_blocks; }
 };
 
 Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
@@ -317,15 +333,10 @@ Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
   // multiple of kMC): spread the rows evenly over the blocks, in whole micro-panels.
   t.mc = std::min(kMC, ((g.m + t.m_blocks - 1) / t.m_blocks + kMR - 1) / kMR * kMR);
   t.m_blocks = (g.m + t.mc - 1) / t.mc;
-  t.tile_panels = std::max<int64_t>(1, kNCTile / nr);
-  t.n_blocks = (t.n_panels + t.tile_panels - 1) / t.tile_panels;
+  t.n_blocks = (t.n_panels * nr + kNCTile - 1) / kNCTile;
   // Enough tasks to keep every thread busy: short-and-wide products (weight gradients, M = hidden
   // size) split N finer, since A is read in place and costs nothing to share between tasks.
-  if (t.tasks() < target_tasks) {
-    t.n_blocks = std::min(t.n_panels, (target_tasks + t.m_blocks - 1) / t.m_blocks);
-    t.tile_panels = (t.n_panels + t.n_blocks - 1) / t.n_blocks;
-    t.n_blocks = (t.n_panels + t.tile_panels - 1) / t.tile_panels;
-  }
+  if (t.tasks() < target_tasks) t.n_blocks = std::min(t.n_panels, (target_tasks + t.m_blocks - 1) / t.m_blocks);
   return t;
 }
 
@@ -337,14 +348,29 @@ void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int6
   const int64_t i0 = mb * t.mc, mc = std::min(t.mc, g.m - i0);
   const bool overwrite = k0 == 0 && g.beta == 0.0f;
   const float* pa = packed_a + mb * t.mc_pad() * kc;
-  const int64_t p_end = std::min(t.n_panels, (nb + 1) * t.tile_panels);
-  for (int64_t p = nb * t.tile_panels; p < p_end; ++p) {
+  const int64_t p_end = t.panel_begin(nb + 1);
+  for (int64_t p = t.panel_begin(nb); p < p_end; ++p) {
     const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
     for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
       const int64_t rows = std::min(kMR, g.m - r0);
       micro_kernel(kc, pa + (r0 - i0) * kc, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha, overwrite);
     }
   }
+}
+
+// The calling thread's packing buffer, at least `floats` long (rounded to keep vectors aligned).
+// Kept between calls: a fresh multi-MiB allocation per product would be page-faulted in and
+// zeroed by the kernel every time unless malloc keeps freed blocks (runtime/storage.cc asks it
+// to, but a GEMM must not depend on that).
+float* packing_workspace(int64_t floats) {
+  thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
+  thread_local int64_t capacity = 0;
+  if (floats > capacity) {
+    capacity = (floats + 1023) / 1024 * 1024;
+    buffer = hwy::AllocateAligned<float>(static_cast<size_t>(capacity));
+    SMELT_CHECK(buffer != nullptr, "gemm: out of memory for a ", capacity * 4 >> 20, " MiB packing buffer");
+  }
+  return buffer.get();
 }
 
 // Several independent products in one pair of parallel regions: the tasks of all of them share
@@ -373,10 +399,10 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   }
   // A and B are packed for a run of K blocks in one parallel region, then every tile runs over
   // that whole run in a second one, so its C block stays in cache and the pool meets twice per
-  // run, not twice per K block. A run is as long as 8 MiB of packed panels allow: larger runs
-  // gained little, and a weight gradient over many tokens (K = B·T) would otherwise pack a
+  // run, not twice per K block. A run is as long as 2 MiB of packed panels allow (8 MiB measured
+  // no faster), and a weight gradient over many tokens (K = B·T) would otherwise pack a
   // transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
-  constexpr int64_t kPackBudget = 2 << 20;  // floats
+  constexpr int64_t kPackBudget = 1 << 19;  // floats
   const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
   constexpr int64_t kPackPanels = 4;  // B panels per packing task
   for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
@@ -399,37 +425,33 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     }
     first_task.push_back(tasks);
     first_pack.push_back(packs);
-    auto packed_a = hwy::AllocateAligned<float>(static_cast<size_t>(std::max<int64_t>(a_total, 1)));
-    auto packed_b = hwy::AllocateAligned<float>(static_cast<size_t>(std::max<int64_t>(b_total, 1)));
+    float* const workspace = packing_workspace((a_total + 15) / 16 * 16 + b_total);
+    float* const packed_a = workspace;
+    float* const packed_b = workspace + (a_total + 15) / 16 * 16;  // B panels start on a cache line
     // K block k0 of product j: its A blocks start at a_offset[j] + (k0 − k_begin)·rows, B panels likewise.
-    parallel_for(0, packs, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const size_t j = std::upper_bound(first_pack.begin(), first_pack.end(), t) - first_pack.begin() - 1;
-        const GemmArgs& g = *live[owner[j]];
-        const Tiling& tl = tilings[owner[j]];
-        const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
-        const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
-        if (v < b_packs) {
-          pack_b(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
-                 packed_b.get() + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr);
-        } else {
-          const int64_t mb = v - b_packs, i0 = mb * tl.mc;
-          pack_a(g, i0, std::min(tl.mc, g.m - i0), k0, kc,
-                 packed_a.get() + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad() + mb * tl.mc_pad() * kc);
-        }
+    parallel_tasks(packs, [&](int64_t t) {
+      const size_t j = std::upper_bound(first_pack.begin(), first_pack.end(), t) - first_pack.begin() - 1;
+      const GemmArgs& g = *live[owner[j]];
+      const Tiling& tl = tilings[owner[j]];
+      const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
+      const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
+      if (v < b_packs) {
+        pack_b(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
+               packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr);
+      } else {
+        const int64_t mb = v - b_packs, i0 = mb * tl.mc;
+        pack_a(g, i0, std::min(tl.mc, g.m - i0), k0, kc,
+               packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad() + mb * tl.mc_pad() * kc);
       }
     });
-    parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      size_t j = std::upper_bound(first_task.begin(), first_task.end(), t0) - first_task.begin() - 1;
-      for (int64_t t = t0; t < t1; ++t) {
-        while (t >= first_task[j + 1]) ++j;
-        const GemmArgs& g = *live[owner[j]];
-        const Tiling& tl = tilings[owner[j]];
-        for (int64_t k0 = k_begin; k0 < std::min(k_end, g.k); k0 += kKC)
-          run_tile(g, tl, t - first_task[j], k0, std::min(kKC, g.k - k0),
-                   packed_a.get() + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad(),
-                   packed_b.get() + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr);
-      }
+    parallel_tasks(tasks, [&](int64_t t) {
+      const size_t j = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
+      const GemmArgs& g = *live[owner[j]];
+      const Tiling& tl = tilings[owner[j]];
+      for (int64_t k0 = k_begin; k0 < std::min(k_end, g.k); k0 += kKC)
+        run_tile(g, tl, t - first_task[j], k0, std::min(kKC, g.k - k0),
+                 packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad(),
+                 packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr);
     });
   }
 }
