@@ -81,6 +81,8 @@ class Transformer {
   Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor(),
                        const Tensor& key_start = Tensor()) const;
   KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // The LM head [V, C] (the embedding matrix when tied): logits = hidden_states · lm_head_weightᵀ.
+  const Tensor& lm_head_weight() const { return lm_head_; }
 
   // Trainable parameters in a fixed order; MoE experts appear stacked ([E, F, C] per projection).
   NamedTensors named_parameters() const;

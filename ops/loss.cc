@@ -1,5 +1,6 @@
 #include "ops/loss.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -8,79 +9,181 @@
 #include "runtime/thread_pool.h"
 
 namespace smelt::ops {
+namespace {
+
+// What every row counts for: its target and its weight (0 for ignored rows), and their sum.
+struct RowTargets {
+  std::vector<int64_t> target;
+  std::vector<float> weight;
+  double total_weight = 0;
+};
+
+RowTargets read_targets(const char* op, const Tensor& targets, const Tensor& weights, int64_t ignore_index, int64_t N,
+                        int64_t V) {
+  check_index(targets, op, "targets");
+  SMELT_CHECK(targets.numel() == N, op, ": ", N, " rows but targets ", targets.str());
+  if (weights.defined()) {
+    check_f32(weights, op, "weights");
+    SMELT_CHECK(weights.numel() == N, op, ": weights ", weights.str(), " for ", N, " rows");
+  }
+  Tensor tc = contiguous_data(targets);
+  Tensor wc = weights.defined() ? contiguous_data(weights) : Tensor();
+  RowTargets r;
+  r.target.resize(N);
+  r.weight.resize(N);
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t t = index_at(tc, i);
+    const float w = t == ignore_index ? 0.0f : (wc.defined() ? wc.data<float>()[i] : 1.0f);
+    SMELT_CHECK(t == ignore_index || (t >= 0 && t < V), op, ": target ", t, " at row ", i, " out of range [0, ", V, ")");
+    SMELT_CHECK(w >= 0.0f, op, ": negative weight ", w, " at row ", i);
+    r.target[i] = t;
+    r.weight[i] = w;
+    r.total_weight += w;
+  }
+  return r;
+}
+
+// log Σ_j exp(row[j]), stable; `scratch` holds V floats. The exponentials are one vectorised
+// kernel pass (a scalar exp over a 4096-token vocabulary cost more than the LM head's GEMM).
+float row_log_sum_exp(const KernelTable& K, const float* row, int64_t V, float* scratch) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < V; ++j) mx = std::max(mx, row[j]);
+  K.binary_scalar(BinaryOp::Sub, row, mx, scratch, V);
+  K.unary(UnaryOp::Exp, scratch, scratch, V, 0.0f);
+  double s = 0;
+  for (int64_t j = 0; j < V; ++j) s += scratch[j];
+  return mx + static_cast<float>(std::log(s));
+}
+
+// d = scale · (softmax(row) − onehot(target)), given the row's log-sum-exp; d may be row itself.
+void row_softmax_grad(const KernelTable& K, const float* row, float lse, float scale, int64_t target, float* d, int64_t V) {
+  if (scale == 0.0f) {
+    std::fill(d, d + V, 0.0f);
+    return;
+  }
+  K.binary_scalar(BinaryOp::Sub, row, lse, d, V);
+  K.unary(UnaryOp::Exp, d, d, V, 0.0f);
+  K.binary_scalar(BinaryOp::Mul, d, scale, d, V);
+  d[target] -= scale;
+}
+
+float mean_loss(const std::vector<double>& row_loss, double total_weight) {
+  double loss = 0;
+  for (double r : row_loss) loss += r;
+  return total_weight > 0 ? static_cast<float>(loss / total_weight) : 0.0f;
+}
+
+// `t` times the scalar g: in place when nothing else holds t (it is the node's own buffer).
+Tensor scaled_by(Tensor t, float g) {
+  if (g == 1.0f) return t;
+  Tensor out = t.is_sole_reference() ? t : Tensor::empty(t.shape());
+  kernels_for(t.device()).binary_scalar(BinaryOp::Mul, t.data<float>(), g, out.data<float>(), t.numel());
+  return out;
+}
+
+}  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& weights) {
   check_f32(logits, "cross_entropy", "logits");
-  check_index(targets, "cross_entropy", "targets");
   const int64_t V = logits.size(-1), N = logits.numel() / std::max<int64_t>(V, 1);
-  SMELT_CHECK(targets.numel() == N, "cross_entropy: ", N, " rows of logits ", logits.str(), " but targets ", targets.str());
-  if (weights.defined()) {
-    check_f32(weights, "cross_entropy", "weights");
-    SMELT_CHECK(weights.numel() == N, "cross_entropy: weights ", weights.str(), " for ", N, " rows");
-  }
-  Tensor lc = contiguous_data(logits), tc = contiguous_data(targets);
-  Tensor wc = weights.defined() ? contiguous_data(weights) : Tensor();
-  std::vector<int64_t> tgt(N);
-  std::vector<float> w(N);
-  double total_w = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    tgt[i] = index_at(tc, i);
-    w[i] = tgt[i] == ignore_index ? 0.0f : (wc.defined() ? wc.data<float>()[i] : 1.0f);
-    SMELT_CHECK(tgt[i] == ignore_index || (tgt[i] >= 0 && tgt[i] < V), "cross_entropy: target ", tgt[i], " at row ", i,
-                " out of range [0, ", V, ")");
-    SMELT_CHECK(w[i] >= 0.0f, "cross_entropy: negative weight ", w[i], " at row ", i);
-    total_w += w[i];
-  }
+  auto rows = std::make_shared<RowTargets>(read_targets("cross_entropy", targets, weights, ignore_index, N, V));
+  Tensor lc = contiguous_data(logits);
   auto lse = std::make_shared<std::vector<float>>(N);  // log-sum-exp per row, for backward
   std::vector<double> row_loss(N, 0.0);
   const float* pl = lc.data<float>();
   const KernelTable& K = kernels_for(logits.device());
-  // Rows run in parallel; within a row the exponentials are one vectorised kernel pass (a
-  // scalar exp over a 4096-token vocabulary cost more than the LM head's GEMM).
   parallel_for(0, N, 4, [&](int64_t lo, int64_t hi) {
-    std::vector<float> e(static_cast<size_t>(V));
+    std::vector<float> scratch(static_cast<size_t>(V));
     for (int64_t i = lo; i < hi; ++i) {
-      const float* row = pl + i * V;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < V; ++j) mx = std::max(mx, row[j]);
-      K.binary_scalar(BinaryOp::Sub, row, mx, e.data(), V);
-      K.unary(UnaryOp::Exp, e.data(), e.data(), V, 0.0f);
-      double s = 0;
-      for (int64_t j = 0; j < V; ++j) s += e[j];
-      (*lse)[i] = mx + static_cast<float>(std::log(s));
-      if (w[i] > 0) row_loss[i] = w[i] * ((*lse)[i] - row[tgt[i]]);
+      (*lse)[i] = row_log_sum_exp(K, pl + i * V, V, scratch.data());
+      if (rows->weight[i] > 0) row_loss[i] = rows->weight[i] * ((*lse)[i] - pl[i * V + rows->target[i]]);
     }
   });
-  double loss = 0;
-  for (double r : row_loss) loss += r;
-  Tensor out = Tensor::scalar(total_w > 0 ? static_cast<float>(loss / total_w) : 0.0f);
+  Tensor out = Tensor::scalar(mean_loss(row_loss, rows->total_weight));
   if (!needs_grad({&logits})) return out;
   SavedTensor L(lc, "cross_entropy");
   Shape ls = logits.shape();
   attach_grad_fn(out, "cross_entropy", {logits}, [=](const Tensor& g) {
-    // d loss / d logits[i, j] = g · w_i / Σw · (softmax_ij − [j = t_i])
+    // d loss / d logits[i, j] = g · w_i / Σw · (softmax_ij − [j = t_i]). When nothing else holds
+    // the logits (the usual training step), their gradient overwrites them: the largest
+    // activation of a step is not allocated a second time.
+    const bool in_place = L.get().is_sole_reference();
     Tensor lv = L.get();
-    Tensor dl = Tensor::empty(ls);
+    Tensor dl = in_place ? lv : Tensor::empty(ls);
     const float* p = lv.data<float>();
     float* pd = dl.data<float>();
-    const float scale = total_w > 0 ? g.item() / static_cast<float>(total_w) : 0.0f;
+    const float scale = rows->total_weight > 0 ? g.item() / static_cast<float>(rows->total_weight) : 0.0f;
     const KernelTable& K = kernels_for(lv.device());
     parallel_for(0, N, 4, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        float* drow = pd + i * V;
-        const float ws = w[i] * scale;
-        if (ws == 0.0f) {
-          for (int64_t j = 0; j < V; ++j) drow[j] = 0.0f;
-          continue;
-        }
-        const float* row = p + i * V;
-        K.binary_scalar(BinaryOp::Sub, row, (*lse)[i], drow, V);
-        K.unary(UnaryOp::Exp, drow, drow, V, 0.0f);
-        K.binary_scalar(BinaryOp::Mul, drow, ws, drow, V);
-        drow[tgt[i]] -= ws;
-      }
+      for (int64_t i = lo; i < hi; ++i)
+        row_softmax_grad(K, p + i * V, (*lse)[i], rows->weight[i] * scale, rows->target[i], pd + i * V, V);
     });
     return std::vector<Tensor>{dl};
+  });
+  return out;
+}
+
+Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, int64_t ignore_index,
+                            const Tensor& weights, int64_t chunk_rows) {
+  check_f32(hidden, "linear_cross_entropy", "hidden");
+  check_f32(weight, "linear_cross_entropy", "weight");
+  check_same_device(hidden, weight, "linear_cross_entropy");
+  SMELT_CHECK(weight.dim() == 2 && hidden.dim() >= 1 && hidden.size(-1) == weight.size(1), "linear_cross_entropy: hidden ",
+              hidden.str(), " does not match the weight ", weight.str(), " ([vocab, hidden])");
+  const int64_t V = weight.size(0), C = weight.size(1), N = hidden.numel() / std::max<int64_t>(C, 1);
+  const RowTargets rows = read_targets("linear_cross_entropy", targets, weights, ignore_index, N, V);
+  // Rows per chunk: its logits ([R, V], 8 MiB by default) are the only vocabulary-wide buffer.
+  const int64_t R = std::clamp<int64_t>(chunk_rows > 0 ? chunk_rows : (int64_t{2} << 20) / std::max<int64_t>(V, 1), 1, std::max<int64_t>(N, 1));
+  const bool grad = needs_grad({&hidden, &weight});
+  Tensor h = contiguous_data(hidden), w = contiguous_data(weight);
+  Tensor logits = Tensor::empty({R, V});
+  // With grad on, each chunk's gradient is taken here while its logits exist (for an upstream
+  // gradient of 1; backward scales): d hidden [N, C] and d weight [V, C] are all that is kept.
+  Tensor d_hidden = grad ? Tensor::empty(hidden.shape()) : Tensor();
+  Tensor d_weight = grad ? Tensor::zeros({V, C}) : Tensor();
+  const float scale = rows.total_weight > 0 ? static_cast<float>(1.0 / rows.total_weight) : 0.0f;
+  const KernelTable& K = kernels_for(hidden.device());
+  std::vector<double> row_loss(N, 0.0);
+  for (int64_t r0 = 0; r0 < N; r0 += R) {
+    const int64_t n = std::min(R, N - r0);
+    const float* hc = h.data<float>() + r0 * C;
+    float* pl = logits.data<float>();
+    GemmArgs z;  // logits = h_c · Wᵀ
+    z.m = n; z.n = V; z.k = C;
+    z.a = hc; z.lda = C;
+    z.b = w.data<float>(); z.ldb = C; z.trans_b = true;
+    z.c = pl; z.ldc = V;
+    K.gemm(z);
+    parallel_for(0, n, 4, [&](int64_t lo, int64_t hi) {
+      std::vector<float> scratch(static_cast<size_t>(V));
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t row = r0 + i;
+        float* li = pl + i * V;
+        const float lse = row_log_sum_exp(K, li, V, scratch.data());
+        if (rows.weight[row] > 0) row_loss[row] = rows.weight[row] * (lse - li[rows.target[row]]);
+        if (grad) row_softmax_grad(K, li, lse, rows.weight[row] * scale, rows.target[row], li, V);
+      }
+    });
+    if (!grad) continue;
+    GemmArgs dh;  // d hidden_c = d logits_c · W
+    dh.m = n; dh.n = C; dh.k = V;
+    dh.a = pl; dh.lda = V;
+    dh.b = w.data<float>(); dh.ldb = C;
+    dh.c = d_hidden.data<float>() + r0 * C; dh.ldc = C;
+    GemmArgs dw;  // d W += d logits_cᵀ · h_c
+    dw.m = V; dw.n = C; dw.k = n;
+    dw.a = pl; dw.lda = V; dw.trans_a = true;
+    dw.b = hc; dw.ldb = C;
+    dw.c = d_weight.data<float>(); dw.ldc = C;
+    dw.beta = 1.0f;
+    K.gemm(dh);
+    K.gemm(dw);
+  }
+  Tensor out = Tensor::scalar(mean_loss(row_loss, rows.total_weight));
+  if (!grad) return out;
+  attach_grad_fn(out, "linear_cross_entropy", {hidden, weight}, [=](const Tensor& g) mutable {
+    const float gv = g.item();
+    return std::vector<Tensor>{scaled_by(std::move(d_hidden), gv), scaled_by(std::move(d_weight), gv)};
   });
   return out;
 }

@@ -38,6 +38,12 @@ Tensor next_token_loss(const Tensor& logits, const Batch& b) {
   return ops::cross_entropy(ops::reshape(logits, {-1, V}), ops::reshape(b.targets, {-1}), -100, weights);
 }
 
+Tensor next_token_loss(const Transformer& model, const Batch& b) {
+  const Tensor hidden = model.hidden_states(b.ids, nullptr, model.config().num_local_experts > 0 ? loss_token_mask(b) : Tensor(), b.key_start);
+  Tensor weights = b.weights.defined() ? ops::reshape(b.weights, {-1}) : Tensor();
+  return ops::linear_cross_entropy(hidden, model.lm_head_weight(), ops::reshape(b.targets, {-1}), -100, weights);
+}
+
 Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double* aux) {
   Tensor extra = model.auxiliary_loss();
   if (aux) *aux = extra.defined() ? extra.item() : 0.0;
@@ -45,7 +51,7 @@ Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double*
 }
 
 Tensor training_loss(const Transformer& model, const Batch& batch, double* aux) {
-  return with_auxiliary_loss(model, next_token_loss(forward_logits(model, batch), batch), aux);
+  return with_auxiliary_loss(model, next_token_loss(model, batch), aux);
 }
 
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t)>& batch_at, int64_t batches) {
@@ -53,7 +59,7 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
   double total = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const Batch b = batch_at(i);
-    total += next_token_loss(forward_logits(model, b), b).item();
+    total += next_token_loss(model, b).item();
   }
   return batches > 0 ? total / batches : 0.0;
 }

@@ -54,6 +54,9 @@ struct StepMetrics {
 Tensor forward_logits(const Transformer& model, const Batch& batch);
 // Mean next-token cross-entropy of logits against the batch's targets (and weights).
 Tensor next_token_loss(const Tensor& logits, const Batch& batch);
+// The same loss straight from the model, through the fused LM head + cross-entropy (the
+// [B, T, V] logits never exist; see ops::linear_cross_entropy).
+Tensor next_token_loss(const Transformer& model, const Batch& batch);
 // 1 for each target that carries loss, else 0, flattened ([B·T] f32).
 Tensor loss_token_mask(const Batch& batch);
 // The model's MoE balancing loss of its last forward added to `loss` (its value into *aux).

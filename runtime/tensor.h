@@ -88,6 +88,9 @@ class Tensor {
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
   bool same(const Tensor& o) const { return impl_ == o.impl_; }
+  // True when this handle is the only one to this tensor and no other view shares its storage:
+  // a backward may then overwrite it in place (it is about to be freed anyway).
+  bool is_sole_reference() const { return impl_.use_count() == 1 && storage().use_count() == 1; }
 
  private:
   std::shared_ptr<TensorImpl> impl_;

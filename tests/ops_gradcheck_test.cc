@@ -1,6 +1,7 @@
 // Every differentiable op: analytic gradients against central finite differences (f32, ε = 1e-2,
 // |analytic − numeric| ≤ 1e-3 + 1e-2·|numeric|: truncation O(ε²·|f'''|) ≈ 1e-4 and round-off
 // O(ulp·|L|/ε) ≈ 1e-5 for these O(1) inputs), including non-contiguous and broadcast inputs.
+#include "autograd/grad_mode.h"
 #include "ops/ops.h"
 #include "runtime/storage.h"
 #include "tests/test_util.h"
@@ -161,6 +162,52 @@ TEST(Gradcheck, CrossEntropyWithIgnoreAndMask) {
   Tensor weights = Tensor::from_vector({1.0f, 1.0f, 0.0f, 2.0f, 0.5f}, {5});
   EXPECT_GRADCHECK([=](const Inputs& v) { return ops::cross_entropy(v[0], targets); }, Inputs{logits});
   EXPECT_GRADCHECK([=](const Inputs& v) { return ops::cross_entropy(v[0], targets, -100, weights); }, Inputs{logits});
+}
+
+TEST(Gradcheck, LinearCrossEntropyInChunks) {
+  Tensor hidden = rand_param({2, 3, 4}, 27, -1.0f, 1.0f);
+  Tensor weight = rand_param({7, 4}, 28, -1.0f, 1.0f);
+  Tensor targets = Tensor::from_ints({3, -100, 0, 6, 2, 5}, {6});
+  Tensor weights = Tensor::from_vector({1.0f, 1.0f, 0.0f, 2.0f, 0.5f, 1.0f}, {6});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::linear_cross_entropy(v[0], v[1], targets, -100, weights, 4); },
+                   Inputs{hidden, weight});
+}
+
+// The fused op against cross_entropy(linear(...)): same loss and same gradients for every chunk
+// size (one row, a size that leaves a remainder, all rows at once), with the weight also used by
+// another op (tied embeddings) so that its gradients add up.
+TEST(Ops, LinearCrossEntropyEqualsLinearThenCrossEntropy) {
+  const int64_t N = 13, C = 8, V = 11;
+  Tensor targets = Tensor::from_ints({3, -100, 0, 10, 2, 5, 7, 7, 1, 0, 9, 4, 6}, {N});
+  std::vector<float> wv(N, 1.0f);
+  wv[4] = 0.0f;
+  wv[6] = 2.5f;
+  Tensor weights = Tensor::from_vector(wv, {N});
+  auto run = [&](int64_t chunk, std::vector<float>* dh, std::vector<float>* dw) {
+    Tensor hidden = rand_param({N, C}, 41, -1.0f, 1.0f);
+    Tensor weight = rand_param({V, C}, 42, -1.0f, 1.0f);
+    Tensor other = ops::mul(ops::sum(ops::mul(weight, weight)), 0.1f);  // a second use of the weight
+    Tensor loss = chunk < 0 ? ops::cross_entropy(ops::linear(hidden, weight), targets, -100, weights)
+                            : ops::linear_cross_entropy(hidden, weight, targets, -100, weights, chunk);
+    const float value = loss.item();
+    ops::mul(ops::add(loss, other), 3.0f).backward();  // an upstream gradient other than 1
+    *dh = hidden.grad().to_vector();
+    *dw = weight.grad().to_vector();
+    return value;
+  };
+  std::vector<float> ref_dh, ref_dw;
+  const float ref = run(-1, &ref_dh, &ref_dw);
+  for (int64_t chunk : {1, 5, 0}) {
+    std::vector<float> dh, dw;
+    EXPECT_NEAR(run(chunk, &dh, &dw), ref, 1e-5) << "chunk " << chunk;
+    for (size_t i = 0; i < dh.size(); ++i) EXPECT_NEAR(dh[i], ref_dh[i], 1e-5) << "chunk " << chunk << " d hidden " << i;
+    for (size_t i = 0; i < dw.size(); ++i) EXPECT_NEAR(dw[i], ref_dw[i], 1e-5) << "chunk " << chunk << " d weight " << i;
+  }
+  NoGradGuard no_grad;
+  Tensor hidden = rand_param({N, C}, 41, -1.0f, 1.0f), weight = rand_param({V, C}, 42, -1.0f, 1.0f);
+  EXPECT_NEAR(ops::linear_cross_entropy(hidden, weight, targets, -100, weights, 4).item(), ref, 1e-5);
+  EXPECT_THROW(ops::linear_cross_entropy(hidden, Tensor::zeros({V, C + 1}), targets), Error);
+  EXPECT_THROW(ops::linear_cross_entropy(hidden, weight, Tensor::from_ints({V}, {1})), Error);
 }
 
 TEST(Ops, CrossEntropyMatchesHandComputedValue) {

@@ -373,36 +373,26 @@ float* packing_workspace(int64_t floats) {
   return buffer.get();
 }
 
-// Several independent products in one pair of parallel regions: the tasks of all of them share
-// the threads, so small and unequal products (experts' segments) keep every core busy.
-void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    SMELT_ASSERT(!(problems[i].a_rows && problems[i].trans_a) && !(problems[i].b_rows && problems[i].trans_b),
-                 "gemm: a row index needs the untransposed operand");
-  }
-  const hn::ScalableTag<float> d;
-  const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
-  std::vector<const GemmArgs*> live;
-  for (int64_t i = 0; i < count; ++i) {
-    const GemmArgs& g = problems[i];
-    scale_c(g);
-    if (g.m > 0 && g.n > 0 && g.k > 0 && g.alpha != 0.0f) live.push_back(&g);
-  }
-  if (live.empty()) return;
+// Packed floats per unit of K: the A blocks' rows plus the B panels' columns.
+int64_t packed_width(const Tiling& t, int64_t nr) { return t.m_blocks * t.mc_pad() + t.n_panels * nr; }
+
+// A and B are packed for a run of K blocks in one parallel region, then every tile runs over
+// that whole run in a second one, so its C block stays in cache and the pool meets twice per
+// run, not twice per K block. Runs are as long as kPackBudget floats of packed panels allow
+// (2 MiB; 8 MiB measured no faster): a weight gradient over many tokens (K = B·T) would
+// otherwise pack a transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
+constexpr int64_t kPackBudget = 1 << 19;  // floats
+
+// Products (each with m, n, k > 0) whose tasks share one pair of parallel regions per run of K.
+void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
   const int64_t target = std::max<int64_t>(1, 8 * static_cast<int64_t>(num_threads()) / static_cast<int64_t>(live.size()));
   std::vector<Tiling> tilings;
   int64_t max_k = 0, rows_and_cols = 0;  // packed floats per unit of K over all products
   for (const GemmArgs* g : live) {
     tilings.push_back(make_tiling(*g, nr, target));
-    rows_and_cols += tilings.back().m_blocks * tilings.back().mc_pad() + tilings.back().n_panels * nr;
+    rows_and_cols += packed_width(tilings.back(), nr);
     max_k = std::max(max_k, g->k);
   }
-  // A and B are packed for a run of K blocks in one parallel region, then every tile runs over
-  // that whole run in a second one, so its C block stays in cache and the pool meets twice per
-  // run, not twice per K block. A run is as long as 2 MiB of packed panels allow (8 MiB measured
-  // no faster), and a weight gradient over many tokens (K = B·T) would otherwise pack a
-  // transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
-  constexpr int64_t kPackBudget = 1 << 19;  // floats
   const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
   constexpr int64_t kPackPanels = 4;  // B panels per packing task
   for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
@@ -453,6 +443,32 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
                  packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad(),
                  packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr);
     });
+  }
+}
+
+// Several independent products share the threads, so small and unequal products (experts'
+// segments) keep every core busy. They go in batches whose K blocks fit the packing budget
+// together: packing one K block of all 24 products of an MoE layer's weight gradients at once
+// took a 24 MiB buffer.
+void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
+  const hn::ScalableTag<float> d;
+  const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
+  std::vector<const GemmArgs*> live;
+  std::vector<int64_t> width;
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmArgs& g = problems[i];
+    SMELT_ASSERT(!(g.a_rows && g.trans_a) && !(g.b_rows && g.trans_b), "gemm: a row index needs the untransposed operand");
+    scale_c(g);
+    if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.alpha == 0.0f) continue;
+    live.push_back(&g);
+    width.push_back(packed_width(make_tiling(g, nr, 1), nr));
+  }
+  for (size_t first = 0; first < live.size();) {
+    size_t last = first + 1;
+    int64_t batch_width = width[first];
+    while (last < live.size() && (batch_width + width[last]) * kKC <= kPackBudget) batch_width += width[last++];
+    run_products({live.begin() + static_cast<std::ptrdiff_t>(first), live.begin() + static_cast<std::ptrdiff_t>(last)}, nr);
+    first = last;
   }
 }
 
