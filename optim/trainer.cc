@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "ops/ops.h"
+#include "runtime/storage.h"
 
 namespace smelt {
 
@@ -101,6 +102,7 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   m.grad_norm = clip_grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
   m.lr = schedule_.at(step_index);
   optimizer_->step(static_cast<float>(m.lr));
+  Storage::trim_cached_blocks();
   optimizer_->zero_grad();
   m.tokens = tokens_;
   return m;

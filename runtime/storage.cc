@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "runtime/block_cache.h"
 #include "runtime/error.h"
 
 namespace smelt {
@@ -23,11 +24,15 @@ void keep_freed_memory_for_reuse() {
   (void)done;
 }
 std::atomic<int64_t> g_live{0}, g_peak{0};
+std::atomic<int64_t> g_all_time_peak{0};  // never reset: bounds the block cache
 
 void count_allocation(int64_t bytes) {
   const int64_t now = g_live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
   int64_t peak = g_peak.load(std::memory_order_relaxed);
   while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  int64_t all_time = g_all_time_peak.load(std::memory_order_relaxed);
+  while (now > all_time && !g_all_time_peak.compare_exchange_weak(all_time, now, std::memory_order_relaxed)) {
   }
 }
 }  // namespace
@@ -35,12 +40,14 @@ void count_allocation(int64_t bytes) {
 int64_t Storage::live_bytes() { return g_live.load(std::memory_order_relaxed); }
 int64_t Storage::peak_live_bytes() { return g_peak.load(std::memory_order_relaxed); }
 void Storage::reset_peak_live_bytes() { g_peak.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+void Storage::trim_cached_blocks() { block_cache::trim(); }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   keep_freed_memory_for_reuse();
   SMELT_CHECK(device.type == DeviceType::CPU, "storage on ", device.str(), " needs the CUDA backend, which this build lacks");
-  size_t rounded = (nbytes + 63) / 64 * 64;
-  data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  const size_t rounded = nbytes == 0 ? 64 : (nbytes + 63) / 64 * 64;
+  if (rounded >= block_cache::kMinBytes) data_ = block_cache::take(rounded);
+  if (!data_) data_ = std::aligned_alloc(64, rounded);
   if (!data_) SMELT_FAIL("out of memory allocating ", nbytes, " bytes");
   count_allocation(static_cast<int64_t>(nbytes));
 }
@@ -52,7 +59,9 @@ Storage::~Storage() {
   if (release_) {
     release_();
   } else {
-    std::free(data_);
+    const size_t rounded = nbytes_ == 0 ? 64 : (nbytes_ + 63) / 64 * 64;
+    if (rounded < block_cache::kMinBytes || !block_cache::keep(data_, rounded, g_all_time_peak.load(std::memory_order_relaxed)))
+      std::free(data_);
     g_live.fetch_sub(static_cast<int64_t>(nbytes_), std::memory_order_relaxed);
   }
 }

@@ -31,6 +31,10 @@ class Storage {
   static int64_t live_bytes();
   static int64_t peak_live_bytes();
   static void reset_peak_live_bytes();
+  // Freed blocks of 1 MiB and more are kept for the next tensor of the same size (see
+  // runtime/block_cache.h); this frees those of sizes not asked for since the last call.
+  // Training loops call it between steps.
+  static void trim_cached_blocks();
 
  private:
   void* data_ = nullptr;

@@ -1,8 +1,10 @@
 // Runtime and autograd behaviour: views, dtype conversion, RNG known answers, version counters,
-// gradient accumulation, no-grad mode, thread pool.
+// gradient accumulation, no-grad mode, thread pool, the freed-block cache.
 #include <atomic>
 
 #include "ops/ops.h"
+#include "runtime/block_cache.h"
+#include "runtime/storage.h"
 #include "runtime/thread_pool.h"
 #include "tests/test_util.h"
 
@@ -94,6 +96,40 @@ TEST(ThreadPool, CoversRangeOnceAndPropagatesErrors) {
   });
   for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   EXPECT_THROW(parallel_for(0, 100, 1, [](int64_t lo, int64_t hi) { if (lo <= 50 && 50 < hi) SMELT_FAIL("boom"); }), Error);
+}
+
+TEST(ThreadPool, TasksRunOnceEachAndPropagateErrors) {
+  std::vector<std::atomic<int>> hits(37);
+  parallel_tasks(37, [&](int64_t i) {
+    hits[i]++;
+    parallel_tasks(3, [&](int64_t) {});  // nested: runs inline on the calling thread
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  EXPECT_THROW(parallel_tasks(20, [](int64_t i) { if (i == 13) SMELT_FAIL("boom"); }), Error);
+  parallel_tasks(0, [](int64_t) { FAIL() << "no task to run"; });
+}
+
+TEST(BlockCache, ReusesFreedBlocksBySizeAndTrimsSizesNoLongerAsked) {
+  block_cache::release_all();
+  const int64_t n = (3 << 20) / 4 + 48;  // a size no other tensor here has
+  const int64_t bytes = (n * 4 + 63) / 64 * 64;
+  void* first = nullptr;
+  {
+    Tensor t = Tensor::empty({n});
+    first = t.raw_data();
+  }
+  EXPECT_EQ(block_cache::cached_bytes(), bytes);
+  {
+    Tensor t = Tensor::empty({n});
+    EXPECT_EQ(t.raw_data(), first);  // the same block, not a new one
+    EXPECT_EQ(block_cache::cached_bytes(), 0);
+    Tensor small = Tensor::empty({1000});  // below 1 MiB: straight back to malloc when freed
+  }
+  EXPECT_EQ(block_cache::cached_bytes(), bytes);
+  Storage::trim_cached_blocks();  // its size was asked for since the last trim: kept
+  EXPECT_EQ(block_cache::cached_bytes(), bytes);
+  Storage::trim_cached_blocks();  // not asked for since: freed
+  EXPECT_EQ(block_cache::cached_bytes(), 0);
 }
 
 }  // namespace
