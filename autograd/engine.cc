@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "ops/backend.h"
 
 namespace smelt {
 namespace {
@@ -22,11 +23,11 @@ void accumulate(Tensor& slot, const Tensor& g) {
     slot = g;
     return;
   }
-  // Never add into a tensor some op may still hold: make a fresh sum.
-  Tensor sum = slot.clone();
-  float* s = sum.data<float>();
-  const float* a = g.data<float>();
-  for (int64_t i = 0, n = sum.numel(); i < n; ++i) s[i] += a[i];
+  // Never add into a tensor some op may still hold. A residual stream's two gradients are
+  // usually held by nothing else by the time they meet, so the sum goes into one of them.
+  Tensor sum = slot.is_sole_reference() ? slot : g.is_sole_reference() ? g : slot.clone();
+  const Tensor& other = sum.same(g) ? slot : g;
+  kernels_for(sum.device()).binary(BinaryOp::Add, sum.data<float>(), other.data<float>(), sum.data<float>(), sum.numel());
   slot = sum;
 }
 

@@ -69,11 +69,15 @@ void rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling
     }
 }
 
-// Rotates every head vector of x [B, T, H, D] by +angle (sign = 1) or −angle (sign = −1).
+// Rotates every head vector of x [B, T, H, D] by +angle (sign = 1) or −angle (sign = −1). In
+// place when nothing else holds x (q and k fresh from their projections; the gradient flowing
+// back): rotation needs no input once applied, so a copy would only add memory traffic.
 Tensor rotate(const Tensor& x, const std::vector<float>& cs, const std::vector<float>& sn, float sign) {
+  const bool in_place = x.is_sole_reference() && x.is_contiguous();
   Tensor xc = contiguous_data(x);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  Tensor out = Tensor::empty(x.shape());
+  Tensor out = in_place ? x.detach() : Tensor::empty(x.shape());
+  if (in_place) out.bump_version();
   const float* px = xc.data<float>();
   float* po = out.data<float>();
   parallel_for(0, B * T, 16, [&](int64_t lo, int64_t hi) {

@@ -100,6 +100,8 @@ TEST(Gradcheck, NormRopeSoftmax) {
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(v[0], v[1], 1e-5f); }, Inputs{x, w});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(ops::transpose(v[0], 0, 1), v[1], 1e-5f); }, Inputs{x, w});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(v[0], 10000.0f, 3, 2.0f); }, Inputs{q});
+  // A fresh tensor nothing else holds is rotated in place (forward and backward): same result.
+  EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(ops::add(v[0], v[0]), 10000.0f, 3, 2.0f); }, Inputs{q});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::softmax(v[0]); }, Inputs{x});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::log_softmax(v[0]); }, Inputs{x});
 }
@@ -208,6 +210,17 @@ TEST(Ops, LinearCrossEntropyEqualsLinearThenCrossEntropy) {
   EXPECT_NEAR(ops::linear_cross_entropy(hidden, weight, targets, -100, weights, 4).item(), ref, 1e-5);
   EXPECT_THROW(ops::linear_cross_entropy(hidden, Tensor::zeros({V, C + 1}), targets), Error);
   EXPECT_THROW(ops::linear_cross_entropy(hidden, weight, Tensor::from_ints({V}, {1})), Error);
+}
+
+TEST(Ops, RopeRotatesAFreshTensorInPlace) {
+  const Tensor x = rand_param({2, 5, 3, 8}, 51);
+  const Tensor held = ops::add(x, x);
+  const std::vector<float> copy = ops::rope(held, 10000.0f, 3).to_vector();  // `held` is kept: a new tensor
+  const int64_t bytes = x.numel() * 4, before = Storage::live_bytes();
+  Storage::reset_peak_live_bytes();
+  const Tensor rotated = ops::rope(ops::add(x, x), 10000.0f, 3);
+  EXPECT_EQ(Storage::peak_live_bytes() - before, bytes);  // only the sum ever existed
+  EXPECT_EQ(rotated.to_vector(), copy);
 }
 
 TEST(Ops, CrossEntropyMatchesHandComputedValue) {
