@@ -365,6 +365,17 @@ void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int6
   }
 }
 
+// A and B are packed for a run of K blocks in one parallel region, then every tile runs over
+// that whole run in a second one, so its C block stays in cache and the pool meets twice per
+// run, not twice per K block. Runs are as long as kPackBudget floats of packed panels allow
+// (2 MiB; 8 MiB measured no faster): a weight gradient over many tokens (K = B·T) would
+// otherwise pack a transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
+constexpr int64_t kPackBudget = 1 << 19;  // floats
+// Products packed together in one batch of a grouped call: one K block of each must fit this
+// (8 MiB). Fewer products per batch means more parallel regions with a ragged end each: with
+// one product per batch the experts' forward fell from 0.96-0.98 to 0.89-0.93 of a dense GEMM.
+constexpr int64_t kGroupPackBudget = 4 * kPackBudget;
+
 // The calling thread's packing buffer, at least `floats` long (rounded to keep vectors aligned).
 // Kept between calls: a fresh multi-MiB allocation per product would be page-faulted in and
 // zeroed by the kernel every time unless malloc keeps freed blocks (runtime/storage.cc asks it
@@ -373,7 +384,9 @@ float* packing_workspace(int64_t floats) {
   thread_local hwy::AlignedFreeUniquePtr<float[]> buffer;
   thread_local int64_t capacity = 0;
   if (floats > capacity) {
-    capacity = (floats + 1023) / 1024 * 1024;
+    // At least the grouped budget at once: growing step by step left freed buffers as holes in
+    // the heap (+30 MiB peak RSS in the MoE training step).
+    capacity = (std::max(floats, kGroupPackBudget + 4096) + 1023) / 1024 * 1024;
     buffer = hwy::AllocateAligned<float>(static_cast<size_t>(capacity));
     SMELT_CHECK(buffer != nullptr, "gemm: out of memory for a ", capacity * 4 >> 20, " MiB packing buffer");
   }
@@ -382,13 +395,6 @@ float* packing_workspace(int64_t floats) {
 
 // Packed floats per unit of K: the A blocks' rows plus the B panels' columns.
 int64_t packed_width(const Tiling& t, int64_t nr) { return t.m_blocks * t.mc_pad() + t.n_panels * nr; }
-
-// A and B are packed for a run of K blocks in one parallel region, then every tile runs over
-// that whole run in a second one, so its C block stays in cache and the pool meets twice per
-// run, not twice per K block. Runs are as long as kPackBudget floats of packed panels allow
-// (2 MiB; 8 MiB measured no faster): a weight gradient over many tokens (K = B·T) would
-// otherwise pack a transient copy as large as its input (64 MiB for the LM head at 4096 tokens).
-constexpr int64_t kPackBudget = 1 << 19;  // floats
 
 // Products (each with m, n, k > 0) whose tasks share one pair of parallel regions per run of K.
 void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
@@ -454,7 +460,7 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
 }
 
 // Several independent products share the threads, so small and unequal products (experts'
-// segments) keep every core busy. They go in batches whose K blocks fit the packing budget
+// segments) keep every core busy. They go in batches whose K blocks fit kGroupPackBudget
 // together: packing one K block of all 24 products of an MoE layer's weight gradients at once
 // took a 24 MiB buffer.
 void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
@@ -473,7 +479,7 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   for (size_t first = 0; first < live.size();) {
     size_t last = first + 1;
     int64_t batch_width = width[first];
-    while (last < live.size() && (batch_width + width[last]) * kKC <= kPackBudget) batch_width += width[last++];
+    while (last < live.size() && (batch_width + width[last]) * kKC <= kGroupPackBudget) batch_width += width[last++];
     run_products({live.begin() + static_cast<std::ptrdiff_t>(first), live.begin() + static_cast<std::ptrdiff_t>(last)}, nr);
     first = last;
   }
