@@ -22,8 +22,8 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer, const T
   Tensor q = ops::reshape(q_proj.forward(x), {B, T, num_heads, head_dim});
   Tensor k = ops::reshape(k_proj.forward(x), {B, T, num_kv_heads, head_dim});
   Tensor v = ops::reshape(v_proj.forward(x), {B, T, num_kv_heads, head_dim});
-  q = ops::rope(q, rope_theta, offset, rope_scaling);
-  k = ops::rope(k, rope_theta, offset, rope_scaling);
+  q = ops::rope(std::move(q), rope_theta, offset, rope_scaling);
+  k = ops::rope(std::move(k), rope_theta, offset, rope_scaling);
   if (cache) {
     SMELT_CHECK(!grad_enabled(), "a KV cache is for inference: run it under NoGradGuard");
     SMELT_CHECK(offset + T <= cache->capacity, "KV cache full: ", offset, " + ", T, " tokens > capacity ", cache->capacity);

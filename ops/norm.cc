@@ -70,10 +70,10 @@ void rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling
 }
 
 // Rotates every head vector of x [B, T, H, D] by +angle (sign = 1) or −angle (sign = −1). In
-// place when nothing else holds x (q and k fresh from their projections; the gradient flowing
-// back): rotation needs no input once applied, so a copy would only add memory traffic.
-Tensor rotate(const Tensor& x, const std::vector<float>& cs, const std::vector<float>& sn, float sign) {
-  const bool in_place = x.is_sole_reference() && x.is_contiguous();
+// place when the caller gives x up (`may_overwrite`) and nothing else holds it: rotation needs
+// no input once applied, so a copy would only add memory traffic.
+Tensor rotate(const Tensor& x, const std::vector<float>& cs, const std::vector<float>& sn, float sign, bool may_overwrite) {
+  const bool in_place = may_overwrite && x.is_sole_reference() && x.is_contiguous();
   Tensor xc = contiguous_data(x);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   Tensor out = in_place ? x.detach() : Tensor::empty(x.shape());
@@ -99,7 +99,8 @@ Tensor rotate(const Tensor& x, const std::vector<float>& cs, const std::vector<f
 }
 }  // namespace
 
-Tensor rope(const Tensor& x, float theta, int64_t position_offset, float scaling) {
+namespace {
+Tensor rope_impl(const Tensor& x, float theta, int64_t position_offset, float scaling, bool may_overwrite) {
   check_f32(x, "rope", "x");
   SMELT_CHECK(x.dim() == 4, "rope: input must be [batch, seq, heads, head_dim], got ", x.str());
   SMELT_CHECK(x.size(3) % 2 == 0, "rope: head_dim must be even, got ", x.size(3));
@@ -107,10 +108,22 @@ Tensor rope(const Tensor& x, float theta, int64_t position_offset, float scaling
   auto cs = std::make_shared<std::vector<float>>();
   auto sn = std::make_shared<std::vector<float>>();
   rope_table(x.size(1), x.size(3), theta, position_offset, scaling, *cs, *sn);
-  Tensor out = rotate(x, *cs, *sn, 1.0f);
-  if (needs_grad({&x}))
-    attach_grad_fn(out, "rope", {x}, [cs, sn](const Tensor& g) { return std::vector<Tensor>{rotate(g, *cs, *sn, -1.0f)}; });
+  // Rotating x in place keeps its history (the edge below points at x's grad_fn, not its data).
+  Tensor out = rotate(x, *cs, *sn, 1.0f, may_overwrite);
+  if (needs_grad({&x})) {
+    // The gradient reaching here is the engine's own: rotated in place when nothing else holds it.
+    attach_grad_fn(out, "rope", {x}, [cs, sn](const Tensor& g) { return std::vector<Tensor>{rotate(g, *cs, *sn, -1.0f, true)}; });
+  }
   return out;
+}
+}  // namespace
+
+Tensor rope(const Tensor& x, float theta, int64_t position_offset, float scaling) {
+  return rope_impl(x, theta, position_offset, scaling, false);
+}
+
+Tensor rope(Tensor&& x, float theta, int64_t position_offset, float scaling) {
+  return rope_impl(x, theta, position_offset, scaling, true);
 }
 
 namespace {

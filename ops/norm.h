@@ -10,6 +10,9 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);
 // Rotary embedding (Hugging Face "rotate_half" layout: dim i pairs with i + D/2) on
 // x [B, T, H, D]; token t sits at position (position_offset + t) / scaling.
 Tensor rope(const Tensor& x, float theta, int64_t position_offset = 0, float scaling = 1.0f);
+// The same, rotating x in place when the caller hands it over and nothing else holds it
+// (q = rope(std::move(q), ...) on a fresh projection): no second [B, T, H, D] buffer.
+Tensor rope(Tensor&& x, float theta, int64_t position_offset = 0, float scaling = 1.0f);
 
 Tensor softmax(const Tensor& x);      // over the last dim
 Tensor log_softmax(const Tensor& x);  // over the last dim

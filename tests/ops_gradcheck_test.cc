@@ -221,6 +221,12 @@ TEST(Ops, RopeRotatesAFreshTensorInPlace) {
   const Tensor rotated = ops::rope(ops::add(x, x), 10000.0f, 3);
   EXPECT_EQ(Storage::peak_live_bytes() - before, bytes);  // only the sum ever existed
   EXPECT_EQ(rotated.to_vector(), copy);
+  // A tensor the caller keeps is never overwritten, even when its handle is the only one.
+  Tensor kept = ops::add(x, x);
+  const std::vector<float> values = kept.to_vector();
+  const Tensor other = ops::rope(kept, 10000.0f, 3);
+  EXPECT_EQ(kept.to_vector(), values);
+  EXPECT_EQ(other.to_vector(), copy);
 }
 
 TEST(Ops, CrossEntropyMatchesHandComputedValue) {
