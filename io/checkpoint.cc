@@ -8,6 +8,7 @@
 #include "io/files.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
+#include "runtime/storage.h"
 
 namespace smelt {
 
@@ -45,16 +46,17 @@ NamedTensors read_sharded(const std::string& dir, const std::string& index_path)
 }
 }  // namespace
 
-Transformer load_model_dir(const std::string& dir) {
+Transformer load_model_dir(const std::string& dir, DType weight_dtype) {
   SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory (it does not exist or is a file)");
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   ModelConfig config = read_model_config(config_path);
-  if (!fs::exists(weights_path) && fs::exists(index_path))
-    return Transformer::from_tensors(config, read_sharded(dir, index_path), index_path);
-  SafetensorsFile weights = read_safetensors(weights_path);
-  return Transformer::from_tensors(config, weights.tensors, weights_path);
+  Transformer model = !fs::exists(weights_path) && fs::exists(index_path)
+                          ? Transformer::from_tensors(config, read_sharded(dir, index_path), index_path, weight_dtype)
+                          : Transformer::from_tensors(config, read_safetensors(weights_path).tensors, weights_path, weight_dtype);
+  Storage::release_cached_blocks();  // the per-expert copies stacked while loading are not needed again
+  return model;
 }
 
 namespace {

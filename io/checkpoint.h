@@ -13,7 +13,8 @@ namespace smelt {
 
 // `extra_files` maps file names inside the directory to their contents.
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files = {});
-Transformer load_model_dir(const std::string& dir);
+// weight_dtype: bf16 keeps the weight matrices in bf16 for inference (Transformer::store_weights_in).
+Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32);
 
 // A training checkpoint is a model directory plus optimizer.safetensors and trainer_state.json:
 // everything needed to continue bit-identically (weights, optimizer moments, step, data stream

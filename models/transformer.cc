@@ -144,15 +144,21 @@ bool is_bias(const std::string& name) { return name.find("e_score_correction_bia
 // Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor.
 Tensor stack_experts(const std::vector<Tensor>& parts) {
   const Shape& s = parts[0].shape();
-  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]});
+  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype());
   for (size_t e = 0; e < parts.size(); ++e) ops::reshape(ops::slice(out, 0, e, e + 1), s).copy_from(parts[e]);
   return out;
 }
 
+void check_weight_dtype(DType dtype) {
+  SMELT_CHECK(dtype == DType::F32 || dtype == DType::BF16, "model weights can be kept in f32 or bf16, not ", dtype_name(dtype));
+}
+
 }  // namespace
 
-Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source) {
+Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
+                                      DType weight_dtype) {
   config.validate();
+  check_weight_dtype(weight_dtype);
   std::map<std::string, Tensor> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = t;
   std::map<std::string, Tensor> params;
@@ -165,14 +171,16 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     SMELT_CHECK(it != by_name.end(), source, ": tensor '", name, "' is missing (the config expects ", shape_str(shape), ")");
     SMELT_CHECK(it->second.shape() == shape, source, ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
                 " but the config expects ", shape_str(shape));
-    params[name] = it->second.to(DType::F32).clone();
+    const bool matrix = !is_norm(name) && !is_bias(name);
+    Tensor converted = it->second.to(matrix ? weight_dtype : DType::F32);
+    params[name] = converted.same(it->second) ? converted.clone() : converted;  // owned, not a view of the file
     by_name.erase(it);
   }
   if (config.tie_word_embeddings) by_name.erase("lm_head.weight");  // some exporters write the tied copy
   SMELT_CHECK(by_name.empty(), source, ": unexpected tensor '", by_name.begin()->first, "' for this config");
   auto trainable = [&](const std::string& name) {
     Tensor t = params.at(name);
-    t.set_requires_grad(true);
+    t.set_requires_grad(t.dtype() == DType::F32);  // bf16 weights are for inference
     return t;
   };
 
@@ -208,9 +216,9 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
         u.push_back(params.at(n.expert(e, "up")));
         d.push_back(params.at(n.expert(e, "down")));
       }
-      moe->gate_proj = stack_experts(g).set_requires_grad(true);
-      moe->up_proj = stack_experts(u).set_requires_grad(true);
-      moe->down_proj = stack_experts(d).set_requires_grad(true);
+      moe->gate_proj = stack_experts(g).set_requires_grad(weight_dtype == DType::F32);
+      moe->up_proj = stack_experts(u).set_requires_grad(weight_dtype == DType::F32);
+      moe->down_proj = stack_experts(d).set_requires_grad(weight_dtype == DType::F32);
       if (config.shared_expert_intermediate_size > 0) {
         moe->shared_gate_proj = trainable(n.shared("gate"));
         moe->shared_up_proj = trainable(n.shared("up"));
@@ -325,6 +333,28 @@ NamedTensors Transformer::state_dict() const {
     if (which == "down" && config_.moe_balancing == "aux_free") out.push_back({n.bias(), layers_[layer].moe->score_bias});
   }
   return out;
+}
+
+void Transformer::store_weights_in(DType dtype) {
+  check_weight_dtype(dtype);
+  auto convert = [dtype](Tensor& t) {
+    if (!t.defined() || t.dtype() == dtype) return;
+    t = t.to(dtype);  // a fresh tensor: the old one is freed once nothing else holds it
+    t.set_requires_grad(dtype == DType::F32);
+  };
+  convert(embed_tokens_);
+  for (Block& b : layers_) {
+    for (Linear* l : {&b.self_attn.q_proj, &b.self_attn.k_proj, &b.self_attn.v_proj, &b.self_attn.o_proj, &b.mlp.gate_proj,
+                      &b.mlp.up_proj, &b.mlp.down_proj})
+      convert(l->weight);
+    if (!b.moe) continue;
+    MoEBlock& m = *b.moe;
+    for (Tensor* t : {&m.router, &m.gate_proj, &m.up_proj, &m.down_proj, &m.shared_gate_proj, &m.shared_up_proj, &m.shared_down_proj,
+                      &m.shared_expert_gate})
+      convert(*t);
+  }
+  if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
+  else convert(lm_head_);
 }
 
 NamedTensors Transformer::trainable_parameters() const {

@@ -70,7 +70,9 @@ class Transformer {
   static Transformer create(const ModelConfig& config, uint64_t seed);
   // Builds the model from named tensors (HF names); every expected tensor must be present with
   // the expected shape, and no unknown tensor may be left over. `source` names the file in errors.
-  static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source);
+  // weight_dtype: how the weight matrices are kept (see store_weights_in); norms are always f32.
+  static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
+                                  DType weight_dtype = DType::F32);
 
   // ids [B, T] (integers) → logits [B, T, vocab]. token_mask [B·T] marks the real tokens for MoE
   // balancing and statistics (undefined: all real). key_start [B, T] (optional): the first
@@ -93,6 +95,13 @@ class Transformer {
   // ("*.block_sparse_moe.gate.weight", "model.layers.0.*"); returns how many were frozen.
   // A pattern that matches nothing is an error (a typo must not silently train everything).
   int64_t freeze(const std::vector<std::string>& patterns);
+  // Keeps every weight matrix (embeddings, attention and FFN projections, routers, experts, LM
+  // head) in `dtype`. bf16 is for inference: it halves the weights' memory and the bytes each
+  // decoded token streams; activations and arithmetic stay f32, and a bf16 matrix takes no
+  // gradient. f32 converts back (trainable again, with the bf16-rounded values). Norm weights
+  // always stay f32.
+  void store_weights_in(DType dtype);
+  DType weight_dtype() const { return embed_tokens_.dtype(); }
 
   // Capture hooks: while enabled, every forward records per layer the input and output of the
   // FFN/MoE block and the hidden state after the block (the tensors themselves, in the graph).

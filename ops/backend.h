@@ -19,6 +19,9 @@ enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Silu, Gelu, Sigmoid, Tanh, Pow,
 // A gather folded into the product: with a_rows set (A not transposed) row i of A is row
 // a_rows[i] of a; with b_rows set (B not transposed) row k of B is row b_rows[k] of b. The MoE
 // dispatch reads its tokens this way instead of copying them into expert order.
+// B may hold bf16 values instead (b_bf16 set, b unset): they are widened to f32 as they are read
+// and the arithmetic stays f32. Weights kept in bf16 halve their memory and the bytes a decoding
+// step streams through the cache.
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
@@ -32,6 +35,7 @@ struct GemmArgs {
   float alpha = 1.0f, beta = 0.0f;
   const int64_t* a_rows = nullptr;
   const int64_t* b_rows = nullptr;
+  const uint16_t* b_bf16 = nullptr;
 };
 
 struct KernelTable {

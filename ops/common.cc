@@ -8,6 +8,18 @@ void check_f32(const Tensor& t, const char* op, const char* arg) {
               " (convert with .to(DType::F32))");
 }
 
+void check_weight(const Tensor& t, const char* op, const char* arg) {
+  SMELT_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
+  SMELT_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": argument '", arg, "' must be f32 or bf16, got ", t.str());
+  SMELT_CHECK(t.dtype() == DType::F32 || !t.requires_grad(), op, ": argument '", arg, "' is bf16 and requires grad; ",
+              "bf16 weights are for inference (train in f32)");
+}
+
+void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset) {
+  if (w.dtype() == DType::BF16) g.b_bf16 = w.data<uint16_t>() + element_offset;
+  else g.b = w.data<float>() + element_offset;
+}
+
 void check_index(const Tensor& t, const char* op, const char* arg) {
   SMELT_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
   SMELT_CHECK(t.dtype() == DType::I32 || t.dtype() == DType::I64, op, ": argument '", arg,

@@ -8,6 +8,11 @@ namespace smelt::ops {
 
 // Throws unless `t` is a defined f32 tensor; names the op and the argument.
 void check_f32(const Tensor& t, const char* op, const char* arg);
+// Throws unless `t` is f32, or a bf16 weight that needs no gradient (inference with weights kept
+// in bf16: the op widens them as it reads them; training them needs f32).
+void check_weight(const Tensor& t, const char* op, const char* arg);
+// Points the GEMM's B operand at w's first element, as f32 or bf16 by w's dtype.
+void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset = 0);
 // Throws unless `t` holds integer indices (i32 or i64).
 void check_index(const Tensor& t, const char* op, const char* arg);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);

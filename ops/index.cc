@@ -56,19 +56,26 @@ void add_rows(const float* g, float* dx, const Tensor& index, int64_t outer, int
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  check_f32(weight, "embedding", "weight");
+  check_weight(weight, "embedding", "weight");
   check_index(ids, "embedding", "ids");
   SMELT_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", weight.str());
   Tensor flat = contiguous_data(reshape(ids.detach(), {ids.numel()}));
-  const int64_t vocab = weight.size(0);
+  const int64_t vocab = weight.size(0), dim = weight.size(1);
   for (int64_t i = 0; i < flat.numel(); ++i) {
     const int64_t id = index_at(flat, i);
     SMELT_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " (position ", i, ") out of range for a vocabulary of ", vocab);
   }
-  Tensor rows = index_select(weight, 0, flat);
   Shape out_shape = ids.shape();
-  out_shape.push_back(weight.size(1));
-  return reshape(rows, out_shape);
+  out_shape.push_back(dim);
+  if (weight.dtype() == DType::BF16) {  // a bf16 table (inference): rows widened to f32
+    Tensor table = contiguous_data(weight), rows = Tensor::empty(out_shape);
+    const uint16_t* src = table.data<uint16_t>();
+    float* dst = rows.data<float>();
+    for (int64_t i = 0; i < flat.numel(); ++i)
+      for (int64_t c = 0; c < dim; ++c) dst[i * dim + c] = bf16_to_f32(src[index_at(flat, i) * dim + c]);
+    return rows;
+  }
+  return reshape(index_select(weight, 0, flat), out_shape);
 }
 
 Tensor index_select(const Tensor& x, int64_t dim_in, const Tensor& index) {

@@ -126,7 +126,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, int64_t ignore_index,
                             const Tensor& weights, int64_t chunk_rows) {
   check_f32(hidden, "linear_cross_entropy", "hidden");
-  check_f32(weight, "linear_cross_entropy", "weight");
+  check_weight(weight, "linear_cross_entropy", "weight");
   check_same_device(hidden, weight, "linear_cross_entropy");
   SMELT_CHECK(weight.dim() == 2 && hidden.dim() >= 1 && hidden.size(-1) == weight.size(1), "linear_cross_entropy: hidden ",
               hidden.str(), " does not match the weight ", weight.str(), " ([vocab, hidden])");
@@ -151,7 +151,8 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Te
     GemmArgs z;  // logits = h_c · Wᵀ
     z.m = n; z.n = V; z.k = C;
     z.a = hc; z.lda = C;
-    z.b = w.data<float>(); z.ldb = C; z.trans_b = true;
+    set_gemm_b(z, w);
+    z.ldb = C; z.trans_b = true;
     z.c = pl; z.ldc = V;
     K.gemm(z);
     parallel_for(0, n, 4, [&](int64_t lo, int64_t hi) {
@@ -168,7 +169,8 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Te
     GemmArgs dh;  // d hidden_c = d logits_c · W
     dh.m = n; dh.n = C; dh.k = V;
     dh.a = pl; dh.lda = V;
-    dh.b = w.data<float>(); dh.ldb = C;
+    set_gemm_b(dh, w);
+    dh.ldb = C;
     dh.c = d_hidden.data<float>() + r0 * C; dh.ldc = C;
     GemmArgs dw;  // d W += d logits_cᵀ · h_c
     dw.m = V; dw.n = C; dw.k = n;

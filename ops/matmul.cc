@@ -33,7 +33,7 @@ Tensor gemm_readable(const Tensor& t) { return layout_of(t).ok ? t : t.clone(); 
 
 Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
   check_f32(a_in, "matmul", "a");
-  check_f32(b_in, "matmul", "b");
+  check_weight(b_in, "matmul", "b");
   check_same_device(a_in, b_in, "matmul");
   SMELT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands need rank ≥ 2, got ", a_in.str(), " and ", b_in.str());
   const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
@@ -51,7 +51,6 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
   Tensor out = Tensor::empty(out_shape);
   MatrixLayout la = layout_of(a), lb = layout_of(b);
   const float* pa = a.data<float>();
-  const float* pb = b.data<float>();
   float* po = out.data<float>();
   const int64_t batch_count = shape_numel(batch);
   // Shared 2-D b and a contiguous batch of row-major matrices: one tall GEMM.
@@ -59,7 +58,8 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
     GemmArgs g;
     g.m = batch_count * M; g.n = N; g.k = K;
     g.a = pa; g.lda = K;
-    g.b = pb; g.ldb = lb.ld; g.trans_b = lb.trans;
+    set_gemm_b(g, b);
+    g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po; g.ldc = N;
     K_.gemm(g);
     return out;
@@ -79,7 +79,8 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
     GemmArgs g;
     g.m = M; g.n = N; g.k = K;
     g.a = pa + oa; g.lda = la.ld; g.trans_a = la.trans;
-    g.b = pb + ob; g.ldb = lb.ld; g.trans_b = lb.trans;
+    set_gemm_b(g, b, ob);
+    g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po + oo; g.ldc = N;
     K_.gemm(g);
     for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {

@@ -5,7 +5,8 @@
 
 namespace smelt::ops {
 
-// a [..., M, K] × b [K, N] or [..., K, N] (same leading dims) → [..., M, N].
+// a [..., M, K] × b [K, N] or [..., K, N] (same leading dims) → [..., M, N]. b may be a bf16
+// weight that needs no gradient (see check_weight); a and the result are f32.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in] × weight [out, in]^T (+ bias [out]) → [..., out]: the Linear layer.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());

@@ -79,6 +79,13 @@ struct GemmGroup {
     problems.push_back(g);
     return problems.back();
   }
+  // The same with B an expert's matrix inside the stacked weight w (f32 or bf16), from element b_offset.
+  GemmArgs& add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const Tensor& w, int64_t b_offset, int64_t ldb,
+                bool tb, float* c, int64_t ldc, float beta) {
+    GemmArgs& g = add(m, n, k, a, lda, ta, nullptr, ldb, tb, c, ldc, beta);
+    set_gemm_b(g, w, b_offset);
+    return g;
+  }
   void run(const KernelTable& K) {
     if (!problems.empty()) K.grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
     problems.clear();
@@ -120,9 +127,9 @@ Tensor topk_indices(const Tensor& x, int64_t k) {
 Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& token,
                const Tensor& expert, const Tensor& weight) {
   check_f32(x, "moe_ffn", "x");
-  check_f32(gate, "moe_ffn", "gate");
-  check_f32(up, "moe_ffn", "up");
-  check_f32(down, "moe_ffn", "down");
+  check_weight(gate, "moe_ffn", "gate");
+  check_weight(up, "moe_ffn", "up");
+  check_weight(down, "moe_ffn", "down");
   check_f32(weight, "moe_ffn", "weight");
   check_index(token, "moe_ffn", "token");
   check_index(expert, "moe_ffn", "expert");
@@ -153,8 +160,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
     if (n == 0) continue;  // an expert without tokens does no work (and keeps a zero gradient)
-    group.add(n, F, C, px, C, false, gc.data<float>() + e * F * C, C, true, ph + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
-    group.add(n, F, C, px, C, false, uc.data<float>() + e * F * C, C, true, pu + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
+    group.add(n, F, C, px, C, false, gc, e * F * C, C, true, ph + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
+    group.add(n, F, C, px, C, false, uc, e * F * C, C, true, pu + r0 * F, F, 0.0f).a_rows = d.sorted_token.data() + r0;
   }
   group.run(K);
   parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
@@ -164,7 +171,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
     if (n == 0) continue;
-    group.add(n, C, F, pa + r0 * F, F, false, dc.data<float>() + e * C * F, F, true, py + r0 * C, C, 0.0f);
+    group.add(n, C, F, pa + r0 * F, F, false, dc, e * C * F, F, true, py + r0 * C, C, 0.0f);
   }
   group.run(K);
   clock.lap(g_timings.expert_seconds);
@@ -184,6 +191,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   clock.lap(g_timings.dispatch_seconds);
   if (g_timing) ++g_timings.calls;
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
+  SMELT_CHECK(gate.dtype() == DType::F32 && up.dtype() == DType::F32 && down.dtype() == DType::F32,
+              "moe_ffn: a gradient through bf16 expert weights is not supported (bf16 weights are for inference; train in f32)");
 
   SavedTensor X(xc, "moe_ffn"), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {

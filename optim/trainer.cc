@@ -67,6 +67,8 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
 
 Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters) : model_(model), config_(std::move(config)) {
   config_.validate();
+  SMELT_CHECK(model_.weight_dtype() == DType::F32, "the model's weights are kept in ", dtype_name(model_.weight_dtype()),
+              ", which is for inference: load it in f32 to train");
   std::vector<Tensor> params;
   for (const auto& [name, t] : model_.trainable_parameters()) params.push_back(t);
   for (const auto& [name, t] : extra_parameters) params.push_back(t);

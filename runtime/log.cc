@@ -27,6 +27,16 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
+double current_rss_mib() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0.0;
+  long pages_total = 0, pages_resident = 0;
+  const int read = std::fscanf(f, "%ld %ld", &pages_total, &pages_resident);
+  std::fclose(f);
+  if (read != 2) return 0.0;
+  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
 std::string format_duration(double s) {
   char buf[32];
   if (s < 0) s = 0;

@@ -36,5 +36,7 @@ std::string format_duration(double seconds);
 
 // Peak resident memory of this process so far, in MiB (getrusage).
 double peak_rss_mib();
+// Resident memory of this process now, in MiB (/proc/self/statm; 0 where that is unreadable).
+double current_rss_mib();
 
 }  // namespace smelt

@@ -41,6 +41,10 @@ int64_t Storage::live_bytes() { return g_live.load(std::memory_order_relaxed); }
 int64_t Storage::peak_live_bytes() { return g_peak.load(std::memory_order_relaxed); }
 void Storage::reset_peak_live_bytes() { g_peak.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 void Storage::trim_cached_blocks() { block_cache::trim(); }
+void Storage::release_cached_blocks() {
+  block_cache::release_all();
+  malloc_trim(0);  // and the heap's free pages go back to the system (the trim threshold above keeps them otherwise)
+}
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   keep_freed_memory_for_reuse();

@@ -35,6 +35,9 @@ class Storage {
   // runtime/block_cache.h); this frees those of sizes not asked for since the last call.
   // Training loops call it between steps.
   static void trim_cached_blocks();
+  // Frees every cached block and returns the heap's free pages to the system (after loading a
+  // model for inference, say, whose transient copies would otherwise stay resident).
+  static void release_cached_blocks();
 
  private:
   void* data_ = nullptr;

@@ -84,6 +84,12 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     "$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 1 --routing top-p:0.5:3 --json 2>/dev/null |
       grep -q '"active_experts"' && ok || fail "eval --routing top-p"
     expect_error bad-routing "--routing|top-q:1" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --routing top-q:1
+    # Weights kept in bf16 for inference: the loss moves by rounding only; generation runs.
+    bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+    awk -v a="$moe_loss" -v b="$bf16_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d < 0.02) }' && ok ||
+      fail "eval --weights bf16 loss $bf16_loss far from f32 $moe_loss"
+    "$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens 8 --weights bf16 --temperature 0 >/dev/null 2>&1 && ok || fail "generate --weights bf16"
+    expect_error bad-weights "--weights|f16" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --weights f16
     "$SMELT" inspect --model "$work/u" --json --tensors 2>/dev/null | grep -q '"block_sparse_moe.experts.3.w2.weight\|model.layers.0.block_sparse_moe.experts.3.w2.weight' &&
       ok || fail "inspect lists the experts' tensors"
   else

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_kernels.h"
+#include "runtime/dtype.h"
 #include "runtime/rng.h"
 
 namespace smelt {
@@ -91,19 +92,21 @@ std::vector<double> ref_gemm(const GemmArgs& g, const std::vector<float>& c0) {
       for (int64_t k = 0; k < g.k; ++k) {
         const int64_t ai = g.a_rows ? g.a_rows[i] : i, bk = g.b_rows ? g.b_rows[k] : k;
         double a = g.trans_a ? g.a[k * g.lda + i] : g.a[ai * g.lda + k];
-        double b = g.trans_b ? g.b[j * g.ldb + k] : g.b[bk * g.ldb + j];
+        const int64_t b_at = g.trans_b ? j * g.ldb + k : bk * g.ldb + j;
+        double b = g.b_bf16 ? bf16_to_f32(g.b_bf16[b_at]) : g.b[b_at];
         s += a * b;
       }
-      c[i * g.ldc + j] = g.alpha * s + g.beta * c0[i * g.ldc + j];
+      c[i * g.ldc + j] = g.alpha * s + (g.beta == 0.0f ? 0.0 : g.beta * c0[i * g.ldc + j]);  // beta 0: C is not read
     }
   return c;
 }
 
 TEST(Kernels, GemmMatchesScalarAllTransposes) {
   // N a multiple of the vector width and ≤ 8 vectors (with B not transposed) takes the narrow
-  // unpacked path; the rest the packed path with edge tiles.
-  const int64_t shapes[][3] = {{1, 1, 1},     {7, 7, 7},   {6, 16, 1},      {13, 29, 31}, {129, 65, 257},
-                               {200, 300, 520}, {129, 32, 65}, {5, 64, 300}, {10, 8, 3},   {2, 48, 700}};
+  // unpacked path; at most 4 rows with B transposed the dot-product path; the rest the packed
+  // path with edge tiles.
+  const int64_t shapes[][3] = {{1, 1, 1},    {7, 7, 7},   {6, 16, 1},  {13, 29, 31}, {129, 65, 257}, {200, 300, 520}, {129, 32, 65},
+                               {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33}, {3, 37, 64},    {4, 9, 1000}};
   for (auto& s : shapes)
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)
@@ -129,6 +132,51 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
                   << "m=" << g.m << " n=" << g.n << " k=" << g.k << " ta=" << ta << " tb=" << tb << " at " << i << "," << j;
             }
         }
+}
+
+TEST(Kernels, GemmWidensBf16B) {
+  // B stored as bf16 through every path that accepts it: packed (plain and transposed B, edge
+  // panels, indexed B rows) and the dot-product path (≤ 4 rows, B transposed), in one grouped
+  // call and alone. With beta = 0, NaN already in C must not leak into the result.
+  const int64_t shapes[][5] = {{1, 300, 257, 1, 0}, {4, 33, 64, 1, 0}, {3, 40, 9, 1, 0}, {37, 70, 330, 1, 0},
+                               {37, 70, 330, 0, 0}, {6, 16, 5, 0, 1},  {9, 100, 700, 0, 0}};
+  std::vector<std::vector<float>> as, cs, c0s;
+  std::vector<std::vector<uint16_t>> bs;
+  std::vector<int64_t> b_rows(700);
+  for (int64_t k = 0; k < 700; ++k) b_rows[k] = (k * 13 + 5) % 701;
+  std::vector<GemmArgs> problems;
+  for (auto& s : shapes) {
+    GemmArgs g;
+    g.m = s[0]; g.n = s[1]; g.k = s[2]; g.trans_b = s[3];
+    g.lda = g.k + 1;
+    g.ldb = g.trans_b ? g.k + 2 : g.n + 2;
+    g.ldc = g.n;
+    const int64_t b_source_rows = s[4] ? 701 : (g.trans_b ? g.n : g.k);
+    as.push_back(random_vec(g.m * g.lda, 80 + problems.size()));
+    std::vector<uint16_t> b16;
+    for (float v : random_vec(b_source_rows * g.ldb, 90 + problems.size())) b16.push_back(f32_to_bf16(v));
+    bs.push_back(b16);
+    const bool beta_zero = problems.size() % 2 == 0;
+    g.beta = beta_zero ? 0.0f : 0.5f;
+    cs.push_back(beta_zero ? std::vector<float>(g.m * g.n, NAN) : random_vec(g.m * g.n, 100 + problems.size()));
+    if (s[4]) g.b_rows = b_rows.data();
+    problems.push_back(g);
+  }
+  c0s = cs;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    problems[i].a = as[i].data(); problems[i].b_bf16 = bs[i].data(); problems[i].c = cs[i].data();
+  }
+  for (bool grouped : {true, false}) {
+    cs = c0s;
+    for (size_t i = 0; i < problems.size(); ++i) problems[i].c = cs[i].data();
+    if (grouped) cpu_grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
+    else for (const GemmArgs& g : problems) cpu_gemm(g);
+    for (size_t i = 0; i < problems.size(); ++i) {
+      const auto ref = ref_gemm(problems[i], c0s[i]);
+      for (int64_t j = 0; j < problems[i].m * problems[i].n; ++j)
+        ASSERT_NEAR(cs[i][j], ref[j], 4.0 * problems[i].k * 1.2e-7 * 4.0 + 1e-5) << "problem " << i << " element " << j << (grouped ? " grouped" : " alone");
+    }
+  }
 }
 
 TEST(Kernels, GroupedGemmMatchesScalarPerProblem) {

@@ -38,6 +38,9 @@ struct BenchArgs {
   bool dense = false, checkpoint = false;
   int threads = 0;
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
+  std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
+  int64_t new_tokens = 128;      // decode
+  std::string weights = "f32";   // decode: how the model's weights are kept
 };
 
 // "MxNxK" → {M, N, K}, each positive.
@@ -92,20 +95,27 @@ json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_targe
 void bench_gemm(const BenchArgs& a) {
   std::vector<std::array<int64_t, 3>> shapes = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
   if (!a.shape.empty()) shapes = {parse_gemm_shape(a.shape)};
+  SMELT_CHECK(a.b_dtype == "f32" || a.b_dtype == "bf16", "bench gemm: --b-dtype must be f32 or bf16, got '", a.b_dtype, "'");
   const KernelTable& K = cpu_kernels();
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
     std::vector<float> A(M * Kd), B(Kd * N), C(M * N);
     for (int64_t i = 0; i < M * Kd; ++i) A[i] = static_cast<float>(i % 7) * 0.1f;  // the peer program's fill
     for (int64_t i = 0; i < Kd * N; ++i) B[i] = static_cast<float>(i % 5) * 0.1f;
+    std::vector<uint16_t> B16;
+    if (a.b_dtype == "bf16")
+      for (float v : B) B16.push_back(f32_to_bf16(v));
     for (int tb = 0; tb < 2; ++tb) {
       GemmArgs g;
       g.m = M; g.n = N; g.k = Kd;
       g.a = A.data(); g.lda = Kd;
-      g.b = B.data(); g.trans_b = tb; g.ldb = tb ? Kd : N;
+      if (B16.empty()) g.b = B.data();
+      else g.b_bf16 = B16.data();
+      g.trans_b = tb; g.ldb = tb ? Kd : N;
       g.c = C.data(); g.ldc = N;
       const double t = best_seconds(a.repeats, [&] { K.gemm(g); });
-      json j = {{"bench", "gemm"}, {"impl", "smelt"}, {"M", M}, {"N", N}, {"K", Kd}, {"transB", tb}, {"gflops", 2.0 * M * N * Kd / t / 1e9}};
+      json j = {{"bench", "gemm"}, {"impl", "smelt"}, {"M", M},          {"N", N},
+                {"K", Kd},         {"transB", tb},    {"b_dtype", a.b_dtype}, {"gflops", 2.0 * M * N * Kd / t / 1e9}};
       j.update(environment());
       std::printf("%s\n", j.dump().c_str());
     }
@@ -246,7 +256,8 @@ void bench_attention(const BenchArgs& a) {
 // tokens/s as the median over steps after the first, as that script reports it, and memory:
 // parameters + gradients + Adam moments + the activations a forward keeps for backward (tensor
 // bytes counted by the allocator) against the process's peak RSS.
-void bench_train(const BenchArgs& a) {
+// The model of ../shared/bench/torch_moe_ref.py (MoE, or dense with --dense) at the sizes given.
+ModelConfig reference_model(const BenchArgs& a, int64_t max_positions) {
   ModelConfig c;
   c.vocab_size = a.vocab;
   c.hidden_size = a.hidden;
@@ -254,13 +265,18 @@ void bench_train(const BenchArgs& a) {
   c.num_hidden_layers = a.layers;
   c.num_attention_heads = a.heads;
   c.num_key_value_heads = a.heads;  // the reference uses full multi-head attention
-  c.max_position_embeddings = a.seq;
+  c.max_position_embeddings = max_positions;
   if (!a.dense) {
     c.num_local_experts = a.experts;
     c.num_experts_per_tok = a.top_k;
     c.router_aux_loss_coef = 0.01;
   }
   c.validate();
+  return c;
+}
+
+void bench_train(const BenchArgs& a) {
+  const ModelConfig c = reference_model(a, a.seq);
   TrainConfig tc;
   tc.steps = a.steps;
   tc.batch_size = a.batch;
@@ -316,6 +332,46 @@ void bench_train(const BenchArgs& a) {
   std::printf("%s\n", j.dump().c_str());
 }
 
+// Decoding with a KV cache, batch 1, the reference model with its weights in f32 or bf16: a
+// prompt of --seq tokens, then --new-tokens greedy tokens one at a time (best of --repeats).
+// Memory: the weights' bytes and the process's resident memory once decoding is done.
+void bench_decode(const BenchArgs& a) {
+  SMELT_CHECK(a.new_tokens > 0 && a.seq > 0, "bench decode: --seq and --new-tokens must be positive");
+  const DType dtype = weights_dtype(a.weights);
+  Transformer model = Transformer::create(reference_model(a, a.seq + a.new_tokens), 0);
+  model.store_weights_in(dtype);
+  Storage::release_cached_blocks();  // the f32 originals of converted weights
+  int64_t weight_bytes = 0;
+  for (const auto& [name, t] : model.named_parameters()) weight_bytes += t.numel() * static_cast<int64_t>(dtype_size(t.dtype()));
+  Philox rng(11);
+  std::vector<int64_t> prompt(a.seq);
+  for (auto& v : prompt) v = rng.next_u32() % a.vocab;
+  NoGradGuard no_grad;
+  double best_prefill = 1e30, best_decode = 1e30;
+  for (int64_t r = 0; r <= a.repeats; ++r) {  // round 0 warms up
+    KVCache cache = model.make_cache(1, a.seq + a.new_tokens);
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor logits = model.forward(Tensor::from_ints(prompt, {1, a.seq}), &cache);
+    auto t1 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < a.new_tokens; ++i) {
+      const std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
+      const int64_t next = std::max_element(last.begin(), last.end()) - last.begin();
+      logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    if (r == 0) continue;
+    best_prefill = std::min(best_prefill, std::chrono::duration<double>(t1 - t0).count());
+    best_decode = std::min(best_decode, std::chrono::duration<double>(t2 - t1).count());
+  }
+  const double mib = 1024.0 * 1024.0;
+  json j = {{"bench", "decode"}, {"moe", !a.dense}, {"weights", a.weights}, {"params", model.config().parameter_count()},
+            {"prompt_tokens", a.seq}, {"new_tokens", a.new_tokens}, {"prefill_ms", best_prefill * 1e3},
+            {"decode_tokens_per_s", static_cast<double>(a.new_tokens) / best_decode}, {"weights_mib", static_cast<double>(weight_bytes) / mib},
+            {"rss_mib", current_rss_mib()}};
+  j.update(environment());
+  std::printf("%s\n", j.dump().c_str());
+}
+
 void run_bench(const BenchArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
@@ -324,29 +380,33 @@ void run_bench(const BenchArgs& a) {
   else if (a.what == "moe") bench_moe(a);
   else if (a.what == "train") bench_train(a);
   else if (a.what == "attention") bench_attention(a);
-  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, grouped-gemm, moe, train, attention)");
+  else if (a.what == "decode") bench_decode(a);
+  else SMELT_FAIL("bench: unknown benchmark '", a.what, "' (known: gemm, grouped-gemm, moe, train, attention, decode)");
 }
 
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "Throughput and memory as JSON lines (gemm, grouped-gemm, moe, train, attention)");
-  cmd->add_option("what", a->what, "Benchmark: gemm, grouped-gemm, moe, train or attention")->required();
+  CLI::App* cmd = app.add_subcommand("bench", "Throughput and memory as JSON lines (gemm, grouped-gemm, moe, train, attention, decode)");
+  cmd->add_option("what", a->what, "Benchmark: gemm, grouped-gemm, moe, train, attention or decode")->required();
   cmd->add_option("--tokens", a->tokens, "moe: tokens")->capture_default_str();
   cmd->add_option("--hidden", a->hidden, "moe: hidden size")->capture_default_str();
   cmd->add_option("--ffn", a->ffn, "moe: expert FFN width")->capture_default_str();
   cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
+  cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
-  cmd->add_option("--vocab", a->vocab, "train: vocabulary")->capture_default_str();
-  cmd->add_option("--layers", a->layers, "train: layers")->capture_default_str();
+  cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
+  cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();
   cmd->add_option("--heads", a->heads, "train, attention: heads (attention: head_dim = hidden / heads)")->capture_default_str();
-  cmd->add_option("--seq", a->seq, "train, attention: sequence length")->capture_default_str();
+  cmd->add_option("--seq", a->seq, "train, attention: sequence length; decode: prompt tokens")->capture_default_str();
   cmd->add_option("--batch", a->batch, "train, attention: sequences")->capture_default_str();
   cmd->add_option("--steps", a->steps, "train: steps (the first is a warm-up)")->capture_default_str();
-  cmd->add_flag("--dense", a->dense, "train: one dense SwiGLU FFN per layer instead of the MoE");
+  cmd->add_option("--new-tokens", a->new_tokens, "decode: tokens generated after the --seq-token prompt")->capture_default_str();
+  add_weights_option(*cmd, a->weights);
+  cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");
   cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_bench(*a); });

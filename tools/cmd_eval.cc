@@ -18,7 +18,7 @@ namespace smelt::tools {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, routing, split = "val", save_logits;
+  std::string model, data, routing, split = "val", save_logits, weights = "f32";
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
   bool json = false;
   int threads = 0;
@@ -26,7 +26,7 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
-  Transformer model = load_model_dir(a.model);
+  Transformer model = load_model_dir(a.model, weights_dtype(a.weights));
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Default window: the length the model was trained on (recorded in recipe.json by smelt train),
@@ -116,6 +116,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--save-logits", args->save_logits, "Write the first batch's input_ids and logits to this .safetensors file");
   cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   cmd->add_flag("--json", args->json, "Print the result as one JSON object");
+  add_weights_option(*cmd, args->weights);
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_eval(*args); });
 }

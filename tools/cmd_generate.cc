@@ -18,7 +18,7 @@ namespace smelt::tools {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, routing;
+  std::string model, prompt, routing, weights = "f32";
   int64_t max_new_tokens = 200, top_k = 0, seed = 0;
   double temperature = 0.8, top_p = 1.0;
   bool chat = false;
@@ -61,7 +61,7 @@ void run_generate(const GenerateArgs& a) {
   SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
   SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
-  Transformer model = load_model_dir(a.model);
+  Transformer model = load_model_dir(a.model, weights_dtype(a.weights));
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Text in and out through the model's tokenizer when it has one, else bytes.
@@ -143,6 +143,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", args->top_p, "Nucleus sampling: smallest set with this much probability")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
+  add_weights_option(*cmd, args->weights);
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_generate(*args); });
 }

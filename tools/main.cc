@@ -16,6 +16,14 @@ void apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
 }
 
+void add_weights_option(CLI::App& cmd, std::string& weights) {
+  cmd.add_option("--weights", weights, "Keep the weight matrices in f32, or in bf16 (half the memory; arithmetic stays f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+}
+
+DType weights_dtype(const std::string& weights) { return weights == "bf16" ? DType::BF16 : DType::F32; }
+
 }  // namespace smelt::tools
 
 int main(int argc, char** argv) {
@@ -40,7 +48,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line, like every other error (CLI11's own form adds a second line).
+    std::fprintf(stderr, "smelt: error: %s (see --help)\n", e.what());
+    return e.get_exit_code();
   } catch (const smelt::Error& e) {
     std::fprintf(stderr, "smelt: error: %s\n", e.message().c_str());
     return 1;

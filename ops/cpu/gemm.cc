@@ -6,6 +6,9 @@
 //       register-blocked micro-kernel.
 // The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
 // 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
+// Two shapes skip packing: narrow products (N ≤ 8 vectors, attention's per-head products) and
+// products of at most four rows against a transposed B (decoding), which run as dot products.
+// B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -19,6 +22,7 @@
 
 #include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "runtime/dtype.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
 
@@ -61,66 +65,82 @@ HWY_INLINE void transpose8x8(D d, V r[8]) {
 }
 #endif
 
-// Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each): panel p holds rows k, each nr
-// floats, zero padded. Runs on one thread; callers spread panels of all products over the pool.
-void pack_b(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float* dst = out + p * kc * nr;
-      const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
-      if (!g.trans_b && cols == nr) {
-        // Full panels p..q-1 side by side: walk B row by row across all of them, so the reads
-        // are one contiguous stretch per row (prefetch-friendly) rather than 64 bytes lda apart.
-        const hn::ScalableTag<float> d;
-        const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-        int64_t q = p + 1;
-        while (q < p1 && (q + 1) * nr <= g.n) ++q;
-        for (int64_t k = 0; k < kc; ++k) {
-          const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
-          float* row = dst + k * nr;
-          for (int64_t s = 0; s < q - p; ++s, src += nr, row += kc * nr) {  // one panel row is two vectors
-            hn::StoreU(hn::LoadU(d, src), d, row);
-            hn::StoreU(hn::LoadU(d, src + N), d, row + N);
-          }
+// B's elements as f32, whichever type they are stored in (f32, or bf16: the upper half of an f32).
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t x) { return bf16_to_f32(x); }
+template <class D>
+HWY_INLINE hn::Vec<D> load_f32(D d, const float* p) {
+  return hn::LoadU(d, p);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> load_f32(D d, const uint16_t* p) {
+  const hn::Rebind<uint16_t, D> d16;
+  const hn::Rebind<uint32_t, D> d32;
+  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(d32, hn::LoadU(d16, p))));
+}
+
+// Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each) from b (g.b or g.b_bf16): panel p
+// holds rows k, each nr floats, zero padded. Runs on one thread; callers spread panels of all
+// products over the pool.
+template <typename BT>
+void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t p = p0; p < p1; ++p) {
+    float* dst = out + p * kc * nr;
+    const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
+    if (!g.trans_b && cols == nr) {
+      // Full panels p..q-1 side by side: walk B row by row across all of them, so the reads
+      // are one contiguous stretch per row (prefetch-friendly) rather than 64 bytes lda apart.
+      int64_t q = p + 1;
+      while (q < p1 && (q + 1) * nr <= g.n) ++q;
+      for (int64_t k = 0; k < kc; ++k) {
+        const BT* src = b + b_row(g, k0 + k) * g.ldb + j0;
+        float* row = dst + k * nr;
+        for (int64_t s = 0; s < q - p; ++s, src += nr, row += kc * nr) {  // one panel row is two vectors
+          hn::StoreU(load_f32(d, src), d, row);
+          hn::StoreU(load_f32(d, src + N), d, row + N);
         }
-        p = q - 1;
-      } else if (!g.trans_b) {
-        for (int64_t k = 0; k < kc; ++k) {
-          const float* src = g.b + b_row(g, k0 + k) * g.ldb + j0;
-          std::memcpy(dst + k * nr, src, cols * sizeof(float));
-          for (int64_t j = cols; j < nr; ++j) dst[k * nr + j] = 0.0f;
-        }
-      } else {
-        // Bᵀ stored row-major: column j of the panel is a contiguous row of b. Transpose in
-        // 8-deep slices of k so each slice's writes stay within a few cache lines.
-        const float* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];  // nr = 2 vectors
-        for (int64_t j = 0; j < nr; ++j) src[j] = j < cols ? g.b + (j0 + j) * g.ldb + k0 : nullptr;
-        int64_t kk = 0;
+      }
+      p = q - 1;
+    } else if (!g.trans_b) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const BT* src = b + b_row(g, k0 + k) * g.ldb + j0;
+        for (int64_t j = 0; j < nr; ++j) dst[k * nr + j] = j < cols ? to_f32(src[j]) : 0.0f;
+      }
+    } else {
+      // Bᵀ stored row-major: column j of the panel is a contiguous row of b. Transpose in
+      // 8-deep slices of k so each slice's writes stay within a few cache lines.
+      const BT* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];  // nr = 2 vectors
+      for (int64_t j = 0; j < nr; ++j) src[j] = j < cols ? b + (j0 + j) * g.ldb + k0 : nullptr;
+      int64_t kk = 0;
 #if HWY_TARGET != HWY_SCALAR
-        const hn::CappedTag<float, 8> d8;
-        if (hn::MaxLanes(d8) == 8 && cols == nr) {
-          // 8 columns × 8 k at a time through registers.
-          for (; kk + 8 <= kc; kk += 8)
-            for (int64_t j = 0; j < nr; j += 8) {
-              decltype(hn::Zero(d8)) r[8];
-              for (int i = 0; i < 8; ++i) r[i] = hn::LoadU(d8, src[j + i] + kk);
-              transpose8x8(d8, r);
-              for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
-            }
-        }
-#endif
-        for (; kk < kc; kk += 8) {
-          const int64_t depth = std::min<int64_t>(8, kc - kk);
-          for (int64_t j = 0; j < nr; ++j) {
-            float* col = dst + kk * nr + j;
-            if (src[j]) {
-              for (int64_t t = 0; t < depth; ++t) col[t * nr] = src[j][kk + t];
-            } else {
-              for (int64_t t = 0; t < depth; ++t) col[t * nr] = 0.0f;
-            }
+      const hn::CappedTag<float, 8> d8;
+      if (hn::MaxLanes(d8) == 8 && cols == nr) {
+        // 8 columns × 8 k at a time through registers.
+        for (; kk + 8 <= kc; kk += 8)
+          for (int64_t j = 0; j < nr; j += 8) {
+            hn::Vec<decltype(d8)> r[8];
+            for (int i = 0; i < 8; ++i) r[i] = load_f32(d8, src[j + i] + kk);
+            transpose8x8(d8, r);
+            for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
           }
+      }
+#endif
+      for (; kk < kc; kk += 8) {
+        const int64_t depth = std::min<int64_t>(8, kc - kk);
+        for (int64_t j = 0; j < nr; ++j) {
+          float* col = dst + kk * nr + j;
+          for (int64_t t = 0; t < depth; ++t) col[t * nr] = src[j] ? to_f32(src[j][kk + t]) : 0.0f;
         }
       }
     }
+  }
+}
+
+void pack_b_any(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
+  if (g.b_bf16) pack_b(g, g.b_bf16, k0, kc, nr, p0, p1, out);
+  else pack_b(g, g.b, k0, kc, nr, p0, p1, out);
 }
 
 // Packs rows [i0, i0 + mc) of op(A) over K block [k0, k0 + kc) into MR-row micro-panels: panel q
@@ -304,7 +324,7 @@ void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
 bool narrow_gemm(const GemmArgs& g) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  if (g.trans_b || g.n % N != 0 || g.n > 8 * N || g.k == 0) return false;
+  if (g.trans_b || g.b_bf16 || g.n % N != 0 || g.n > 8 * N || g.k == 0) return false;
   const int64_t row_blocks = (g.m + 2) / 3;
   parallel_for(0, row_blocks, 8, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -320,6 +340,82 @@ bool narrow_gemm(const GemmArgs& g) {
     }
   });
   return true;
+}
+
+// Products with a few rows of A and B transposed (decoding: one token times a weight [out, in])
+// skip packing as well: packing would copy the whole weight for each token and an MR-row
+// micro-panel would be mostly padding. Each output is the dot product of an A row and a B row;
+// a block of J B rows is read once for all M (≤ kDotRows) A rows.
+constexpr int64_t kDotRows = 4;
+constexpr int64_t kDotCols = 32;  // B rows (output columns) per parallel task
+
+bool takes_dot_path(const GemmArgs& g) { return g.m <= kDotRows && g.trans_b && !g.trans_a && g.k > 0; }
+
+template <int M, int J, typename BT>
+void dot_block(const GemmArgs& g, const BT* b, int64_t j0) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  hn::Vec<decltype(d)> acc[M][J];
+  const float* a[M];
+  const BT* brow[J];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    a[i] = g.a + a_row(g, i) * g.lda;
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(d);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < J; ++j) brow[j] = b + (j0 + j) * g.ldb;
+  int64_t k = 0;
+  for (; k + N <= g.k; k += N) {
+    hn::Vec<decltype(d)> bv[J];
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) bv[j] = load_f32(d, brow[j] + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const auto av = hn::LoadU(d, a[i] + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < J; ++j) acc[i][j] = hn::MulAdd(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) {
+      float sum = hn::GetLane(hn::SumOfLanes(d, acc[i][j]));
+      for (int64_t t = k; t < g.k; ++t) sum += a[i][t] * to_f32(brow[j][t]);
+      float* c = g.c + i * g.ldc + j0 + j;
+      *c = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
+    }
+}
+
+// Columns [j0, j1) of a dot-path product.
+template <int M, typename BT>
+void dot_columns(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
+  constexpr int J = M <= 2 ? 4 : 2;  // M·J accumulators + J B vectors + one A vector ≤ 16 registers
+  for (; j0 + J <= j1; j0 += J) dot_block<M, J>(g, b, j0);
+  for (; j0 < j1; ++j0) dot_block<M, 1>(g, b, j0);
+}
+
+template <typename BT>
+void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
+  switch (g.m) {
+    case 1: dot_columns<1>(g, b, j0, j1); break;
+    case 2: dot_columns<2>(g, b, j0, j1); break;
+    case 3: dot_columns<3>(g, b, j0, j1); break;
+    default: dot_columns<4>(g, b, j0, j1); break;
+  }
+}
+
+// All dot-path products of a call in one parallel region, kDotCols output columns per task.
+void run_dot_products(const std::vector<const GemmArgs*>& products) {
+  std::vector<int64_t> first_task{0};
+  for (const GemmArgs* g : products) first_task.push_back(first_task.back() + (g->n + kDotCols - 1) / kDotCols);
+  parallel_tasks(first_task.back(), [&](int64_t t) {
+    const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
+    const GemmArgs& g = *products[p];
+    const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
+    if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
+    else dot_task(g, g.b, j0, j1);
+  });
 }
 
 // How one product is cut into parallel tasks: M blocks of at most kMC rows × N blocks of panels.
@@ -439,7 +535,7 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
       const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
       const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
       if (v < b_packs) {
-        pack_b(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
+        pack_b_any(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
                packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr);
       } else {
         const int64_t mb = v - b_packs, i0 = mb * tl.mc;
@@ -466,16 +562,22 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
 void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   const hn::ScalableTag<float> d;
   const int64_t nr = 2 * static_cast<int64_t>(hn::Lanes(d));
-  std::vector<const GemmArgs*> live;
+  std::vector<const GemmArgs*> live, dots;
   std::vector<int64_t> width;
   for (int64_t i = 0; i < count; ++i) {
     const GemmArgs& g = problems[i];
     SMELT_ASSERT(!(g.a_rows && g.trans_a) && !(g.b_rows && g.trans_b), "gemm: a row index needs the untransposed operand");
+    SMELT_ASSERT((g.b == nullptr) != (g.b_bf16 == nullptr) || g.m * g.n * g.k == 0, "gemm: exactly one of b and b_bf16 must be set");
+    if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && takes_dot_path(g)) {
+      dots.push_back(&g);  // writes C itself, beta included
+      continue;
+    }
     scale_c(g);
     if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.alpha == 0.0f) continue;
     live.push_back(&g);
     width.push_back(packed_width(make_tiling(g, nr, 1), nr));
   }
+  if (!dots.empty()) run_dot_products(dots);
   for (size_t first = 0; first < live.size();) {
     size_t last = first + 1;
     int64_t batch_width = width[first];
