@@ -45,24 +45,27 @@ Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tenso
                       Transformer_Capture* capture, const Tensor& key_start) const {
   // Recomputed halves capture their weights by value (shared tensors), not the block.
   const bool recompute = checkpoint_activations && cache == nullptr && capture == nullptr && grad_enabled();
-  Tensor h;
+  Tensor h, n;  // the residual stream after attention, and its post-attention norm
   if (recompute) {
     h = checkpoint(
         [attn = self_attn, norm = input_layernorm, layer, key_start](const std::vector<Tensor>& in) {
           return ops::add(in[0], attn.forward(norm.forward(in[0]), nullptr, layer, key_start));
         },
         {x});
+    if (!moe) {
+      return checkpoint(
+          [mlp_half = mlp, norm = post_attention_layernorm](const std::vector<Tensor>& in) {
+            return ops::add(in[0], mlp_half.forward(norm.forward(in[0])));
+          },
+          {h});
+    }
+    n = post_attention_layernorm.forward(h);
   } else {
-    h = ops::add(x, self_attn.forward(input_layernorm.forward(x), cache, layer, key_start));
+    const Tensor a = self_attn.forward(input_layernorm.forward(x), cache, layer, key_start);
+    ops::ResidualNorm r = ops::add_rms_norm(x, a, post_attention_layernorm.weight, post_attention_layernorm.eps);
+    h = std::move(r.sum);
+    n = std::move(r.normed);
   }
-  if (recompute && !moe) {
-    return checkpoint(
-        [mlp_half = mlp, norm = post_attention_layernorm](const std::vector<Tensor>& in) {
-          return ops::add(in[0], mlp_half.forward(norm.forward(in[0])));
-        },
-        {h});
-  }
-  Tensor n = post_attention_layernorm.forward(h);
   Tensor f = moe ? moe->forward(n, token_mask, policy) : mlp.forward(n);
   Tensor out = ops::add(h, f);
   if (capture) {

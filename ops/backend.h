@@ -47,8 +47,10 @@ struct KernelTable {
   void (*gemm)(const GemmArgs& args) = nullptr;
   // Independent products run as one parallel region (MoE experts over their token segments).
   void (*grouped_gemm)(const GemmArgs* problems, int64_t count) = nullptr;
-  // Row-wise RMS norm: out = x * rstd * w, rstd[r] saved for backward.
-  void (*rms_norm_forward)(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) = nullptr;
+  // Row-wise RMS norm: out = x * rstd * w, rstd[r] saved for backward. With residual set, the
+  // norm is of x + residual, which is also written to sum (the residual stream's add, fused).
+  void (*rms_norm_forward)(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
+                           int64_t cols, float eps) = nullptr;
   // Row-wise softmax (or log-softmax) over the last dim.
   void (*softmax)(const float* x, float* out, int64_t rows, int64_t cols, bool log) = nullptr;
   // y[i] += a * x[i]

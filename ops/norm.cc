@@ -9,18 +9,21 @@
 
 namespace smelt::ops {
 
-Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
-  check_f32(x, "rms_norm", "x");
-  check_f32(weight, "rms_norm", "weight");
+namespace {
+
+void check_rms_norm_args(const Tensor& x, const Tensor& weight, float eps, const char* op) {
+  check_f32(x, op, "x");
+  check_f32(weight, op, "weight");
   const int64_t C = x.size(-1);
-  SMELT_CHECK(weight.dim() == 1 && weight.size(0) == C, "rms_norm: weight ", weight.str(), " does not match input ", x.str());
-  SMELT_CHECK(eps >= 0.0f, "rms_norm: eps must be ≥ 0, got ", eps);
-  const int64_t rows = x.numel() / std::max<int64_t>(C, 1);
-  Tensor xc = contiguous_data(x), wc = contiguous_data(weight);
-  Tensor out = Tensor::empty(x.shape());
-  Tensor rstd = Tensor::empty({rows});
-  kernels_for(x.device()).rms_norm_forward(xc.data<float>(), wc.data<float>(), out.data<float>(), rstd.data<float>(), rows, C, eps);
-  if (!needs_grad({&x, &weight})) return out;
+  SMELT_CHECK(weight.dim() == 1 && weight.size(0) == C, op, ": weight ", weight.str(), " does not match input ", x.str());
+  SMELT_CHECK(eps >= 0.0f, op, ": eps must be ≥ 0, got ", eps);
+}
+
+// Backward of out = rms_norm(x) · weight, where xc is x's contiguous data and rstd the rows'
+// reciprocal RMS from the forward.
+void attach_rms_norm_backward(const Tensor& out, const Tensor& x, const Tensor& xc, const Tensor& weight, const Tensor& wc,
+                              const Tensor& rstd) {
+  const int64_t C = x.size(-1), rows = rstd.numel();
   SavedTensor X(xc, "rms_norm"), W(wc, "rms_norm");
   const bool need_w = weight.requires_grad();
   attach_grad_fn(out, "rms_norm", {x, weight}, [=](const Tensor& g) {
@@ -51,7 +54,36 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
     }
     return std::vector<Tensor>{dx, need_w ? dw : Tensor()};
   });
+}
+
+}  // namespace
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
+  check_rms_norm_args(x, weight, eps, "rms_norm");
+  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor xc = contiguous_data(x), wc = contiguous_data(weight);
+  Tensor out = Tensor::empty(x.shape());
+  Tensor rstd = Tensor::empty({rows});
+  kernels_for(x.device()).rms_norm_forward(xc.data<float>(), nullptr, wc.data<float>(), nullptr, out.data<float>(), rstd.data<float>(),
+                                           rows, C, eps);
+  if (needs_grad({&x, &weight})) attach_rms_norm_backward(out, x, xc, weight, wc, rstd);
   return out;
+}
+
+ResidualNorm add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps) {
+  check_rms_norm_args(x, weight, eps, "add_rms_norm");
+  check_f32(y, "add_rms_norm", "y");
+  check_same_device(x, y, "add_rms_norm");
+  SMELT_CHECK(x.shape() == y.shape(), "add_rms_norm: x ", x.str(), " and y ", y.str(), " differ in shape");
+  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  Tensor xc = contiguous_data(x), yc = contiguous_data(y), wc = contiguous_data(weight);
+  ResidualNorm r{Tensor::empty(x.shape()), Tensor::empty(x.shape())};
+  Tensor rstd = Tensor::empty({rows});
+  kernels_for(x.device()).rms_norm_forward(xc.data<float>(), yc.data<float>(), wc.data<float>(), r.sum.data<float>(),
+                                           r.normed.data<float>(), rstd.data<float>(), rows, C, eps);
+  if (needs_grad({&x, &y})) attach_grad_fn(r.sum, "add", {x, y}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  if (needs_grad({&x, &y, &weight})) attach_rms_norm_backward(r.normed, r.sum, r.sum, weight, wc, rstd);
+  return r;
 }
 
 namespace {

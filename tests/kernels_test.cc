@@ -237,13 +237,29 @@ TEST(Kernels, RmsNormMatchesScalar) {
     const int64_t rows = 5;
     auto x = random_vec(rows * cols, 20), w = random_vec(cols, 21);
     std::vector<float> out(rows * cols), rstd(rows);
-    cpu_rms_norm_forward(x.data(), w.data(), out.data(), rstd.data(), rows, cols, 1e-5f);
+    cpu_rms_norm_forward(x.data(), nullptr, w.data(), nullptr, out.data(), rstd.data(), rows, cols, 1e-5f);
     for (int64_t r = 0; r < rows; ++r) {
       double ss = 0;
       for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(x[r * cols + i]) * x[r * cols + i];
       double rs = 1.0 / std::sqrt(ss / cols + 1e-5);
       expect_close(rstd[r], rs, 8, "rstd");
       for (int64_t i = 0; i < cols; ++i) expect_close(out[r * cols + i], x[r * cols + i] * rs * w[i], 16, "rms_norm");
+    }
+    // Of a residual sum: x + y written out, and the norm taken of it.
+    auto y = random_vec(rows * cols, 22);
+    std::vector<float> sum(rows * cols);
+    cpu_rms_norm_forward(x.data(), y.data(), w.data(), sum.data(), out.data(), rstd.data(), rows, cols, 1e-5f);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < cols; ++i) {
+        const double s = static_cast<double>(x[r * cols + i]) + y[r * cols + i];
+        expect_close(sum[r * cols + i], s, 1, "residual sum");
+        ss += s * s;
+      }
+      const double rs = 1.0 / std::sqrt(ss / cols + 1e-5);
+      expect_close(rstd[r], rs, 8, "rstd of the sum");
+      for (int64_t i = 0; i < cols; ++i)
+        expect_close(out[r * cols + i], (static_cast<double>(x[r * cols + i]) + y[r * cols + i]) * rs * w[i], 16, "rms_norm of the sum");
     }
   }
 }

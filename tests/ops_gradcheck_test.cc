@@ -99,6 +99,14 @@ TEST(Gradcheck, NormRopeSoftmax) {
   Tensor q = rand_param({2, 3, 2, 6}, 21);
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(v[0], v[1], 1e-5f); }, Inputs{x, w});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rms_norm(ops::transpose(v[0], 0, 1), v[1], 1e-5f); }, Inputs{x, w});
+  // The fused residual add + norm, both outputs used (as a block uses them).
+  Tensor y = rand_param({2, 3, 8}, 22);
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) {
+        const ops::ResidualNorm r = ops::add_rms_norm(v[0], v[1], v[2], 1e-5f);
+        return ops::add(r.normed, ops::mul(ops::mul(r.sum, r.sum), 0.25f));
+      },
+      Inputs{x, y, w});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(v[0], 10000.0f, 3, 2.0f); }, Inputs{q});
   // A fresh tensor nothing else holds is rotated in place (forward and backward): same result.
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(ops::add(v[0], v[0]), 10000.0f, 3, 2.0f); }, Inputs{q});

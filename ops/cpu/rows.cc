@@ -1,4 +1,4 @@
-// Row-wise CPU kernels: RMS norm forward and softmax / log-softmax over the last dimension.
+// Row-wise CPU kernels: RMS norm forward (optionally of a residual sum) and softmax / log-softmax over the last dimension.
 // Rows run in parallel; each row is one vectorised pass (two for softmax).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/rows.cc"
@@ -32,14 +32,38 @@ float sum_squares(const float* x, int64_t n) {
   return s;
 }
 
-void RmsNormForwardKernel(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) {
+// out = x · rstd · w per row. With `residual` set, x + residual is formed first and written to
+// `sum` in the same pass that squares it (the residual-stream add fused into the norm: the sum
+// is read back for the scaling while its row is still in L1, not in a separate pass).
+void RmsNormForwardKernel(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
+                          int64_t cols, float eps) {
   parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
     const hn::ScalableTag<float> d;
     const int64_t N = static_cast<int64_t>(hn::Lanes(d));
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * cols;
       float* yr = out + r * cols;
-      const float s = 1.0f / std::sqrt(sum_squares(xr, cols) / static_cast<float>(cols) + eps);
+      float squares = 0.0f;
+      if (residual) {
+        const float* rr = residual + r * cols;
+        float* sr = sum + r * cols;
+        auto acc = hn::Zero(d);
+        int64_t i = 0;
+        for (; i + N <= cols; i += N) {
+          const auto v = hn::Add(hn::LoadU(d, xr + i), hn::LoadU(d, rr + i));
+          hn::StoreU(v, d, sr + i);
+          acc = hn::MulAdd(v, v, acc);
+        }
+        squares = hn::GetLane(hn::SumOfLanes(d, acc));
+        for (; i < cols; ++i) {
+          sr[i] = xr[i] + rr[i];
+          squares += sr[i] * sr[i];
+        }
+        xr = sr;
+      } else {
+        squares = sum_squares(xr, cols);
+      }
+      const float s = 1.0f / std::sqrt(squares / static_cast<float>(cols) + eps);
       if (rstd) rstd[r] = s;
       const auto vs = hn::Set(d, s);
       int64_t i = 0;
@@ -95,8 +119,9 @@ HWY_AFTER_NAMESPACE();
 namespace smelt {
 HWY_EXPORT(RmsNormForwardKernel);
 HWY_EXPORT(SoftmaxKernel);
-void cpu_rms_norm_forward(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t cols, float eps) {
-  HWY_DYNAMIC_DISPATCH(RmsNormForwardKernel)(x, w, out, rstd, rows, cols, eps);
+void cpu_rms_norm_forward(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
+                          int64_t cols, float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNormForwardKernel)(x, residual, w, sum, out, rstd, rows, cols, eps);
 }
 void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log) {
   HWY_DYNAMIC_DISPATCH(SoftmaxKernel)(x, out, rows, cols, log);
