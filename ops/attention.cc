@@ -100,11 +100,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
         for (int64_t i = i0; i < i1; ++i) {
           float* row = P.data() + (i - i0) * kv;
           mask_row(d, first_key, b, i, kv, row);
-          int64_t arg = 0;
-          for (int64_t j = 1; j < kv; ++j) arg = row[j] > row[arg] ? j : arg;
-          const float top = row[arg];
-          K.softmax(row, row, 1, kv, false);
-          pl[bh * d.Tq + i] = top - std::log(row[arg]);  // p_max ≥ 1/kv, so its log is accurate
+          K.softmax(row, row, 1, kv, false, pl + bh * d.Tq + i);
         }
         GemmArgs o;  // O = P V
         o.m = i1 - i0; o.n = d.D; o.k = kv;
@@ -156,10 +152,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             for (int64_t i = i0; i < i1; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
               float* row = dS.data() + (i - i0) * kv;
               const float* prow = P.data() + (i - i0) * kv;
-              double dot = 0;
-              for (int64_t j = 0; j < kv; ++j) dot += static_cast<double>(row[j]) * prow[j];
-              const float s = static_cast<float>(dot);
-              for (int64_t j = 0; j < kv; ++j) row[j] = prow[j] * (row[j] - s);
+              K.binary_scalar(BinaryOp::Sub, row, K.dot(row, prow, kv), row, kv);
+              K.binary(BinaryOp::Mul, prow, row, row, kv);
             }
             GemmArgs gq;  // dQ = scale · dS K
             gq.m = m; gq.n = d.D; gq.k = kv;

@@ -51,8 +51,8 @@ struct KernelTable {
   // norm is of x + residual, which is also written to sum (the residual stream's add, fused).
   void (*rms_norm_forward)(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
                            int64_t cols, float eps) = nullptr;
-  // Row-wise softmax (or log-softmax) over the last dim.
-  void (*softmax)(const float* x, float* out, int64_t rows, int64_t cols, bool log) = nullptr;
+  // Row-wise softmax (or log-softmax) over the last dim; with lse set, also each row's log Σ exp.
+  void (*softmax)(const float* x, float* out, int64_t rows, int64_t cols, bool log, float* lse) = nullptr;
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n) = nullptr;
   // sum of x[i] * y[i] in f32 with vector accumulators

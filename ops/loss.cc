@@ -43,16 +43,13 @@ RowTargets read_targets(const char* op, const Tensor& targets, const Tensor& wei
   return r;
 }
 
-// log Σ_j exp(row[j]), stable; `scratch` holds V floats. The exponentials are one vectorised
-// kernel pass (a scalar exp over a 4096-token vocabulary cost more than the LM head's GEMM).
-float row_log_sum_exp(const KernelTable& K, const float* row, int64_t V, float* scratch) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < V; ++j) mx = std::max(mx, row[j]);
-  K.binary_scalar(BinaryOp::Sub, row, mx, scratch, V);
-  K.unary(UnaryOp::Exp, scratch, scratch, V, 0.0f);
-  double s = 0;
-  for (int64_t j = 0; j < V; ++j) s += scratch[j];
-  return mx + static_cast<float>(std::log(s));
+// log Σ_j exp(row[j]), stable, with softmax(row) written to `probs` (V floats) on the way: one
+// vectorised kernel pass (a scalar exp over a 4096-token vocabulary cost more than the LM
+// head's GEMM).
+float row_log_sum_exp(const KernelTable& K, const float* row, int64_t V, float* probs) {
+  float lse = 0.0f;
+  K.softmax(row, probs, 1, V, false, &lse);
+  return lse;
 }
 
 // d = scale · (softmax(row) − onehot(target)), given the row's log-sum-exp; d may be row itself.
@@ -161,8 +158,13 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Te
         const int64_t row = r0 + i;
         float* li = pl + i * V;
         const float lse = row_log_sum_exp(K, li, V, scratch.data());
-        if (rows.weight[row] > 0) row_loss[row] = rows.weight[row] * (lse - li[rows.target[row]]);
-        if (grad) row_softmax_grad(K, li, lse, rows.weight[row] * scale, rows.target[row], li, V);
+        const int64_t target = rows.target[row];
+        if (rows.weight[row] > 0) row_loss[row] = rows.weight[row] * (lse - li[target]);
+        if (!grad) continue;
+        // d logits = scale · (softmax − onehot(target)), from the probabilities just computed.
+        const float s = rows.weight[row] * scale;
+        K.binary_scalar(BinaryOp::Mul, scratch.data(), s, li, V);
+        if (s != 0.0f) li[target] -= s;
       }
     });
     if (!grad) continue;

@@ -269,12 +269,13 @@ TEST(Kernels, SoftmaxMatchesScalar) {
     for (bool log : {false, true}) {
       const int64_t rows = 3;
       auto x = random_vec(rows * cols, 30, -20, 20);
-      std::vector<float> out(rows * cols);
-      cpu_softmax(x.data(), out.data(), rows, cols, log);
+      std::vector<float> out(rows * cols), lse(rows);
+      cpu_softmax(x.data(), out.data(), rows, cols, log, lse.data());
       for (int64_t r = 0; r < rows; ++r) {
         double mx = -1e300, s = 0;
         for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, static_cast<double>(x[r * cols + i]));
         for (int64_t i = 0; i < cols; ++i) s += std::exp(x[r * cols + i] - mx);
+        ASSERT_NEAR(lse[r], mx + std::log(s), 8 * 1.2e-7 * std::max(1.0, std::fabs(mx + std::log(s)))) << "log-sum-exp, cols=" << cols;
         for (int64_t i = 0; i < cols; ++i) {
           double ref = log ? x[r * cols + i] - mx - std::log(s) : std::exp(x[r * cols + i] - mx) / s;
           ASSERT_NEAR(out[r * cols + i], ref, 64 * 1.2e-7 * std::max(1.0, std::fabs(ref))) << "cols=" << cols << " log=" << log;

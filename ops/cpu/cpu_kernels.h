@@ -17,6 +17,6 @@ void cpu_gemm(const GemmArgs& args);
 void cpu_grouped_gemm(const GemmArgs* problems, int64_t count);
 void cpu_rms_norm_forward(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
                           int64_t cols, float eps);
-void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log);
+void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, float* lse = nullptr);
 
 }  // namespace smelt

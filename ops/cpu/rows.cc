@@ -73,19 +73,25 @@ void RmsNormForwardKernel(const float* x, const float* residual, const float* w,
   });
 }
 
-void SoftmaxKernel(const float* x, float* out, int64_t rows, int64_t cols, bool log) {
+// Softmax (or log-softmax) of each row; with lse set, each row's log Σ exp is stored too (what
+// attention keeps for backward and the loss needs), so callers need no second pass.
+void SoftmaxKernel(const float* x, float* out, int64_t rows, int64_t cols, bool log, float* lse) {
   parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
     const hn::ScalableTag<float> d;
     const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * cols;
       float* yr = out + r * cols;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, xr[i]);
-      if (mx == -std::numeric_limits<float>::infinity()) mx = 0.0f;  // fully masked row: keep it finite
+      auto vmax = hn::Set(d, kNegInf);
+      int64_t i = 0;
+      for (; i + N <= cols; i += N) vmax = hn::Max(vmax, hn::LoadU(d, xr + i));
+      float mx = hn::GetLane(hn::MaxOfLanes(d, vmax));
+      for (; i < cols; ++i) mx = std::max(mx, xr[i]);
+      if (mx == kNegInf) mx = 0.0f;  // fully masked row: keep it finite
       const auto vmx = hn::Set(d, mx);
       auto acc = hn::Zero(d);
-      int64_t i = 0;
+      i = 0;
       for (; i + N <= cols; i += N) {
         auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, xr + i), vmx));
         acc = hn::Add(acc, e);
@@ -97,9 +103,13 @@ void SoftmaxKernel(const float* x, float* out, int64_t rows, int64_t cols, bool 
         sum += e;
         if (!log) yr[i] = e;
       }
+      if (lse) lse[r] = mx + std::log(sum);
       if (log) {
         const float shift = mx + std::log(sum);
-        for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - shift;
+        const auto vshift = hn::Set(d, shift);
+        int64_t j = 0;
+        for (; j + N <= cols; j += N) hn::StoreU(hn::Sub(hn::LoadU(d, xr + j), vshift), d, yr + j);
+        for (; j < cols; ++j) yr[j] = xr[j] - shift;
       } else {
         const float inv = 1.0f / sum;
         const auto vinv = hn::Set(d, inv);
@@ -123,8 +133,8 @@ void cpu_rms_norm_forward(const float* x, const float* residual, const float* w,
                           int64_t cols, float eps) {
   HWY_DYNAMIC_DISPATCH(RmsNormForwardKernel)(x, residual, w, sum, out, rstd, rows, cols, eps);
 }
-void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log) {
-  HWY_DYNAMIC_DISPATCH(SoftmaxKernel)(x, out, rows, cols, log);
+void cpu_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, float* lse) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxKernel)(x, out, rows, cols, log, lse);
 }
 }  // namespace smelt
 #endif
