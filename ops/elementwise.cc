@@ -195,6 +195,16 @@ Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
 
+void swiglu_backward(const KernelTable& K, const float* gate, const float* up, const float* grad, float* dgate, float* dup, int64_t n) {
+  // s = sigmoid(gate) from the SIMD kernel (into dgate's slot), then a plain loop the compiler vectorises
+  K.unary(UnaryOp::Sigmoid, gate, dgate, n, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i], si = dgate[i];
+    dup[i] = grad[i] * x * si;
+    dgate[i] = grad[i] * up[i] * si * (1.0f + x * (1.0f - si));
+  }
+}
+
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   check_f32(gate, "swiglu", "gate");
   check_f32(up, "swiglu", "up");
@@ -217,14 +227,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
     float *pdg = dgate.data<float>(), *pdu = dup.data<float>();
     const KernelTable& K = kernels_for(gr.device());
     parallel_for(0, gr.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      // s = sigmoid(x) from the SIMD kernel (into dgate's slot), then plain loops the compiler vectorises
-      float* s = pdg + lo;
-      K.unary(UnaryOp::Sigmoid, pgt + lo, s, hi - lo, 0.0f);
-      for (int64_t i = lo; i < hi; ++i) {
-        const float x = pgt[i], si = pdg[i];
-        pdu[i] = pgr[i] * x * si;
-        pdg[i] = pgr[i] * pup[i] * si * (1.0f + x * (1.0f - si));
-      }
+      swiglu_backward(K, pgt + lo, pup + lo, pgr + lo, pdg + lo, pdu + lo, hi - lo);
     });
     return std::vector<Tensor>{dgate, dup};
   });

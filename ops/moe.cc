@@ -39,6 +39,9 @@ struct Dispatch {
   std::vector<int64_t> offsets;       // expert e owns sorted rows [offsets[e], offsets[e+1])
   std::vector<int64_t> token;         // token of slot s
   std::vector<int64_t> sorted_token;  // token of sorted position i: the GEMMs' row index into x
+  // Token n's slots, as sorted positions (ascending): token_positions[token_offsets[n] ...
+  // token_offsets[n+1]). Combining per token writes each output row once, from one thread.
+  std::vector<int64_t> token_offsets, token_positions;
 };
 
 Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int64_t E) {
@@ -63,7 +66,36 @@ Dispatch make_dispatch(const Tensor& token, const Tensor& expert, int64_t N, int
   for (int64_t s = 0; s < d.S; ++s) d.order[fill[ex[s]]++] = s;  // stable: slot order kept within an expert
   d.sorted_token.resize(d.S);
   for (int64_t i = 0; i < d.S; ++i) d.sorted_token[i] = d.token[d.order[i]];
+  d.token_offsets.assign(N + 1, 0);
+  for (int64_t i = 0; i < d.S; ++i) ++d.token_offsets[d.sorted_token[i] + 1];
+  for (int64_t n = 0; n < N; ++n) d.token_offsets[n + 1] += d.token_offsets[n];
+  d.token_positions.resize(d.S);
+  std::vector<int64_t> next(d.token_offsets.begin(), d.token_offsets.end() - 1);
+  for (int64_t i = 0; i < d.S; ++i) d.token_positions[next[d.sorted_token[i]]++] = i;
   return d;
+}
+
+// out[n] = Σ over token n's slots (sorted position i) of scale(i) · rows[i], each output row
+// written once by one thread; a token without slots gets zeros. Slots add in sorted order.
+template <typename Scale>
+void combine_per_token(const KernelTable& K, const Dispatch& d, const float* rows, Scale&& scale, float* out) {
+  const int64_t C = d.C;
+  parallel_for(0, d.N, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      float* dst = out + n * C;
+      const int64_t first = d.token_offsets[n], last = d.token_offsets[n + 1];
+      if (first == last) {
+        std::memset(dst, 0, C * sizeof(float));
+        continue;
+      }
+      const int64_t i0 = d.token_positions[first];
+      K.binary_scalar(BinaryOp::Mul, rows + i0 * C, scale(i0), dst, C);
+      for (int64_t p = first + 1; p < last; ++p) {
+        const int64_t i = d.token_positions[p];
+        K.axpy(scale(i), rows + i * C, dst, C);
+      }
+    }
+  });
 }
 
 // C[m, n] (+)= A · op(B) on raw rows, collected into a group that runs as one grouped GEMM.
@@ -175,19 +207,10 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   }
   group.run(K);
   clock.lap(g_timings.expert_seconds);
-  // Combine: out[token] += weight · y. Columns are split across threads so no two write one element.
-  Tensor out = Tensor::zeros({N, C});
-  float* po = out.data<float>();
+  // Combine: out[token] = Σ weight · y over the token's slots.
+  Tensor out = Tensor::empty({N, C});
   const float* pw = wc.data<float>();
-  parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
-    for (int64_t i = 0; i < S; ++i) {
-      const int64_t s = d.order[i];
-      const float w = pw[s];
-      float* dst = po + d.token[s] * C;
-      const float* src = py + i * C;
-      for (int64_t c = c0; c < c1; ++c) dst[c] += w * src[c];
-    }
-  });
+  combine_per_token(K, d, py, [&](int64_t i) { return pw[d.order[i]]; }, out.data<float>());
   clock.lap(g_timings.dispatch_seconds);
   if (g_timing) ++g_timings.calls;
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
@@ -207,12 +230,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t s = d.order[i];
         const float* g_tok = pg + d.token[s] * C;
-        double dot = 0;
-        for (int64_t c = 0; c < C; ++c) {
-          dot += static_cast<double>(g_tok[c]) * py2[i * C + c];
-          pdys[i * C + c] = pw2[s] * g_tok[c];
-        }
-        pdw[s] = static_cast<float>(dot);  // d out / d weight[s] = y[s]
+        pdw[s] = K.dot(g_tok, py2 + i * C, C);  // d out / d weight[s] = y[s]
+        K.binary_scalar(BinaryOp::Mul, g_tok, pw2[s], pdys + i * C, C);
       }
     });
     clock.lap(g_timings.backward_dispatch_seconds);
@@ -230,11 +249,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     group.run(K);
     parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
       // act = silu(h) ⊙ u  →  du = dact ⊙ silu(h),  dh = dact ⊙ u ⊙ silu'(h)
-      for (int64_t i = lo; i < hi; ++i) {
-        const float hv = ph2[i], sg = 1.0f / (1.0f + std::exp(-hv));
-        pdu[i] = pda[i] * hv * sg;
-        pdh[i] = pda[i] * pu2[i] * sg * (1.0f + hv * (1.0f - sg));
-      }
+      swiglu_backward(K, ph2 + lo, pu2 + lo, pda + lo, pdh + lo, pdu + lo, hi - lo);
     });
     // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
     // (the du · Wu half adds into dxs, so it runs as a second group after the first has written it)
@@ -250,15 +265,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     group.run(K);
     second.run(K);
     clock.lap(g_timings.backward_expert_seconds);
-    Tensor dx = Tensor::zeros({N, C});
-    float* pdx = dx.data<float>();
-    parallel_for(0, C, 16, [&](int64_t c0, int64_t c1) {
-      for (int64_t i = 0; i < S; ++i) {
-        float* dst = pdx + d.token[d.order[i]] * C;
-        const float* src = pdxs + i * C;
-        for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
-      }
-    });
+    Tensor dx = Tensor::empty({N, C});
+    combine_per_token(K, d, pdxs, [](int64_t) { return 1.0f; }, dx.data<float>());
     clock.lap(g_timings.backward_dispatch_seconds);
     return std::vector<Tensor>{dx, dgate, dup, ddown, dweight};
   });
