@@ -98,8 +98,9 @@ class Transformer {
   // Keeps every weight matrix (embeddings, attention and FFN projections, routers, experts, LM
   // head) in `dtype`. bf16 is for inference: it halves the weights' memory and the bytes each
   // decoded token streams; activations and arithmetic stay f32, and a bf16 matrix takes no
-  // gradient. f32 converts back (trainable again, with the bf16-rounded values). Norm weights
-  // always stay f32.
+  // gradient (gradients still flow through it to the activations). f32 converts back, every
+  // matrix trainable again with the bf16-rounded values (freeze() again what should stay
+  // frozen). Norm weights always stay f32.
   void store_weights_in(DType dtype);
   DType weight_dtype() const { return embed_tokens_.dtype(); }
 

@@ -11,8 +11,11 @@ const KernelTable& kernels_for(Device device) {
 
 bool backend_supports(Device device, const std::string& op, DType dtype) {
   if (device.type != DeviceType::CPU) return false;
-  if (dtype != DType::F32) return false;  // CPU compute is f32; other dtypes convert at the edges
   const KernelTable& t = cpu_kernels();
+  // CPU compute is f32 (other dtypes convert at the edges), except that the GEMMs also read a
+  // bf16 B, widened as it is read (weights kept in bf16).
+  const bool gemm_op = op == "gemm" || op == "grouped_gemm";
+  if (dtype != DType::F32 && !(dtype == DType::BF16 && gemm_op)) return false;
   if (op == "binary") return t.binary != nullptr;
   if (op == "unary") return t.unary != nullptr;
   if (op == "gemm") return t.gemm != nullptr;

@@ -46,6 +46,8 @@ struct KernelTable {
   void (*unary)(UnaryOp op, const float* x, float* out, int64_t n, float param) = nullptr;
   void (*gemm)(const GemmArgs& args) = nullptr;
   // Independent products run as one parallel region (MoE experts over their token segments).
+  // Their C blocks must not overlap: products run concurrently and in no fixed order, so one that
+  // adds into another's output (beta = 1) belongs in a later call.
   void (*grouped_gemm)(const GemmArgs* problems, int64_t count) = nullptr;
   // Row-wise RMS norm: out = x * rstd * w, rstd[r] saved for backward. With residual set, the
   // norm is of x + residual, which is also written to sum (the residual stream's add, fused).

@@ -1,4 +1,5 @@
-// Shared argument checks for the op implementations (internal to ops/).
+// Helpers shared by the op implementations (internal to ops/): argument checks, contiguous data,
+// index reads, GEMM operand set-up and the SwiGLU derivative used by both the dense op and MoE.
 #pragma once
 #include "autograd/node.h"
 #include "ops/backend.h"

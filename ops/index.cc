@@ -71,8 +71,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
     Tensor table = contiguous_data(weight), rows = Tensor::empty(out_shape);
     const uint16_t* src = table.data<uint16_t>();
     float* dst = rows.data<float>();
-    for (int64_t i = 0; i < flat.numel(); ++i)
-      for (int64_t c = 0; c < dim; ++c) dst[i * dim + c] = bf16_to_f32(src[index_at(flat, i) * dim + c]);
+    parallel_for(0, flat.numel(), 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const uint16_t* row = src + index_at(flat, i) * dim;
+        for (int64_t c = 0; c < dim; ++c) dst[i * dim + c] = bf16_to_f32(row[c]);
+      }
+    });
     return rows;
   }
   return reshape(index_select(weight, 0, flat), out_shape);

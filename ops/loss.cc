@@ -72,7 +72,7 @@ float mean_loss(const std::vector<double>& row_loss, double total_weight) {
 
 // `t` times the scalar g: in place when nothing else holds t (it is the node's own buffer).
 Tensor scaled_by(Tensor t, float g) {
-  if (g == 1.0f) return t;
+  if (!t.defined() || g == 1.0f) return t;
   Tensor out = t.is_sole_reference() ? t : Tensor::empty(t.shape());
   kernels_for(t.device()).binary_scalar(BinaryOp::Mul, t.data<float>(), g, out.data<float>(), t.numel());
   return out;
@@ -131,13 +131,13 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Te
   const RowTargets rows = read_targets("linear_cross_entropy", targets, weights, ignore_index, N, V);
   // Rows per chunk: its logits ([R, V], 8 MiB by default) are the only vocabulary-wide buffer.
   const int64_t R = std::clamp<int64_t>(chunk_rows > 0 ? chunk_rows : (int64_t{2} << 20) / std::max<int64_t>(V, 1), 1, std::max<int64_t>(N, 1));
-  const bool grad = needs_grad({&hidden, &weight});
+  const bool grad = needs_grad({&hidden, &weight}), need_h = grad && hidden.requires_grad(), need_w = grad && weight.requires_grad();
   Tensor h = contiguous_data(hidden), w = contiguous_data(weight);
   Tensor logits = Tensor::empty({R, V});
   // With grad on, each chunk's gradient is taken here while its logits exist (for an upstream
   // gradient of 1; backward scales): d hidden [N, C] and d weight [V, C] are all that is kept.
-  Tensor d_hidden = grad ? Tensor::empty(hidden.shape()) : Tensor();
-  Tensor d_weight = grad ? Tensor::zeros({V, C}) : Tensor();
+  Tensor d_hidden = need_h ? Tensor::empty(hidden.shape()) : Tensor();
+  Tensor d_weight = need_w ? Tensor::zeros({V, C}) : Tensor();  // not for a frozen or bf16 head
   const float scale = rows.total_weight > 0 ? static_cast<float>(1.0 / rows.total_weight) : 0.0f;
   const KernelTable& K = kernels_for(hidden.device());
   std::vector<double> row_loss(N, 0.0);
@@ -163,25 +163,32 @@ Tensor linear_cross_entropy(const Tensor& hidden, const Tensor& weight, const Te
         if (!grad) continue;
         // d logits = scale · (softmax − onehot(target)), from the probabilities just computed.
         const float s = rows.weight[row] * scale;
+        if (s == 0.0f) {  // an ignored row: exact zeros, whatever its logits hold
+          std::fill(li, li + V, 0.0f);
+          continue;
+        }
         K.binary_scalar(BinaryOp::Mul, scratch.data(), s, li, V);
-        if (s != 0.0f) li[target] -= s;
+        li[target] -= s;
       }
     });
-    if (!grad) continue;
-    GemmArgs dh;  // d hidden_c = d logits_c · W
-    dh.m = n; dh.n = C; dh.k = V;
-    dh.a = pl; dh.lda = V;
-    set_gemm_b(dh, w);
-    dh.ldb = C;
-    dh.c = d_hidden.data<float>() + r0 * C; dh.ldc = C;
-    GemmArgs dw;  // d W += d logits_cᵀ · h_c
-    dw.m = V; dw.n = C; dw.k = n;
-    dw.a = pl; dw.lda = V; dw.trans_a = true;
-    dw.b = hc; dw.ldb = C;
-    dw.c = d_weight.data<float>(); dw.ldc = C;
-    dw.beta = 1.0f;
-    K.gemm(dh);
-    K.gemm(dw);
+    if (need_h) {
+      GemmArgs dh;  // d hidden_c = d logits_c · W
+      dh.m = n; dh.n = C; dh.k = V;
+      dh.a = pl; dh.lda = V;
+      set_gemm_b(dh, w);
+      dh.ldb = C;
+      dh.c = d_hidden.data<float>() + r0 * C; dh.ldc = C;
+      K.gemm(dh);
+    }
+    if (need_w) {
+      GemmArgs dw;  // d W += d logits_cᵀ · h_c
+      dw.m = V; dw.n = C; dw.k = n;
+      dw.a = pl; dw.lda = V; dw.trans_a = true;
+      dw.b = hc; dw.ldb = C;
+      dw.c = d_weight.data<float>(); dw.ldc = C;
+      dw.beta = 1.0f;
+      K.gemm(dw);
+    }
   }
   Tensor out = Tensor::scalar(mean_loss(row_loss, rows.total_weight));
   if (!grad) return out;

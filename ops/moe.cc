@@ -1,6 +1,7 @@
-// The MoE dispatch. Forward: counting-sort the slots by expert, gather their token rows into one
-// [S, C] matrix, run each expert's SwiGLU as GEMMs over its segment, scale by the routing weight
-// and scatter-add back to the tokens. Backward retraces the same segments.
+// The MoE dispatch. Forward: counting-sort the slots by expert, run each expert's SwiGLU as GEMMs
+// over its segment (the GEMMs read the token rows through the sorted index, no gathered copy),
+// then combine per token: its slots' outputs scaled by their routing weights. Backward retraces
+// the same segments.
 #include "ops/moe.h"
 
 #include <algorithm>
@@ -214,8 +215,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   clock.lap(g_timings.dispatch_seconds);
   if (g_timing) ++g_timings.calls;
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
-  SMELT_CHECK(gate.dtype() == DType::F32 && up.dtype() == DType::F32 && down.dtype() == DType::F32,
-              "moe_ffn: a gradient through bf16 expert weights is not supported (bf16 weights are for inference; train in f32)");
+  // Weight gradients only where asked for: bf16 experts (inference) pass gradients to x without one.
+  const bool need_gate = gate.requires_grad(), need_up = up.requires_grad(), need_down = down.requires_grad();
 
   SavedTensor X(xc, "moe_ffn"), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
@@ -235,7 +236,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
       }
     });
     clock.lap(g_timings.backward_dispatch_seconds);
-    Tensor dgate = Tensor::zeros({E, F, C}), dup = Tensor::zeros({E, F, C}), ddown = Tensor::zeros({E, C, F});
+    Tensor dgate = need_gate ? Tensor::zeros({E, F, C}) : Tensor(), dup = need_up ? Tensor::zeros({E, F, C}) : Tensor();
+    Tensor ddown = need_down ? Tensor::zeros({E, C, F}) : Tensor();
     Tensor dact = Tensor::empty({S, F}), dh = Tensor::empty({S, F}), du = Tensor::empty({S, F}), dxs = Tensor::empty({S, C});
     float *pda = dact.data<float>(), *pdh = dh.data<float>(), *pdu = du.data<float>(), *pdxs = dxs.data<float>();
     GemmGroup group;
@@ -243,8 +245,8 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
       const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
       if (n == 0) continue;
       // down: y = act · Wdᵀ  →  dWd = dyᵀ · act,  dact = dy · Wd
-      group.add(C, F, n, pdys + r0 * C, C, true, pa2 + r0 * F, F, false, ddown.data<float>() + e * C * F, F, 0.0f);
-      group.add(n, F, C, pdys + r0 * C, C, false, dv.data<float>() + e * C * F, F, false, pda + r0 * F, F, 0.0f);
+      if (need_down) group.add(C, F, n, pdys + r0 * C, C, true, pa2 + r0 * F, F, false, ddown.data<float>() + e * C * F, F, 0.0f);
+      group.add(n, F, C, pdys + r0 * C, C, false, dv, e * C * F, F, false, pda + r0 * F, F, 0.0f);
     }
     group.run(K);
     parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
@@ -257,10 +259,12 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = d.offsets[e], n = d.offsets[e + 1] - r0;
       if (n == 0) continue;
-      group.add(F, C, n, pdh + r0 * F, F, true, px2, C, false, dgate.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
-      group.add(F, C, n, pdu + r0 * F, F, true, px2, C, false, dup.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
-      group.add(n, C, F, pdh + r0 * F, F, false, gv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
-      second.add(n, C, F, pdu + r0 * F, F, false, uv.data<float>() + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
+      if (need_gate)
+        group.add(F, C, n, pdh + r0 * F, F, true, px2, C, false, dgate.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
+      if (need_up)
+        group.add(F, C, n, pdu + r0 * F, F, true, px2, C, false, dup.data<float>() + e * F * C, C, 0.0f).b_rows = d.sorted_token.data() + r0;
+      group.add(n, C, F, pdh + r0 * F, F, false, gv, e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
+      second.add(n, C, F, pdu + r0 * F, F, false, uv, e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
     }
     group.run(K);
     second.run(K);

@@ -118,18 +118,25 @@ std::shared_ptr<const RopeTable> make_rope_table(int64_t T, int64_t D, float the
   return table;
 }
 
-// Every layer of every training step asks for the same table: the last few made are kept
-// (computing it took 0.7 % of a training step in cos and sin).
+// Every layer of every training step asks for the same table: the last few made are kept, if
+// small (a table of T = 4096, D = 128 is 2 MiB; longer ones are made per call).
 std::shared_ptr<const RopeTable> rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling) {
   static std::mutex mu;
   static std::deque<std::shared_ptr<const RopeTable>> recent;
   constexpr size_t kKept = 8;
-  std::lock_guard<std::mutex> lock(mu);
-  for (const auto& t : recent)
-    if (t->T == T && t->D == D && t->offset == offset && t->theta == theta && t->scaling == scaling) return t;
-  recent.push_front(make_rope_table(T, D, theta, offset, scaling));
-  if (recent.size() > kKept) recent.pop_back();
-  return recent.front();
+  constexpr int64_t kMaxKeptFloats = int64_t{1} << 19;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& t : recent)
+      if (t->T == T && t->D == D && t->offset == offset && t->theta == theta && t->scaling == scaling) return t;
+  }
+  std::shared_ptr<const RopeTable> made = make_rope_table(T, D, theta, offset, scaling);  // outside the lock
+  if (T * D <= kMaxKeptFloats) {
+    std::lock_guard<std::mutex> lock(mu);
+    recent.push_front(made);
+    if (recent.size() > kKept) recent.pop_back();
+  }
+  return made;
 }
 
 // Rotates every head vector of x [B, T, H, D] by +angle (sign = 1) or −angle (sign = −1). In

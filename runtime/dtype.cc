@@ -61,7 +61,6 @@ uint16_t f32_to_bf16(float x) {
   return static_cast<uint16_t>(u >> 16);
 }
 
-float bf16_to_f32(uint16_t x) { return float_of(static_cast<uint32_t>(x) << 16); }
 
 uint16_t f32_to_f16(float x) {
   uint32_t u = bits_of(x);

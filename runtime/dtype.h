@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace smelt {
@@ -18,7 +19,13 @@ bool is_floating(DType t);
 
 // Round-to-nearest-even conversions; NaN stays NaN.
 uint16_t f32_to_bf16(float x);
-float bf16_to_f32(uint16_t x);
+// Exact: a bf16 is the upper half of an f32. Inline, since GEMM packing widens every weight with it.
+inline float bf16_to_f32(uint16_t x) {
+  const uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 uint16_t f32_to_f16(float x);
 float f16_to_f32(uint16_t x);
 

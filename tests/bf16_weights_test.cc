@@ -94,6 +94,31 @@ TEST(Bf16Weights, KvCacheDecodingMatchesFullForward) {
   expect_same_values(stepped, full, 1e-4f, "cached decoding");
 }
 
+TEST(Bf16Weights, GradientsFlowThroughBf16MatricesToTheNorms) {
+  // Outside NoGradGuard the f32 norms still want gradients: they must pass through the bf16
+  // projections and experts (the MoE backward without weight gradients) and equal those of the
+  // f32 model with rounded weights.
+  const ModelConfig c = moe_with_shared_expert();
+  Transformer m = Transformer::create(c, 25);
+  const Transformer rounded = Transformer::from_tensors(c, rounded_to_bf16(m), "rounded");
+  m.store_weights_in(DType::BF16);
+  const Tensor ids = some_ids(c.vocab_size, 2, 6);
+  ops::sum(ops::mul(m.forward(ids), m.forward(ids))).backward();
+  ops::sum(ops::mul(rounded.forward(ids), rounded.forward(ids))).backward();
+  const NamedTensors got = m.named_parameters(), want = rounded.named_parameters();
+  int64_t norms = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].second.dtype() != DType::F32) {
+      EXPECT_FALSE(got[i].second.grad().defined()) << got[i].first;
+      continue;
+    }
+    ++norms;
+    ASSERT_TRUE(got[i].second.grad().defined()) << got[i].first;
+    expect_same_values(got[i].second.grad().to_vector(), want[i].second.grad().to_vector(), 2e-4f, got[i].first);
+  }
+  EXPECT_EQ(norms, 2 * c.num_hidden_layers + 1);
+}
+
 TEST(Bf16Weights, RefusesTrainingWithAClearError) {
   Transformer m = Transformer::create(dense_tied(), 23);
   m.store_weights_in(DType::BF16);
@@ -104,11 +129,11 @@ TEST(Bf16Weights, RefusesTrainingWithAClearError) {
   expect_error_mentions([&] { Trainer t(m, tc); }, {"bf16", "load it in f32 to train"});
   Tensor w = Tensor::zeros({3, 4}, DType::BF16).set_requires_grad(true);
   expect_error_mentions([&] { ops::linear(Tensor::zeros({2, 4}), w); }, {"matmul", "bf16", "requires grad"});
-  // An f32 input that needs a gradient cannot flow back through bf16 experts.
+  // Experts in bf16 that ask for their own gradient are refused before any work.
   Tensor x = Tensor::zeros({2, 4}).set_requires_grad(true);
-  const Tensor gate = Tensor::zeros({2, 3, 4}, DType::BF16), down = Tensor::zeros({2, 4, 3}, DType::BF16);
+  const Tensor gate = Tensor::zeros({2, 3, 4}, DType::BF16).set_requires_grad(true), down = Tensor::zeros({2, 4, 3}, DType::BF16);
   const Tensor slots = Tensor::from_ints({0, 1}, {2}), weight = Tensor::full({2}, 1.0f);
-  expect_error_mentions([&] { ops::moe_ffn(x, gate, gate, down, slots, slots, weight); }, {"moe_ffn", "bf16"});
+  expect_error_mentions([&] { ops::moe_ffn(x, gate, gate, down, slots, slots, weight); }, {"moe_ffn", "gate", "bf16", "requires grad"});
   // Converted back to f32 the model trains again.
   m.store_weights_in(DType::F32);
   EXPECT_NO_THROW(Trainer(m, tc));

@@ -136,10 +136,13 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
 
 TEST(Kernels, GemmWidensBf16B) {
   // B stored as bf16 through every path that accepts it: packed (plain and transposed B, edge
-  // panels, indexed B rows) and the dot-product path (≤ 4 rows, B transposed), in one grouped
-  // call and alone. With beta = 0, NaN already in C must not leak into the result.
-  const int64_t shapes[][5] = {{1, 300, 257, 1, 0}, {4, 33, 64, 1, 0}, {3, 40, 9, 1, 0}, {37, 70, 330, 1, 0},
-                               {37, 70, 330, 0, 0}, {6, 16, 5, 0, 1},  {9, 100, 700, 0, 0}};
+  // panels, indexed B rows) and the dot-product path (≤ 4 rows, B transposed, A rows through an
+  // index as MoE decoding reads them), in one grouped call and alone, C with a padded leading
+  // dimension. With beta = 0, NaN already in C must not leak into the result.
+  // {m, n, k, trans_b, index B rows, index A rows}
+  const int64_t shapes[][6] = {{1, 300, 257, 1, 0, 0}, {4, 33, 64, 1, 0, 1},   {3, 40, 9, 1, 0, 0}, {37, 70, 330, 1, 0, 0},
+                               {37, 70, 330, 0, 0, 0}, {6, 16, 5, 0, 1, 0},    {9, 100, 700, 0, 0, 0}, {2, 19, 100, 1, 0, 1}};
+  const std::vector<int64_t> a_rows = {4, 0, 3, 3};  // repeats and out of order, as slots of one token
   std::vector<std::vector<float>> as, cs, c0s;
   std::vector<std::vector<uint16_t>> bs;
   std::vector<int64_t> b_rows(700);
@@ -150,15 +153,16 @@ TEST(Kernels, GemmWidensBf16B) {
     g.m = s[0]; g.n = s[1]; g.k = s[2]; g.trans_b = s[3];
     g.lda = g.k + 1;
     g.ldb = g.trans_b ? g.k + 2 : g.n + 2;
-    g.ldc = g.n;
+    g.ldc = g.n + 3;
     const int64_t b_source_rows = s[4] ? 701 : (g.trans_b ? g.n : g.k);
-    as.push_back(random_vec(g.m * g.lda, 80 + problems.size()));
+    if (s[5]) g.a_rows = a_rows.data();
+    as.push_back(random_vec((s[5] ? 5 : g.m) * g.lda, 80 + problems.size()));
     std::vector<uint16_t> b16;
     for (float v : random_vec(b_source_rows * g.ldb, 90 + problems.size())) b16.push_back(f32_to_bf16(v));
     bs.push_back(b16);
     const bool beta_zero = problems.size() % 2 == 0;
     g.beta = beta_zero ? 0.0f : 0.5f;
-    cs.push_back(beta_zero ? std::vector<float>(g.m * g.n, NAN) : random_vec(g.m * g.n, 100 + problems.size()));
+    cs.push_back(beta_zero ? std::vector<float>(g.m * g.ldc, NAN) : random_vec(g.m * g.ldc, 100 + problems.size()));
     if (s[4]) g.b_rows = b_rows.data();
     problems.push_back(g);
   }
@@ -172,9 +176,12 @@ TEST(Kernels, GemmWidensBf16B) {
     if (grouped) cpu_grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
     else for (const GemmArgs& g : problems) cpu_gemm(g);
     for (size_t i = 0; i < problems.size(); ++i) {
-      const auto ref = ref_gemm(problems[i], c0s[i]);
-      for (int64_t j = 0; j < problems[i].m * problems[i].n; ++j)
-        ASSERT_NEAR(cs[i][j], ref[j], 4.0 * problems[i].k * 1.2e-7 * 4.0 + 1e-5) << "problem " << i << " element " << j << (grouped ? " grouped" : " alone");
+      const GemmArgs& g = problems[i];
+      const auto ref = ref_gemm(g, c0s[i]);
+      for (int64_t r = 0; r < g.m; ++r)
+        for (int64_t j = 0; j < g.n; ++j)
+          ASSERT_NEAR(cs[i][r * g.ldc + j], ref[r * g.ldc + j], 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5)
+              << "problem " << i << " at " << r << "," << j << (grouped ? " grouped" : " alone");
     }
   }
 }
@@ -282,6 +289,14 @@ TEST(Kernels, SoftmaxMatchesScalar) {
         }
       }
     }
+  // A row with every entry masked (−∞): probabilities 0, log-probabilities and log Σ exp −∞, no NaN.
+  for (bool log : {false, true}) {
+    std::vector<float> x(19, -INFINITY), out(19, 1.0f);
+    float lse = 0.0f;
+    cpu_softmax(x.data(), out.data(), 1, 19, log, &lse);
+    EXPECT_EQ(lse, -INFINITY);
+    for (float v : out) EXPECT_EQ(v, log ? -INFINITY : 0.0f);
+  }
 }
 
 }  // namespace

@@ -107,6 +107,10 @@ TEST(Gradcheck, NormRopeSoftmax) {
         return ops::add(r.normed, ops::mul(ops::mul(r.sum, r.sum), 0.25f));
       },
       Inputs{x, y, w});
+  // Only some inputs need a gradient: the others are constants.
+  const Tensor y_const = y.detach(), w_const = w.detach(), x_const = x.detach();
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::add_rms_norm(v[0], y_const, w_const, 1e-5f).normed; }, Inputs{x});
+  EXPECT_GRADCHECK([=](const Inputs& v) { return ops::add_rms_norm(x_const, y_const, v[0], 1e-5f).normed; }, Inputs{w});
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(v[0], 10000.0f, 3, 2.0f); }, Inputs{q});
   // A fresh tensor nothing else holds is rotated in place (forward and backward): same result.
   EXPECT_GRADCHECK([](const Inputs& v) { return ops::rope(ops::add(v[0], v[0]), 10000.0f, 3, 2.0f); }, Inputs{q});

@@ -26,6 +26,7 @@
 #include "runtime/rng.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
+#include "tools/weights_option.h"
 
 namespace smelt::tools {
 namespace {

@@ -12,6 +12,7 @@
 #include "ops/ops.h"
 #include "runtime/rng.h"
 #include "tools/commands.h"
+#include "tools/weights_option.h"
 #include "tools/routing_option.h"
 
 namespace smelt::tools {

@@ -1,9 +1,6 @@
 // One function per subcommand; each adds itself to the app with its options and callback.
 #pragma once
 #include <CLI/CLI.hpp>
-#include <string>
-
-#include "runtime/dtype.h"
 
 namespace smelt::tools {
 
@@ -26,9 +23,5 @@ void add_pipeline_command(CLI::App& app);
 // --threads N shared by the compute subcommands (0 = all cores).
 void add_threads_option(CLI::App& cmd, int& threads);
 void apply_threads(int threads);
-// --weights f32|bf16 shared by the inference subcommands (eval, generate, bench decode): how the
-// model's weight matrices are kept in memory (Transformer::store_weights_in).
-void add_weights_option(CLI::App& cmd, std::string& weights);
-DType weights_dtype(const std::string& weights);
 
 }  // namespace smelt::tools

@@ -7,7 +7,8 @@
 // The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
 // 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
 // Two shapes skip packing: narrow products (N ≤ 8 vectors, attention's per-head products) and
-// products of at most four rows against a transposed B (decoding), which run as dot products.
+// products of at most four rows against a transposed B (decoding), which run as dot products
+// (gemm_dot.cc).
 // B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
@@ -15,6 +16,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "ops/cpu/gemm_operands-inl.h"
 
 #include <algorithm>
 #include <cstring>
@@ -22,6 +24,7 @@
 
 #include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_dot.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
 #include "runtime/thread_pool.h"
@@ -35,10 +38,6 @@ constexpr int64_t kMR = 6;
 constexpr int64_t kKC = 320;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
 constexpr int64_t kMC = 96;    // M block: the A block (MC×KC) stays in L2 while B panels stream past
 constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
-
-inline int64_t a_row(const GemmArgs& g, int64_t i) { return g.a_rows ? g.a_rows[i] : i; }
-inline int64_t b_row(const GemmArgs& g, int64_t k) { return g.b_rows ? g.b_rows[k] : k; }
-inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[a_row(g, i) * g.lda + k]; }
 
 // out[t] = (r[0][t], ..., r[7][t]): an 8 × 8 transpose in registers (unpack, 64-bit unpack,
 // 128-bit half swaps), for targets with 8-float vectors.
@@ -64,20 +63,6 @@ HWY_INLINE void transpose8x8(D d, V r[8]) {
   }
 }
 #endif
-
-// B's elements as f32, whichever type they are stored in (f32, or bf16: the upper half of an f32).
-inline float to_f32(float x) { return x; }
-inline float to_f32(uint16_t x) { return bf16_to_f32(x); }
-template <class D>
-HWY_INLINE hn::Vec<D> load_f32(D d, const float* p) {
-  return hn::LoadU(d, p);
-}
-template <class D>
-HWY_INLINE hn::Vec<D> load_f32(D d, const uint16_t* p) {
-  const hn::Rebind<uint16_t, D> d16;
-  const hn::Rebind<uint32_t, D> d32;
-  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(d32, hn::LoadU(d16, p))));
-}
 
 // Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each) from b (g.b or g.b_bf16): panel p
 // holds rows k, each nr floats, zero padded. Runs on one thread; callers spread panels of all
@@ -342,82 +327,6 @@ bool narrow_gemm(const GemmArgs& g) {
   return true;
 }
 
-// Products with a few rows of A and B transposed (decoding: one token times a weight [out, in])
-// skip packing as well: packing would copy the whole weight for each token and an MR-row
-// micro-panel would be mostly padding. Each output is the dot product of an A row and a B row;
-// a block of J B rows is read once for all M (≤ kDotRows) A rows.
-constexpr int64_t kDotRows = 4;
-constexpr int64_t kDotCols = 32;  // B rows (output columns) per parallel task
-
-bool takes_dot_path(const GemmArgs& g) { return g.m <= kDotRows && g.trans_b && !g.trans_a && g.k > 0; }
-
-template <int M, int J, typename BT>
-void dot_block(const GemmArgs& g, const BT* b, int64_t j0) {
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  hn::Vec<decltype(d)> acc[M][J];
-  const float* a[M];
-  const BT* brow[J];
-#pragma GCC unroll 4
-  for (int i = 0; i < M; ++i) {
-    a[i] = g.a + a_row(g, i) * g.lda;
-#pragma GCC unroll 4
-    for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(d);
-  }
-#pragma GCC unroll 4
-  for (int j = 0; j < J; ++j) brow[j] = b + (j0 + j) * g.ldb;
-  int64_t k = 0;
-  for (; k + N <= g.k; k += N) {
-    hn::Vec<decltype(d)> bv[J];
-#pragma GCC unroll 4
-    for (int j = 0; j < J; ++j) bv[j] = load_f32(d, brow[j] + k);
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      const auto av = hn::LoadU(d, a[i] + k);
-#pragma GCC unroll 4
-      for (int j = 0; j < J; ++j) acc[i][j] = hn::MulAdd(av, bv[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) {
-      float sum = hn::GetLane(hn::SumOfLanes(d, acc[i][j]));
-      for (int64_t t = k; t < g.k; ++t) sum += a[i][t] * to_f32(brow[j][t]);
-      float* c = g.c + i * g.ldc + j0 + j;
-      *c = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
-    }
-}
-
-// Columns [j0, j1) of a dot-path product.
-template <int M, typename BT>
-void dot_columns(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
-  constexpr int J = M <= 2 ? 4 : 2;  // M·J accumulators + J B vectors + one A vector ≤ 16 registers
-  for (; j0 + J <= j1; j0 += J) dot_block<M, J>(g, b, j0);
-  for (; j0 < j1; ++j0) dot_block<M, 1>(g, b, j0);
-}
-
-template <typename BT>
-void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
-  switch (g.m) {
-    case 1: dot_columns<1>(g, b, j0, j1); break;
-    case 2: dot_columns<2>(g, b, j0, j1); break;
-    case 3: dot_columns<3>(g, b, j0, j1); break;
-    default: dot_columns<4>(g, b, j0, j1); break;
-  }
-}
-
-// All dot-path products of a call in one parallel region, kDotCols output columns per task.
-void run_dot_products(const std::vector<const GemmArgs*>& products) {
-  std::vector<int64_t> first_task{0};
-  for (const GemmArgs* g : products) first_task.push_back(first_task.back() + (g->n + kDotCols - 1) / kDotCols);
-  parallel_tasks(first_task.back(), [&](int64_t t) {
-    const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
-    const GemmArgs& g = *products[p];
-    const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
-    if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
-    else dot_task(g, g.b, j0, j1);
-  });
-}
-
 // How one product is cut into parallel tasks: M blocks of at most kMC rows × N blocks of panels.
 struct Tiling {
   int64_t n_panels = 0, m_blocks = 0, n_blocks = 0;
@@ -568,7 +477,7 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     const GemmArgs& g = problems[i];
     SMELT_ASSERT(!(g.a_rows && g.trans_a) && !(g.b_rows && g.trans_b), "gemm: a row index needs the untransposed operand");
     SMELT_ASSERT((g.b == nullptr) != (g.b_bf16 == nullptr) || g.m * g.n * g.k == 0, "gemm: exactly one of b and b_bf16 must be set");
-    if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && takes_dot_path(g)) {
+    if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && gemm_takes_dot_path(g)) {
       dots.push_back(&g);  // writes C itself, beta included
       continue;
     }
@@ -577,7 +486,7 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     live.push_back(&g);
     width.push_back(packed_width(make_tiling(g, nr, 1), nr));
   }
-  if (!dots.empty()) run_dot_products(dots);
+  cpu_gemm_dot_products(dots.data(), static_cast<int64_t>(dots.size()));
   for (size_t first = 0; first < live.size();) {
     size_t last = first + 1;
     int64_t batch_width = width[first];

@@ -1,11 +1,13 @@
-// Row-wise CPU kernels: RMS norm forward (optionally of a residual sum) and softmax / log-softmax over the last dimension.
-// Rows run in parallel; each row is one vectorised pass (two for softmax).
+// Row-wise CPU kernels: RMS norm forward (optionally of a residual sum) and softmax / log-softmax
+// over the last dimension. Rows run in parallel; each row is a few vectorised passes over data
+// that stays in L1 (norm: squares, then scale; softmax: max, exponentials, then normalise).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/rows.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -88,7 +90,11 @@ void SoftmaxKernel(const float* x, float* out, int64_t rows, int64_t cols, bool 
       for (; i + N <= cols; i += N) vmax = hn::Max(vmax, hn::LoadU(d, xr + i));
       float mx = hn::GetLane(hn::MaxOfLanes(d, vmax));
       for (; i < cols; ++i) mx = std::max(mx, xr[i]);
-      if (mx == kNegInf) mx = 0.0f;  // fully masked row: keep it finite
+      if (mx == kNegInf) {  // fully masked row: probabilities 0 (log: −∞), log Σ exp = −∞
+        std::fill(yr, yr + cols, log ? kNegInf : 0.0f);
+        if (lse) lse[r] = kNegInf;
+        continue;
+      }
       const auto vmx = hn::Set(d, mx);
       auto acc = hn::Zero(d);
       i = 0;

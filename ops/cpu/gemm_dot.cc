@@ -1,0 +1,105 @@
+// The GEMM's dot-product path: products with at most four rows of A against a transposed B
+// (decoding: one token times a weight [out, in]) skip packing, which would copy the whole
+// weight for each token while an MR-row micro-panel would be mostly padding. Each output is the
+// dot product of an A row and a B row; a block of J B rows is read once for all the A rows.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/cpu/gemm_dot.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "ops/cpu/gemm_operands-inl.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/gemm_dot.h"
+#include "runtime/thread_pool.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smelt {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kDotCols = 32;  // B rows (output columns) per parallel task
+
+template <int M, int J, typename BT>
+void dot_block(const GemmArgs& g, const BT* b, int64_t j0) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  hn::Vec<decltype(d)> acc[M][J];
+  const float* a[M];
+  const BT* brow[J];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    a[i] = g.a + a_row(g, i) * g.lda;
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(d);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < J; ++j) brow[j] = b + (j0 + j) * g.ldb;
+  int64_t k = 0;
+  for (; k + N <= g.k; k += N) {
+    hn::Vec<decltype(d)> bv[J];
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) bv[j] = load_f32(d, brow[j] + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const auto av = hn::LoadU(d, a[i] + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < J; ++j) acc[i][j] = hn::MulAdd(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) {
+      float sum = hn::GetLane(hn::SumOfLanes(d, acc[i][j]));
+      for (int64_t t = k; t < g.k; ++t) sum += a[i][t] * to_f32(brow[j][t]);
+      float* c = g.c + i * g.ldc + j0 + j;
+      *c = g.alpha * sum + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
+    }
+}
+
+// Columns [j0, j1) of a dot-path product.
+template <int M, typename BT>
+void dot_columns(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
+  constexpr int J = M <= 2 ? 4 : 2;  // M·J accumulators + J B vectors + one A vector ≤ 16 registers
+  for (; j0 + J <= j1; j0 += J) dot_block<M, J>(g, b, j0);
+  for (; j0 < j1; ++j0) dot_block<M, 1>(g, b, j0);
+}
+
+template <typename BT>
+void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
+  switch (g.m) {
+    case 1: dot_columns<1>(g, b, j0, j1); break;
+    case 2: dot_columns<2>(g, b, j0, j1); break;
+    case 3: dot_columns<3>(g, b, j0, j1); break;
+    default: dot_columns<4>(g, b, j0, j1); break;
+  }
+}
+
+// All dot-path products of a call in one parallel region, kDotCols output columns per task.
+void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
+  std::vector<int64_t> first_task{0};
+  for (int64_t p = 0; p < count; ++p) first_task.push_back(first_task.back() + (products[p]->n + kDotCols - 1) / kDotCols);
+  parallel_tasks(first_task.back(), [&](int64_t t) {
+    const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
+    const GemmArgs& g = *products[p];
+    const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
+    if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
+    else dot_task(g, g.b, j0, j1);
+  });
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smelt
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace smelt {
+HWY_EXPORT(DotProductsKernel);
+
+bool gemm_takes_dot_path(const GemmArgs& g) { return g.m <= kGemmDotRows && g.trans_b && !g.trans_a && g.k > 0; }
+
+void cpu_gemm_dot_products(const GemmArgs* const* products, int64_t count) {
+  if (count > 0) HWY_DYNAMIC_DISPATCH(DotProductsKernel)(products, count);
+}
+}  // namespace smelt
+#endif

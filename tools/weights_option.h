@@ -1,0 +1,15 @@
+// The --weights option shared by the inference subcommands (eval, generate, bench decode): how
+// the model's weight matrices are kept in memory, f32 or bf16 (Transformer::store_weights_in).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "runtime/dtype.h"
+
+namespace smelt::tools {
+
+void add_weights_option(CLI::App& cmd, std::string& weights);
+// The dtype named by a value the option accepted ("f32" or "bf16").
+DType weights_dtype(const std::string& weights);
+
+}  // namespace smelt::tools
