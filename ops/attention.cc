@@ -7,7 +7,9 @@
 // [B, T, H, D] layout through GEMM leading dimensions, so no permuted copies are made.
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "ops/common.h"
@@ -57,6 +59,19 @@ void mask_row(const Dims& d, const std::vector<int64_t>& first_key, int64_t b, i
     for (int64_t j = 0; j < first_key[b * d.Tq + i]; ++j) row[j] = kNegInf;
 }
 
+// Copies the [rows, D] matrix of one head out of the [B, T, H, D] layout (rows `stride` floats
+// apart) into `dst`, rows D floats apart. The GEMMs then read K and V of a head from one
+// contiguous block: in place, rows H·D floats apart (1 KiB for 8 heads of 32) all map to a few
+// L1 sets and evict each other, so each of the many small products reread them from L2.
+void gather_head(const float* src, int64_t stride, int64_t rows, int64_t D, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * D, src + r * stride, D * sizeof(float));
+}
+
+// The inverse: dst (rows `stride` apart) = src (rows D apart).
+void scatter_head(const float* src, int64_t rows, int64_t D, float* dst, int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * stride, src + r * D, D * sizeof(float));
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale, const Tensor& key_start) {
@@ -90,13 +105,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
   parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk));
+    std::vector<float> Kh(static_cast<size_t>(d.Tk * d.D)), Vh(static_cast<size_t>(d.Tk * d.D));
+    const float *kh = Kh.data(), *vh = Vh.data();  // this head's K and V, rows D apart
     for (int64_t bh = lo; bh < hi; ++bh) {
       const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
       const float* qh = pq + b * d.Tq * qs + h * d.D;
-      const float* kh = pk + b * d.Tk * ks + g * d.D;
-      const float* vh = pv + b * d.Tk * ks + g * d.D;
+      gather_head(pk + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, Kh.data());
+      gather_head(pv + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, Vh.data());
       for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
-        scores(K, d, qh + i0 * qs, qs, kh, ks, i1 - i0, kv, P.data());
+        scores(K, d, qh + i0 * qs, qs, kh, d.D, i1 - i0, kv, P.data());
         for (int64_t i = i0; i < i1; ++i) {
           float* row = P.data() + (i - i0) * kv;
           mask_row(d, first_key, b, i, kv, row);
@@ -105,7 +122,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
         GemmArgs o;  // O = P V
         o.m = i1 - i0; o.n = d.D; o.k = kv;
         o.a = P.data(); o.lda = kv;
-        o.b = vh; o.ldb = ks;
+        o.b = vh; o.ldb = d.D;
         o.c = po + (b * d.Tq + i0) * qs + h * d.D; o.ldc = qs;
         K.gemm(o);
       });
@@ -116,19 +133,24 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   const std::vector<int64_t> masks = first_key;
   attach_grad_fn(out, "attention", {q, k, v}, [=](const Tensor& grad) {
     Tensor gc = contiguous_data(grad), qv = Q.get(), kv = Ks.get(), vv = V.get();
-    Tensor dq = Tensor::empty(qv.shape()), dk = Tensor::zeros(kv.shape()), dv = Tensor::zeros(vv.shape());
+    Tensor dq = Tensor::empty(qv.shape()), dk = Tensor::empty(kv.shape()), dv = Tensor::empty(vv.shape());
     const float *pg = gc.data<float>(), *pq2 = qv.data<float>(), *pk2 = kv.data<float>(), *pv2 = vv.data<float>();
     const float* pl2 = lse.data<float>();
     float *pdq = dq.data<float>(), *pdk = dk.data<float>(), *pdv = dv.data<float>();
     // One task per (batch, kv head): the query heads of a group add into the same dK, dV.
     parallel_for(0, d.B * d.Hkv, 1, [&](int64_t lo, int64_t hi) {
       std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk)), dS(static_cast<size_t>(kQueryBlock * d.Tk));
+      // This kv head's K, V and the dK, dV being summed, contiguous (see gather_head).
+      const size_t head = static_cast<size_t>(d.Tk * d.D);
+      std::vector<float> Kh(head), Vh(head), dKh(head), dVh(head);
+      const float *kh = Kh.data(), *vh = Vh.data();
+      float *dkh = dKh.data(), *dvh = dVh.data();
       for (int64_t bg = lo; bg < hi; ++bg) {
-        const int64_t b = bg / d.Hkv, g = bg % d.Hkv;
-        const float* kh = pk2 + b * d.Tk * ks + g * d.D;
-        const float* vh = pv2 + b * d.Tk * ks + g * d.D;
-        float* dkh = pdk + b * d.Tk * ks + g * d.D;
-        float* dvh = pdv + b * d.Tk * ks + g * d.D;
+        const int64_t b = bg / d.Hkv, g = bg % d.Hkv, at = b * d.Tk * ks + g * d.D;
+        gather_head(pk2 + at, ks, d.Tk, d.D, Kh.data());
+        gather_head(pv2 + at, ks, d.Tk, d.D, Vh.data());
+        std::fill(dKh.begin(), dKh.end(), 0.0f);
+        std::fill(dVh.begin(), dVh.end(), 0.0f);
         for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
           const float* L = pl2 + (b * d.Hq + h) * d.Tq;
           const float* dO = pg + b * d.Tq * qs + h * d.D;
@@ -136,7 +158,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
           for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
             const int64_t m = i1 - i0;
             float* dSb = dS.data();
-            scores(K, d, qh + i0 * qs, qs, kh, ks, m, kv, P.data());  // recompute P = exp(S − L)
+            scores(K, d, qh + i0 * qs, qs, kh, d.D, m, kv, P.data());  // recompute P = exp(S − L)
             for (int64_t i = i0; i < i1; ++i) {
               float* row = P.data() + (i - i0) * kv;
               mask_row(d, masks, b, i, kv, row);
@@ -146,7 +168,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             GemmArgs a;  // dP = dO Vᵀ
             a.m = m; a.n = kv; a.k = d.D;
             a.a = dO + i0 * qs; a.lda = qs;
-            a.b = vh; a.ldb = ks; a.trans_b = true;
+            a.b = vh; a.ldb = d.D; a.trans_b = true;
             a.c = dSb; a.ldc = kv;
             K.gemm(a);
             for (int64_t i = i0; i < i1; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
@@ -158,23 +180,25 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             GemmArgs gq;  // dQ = scale · dS K
             gq.m = m; gq.n = d.D; gq.k = kv;
             gq.a = dSb; gq.lda = kv;
-            gq.b = kh; gq.ldb = ks;
+            gq.b = kh; gq.ldb = d.D;
             gq.c = pdq + (b * d.Tq + i0) * qs + h * d.D; gq.ldc = qs; gq.alpha = d.scale;
             K.gemm(gq);
             GemmArgs gk;  // dK += scale · dSᵀ Q
             gk.m = kv; gk.n = d.D; gk.k = m;
             gk.a = dSb; gk.lda = kv; gk.trans_a = true;
             gk.b = qh + i0 * qs; gk.ldb = qs;
-            gk.c = dkh; gk.ldc = ks; gk.alpha = d.scale; gk.beta = 1.0f;
+            gk.c = dkh; gk.ldc = d.D; gk.alpha = d.scale; gk.beta = 1.0f;
             K.gemm(gk);
             GemmArgs gv;  // dV += Pᵀ dO
             gv.m = kv; gv.n = d.D; gv.k = m;
             gv.a = P.data(); gv.lda = kv; gv.trans_a = true;
             gv.b = dO + i0 * qs; gv.ldb = qs;
-            gv.c = dvh; gv.ldc = ks; gv.beta = 1.0f;
+            gv.c = dvh; gv.ldc = d.D; gv.beta = 1.0f;
             K.gemm(gv);
           });
         }
+        scatter_head(dkh, d.Tk, d.D, pdk + at, ks);
+        scatter_head(dvh, d.Tk, d.D, pdv + at, ks);
       }
     });
     return std::vector<Tensor>{dq, dk, dv};
