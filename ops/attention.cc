@@ -40,12 +40,13 @@ void for_each_query_block(const Dims& d, Fn&& fn) {
   }
 }
 
-// S[m × kv] = scale · Q_block Kᵀ (packed with row stride kv).
-void scores(const KernelTable& K, const Dims& d, const float* q, int64_t qs, const float* k, int64_t ks, int64_t m, int64_t kv, float* S) {
+// S[m × kv] = scale · Q_block Kᵀ (packed with row stride kv), from the head's Kᵀ [D, ldt]: with
+// K = D ≤ 64 the GEMM's narrow path streams Kᵀ's rows directly, nothing packed per block.
+void scores(const KernelTable& K, const Dims& d, const float* q, int64_t qs, const float* kt, int64_t ldt, int64_t m, int64_t kv, float* S) {
   GemmArgs s;
   s.m = m; s.n = kv; s.k = d.D;
   s.a = q; s.lda = qs;
-  s.b = k; s.ldb = ks; s.trans_b = true;
+  s.b = kt; s.ldb = ldt;
   s.c = S; s.ldc = kv; s.alpha = d.scale;
   K.gemm(s);
 }
@@ -66,6 +67,16 @@ void mask_row(const Dims& d, const std::vector<int64_t>& first_key, int64_t b, i
 void gather_head(const float* src, int64_t stride, int64_t rows, int64_t D, float* dst) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * D, src + r * stride, D * sizeof(float));
 }
+
+// The same head transposed: dst[c * ldt + r] = src[r * stride + c], [D, rows] with rows ldt apart.
+void gather_head_transposed(const float* src, int64_t stride, int64_t rows, int64_t D, float* dst, int64_t ldt) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < D; ++c) dst[c * ldt + r] = src[r * stride + c];
+}
+
+// Row length of a transposed head: a multiple of 8 floats (the narrow GEMM path wants whole
+// vectors), plus 16 so that rows do not all fall in the same L1 sets when Tk is a power of two.
+int64_t transposed_stride(int64_t Tk) { return (Tk + 7) / 8 * 8 + 16; }
 
 // The inverse: dst (rows `stride` apart) = src (rows D apart).
 void scatter_head(const float* src, int64_t rows, int64_t D, float* dst, int64_t stride) {
@@ -105,15 +116,16 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
   parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk));
-    std::vector<float> Kh(static_cast<size_t>(d.Tk * d.D)), Vh(static_cast<size_t>(d.Tk * d.D));
-    const float *kh = Kh.data(), *vh = Vh.data();  // this head's K and V, rows D apart
+    const int64_t ldt = transposed_stride(d.Tk);
+    std::vector<float> KTh(static_cast<size_t>(d.D * ldt)), Vh(static_cast<size_t>(d.Tk * d.D));
+    const float *kth = KTh.data(), *vh = Vh.data();  // this head's Kᵀ and V (contiguous: see gather_head)
     for (int64_t bh = lo; bh < hi; ++bh) {
       const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
       const float* qh = pq + b * d.Tq * qs + h * d.D;
-      gather_head(pk + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, Kh.data());
+      gather_head_transposed(pk + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, KTh.data(), ldt);
       gather_head(pv + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, Vh.data());
       for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
-        scores(K, d, qh + i0 * qs, qs, kh, d.D, i1 - i0, kv, P.data());
+        scores(K, d, qh + i0 * qs, qs, kth, ldt, i1 - i0, kv, P.data());
         for (int64_t i = i0; i < i1; ++i) {
           float* row = P.data() + (i - i0) * kv;
           mask_row(d, first_key, b, i, kv, row);
@@ -142,13 +154,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
       std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk)), dS(static_cast<size_t>(kQueryBlock * d.Tk));
       // This kv head's K, V and the dK, dV being summed, contiguous (see gather_head).
       const size_t head = static_cast<size_t>(d.Tk * d.D);
-      std::vector<float> Kh(head), Vh(head), dKh(head), dVh(head);
-      const float *kh = Kh.data(), *vh = Vh.data();
+      const int64_t ldt = transposed_stride(d.Tk);
+      std::vector<float> Kh(head), KTh(static_cast<size_t>(d.D * ldt)), VTh(static_cast<size_t>(d.D * ldt)), dKh(head), dVh(head);
+      const float *kh = Kh.data(), *kth = KTh.data(), *vth = VTh.data();
       float *dkh = dKh.data(), *dvh = dVh.data();
       for (int64_t bg = lo; bg < hi; ++bg) {
         const int64_t b = bg / d.Hkv, g = bg % d.Hkv, at = b * d.Tk * ks + g * d.D;
         gather_head(pk2 + at, ks, d.Tk, d.D, Kh.data());
-        gather_head(pv2 + at, ks, d.Tk, d.D, Vh.data());
+        gather_head_transposed(pk2 + at, ks, d.Tk, d.D, KTh.data(), ldt);
+        gather_head_transposed(pv2 + at, ks, d.Tk, d.D, VTh.data(), ldt);
         std::fill(dKh.begin(), dKh.end(), 0.0f);
         std::fill(dVh.begin(), dVh.end(), 0.0f);
         for (int64_t h = g * d.group; h < (g + 1) * d.group; ++h) {
@@ -158,7 +172,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
           for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
             const int64_t m = i1 - i0;
             float* dSb = dS.data();
-            scores(K, d, qh + i0 * qs, qs, kh, d.D, m, kv, P.data());  // recompute P = exp(S − L)
+            scores(K, d, qh + i0 * qs, qs, kth, ldt, m, kv, P.data());  // recompute P = exp(S − L)
             for (int64_t i = i0; i < i1; ++i) {
               float* row = P.data() + (i - i0) * kv;
               mask_row(d, masks, b, i, kv, row);
@@ -168,7 +182,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             GemmArgs a;  // dP = dO Vᵀ
             a.m = m; a.n = kv; a.k = d.D;
             a.a = dO + i0 * qs; a.lda = qs;
-            a.b = vh; a.ldb = d.D; a.trans_b = true;
+            a.b = vth; a.ldb = ldt;
             a.c = dSb; a.ldc = kv;
             K.gemm(a);
             for (int64_t i = i0; i < i1; ++i) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P))

@@ -88,7 +88,7 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
     awk -v a="$moe_loss" -v b="$bf16_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d < 0.02) }' && ok ||
       fail "eval --weights bf16 loss $bf16_loss far from f32 $moe_loss"
-    gen=$("$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens 8 --weights bf16 --temperature 0 2>/dev/null)
+    gen=$("$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens 8 --weights bf16 --temperature 0 2>/dev/null | tr -d '\000')
     [ "${gen:0:4}" = "The " ] && [ ${#gen} -gt 4 ] && ok || fail "generate --weights bf16 printed '$gen'"
     expect_error bad-weights "--weights|f16" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --weights f16
     "$SMELT" inspect --model "$work/u" --json --tensors 2>/dev/null | grep -q '"block_sparse_moe.experts.3.w2.weight\|model.layers.0.block_sparse_moe.experts.3.w2.weight' &&

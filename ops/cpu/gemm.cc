@@ -309,7 +309,10 @@ void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
 bool narrow_gemm(const GemmArgs& g) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  if (g.trans_b || g.b_bf16 || g.n % N != 0 || g.n > 8 * N || g.k == 0) return false;
+  if (g.trans_b || g.b_bf16 || g.n % N != 0 || g.k == 0) return false;
+  // Wider products too when K is short and B fits in L2 (attention's scores against Kᵀ, K = head
+  // dim): B rows are reread per block of three A rows, but packing would cost as much as the FMAs.
+  if (g.n > 8 * N && !(g.k <= 64 && g.k * g.n <= (int64_t{1} << 15))) return false;
   const int64_t row_blocks = (g.m + 2) / 3;
   parallel_for(0, row_blocks, 8, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
