@@ -70,8 +70,15 @@ void gather_head(const float* src, int64_t stride, int64_t rows, int64_t D, floa
 
 // The same head transposed: dst[c * ldt + r] = src[r * stride + c], [D, rows] with rows ldt apart.
 void gather_head_transposed(const float* src, int64_t stride, int64_t rows, int64_t D, float* dst, int64_t ldt) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < D; ++c) dst[c * ldt + r] = src[r * stride + c];
+  // Eight source rows at a time: their lines stay in L1 while each column's eight values are
+  // written side by side.
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+    const int64_t n = std::min<int64_t>(8, rows - r0);
+    for (int64_t c = 0; c < D; ++c) {
+      float* out = dst + c * ldt + r0;
+      for (int64_t r = 0; r < n; ++r) out[r] = src[(r0 + r) * stride + c];
+    }
+  }
 }
 
 // Row length of a transposed head: a multiple of 8 floats (the narrow GEMM path wants whole

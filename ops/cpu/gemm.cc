@@ -279,11 +279,16 @@ void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
   for (int r = 0; r < 3; ++r)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[r][v] = hn::Zero(d);
+  // The three A rows (a short block repeats its last row) as pointers stepping by a_step per k,
+  // worked out once: per-k index arithmetic and branches had cost as much as the FMAs.
   const int64_t r1 = std::min<int64_t>(1, rows - 1), r2 = std::min<int64_t>(2, rows - 1);
+  const int64_t a_step = g.trans_a ? g.lda : 1;
+  auto row_start = [&](int64_t i) { return g.trans_a ? g.a + i : g.a + a_row(g, i) * g.lda; };
+  const float *pa0 = row_start(i0), *pa1 = row_start(i0 + r1), *pa2 = row_start(i0 + r2);
   for (int64_t k = 0; k < g.k; ++k) {
-    const auto a0 = hn::Set(d, a_at(g, i0, k));
-    const auto a1 = hn::Set(d, a_at(g, i0 + r1, k));
-    const auto a2 = hn::Set(d, a_at(g, i0 + r2, k));
+    const auto a0 = hn::Set(d, pa0[k * a_step]);
+    const auto a1 = hn::Set(d, pa1[k * a_step]);
+    const auto a2 = hn::Set(d, pa2[k * a_step]);
     const float* brow = g.b + b_row(g, k) * g.ldb + j0;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {

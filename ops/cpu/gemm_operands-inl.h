@@ -22,7 +22,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 inline int64_t a_row(const GemmArgs& g, int64_t i) { return g.a_rows ? g.a_rows[i] : i; }
 inline int64_t b_row(const GemmArgs& g, int64_t k) { return g.b_rows ? g.b_rows[k] : k; }
-inline float a_at(const GemmArgs& g, int64_t i, int64_t k) { return g.trans_a ? g.a[k * g.lda + i] : g.a[a_row(g, i) * g.lda + k]; }
 
 // B's elements as f32, whichever type they are stored in (f32, or bf16: the upper half of an f32).
 inline float to_f32(float x) { return x; }
