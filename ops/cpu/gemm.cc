@@ -167,15 +167,33 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
 #if HWY_TARGET != HWY_SCALAR
     const hn::CappedTag<float, 8> d8;
     if (hn::MaxLanes(d8) == 8) {
-      // 8 k at a time: the six rows and two zero rows transposed in registers; each k's
-      // column is stored as 8 floats whose last two the next k overwrites.
+      // 8 k at a time, the six rows turned into eight columns of six in registers: rows paired
+      // by 32-bit interleaves (t), pairs of pairs by 64-bit interleaves (u), and each k's column
+      // assembled from 128-bit halves as eight floats whose last two the next k's store
+      // overwrites. (A full 8 × 8 transpose with two zero rows needed more registers than AVX2
+      // has, and its spills were a third of the packing time.)
+      const hn::Repartition<double, decltype(d8)> dd;
       for (; k + 8 <= kc; k += 8, dst += 8 * kMR) {
-        decltype(hn::Zero(d8)) r[8] = {hn::LoadU(d8, s0 + k), hn::LoadU(d8, s1 + k), hn::LoadU(d8, s2 + k), hn::LoadU(d8, s3 + k),
-                                       hn::LoadU(d8, s4 + k), hn::LoadU(d8, s5 + k), hn::Zero(d8),           hn::Zero(d8)};
-        transpose8x8(d8, r);
-        for (int t = 0; t < 7; ++t) hn::StoreU(r[t], d8, dst + t * kMR);
+        const auto a0 = hn::LoadU(d8, s0 + k), a1 = hn::LoadU(d8, s1 + k), a2 = hn::LoadU(d8, s2 + k);
+        const auto a3 = hn::LoadU(d8, s3 + k), a4 = hn::LoadU(d8, s4 + k), a5 = hn::LoadU(d8, s5 + k);
+        // t0 = rows 0,1 at k0 k1 | k4 k5; t1 the same at k2 k3 | k6 k7; t2, t3 rows 2,3; t4, t5 rows 4,5.
+        const auto t0 = hn::BitCast(dd, hn::InterleaveLower(d8, a0, a1)), t1 = hn::BitCast(dd, hn::InterleaveUpper(d8, a0, a1));
+        const auto t2 = hn::BitCast(dd, hn::InterleaveLower(d8, a2, a3)), t3 = hn::BitCast(dd, hn::InterleaveUpper(d8, a2, a3));
+        const auto t4 = hn::BitCast(dd, hn::InterleaveLower(d8, a4, a5)), t5 = hn::BitCast(dd, hn::InterleaveUpper(d8, a4, a5));
+        // u0 = rows 0-3 at k0 | k4, u1 at k1 | k5, u2 at k2 | k6, u3 at k3 | k7.
+        const auto u0 = hn::InterleaveLower(dd, t0, t2), u1 = hn::InterleaveUpper(dd, t0, t2);
+        const auto u2 = hn::InterleaveLower(dd, t1, t3), u3 = hn::InterleaveUpper(dd, t1, t3);
+        const auto t4s = hn::Shuffle01(t4), t5s = hn::Shuffle01(t5);  // rows 4,5 of the odd k first
+        auto column = [&](int t, decltype(u0) v) { hn::StoreU(hn::BitCast(d8, v), d8, dst + t * kMR); };
+        column(0, hn::ConcatLowerLower(dd, t4, u0));
+        column(1, hn::ConcatLowerLower(dd, t4s, u1));
+        column(2, hn::ConcatLowerLower(dd, t5, u2));
+        column(3, hn::ConcatLowerLower(dd, t5s, u3));
+        column(4, hn::ConcatUpperUpper(dd, t4, u0));
+        column(5, hn::ConcatUpperUpper(dd, t4s, u1));
+        column(6, hn::ConcatUpperUpper(dd, t5, u2));
         HWY_ALIGN float last[8];
-        hn::Store(r[7], d8, last);
+        hn::Store(hn::BitCast(d8, hn::ConcatUpperUpper(dd, t5s, u3)), d8, last);
         std::memcpy(dst + 7 * kMR, last, kMR * sizeof(float));  // not past this panel's end
       }
     }
