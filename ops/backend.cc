@@ -24,6 +24,7 @@ bool backend_supports(Device device, const std::string& op, DType dtype) {
   if (op == "softmax") return t.softmax != nullptr;
   if (op == "axpy") return t.axpy != nullptr;
   if (op == "dot") return t.dot != nullptr;
+  if (op == "adamw") return t.adamw != nullptr;
   return false;
 }
 

@@ -38,6 +38,12 @@ struct GemmArgs {
   const uint16_t* b_bf16 = nullptr;
 };
 
+// The constants of one AdamW step (optim/optimizer.cc): m ← β1·m + (1 − β1)·g,
+// v ← β2·v + (1 − β2)·g², p ← p·decay − step_size·m / (√v·inv_sqrt_bc2 + eps).
+struct AdamWStep {
+  float decay = 1.0f, beta1 = 0.9f, beta2 = 0.999f, step_size = 0.0f, inv_sqrt_bc2 = 1.0f, eps = 1e-8f;
+};
+
 struct KernelTable {
   const char* backend = "";
   void (*binary)(BinaryOp op, const float* a, const float* b, float* out, int64_t n) = nullptr;
@@ -59,6 +65,8 @@ struct KernelTable {
   void (*axpy)(float a, const float* x, float* y, int64_t n) = nullptr;
   // sum of x[i] * y[i] in f32 with vector accumulators
   float (*dot)(const float* x, const float* y, int64_t n) = nullptr;
+  // One AdamW step over n parameters in place (p, m, v), given their gradient g.
+  void (*adamw)(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& step) = nullptr;
 };
 
 // The table for `device`; throws when this build has no backend for it.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "ops/backend.h"
 #include "runtime/thread_pool.h"
 
 namespace smelt {
@@ -51,23 +52,22 @@ void AdamW::step(float lr) {
   ++t_;
   const float bc1 = 1.0f - std::pow(beta1_, static_cast<float>(t_));
   const float bc2 = 1.0f - std::pow(beta2_, static_cast<float>(t_));
-  const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
-  const float decay = 1.0f - lr * weight_decay_;
+  AdamWStep s;
+  s.decay = 1.0f - lr * weight_decay_;
+  s.beta1 = beta1_;
+  s.beta2 = beta2_;
+  s.step_size = lr / bc1;
+  s.inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+  s.eps = eps_;
   // Every parameter in one parallel pass.
   const std::vector<Piece> pieces = pieces_with_grad(params_);
   parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t q = first; q < last; ++q) {
       const Piece& piece = pieces[q];
-      float* p = params_[piece.param].data<float>();
-      float* m = m_[piece.param].data<float>();
-      float* v = v_[piece.param].data<float>();
-      const float* gr = params_[piece.param].grad().data<float>();
-      for (int64_t j = piece.lo; j < piece.hi; ++j) {
-        p[j] *= decay;
-        m[j] = beta1_ * m[j] + (1.0f - beta1_) * gr[j];
-        v[j] = beta2_ * v[j] + (1.0f - beta2_) * gr[j] * gr[j];
-        p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + eps_);
-      }
+      const Tensor& param = params_[piece.param];
+      kernels_for(param.device())
+          .adamw(param.data<float>() + piece.lo, param.grad().data<float>() + piece.lo, m_[piece.param].data<float>() + piece.lo,
+                 v_[piece.param].data<float>() + piece.lo, piece.hi - piece.lo, s);
     }
   });
   for (Tensor& p : params_)

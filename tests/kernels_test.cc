@@ -101,6 +101,30 @@ std::vector<double> ref_gemm(const GemmArgs& g, const std::vector<float>& c0) {
   return c;
 }
 
+TEST(Kernels, AdamWMatchesScalar) {
+  // Three steps of the vector kernel against the update written out in double.
+  for (int64_t n : kSizes) {
+    auto p = random_vec(n, 6), m = random_vec(n, 7, -0.1f, 0.1f), v = random_vec(n, 8, 0.0f, 0.01f);
+    std::vector<double> rp(p.begin(), p.end()), rm(m.begin(), m.end()), rv(v.begin(), v.end());
+    for (int step = 1; step <= 3; ++step) {
+      const auto g = random_vec(n, 9 + step);
+      AdamWStep s;
+      s.decay = 0.999f;
+      s.step_size = 0.01f / (1.0f - std::pow(0.9f, static_cast<float>(step)));
+      s.inv_sqrt_bc2 = 1.0f / std::sqrt(1.0f - std::pow(0.999f, static_cast<float>(step)));
+      cpu_adamw(p.data(), g.data(), m.data(), v.data(), n, s);
+      for (int64_t i = 0; i < n; ++i) {
+        rm[i] = s.beta1 * rm[i] + (1.0 - s.beta1) * g[i];
+        rv[i] = s.beta2 * rv[i] + (1.0 - s.beta2) * g[i] * static_cast<double>(g[i]);
+        rp[i] = rp[i] * s.decay - s.step_size * rm[i] / (std::sqrt(rv[i]) * s.inv_sqrt_bc2 + s.eps);
+        ASSERT_NEAR(m[i], rm[i], 1e-6) << "m, n=" << n << " step " << step;
+        ASSERT_NEAR(v[i], rv[i], 1e-6 * std::max(1.0, rv[i])) << "v, n=" << n << " step " << step;
+        ASSERT_NEAR(p[i], rp[i], 1e-5) << "p, n=" << n << " step " << step;
+      }
+    }
+  }
+}
+
 TEST(Kernels, GemmMatchesScalarAllTransposes) {
   // N a multiple of the vector width and ≤ 8 vectors, or wider with K ≤ 64 (with B not
   // transposed) takes the narrow unpacked path; at most 4 rows with B transposed the

@@ -13,6 +13,7 @@ void cpu_binary_scalar(BinaryOp op, const float* a, float b, float* out, int64_t
 void cpu_unary(UnaryOp op, const float* x, float* out, int64_t n, float param);
 void cpu_axpy(float a, const float* x, float* y, int64_t n);
 float cpu_dot(const float* x, const float* y, int64_t n);
+void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& step);
 void cpu_gemm(const GemmArgs& args);
 void cpu_grouped_gemm(const GemmArgs* problems, int64_t count);
 void cpu_rms_norm_forward(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,

@@ -19,6 +19,7 @@ const KernelTable& cpu_kernels() {
     t.softmax = cpu_softmax;
     t.axpy = cpu_axpy;
     t.dot = cpu_dot;
+    t.adamw = cpu_adamw;
     return t;
   }();
   return table;
