@@ -171,10 +171,10 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   std::vector<double> partial(pieces.size(), 0.0);
   parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t q = first; q < last; ++q) {
-      const float* gr = params[pieces[q].param].grad().data<float>();
-      double s = 0;
-      for (int64_t j = pieces[q].lo; j < pieces[q].hi; ++j) s += static_cast<double>(gr[j]) * gr[j];
-      partial[q] = s;
+      // The vector dot kernel within a piece (f32, several accumulators); pieces add in double.
+      const Tensor& g = params[pieces[q].param].grad();
+      const float* gr = g.data<float>() + pieces[q].lo;
+      partial[q] = kernels_for(g.device()).dot(gr, gr, pieces[q].hi - pieces[q].lo);
     }
   });
   double ss = 0;
@@ -185,8 +185,9 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
     const float s = max_norm / (norm + 1e-6f);
     parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
       for (int64_t q = first; q < last; ++q) {
-        float* gr = params[pieces[q].param].grad().data<float>();
-        for (int64_t j = pieces[q].lo; j < pieces[q].hi; ++j) gr[j] *= s;
+        const Tensor& g = params[pieces[q].param].grad();
+        float* gr = g.data<float>() + pieces[q].lo;
+        kernels_for(g.device()).binary_scalar(BinaryOp::Mul, gr, s, gr, pieces[q].hi - pieces[q].lo);
       }
     });
   }
