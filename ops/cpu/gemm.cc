@@ -128,33 +128,45 @@ void pack_b_any(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p
   else pack_b(g, g.b, k0, kc, nr, p0, p1, out);
 }
 
+// pack_a's layout (below) from a transposed A.
+// Aᵀ stored row-major [K, M]: row k holds the MR values of every panel side by side. Rows are
+// walked once each (k outer), each copied into all the panels, instead of panel by panel down
+// rows lda apart (which touched each line of Aᵀ up to three times, a panel's worth of k apart).
+void pack_a_transposed(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* HWY_RESTRICT out) {
+  const int64_t full = mc / kMR, panel = kMR * kc;  // panels with all MR rows; floats per panel
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = g.a + (k0 + k) * g.lda + i0;
+    float* dst = out + k * kMR;
+    int64_t q = 0;
+#if HWY_TARGET != HWY_SCALAR
+    const hn::CappedTag<float, 8> d8;
+    if (hn::MaxLanes(d8) == 8 && k + 1 < kc) {
+      // 8-float copies: the last two floats land in this panel's next k, which overwrites them
+      // (the panel's last k is copied exactly, so nothing lands in the next panel).
+      for (; q < full && i0 + q * kMR + 8 <= g.m; ++q) hn::StoreU(hn::LoadU(d8, src + q * kMR), d8, dst + q * panel);
+    }
+#endif
+    for (; q < full; ++q) std::memcpy(dst + q * panel, src + q * kMR, kMR * sizeof(float));
+    if (full * kMR < mc) {  // the last panel's rows, zero padded
+      const int64_t rows = mc - full * kMR;
+      for (int64_t r = 0; r < kMR; ++r) dst[full * panel + r] = r < rows ? src[full * kMR + r] : 0.0f;
+    }
+  }
+}
+
 // Packs rows [i0, i0 + mc) of op(A) over K block [k0, k0 + kc) into MR-row micro-panels: panel q
 // holds, for each k, the MR values of rows i0 + q·MR ... (zero past the last row), so the
 // micro-kernel reads one contiguous stream. Reading A in place instead touches MR rows lda apart:
 // when lda is a multiple of 4 KiB (K = 1024, 4096) they all fall in one L1 set and evict the B
 // panel, and a transposed A would be read across rows.
 void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* HWY_RESTRICT out) {
+  if (g.trans_a) {
+    pack_a_transposed(g, i0, mc, k0, kc, out);
+    return;
+  }
   for (int64_t q = 0; q * kMR < mc; ++q) {
     float* dst = out + q * kMR * kc;
     const int64_t r0 = i0 + q * kMR, rows = std::min(kMR, i0 + mc - r0);
-    if (g.trans_a) {
-      // Aᵀ row-major [K, M]: the MR values of one k are adjacent.
-      int64_t k = 0;
-#if HWY_TARGET != HWY_SCALAR
-      const hn::CappedTag<float, 8> d8;
-      if (hn::MaxLanes(d8) == 8 && rows == kMR && r0 + 8 <= g.m) {
-        // One 8-float copy per k; its last two floats are overwritten by the next k's, and the
-        // panel's last k is copied exactly so nothing lands past the panel.
-        for (; k + 1 < kc; ++k) hn::StoreU(hn::LoadU(d8, g.a + (k0 + k) * g.lda + r0), d8, dst + k * kMR);
-      }
-#endif
-      for (; k < kc; ++k) {
-        const float* src = g.a + (k0 + k) * g.lda + r0;
-        for (int64_t r = 0; r < rows; ++r) dst[k * kMR + r] = src[r];
-        for (int64_t r = rows; r < kMR; ++r) dst[k * kMR + r] = 0.0f;
-      }
-      continue;
-    }
     if (rows < kMR) {
       for (int64_t r = 0; r < kMR; ++r)
         for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = r < rows ? g.a[a_row(g, r0 + r) * g.lda + k0 + k] : 0.0f;
