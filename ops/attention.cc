@@ -40,16 +40,28 @@ void for_each_query_block(const Dims& d, Fn&& fn) {
   }
 }
 
-// S[m × kv] = scale · Q_block Kᵀ (packed with row stride kv), from the head's Kᵀ [D, ldt]: with
-// K = D ≤ 64 the GEMM's narrow path streams Kᵀ's rows directly, nothing packed per block.
-void scores(const KernelTable& K, const Dims& d, const float* q, int64_t qs, const float* kt, int64_t ldt, int64_t m, int64_t kv, float* S) {
+// Where the scores read a head's keys: a contiguous copy of Kᵀ [D, ld] (with K = D ≤ 64 the
+// GEMM's narrow path streams its rows, nothing packed per query block), or K in place, rows ld
+// apart (decoding: a query or two does not pay for the copy).
+struct Keys {
+  const float* p;
+  int64_t ld;
+  bool transposed_copy;
+};
+
+// S[m × kv] = scale · Q_block Kᵀ (packed with row stride kv).
+void scores(const KernelTable& K, const Dims& d, const float* q, int64_t qs, const Keys& keys, int64_t m, int64_t kv, float* S) {
   GemmArgs s;
   s.m = m; s.n = kv; s.k = d.D;
   s.a = q; s.lda = qs;
-  s.b = kt; s.ldb = ldt;
+  s.b = keys.p; s.ldb = keys.ld; s.trans_b = !keys.transposed_copy;
   s.c = S; s.ldc = kv; s.alpha = d.scale;
   K.gemm(s);
 }
+
+// Queries from which a forward copies each head's K and V into contiguous buffers: fewer
+// (decoding) read them in place, since the copy would cost as much as the products.
+constexpr int64_t kCopyHeadsFromQueries = 8;
 
 // −∞ at the keys query i of batch b may not see: past its causal limit, or before its
 // document's first key. Masked keys then get probability 0 in forward and backward alike.
@@ -123,16 +135,24 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
   parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk));
+    const bool copy = d.Tq >= kCopyHeadsFromQueries;
     const int64_t ldt = transposed_stride(d.Tk);
-    std::vector<float> KTh(static_cast<size_t>(d.D * ldt)), Vh(static_cast<size_t>(d.Tk * d.D));
-    const float *kth = KTh.data(), *vh = Vh.data();  // this head's Kᵀ and V (contiguous: see gather_head)
+    std::vector<float> KTh(copy ? static_cast<size_t>(d.D * ldt) : 0), Vh(copy ? static_cast<size_t>(d.Tk * d.D) : 0);
     for (int64_t bh = lo; bh < hi; ++bh) {
       const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
       const float* qh = pq + b * d.Tq * qs + h * d.D;
-      gather_head_transposed(pk + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, KTh.data(), ldt);
-      gather_head(pv + b * d.Tk * ks + g * d.D, ks, d.Tk, d.D, Vh.data());
+      const float *kh = pk + b * d.Tk * ks + g * d.D, *vh = pv + b * d.Tk * ks + g * d.D;
+      Keys keys{kh, ks, false};
+      int64_t v_ld = ks;
+      if (copy) {  // this head's Kᵀ and V, contiguous (see gather_head)
+        gather_head_transposed(kh, ks, d.Tk, d.D, KTh.data(), ldt);
+        gather_head(vh, ks, d.Tk, d.D, Vh.data());
+        keys = {KTh.data(), ldt, true};
+        vh = Vh.data();
+        v_ld = d.D;
+      }
       for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
-        scores(K, d, qh + i0 * qs, qs, kth, ldt, i1 - i0, kv, P.data());
+        scores(K, d, qh + i0 * qs, qs, keys, i1 - i0, kv, P.data());
         for (int64_t i = i0; i < i1; ++i) {
           float* row = P.data() + (i - i0) * kv;
           mask_row(d, first_key, b, i, kv, row);
@@ -141,7 +161,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
         GemmArgs o;  // O = P V
         o.m = i1 - i0; o.n = d.D; o.k = kv;
         o.a = P.data(); o.lda = kv;
-        o.b = vh; o.ldb = d.D;
+        o.b = vh; o.ldb = v_ld;
         o.c = po + (b * d.Tq + i0) * qs + h * d.D; o.ldc = qs;
         K.gemm(o);
       });
@@ -179,7 +199,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
           for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
             const int64_t m = i1 - i0;
             float* dSb = dS.data();
-            scores(K, d, qh + i0 * qs, qs, kth, ldt, m, kv, P.data());  // recompute P = exp(S − L)
+            scores(K, d, qh + i0 * qs, qs, Keys{kth, ldt, true}, m, kv, P.data());  // recompute P = exp(S − L)
             for (int64_t i = i0; i < i1; ++i) {
               float* row = P.data() + (i - i0) * kv;
               mask_row(d, masks, b, i, kv, row);
