@@ -3,8 +3,10 @@
 // softmax → P, O = PV, all in a per-thread [kQueryBlock × Tk] scratch; only each row's
 // log-sum-exp L is kept for backward, so memory is O(T·D) per head, not O(T²). Backward
 // recomputes P = exp(S − L) block by block: dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dP⊙P)),
-// dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO. Heads are read in place from the
-// [B, T, H, D] layout through GEMM leading dimensions, so no permuted copies are made.
+// dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO. Queries and outputs are read and written in
+// place in the [B, T, H, D] layout through GEMM leading dimensions; each head's K and V are
+// copied once per head into contiguous per-thread buffers (Kᵀ for the scores), since the many
+// small products of its query blocks reread them (see gather_head).
 #include "ops/attention.h"
 
 #include <algorithm>
@@ -138,6 +140,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
     const bool copy = d.Tq >= kCopyHeadsFromQueries;
     const int64_t ldt = transposed_stride(d.Tk);
     std::vector<float> KTh(copy ? static_cast<size_t>(d.D * ldt) : 0), Vh(copy ? static_cast<size_t>(d.Tk * d.D) : 0);
+    int64_t copied = -1;  // the (batch, kv head) now in KTh, Vh: consecutive query heads of a group share it
     for (int64_t bh = lo; bh < hi; ++bh) {
       const int64_t b = bh / d.Hq, h = bh % d.Hq, g = h / d.group;
       const float* qh = pq + b * d.Tq * qs + h * d.D;
@@ -145,8 +148,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
       Keys keys{kh, ks, false};
       int64_t v_ld = ks;
       if (copy) {  // this head's Kᵀ and V, contiguous (see gather_head)
-        gather_head_transposed(kh, ks, d.Tk, d.D, KTh.data(), ldt);
-        gather_head(vh, ks, d.Tk, d.D, Vh.data());
+        if (copied != b * d.Hkv + g) {
+          gather_head_transposed(kh, ks, d.Tk, d.D, KTh.data(), ldt);
+          gather_head(vh, ks, d.Tk, d.D, Vh.data());
+          copied = b * d.Hkv + g;
+        }
         keys = {KTh.data(), ldt, true};
         vh = Vh.data();
         v_ld = d.D;

@@ -13,7 +13,8 @@ namespace {
 
 // Fixed-size pieces of every parameter that has a gradient: (parameter, first, last element).
 // One parallel pass over all of them replaces one pool wake-up per tensor, and because the
-// pieces do not depend on the thread count, sums over them come out the same on any machine.
+// pieces do not depend on the thread count, sums over them come out the same with any number of
+// threads (across CPUs with different vector widths the last bits may differ).
 struct Piece {
   size_t param;
   int64_t lo, hi;
@@ -172,9 +173,17 @@ float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t q = first; q < last; ++q) {
       // The vector dot kernel within a piece (f32, several accumulators); pieces add in double.
+      // A piece whose squares overflow f32 is summed again in double: a huge but finite
+      // gradient must be clipped, not reported as not finite.
       const Tensor& g = params[pieces[q].param].grad();
       const float* gr = g.data<float>() + pieces[q].lo;
-      partial[q] = kernels_for(g.device()).dot(gr, gr, pieces[q].hi - pieces[q].lo);
+      const int64_t n = pieces[q].hi - pieces[q].lo;
+      double s = kernels_for(g.device()).dot(gr, gr, n);
+      if (!std::isfinite(s)) {
+        s = 0;
+        for (int64_t j = 0; j < n; ++j) s += static_cast<double>(gr[j]) * gr[j];
+      }
+      partial[q] = s;
     }
   });
   double ss = 0;

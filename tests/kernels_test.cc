@@ -131,7 +131,7 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
   // dot-product path; the rest the packed path with edge tiles.
   const int64_t shapes[][3] = {{1, 1, 1},    {7, 7, 7},   {6, 16, 1},   {13, 29, 31}, {129, 65, 257}, {200, 300, 520}, {129, 32, 65},
                                {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33},  {3, 37, 64},    {4, 9, 1000},    {7, 200, 32},
-                               {40, 96, 64}};
+                               {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}};
   for (auto& s : shapes)
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb)

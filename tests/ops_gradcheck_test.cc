@@ -156,6 +156,51 @@ TEST(Gradcheck, AttentionAcrossQueryBlocks) {
     }
 }
 
+// Attention written out: every (batch, query, head) against its visible keys, in double.
+std::vector<double> reference_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
+  const int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), D = q.size(3), Tk = k.size(1), Hkv = k.size(2);
+  const auto qv = q.to_vector(), kv = k.to_vector(), vv = v.to_vector();
+  std::vector<double> out(static_cast<size_t>(B * Tq * H * D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t g = h / (H / Hkv), visible = causal ? i + (Tk - Tq) + 1 : Tk;
+        std::vector<double> w(visible);
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          double dot = 0;
+          for (int64_t c = 0; c < D; ++c) dot += qv[((b * Tq + i) * H + h) * D + c] * kv[((b * Tk + j) * Hkv + g) * D + c];
+          w[j] = dot / std::sqrt(static_cast<double>(D));
+          mx = std::max(mx, w[j]);
+        }
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        for (int64_t c = 0; c < D; ++c) {
+          double o = 0;
+          for (int64_t j = 0; j < visible; ++j) o += w[j] / sum * vv[((b * Tk + j) * Hkv + g) * D + c];
+          out[((b * Tq + i) * H + h) * D + c] = o;
+        }
+      }
+  return out;
+}
+
+TEST(Gradcheck, AttentionWithManyKeysAgainstPlainLoop) {
+  // Head dim 8 and more than 64 keys: the scores go through the narrow GEMM path widened for
+  // short K, against contiguous copies of Kᵀ (8 queries and more). Causal self-attention,
+  // non-causal with more keys than queries, a causal chunk of queries after cached keys, GQA.
+  struct Case { int64_t B, Tq, Tk, H, Hkv; bool causal; };
+  for (const Case& c : {Case{1, 96, 96, 2, 1, true}, Case{2, 12, 80, 4, 2, false}, Case{1, 10, 90, 4, 2, true}, Case{1, 3, 72, 2, 2, true}}) {
+    Tensor q = rand_param({c.B, c.Tq, c.H, 8}, 40), k = rand_param({c.B, c.Tk, c.Hkv, 8}, 41), v = rand_param({c.B, c.Tk, c.Hkv, 8}, 42);
+    NoGradGuard g;
+    const std::vector<float> out = ops::attention(q, k, v, c.causal).to_vector();
+    const std::vector<double> want = reference_attention(q, k, v, c.causal);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-5) << "Tq " << c.Tq << " Tk " << c.Tk << " element " << i;
+  }
+  Tensor q = rand_param({1, 96, 2, 8}, 43), k = rand_param({1, 96, 1, 8}, 44), v = rand_param({1, 96, 1, 8}, 45);
+  GradcheckOptions o;
+  o.atol = 3e-3;  // the projected loss sums 1536 outputs
+  EXPECT_GRADCHECK([](const Inputs& t) { return ops::attention(t[0], t[1], t[2], true); }, Inputs{q, k, v}, o);
+}
+
 TEST(Gradcheck, AttentionKeepsNoSequenceSquaredBuffer) {
   // What a forward leaves alive for backward is the output and one log-sum-exp per query row:
   // linear in T. The T×T probabilities of 2 heads at T = 1024 would be 8 MiB.

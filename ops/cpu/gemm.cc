@@ -6,7 +6,8 @@
 //       register-blocked micro-kernel.
 // The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
 // 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
-// Two shapes skip packing: narrow products (N ≤ 8 vectors, attention's per-head products) and
+// Two shapes skip packing: narrow products (N ≤ 8 vectors, or wider with K ≤ 64: attention's
+// per-head products) and
 // products of at most four rows against a transposed B (decoding), which run as dot products
 // (gemm_dot.cc).
 // B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded.
@@ -101,7 +102,7 @@ void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, 
       int64_t kk = 0;
 #if HWY_TARGET != HWY_SCALAR
       const hn::CappedTag<float, 8> d8;
-      if (hn::MaxLanes(d8) == 8 && cols == nr) {
+      if (hn::Lanes(d8) == 8 && cols == nr) {
         // 8 columns × 8 k at a time through registers.
         for (; kk + 8 <= kc; kk += 8)
           for (int64_t j = 0; j < nr; j += 8) {
@@ -140,7 +141,7 @@ void pack_a_transposed(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, in
     int64_t q = 0;
 #if HWY_TARGET != HWY_SCALAR
     const hn::CappedTag<float, 8> d8;
-    if (hn::MaxLanes(d8) == 8 && k + 1 < kc) {
+    if (hn::Lanes(d8) == 8 && k + 1 < kc) {
       // 8-float copies: the last two floats land in this panel's next k, which overwrites them
       // (the panel's last k is copied exactly, so nothing lands in the next panel).
       for (; q < full && i0 + q * kMR + 8 <= g.m; ++q) hn::StoreU(hn::LoadU(d8, src + q * kMR), d8, dst + q * panel);
@@ -178,7 +179,7 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
     int64_t k = 0;
 #if HWY_TARGET != HWY_SCALAR
     const hn::CappedTag<float, 8> d8;
-    if (hn::MaxLanes(d8) == 8) {
+    if (hn::Lanes(d8) == 8) {
       // 8 k at a time, the six rows turned into eight columns of six in registers: rows paired
       // by 32-bit interleaves (t), pairs of pairs by 64-bit interleaves (u), and each k's column
       // assembled from 128-bit halves as eight floats whose last two the next k's store
@@ -345,9 +346,10 @@ bool narrow_gemm(const GemmArgs& g) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   if (g.trans_b || g.b_bf16 || g.n % N != 0 || g.k == 0) return false;
-  // Wider products too when K is short and B fits in L2 (attention's scores against Kᵀ, K = head
-  // dim): B rows are reread per block of three A rows, but packing would cost as much as the FMAs.
-  if (g.n > 8 * N && !(g.k <= 64 && g.k * g.n <= (int64_t{1} << 15))) return false;
+  // Wider products too when M and K are short and B fits in L2 (attention's scores of a query
+  // block against Kᵀ, K = head dim): packing would cost as much as the FMAs. With many rows it
+  // pays again (4096 × 512 × 64: 116 GFLOP/s here against 169 packed).
+  if (g.n > 8 * N && !(g.m <= 64 && g.k <= 64 && g.k * g.n <= (int64_t{1} << 15))) return false;
   const int64_t row_blocks = (g.m + 2) / 3;
   parallel_for(0, row_blocks, 8, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
