@@ -340,6 +340,11 @@ NamedTensors Transformer::state_dict() const {
 
 void Transformer::store_weights_in(DType dtype) {
   check_weight_dtype(dtype);
+  if (dtype == DType::BF16 && weight_dtype() == DType::F32) {  // bf16 matrices take no gradient: remember which were frozen
+    frozen_in_bf16_.clear();
+    for (const auto& [name, t] : named_parameters())
+      if (t.dim() >= 2 && !t.requires_grad()) frozen_in_bf16_.push_back(name);
+  }
   auto convert = [dtype](Tensor& t) {
     if (!t.defined() || t.dtype() == dtype) return;
     t = t.to(dtype);  // a fresh tensor: the old one is freed once nothing else holds it
@@ -358,6 +363,10 @@ void Transformer::store_weights_in(DType dtype) {
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
   else convert(lm_head_);
+  if (dtype == DType::F32 && !frozen_in_bf16_.empty()) {
+    freeze(frozen_in_bf16_);
+    frozen_in_bf16_.clear();
+  }
 }
 
 NamedTensors Transformer::trainable_parameters() const {

@@ -98,9 +98,9 @@ class Transformer {
   // Keeps every weight matrix (embeddings, attention and FFN projections, routers, experts, LM
   // head) in `dtype`. bf16 is for inference: it halves the weights' memory and the bytes each
   // decoded token streams; activations and arithmetic stay f32, and a bf16 matrix takes no
-  // gradient (gradients still flow through it to the activations). f32 converts back, every
-  // matrix trainable again with the bf16-rounded values (freeze() again what should stay
-  // frozen). Norm weights always stay f32.
+  // gradient (gradients still flow through it to the activations). f32 converts back, with the
+  // bf16-rounded values; matrices frozen before the round trip stay frozen, the others train
+  // again. Norm weights always stay f32.
   void store_weights_in(DType dtype);
   DType weight_dtype() const { return embed_tokens_.dtype(); }
 
@@ -142,6 +142,7 @@ class Transformer {
   std::vector<RoutingPolicy> policies_;
   std::shared_ptr<Capture> capture_ = std::make_shared<Capture>();
   std::shared_ptr<bool> capturing_ = std::make_shared<bool>(false);
+  std::vector<std::string> frozen_in_bf16_;  // matrices frozen when store_weights_in(BF16) ran
 };
 
 }  // namespace smelt

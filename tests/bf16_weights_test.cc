@@ -134,9 +134,14 @@ TEST(Bf16Weights, RefusesTrainingWithAClearError) {
   const Tensor gate = Tensor::zeros({2, 3, 4}, DType::BF16).set_requires_grad(true), down = Tensor::zeros({2, 4, 3}, DType::BF16);
   const Tensor slots = Tensor::from_ints({0, 1}, {2}), weight = Tensor::full({2}, 1.0f);
   expect_error_mentions([&] { ops::moe_ffn(x, gate, gate, down, slots, slots, weight); }, {"moe_ffn", "gate", "bf16", "requires grad"});
-  // Converted back to f32 the model trains again.
+  // Converted back to f32 the model trains again; what was frozen before the round trip stays frozen.
   m.store_weights_in(DType::F32);
   EXPECT_NO_THROW(Trainer(m, tc));
+  m.freeze({"model.layers.0.*"});
+  m.store_weights_in(DType::BF16);
+  m.store_weights_in(DType::F32);
+  for (const auto& [name, t] : m.named_parameters())
+    EXPECT_EQ(t.requires_grad(), name.rfind("model.layers.0.", 0) != 0) << name;
 }
 
 TEST(Bf16Weights, SaveAsBf16AndLoadInEitherDtype) {
