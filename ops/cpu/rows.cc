@@ -20,23 +20,30 @@ namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-float sum_squares(const float* x, int64_t n) {
+// Σ v² over a row, v = x, or v = x + residual (then also written to `sum`: the residual-stream
+// add fused into the norm, its row read back for the scaling while still in L1).
+float sum_squares(const float* x, const float* residual, float* sum, int64_t n) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   auto acc = hn::Zero(d);
   int64_t i = 0;
   for (; i + N <= n; i += N) {
     auto v = hn::LoadU(d, x + i);
+    if (residual) {
+      v = hn::Add(v, hn::LoadU(d, residual + i));
+      hn::StoreU(v, d, sum + i);
+    }
     acc = hn::MulAdd(v, v, acc);
   }
   float s = hn::GetLane(hn::SumOfLanes(d, acc));
-  for (; i < n; ++i) s += x[i] * x[i];
+  for (; i < n; ++i) {
+    const float v = residual ? (sum[i] = x[i] + residual[i]) : x[i];
+    s += v * v;
+  }
   return s;
 }
 
-// out = x · rstd · w per row. With `residual` set, x + residual is formed first and written to
-// `sum` in the same pass that squares it (the residual-stream add fused into the norm: the sum
-// is read back for the scaling while its row is still in L1, not in a separate pass).
+// out = v · rstd · w per row, v = x or (with `residual` set) x + residual, written to `sum`.
 void RmsNormForwardKernel(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
                           int64_t cols, float eps) {
   parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
@@ -45,26 +52,9 @@ void RmsNormForwardKernel(const float* x, const float* residual, const float* w,
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * cols;
       float* yr = out + r * cols;
-      float squares = 0.0f;
-      if (residual) {
-        const float* rr = residual + r * cols;
-        float* sr = sum + r * cols;
-        auto acc = hn::Zero(d);
-        int64_t i = 0;
-        for (; i + N <= cols; i += N) {
-          const auto v = hn::Add(hn::LoadU(d, xr + i), hn::LoadU(d, rr + i));
-          hn::StoreU(v, d, sr + i);
-          acc = hn::MulAdd(v, v, acc);
-        }
-        squares = hn::GetLane(hn::SumOfLanes(d, acc));
-        for (; i < cols; ++i) {
-          sr[i] = xr[i] + rr[i];
-          squares += sr[i] * sr[i];
-        }
-        xr = sr;
-      } else {
-        squares = sum_squares(xr, cols);
-      }
+      float* sr = residual ? sum + r * cols : nullptr;
+      const float squares = sum_squares(xr, residual ? residual + r * cols : nullptr, sr, cols);
+      if (sr) xr = sr;
       const float s = 1.0f / std::sqrt(squares / static_cast<float>(cols) + eps);
       if (rstd) rstd[r] = s;
       const auto vs = hn::Set(d, s);
