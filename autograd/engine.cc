@@ -5,7 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
-#include "ops/backend.h"
+#include "runtime/device_backend.h"
 
 namespace smelt {
 namespace {
@@ -27,7 +27,7 @@ void accumulate(Tensor& slot, const Tensor& g) {
   // usually held by nothing else by the time they meet, so the sum goes into one of them.
   Tensor sum = slot.is_sole_reference() ? slot : g.is_sole_reference() ? g : slot.clone();
   const Tensor& other = sum.same(g) ? slot : g;
-  kernels_for(sum.device()).binary(BinaryOp::Add, sum.data<float>(), other.data<float>(), sum.data<float>(), sum.numel());
+  device_backend(sum.device()).accumulate(sum, other);
   slot = sum;
 }
 

@@ -85,15 +85,15 @@ LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOp
   };
 }
 
-LossFn cached_distill_loss(std::shared_ptr<const TeacherCache> cache, DistillOptions o) {
+LossFn cached_distill_loss(TeacherLookup lookup, DistillOptions o) {
   o.validate();
   SMELT_CHECK(o.hidden == ops::HiddenLoss::None, "a hidden-state loss needs the teacher online: the top-K cache holds only its predictions");
-  return [cache, o](const Transformer& student, const Batch& b, double* aux) {
+  return [lookup, o](const Transformer& student, const Batch& b, double* aux) {
     SMELT_CHECK(!b.starts.empty(), "distill: the batch does not say where its windows start (needed to find cached predictions)");
     const Tensor logits = forward_logits(student, b);
     const int64_t V = logits.size(-1);
     Tensor ids, logp;
-    cache->lookup(b.starts, ids, logp);
+    lookup(b.starts, ids, logp);
     const Tensor kd = ops::distill_loss_topk(ops::reshape(logits, {-1, V}), ids, logp, o.kind, o.temperature, o.beta, loss_token_mask(b));
     return mix(student, kd, next_token_loss(logits, b), o, aux);
   };

@@ -3,12 +3,13 @@
 //   + hidden_weight · hidden-state loss (optional) + its own MoE balancing loss
 // over the tokens that carry loss. The teacher is either a model run frozen and without
 // gradients on the same batch, or a cache of its top-K predictions for the batch's windows
-// (io/teacher_cache.h), so no teacher is in memory.
+// (written and read by io/teacher_cache.h, which tools/ hands in as a lookup function), so no
+// teacher is in memory.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
-#include "io/teacher_cache.h"
 #include "ops/distill.h"
 #include "optim/trainer.h"
 
@@ -38,6 +39,9 @@ struct HiddenMatch {
 
 // `hidden` is used when options.hidden is not None.
 LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOptions options, HiddenMatch hidden = {});
-LossFn cached_distill_loss(std::shared_ptr<const TeacherCache> cache, DistillOptions options);
+// The cached teacher's predictions for the windows starting at `starts`: ids [B·T, K] (I64) and
+// logp [B·T, K] (TeacherCache::lookup).
+using TeacherLookup = std::function<void(const std::vector<int64_t>& starts, Tensor& ids, Tensor& logp)>;
+LossFn cached_distill_loss(TeacherLookup lookup, DistillOptions options);
 
 }  // namespace smelt

@@ -12,7 +12,7 @@ namespace smelt {
 
 class Storage {
  public:
-  // Owned, 64-byte aligned, uninitialised memory.
+  // Owned, 64-byte aligned, uninitialised memory from the device's backend (runtime/device_backend.h).
   Storage(size_t nbytes, Device device);
   // Borrowed memory (an mmap'd file, say); `release` runs when the last view goes away.
   Storage(void* data, size_t nbytes, Device device, std::function<void()> release);
@@ -26,8 +26,9 @@ class Storage {
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
-  // Bytes of owned storage alive now, and the most alive at once since the last reset: what the
-  // tensors themselves hold (memory benchmarks compare it with the process's RSS).
+  // Bytes of owned CPU storage alive now, and the most alive at once since the last reset: what
+  // the tensors themselves hold (memory benchmarks compare it with the process's RSS). Other
+  // devices report theirs through device_backend(device).memory_stats().
   static int64_t live_bytes();
   static int64_t peak_live_bytes();
   static void reset_peak_live_bytes();

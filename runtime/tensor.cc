@@ -3,6 +3,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "runtime/device_backend.h"
 #include "runtime/rng.h"
 #include "runtime/strided.h"
 
@@ -44,27 +45,32 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(impl);
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  std::memset(t.raw_data(), 0, t.numel() * dtype_size(dtype));
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  device_backend(device).fill(t, 0.0);
   return t;
 }
 
-Tensor Tensor::full(const Shape& shape, float value, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  t.fill_(value);
+Tensor Tensor::full(const Shape& shape, float value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  device_backend(device).fill(t, value);
   return t;
 }
 
-Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape) {
+namespace {
+// A contiguous host tensor moved onto `device` (itself when that is the CPU).
+Tensor onto(const Tensor& host, Device device) { return device.is_cpu() ? host : host.to(device); }
+}  // namespace
+
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape, Device device) {
   SMELT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ", values.size(),
               " values for shape ", shape_str(shape));
   Tensor t = empty(shape);
   std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(float));
-  return t;
+  return onto(t, device);
 }
 
-Tensor Tensor::from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype) {
+Tensor Tensor::from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype, Device device) {
   SMELT_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_ints: ", values.size(),
               " values for shape ", shape_str(shape));
   SMELT_CHECK(dtype == DType::I64 || dtype == DType::I32, "from_ints needs i32 or i64, got ", dtype_name(dtype));
@@ -73,29 +79,29 @@ Tensor Tensor::from_ints(const std::vector<int64_t>& values, const Shape& shape,
     if (dtype == DType::I64) t.data<int64_t>()[i] = values[i];
     else t.data<int32_t>()[i] = static_cast<int32_t>(values[i]);
   }
-  return t;
+  return onto(t, device);
 }
 
-Tensor Tensor::arange(int64_t n, DType dtype) {
+Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
   std::vector<int64_t> v(n);
   for (int64_t i = 0; i < n; ++i) v[i] = i;
-  return from_ints(v, {n}, dtype);
+  return from_ints(v, {n}, dtype, device);
 }
 
-Tensor Tensor::randn(const Shape& shape, Philox& rng, float mean, float std) {
+Tensor Tensor::randn(const Shape& shape, Philox& rng, float mean, float std, Device device) {
   Tensor t = empty(shape);
   float* p = t.data<float>();
   rng.fill_normal(p, t.numel());
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = mean + std * p[i];
-  return t;
+  return onto(t, device);
 }
 
-Tensor Tensor::uniform(const Shape& shape, Philox& rng, float lo, float hi) {
+Tensor Tensor::uniform(const Shape& shape, Philox& rng, float lo, float hi, Device device) {
   Tensor t = empty(shape);
   float* p = t.data<float>();
   rng.fill_uniform(p, t.numel());
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = lo + (hi - lo) * p[i];
-  return t;
+  return onto(t, device);
 }
 
 Tensor Tensor::view_of(std::shared_ptr<Storage> storage, const Shape& shape, const Shape& strides, int64_t offset, DType dtype) {
@@ -151,112 +157,95 @@ std::string Tensor::str() const {
 }
 
 void* Tensor::raw_data() const {
-  SMELT_CHECK(device().type == DeviceType::CPU, "host access to a tensor on ", device().str());
+  SMELT_CHECK(device().is_cpu(), "host access to tensor ", str(), " on ", device().str(),
+              " (bring it over with .to(Device::cpu()))");
+  return device_data();
+}
+
+void* Tensor::device_data() const {
   return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(dtype_size(dtype()));
 }
 
-// ---------------------------------------------------------------- element conversion
+// ---------------------------------------------------------------- copies
 
 namespace {
-
-float load_as_float(const void* base, int64_t i, DType t) {
-  switch (t) {
-    case DType::F32: return static_cast<const float*>(base)[i];
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::I32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
-    case DType::I64: return static_cast<float>(static_cast<const int64_t*>(base)[i]);
-    case DType::U8: case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[i]);
-  }
-  return 0;
+// dst ← src, both contiguous with equal byte counts, on any two devices.
+void transfer_bytes(const Tensor& dst, const Tensor& src) {
+  const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
+  const Device from = src.device(), to = dst.device();
+  if (from.is_cpu()) return device_backend(to).copy_from_host(dst.device_data(), src.device_data(), bytes, to.index);
+  if (to.is_cpu()) return device_backend(from).copy_to_host(dst.device_data(), src.device_data(), bytes, from.index);
+  std::vector<char> staging(bytes);
+  device_backend(from).copy_to_host(staging.data(), src.device_data(), bytes, from.index);
+  device_backend(to).copy_from_host(dst.device_data(), staging.data(), bytes, to.index);
 }
-
-int64_t load_as_int(const void* base, int64_t i, DType t) {
-  switch (t) {
-    case DType::I32: return static_cast<const int32_t*>(base)[i];
-    case DType::I64: return static_cast<const int64_t*>(base)[i];
-    case DType::U8: case DType::Bool: return static_cast<const uint8_t*>(base)[i];
-    default: return static_cast<int64_t>(load_as_float(base, i, t));
-  }
-}
-
-void store_from(void* base, int64_t i, DType t, double v, int64_t iv, bool is_int) {
-  switch (t) {
-    case DType::F32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
-    case DType::BF16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(static_cast<float>(v)); break;
-    case DType::F16: static_cast<uint16_t*>(base)[i] = f32_to_f16(static_cast<float>(v)); break;
-    case DType::I32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(is_int ? iv : static_cast<int64_t>(v)); break;
-    case DType::I64: static_cast<int64_t*>(base)[i] = is_int ? iv : static_cast<int64_t>(v); break;
-    case DType::U8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(is_int ? iv : static_cast<int64_t>(v)); break;
-    case DType::Bool: static_cast<uint8_t*>(base)[i] = (is_int ? iv != 0 : v != 0.0) ? 1 : 0; break;
-  }
-}
-
-bool is_integral(DType t) { return !is_floating(t); }
-
 }  // namespace
 
 void Tensor::copy_from(const Tensor& src) const {
   SMELT_CHECK(src.defined(), "copy_from an undefined tensor");
-  const Shape& out = shape();
-  Shape src_strides = broadcast_strides(src, out);
-  const Shape& dst_strides = strides();
-  char* dbase = static_cast<char*>(storage()->data());
-  const char* sbase = static_cast<const char*>(src.storage()->data());
-  DType dt = dtype(), st = src.dtype();
-  size_t dsz = dtype_size(dt), ssz = dtype_size(st);
-  bool int_path = is_integral(dt) && is_integral(st);
-  for_each_row<2>(out, {&dst_strides, &src_strides}, {offset(), src.offset()}, [&](const std::array<int64_t, 2>& off, int64_t n) {
-    int64_t ds = dst_strides.empty() ? 1 : dst_strides.back();
-    int64_t ss = src_strides.empty() ? 1 : src_strides.back();
-    void* d = dbase + off[0] * dsz;
-    const void* s = sbase + off[1] * ssz;
-    if (dt == st && ds == 1 && ss == 1) {
-      std::memmove(d, s, n * dsz);
-      return;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      if (int_path) store_from(d, i * ds, dt, 0, load_as_int(s, i * ss, st), true);
-      else store_from(d, i * ds, dt, load_as_float(s, i * ss, st), 0, false);
-    }
-  });
+  SMELT_CHECK(defined(), "copy_from into an undefined tensor");
+  if (src.device() == device()) {
+    device_backend(device()).copy(*this, src);
+  } else {
+    // Across devices only contiguous bytes move: src is packed on its own device, moved, then
+    // broadcast and converted by this device's copy.
+    const Tensor packed = src.is_contiguous() ? src : src.clone();
+    const Tensor here = Tensor::empty(src.shape(), src.dtype(), device());
+    transfer_bytes(here, packed);
+    device_backend(device()).copy(*this, here);
+  }
   bump_version();
 }
 
 void Tensor::fill_(float v) const {
-  Tensor src = Tensor::empty({}, DType::F32);
-  *src.data<float>() = v;
-  copy_from(src);
+  device_backend(device()).fill(*this, v);
+  bump_version();
 }
+
+namespace {
+// This tensor's values on the host, contiguous, as `dtype`: the one path of every host read.
+Tensor host_copy(const Tensor& t, DType dtype) {
+  count_host_read();
+  device_backend(t.device()).synchronize(t.device().index);
+  Tensor out = Tensor::empty(t.shape(), dtype);
+  out.copy_from(t);
+  return out;
+}
+}  // namespace
 
 float Tensor::item() const {
   SMELT_CHECK(numel() == 1, "item() of ", str(), " which has ", numel(), " elements");
-  return load_as_float(raw_data(), 0, dtype());
+  return *host_copy(*this, DType::F32).data<float>();
 }
 
 std::vector<float> Tensor::to_vector() const {
-  Tensor c = to(DType::F32);
-  if (!c.is_contiguous() || c.same(*this)) c = c.clone();
+  const Tensor c = host_copy(*this, DType::F32);
   const float* p = c.data<float>();
   return std::vector<float>(p, p + c.numel());
 }
 
 std::vector<int64_t> Tensor::to_int_vector() const {
-  Tensor c = Tensor::empty(shape(), DType::I64);
-  c.copy_from(*this);
+  const Tensor c = host_copy(*this, DType::I64);
   const int64_t* p = c.data<int64_t>();
   return std::vector<int64_t>(p, p + c.numel());
 }
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
-  Tensor out = empty(shape(), t);
+  Tensor out = empty(shape(), t, device());
+  out.copy_from(*this);
+  return out;
+}
+
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+  Tensor out = empty(shape(), dtype(), d);
   out.copy_from(*this);
   return out;
 }
 
 Tensor Tensor::clone() const {
-  Tensor out = empty(shape(), dtype());
+  Tensor out = empty(shape(), dtype(), device());
   out.copy_from(*this);
   return out;
 }

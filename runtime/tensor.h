@@ -27,18 +27,20 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // ---- factories (CPU) ----
+  // ---- factories: on the CPU unless a device is given ----
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
-  static Tensor full(const Shape& shape, float value, DType dtype = DType::F32);
-  static Tensor ones(const Shape& shape) { return full(shape, 1.0f); }
-  static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
-  static Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype = DType::I64);
-  static Tensor scalar(float v) { return from_vector({v}, {}); }
-  static Tensor arange(int64_t n, DType dtype = DType::I64);
-  // Gaussian N(mean, std^2) and uniform [lo, hi) draws from a Philox stream.
-  static Tensor randn(const Shape& shape, Philox& rng, float mean = 0.0f, float std = 1.0f);
-  static Tensor uniform(const Shape& shape, Philox& rng, float lo, float hi);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, float value, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, Device device = Device::cpu()) { return full(shape, 1.0f, DType::F32, device); }
+  static Tensor from_vector(const std::vector<float>& values, const Shape& shape, Device device = Device::cpu());
+  static Tensor from_ints(const std::vector<int64_t>& values, const Shape& shape, DType dtype = DType::I64,
+                          Device device = Device::cpu());
+  static Tensor scalar(float v, Device device = Device::cpu()) { return from_vector({v}, {}, device); }
+  static Tensor arange(int64_t n, DType dtype = DType::I64, Device device = Device::cpu());
+  // Gaussian N(mean, std^2) and uniform [lo, hi) draws from a Philox stream: the same numbers on
+  // every device (drawn on the host, then copied).
+  static Tensor randn(const Shape& shape, Philox& rng, float mean = 0.0f, float std = 1.0f, Device device = Device::cpu());
+  static Tensor uniform(const Shape& shape, Philox& rng, float lo, float hi, Device device = Device::cpu());
   // A view over existing storage.
   static Tensor view_of(std::shared_ptr<Storage> storage, const Shape& shape, const Shape& strides, int64_t offset, DType dtype);
 
@@ -56,15 +58,22 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const;
   std::string str() const;  // "f32[2, 3]"
 
-  // ---- data access (CPU): pointer to the first element of this view ----
+  // ---- data access ----
+  // Pointer to the first element of this view, for CPU tensors only (throws for other devices).
   template <typename T> T* data() const;
   void* raw_data() const;
+  // The first element's address in the tensor's own device memory: for backends, which know
+  // how to reach it. Never dereference it outside the backend of device().
+  void* device_data() const;
+  // The synchronising reads: each waits for the device, copies to the host and counts one host
+  // read (runtime/device_backend.h). Nothing else brings a device's values to the caller.
   float item() const;                    // one-element tensor as float
   std::vector<float> to_vector() const;  // any dtype/layout → row-major floats
   std::vector<int64_t> to_int_vector() const;
 
-  // ---- conversions (no autograd) ----
+  // ---- conversions (no autograd); results stay on this tensor's device unless one is given ----
   Tensor to(DType dtype) const;    // converting copy (or this tensor if the dtype already matches)
+  Tensor to(Device device) const;  // copy onto `device` (or this tensor if already there)
   Tensor clone() const;            // contiguous copy, same dtype, detached
   Tensor detach() const;           // same storage, no autograd history
 
@@ -82,7 +91,9 @@ class Tensor {
   // ---- in-place (bumps the version counter) ----
   uint64_t version() const { return storage()->version(); }
   void bump_version() const { storage()->bump_version(); }
-  void copy_from(const Tensor& src) const;  // elementwise copy with broadcasting, any layouts, converts dtype
+  // Elementwise copy with broadcasting, any layouts, converting the dtype; src may be on another
+  // device (it is staged through the host when neither side is the CPU).
+  void copy_from(const Tensor& src) const;
   void fill_(float v) const;
 
   TensorImpl* impl() const { return impl_.get(); }

@@ -10,7 +10,7 @@
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
 #include "models/moefy.h"
-#include "models/moefy_fit.h"
+#include "optim/moefy_fit.h"
 #include "ops/ops.h"
 #include "tests/test_util.h"
 

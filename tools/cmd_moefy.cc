@@ -2,7 +2,7 @@
 // neurons (models/moefy.h). With every expert active it computes the dense model; with top-k of
 // E it runs a fraction of the FFN per token. Then stage 1's recovery: each layer's router is
 // fitted to its experts' output norms and the layer is trained alone to reproduce the dense FFN
-// under top-k (models/moefy_fit.h). The per-layer routing policy (stage 2) comes next.
+// under top-k (optim/moefy_fit.h). The per-layer routing policy (stage 2) comes next.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +17,7 @@
 #include "io/json_reader.h"
 #include "io/svg_plot.h"
 #include "models/moefy.h"
-#include "models/moefy_fit.h"
+#include "optim/moefy_fit.h"
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"

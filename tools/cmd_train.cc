@@ -161,7 +161,8 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
   auto cache = std::make_shared<const TeacherCache>(TeacherCache::open(a.cache, data.train, tc.seq_len, a.temperature));
   SMELT_CHECK(cache->info().top_k == a.teacher_topk, a.cache, ": holds top-", cache->info().top_k, " predictions, not top-", a.teacher_topk);
   log_info("distilling from the cached top-" + std::to_string(a.teacher_topk) + " predictions in " + a.cache + " (no teacher in memory)");
-  return Distillation{cached_distill_loss(cache, o), {}};
+  auto lookup = [cache](const std::vector<int64_t>& starts, Tensor& ids, Tensor& logp) { cache->lookup(starts, ids, logp); };
+  return Distillation{cached_distill_loss(lookup, o), {}};
 }
 
 json metrics_json(const StepMetrics& m) {

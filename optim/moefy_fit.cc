@@ -1,4 +1,4 @@
-#include "models/moefy_fit.h"
+#include "optim/moefy_fit.h"
 
 #include <algorithm>
 #include <cmath>
