@@ -57,7 +57,7 @@ void Tensor::backward(const Tensor& grad) const {
   Tensor seed = grad;
   if (!seed.defined()) {
     SMELT_CHECK(numel() == 1, "backward() without a gradient needs a one-element output, got ", str());
-    seed = Tensor::full(shape(), 1.0f);
+    seed = Tensor::full(shape(), 1.0f, DType::F32, device());
   }
   seed = as_grad(seed, shape(), "backward seed");
   NoGradGuard no_grad;

@@ -2,7 +2,60 @@
 
 #include "runtime/error.h"
 
+#include <array>
+#include <atomic>
+
 namespace smelt {
+
+const char* op_kind_name(OpKind op) {
+  switch (op) {
+    case OpKind::Binary: return "binary";
+    case OpKind::Unary: return "unary";
+    case OpKind::UnaryBackward: return "unary_backward";
+    case OpKind::Swiglu: return "swiglu";
+    case OpKind::SwigluBackward: return "swiglu_backward";
+    case OpKind::SumAxis: return "sum_axis";
+    case OpKind::RmsNorm: return "rms_norm";
+    case OpKind::RmsNormBackward: return "rms_norm_backward";
+    case OpKind::Softmax: return "softmax";
+    case OpKind::SoftmaxBackward: return "softmax_backward";
+    case OpKind::Count: break;
+  }
+  return "?";
+}
+
+namespace {
+std::array<std::atomic<const OpTable*>, kDeviceTypeCount>& op_registry() {
+  static std::array<std::atomic<const OpTable*>, kDeviceTypeCount> r{};
+  return r;
+}
+const OpTable* find_op_table(Device device) {
+  if (device.is_cpu()) return &cpu_op_table();
+  return op_registry()[static_cast<int>(device.type)].load();
+}
+}  // namespace
+
+void register_op_table(DeviceType type, const OpTable* table) {
+  SMELT_CHECK(type != DeviceType::CPU, "the CPU op table is built in and cannot be replaced");
+  op_registry()[static_cast<int>(type)].store(table);
+}
+
+bool device_supports(Device device, OpKind op, DType dtype) {
+  const OpTable* t = find_op_table(device);
+  return t && t->supports(op, dtype);
+}
+
+const OpTable& op_table(Device device, OpKind op, DType dtype) {
+  const OpTable* t = find_op_table(device);
+  if (!t) {
+    if (device.type == DeviceType::CUDA)
+      SMELT_FAIL("op '", op_kind_name(op), "' on ", device.str(), ": this build has no CUDA backend (rebuild with nvcc present, -DSMELT_CUDA=ON)");
+    SMELT_FAIL("op '", op_kind_name(op), "' on ", device.str(), ": no op table is registered for that device");
+  }
+  SMELT_CHECK(t->supports(op, dtype), "op '", op_kind_name(op), "' is not supported on ", device.str(), " (backend ", t->backend,
+              ") for ", dtype_name(dtype), " inputs");
+  return *t;
+}
 
 const KernelTable& kernels_for(Device device) {
   if (device.type == DeviceType::CPU) return cpu_kernels();

@@ -8,6 +8,7 @@
 
 #include "runtime/device.h"
 #include "runtime/dtype.h"
+#include "runtime/tensor.h"
 
 namespace smelt {
 
@@ -68,6 +69,67 @@ struct KernelTable {
   // One AdamW step over n parameters in place (p, m, v), given their gradient g.
   void (*adamw)(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& step) = nullptr;
 };
+
+// ---------------------------------------------------------------- whole ops
+//
+// A backend registers whole ops: an op file (ops/*.cc) checks its arguments, allocates the
+// outputs on the input's device, makes one call here and attaches its backward. Arguments are
+// tensors on the backend's device; results land in the output tensors given (allocated by the
+// caller, never returned), so a device backend needs no host round trip. Threads, scratch
+// buffers and row loops live in the backend (ops/cpu/ for the CPU).
+//
+// Families so far: elementwise, reductions, norms, softmax. The others (GEMM and attention, the
+// losses, MoE routing, AdamW, the gradient norm) still call the row-sized KernelTable above
+// from their op files on host memory, and move here family by family.
+enum class OpKind {
+  Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
+  SumAxis,
+  RmsNorm, RmsNormBackward,
+  Softmax, SoftmaxBackward,
+  Count
+};
+const char* op_kind_name(OpKind op);
+
+struct OpTable {
+  const char* backend = "";
+  // Whether this backend computes `op` with inputs of `dtype`.
+  bool (*supports)(OpKind op, DType dtype) = nullptr;
+
+  // out = a ∘ b, a and b broadcast to out's shape (any strides); out contiguous.
+  void (*binary)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = nullptr;
+  // out = op(x; param), x and out contiguous, same shape.
+  void (*unary)(UnaryOp op, const Tensor& x, float param, const Tensor& out) = nullptr;
+  // dx = g ⊙ op'(x) given x and y = op(x), all contiguous.
+  void (*unary_backward)(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& g, float param, const Tensor& dx) = nullptr;
+  // out = silu(gate) ⊙ up; its backward gives dgate and dup from g. All contiguous, one shape.
+  void (*swiglu)(const Tensor& gate, const Tensor& up, const Tensor& out) = nullptr;
+  void (*swiglu_backward)(const Tensor& gate, const Tensor& up, const Tensor& g, const Tensor& dgate, const Tensor& dup) = nullptr;
+
+  // out = Σ over axis `dim` of contiguous x; out has x's shape with that axis 1.
+  void (*sum_axis)(const Tensor& x, int64_t dim, const Tensor& out) = nullptr;
+
+  // Row-wise RMS norm over the last dim of contiguous x: out = v · rstd · w with v = x, or (with
+  // residual defined) v = x + residual, also written to sum. rstd [rows] is kept for backward.
+  void (*rms_norm)(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, const Tensor& sum, const Tensor& out,
+                   const Tensor& rstd) = nullptr;
+  // dx from g, x, w and the forward's rstd; dw (when defined) = Σ_rows g ⊙ x · rstd.
+  void (*rms_norm_backward)(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& g, const Tensor& dx,
+                            const Tensor& dw) = nullptr;
+
+  // Row-wise softmax (or log-softmax) over the last dim; lse [rows] (when defined) gets each
+  // row's log Σ exp. Its backward takes the output y: softmax dx = y ⊙ (g − Σ g⊙y),
+  // log-softmax dx = g − exp(y) · Σ g.
+  void (*softmax)(const Tensor& x, bool log, const Tensor& out, const Tensor& lse) = nullptr;
+  void (*softmax_backward)(const Tensor& y, const Tensor& g, bool log, const Tensor& dx) = nullptr;
+};
+
+// Registers the op table of a device type (the CPU's is built in).
+void register_op_table(DeviceType type, const OpTable* table);
+// The op table of `device`, after checking that it computes `op` for `dtype`: a one-line error
+// names the op, the device and the dtype otherwise (never a silent fall-back to another device).
+const OpTable& op_table(Device device, OpKind op, DType dtype);
+bool device_supports(Device device, OpKind op, DType dtype);
+const OpTable& cpu_op_table();
 
 // The table for `device`; throws when this build has no backend for it.
 const KernelTable& kernels_for(Device device);

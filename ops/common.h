@@ -14,9 +14,6 @@ void check_f32(const Tensor& t, const char* op, const char* arg);
 void check_weight(const Tensor& t, const char* op, const char* arg);
 // Points the GEMM's B operand at w's first element, as f32 or bf16 by w's dtype.
 void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset = 0);
-// SwiGLU's backward over n elements: act = silu(gate) ⊙ up, so dup = grad ⊙ silu(gate) and
-// dgate = grad ⊙ up ⊙ silu'(gate). Shared by the dense op and the experts.
-void swiglu_backward(const KernelTable& K, const float* gate, const float* up, const float* grad, float* dgate, float* dup, int64_t n);
 // Throws unless `t` holds integer indices (i32 or i64).
 void check_index(const Tensor& t, const char* op, const char* arg);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);

@@ -1,27 +1,12 @@
-// Elementwise ops: forward through the kernel table, backward formulas right beside them.
+// Elementwise ops: checks, one call to the device's op table, the backward right beside it.
 #include "ops/elementwise.h"
-
-#include <cmath>
 
 #include "ops/common.h"
 #include "ops/reduce.h"
 #include "runtime/strided.h"
-#include "runtime/thread_pool.h"
 
 namespace smelt::ops {
 namespace {
-
-constexpr int64_t kGrain = 1 << 14;  // elements per parallel chunk
-
-float scalar_binary(BinaryOp op, float a, float b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-  }
-  return 0;
-}
 
 const char* binary_name(BinaryOp op) {
   switch (op) {
@@ -38,36 +23,9 @@ Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_f32(a, name, "a");
   check_f32(b, name, "b");
   check_same_device(a, b, name);
-  const KernelTable& K = kernels_for(a.device());
-  const Shape out_shape = broadcast_shapes(a.shape(), b.shape());
-  Tensor out = Tensor::empty(out_shape);
-  float* po = out.data<float>();
-  if (a.shape() == out_shape && b.shape() == out_shape && a.is_contiguous() && b.is_contiguous()) {
-    const float* pa = a.data<float>();
-    const float* pb = b.data<float>();
-    parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) { K.binary(op, pa + lo, pb + lo, po + lo, hi - lo); });
-    return out;
-  }
-  if (b.numel() == 1 && a.shape() == out_shape && a.is_contiguous()) {
-    const float* pa = a.data<float>();
-    const float vb = b.item();
-    parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) { K.binary_scalar(op, pa + lo, vb, po + lo, hi - lo); });
-    return out;
-  }
-  // General broadcast: one row (last dim) at a time, vectorised when the row is unit-stride.
-  const Shape sa = broadcast_strides(a, out_shape), sb = broadcast_strides(b, out_shape);
-  const Shape so = out.strides();
-  const float* ba = static_cast<const float*>(a.storage()->data());
-  const float* bb = static_cast<const float*>(b.storage()->data());
-  const int64_t ia = sa.empty() ? 1 : sa.back(), ib = sb.empty() ? 1 : sb.back();
-  for_each_row<3>(out_shape, {&sa, &sb, &so}, {a.offset(), b.offset(), 0}, [&](const std::array<int64_t, 3>& off, int64_t n) {
-    const float* ra = ba + off[0];
-    const float* rb = bb + off[1];
-    float* ro = po + off[2];
-    if (ia == 1 && ib == 1) K.binary(op, ra, rb, ro, n);
-    else if (ia == 1 && ib == 0) K.binary_scalar(op, ra, *rb, ro, n);
-    else for (int64_t i = 0; i < n; ++i) ro[i] = scalar_binary(op, ra[i * ia], rb[i * ib]);
-  });
+  const OpTable& B = op_table(a.device(), OpKind::Binary, DType::F32);
+  Tensor out = Tensor::empty(broadcast_shapes(a.shape(), b.shape()), DType::F32, a.device());
+  B.binary(op, a, b, out);
   return out;
 }
 
@@ -124,52 +82,19 @@ const char* unary_name(UnaryOp op) {
   return "?";
 }
 
-// d(op(x))/dx at one element, given x, y = op(x) and the op's scalar parameter.
-float unary_derivative(UnaryOp op, float x, float y, float p) {
-  switch (op) {
-    case UnaryOp::Neg: return -1.0f;
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return 1.0f / x;
-    case UnaryOp::Sqrt: return 0.5f / y;
-    case UnaryOp::Rsqrt: return -0.5f * y * y * y;
-    case UnaryOp::Sigmoid: return y * (1.0f - y);
-    case UnaryOp::Tanh: return 1.0f - y * y;
-    case UnaryOp::Silu: {
-      float s = 1.0f / (1.0f + std::exp(-x));
-      return s * (1.0f + x * (1.0f - s));
-    }
-    case UnaryOp::Gelu: {
-      const float c0 = 0.7978845608028654f, c1 = 0.044715f;
-      float t = std::tanh(c0 * (x + c1 * x * x * x));
-      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c0 * (1.0f + 3.0f * c1 * x * x);
-    }
-    case UnaryOp::Pow: return p * std::pow(x, p - 1.0f);
-    case UnaryOp::AddScalar: return 1.0f;
-    case UnaryOp::MulScalar: return p;
-    case UnaryOp::Abs: return x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f);
-  }
-  return 0;
-}
-
 Tensor unary(UnaryOp op, const Tensor& x, float param = 0.0f) {
   const char* name = unary_name(op);
   check_f32(x, name, "x");
-  const KernelTable& K = kernels_for(x.device());
+  const OpTable& B = op_table(x.device(), OpKind::Unary, DType::F32);
   Tensor xc = contiguous_data(x);
-  Tensor out = Tensor::empty(x.shape());
-  const float* px = xc.data<float>();
-  float* po = out.data<float>();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) { K.unary(op, px + lo, po + lo, hi - lo, param); });
+  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
+  B.unary(op, xc, param, out);
   if (!needs_grad({&x})) return out;
   SavedTensor X(xc, name), Y(out.detach(), name);
   attach_grad_fn(out, name, {x}, [=](const Tensor& g) {
     Tensor gc = contiguous_data(g), xs = X.get(), ys = Y.get();
-    Tensor dx = Tensor::empty(gc.shape());
-    const float *pg = gc.data<float>(), *pxx = xs.data<float>(), *py = ys.data<float>();
-    float* pd = dx.data<float>();
-    parallel_for(0, dx.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) pd[i] = pg[i] * unary_derivative(op, pxx[i], py[i], param);
-    });
+    Tensor dx = Tensor::empty(gc.shape(), DType::F32, gc.device());
+    op_table(gc.device(), OpKind::UnaryBackward, DType::F32).unary_backward(op, xs, ys, gc, param, dx);
     return std::vector<Tensor>{dx};
   });
   return out;
@@ -195,40 +120,21 @@ Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
 
-void swiglu_backward(const KernelTable& K, const float* gate, const float* up, const float* grad, float* dgate, float* dup, int64_t n) {
-  // s = sigmoid(gate) from the SIMD kernel (into dgate's slot), then a plain loop the compiler vectorises
-  K.unary(UnaryOp::Sigmoid, gate, dgate, n, 0.0f);
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = gate[i], si = dgate[i];
-    dup[i] = grad[i] * x * si;
-    dgate[i] = grad[i] * up[i] * si * (1.0f + x * (1.0f - si));
-  }
-}
-
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   check_f32(gate, "swiglu", "gate");
   check_f32(up, "swiglu", "up");
+  check_same_device(gate, up, "swiglu");
   SMELT_CHECK(gate.shape() == up.shape(), "swiglu: gate ", gate.str(), " and up ", up.str(), " differ in shape");
+  const OpTable& B = op_table(gate.device(), OpKind::Swiglu, DType::F32);
   Tensor gc = contiguous_data(gate), uc = contiguous_data(up);
-  Tensor out = Tensor::empty(gate.shape());
-  const float *pg = gc.data<float>(), *pu = uc.data<float>();
-  float* po = out.data<float>();
-  const KernelTable& K = kernels_for(gate.device());
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    K.unary(UnaryOp::Silu, pg + lo, po + lo, hi - lo, 0.0f);
-    K.binary(BinaryOp::Mul, po + lo, pu + lo, po + lo, hi - lo);
-  });
+  Tensor out = Tensor::empty(gate.shape(), DType::F32, gate.device());
+  B.swiglu(gc, uc, out);
   if (!needs_grad({&gate, &up})) return out;
   SavedTensor G(gc, "swiglu"), U(uc, "swiglu");
   attach_grad_fn(out, "swiglu", {gate, up}, [=](const Tensor& grad) {
     Tensor gr = contiguous_data(grad), gs = G.get(), us = U.get();
-    Tensor dgate = Tensor::empty(gs.shape()), dup = Tensor::empty(gs.shape());
-    const float *pgr = gr.data<float>(), *pgt = gs.data<float>(), *pup = us.data<float>();
-    float *pdg = dgate.data<float>(), *pdu = dup.data<float>();
-    const KernelTable& K = kernels_for(gr.device());
-    parallel_for(0, gr.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      swiglu_backward(K, pgt + lo, pup + lo, pgr + lo, pdg + lo, pdu + lo, hi - lo);
-    });
+    Tensor dgate = Tensor::empty(gs.shape(), DType::F32, gs.device()), dup = Tensor::empty(gs.shape(), DType::F32, gs.device());
+    op_table(gr.device(), OpKind::SwigluBackward, DType::F32).swiglu_backward(gs, us, gr, dgate, dup);
     return std::vector<Tensor>{dgate, dup};
   });
   return out;

@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "ops/common.h"
+#include "ops/cpu/cpu_ops.h"  // the experts' SwiGLU backward rows, until MoE dispatch is a whole op
 #include "runtime/thread_pool.h"
 
 namespace smelt::ops {
@@ -251,7 +252,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
     group.run(K);
     parallel_for(0, S * F, 1 << 14, [&](int64_t lo, int64_t hi) {
       // act = silu(h) ⊙ u  →  du = dact ⊙ silu(h),  dh = dact ⊙ u ⊙ silu'(h)
-      swiglu_backward(K, ph2 + lo, pu2 + lo, pda + lo, pdh + lo, pdu + lo, hi - lo);
+      cpu_swiglu_backward_rows(ph2 + lo, pu2 + lo, pda + lo, pdh + lo, pdu + lo, hi - lo);
     });
     // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
     // (the du · Wu half adds into dxs, so it runs as a second group after the first has written it)

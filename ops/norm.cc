@@ -26,41 +26,15 @@ void check_rms_norm_args(const Tensor& x, const Tensor& weight, float eps, const
 // reciprocal RMS from the forward.
 void attach_rms_norm_backward(const Tensor& out, const Tensor& x, const Tensor& xc, const Tensor& weight, const Tensor& wc,
                               const Tensor& rstd) {
-  const int64_t C = x.size(-1), rows = rstd.numel();
+  const int64_t C = x.size(-1);
   SavedTensor X(xc, "rms_norm"), W(wc, "rms_norm");
   const bool need_w = weight.requires_grad();
   attach_grad_fn(out, "rms_norm", {x, weight}, [=](const Tensor& g) {
-    // dx = r·(w⊙g) − x·r³·mean(w⊙g⊙x);  dw = Σ_rows g⊙x·r
     Tensor gc = contiguous_data(g), xs = X.get(), ws = W.get();
-    Tensor dx = Tensor::empty(xs.shape());
-    Tensor dw = Tensor::zeros({C});
-    const float *pg = gc.data<float>(), *px = xs.data<float>(), *pw = ws.data<float>(), *pr = rstd.data<float>();
-    float* pdx = dx.data<float>();
-    const KernelTable& K = kernels_for(xs.device());
-    parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
-      std::vector<float> wg(static_cast<size_t>(C));
-      for (int64_t r = r0; r < r1; ++r) {
-        const float *gr = pg + r * C, *xr = px + r * C;
-        float* dr = pdx + r * C;
-        const float rs = pr[r];
-        K.binary(BinaryOp::Mul, pw, gr, wg.data(), C);
-        const float coef = K.dot(wg.data(), xr, C) / static_cast<float>(C) * rs * rs * rs;
-        K.binary_scalar(BinaryOp::Mul, wg.data(), rs, dr, C);
-        K.axpy(-coef, xr, dr, C);
-      }
-    });
-    if (need_w) {
-      // Column blocks in parallel, rows in order within each: no two threads add to one element.
-      float* pdw = dw.data<float>();
-      parallel_for(0, C, 64, [&](int64_t c0, int64_t c1) {
-        std::vector<float> gx(static_cast<size_t>(c1 - c0));
-        for (int64_t r = 0; r < rows; ++r) {
-          K.binary(BinaryOp::Mul, pg + r * C + c0, px + r * C + c0, gx.data(), c1 - c0);
-          K.axpy(pr[r], gx.data(), pdw + c0, c1 - c0);
-        }
-      });
-    }
-    return std::vector<Tensor>{dx, need_w ? dw : Tensor()};
+    Tensor dx = Tensor::empty(xs.shape(), DType::F32, xs.device());
+    Tensor dw = need_w ? Tensor::empty({C}, DType::F32, xs.device()) : Tensor();
+    op_table(xs.device(), OpKind::RmsNormBackward, DType::F32).rms_norm_backward(xs, ws, rstd, gc, dx, dw);
+    return std::vector<Tensor>{dx, dw};
   });
 }
 
@@ -68,12 +42,12 @@ void attach_rms_norm_backward(const Tensor& out, const Tensor& x, const Tensor& 
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
   check_rms_norm_args(x, weight, eps, "rms_norm");
+  const OpTable& B = op_table(x.device(), OpKind::RmsNorm, DType::F32);
   const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
   Tensor xc = contiguous_data(x), wc = contiguous_data(weight);
-  Tensor out = Tensor::empty(x.shape());
-  Tensor rstd = Tensor::empty({rows});
-  kernels_for(x.device()).rms_norm_forward(xc.data<float>(), nullptr, wc.data<float>(), nullptr, out.data<float>(), rstd.data<float>(),
-                                           rows, C, eps);
+  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
+  Tensor rstd = Tensor::empty({rows}, DType::F32, x.device());
+  B.rms_norm(xc, Tensor(), wc, eps, Tensor(), out, rstd);
   if (needs_grad({&x, &weight})) attach_rms_norm_backward(out, x, xc, weight, wc, rstd);
   return out;
 }
@@ -83,12 +57,12 @@ ResidualNorm add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& weight
   check_f32(y, "add_rms_norm", "y");
   check_same_device(x, y, "add_rms_norm");
   SMELT_CHECK(x.shape() == y.shape(), "add_rms_norm: x ", x.str(), " and y ", y.str(), " differ in shape");
+  const OpTable& B = op_table(x.device(), OpKind::RmsNorm, DType::F32);
   const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
   Tensor xc = contiguous_data(x), yc = contiguous_data(y), wc = contiguous_data(weight);
-  ResidualNorm r{Tensor::empty(x.shape()), Tensor::empty(x.shape())};
-  Tensor rstd = Tensor::empty({rows});
-  kernels_for(x.device()).rms_norm_forward(xc.data<float>(), yc.data<float>(), wc.data<float>(), r.sum.data<float>(),
-                                           r.normed.data<float>(), rstd.data<float>(), rows, C, eps);
+  ResidualNorm r{Tensor::empty(x.shape(), DType::F32, x.device()), Tensor::empty(x.shape(), DType::F32, x.device())};
+  Tensor rstd = Tensor::empty({rows}, DType::F32, x.device());
+  B.rms_norm(xc, yc, wc, eps, r.sum, r.normed, rstd);
   if (needs_grad({&x, &y})) attach_grad_fn(r.sum, "add", {x, y}, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
   if (needs_grad({&x, &y, &weight})) attach_rms_norm_backward(r.normed, r.sum, r.sum, weight, wc, rstd);
   return r;
@@ -199,28 +173,16 @@ Tensor softmax_impl(const Tensor& x, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
   check_f32(x, name, "x");
   SMELT_CHECK(x.dim() >= 1, name, ": needs rank ≥ 1");
-  const int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  const OpTable& B = op_table(x.device(), OpKind::Softmax, DType::F32);
   Tensor xc = contiguous_data(x);
-  Tensor out = Tensor::empty(x.shape());
-  kernels_for(x.device()).softmax(xc.data<float>(), out.data<float>(), rows, C, log, nullptr);
+  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
+  B.softmax(xc, log, out, Tensor());
   if (!needs_grad({&x})) return out;
   SavedTensor Y(out.detach(), name);
   attach_grad_fn(out, name, {x}, [=](const Tensor& g) {
-    // softmax: dx = y ⊙ (g − Σ g⊙y);  log_softmax: dx = g − exp(y) · Σ g
     Tensor gc = contiguous_data(g), ys = Y.get();
-    Tensor dx = Tensor::empty(ys.shape());
-    const float *pg = gc.data<float>(), *py = ys.data<float>();
-    float* pd = dx.data<float>();
-    parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const float *gr = pg + r * C, *yr = py + r * C;
-        float* dr = pd + r * C;
-        double acc = 0;
-        for (int64_t i = 0; i < C; ++i) acc += log ? gr[i] : gr[i] * yr[i];
-        const float s = static_cast<float>(acc);
-        for (int64_t i = 0; i < C; ++i) dr[i] = log ? gr[i] - std::exp(yr[i]) * s : yr[i] * (gr[i] - s);
-      }
-    });
+    Tensor dx = Tensor::empty(ys.shape(), DType::F32, ys.device());
+    op_table(ys.device(), OpKind::SoftmaxBackward, DType::F32).softmax_backward(ys, gc, log, dx);
     return std::vector<Tensor>{dx};
   });
   return out;

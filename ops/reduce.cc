@@ -27,26 +27,10 @@ AxisView axis_view(const Shape& s, int64_t dim) {
 
 // Sums contiguous x over `dim`, keeping the axis with size 1. No autograd.
 Tensor sum_axis_keepdim(const Tensor& x, int64_t dim) {
-  const KernelTable& K = kernels_for(x.device());
-  AxisView v = axis_view(x.shape(), dim);
   Shape out_shape = x.shape();
   out_shape[dim] = 1;
-  Tensor out = Tensor::zeros(out_shape);
-  const float* px = x.data<float>();
-  float* po = out.data<float>();
-  parallel_for(0, v.outer, 1, [&](int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; ++o) {
-      const float* base = px + o * v.n * v.inner;
-      float* dst = po + o * v.inner;
-      if (v.inner == 1) {
-        double s = 0;  // rows can be long (a whole vocabulary): accumulate in double
-        for (int64_t i = 0; i < v.n; ++i) s += base[i];
-        *dst = static_cast<float>(s);
-      } else {
-        for (int64_t i = 0; i < v.n; ++i) K.axpy(1.0f, base + i * v.inner, dst, v.inner);
-      }
-    }
-  });
+  Tensor out = Tensor::empty(out_shape, DType::F32, x.device());
+  op_table(x.device(), OpKind::SumAxis, DType::F32).sum_axis(x, dim, out);
   return out;
 }
 
@@ -82,7 +66,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
   Tensor r = contiguous_data(x);
   for (auto it = dims.rbegin(); it != dims.rend(); ++it) r = sum_axis_keepdim(r, *it);
   Tensor out = Tensor::view_of(r.storage(), reduced_shape(x.shape(), dims, keepdim),
-                               contiguous_strides(reduced_shape(x.shape(), dims, keepdim)), 0, DType::F32);
+                               contiguous_strides(reduced_shape(x.shape(), dims, keepdim)), r.offset(), DType::F32);
   if (!needs_grad({&x})) return out;
   Shape xs = x.shape();
   attach_grad_fn(out, "sum", {x}, [xs, dims](const Tensor& g) { return std::vector<Tensor>{expand_back(g, xs, dims)}; });

@@ -85,7 +85,7 @@ Tensor slice(const Tensor& x, int64_t dim_in, int64_t start, int64_t end, int64_
     Shape xs = x.shape();
     attach_grad_fn(out, "slice", {x}, [=](const Tensor& g) {
       // Scatter g into the same window of a zero tensor laid out contiguously.
-      Tensor dx = Tensor::zeros(xs);
+      Tensor dx = Tensor::zeros(xs, DType::F32, g.device());
       Shape ws = contiguous_strides(xs);
       const int64_t window_offset = start * ws[dim];
       ws[dim] *= step;
@@ -146,7 +146,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim_in) {
       SMELT_CHECK(i == dim || t.shape()[i] == xs[0].shape()[i], "cat: ", t.str(), " does not match ", xs[0].str(), " outside axis ", dim);
     out_shape[dim] += t.shape()[dim];
   }
-  Tensor out = Tensor::empty(out_shape, xs[0].dtype());
+  for (const Tensor& t : xs) check_same_device(t, xs[0], "cat");
+  Tensor out = Tensor::empty(out_shape, xs[0].dtype(), xs[0].device());
   std::vector<int64_t> sizes;
   int64_t at = 0;
   for (const Tensor& t : xs) {

@@ -2,7 +2,7 @@
 #include "hwy/highway.h"
 #include "hwy/targets.h"
 #include "ops/backend.h"
-#include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/cpu_ops.h"
 
 namespace smelt {
 
@@ -31,6 +31,36 @@ std::string cpu_simd_target() {
   for (int64_t bit = 1; bit != 0 && bit <= targets; bit <<= 1)
     if (targets & bit) return hwy::TargetName(bit);
   return "scalar";
+}
+
+}  // namespace smelt
+
+namespace smelt {
+namespace {
+bool cpu_supports(OpKind op, DType dtype) {
+  // CPU compute is f32 (other dtypes convert at the edges).
+  return op != OpKind::Count && dtype == DType::F32;
+}
+}  // namespace
+
+const OpTable& cpu_op_table() {
+  static const OpTable table = [] {
+    OpTable t;
+    t.backend = "cpu";
+    t.supports = cpu_supports;
+    t.binary = cpu_binary_op;
+    t.unary = cpu_unary_op;
+    t.unary_backward = cpu_unary_backward_op;
+    t.swiglu = cpu_swiglu_op;
+    t.swiglu_backward = cpu_swiglu_backward_op;
+    t.sum_axis = cpu_sum_axis_op;
+    t.rms_norm = cpu_rms_norm_op;
+    t.rms_norm_backward = cpu_rms_norm_backward_op;
+    t.softmax = cpu_softmax_op;
+    t.softmax_backward = cpu_softmax_backward_op;
+    return t;
+  }();
+  return table;
 }
 
 }  // namespace smelt

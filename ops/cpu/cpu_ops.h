@@ -1,0 +1,29 @@
+// The CPU's whole-op entries (ops/backend.h's OpTable), one file per family in ops/cpu/. Tests
+// call them directly too.
+#pragma once
+#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
+
+namespace smelt {
+
+// elementwise_ops.cc
+void cpu_binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void cpu_unary_op(UnaryOp op, const Tensor& x, float param, const Tensor& out);
+void cpu_unary_backward_op(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& g, float param, const Tensor& dx);
+void cpu_swiglu_op(const Tensor& gate, const Tensor& up, const Tensor& out);
+void cpu_swiglu_backward_op(const Tensor& gate, const Tensor& up, const Tensor& g, const Tensor& dgate, const Tensor& dup);
+// SwiGLU's backward over n contiguous elements (also the MoE experts' rows): act = silu(gate) ⊙ up,
+// so dup = grad ⊙ silu(gate) and dgate = grad ⊙ up ⊙ silu'(gate).
+void cpu_swiglu_backward_rows(const float* gate, const float* up, const float* grad, float* dgate, float* dup, int64_t n);
+
+// reduce_ops.cc
+void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out);
+
+// norm_ops.cc
+void cpu_rms_norm_op(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, const Tensor& sum, const Tensor& out,
+                     const Tensor& rstd);
+void cpu_rms_norm_backward_op(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& g, const Tensor& dx, const Tensor& dw);
+void cpu_softmax_op(const Tensor& x, bool log, const Tensor& out, const Tensor& lse);
+void cpu_softmax_backward_op(const Tensor& y, const Tensor& g, bool log, const Tensor& dx);
+
+}  // namespace smelt

@@ -1,0 +1,288 @@
+// Every whole op, forward and backward, on every registered backend against the CPU (ggml's
+// test-backend-ops). Each case builds its inputs on the host from a fixed seed, moves them to
+// the device, runs the public op (so the op file's checks, allocation and backward run too),
+// takes L = Σ out ⊙ w for a fixed random w and its gradients, and brings everything back.
+//  - On the CPU the forward is compared with a plain scalar loop, and the backward with central
+//    finite differences (gradcheck).
+//  - On any other backend, forward and gradients are compared with the CPU's, within a tolerance
+//    derived from the dtype and the case's reduction length.
+// The sim device (tests/support/) is always registered, so the harness runs in CI without a GPU;
+// CUDA joins when the build has it and a GPU is present. An op a backend lacks is reported.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "ops/backend.h"
+#include "ops/ops.h"
+#include "runtime/device_backend.h"
+#include "runtime/rng.h"
+#include "tests/support/sim_device.h"
+
+namespace smelt {
+namespace {
+
+using Inputs = std::vector<Tensor>;
+using Values = std::vector<float>;
+
+struct InputSpec {
+  Shape shape;
+  float lo = -1.0f, hi = 1.0f;
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<OpKind> covers;  // the whole ops this case runs (forward and backward)
+  std::vector<InputSpec> inputs;
+  std::function<Tensor(const Inputs&)> fn;
+  // The forward by plain loops over the inputs' row-major values.
+  std::function<Values(const std::vector<Values>&)> reference;
+  int64_t reduction_length = 1;  // longest sum behind one output or gradient element
+};
+
+Inputs make_inputs(const OpCase& c, Device device) {
+  Inputs out;
+  uint64_t seed = 17;
+  for (const InputSpec& s : c.inputs) {
+    Philox rng(seed++);
+    Tensor t = Tensor::uniform(s.shape, rng, s.lo, s.hi).to(device);
+    t.set_requires_grad(true);
+    out.push_back(t);
+  }
+  return out;
+}
+
+// Forward values, then each input's gradient of Σ out ⊙ w, all on the host.
+std::vector<Values> run_case(const OpCase& c, Device device) {
+  Inputs in = make_inputs(c, device);
+  Tensor out = c.fn(in);
+  Philox rng(99);
+  Tensor w = Tensor::uniform(out.shape(), rng, -1.0f, 1.0f).to(device);
+  ops::sum(ops::mul(out, w)).backward();
+  std::vector<Values> r{out.to_vector()};
+  for (const Tensor& t : in) r.push_back(t.grad().defined() ? t.grad().to_vector() : Values{});
+  return r;
+}
+
+// ---- scalar references ----
+
+Values map1(const Values& x, const std::function<float(float)>& f) {
+  Values y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = f(x[i]);
+  return y;
+}
+
+// [rows, cols] row-major → its transpose.
+Values transposed(const Values& x, int64_t rows, int64_t cols) {
+  Values y(x.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) y[c * rows + r] = x[r * cols + c];
+  return y;
+}
+
+Values rms_norm_ref(const Values& x, const Values* residual, const Values& w, int64_t C, float eps) {
+  Values y(x.size());
+  for (size_t r = 0; r < x.size() / C; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < C; ++i) {
+      const double v = x[r * C + i] + (residual ? (*residual)[r * C + i] : 0.0);
+      ss += v * v;
+    }
+    const double s = 1.0 / std::sqrt(ss / C + eps);
+    for (int64_t i = 0; i < C; ++i) y[r * C + i] = static_cast<float>((x[r * C + i] + (residual ? (*residual)[r * C + i] : 0.0)) * s * w[i]);
+  }
+  return y;
+}
+
+Values softmax_ref(const Values& x, int64_t C, bool log) {
+  Values y(x.size());
+  for (size_t r = 0; r < x.size() / C; ++r) {
+    double m = -std::numeric_limits<double>::infinity(), z = 0;
+    for (int64_t i = 0; i < C; ++i) m = std::max<double>(m, x[r * C + i]);
+    for (int64_t i = 0; i < C; ++i) z += std::exp(x[r * C + i] - m);
+    for (int64_t i = 0; i < C; ++i) {
+      const double v = x[r * C + i] - m;
+      y[r * C + i] = static_cast<float>(log ? v - std::log(z) : std::exp(v) / z);
+    }
+  }
+  return y;
+}
+
+OpCase unary_case(const std::string& name, Tensor (*op)(const Tensor&), float (*ref)(float), float lo = -2.0f, float hi = 2.0f) {
+  // A transposed view: the op packs it first.
+  return {name, {OpKind::Unary, OpKind::UnaryBackward}, {{{9, 7}, lo, hi}},
+          [op](const Inputs& x) { return op(ops::transpose(x[0], 0, 1)); },
+          [ref](const std::vector<Values>& x) { return map1(transposed(x[0], 9, 7), ref); }};
+}
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> cases;
+  const std::vector<std::pair<BinaryOp, std::string>> binaries = {
+      {BinaryOp::Add, "add"}, {BinaryOp::Sub, "sub"}, {BinaryOp::Mul, "mul"}, {BinaryOp::Div, "div"}};
+  for (const auto& [op, name] : binaries) {
+    auto fn = [op = op](const Tensor& a, const Tensor& b) {
+      switch (op) {
+        case BinaryOp::Add: return ops::add(a, b);
+        case BinaryOp::Sub: return ops::sub(a, b);
+        case BinaryOp::Mul: return ops::mul(a, b);
+        case BinaryOp::Div: return ops::div(a, b);
+      }
+      return Tensor();
+    };
+    auto scalar = [op = op](float a, float b) {
+      switch (op) {
+        case BinaryOp::Add: return a + b;
+        case BinaryOp::Sub: return a - b;
+        case BinaryOp::Mul: return a * b;
+        case BinaryOp::Div: return a / b;
+      }
+      return 0.0f;
+    };
+    // a: [3, 129] from a transposed [129, 3]; b broadcast along rows ([129]); a bare scalar.
+    cases.push_back({name + " broadcast", {OpKind::Binary, OpKind::SumAxis}, {{{129, 3}}, {{129}, 0.5f, 1.5f}},
+                     [fn](const Inputs& x) { return fn(ops::transpose(x[0], 0, 1), x[1]); },
+                     [scalar](const std::vector<Values>& x) {
+                       Values a = transposed(x[0], 129, 3), y(a.size());
+                       for (size_t i = 0; i < a.size(); ++i) y[i] = scalar(a[i], x[1][i % 129]);
+                       return y;
+                     },
+                     3});
+    cases.push_back({name + " scalar", {OpKind::Binary, OpKind::SumAxis}, {{{5, 7}}, {{}, 0.5f, 1.5f}},
+                     [fn](const Inputs& x) { return fn(x[0], x[1]); },
+                     [scalar](const std::vector<Values>& x) { return map1(x[0], [&](float v) { return scalar(v, x[1][0]); }); },
+                     35});
+  }
+  cases.push_back(unary_case("neg", ops::neg, [](float v) { return -v; }));
+  cases.push_back(unary_case("exp", ops::exp, [](float v) { return std::exp(v); }));
+  cases.push_back(unary_case("log", ops::log, [](float v) { return std::log(v); }, 0.5f, 2.0f));
+  cases.push_back(unary_case("sqrt", ops::sqrt, [](float v) { return std::sqrt(v); }, 0.5f, 2.0f));
+  cases.push_back(unary_case("rsqrt", ops::rsqrt, [](float v) { return 1.0f / std::sqrt(v); }, 0.5f, 2.0f));
+  cases.push_back(unary_case("abs", ops::abs, [](float v) { return std::fabs(v); }));
+  cases.push_back(unary_case("sigmoid", ops::sigmoid, [](float v) { return 1.0f / (1.0f + std::exp(-v)); }));
+  cases.push_back(unary_case("tanh", ops::tanh, [](float v) { return std::tanh(v); }));
+  cases.push_back(unary_case("silu", ops::silu, [](float v) { return v / (1.0f + std::exp(-v)); }));
+  cases.push_back(unary_case("gelu", ops::gelu, [](float v) {
+    return 0.5f * v * (1.0f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  }));
+  cases.push_back({"pow, add and mul by scalars", {OpKind::Unary, OpKind::UnaryBackward}, {{{7, 9}, 0.5f, 2.0f}},
+                   [](const Inputs& x) { return ops::mul(ops::add(ops::pow(x[0], 1.5f), 0.25f), -3.0f); },
+                   [](const std::vector<Values>& x) { return map1(x[0], [](float v) { return (std::pow(v, 1.5f) + 0.25f) * -3.0f; }); }});
+  cases.push_back({"swiglu", {OpKind::Swiglu, OpKind::SwigluBackward}, {{{5, 33}}, {{5, 33}}},
+                   [](const Inputs& x) { return ops::swiglu(x[0], x[1]); },
+                   [](const std::vector<Values>& x) {
+                     Values y(x[0].size());
+                     for (size_t i = 0; i < y.size(); ++i) y[i] = x[0][i] / (1.0f + std::exp(-x[0][i])) * x[1][i];
+                     return y;
+                   }});
+  cases.push_back({"sum over axes 0 and 2 of a permuted view", {OpKind::SumAxis}, {{{7, 4, 9}}},
+                   [](const Inputs& x) { return ops::sum(ops::transpose(x[0], 0, 1), {0, 2}); },
+                   [](const std::vector<Values>& x) {
+                     Values y(7, 0.0f);  // x is [7, 4, 9]; the view is [4, 7, 9]; keep axis 1 (size 7)
+                     for (int64_t a = 0; a < 7; ++a)
+                       for (int64_t b = 0; b < 4; ++b)
+                         for (int64_t c = 0; c < 9; ++c) y[a] += x[0][(a * 4 + b) * 9 + c];
+                     return y;
+                   },
+                   36});
+  cases.push_back({"rms_norm", {OpKind::RmsNorm, OpKind::RmsNormBackward}, {{{3, 5, 129}}, {{129}, 0.5f, 1.5f}},
+                   [](const Inputs& x) { return ops::rms_norm(x[0], x[1], 1e-5f); },
+                   [](const std::vector<Values>& x) { return rms_norm_ref(x[0], nullptr, x[1], 129, 1e-5f); },
+                   129 * 15});
+  cases.push_back({"add_rms_norm (both outputs)", {OpKind::RmsNorm, OpKind::RmsNormBackward}, {{{7, 33}}, {{7, 33}}, {{33}, 0.5f, 1.5f}},
+                   [](const Inputs& x) {
+                     ops::ResidualNorm r = ops::add_rms_norm(x[0], x[1], x[2], 1e-5f);
+                     return ops::cat({r.sum, r.normed}, 1);
+                   },
+                   [](const std::vector<Values>& x) {
+                     Values n = rms_norm_ref(x[0], &x[1], x[2], 33, 1e-5f), y;
+                     for (int64_t r = 0; r < 7; ++r) {
+                       for (int64_t i = 0; i < 33; ++i) y.push_back(x[0][r * 33 + i] + x[1][r * 33 + i]);
+                       for (int64_t i = 0; i < 33; ++i) y.push_back(n[r * 33 + i]);
+                     }
+                     return y;
+                   },
+                   33 * 7});
+  for (bool log : {false, true})
+    cases.push_back({log ? "log_softmax of a strided slice" : "softmax of a strided slice", {OpKind::Softmax, OpKind::SoftmaxBackward},
+                     {{{5, 258}, -4.0f, 4.0f}},
+                     [log](const Inputs& x) {
+                       const Tensor v = ops::slice(x[0], 1, 0, 258, 2);
+                       return log ? ops::log_softmax(v) : ops::softmax(v);
+                     },
+                     [log](const std::vector<Values>& x) {
+                       Values v;
+                       for (int64_t i = 0; i < 5 * 258; i += 2) v.push_back(x[0][i]);
+                       return softmax_ref(v, 129, log);
+                     },
+                     129});
+  return cases;
+}
+
+// |a − b| ≤ tol · (|b| + 1), tol = factor · ε(f32) · √(reduction length): rounding errors of a
+// sum of n terms grow like √n·ε for random signs; the factor 64 leaves room for the different
+// orders and fused operations of another backend's kernels.
+void expect_close(const Values& got, const Values& want, int64_t reduction_length, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const double tol = 64 * std::numeric_limits<float>::epsilon() * std::sqrt(static_cast<double>(std::max<int64_t>(reduction_length, 1)));
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_LE(std::fabs(got[i] - want[i]), tol * (std::fabs(want[i]) + 1.0)) << what << " element " << i << ": " << got[i] << " vs " << want[i];
+}
+
+std::vector<Device> other_devices() {
+  std::vector<Device> d{testing::sim_device()};
+  if (has_device_backend(DeviceType::CUDA)) d.push_back(Device::cuda(0));
+  return d;
+}
+
+TEST(BackendOps, EveryOpKindHasACase) {
+  std::set<int> covered;
+  for (const OpCase& c : all_cases())
+    for (OpKind k : c.covers) covered.insert(static_cast<int>(k));
+  for (int k = 0; k < static_cast<int>(OpKind::Count); ++k)
+    EXPECT_TRUE(covered.count(k)) << "no backend-ops case runs '" << op_kind_name(static_cast<OpKind>(k)) << "'";
+}
+
+TEST(BackendOps, CpuAgainstScalarReferencesAndFiniteDifferences) {
+  for (const OpCase& c : all_cases()) {
+    SCOPED_TRACE(c.name);
+    const Inputs in = make_inputs(c, Device::cpu());
+    std::vector<Values> host;
+    for (const Tensor& t : in) host.push_back(t.to_vector());
+    expect_close(c.fn(in).to_vector(), c.reference(host), c.reduction_length, c.name + " forward");
+    const GradcheckResult g = gradcheck(c.fn, in);
+    EXPECT_TRUE(g.ok) << c.name << " backward: " << g.first_failure;
+  }
+}
+
+TEST(BackendOps, EveryBackendAgainstTheCpu) {
+  for (Device device : other_devices()) {
+    std::vector<std::string> lacking;
+    for (const OpCase& c : all_cases()) {
+      SCOPED_TRACE(device.str() + ": " + c.name);
+      bool supported = true;
+      for (OpKind k : c.covers) supported = supported && device_supports(device, k, DType::F32);
+      if (!supported) {
+        lacking.push_back(c.name);
+        continue;
+      }
+      const std::vector<Values> want = run_case(c, Device::cpu()), got = run_case(c, device);
+      expect_close(got[0], want[0], c.reduction_length, "forward");
+      for (size_t i = 1; i < want.size(); ++i) expect_close(got[i], want[i], c.reduction_length, "gradient of input " + std::to_string(i - 1));
+    }
+    // Reported, not silently skipped; the sim device runs the CPU's table, so it lacks nothing.
+    for (const std::string& name : lacking) std::printf("[ backend %s lacks ] %s\n", device.str().c_str(), name.c_str());
+    if (device.type == DeviceType::Sim) EXPECT_TRUE(lacking.empty());
+  }
+}
+
+TEST(BackendOps, Cuda) {
+  if (!has_device_backend(DeviceType::CUDA)) GTEST_SKIP() << "no CUDA backend in this build (or no GPU): CUDA ops not compared with the CPU";
+}
+
+}  // namespace
+}  // namespace smelt

@@ -1,0 +1,73 @@
+// The sim device's op table: every entry runs the CPU's entry on host copies of its tensor
+// arguments, then copies back each argument the CPU changed (the outputs). Slow by design; what
+// it proves is that the op files reach device memory only through their backend.
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "ops/backend.h"
+#include "tests/support/sim_device.h"
+
+namespace smelt::testing {
+namespace {
+
+// A tensor argument's host copy, with a snapshot of its bytes to see whether the CPU wrote it.
+struct Staged {
+  Tensor device, host, before;
+};
+
+template <typename T>
+const T& stage(const T& value, std::vector<Staged>&) {
+  return value;
+}
+
+Tensor stage(const Tensor& t, std::vector<Staged>& staged) {
+  if (!t.defined() || t.device().is_cpu()) return t;
+  Tensor host = t.to(Device::cpu());  // contiguous
+  staged.push_back({t, host, host.clone()});
+  return host;
+}
+
+void copy_back_written(const std::vector<Staged>& staged) {
+  for (const Staged& s : staged) {
+    const size_t bytes = static_cast<size_t>(s.host.numel()) * dtype_size(s.host.dtype());
+    if (std::memcmp(s.host.raw_data(), s.before.raw_data(), bytes) != 0) s.device.copy_from(s.host);
+  }
+}
+
+// Wraps the CPU table's entry `Member` (a function pointer of signature R(Args...)).
+template <auto Member, typename R, typename... Args>
+auto via_host(R (*OpTable::*)(Args...)) -> R (*)(Args...) {
+  return [](Args... args) -> R {
+    std::vector<Staged> staged;
+    (cpu_op_table().*Member)(stage(args, staged)...);
+    copy_back_written(staged);
+  };
+}
+#define SIM_ENTRY(name) t.name = via_host<&OpTable::name>(&OpTable::name)
+
+bool sim_supports(OpKind op, DType dtype) { return cpu_op_table().supports(op, dtype); }
+
+}  // namespace
+
+void register_sim_ops() {
+  static const OpTable table = [] {
+    OpTable t;
+    t.backend = "sim (CPU kernels on host copies)";
+    t.supports = sim_supports;
+    SIM_ENTRY(binary);
+    SIM_ENTRY(unary);
+    SIM_ENTRY(unary_backward);
+    SIM_ENTRY(swiglu);
+    SIM_ENTRY(swiglu_backward);
+    SIM_ENTRY(sum_axis);
+    SIM_ENTRY(rms_norm);
+    SIM_ENTRY(rms_norm_backward);
+    SIM_ENTRY(softmax);
+    SIM_ENTRY(softmax_backward);
+    return t;
+  }();
+  register_op_table(DeviceType::Sim, &table);
+}
+
+}  // namespace smelt::testing
