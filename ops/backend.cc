@@ -15,6 +15,11 @@ const char* op_kind_name(OpKind op) {
     case OpKind::Swiglu: return "swiglu";
     case OpKind::SwigluBackward: return "swiglu_backward";
     case OpKind::SumAxis: return "sum_axis";
+    case OpKind::MaxAxis: return "max_axis";
+    case OpKind::IndexSelect: return "index_select";
+    case OpKind::IndexAdd: return "index_add";
+    case OpKind::Gather: return "gather";
+    case OpKind::ScatterAdd: return "scatter_add";
     case OpKind::RmsNorm: return "rms_norm";
     case OpKind::RmsNormBackward: return "rms_norm_backward";
     case OpKind::Softmax: return "softmax";

@@ -78,12 +78,13 @@ struct KernelTable {
 // caller, never returned), so a device backend needs no host round trip. Threads, scratch
 // buffers and row loops live in the backend (ops/cpu/ for the CPU).
 //
-// Families so far: elementwise, reductions, norms, softmax. The others (GEMM and attention, the
+// Families so far: elementwise, reductions, indexing, norms, softmax. The others (GEMM and attention, the
 // losses, MoE routing, AdamW, the gradient norm) still call the row-sized KernelTable above
 // from their op files on host memory, and move here family by family.
 enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
-  SumAxis,
+  SumAxis, MaxAxis,
+  IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward,
   Softmax, SoftmaxBackward,
   Count
@@ -107,6 +108,19 @@ struct OpTable {
 
   // out = Σ over axis `dim` of contiguous x; out has x's shape with that axis 1.
   void (*sum_axis)(const Tensor& x, int64_t dim, const Tensor& out) = nullptr;
+  // out = max over axis `dim`, argmax (i64, out's shape) = where (the first, on ties). Its
+  // backward is a scatter_add of the gradient at argmax.
+  void (*max_axis)(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) = nullptr;
+
+  // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
+  // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:
+  // token id"). index_select: out = x's entries index[j] along dim (x f32, or a bf16 table
+  // widened to f32). index_add: dx += g's entries j at index[j] (rows in order: deterministic).
+  // gather: out[p] = x at index[p] along dim. scatter_add: out at index[p] += src[p].
+  void (*index_select)(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what) = nullptr;
+  void (*index_add)(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g) = nullptr;
+  void (*gather)(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) = nullptr;
+  void (*scatter_add)(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) = nullptr;
 
   // Row-wise RMS norm over the last dim of contiguous x: out = v · rstd · w with v = x, or (with
   // residual defined) v = x + residual, also written to sum. rstd [rows] is kept for backward.

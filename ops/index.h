@@ -6,8 +6,8 @@ namespace smelt::ops {
 
 // weight [V, C], ids [...] → [..., C]
 Tensor embedding(const Tensor& weight, const Tensor& ids);
-// Selects entries of `index` (1-D) along `dim`.
-Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// Selects entries of `index` (1-D) along `dim`; `what` names the indices in an out-of-range error.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index, const char* what = "index_select: index");
 // out[..i.., j, ..k..] = x[..i.., index[..i.., j, ..k..], ..k..]; index has x's rank and shape except along dim.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // A copy of x with src added at positions given by index along dim (the adjoint of gather).

@@ -3,27 +3,13 @@
 #include "ops/reduce.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "ops/common.h"
 #include "ops/elementwise.h"
 #include "ops/shape.h"
-#include "runtime/thread_pool.h"
 
 namespace smelt::ops {
 namespace {
-
-struct AxisView {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-
-AxisView axis_view(const Shape& s, int64_t dim) {
-  AxisView v;
-  for (int64_t i = 0; i < dim; ++i) v.outer *= s[i];
-  v.n = s[dim];
-  for (size_t i = dim + 1; i < s.size(); ++i) v.inner *= s[i];
-  return v;
-}
 
 // Sums contiguous x over `dim`, keeping the axis with size 1. No autograd.
 Tensor sum_axis_keepdim(const Tensor& x, int64_t dim) {
@@ -94,34 +80,19 @@ Tensor max(const Tensor& x, int64_t dim_in, bool keepdim) {
   check_f32(x, "max", "x");
   const int64_t dim = normalize_dim(dim_in, x.dim(), "max");
   SMELT_CHECK(x.shape()[dim] > 0, "max: axis ", dim_in, " of ", x.str(), " is empty");
+  const OpTable& B = op_table(x.device(), OpKind::MaxAxis, DType::F32);
   Tensor xc = contiguous_data(x);
-  AxisView v = axis_view(x.shape(), dim);
-  Shape keep = reduced_shape(x.shape(), {dim}, true);
-  Tensor out = Tensor::empty(keep);
-  std::vector<int64_t> argmax(static_cast<size_t>(v.outer * v.inner));
-  const float* px = xc.data<float>();
-  float* po = out.data<float>();
-  for (int64_t o = 0; o < v.outer; ++o)
-    for (int64_t j = 0; j < v.inner; ++j) {
-      float best = -std::numeric_limits<float>::infinity();
-      int64_t at = 0;
-      for (int64_t i = 0; i < v.n; ++i) {
-        float val = px[(o * v.n + i) * v.inner + j];
-        if (val > best || i == 0) { best = val; at = i; }
-      }
-      po[o * v.inner + j] = best;
-      argmax[o * v.inner + j] = at;
-    }
+  const Shape keep = reduced_shape(x.shape(), {dim}, true);
+  Tensor out = Tensor::empty(keep, DType::F32, x.device());
+  Tensor argmax = Tensor::empty(keep, DType::I64, x.device());
+  B.max_axis(xc, dim, out, argmax);
   Tensor result = keepdim ? out : reshape(out, reduced_shape(x.shape(), {dim}, false));
   if (!needs_grad({&x})) return result;
-  Shape xs = x.shape();
-  attach_grad_fn(result, "max", {x}, [xs, v, argmax](const Tensor& g) {
-    Tensor gc = contiguous_data(g);
-    Tensor dx = Tensor::zeros(xs);
-    const float* pg = gc.data<float>();
-    float* pd = dx.data<float>();
-    for (int64_t o = 0; o < v.outer; ++o)
-      for (int64_t j = 0; j < v.inner; ++j) pd[(o * v.n + argmax[o * v.inner + j]) * v.inner + j] = pg[o * v.inner + j];
+  const Shape xs = x.shape();
+  attach_grad_fn(result, "max", {x}, [xs, keep, dim, argmax](const Tensor& g) {
+    // The gradient goes to each maximum's position: a scatter of g along dim.
+    Tensor dx = Tensor::zeros(xs, DType::F32, g.device());
+    op_table(g.device(), OpKind::ScatterAdd, DType::F32).scatter_add(dx, dim, argmax, contiguous_data(reshape(g, keep)));
     return std::vector<Tensor>{dx};
   });
   return result;

@@ -189,6 +189,50 @@ std::vector<OpCase> all_cases() {
                      return y;
                    },
                    36});
+  // Values spread over [-50, 50]: no two within the finite-difference step of each other.
+  cases.push_back({"max over the middle axis", {OpKind::MaxAxis, OpKind::ScatterAdd}, {{{3, 17, 5}, -50.0f, 50.0f}},
+                   [](const Inputs& x) { return ops::max(x[0], 1); },
+                   [](const std::vector<Values>& x) {
+                     Values y(15, -1e30f);
+                     for (int64_t a = 0; a < 3; ++a)
+                       for (int64_t b = 0; b < 17; ++b)
+                         for (int64_t c = 0; c < 5; ++c) y[a * 5 + c] = std::max(y[a * 5 + c], x[0][(a * 17 + b) * 5 + c]);
+                     return y;
+                   }});
+  // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
+  cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
+                   [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },
+                   [](const std::vector<Values>& x) {
+                     Values y;
+                     for (int64_t id : {4, 0, 4, 5, 1})
+                       for (int64_t c = 0; c < 9; ++c) y.push_back(x[0][id * 9 + c]);
+                     return y;
+                   }});
+  cases.push_back({"index_select along a middle axis", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{2, 5, 3}}},
+                   [](const Inputs& x) { return ops::index_select(x[0], 1, Tensor::from_ints({2, 2, 0}, {3}, DType::I64, x[0].device())); },
+                   [](const std::vector<Values>& x) {
+                     Values y;
+                     for (int64_t a = 0; a < 2; ++a)
+                       for (int64_t j : {2, 2, 0})
+                         for (int64_t c = 0; c < 3; ++c) y.push_back(x[0][(a * 5 + j) * 3 + c]);
+                     return y;
+                   }});
+  cases.push_back({"gather and scatter_add", {OpKind::Gather, OpKind::ScatterAdd}, {{{3, 4}}, {{3, 4}}, {{3, 2}}},
+                   [](const Inputs& x) {
+                     const Tensor idx = Tensor::from_ints({3, 0, 1, 1, 0, 2}, {3, 2}, DType::I64, x[0].device());
+                     return ops::cat({ops::gather(x[0], 1, idx), ops::scatter_add(x[1], 1, idx, x[2])}, 1);
+                   },
+                   [](const std::vector<Values>& x) {
+                     const int64_t idx[3][2] = {{3, 0}, {1, 1}, {0, 2}};
+                     Values y;
+                     for (int64_t r = 0; r < 3; ++r) {
+                       for (int64_t j = 0; j < 2; ++j) y.push_back(x[0][r * 4 + idx[r][j]]);
+                       Values row(x[1].begin() + r * 4, x[1].begin() + r * 4 + 4);
+                       for (int64_t j = 0; j < 2; ++j) row[idx[r][j]] += x[2][r * 2 + j];
+                       y.insert(y.end(), row.begin(), row.end());
+                     }
+                     return y;
+                   }});
   cases.push_back({"rms_norm", {OpKind::RmsNorm, OpKind::RmsNormBackward}, {{{3, 5, 129}}, {{129}, 0.5f, 1.5f}},
                    [](const Inputs& x) { return ops::rms_norm(x[0], x[1], 1e-5f); },
                    [](const std::vector<Values>& x) { return rms_norm_ref(x[0], nullptr, x[1], 129, 1e-5f); },

@@ -18,6 +18,13 @@ void cpu_swiglu_backward_rows(const float* gate, const float* up, const float* g
 
 // reduce_ops.cc
 void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out);
+void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax);
+
+// index_ops.cc
+void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
+void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);
+void cpu_gather_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void cpu_scatter_add_op(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
 
 // norm_ops.cc
 void cpu_rms_norm_op(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, const Tensor& sum, const Tensor& out,

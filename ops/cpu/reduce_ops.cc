@@ -4,12 +4,22 @@
 
 namespace smelt {
 
+namespace {
+struct AxisView {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+
+AxisView axis_view(const Shape& s, int64_t dim) {
+  AxisView v;
+  for (int64_t i = 0; i < dim; ++i) v.outer *= s[i];
+  v.n = s[dim];
+  for (size_t i = dim + 1; i < s.size(); ++i) v.inner *= s[i];
+  return v;
+}
+}  // namespace
+
 void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
-  int64_t outer = 1, inner = 1;
-  const Shape& s = x.shape();
-  for (int64_t i = 0; i < dim; ++i) outer *= s[i];
-  const int64_t n = s[dim];
-  for (size_t i = dim + 1; i < s.size(); ++i) inner *= s[i];
+  const auto [outer, n, inner] = axis_view(x.shape(), dim);
   const float* px = static_cast<const float*>(x.device_data());
   float* po = static_cast<float*>(out.device_data());
   parallel_for(0, outer, 1, [&](int64_t o0, int64_t o1) {
@@ -26,6 +36,31 @@ void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
       }
     }
   });
+}
+
+}  // namespace smelt
+
+namespace smelt {
+
+void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) {
+  const auto [outer, n, inner] = axis_view(x.shape(), dim);
+  const float* px = static_cast<const float*>(x.device_data());
+  float* po = static_cast<float*>(out.device_data());
+  int64_t* pa = static_cast<int64_t*>(argmax.device_data());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t j = 0; j < inner; ++j) {
+      float best = px[o * n * inner + j];
+      int64_t at = 0;
+      for (int64_t i = 1; i < n; ++i) {
+        const float v = px[(o * n + i) * inner + j];
+        if (v > best) {  // the first maximum wins ties
+          best = v;
+          at = i;
+        }
+      }
+      po[o * inner + j] = best;
+      pa[o * inner + j] = at;
+    }
 }
 
 }  // namespace smelt

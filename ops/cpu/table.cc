@@ -38,8 +38,10 @@ std::string cpu_simd_target() {
 namespace smelt {
 namespace {
 bool cpu_supports(OpKind op, DType dtype) {
-  // CPU compute is f32 (other dtypes convert at the edges).
-  return op != OpKind::Count && dtype == DType::F32;
+  // CPU compute is f32 (other dtypes convert at the edges), except that a bf16 table is read
+  // (widened) by index_select: embeddings kept in bf16 for inference.
+  if (op == OpKind::Count) return false;
+  return dtype == DType::F32 || (dtype == DType::BF16 && op == OpKind::IndexSelect);
 }
 }  // namespace
 
@@ -54,6 +56,11 @@ const OpTable& cpu_op_table() {
     t.swiglu = cpu_swiglu_op;
     t.swiglu_backward = cpu_swiglu_backward_op;
     t.sum_axis = cpu_sum_axis_op;
+    t.max_axis = cpu_max_axis_op;
+    t.index_select = cpu_index_select_op;
+    t.index_add = cpu_index_add_op;
+    t.gather = cpu_gather_op;
+    t.scatter_add = cpu_scatter_add_op;
     t.rms_norm = cpu_rms_norm_op;
     t.rms_norm_backward = cpu_rms_norm_backward_op;
     t.softmax = cpu_softmax_op;

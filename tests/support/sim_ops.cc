@@ -61,6 +61,11 @@ void register_sim_ops() {
     SIM_ENTRY(swiglu);
     SIM_ENTRY(swiglu_backward);
     SIM_ENTRY(sum_axis);
+    SIM_ENTRY(max_axis);
+    SIM_ENTRY(index_select);
+    SIM_ENTRY(index_add);
+    SIM_ENTRY(gather);
+    SIM_ENTRY(scatter_add);
     SIM_ENTRY(rms_norm);
     SIM_ENTRY(rms_norm_backward);
     SIM_ENTRY(softmax);
