@@ -22,6 +22,7 @@ const char* op_kind_name(OpKind op) {
     case OpKind::ScatterAdd: return "scatter_add";
     case OpKind::RmsNorm: return "rms_norm";
     case OpKind::RmsNormBackward: return "rms_norm_backward";
+    case OpKind::Rope: return "rope";
     case OpKind::Softmax: return "softmax";
     case OpKind::SoftmaxBackward: return "softmax_backward";
     case OpKind::Count: break;

@@ -60,6 +60,10 @@ struct KernelTable {
   // norm is of x + residual, which is also written to sum (the residual stream's add, fused).
   void (*rms_norm_forward)(const float* x, const float* residual, const float* w, float* sum, float* out, float* rstd, int64_t rows,
                            int64_t cols, float eps) = nullptr;
+  // Rotates each head vector of contiguous x [B, T, H, D] (HF rotate-half) by sign · the angles
+  // whose cos and sin are [T, D/2]; out may be x itself (in place). Its backward is sign = −1.
+  void (*rope)(const Tensor& x, const Tensor& cos, const Tensor& sin, float sign, const Tensor& out) = nullptr;
+
   // Row-wise softmax (or log-softmax) over the last dim; with lse set, also each row's log Σ exp.
   void (*softmax)(const float* x, float* out, int64_t rows, int64_t cols, bool log, float* lse) = nullptr;
   // y[i] += a * x[i]
@@ -78,14 +82,14 @@ struct KernelTable {
 // caller, never returned), so a device backend needs no host round trip. Threads, scratch
 // buffers and row loops live in the backend (ops/cpu/ for the CPU).
 //
-// Families so far: elementwise, reductions, indexing, norms, softmax. The others (GEMM and attention, the
+// Families so far: elementwise, reductions, indexing, norms, RoPE, softmax. The others (GEMM and attention, the
 // losses, MoE routing, AdamW, the gradient norm) still call the row-sized KernelTable above
 // from their op files on host memory, and move here family by family.
 enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
   SumAxis, MaxAxis,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
-  RmsNorm, RmsNormBackward,
+  RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
   Count
 };
@@ -129,6 +133,10 @@ struct OpTable {
   // dx from g, x, w and the forward's rstd; dw (when defined) = Σ_rows g ⊙ x · rstd.
   void (*rms_norm_backward)(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& g, const Tensor& dx,
                             const Tensor& dw) = nullptr;
+
+  // Rotates each head vector of contiguous x [B, T, H, D] (HF rotate-half) by sign · the angles
+  // whose cos and sin are [T, D/2]; out may be x itself (in place). Its backward is sign = −1.
+  void (*rope)(const Tensor& x, const Tensor& cos, const Tensor& sin, float sign, const Tensor& out) = nullptr;
 
   // Row-wise softmax (or log-softmax) over the last dim; lse [rows] (when defined) gets each
   // row's log Σ exp. Its backward takes the output y: softmax dx = y ⊙ (g − Σ g⊙y),

@@ -69,32 +69,33 @@ ResidualNorm add_rms_norm(const Tensor& x, const Tensor& y, const Tensor& weight
 }
 
 namespace {
-// cos/sin of every (position, frequency) pair, [T, D/2] each, for positions offset..offset+T-1.
+// cos/sin of every (position, frequency) pair, [T, D/2] each, for positions offset..offset+T-1,
+// on the device that rotates with them.
 struct RopeTable {
   int64_t T, D, offset;
   float theta, scaling;
-  std::vector<float> cs, sn;
+  Device device;
+  Tensor cos, sin;
 };
 
-std::shared_ptr<const RopeTable> make_rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling) {
-  auto table = std::make_shared<RopeTable>(RopeTable{T, D, offset, theta, scaling, {}, {}});
+std::shared_ptr<const RopeTable> make_rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling, Device device) {
   const int64_t half = D / 2;
-  table->cs.resize(T * half);
-  table->sn.resize(T * half);
+  std::vector<float> cs(T * half), sn(T * half);
   for (int64_t i = 0; i < half; ++i) {
     const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(D));
     for (int64_t t = 0; t < T; ++t) {
       const double angle = static_cast<double>(offset + t) / scaling * inv_freq;
-      table->cs[t * half + i] = static_cast<float>(std::cos(angle));
-      table->sn[t * half + i] = static_cast<float>(std::sin(angle));
+      cs[t * half + i] = static_cast<float>(std::cos(angle));
+      sn[t * half + i] = static_cast<float>(std::sin(angle));
     }
   }
-  return table;
+  return std::make_shared<RopeTable>(RopeTable{T, D, offset, theta, scaling, device, Tensor::from_vector(cs, {T, half}, device),
+                                               Tensor::from_vector(sn, {T, half}, device)});
 }
 
 // Every layer of every training step asks for the same table: the last few made are kept, if
 // small (a table of T = 4096, D = 128 is 2 MiB; longer ones are made per call).
-std::shared_ptr<const RopeTable> rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling) {
+std::shared_ptr<const RopeTable> rope_table(int64_t T, int64_t D, float theta, int64_t offset, float scaling, Device device) {
   static std::mutex mu;
   static std::deque<std::shared_ptr<const RopeTable>> recent;
   constexpr size_t kKept = 8;
@@ -102,9 +103,9 @@ std::shared_ptr<const RopeTable> rope_table(int64_t T, int64_t D, float theta, i
   {
     std::lock_guard<std::mutex> lock(mu);
     for (const auto& t : recent)
-      if (t->T == T && t->D == D && t->offset == offset && t->theta == theta && t->scaling == scaling) return t;
+      if (t->T == T && t->D == D && t->offset == offset && t->theta == theta && t->scaling == scaling && t->device == device) return t;
   }
-  std::shared_ptr<const RopeTable> made = make_rope_table(T, D, theta, offset, scaling);  // outside the lock
+  std::shared_ptr<const RopeTable> made = make_rope_table(T, D, theta, offset, scaling, device);  // outside the lock
   if (T * D <= kMaxKeptFloats) {
     std::lock_guard<std::mutex> lock(mu);
     recent.push_front(made);
@@ -117,28 +118,12 @@ std::shared_ptr<const RopeTable> rope_table(int64_t T, int64_t D, float theta, i
 // place when the caller gives x up (`may_overwrite`) and nothing else holds it: rotation needs
 // no input once applied, so a copy would only add memory traffic.
 Tensor rotate(const Tensor& x, const RopeTable& table, float sign, bool may_overwrite) {
+  const OpTable& B = op_table(x.device(), OpKind::Rope, DType::F32);
   const bool in_place = may_overwrite && x.is_sole_reference() && x.is_contiguous();
   Tensor xc = contiguous_data(x);
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  Tensor out = in_place ? x.detach() : Tensor::empty(x.shape());
+  Tensor out = in_place ? x.detach() : Tensor::empty(x.shape(), DType::F32, x.device());
   if (in_place) out.bump_version();
-  const float* px = xc.data<float>();
-  float* po = out.data<float>();
-  parallel_for(0, B * T, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t bt = lo; bt < hi; ++bt) {
-      const int64_t t = bt % T;
-      const float *c = table.cs.data() + t * half, *s = table.sn.data() + t * half;
-      for (int64_t h = 0; h < H; ++h) {
-        const float* xi = px + (bt * H + h) * D;
-        float* yi = po + (bt * H + h) * D;
-        for (int64_t i = 0; i < half; ++i) {
-          const float a = xi[i], b = xi[i + half], si = sign * s[i];
-          yi[i] = a * c[i] - b * si;
-          yi[i + half] = b * c[i] + a * si;
-        }
-      }
-    }
-  });
+  B.rope(xc, table.cos, table.sin, sign, out);
   return out;
 }
 }  // namespace
@@ -149,7 +134,8 @@ Tensor rope_impl(const Tensor& x, float theta, int64_t position_offset, float sc
   SMELT_CHECK(x.dim() == 4, "rope: input must be [batch, seq, heads, head_dim], got ", x.str());
   SMELT_CHECK(x.size(3) % 2 == 0, "rope: head_dim must be even, got ", x.size(3));
   SMELT_CHECK(theta > 0 && scaling > 0, "rope: theta and scaling must be positive (", theta, ", ", scaling, ")");
-  const std::shared_ptr<const RopeTable> table = rope_table(x.size(1), x.size(3), theta, position_offset, scaling);
+  SMELT_CHECK(position_offset >= 0, "rope: position offset must be ≥ 0, got ", position_offset);
+  const std::shared_ptr<const RopeTable> table = rope_table(x.size(1), x.size(3), theta, position_offset, scaling, x.device());
   // Rotating x in place keeps its history (the edge below points at x's grad_fn, not its data).
   Tensor out = rotate(x, *table, 1.0f, may_overwrite);
   if (needs_grad({&x})) {

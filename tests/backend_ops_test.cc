@@ -251,6 +251,21 @@ std::vector<OpCase> all_cases() {
                      return y;
                    },
                    33 * 7});
+  cases.push_back({"rope at an offset", {OpKind::Rope}, {{{2, 5, 3, 8}}},
+                   [](const Inputs& x) { return ops::rope(x[0], 10000.0f, 3, 2.0f); },
+                   [](const std::vector<Values>& x) {
+                     Values y(x[0].size());
+                     for (int64_t bt = 0; bt < 10; ++bt)
+                       for (int64_t h = 0; h < 3; ++h)
+                         for (int64_t i = 0; i < 4; ++i) {
+                           const double angle = (3.0 + bt % 5) / 2.0 * std::pow(10000.0, -2.0 * i / 8.0);
+                           const float* v = x[0].data() + (bt * 3 + h) * 8;
+                           float* o = y.data() + (bt * 3 + h) * 8;
+                           o[i] = static_cast<float>(v[i] * std::cos(angle) - v[i + 4] * std::sin(angle));
+                           o[i + 4] = static_cast<float>(v[i + 4] * std::cos(angle) + v[i] * std::sin(angle));
+                         }
+                     return y;
+                   }});
   for (bool log : {false, true})
     cases.push_back({log ? "log_softmax of a strided slice" : "softmax of a strided slice", {OpKind::Softmax, OpKind::SoftmaxBackward},
                      {{{5, 258}, -4.0f, 4.0f}},

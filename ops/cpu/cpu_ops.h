@@ -30,6 +30,7 @@ void cpu_scatter_add_op(const Tensor& out, int64_t dim, const Tensor& index, con
 void cpu_rms_norm_op(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, const Tensor& sum, const Tensor& out,
                      const Tensor& rstd);
 void cpu_rms_norm_backward_op(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& g, const Tensor& dx, const Tensor& dw);
+void cpu_rope_op(const Tensor& x, const Tensor& cos, const Tensor& sin, float sign, const Tensor& out);
 void cpu_softmax_op(const Tensor& x, bool log, const Tensor& out, const Tensor& lse);
 void cpu_softmax_backward_op(const Tensor& y, const Tensor& g, bool log, const Tensor& dx);
 

@@ -1,5 +1,5 @@
-// The CPU's row-wise ops over the last dimension: RMS norm (optionally of a residual sum) and
-// softmax / log-softmax, forward and backward. Rows run in parallel.
+// The CPU's row-wise ops over the last dimension: RMS norm (optionally of a residual sum), RoPE
+// and softmax / log-softmax, forward and backward. Rows run in parallel.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -46,6 +46,27 @@ void cpu_rms_norm_backward_op(const Tensor& x, const Tensor& w, const Tensor& rs
     for (int64_t r = 0; r < rows; ++r) {
       cpu_binary(BinaryOp::Mul, pg + r * C + c0, px + r * C + c0, gx.data(), c1 - c0);
       cpu_axpy(pr[r], gx.data(), pdw + c0, c1 - c0);
+    }
+  });
+}
+
+void cpu_rope_op(const Tensor& x, const Tensor& cos, const Tensor& sin, float sign, const Tensor& out) {
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  const float *px = f32(x), *pc = f32(cos), *ps = f32(sin);
+  float* po = f32_out(out);  // may be x itself: each pair is read before it is written
+  parallel_for(0, B * T, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t bt = lo; bt < hi; ++bt) {
+      const int64_t t = bt % T;
+      const float *c = pc + t * half, *s = ps + t * half;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* xi = px + (bt * H + h) * D;
+        float* yi = po + (bt * H + h) * D;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = xi[i], b = xi[i + half], si = sign * s[i];
+          yi[i] = a * c[i] - b * si;
+          yi[i + half] = b * c[i] + a * si;
+        }
+      }
     }
   });
 }

@@ -63,6 +63,7 @@ const OpTable& cpu_op_table() {
     t.scatter_add = cpu_scatter_add_op;
     t.rms_norm = cpu_rms_norm_op;
     t.rms_norm_backward = cpu_rms_norm_backward_op;
+    t.rope = cpu_rope_op;
     t.softmax = cpu_softmax_op;
     t.softmax_backward = cpu_softmax_backward_op;
     return t;

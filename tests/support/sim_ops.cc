@@ -68,6 +68,7 @@ void register_sim_ops() {
     SIM_ENTRY(scatter_add);
     SIM_ENTRY(rms_norm);
     SIM_ENTRY(rms_norm_backward);
+    SIM_ENTRY(rope);
     SIM_ENTRY(softmax);
     SIM_ENTRY(softmax_backward);
     return t;
