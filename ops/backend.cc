@@ -16,6 +16,7 @@ const char* op_kind_name(OpKind op) {
     case OpKind::SwigluBackward: return "swiglu_backward";
     case OpKind::SumAxis: return "sum_axis";
     case OpKind::MaxAxis: return "max_axis";
+    case OpKind::Matmul: return "matmul";
     case OpKind::IndexSelect: return "index_select";
     case OpKind::IndexAdd: return "index_add";
     case OpKind::Gather: return "gather";

@@ -82,12 +82,13 @@ struct KernelTable {
 // caller, never returned), so a device backend needs no host round trip. Threads, scratch
 // buffers and row loops live in the backend (ops/cpu/ for the CPU).
 //
-// Families so far: elementwise, reductions, indexing, norms, RoPE, softmax. The others (GEMM and attention, the
+// Families so far: elementwise, reductions, matmul, indexing, norms, RoPE, softmax. The others (GEMM and attention, the
 // losses, MoE routing, AdamW, the gradient norm) still call the row-sized KernelTable above
 // from their op files on host memory, and move here family by family.
 enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
   SumAxis, MaxAxis,
+  Matmul,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
@@ -115,6 +116,10 @@ struct OpTable {
   // out = max over axis `dim`, argmax (i64, out's shape) = where (the first, on ties). Its
   // backward is a scatter_add of the gradient at argmax.
   void (*max_axis)(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) = nullptr;
+
+  // out [..., M, N] = a [..., M, K] · b [..., K, N] (or a shared 2-D b), batch dims alike; each
+  // operand's last two dims row- or column-major (any batch strides), b f32 or bf16 (widened).
+  void (*matmul)(const Tensor& a, const Tensor& b, const Tensor& out) = nullptr;
 
   // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
   // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:

@@ -1,5 +1,7 @@
 #include "ops/common.h"
 
+#include <algorithm>
+
 namespace smelt::ops {
 
 void check_f32(const Tensor& t, const char* op, const char* arg) {
@@ -18,6 +20,16 @@ void check_weight(const Tensor& t, const char* op, const char* arg) {
 void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset) {
   if (w.dtype() == DType::BF16) g.b_bf16 = w.data<uint16_t>() + element_offset;
   else g.b = w.data<float>() + element_offset;
+}
+
+MatrixLayout matrix_layout(const Tensor& t) {
+  const int64_t nd = t.dim();
+  const int64_t rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
+  const int64_t rs = t.strides()[nd - 2], cs = t.strides()[nd - 1];
+  if ((cs == 1 || cols == 1) && rs >= std::max<int64_t>(cols, 1)) return {true, false, rs};
+  if ((rs == 1 || rows == 1) && cs >= std::max<int64_t>(rows, 1)) return {true, true, cs};
+  if (rows == 1 && cols == 1) return {true, false, 1};
+  return {};
 }
 
 void check_index(const Tensor& t, const char* op, const char* arg) {

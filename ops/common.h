@@ -14,6 +14,15 @@ void check_f32(const Tensor& t, const char* op, const char* arg);
 void check_weight(const Tensor& t, const char* op, const char* arg);
 // Points the GEMM's B operand at w's first element, as f32 or bf16 by w's dtype.
 void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset = 0);
+// How a GEMM reads the last two dims of a view: leading dimension and whether transposed; ok is
+// false when the view is neither row- nor column-major (it must be copied first).
+struct MatrixLayout {
+  bool ok = false;
+  bool trans = false;
+  int64_t ld = 0;
+};
+MatrixLayout matrix_layout(const Tensor& t);
+
 // Throws unless `t` holds integer indices (i32 or i64).
 void check_index(const Tensor& t, const char* op, const char* arg);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);

@@ -199,6 +199,28 @@ std::vector<OpCase> all_cases() {
                          for (int64_t c = 0; c < 5; ++c) y[a * 5 + c] = std::max(y[a * 5 + c], x[0][(a * 17 + b) * 5 + c]);
                      return y;
                    }});
+  // Products: batched with a transposed a, and a shared 2-D b read transposed (a linear layer).
+  cases.push_back({"batched matmul, a transposed", {OpKind::Matmul}, {{{2, 7, 5}}, {{2, 7, 3}}},
+                   [](const Inputs& x) { return ops::matmul(ops::transpose(x[0], 1, 2), x[1]); },
+                   [](const std::vector<Values>& x) {
+                     Values y(2 * 5 * 3, 0.0f);
+                     for (int64_t b = 0; b < 2; ++b)
+                       for (int64_t i = 0; i < 5; ++i)
+                         for (int64_t j = 0; j < 3; ++j)
+                           for (int64_t k = 0; k < 7; ++k) y[(b * 5 + i) * 3 + j] += x[0][(b * 7 + k) * 5 + i] * x[1][(b * 7 + k) * 3 + j];
+                     return y;
+                   },
+                   7});
+  cases.push_back({"linear (shared weight, transposed)", {OpKind::Matmul}, {{{3, 4, 33}}, {{17, 33}}},
+                   [](const Inputs& x) { return ops::linear(x[0], x[1]); },
+                   [](const std::vector<Values>& x) {
+                     Values y(12 * 17, 0.0f);
+                     for (int64_t r = 0; r < 12; ++r)
+                       for (int64_t j = 0; j < 17; ++j)
+                         for (int64_t k = 0; k < 33; ++k) y[r * 17 + j] += x[0][r * 33 + k] * x[1][j * 33 + k];
+                     return y;
+                   },
+                   33});
   // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
   cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
                    [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },

@@ -20,6 +20,9 @@ void cpu_swiglu_backward_rows(const float* gate, const float* up, const float* g
 void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out);
 void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax);
 
+// matmul_ops.cc
+void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out);
+
 // index_ops.cc
 void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

@@ -39,9 +39,9 @@ namespace smelt {
 namespace {
 bool cpu_supports(OpKind op, DType dtype) {
   // CPU compute is f32 (other dtypes convert at the edges), except that a bf16 table is read
-  // (widened) by index_select: embeddings kept in bf16 for inference.
+  // (widened) by index_select and a bf16 B by matmul: weights kept in bf16 for inference.
   if (op == OpKind::Count) return false;
-  return dtype == DType::F32 || (dtype == DType::BF16 && op == OpKind::IndexSelect);
+  return dtype == DType::F32 || (dtype == DType::BF16 && (op == OpKind::IndexSelect || op == OpKind::Matmul));
 }
 }  // namespace
 
@@ -57,6 +57,7 @@ const OpTable& cpu_op_table() {
     t.swiglu_backward = cpu_swiglu_backward_op;
     t.sum_axis = cpu_sum_axis_op;
     t.max_axis = cpu_max_axis_op;
+    t.matmul = cpu_matmul_op;
     t.index_select = cpu_index_select_op;
     t.index_add = cpu_index_add_op;
     t.gather = cpu_gather_op;

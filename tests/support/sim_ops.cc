@@ -62,6 +62,7 @@ void register_sim_ops() {
     SIM_ENTRY(swiglu_backward);
     SIM_ENTRY(sum_axis);
     SIM_ENTRY(max_axis);
+    SIM_ENTRY(matmul);
     SIM_ENTRY(index_select);
     SIM_ENTRY(index_add);
     SIM_ENTRY(gather);

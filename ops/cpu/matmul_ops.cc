@@ -1,0 +1,60 @@
+// The CPU's batched matmul: one GEMM in all when b is a shared 2-D matrix and a's rows are
+// contiguous, otherwise one GEMM per batch entry with batch offsets following each operand's
+// strides. Operands are read in place in either GEMM layout (ops/common.h's matrix_layout).
+#include "ops/common.h"
+#include "ops/cpu/cpu_ops.h"
+
+namespace smelt {
+
+namespace {
+// Points the GEMM's B operand at w's element `offset` (from its view's start), f32 or bf16.
+void point_b(GemmArgs& g, const Tensor& w, int64_t offset) {
+  if (w.dtype() == DType::BF16) g.b_bf16 = static_cast<const uint16_t*>(w.device_data()) + offset;
+  else g.b = static_cast<const float*>(w.device_data()) + offset;
+}
+}  // namespace
+
+void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  const ops::MatrixLayout la = ops::matrix_layout(a), lb = ops::matrix_layout(b);
+  const Shape batch(a.shape().begin(), a.shape().end() - 2);
+  const float* pa = static_cast<const float*>(a.device_data());
+  float* po = static_cast<float*>(out.device_data());
+  const int64_t batch_count = shape_numel(batch);
+  // Shared 2-D b and a contiguous batch of row-major matrices: one tall GEMM.
+  if (b.dim() == 2 && !la.trans && a.is_contiguous()) {
+    GemmArgs g;
+    g.m = batch_count * M; g.n = N; g.k = K;
+    g.a = pa; g.lda = K;
+    point_b(g, b, 0);
+    g.ldb = lb.ld; g.trans_b = lb.trans;
+    g.c = po; g.ldc = N;
+    cpu_gemm(g);
+    return;
+  }
+  const Shape a_bstrides(a.strides().begin(), a.strides().end() - 2);
+  const Shape b_bstrides = b.dim() > 2 ? Shape(b.strides().begin(), b.strides().end() - 2) : Shape(batch.size(), 0);
+  const Shape o_bstrides(out.strides().begin(), out.strides().end() - 2);
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (int64_t i = 0; i < batch_count; ++i) {
+    int64_t oa = 0, ob = 0, oo = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += idx[d] * a_bstrides[d];
+      ob += idx[d] * b_bstrides[d];
+      oo += idx[d] * o_bstrides[d];
+    }
+    GemmArgs g;
+    g.m = M; g.n = N; g.k = K;
+    g.a = pa + oa; g.lda = la.ld; g.trans_a = la.trans;
+    point_b(g, b, ob);
+    g.ldb = lb.ld; g.trans_b = lb.trans;
+    g.c = po + oo; g.ldc = N;
+    cpu_gemm(g);
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      if (++idx[d] < batch[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace smelt
