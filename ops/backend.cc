@@ -17,6 +17,8 @@ const char* op_kind_name(OpKind op) {
     case OpKind::SumAxis: return "sum_axis";
     case OpKind::MaxAxis: return "max_axis";
     case OpKind::Matmul: return "matmul";
+    case OpKind::Attention: return "attention";
+    case OpKind::AttentionBackward: return "attention_backward";
     case OpKind::IndexSelect: return "index_select";
     case OpKind::IndexAdd: return "index_add";
     case OpKind::Gather: return "gather";

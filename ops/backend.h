@@ -82,13 +82,13 @@ struct KernelTable {
 // caller, never returned), so a device backend needs no host round trip. Threads, scratch
 // buffers and row loops live in the backend (ops/cpu/ for the CPU).
 //
-// Families so far: elementwise, reductions, matmul, indexing, norms, RoPE, softmax. The others (GEMM and attention, the
+// Families so far: elementwise, reductions, matmul, attention, indexing, norms, RoPE, softmax. The others (GEMM itself, the
 // losses, MoE routing, AdamW, the gradient norm) still call the row-sized KernelTable above
 // from their op files on host memory, and move here family by family.
 enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
   SumAxis, MaxAxis,
-  Matmul,
+  Matmul, Attention, AttentionBackward,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
@@ -120,6 +120,16 @@ struct OpTable {
   // out [..., M, N] = a [..., M, K] · b [..., K, N] (or a shared 2-D b), batch dims alike; each
   // operand's last two dims row- or column-major (any batch strides), b f32 or bf16 (widened).
   void (*matmul)(const Tensor& a, const Tensor& b, const Tensor& out) = nullptr;
+
+  // Flash-style attention of contiguous q [B, Tq, Hq, D] against k, v [B, Tk, Hkv, D] (Hq a
+  // multiple of Hkv: GQA), causal or full, scores scaled by `scale`; key_start (i64 [B, Tq], or
+  // undefined) masks the keys before each query's own document. out [B, Tq, Hq, D] and each
+  // query row's log-sum-exp lse [B, Hq, Tq], which the backward uses instead of stored
+  // probabilities; dq, dk, dv are written whole.
+  void (*attention)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, bool causal, float scale,
+                    const Tensor& out, const Tensor& lse) = nullptr;
+  void (*attention_backward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
+                             const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv) = nullptr;
 
   // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
   // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:

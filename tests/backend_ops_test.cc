@@ -99,6 +99,31 @@ Values rms_norm_ref(const Values& x, const Values* residual, const Values& w, in
   return y;
 }
 
+// Causal GQA attention by plain loops: q [B, T, Hq, D], k and v [B, T, Hkv, D], queries of batch b
+// at position i see keys [first_key[b][i], i].
+Values attention_ref(const Values& q, const Values& k, const Values& v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                     const std::vector<int64_t>& first_key) {
+  Values o(q.size(), 0.0f);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t g = h / (Hq / Hkv), j0 = first_key.empty() ? 0 : first_key[b * T + i];
+        std::vector<double> w;
+        double m = -1e300, z = 0;
+        for (int64_t j = j0; j <= i; ++j) {
+          double dot = 0;
+          for (int64_t c = 0; c < D; ++c) dot += q[((b * T + i) * Hq + h) * D + c] * k[((b * T + j) * Hkv + g) * D + c];
+          w.push_back(dot * scale);
+          m = std::max(m, w.back());
+        }
+        for (double& x : w) z += (x = std::exp(x - m));
+        for (int64_t j = j0; j <= i; ++j)
+          for (int64_t c = 0; c < D; ++c) o[((b * T + i) * Hq + h) * D + c] += static_cast<float>(w[j - j0] / z * v[((b * T + j) * Hkv + g) * D + c]);
+      }
+  return o;
+}
+
 Values softmax_ref(const Values& x, int64_t C, bool log) {
   Values y(x.size());
   for (size_t r = 0; r < x.size() / C; ++r) {
@@ -221,6 +246,25 @@ std::vector<OpCase> all_cases() {
                      return y;
                    },
                    33});
+  // Causal GQA attention: 4 query heads on 2 kv heads, 9 positions (more than one query block
+  // still, but odd), and again with packed documents (key starts).
+  for (bool packed : {false, true}) {
+    const std::vector<int64_t> starts = packed ? std::vector<int64_t>{0, 0, 0, 3, 3, 3, 3, 7, 7, 0, 1, 1, 1, 1, 5, 5, 5, 5}
+                                               : std::vector<int64_t>{};
+    cases.push_back({packed ? "attention, GQA, packed documents" : "attention, GQA, causal", {OpKind::Attention, OpKind::AttentionBackward},
+                     {{{2, 9, 4, 8}}, {{2, 9, 2, 8}}, {{2, 9, 2, 8}}},
+                     [starts](const Inputs& x) {
+                       const Tensor ks = starts.empty() ? Tensor() : Tensor::from_ints(starts, {2, 9}, DType::I32, x[0].device());
+                       return ops::attention(x[0], x[1], x[2], true, 0.0f, ks);
+                     },
+                     [starts](const std::vector<Values>& x) { return attention_ref(x[0], x[1], x[2], 2, 9, 4, 2, 8, starts); },
+                     9 * 8});
+  }
+  cases.push_back({"attention, 37 positions (two query blocks)", {OpKind::Attention, OpKind::AttentionBackward},
+                   {{{1, 37, 4, 8}}, {{1, 37, 2, 8}}, {{1, 37, 2, 8}}},
+                   [](const Inputs& x) { return ops::attention(x[0], x[1], x[2], true, 0.0f, Tensor()); },
+                   [](const std::vector<Values>& x) { return attention_ref(x[0], x[1], x[2], 1, 37, 4, 2, 8, {}); },
+                   37 * 8});
   // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
   cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
                    [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },

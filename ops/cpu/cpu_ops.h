@@ -23,6 +23,12 @@ void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tens
 // matmul_ops.cc
 void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out);
 
+// attention_ops.cc
+void cpu_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, bool causal, float scale,
+                      const Tensor& out, const Tensor& lse);
+void cpu_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
+                               const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv);
+
 // index_ops.cc
 void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

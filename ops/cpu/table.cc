@@ -58,6 +58,8 @@ const OpTable& cpu_op_table() {
     t.sum_axis = cpu_sum_axis_op;
     t.max_axis = cpu_max_axis_op;
     t.matmul = cpu_matmul_op;
+    t.attention = cpu_attention_op;
+    t.attention_backward = cpu_attention_backward_op;
     t.index_select = cpu_index_select_op;
     t.index_add = cpu_index_add_op;
     t.gather = cpu_gather_op;

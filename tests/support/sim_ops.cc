@@ -63,6 +63,8 @@ void register_sim_ops() {
     SIM_ENTRY(sum_axis);
     SIM_ENTRY(max_axis);
     SIM_ENTRY(matmul);
+    SIM_ENTRY(attention);
+    SIM_ENTRY(attention_backward);
     SIM_ENTRY(index_select);
     SIM_ENTRY(index_add);
     SIM_ENTRY(gather);
