@@ -19,6 +19,10 @@ const char* op_kind_name(OpKind op) {
     case OpKind::Matmul: return "matmul";
     case OpKind::Attention: return "attention";
     case OpKind::AttentionBackward: return "attention_backward";
+    case OpKind::TopK: return "topk";
+    case OpKind::MoePermute: return "moe_permute";
+    case OpKind::MoeExperts: return "moe_experts";
+    case OpKind::MoeExpertsBackward: return "moe_experts_backward";
     case OpKind::IndexSelect: return "index_select";
     case OpKind::IndexAdd: return "index_add";
     case OpKind::Gather: return "gather";

@@ -89,12 +89,22 @@ enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
   SumAxis, MaxAxis,
   Matmul, Attention, AttentionBackward,
+  TopK, MoePermute, MoeExperts, MoeExpertsBackward,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
   Count
 };
 const char* op_kind_name(OpKind op);
+
+// The MoE dispatch's index arrays (i64, on the device) for S slots of N tokens and E experts:
+// sorted position i holds slot order[i]; expert e owns sorted positions [offsets[e],
+// offsets[e + 1]); dropped slots (expert −1) sit at [offsets[E], S); sorted_token[i] is the
+// token of sorted position i; token n's kept slots are token_positions[token_offsets[n] ..
+// token_offsets[n + 1]) (sorted positions, ascending).
+struct MoeDispatch {
+  Tensor order, offsets, sorted_token, token_offsets, token_positions;
+};
 
 struct OpTable {
   const char* backend = "";
@@ -130,6 +140,23 @@ struct OpTable {
                     const Tensor& out, const Tensor& lse) = nullptr;
   void (*attention_backward)(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
                              const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv) = nullptr;
+
+  // out [N, k] (i64) = the indices of each row's k largest entries of x [N, E], ties to the lower.
+  void (*topk)(const Tensor& x, int64_t k, const Tensor& out) = nullptr;
+  // Fills the dispatch arrays (sized by the caller) from the slots' token and expert indices,
+  // checked as read. Deterministic: slots keep their order within an expert.
+  void (*moe_permute)(const Tensor& token, const Tensor& expert, const MoeDispatch& dispatch) = nullptr;
+  // The experts' SwiGLU over their segments and the weighted combine: out [N, C] = Σ over token
+  // n's slots of weight · down(silu(gate·x) ⊙ up·x). h, u, act [S, F] and ys [S, C] keep the
+  // activations (sorted order) for the backward, which gives dx, dweight and (where defined)
+  // the stacked weight gradients. Expert weights f32 or bf16 (widened).
+  void (*moe_experts)(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                      const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
+                      const Tensor& out) = nullptr;
+  void (*moe_experts_backward)(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                               const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
+                               const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
+                               const Tensor& dweight) = nullptr;
 
   // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
   // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:

@@ -6,6 +6,8 @@ namespace smelt::ops {
 
 // out[n] = Σ_{s : token[s] = n} weight[s] · down_e(silu(gate_e · x[n]) ⊙ (up_e · x[n])), e = expert[s].
 //   x [N, C]; gate, up [E, F, C]; down [E, C, F]; token, expert [S] integers; weight [S] f32.
+// A slot whose expert is −1 is dropped (capacity): it runs nowhere and its weight gets a zero
+// gradient, so the routing can keep a fixed number of slots on the device.
 // Slots are sorted by expert and each expert runs as one GEMM over its contiguous segment
 // (MegaBlocks' dropless idea); a token may appear in any number of slots (top-k routing), or
 // in none (dropped). Differentiable in x, the expert weights and the routing weights.
@@ -15,10 +17,10 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
 // Wall time spent in moe_ffn's forward phases since the last reset, when timing is on: routing
 // bookkeeping (sort, gather, weighted scatter) versus the expert SwiGLU itself. For smelt bench.
 struct MoeTimings {
-  double dispatch_seconds = 0;  // counting sort, row gather, combine
-  double expert_seconds = 0;    // per-expert GEMMs and the SwiGLU
-  double backward_dispatch_seconds = 0;  // routing-weight gradients, gradient gather and scatter
-  double backward_expert_seconds = 0;    // the experts' backward GEMMs and SwiGLU derivative
+  double dispatch_seconds = 0;  // the slots' counting sort by expert
+  double expert_seconds = 0;    // per-expert GEMMs, the SwiGLU and the combine (one backend call)
+  double backward_dispatch_seconds = 0;  // unused since the backward is one backend call (kept 0)
+  double backward_expert_seconds = 0;    // the whole backward: routing-weight gradients, GEMMs, SwiGLU derivative, combine
   int64_t calls = 0;
 };
 void set_moe_timing(bool on);

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <set>
@@ -19,6 +20,7 @@
 
 #include "autograd/gradcheck.h"
 #include "ops/backend.h"
+#include "ops/moe.h"
 #include "ops/ops.h"
 #include "runtime/device_backend.h"
 #include "runtime/rng.h"
@@ -265,6 +267,50 @@ std::vector<OpCase> all_cases() {
                    [](const Inputs& x) { return ops::attention(x[0], x[1], x[2], true, 0.0f, Tensor()); },
                    [](const std::vector<Values>& x) { return attention_ref(x[0], x[1], x[2], 1, 37, 4, 2, 8, {}); },
                    37 * 8});
+  // MoE: 5 tokens, 3 experts, 7 slots (a token in two slots, one in none, one slot dropped with
+  // expert −1, expert 2 chosen by nobody); top-k indices feed the routing weights' gather.
+  cases.push_back({"moe_ffn with a dropped slot and an idle expert", {OpKind::MoePermute, OpKind::MoeExperts, OpKind::MoeExpertsBackward},
+                   {{{5, 6}}, {{3, 4, 6}}, {{3, 4, 6}}, {{3, 6, 4}}, {{7}, 0.2f, 1.0f}},
+                   [](const Inputs& x) {
+                     const Device d = x[0].device();
+                     return ops::moe_ffn(x[0], x[1], x[2], x[3], Tensor::from_ints({0, 1, 1, 3, 4, 0, 2}, {7}, DType::I64, d),
+                                         Tensor::from_ints({1, 0, 1, 0, -1, 0, 1}, {7}, DType::I32, d), x[4]);
+                   },
+                   [](const std::vector<Values>& x) {
+                     const int64_t tok[7] = {0, 1, 1, 3, 4, 0, 2}, ex[7] = {1, 0, 1, 0, -1, 0, 1};
+                     Values y(30, 0.0f);
+                     for (int64_t s = 0; s < 7; ++s) {
+                       if (ex[s] < 0) continue;
+                       std::vector<double> act(4);
+                       for (int64_t f = 0; f < 4; ++f) {
+                         double g = 0, u = 0;
+                         for (int64_t c = 0; c < 6; ++c) {
+                           g += x[1][(ex[s] * 4 + f) * 6 + c] * x[0][tok[s] * 6 + c];
+                           u += x[2][(ex[s] * 4 + f) * 6 + c] * x[0][tok[s] * 6 + c];
+                         }
+                         act[f] = g / (1 + std::exp(-g)) * u;
+                       }
+                       for (int64_t c = 0; c < 6; ++c) {
+                         double o = 0;
+                         for (int64_t f = 0; f < 4; ++f) o += x[3][(ex[s] * 6 + c) * 4 + f] * act[f];
+                         y[tok[s] * 6 + c] += static_cast<float>(x[4][s] * o);
+                       }
+                     }
+                     return y;
+                   },
+                   24});
+  cases.push_back({"top-k indices, then the chosen scores", {OpKind::TopK, OpKind::Gather}, {{{6, 5}}},
+                   [](const Inputs& x) { return ops::gather(x[0], 1, ops::topk_indices(x[0], 2)); },
+                   [](const std::vector<Values>& x) {
+                     Values y;
+                     for (int64_t n = 0; n < 6; ++n) {
+                       Values row(x[0].begin() + n * 5, x[0].begin() + n * 5 + 5);
+                       std::sort(row.begin(), row.end(), std::greater<float>());
+                       y.push_back(row[0]);
+                       y.push_back(row[1]);
+                     }
+                     return y;
+                   }});
   // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
   cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
                    [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },

@@ -29,6 +29,16 @@ void cpu_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const T
 void cpu_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
                                const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv);
 
+// moe_ops.cc
+void cpu_topk_op(const Tensor& x, int64_t k, const Tensor& out);
+void cpu_moe_permute_op(const Tensor& token, const Tensor& expert, const MoeDispatch& dispatch);
+void cpu_moe_experts_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                        const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys, const Tensor& out);
+void cpu_moe_experts_backward_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                                 const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
+                                 const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
+                                 const Tensor& dweight);
+
 // index_ops.cc
 void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

@@ -39,9 +39,10 @@ namespace smelt {
 namespace {
 bool cpu_supports(OpKind op, DType dtype) {
   // CPU compute is f32 (other dtypes convert at the edges), except that a bf16 table is read
-  // (widened) by index_select and a bf16 B by matmul: weights kept in bf16 for inference.
+  // (widened) by index_select and bf16 weights by matmul and the experts: inference in bf16.
   if (op == OpKind::Count) return false;
-  return dtype == DType::F32 || (dtype == DType::BF16 && (op == OpKind::IndexSelect || op == OpKind::Matmul));
+  return dtype == DType::F32 || (dtype == DType::BF16 && (op == OpKind::IndexSelect || op == OpKind::Matmul || op == OpKind::MoeExperts ||
+                                                    op == OpKind::MoeExpertsBackward));
 }
 }  // namespace
 
@@ -60,6 +61,10 @@ const OpTable& cpu_op_table() {
     t.matmul = cpu_matmul_op;
     t.attention = cpu_attention_op;
     t.attention_backward = cpu_attention_backward_op;
+    t.topk = cpu_topk_op;
+    t.moe_permute = cpu_moe_permute_op;
+    t.moe_experts = cpu_moe_experts_op;
+    t.moe_experts_backward = cpu_moe_experts_backward_op;
     t.index_select = cpu_index_select_op;
     t.index_add = cpu_index_add_op;
     t.gather = cpu_gather_op;

@@ -28,6 +28,11 @@ Tensor stage(const Tensor& t, std::vector<Staged>& staged) {
   return host;
 }
 
+MoeDispatch stage(const MoeDispatch& d, std::vector<Staged>& staged) {
+  return {stage(d.order, staged), stage(d.offsets, staged), stage(d.sorted_token, staged), stage(d.token_offsets, staged),
+          stage(d.token_positions, staged)};
+}
+
 void copy_back_written(const std::vector<Staged>& staged) {
   for (const Staged& s : staged) {
     const size_t bytes = static_cast<size_t>(s.host.numel()) * dtype_size(s.host.dtype());
@@ -65,6 +70,10 @@ void register_sim_ops() {
     SIM_ENTRY(matmul);
     SIM_ENTRY(attention);
     SIM_ENTRY(attention_backward);
+    SIM_ENTRY(topk);
+    SIM_ENTRY(moe_permute);
+    SIM_ENTRY(moe_experts);
+    SIM_ENTRY(moe_experts_backward);
     SIM_ENTRY(index_select);
     SIM_ENTRY(index_add);
     SIM_ENTRY(gather);
