@@ -20,6 +20,9 @@ const char* op_kind_name(OpKind op) {
     case OpKind::Attention: return "attention";
     case OpKind::AttentionBackward: return "attention_backward";
     case OpKind::TopK: return "topk";
+    case OpKind::CrossEntropy: return "cross_entropy";
+    case OpKind::CrossEntropyBackward: return "cross_entropy_backward";
+    case OpKind::LinearCrossEntropy: return "linear_cross_entropy";
     case OpKind::MoePermute: return "moe_permute";
     case OpKind::MoeExperts: return "moe_experts";
     case OpKind::MoeExpertsBackward: return "moe_experts_backward";

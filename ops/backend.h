@@ -90,6 +90,7 @@ enum class OpKind {
   SumAxis, MaxAxis,
   Matmul, Attention, AttentionBackward,
   TopK, MoePermute, MoeExperts, MoeExpertsBackward,
+  CrossEntropy, CrossEntropyBackward, LinearCrossEntropy,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
@@ -157,6 +158,21 @@ struct OpTable {
                                const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
                                const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
                                const Tensor& dweight) = nullptr;
+
+  // Mean cross-entropy of logits [N, V] against targets [N] (i32/i64; rows with ignore_index,
+  // and rows of weight 0, count for nothing), over the total weight of counted rows (0 when none
+  // do): loss [] and each row's log-sum-exp lse [N]. weights [N] f32 or undefined (all 1).
+  // Targets and weights are checked as read. The backward gives dlogits (which may be logits
+  // itself) for the upstream gradient g [].
+  void (*cross_entropy)(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index, const Tensor& loss,
+                        const Tensor& lse) = nullptr;
+  void (*cross_entropy_backward)(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index,
+                                 const Tensor& lse, const Tensor& g, const Tensor& dlogits) = nullptr;
+  // cross_entropy(hidden · weightᵀ, ...) with the logits made chunk_rows rows at a time (0: 8 MiB
+  // of them); d_hidden and d_weight (each where defined) get the gradients for an upstream 1.
+  void (*linear_cross_entropy)(const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& weights,
+                               int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden,
+                               const Tensor& d_weight) = nullptr;
 
   // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
   // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:

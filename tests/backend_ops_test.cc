@@ -311,6 +311,40 @@ std::vector<OpCase> all_cases() {
                      }
                      return y;
                    }});
+  // Losses: an ignored row, a zero-weight row, weights; the linear one in chunks of 2 rows.
+  auto ce_ref = [](const Values& logits, int64_t V, const std::vector<int64_t>& t, const Values& w) {
+    double total = 0, wsum = 0;
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (t[i] == -100 || w[i] == 0) continue;
+      double m = -1e300, z = 0;
+      for (int64_t j = 0; j < V; ++j) m = std::max<double>(m, logits[i * V + j]);
+      for (int64_t j = 0; j < V; ++j) z += std::exp(logits[i * V + j] - m);
+      total += w[i] * (m + std::log(z) - logits[i * V + t[i]]);
+      wsum += w[i];
+    }
+    return Values{static_cast<float>(total / wsum)};
+  };
+  cases.push_back({"cross_entropy with ignored and weighted rows", {OpKind::CrossEntropy, OpKind::CrossEntropyBackward},
+                   {{{5, 37}, -3.0f, 3.0f}},
+                   [](const Inputs& x) {
+                     const Tensor t = Tensor::from_ints({3, -100, 36, 0, 5}, {5}, DType::I64, x[0].device());
+                     return ops::cross_entropy(x[0], t, -100, Tensor::from_vector({0.5f, 1.0f, 0.0f, 2.0f, 1.5f}, {5}, x[0].device()));
+                   },
+                   [ce_ref](const std::vector<Values>& x) { return ce_ref(x[0], 37, {3, -100, 36, 0, 5}, {0.5f, 1.0f, 0.0f, 2.0f, 1.5f}); },
+                   37 * 5});
+  cases.push_back({"linear_cross_entropy in chunks", {OpKind::LinearCrossEntropy}, {{{5, 8}}, {{37, 8}}},
+                   [](const Inputs& x) {
+                     const Tensor t = Tensor::from_ints({3, -100, 36, 0, 5}, {5}, DType::I32, x[0].device());
+                     return ops::linear_cross_entropy(x[0], x[1], t, -100, Tensor(), 2);
+                   },
+                   [ce_ref](const std::vector<Values>& x) {
+                     Values logits(5 * 37, 0.0f);
+                     for (int64_t i = 0; i < 5; ++i)
+                       for (int64_t v = 0; v < 37; ++v)
+                         for (int64_t c = 0; c < 8; ++c) logits[i * 37 + v] += x[0][i * 8 + c] * x[1][v * 8 + c];
+                     return ce_ref(logits, 37, {3, -100, 36, 0, 5}, Values(5, 1.0f));
+                   },
+                   37 * 8});
   // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
   cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
                    [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },

@@ -39,6 +39,15 @@ void cpu_moe_experts_backward_op(const Tensor& x, const Tensor& gate, const Tens
                                  const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
                                  const Tensor& dweight);
 
+// loss_ops.cc
+void cpu_cross_entropy_op(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index, const Tensor& loss,
+                          const Tensor& lse);
+void cpu_cross_entropy_backward_op(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index,
+                                   const Tensor& lse, const Tensor& g, const Tensor& dlogits);
+void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& weights,
+                                 int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden,
+                                 const Tensor& d_weight);
+
 // index_ops.cc
 void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

@@ -42,7 +42,7 @@ bool cpu_supports(OpKind op, DType dtype) {
   // (widened) by index_select and bf16 weights by matmul and the experts: inference in bf16.
   if (op == OpKind::Count) return false;
   return dtype == DType::F32 || (dtype == DType::BF16 && (op == OpKind::IndexSelect || op == OpKind::Matmul || op == OpKind::MoeExperts ||
-                                                    op == OpKind::MoeExpertsBackward));
+                                                    op == OpKind::MoeExpertsBackward || op == OpKind::LinearCrossEntropy));
 }
 }  // namespace
 
@@ -62,6 +62,9 @@ const OpTable& cpu_op_table() {
     t.attention = cpu_attention_op;
     t.attention_backward = cpu_attention_backward_op;
     t.topk = cpu_topk_op;
+    t.cross_entropy = cpu_cross_entropy_op;
+    t.cross_entropy_backward = cpu_cross_entropy_backward_op;
+    t.linear_cross_entropy = cpu_linear_cross_entropy_op;
     t.moe_permute = cpu_moe_permute_op;
     t.moe_experts = cpu_moe_experts_op;
     t.moe_experts_backward = cpu_moe_experts_backward_op;

@@ -71,6 +71,9 @@ void register_sim_ops() {
     SIM_ENTRY(attention);
     SIM_ENTRY(attention_backward);
     SIM_ENTRY(topk);
+    SIM_ENTRY(cross_entropy);
+    SIM_ENTRY(cross_entropy_backward);
+    SIM_ENTRY(linear_cross_entropy);
     SIM_ENTRY(moe_permute);
     SIM_ENTRY(moe_experts);
     SIM_ENTRY(moe_experts_backward);
