@@ -13,7 +13,8 @@
 namespace smelt {
 
 enum class BinaryOp { Add, Sub, Mul, Div };
-enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Silu, Gelu, Sigmoid, Tanh, Pow, AddScalar, MulScalar, Abs };
+// Positive: 1 where x > 0, else 0 (a mask, no gradient); ClampMin: max(x, param).
+enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Silu, Gelu, Sigmoid, Tanh, Pow, AddScalar, MulScalar, Abs, Positive, ClampMin };
 
 // C[m, n] = alpha * sum_k A[m, k] * B[k, n] + beta * C[m, n], where A is read at a[i*lda + k]
 // (or a[k*lda + i] when trans_a) and B at b[k*ldb + j] (or b[j*ldb + k] when trans_b).

@@ -8,19 +8,19 @@
 namespace smelt::ops {
 namespace {
 
-// Mean of per-row values over rows whose weight is positive, times `scale`.
+// 1 for rows whose weight is positive, else 0, shaped like `rows` (all 1 without weights).
+Tensor row_mask(const Tensor& rows, const Tensor& row_weight) {
+  if (!row_weight.defined()) return Tensor::ones(rows.shape(), rows.device());
+  SMELT_CHECK(row_weight.numel() == rows.numel(), "distill: row_weight has ", row_weight.numel(), " entries for ", rows.numel(), " rows");
+  return positive(reshape(row_weight.detach(), rows.shape()));
+}
+
+// Mean of per-row values over rows whose weight is positive, times `scale`: all on the device
+// (0 when no row counts: the masked sum is 0, divided by max(count, 1)).
 Tensor weighted_mean(const Tensor& rows, const Tensor& row_weight, double scale) {
   if (!row_weight.defined()) return mul(mean(rows), static_cast<float>(scale));
-  SMELT_CHECK(row_weight.numel() == rows.numel(), "distill: row_weight has ", row_weight.numel(), " entries for ", rows.numel(), " rows");
-  std::vector<float> w = row_weight.to_vector();
-  double total = 0;
-  for (float& v : w) {
-    v = v > 0 ? 1.0f : 0.0f;
-    total += v;
-  }
-  if (total == 0) return mul(sum(rows), 0.0f);  // nothing to learn from in this batch
-  const Tensor mask = Tensor::from_vector(w, rows.shape());
-  return mul(sum(mul(rows, mask)), static_cast<float>(scale / total));
+  const Tensor mask = row_mask(rows, row_weight);
+  return mul(div(sum(mul(rows, mask)), clamp_min(sum(mask), 1.0f)), static_cast<float>(scale));
 }
 
 double temperature_scale(Divergence kind, double T) { return kind == Divergence::TotalVariation ? 1.0 : T * T; }
@@ -93,21 +93,14 @@ Tensor distill_loss_topk(const Tensor& student_logits, const Tensor& teacher_ids
                   teacher_ids.size(0) == student_logits.size(0),
               "distill: student logits ", student_logits.str(), ", teacher ids ", teacher_ids.str(), " and log-probabilities ",
               teacher_logp.str(), " do not match ([N, V], [N, K], [N, K])");
-  const int64_t N = teacher_logp.size(0), K = teacher_logp.size(1);
-  // Teacher buckets: its K log-probabilities and the log of the mass left over.
-  std::vector<float> lt(N * (K + 1));
+  // Teacher buckets: its K log-probabilities and the log of the mass left over (a fixed target).
+  Tensor teacher;
   {
-    const std::vector<float> top = teacher_logp.to_vector();
-    for (int64_t n = 0; n < N; ++n) {
-      double mass = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        lt[n * (K + 1) + k] = top[n * K + k];
-        mass += std::exp(static_cast<double>(top[n * K + k]));
-      }
-      lt[n * (K + 1) + K] = static_cast<float>(std::log(std::max(1.0 - mass, 1e-12)));
-    }
+    NoGradGuard no_grad;
+    const Tensor top = teacher_logp.detach();
+    const Tensor left = log(clamp_min(add(neg(sum(exp(top), {1}, true)), 1.0f), 1e-12f));
+    teacher = cat({top, left}, 1);
   }
-  const Tensor teacher = Tensor::from_vector(lt, {N, K + 1});
   // Student buckets: log-probabilities of the teacher's K tokens, and of everything else.
   const Tensor ls_full = log_softmax(mul(student_logits, static_cast<float>(1.0 / temperature)));
   const Tensor ls_k = gather(ls_full, 1, teacher_ids.dtype() == DType::I64 ? teacher_ids : teacher_ids.to(DType::I64));
@@ -132,14 +125,12 @@ Tensor hidden_state_loss(const Tensor& s, const Tensor& t_in, HiddenLoss kind, c
   const Tensor t = t_in.detach();
   if (kind == HiddenLoss::MSE) {
     const Tensor d = sub(s, t);
-    // Relative error: the teacher's weighted squared norm is a constant of the batch.
-    std::vector<float> tn = sum(mul(t, t), {1}).to_vector();
-    std::vector<float> w = row_weight.defined() ? row_weight.to_vector() : std::vector<float>(tn.size(), 1.0f);
-    double total = 0, rows = 0;
-    for (size_t i = 0; i < tn.size(); ++i)
-      if (w[i] > 0) total += tn[i], rows += 1;
-    if (rows == 0 || total == 0) return mul(sum(d), 0.0f);
-    return weighted_mean(sum(mul(d, d), {1}), row_weight, rows / total);
+    // Relative error Σ m‖s − t‖² / Σ m‖t‖² over counted rows m: the teacher's part is a constant
+    // of the batch. 0 when nothing counts or the teacher is all zeros.
+    const Tensor tn = sum(mul(t, t), {1});
+    const Tensor mask = row_mask(tn, row_weight);
+    const Tensor total = sum(mul(tn, mask));
+    return div(mul(sum(mul(sum(mul(d, d), {1}), mask)), positive(total)), clamp_min(total, 1e-30f));
   }
   SMELT_CHECK(kind == HiddenLoss::Cosine, "hidden-state loss: no loss kind given");
   const float eps = 1e-12f;

@@ -78,6 +78,8 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::AddScalar: return "add_scalar";
     case UnaryOp::MulScalar: return "mul_scalar";
     case UnaryOp::Abs: return "abs";
+    case UnaryOp::Positive: return "positive";
+    case UnaryOp::ClampMin: return "clamp_min";
   }
   return "?";
 }
@@ -119,6 +121,8 @@ Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::Sigmoid, x); }
 Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
+Tensor positive(const Tensor& x) { return unary(UnaryOp::Positive, x); }
+Tensor clamp_min(const Tensor& x, float lo) { return unary(UnaryOp::ClampMin, x, lo); }
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
   check_f32(gate, "swiglu", "gate");

@@ -21,7 +21,11 @@ Tensor pow(const Tensor& x, float exponent);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor silu(const Tensor& x);
-Tensor gelu(const Tensor& x);  // tanh approximation (GPT-2 / "gelu_pytorch_tanh")
+Tensor gelu(const Tensor& x);
+// 1 where x > 0, else 0: a mask computed on the device (its gradient is zero).
+Tensor positive(const Tensor& x);
+// max(x, lo); the gradient passes where x > lo.
+Tensor clamp_min(const Tensor& x, float lo);  // tanh approximation (GPT-2 / "gelu_pytorch_tanh")
 
 // SwiGLU gating: silu(gate) * up, fused (one pass, no silu(gate) tensor kept).
 Tensor swiglu(const Tensor& gate, const Tensor& up);

@@ -71,6 +71,8 @@ TEST(Kernels, UnaryMatchesScalar) {
     const Case cases[] = {
         {UnaryOp::Neg, [](double x) { return -x; }, 0, -3, 3},
         {UnaryOp::Abs, [](double x) { return std::fabs(x); }, 0, -3, 3},
+        {UnaryOp::Positive, [](double x) { return x > 0 ? 1.0 : 0.0; }, 0, -3, 3},
+        {UnaryOp::ClampMin, [](double x) { return std::max(x, 0.0); }, 0, -3, 3},  // param 0 below
         {UnaryOp::Exp, [](double x) { return std::exp(x); }, 8, -10, 10},
         {UnaryOp::Log, [](double x) { return std::log(x); }, 8, 1e-3f, 100},
         {UnaryOp::Sqrt, [](double x) { return std::sqrt(x); }, 2, 0, 100},

@@ -99,6 +99,9 @@ void UnaryKernel(UnaryOp op, const float* x, float* out, int64_t n, float param)
       });
     case UnaryOp::AddScalar: return map1(d, x, out, n, [&](auto v) { return hn::Add(v, hn::Set(d, param)); });
     case UnaryOp::MulScalar: return map1(d, x, out, n, [&](auto v) { return hn::Mul(v, hn::Set(d, param)); });
+    case UnaryOp::Positive:
+      return map1(d, x, out, n, [&](auto v) { return hn::IfThenElseZero(hn::Gt(v, hn::Zero(d)), hn::Set(d, 1.0f)); });
+    case UnaryOp::ClampMin: return map1(d, x, out, n, [&](auto v) { return hn::Max(v, hn::Set(d, param)); });
     case UnaryOp::Pow:
       // std::pow keeps negative bases with integer exponents exact; pow is rare in hot loops.
       for (int64_t i = 0; i < n; ++i) out[i] = std::pow(x[i], param);

@@ -47,6 +47,8 @@ float unary_derivative(UnaryOp op, float x, float y, float p) {
     case UnaryOp::AddScalar: return 1.0f;
     case UnaryOp::MulScalar: return p;
     case UnaryOp::Abs: return x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f);
+    case UnaryOp::Positive: return 0.0f;
+    case UnaryOp::ClampMin: return x > p ? 1.0f : 0.0f;
   }
   return 0;
 }
