@@ -3,10 +3,12 @@
 // an optional always-on shared expert, load balancing (Switch aux loss, z-loss, or DeepSeek-V3
 // bias balancing) and per-step routing statistics.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "models/config.h"
+#include "ops/moe.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -37,6 +39,9 @@ struct MoEStats {
   double dropped_fraction = 0;
   double mean_active_experts = 0;  // kept slots per real token
   double aux_loss = 0, z_loss = 0;  // unweighted values
+  // From a block's raw statistics (kRawExtra + 2E floats; see MoEBlock::raw_stats).
+  static constexpr int64_t kRawExtra = 6;
+  static MoEStats from_raw(const std::vector<float>& raw, int64_t experts);
 };
 
 class MoEBlock {
@@ -55,7 +60,12 @@ class MoEBlock {
 
   // The weighted balancing loss of the last forward (undefined when it has none).
   const Tensor& auxiliary_loss() const { return aux_loss_; }
-  const MoEStats& stats() const { return stats_; }
+  // The last forward's statistics: read from the device on first use (one host read).
+  const MoEStats& stats() const;
+  // The same, still on the device (f32 [2E + 6], MoEStats::from_raw's layout), for callers that
+  // read many blocks at once; set_stats_from_raw hands the values read back.
+  const Tensor& raw_stats() const { return raw_stats_; }
+  void set_stats_from_raw(const std::vector<float>& raw);
   int64_t num_experts() const { return experts_; }
   // Position of the router-jitter random stream (saved in checkpoints for exact resume).
   uint64_t jitter_offset() const { return jitter_rng_.offset(); }
@@ -68,7 +78,15 @@ class MoEBlock {
   std::string balancing_;
   Philox jitter_rng_;
   Tensor aux_loss_;
-  MoEStats stats_;
+  Tensor raw_stats_;
+  mutable std::optional<MoEStats> stats_;
+
+  // The forward's steps (models/moe.cc).
+  Tensor router_logits(const Tensor& xf);
+  MoeRoute route(const Tensor& scores, const Tensor& mask, const RoutingPolicy& policy);
+  Tensor slot_weights(const Tensor& scores, const MoeRoute& r) const;
+  Tensor add_shared_expert(const Tensor& xf, const Tensor& routed) const;
+  Tensor balancing_losses(const Tensor& logits, const Tensor& scores, const Tensor& mask, const MoeRoute& r);
 };
 
 }  // namespace smelt

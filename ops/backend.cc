@@ -20,6 +20,7 @@ const char* op_kind_name(OpKind op) {
     case OpKind::Attention: return "attention";
     case OpKind::AttentionBackward: return "attention_backward";
     case OpKind::TopK: return "topk";
+    case OpKind::MoeRoute: return "moe_route";
     case OpKind::CrossEntropy: return "cross_entropy";
     case OpKind::CrossEntropyBackward: return "cross_entropy_backward";
     case OpKind::LinearCrossEntropy: return "linear_cross_entropy";

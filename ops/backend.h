@@ -90,7 +90,7 @@ enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
   SumAxis, MaxAxis,
   Matmul, Attention, AttentionBackward,
-  TopK, MoePermute, MoeExperts, MoeExpertsBackward,
+  TopK, MoeRoute, MoePermute, MoeExperts, MoeExpertsBackward,
   CrossEntropy, CrossEntropyBackward, LinearCrossEntropy,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
@@ -106,6 +106,29 @@ const char* op_kind_name(OpKind op);
 // token_offsets[n + 1]) (sorted positions, ascending).
 struct MoeDispatch {
   Tensor order, offsets, sorted_token, token_offsets, token_positions;
+};
+
+// How the router's scores become slots (models/moe.cc sets these from the config and policy).
+struct MoeRouteParams {
+  bool expert_choice = false;   // each expert takes its best S / E tokens
+  bool softmax_scores = true;   // else sigmoid scores, normalised per token for top-p and entropy
+  bool top_p = false;           // token choice: the fewest experts (≤ k) whose probabilities reach p ...
+  int64_t k = 2;                // ... or a fixed k: the slots per token
+  double p = 1.0;
+  int64_t config_top_k = 2;     // the model's k, for capacity
+  double capacity_factor = 0;   // > 0: an expert keeps at most ⌈cf · real tokens · k / E⌉ slots
+  double bias_rate = 0;         // > 0: DeepSeek-V3 aux-free bias update of `bias` after routing
+};
+
+// The slots of one routing, S fixed by the caller (token choice: N × the most experts a token
+// may take, slot j·N + n being token n's j-th choice; expert choice: E × capacity). Slot s goes
+// from token[s] to expert[s] (−1: unused, or dropped by capacity) with weight
+// scores.flat[flat[s]]; chosen[s] is 1 for slots routing chose (dropped ones included: they
+// count in the renormalisation and the balancing loss), 0 for unused ones. stats [2E + 4]: kept
+// real slots per expert, chosen real slots per expert, kept real, chosen real, Σ entropy over
+// real tokens, real tokens (everything the routing statistics and the aux loss need).
+struct MoeRoute {
+  Tensor token, expert, flat, chosen, stats;
 };
 
 struct OpTable {
@@ -145,6 +168,10 @@ struct OpTable {
 
   // out [N, k] (i64) = the indices of each row's k largest entries of x [N, E], ties to the lower.
   void (*topk)(const Tensor& x, int64_t k, const Tensor& out) = nullptr;
+  // Routes scores [N, E] (softmax or sigmoid) with the selection bias [E] (updated in place when
+  // params.bias_rate > 0) over the real tokens of mask [N] (f32, > 0 real; undefined = all).
+  void (*moe_route)(const Tensor& scores, const Tensor& bias, const Tensor& mask, const MoeRouteParams& params,
+                    const MoeRoute& route) = nullptr;
   // Fills the dispatch arrays (sized by the caller) from the slots' token and expert indices,
   // checked as read. Deterministic: slots keep their order within an expert.
   void (*moe_permute)(const Tensor& token, const Tensor& expert, const MoeDispatch& dispatch) = nullptr;

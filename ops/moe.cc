@@ -3,6 +3,9 @@
 // the backward beside it (ops/cpu/moe_ops.cc has the CPU's).
 #include "ops/moe.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <chrono>
 
 #include "ops/common.h"
@@ -36,6 +39,37 @@ MoeTimings take_moe_timings() {
   MoeTimings t = g_timings;
   g_timings = MoeTimings();
   return t;
+}
+
+MoeRoute moe_route(const Tensor& scores, const Tensor& bias, const Tensor& mask, const MoeRouteParams& p) {
+  check_f32(scores, "moe_route", "scores");
+  check_f32(bias, "moe_route", "bias");
+  SMELT_CHECK(scores.dim() == 2, "moe_route: scores must be [tokens, experts], got ", scores.str());
+  const int64_t N = scores.size(0), E = scores.size(1);
+  SMELT_CHECK(bias.numel() == E, "moe_route: bias ", bias.str(), " for ", E, " experts");
+  check_same_device(scores, bias, "moe_route");
+  if (mask.defined()) {
+    check_f32(mask, "moe_route", "mask");
+    check_same_device(scores, mask, "moe_route");
+    SMELT_CHECK(mask.numel() == N, "MoE token mask has ", mask.numel(), " entries for ", N, " tokens");
+  }
+  SMELT_CHECK(p.k >= 1 && p.config_top_k >= 1, "moe_route: k must be ≥ 1");
+  // Slots per token (token choice) or per expert (expert choice): fixed before routing, so the
+  // device never reports a count back.
+  int64_t S;
+  if (p.expert_choice) {
+    const double cf = p.capacity_factor > 0 ? p.capacity_factor : 1.0;
+    S = E * std::min<int64_t>(N, static_cast<int64_t>(std::ceil(cf * N * p.config_top_k / static_cast<double>(E))));
+  } else {
+    S = N * std::min(p.k, E);
+  }
+  const Device dev = scores.device();
+  const OpTable& B = op_table(dev, OpKind::MoeRoute, DType::F32);
+  MoeRoute r{Tensor::empty({S}, DType::I64, dev), Tensor::empty({S}, DType::I64, dev), Tensor::empty({S}, DType::I64, dev),
+             Tensor::empty({S}, DType::F32, dev), Tensor::empty({2 * E + 4}, DType::F32, dev)};
+  B.moe_route(contiguous_data(scores), bias, mask.defined() ? contiguous_data(mask) : Tensor(), p, r);
+  if (p.bias_rate > 0) bias.bump_version();
+  return r;
 }
 
 Tensor topk_indices(const Tensor& x, int64_t k) {

@@ -1,5 +1,6 @@
 // Mixture-of-Experts feed-forward: dropless dispatch of token-slots to SwiGLU experts.
 #pragma once
+#include "ops/backend.h"
 #include "runtime/tensor.h"
 
 namespace smelt::ops {
@@ -25,6 +26,12 @@ struct MoeTimings {
 };
 void set_moe_timing(bool on);
 MoeTimings take_moe_timings();  // returns and resets
+
+// Routes router scores [N, E] to a fixed number of slots on their device (ops/backend.h's
+// MoeRoute: slot token, expert (−1 unused or dropped), flat score index, chosen mask, and the
+// routing statistics). bias [E] is the aux-free selection bias (updated in place when
+// params.bias_rate > 0); mask [N] marks real tokens (undefined: all). Not differentiable.
+MoeRoute moe_route(const Tensor& scores, const Tensor& bias, const Tensor& mask, const MoeRouteParams& params);
 
 // Indices of the k largest entries of each row of x [N, E] (ties: lower index first) → [N, k] i64.
 // Not differentiable: gather the chosen values with ops::gather to route gradients.

@@ -299,6 +299,48 @@ std::vector<OpCase> all_cases() {
                      return y;
                    },
                    24});
+  // Routing 6 tokens (the last one padding) over 4 experts, top-2 with capacity 1.0: the slots'
+  // gathered scores, their experts (−1 dropped) and the counts; scores far apart, so no finite-
+  // difference step flips a choice.
+  cases.push_back({"moe_route top-2 with capacity", {OpKind::MoeRoute, OpKind::IndexSelect}, {{{6, 4}, -50.0f, 50.0f}},
+                   [](const Inputs& x) {
+                     MoeRouteParams p;
+                     p.k = 2;
+                     p.config_top_k = 2;
+                     p.capacity_factor = 1.0;
+                     const Device d = x[0].device();
+                     const Tensor mask = Tensor::from_vector({1, 1, 1, 1, 1, 0}, {6}, d);
+                     const MoeRoute r = ops::moe_route(x[0].detach(), Tensor::zeros({4}, DType::F32, d), mask, p);
+                     const Tensor w = ops::mul(ops::index_select(ops::reshape(x[0], {-1}), 0, r.flat), r.chosen);
+                     return ops::cat({w, r.expert.to(DType::F32), ops::slice(r.stats, 0, 0, 10)}, 0);
+                   },
+                   [](const std::vector<Values>& x) {
+                     const int64_t N = 6, E = 4, cap = 3;  // ⌈1.0 · 5 real tokens · 2 / 4⌉
+                     Values w(12), ex(12), stats(10, 0.0f);
+                     std::vector<int64_t> fill(E, 0);
+                     std::vector<std::vector<int64_t>> order(N);
+                     for (int64_t n = 0; n < N; ++n) {
+                       order[n] = {0, 1, 2, 3};
+                       std::stable_sort(order[n].begin(), order[n].end(), [&](int64_t a, int64_t b) { return x[0][n * E + a] > x[0][n * E + b]; });
+                     }
+                     for (int64_t j = 0; j < 2; ++j)
+                       for (int64_t n = 0; n < N; ++n) {
+                         const int64_t s = j * N + n, e = order[n][j];
+                         w[s] = x[0][n * E + e];
+                         const bool kept = fill[e] < cap;
+                         if (kept) ++fill[e];
+                         ex[s] = kept ? static_cast<float>(e) : -1.0f;
+                         if (n < 5) {
+                           stats[E + e] += 1;
+                           stats[9] += 1;
+                           if (kept) stats[e] += 1, stats[8] += 1;
+                         }
+                       }
+                     Values y = w;
+                     y.insert(y.end(), ex.begin(), ex.end());
+                     y.insert(y.end(), stats.begin(), stats.end());
+                     return y;
+                   }});
   cases.push_back({"top-k indices, then the chosen scores", {OpKind::TopK, OpKind::Gather}, {{{6, 5}}},
                    [](const Inputs& x) { return ops::gather(x[0], 1, ops::topk_indices(x[0], 2)); },
                    [](const std::vector<Values>& x) {

@@ -31,6 +31,7 @@ void cpu_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v
 
 // moe_ops.cc
 void cpu_topk_op(const Tensor& x, int64_t k, const Tensor& out);
+void cpu_moe_route_op(const Tensor& scores, const Tensor& bias, const Tensor& mask, const MoeRouteParams& params, const MoeRoute& route);
 void cpu_moe_permute_op(const Tensor& token, const Tensor& expert, const MoeDispatch& dispatch);
 void cpu_moe_experts_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
                         const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys, const Tensor& out);

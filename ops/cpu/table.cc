@@ -65,6 +65,7 @@ const OpTable& cpu_op_table() {
     t.cross_entropy = cpu_cross_entropy_op;
     t.cross_entropy_backward = cpu_cross_entropy_backward_op;
     t.linear_cross_entropy = cpu_linear_cross_entropy_op;
+    t.moe_route = cpu_moe_route_op;
     t.moe_permute = cpu_moe_permute_op;
     t.moe_experts = cpu_moe_experts_op;
     t.moe_experts_backward = cpu_moe_experts_backward_op;

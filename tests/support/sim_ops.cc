@@ -33,6 +33,10 @@ MoeDispatch stage(const MoeDispatch& d, std::vector<Staged>& staged) {
           stage(d.token_positions, staged)};
 }
 
+MoeRoute stage(const MoeRoute& r, std::vector<Staged>& staged) {
+  return {stage(r.token, staged), stage(r.expert, staged), stage(r.flat, staged), stage(r.chosen, staged), stage(r.stats, staged)};
+}
+
 void copy_back_written(const std::vector<Staged>& staged) {
   for (const Staged& s : staged) {
     const size_t bytes = static_cast<size_t>(s.host.numel()) * dtype_size(s.host.dtype());
@@ -74,6 +78,7 @@ void register_sim_ops() {
     SIM_ENTRY(cross_entropy);
     SIM_ENTRY(cross_entropy_backward);
     SIM_ENTRY(linear_cross_entropy);
+    SIM_ENTRY(moe_route);
     SIM_ENTRY(moe_permute);
     SIM_ENTRY(moe_experts);
     SIM_ENTRY(moe_experts_backward);
