@@ -96,7 +96,7 @@ const MoEStats& MoEBlock::stats() const {
   return *stats_;
 }
 
-void MoEBlock::set_stats_from_raw(const std::vector<float>& raw) { stats_ = MoEStats::from_raw(raw, experts_); }
+void MoEBlock::set_stats_from_raw(const std::vector<float>& raw) const { stats_ = MoEStats::from_raw(raw, experts_); }
 
 // ---- the forward's steps
 

@@ -65,7 +65,9 @@ class MoEBlock {
   // The same, still on the device (f32 [2E + 6], MoEStats::from_raw's layout), for callers that
   // read many blocks at once; set_stats_from_raw hands the values read back.
   const Tensor& raw_stats() const { return raw_stats_; }
-  void set_stats_from_raw(const std::vector<float>& raw);
+  void set_stats_from_raw(const std::vector<float>& raw) const;
+  // Whether stats() can answer without reading the device.
+  bool stats_read() const { return stats_.has_value() || !raw_stats_.defined(); }
   int64_t num_experts() const { return experts_; }
   // Position of the router-jitter random stream (saved in checkpoints for exact resume).
   uint64_t jitter_offset() const { return jitter_rng_.offset(); }

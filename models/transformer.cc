@@ -430,7 +430,28 @@ Tensor Transformer::auxiliary_loss() const {
   return total;
 }
 
+std::vector<Tensor> Transformer::moe_raw_stats() const {
+  std::vector<Tensor> out;
+  for (const Block& b : layers_)
+    if (b.moe && b.moe->raw_stats().defined()) out.push_back(b.moe->raw_stats());
+  return out;
+}
+
+void Transformer::set_moe_stats_from_raw(const std::vector<float>& values) const {
+  size_t at = 0;
+  for (const Block& b : layers_) {
+    if (!b.moe || !b.moe->raw_stats().defined()) continue;
+    const size_t n = static_cast<size_t>(b.moe->raw_stats().numel());
+    SMELT_ASSERT(at + n <= values.size());
+    b.moe->set_stats_from_raw(std::vector<float>(values.begin() + at, values.begin() + at + n));
+    at += n;
+  }
+}
+
 std::vector<std::pair<int64_t, MoEStats>> Transformer::moe_stats() const {
+  bool unread = false;
+  for (const Block& b : layers_) unread = unread || (b.moe && !b.moe->stats_read());
+  if (unread) set_moe_stats_from_raw(ops::cat(moe_raw_stats(), 0).to_vector());  // every layer in one host read
   std::vector<std::pair<int64_t, MoEStats>> out;
   for (size_t i = 0; i < layers_.size(); ++i)
     if (layers_[i].moe) out.push_back({static_cast<int64_t>(i), layers_[i].moe->stats()});

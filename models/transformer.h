@@ -126,6 +126,10 @@ class Transformer {
   Tensor auxiliary_loss() const;
   // (layer, stats) of every MoE layer from the last forward.
   std::vector<std::pair<int64_t, MoEStats>> moe_stats() const;
+  // The MoE layers' statistics of the last forward, still on the device (see MoEBlock::raw_stats),
+  // for a caller that reads them with other values in one host read and hands them back.
+  std::vector<Tensor> moe_raw_stats() const;
+  void set_moe_stats_from_raw(const std::vector<float>& values) const;
   // Mean parameters used per token in the last forward (attention, embeddings and shared parts
   // count fully; routed experts by their mean number of active experts).
   double mean_active_parameters() const;

@@ -24,6 +24,10 @@ const char* op_kind_name(OpKind op) {
     case OpKind::CrossEntropy: return "cross_entropy";
     case OpKind::CrossEntropyBackward: return "cross_entropy_backward";
     case OpKind::LinearCrossEntropy: return "linear_cross_entropy";
+    case OpKind::GradNorm: return "grad_norm";
+    case OpKind::ScaleGrads: return "scale_grads";
+    case OpKind::AdamW: return "adamw";
+    case OpKind::Sgd: return "sgd";
     case OpKind::MoePermute: return "moe_permute";
     case OpKind::MoeExperts: return "moe_experts";
     case OpKind::MoeExpertsBackward: return "moe_experts_backward";

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/device.h"
 #include "runtime/dtype.h"
@@ -92,12 +93,20 @@ enum class OpKind {
   Matmul, Attention, AttentionBackward,
   TopK, MoeRoute, MoePermute, MoeExperts, MoeExpertsBackward,
   CrossEntropy, CrossEntropyBackward, LinearCrossEntropy,
+  GradNorm, ScaleGrads, AdamW, Sgd,
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
   Count
 };
 const char* op_kind_name(OpKind op);
+
+// One SGD step's constants (optim/optimizer.cc): d = g·clip + wd·p; with momentum b ← d on the
+// first step, else μ·b + d, and d = b (or d + μ·b with Nesterov); p ← p − lr·d.
+struct SgdStep {
+  float lr = 0, momentum = 0, weight_decay = 0;
+  bool nesterov = false, first = true;
+};
 
 // The MoE dispatch's index arrays (i64, on the device) for S slots of N tokens and E experts:
 // sorted position i holds slot order[i]; expert e owns sorted positions [offsets[e],
@@ -201,6 +210,20 @@ struct OpTable {
   void (*linear_cross_entropy)(const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& weights,
                                int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden,
                                const Tensor& d_weight) = nullptr;
+
+  // The global L2 norm of many gradients, without a host read: out [3] = norm, the clip factor
+  // min(1, max_norm / (norm + 1e-6)) (1 when max_norm ≤ 0), and 1 if the norm is not finite
+  // (else 0). Deterministic: fixed pieces summed in order, whatever the thread count.
+  void (*grad_norm)(const std::vector<Tensor>& grads, float max_norm, const Tensor& out) = nullptr;
+  // grads ×= clip's factor (nothing when the norm was not finite).
+  void (*scale_grads)(const std::vector<Tensor>& grads, const Tensor& clip) = nullptr;
+  // One AdamW (or SGD) step over many parameters in one call, in place, the gradients scaled by
+  // clip's factor as they are read; nothing changes when clip flags a non-finite norm. clip
+  // undefined: factor 1. All tensors contiguous f32.
+  void (*adamw)(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+                const std::vector<Tensor>& v, const AdamWStep& step, const Tensor& clip) = nullptr;
+  void (*sgd)(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& buf, const SgdStep& step,
+              const Tensor& clip) = nullptr;
 
   // Indexing along axis `dim` of contiguous tensors, with contiguous i32/i64 indices checked as
   // they are read (an out-of-range one is an error that starts with `what`, e.g. "embedding:

@@ -9,7 +9,7 @@ namespace smelt {
 namespace {
 
 // alpha · kd + (1 − alpha) · ce, then the student's balancing loss.
-Tensor mix(const Transformer& student, const Tensor& kd, const Tensor& ce, const DistillOptions& o, double* aux) {
+Tensor mix(const Transformer& student, const Tensor& kd, const Tensor& ce, const DistillOptions& o, Tensor* aux) {
   const Tensor loss = ops::add(ops::mul(kd, static_cast<float>(o.alpha)), ops::mul(ce, static_cast<float>(1.0 - o.alpha)));
   return with_auxiliary_loss(student, loss, aux);
 }
@@ -63,7 +63,7 @@ LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOp
   o.validate();
   const bool match_hidden = o.hidden != ops::HiddenLoss::None;
   SMELT_CHECK(!match_hidden || hidden.teacher_layer.size() > 0, "distill: a hidden-state loss needs a layer map");
-  return [teacher, o, hidden, match_hidden](const Transformer& student, const Batch& b, double* aux) {
+  return [teacher, o, hidden, match_hidden](const Transformer& student, const Batch& b, Tensor* aux) {
     student.set_capture(match_hidden);
     const Tensor logits = forward_logits(student, b);
     const int64_t V = logits.size(-1);
@@ -88,7 +88,7 @@ LossFn online_distill_loss(std::shared_ptr<const Transformer> teacher, DistillOp
 LossFn cached_distill_loss(TeacherLookup lookup, DistillOptions o) {
   o.validate();
   SMELT_CHECK(o.hidden == ops::HiddenLoss::None, "a hidden-state loss needs the teacher online: the top-K cache holds only its predictions");
-  return [lookup, o](const Transformer& student, const Batch& b, double* aux) {
+  return [lookup, o](const Transformer& student, const Batch& b, Tensor* aux) {
     SMELT_CHECK(!b.starts.empty(), "distill: the batch does not say where its windows start (needed to find cached predictions)");
     const Tensor logits = forward_logits(student, b);
     const int64_t V = logits.size(-1);

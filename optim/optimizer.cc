@@ -4,33 +4,27 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
-#include "ops/backend.h"
-#include "runtime/thread_pool.h"
+#include "ops/optimizer_ops.h"
 
 namespace smelt {
 
 namespace {
-
-// Fixed-size pieces of every parameter that has a gradient: (parameter, first, last element).
-// One parallel pass over all of them replaces one pool wake-up per tensor, and because the
-// pieces do not depend on the thread count, sums over them come out the same with any number of
-// threads (across CPUs with different vector widths the last bits may differ).
-struct Piece {
-  size_t param;
-  int64_t lo, hi;
+// The parameters that have a gradient, with those gradients and (when given) their state.
+struct WithGrad {
+  std::vector<Tensor> params, grads, first, second;
 };
-constexpr int64_t kPiece = 1 << 14;
-
-std::vector<Piece> pieces_with_grad(const std::vector<Tensor>& params) {
-  std::vector<Piece> out;
+WithGrad with_grad(const std::vector<Tensor>& params, const std::vector<Tensor>* a = nullptr, const std::vector<Tensor>* b = nullptr) {
+  WithGrad w;
   for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i].grad().defined()) continue;
-    const int64_t n = params[i].numel();
-    for (int64_t lo = 0; lo < n; lo += kPiece) out.push_back({i, lo, std::min(n, lo + kPiece)});
+    const Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    w.params.push_back(params[i]);
+    w.grads.push_back(g);
+    if (a) w.first.push_back((*a)[i]);
+    if (b) w.second.push_back((*b)[i]);
   }
-  return out;
+  return w;
 }
-
 }  // namespace
 
 void Optimizer::zero_grad() {
@@ -43,12 +37,12 @@ AdamW::AdamW(std::vector<Tensor> params, float beta1, float beta2, float eps, fl
   SMELT_CHECK(eps > 0, "AdamW eps must be positive, got ", eps);
   for (const Tensor& p : params_) {
     SMELT_CHECK(p.dtype() == DType::F32 && p.is_contiguous(), "AdamW needs contiguous f32 parameters, got ", p.str());
-    m_.push_back(Tensor::zeros(p.shape()));
-    v_.push_back(Tensor::zeros(p.shape()));
+    m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
+    v_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
   }
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, const Tensor& clip) {
   NoGradGuard no_grad;
   ++t_;
   const float bc1 = 1.0f - std::pow(beta1_, static_cast<float>(t_));
@@ -60,19 +54,8 @@ void AdamW::step(float lr) {
   s.step_size = lr / bc1;
   s.inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
   s.eps = eps_;
-  // Every parameter in one parallel pass.
-  const std::vector<Piece> pieces = pieces_with_grad(params_);
-  parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t q = first; q < last; ++q) {
-      const Piece& piece = pieces[q];
-      const Tensor& param = params_[piece.param];
-      kernels_for(param.device())
-          .adamw(param.data<float>() + piece.lo, param.grad().data<float>() + piece.lo, m_[piece.param].data<float>() + piece.lo,
-                 v_[piece.param].data<float>() + piece.lo, piece.hi - piece.lo, s);
-    }
-  });
-  for (Tensor& p : params_)
-    if (p.grad().defined()) p.bump_version();
+  const WithGrad w = with_grad(params_, &m_, &v_);
+  ops::adamw_step(w.params, w.grads, w.first, w.second, s, clip);  // every parameter in one call
 }
 
 namespace {
@@ -142,65 +125,25 @@ void SGD::load_state(const NamedList& tensors, const std::map<std::string, std::
 SGD::SGD(std::vector<Tensor> params, float momentum, float weight_decay, bool nesterov)
     : Optimizer(std::move(params)), momentum_(momentum), weight_decay_(weight_decay), nesterov_(nesterov) {
   SMELT_CHECK(momentum >= 0, "SGD momentum must be ≥ 0, got ", momentum);
-  for (const Tensor& p : params_) buf_.push_back(Tensor::zeros(p.shape()));
+  for (const Tensor& p : params_) buf_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
 }
 
-void SGD::step(float lr) {
+void SGD::step(float lr, const Tensor& clip) {
   NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].grad();
-    if (!g.defined()) continue;
-    float* p = params_[i].data<float>();
-    float* b = buf_[i].data<float>();
-    const float* gr = g.data<float>();
-    for (int64_t j = 0, n = params_[i].numel(); j < n; ++j) {
-      float d = gr[j] + weight_decay_ * p[j];
-      if (momentum_ > 0) {
-        b[j] = first_ ? d : momentum_ * b[j] + d;  // torch: the first step seeds the buffer with d
-        d = nesterov_ ? d + momentum_ * b[j] : b[j];
-      }
-      p[j] -= lr * d;
-    }
-    params_[i].bump_version();
-  }
+  const WithGrad w = with_grad(params_, &buf_);
+  ops::sgd_step(w.params, w.grads, w.first, SgdStep{lr, momentum_, weight_decay_, nesterov_, first_}, clip);
   first_ = false;
 }
 
+Tensor grad_norm(const std::vector<Tensor>& params, float max_norm) { return ops::grad_norm(with_grad(params).grads, max_norm); }
+
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
-  // Per-piece sums in parallel, added in piece order: the same norm on any thread count.
-  const std::vector<Piece> pieces = pieces_with_grad(params);
-  std::vector<double> partial(pieces.size(), 0.0);
-  parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t q = first; q < last; ++q) {
-      // The vector dot kernel within a piece (f32, several accumulators); pieces add in double.
-      // A piece whose squares overflow f32 is summed again in double: a huge but finite
-      // gradient must be clipped, not reported as not finite.
-      const Tensor& g = params[pieces[q].param].grad();
-      const float* gr = g.data<float>() + pieces[q].lo;
-      const int64_t n = pieces[q].hi - pieces[q].lo;
-      double s = kernels_for(g.device()).dot(gr, gr, n);
-      if (!std::isfinite(s)) {
-        s = 0;
-        for (int64_t j = 0; j < n; ++j) s += static_cast<double>(gr[j]) * gr[j];
-      }
-      partial[q] = s;
-    }
-  });
-  double ss = 0;
-  for (double s : partial) ss += s;
-  const float norm = static_cast<float>(std::sqrt(ss));
-  SMELT_CHECK(std::isfinite(norm), "gradient norm is not finite (", norm, "): the loss or a gradient overflowed");
-  if (max_norm > 0 && norm > max_norm) {
-    const float s = max_norm / (norm + 1e-6f);
-    parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
-      for (int64_t q = first; q < last; ++q) {
-        const Tensor& g = params[pieces[q].param].grad();
-        float* gr = g.data<float>() + pieces[q].lo;
-        kernels_for(g.device()).binary_scalar(BinaryOp::Mul, gr, s, gr, pieces[q].hi - pieces[q].lo);
-      }
-    });
-  }
-  return norm;
+  const WithGrad w = with_grad(params);
+  const Tensor clip = ops::grad_norm(w.grads, max_norm);
+  const std::vector<float> c = clip.to_vector();  // one host read
+  SMELT_CHECK(c[2] == 0.0f, "gradient norm is not finite (", c[0], "): the loss or a gradient overflowed");
+  ops::scale_grads(w.grads, clip);
+  return c[0];
 }
 
 float LrSchedule::at(int64_t step) const {

@@ -13,7 +13,10 @@ class Optimizer {
  public:
   explicit Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {}
   virtual ~Optimizer() = default;
-  virtual void step(float lr) = 0;
+  // One step at learning rate lr. `clip` (grad_norm's [norm, factor, non-finite] tensor, or
+  // undefined) scales the gradients as they are read, and a non-finite flag makes the step do
+  // nothing: the caller learns of it at its one host read, with the weights intact.
+  virtual void step(float lr, const Tensor& clip = Tensor()) = 0;
   void zero_grad();
   // The optimizer's state for a checkpoint: tensors named after the parameters (`names` in
   // params() order) and scalar fields as strings. load_state restores exactly what state() wrote.
@@ -32,7 +35,7 @@ class Optimizer {
 class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.01f);
-  void step(float lr) override;
+  void step(float lr, const Tensor& clip = Tensor()) override;
   std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
       const std::vector<std::string>& names) const override;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
@@ -51,7 +54,7 @@ class AdamW : public Optimizer {
 class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, float momentum = 0.0f, float weight_decay = 0.0f, bool nesterov = false);
-  void step(float lr) override;
+  void step(float lr, const Tensor& clip = Tensor()) override;
   std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
       const std::vector<std::string>& names) const override;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
@@ -64,8 +67,11 @@ class SGD : public Optimizer {
   bool first_ = true;
 };
 
+// The global L2 norm of the parameters' gradients as a device tensor [norm, clip factor to reach
+// max_norm (1 when max_norm ≤ 0 or already below), 1 if not finite]: no host read.
+Tensor grad_norm(const std::vector<Tensor>& params, float max_norm);
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm before
-// clipping. max_norm ≤ 0 only measures. Throws if the norm is not finite.
+// clipping (one host read). max_norm ≤ 0 only measures. Throws if the norm is not finite.
 float clip_grad_norm(const std::vector<Tensor>& params, float max_norm);
 
 // Linear warm-up from 0 to max_lr over warmup steps, then cosine decay to min_lr at total steps.

@@ -22,11 +22,10 @@ void TrainConfig::validate() const {
 }
 
 Tensor loss_token_mask(const Batch& b) {
-  std::vector<int64_t> t = b.targets.to_int_vector();
-  std::vector<float> w = b.weights.defined() ? b.weights.to_vector() : std::vector<float>(t.size(), 1.0f);
-  std::vector<float> m(t.size());
-  for (size_t i = 0; i < t.size(); ++i) m[i] = (t[i] != -100 && w[i] > 0) ? 1.0f : 0.0f;
-  return Tensor::from_vector(m, {static_cast<int64_t>(m.size())});
+  // Targets are token ids (≥ 0) or −100 (ignored): t + 0.5 > 0 exactly for the counted ones.
+  Tensor mask = ops::positive(ops::add(ops::reshape(b.targets, {-1}).to(DType::F32), 0.5f));
+  if (b.weights.defined()) mask = ops::mul(mask, ops::positive(ops::reshape(b.weights, {-1})));
+  return mask;
 }
 
 Tensor forward_logits(const Transformer& model, const Batch& b) {
@@ -45,13 +44,13 @@ Tensor next_token_loss(const Transformer& model, const Batch& b) {
   return ops::linear_cross_entropy(hidden, model.lm_head_weight(), ops::reshape(b.targets, {-1}), -100, weights);
 }
 
-Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double* aux) {
+Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, Tensor* aux) {
   Tensor extra = model.auxiliary_loss();
-  if (aux) *aux = extra.defined() ? extra.item() : 0.0;
+  if (aux) *aux = extra.defined() ? extra.detach() : Tensor();
   return extra.defined() ? ops::add(loss, extra) : loss;
 }
 
-Tensor training_loss(const Transformer& model, const Batch& batch, double* aux) {
+Tensor training_loss(const Transformer& model, const Batch& batch, Tensor* aux) {
   return with_auxiliary_loss(model, next_token_loss(model, batch), aux);
 }
 
@@ -81,29 +80,48 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
 }
 
+namespace {
+// sum + t (t a device scalar), or t when nothing was summed yet.
+Tensor add_to(const Tensor& sum, const Tensor& t) { return !t.defined() ? sum : sum.defined() ? ops::add(sum, t) : t; }
+}  // namespace
+
 StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
   optimizer_->zero_grad();
-  double loss_sum = 0, aux_sum = 0;
+  // The losses stay on the device: summed here, read once with the gradient norm and the
+  // routing statistics after the optimizer step (the step's one host read).
+  Tensor loss_sum, aux_sum;
   for (const Batch& b : micro_batches) {
-    double aux = 0;
+    Tensor aux;
     Tensor loss = loss_(model_, b, &aux);
-    const float value = loss.item();
-    SMELT_CHECK(std::isfinite(value), "loss became ", value, " at step ", step_index + 1,
-                " (lower train.lr or enable train.grad_clip)");
-    loss_sum += value - aux;  // report the language-model loss; the balancing part separately
-    aux_sum += aux;
+    {
+      NoGradGuard no_grad;
+      loss_sum = add_to(loss_sum, loss.detach());
+      aux_sum = add_to(aux_sum, aux);
+    }
     // Each micro-batch contributes 1/n of the step's gradient.
     ops::mul(loss, 1.0f / static_cast<float>(micro_batches.size())).backward();
     tokens_ += b.ids.numel();
   }
   StepMetrics m;
   m.step = step_index + 1;
-  m.loss = loss_sum / static_cast<double>(micro_batches.size());
-  m.aux_loss = aux_sum / static_cast<double>(micro_batches.size());
-  m.moe = model_.moe_stats();
-  m.grad_norm = clip_grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
   m.lr = schedule_.at(step_index);
-  optimizer_->step(static_cast<float>(m.lr));
+  // [norm, clip factor, non-finite]: the optimizer scales by the factor, and does nothing at all
+  // when the gradient is not finite, so a failed step leaves the weights as they were.
+  const Tensor clip = grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
+  optimizer_->step(static_cast<float>(m.lr), clip);
+  std::vector<Tensor> read = {ops::reshape(loss_sum, {1}), aux_sum.defined() ? ops::reshape(aux_sum, {1}) : Tensor::zeros({1}, DType::F32, loss_sum.device()),
+                              clip};
+  for (const Tensor& t : model_.moe_raw_stats()) read.push_back(t);
+  const std::vector<float> values = ops::cat(read, 0).to_vector();
+  const double n = static_cast<double>(micro_batches.size());
+  SMELT_CHECK(std::isfinite(values[0]), "loss became ", values[0], " at step ", m.step, " (lower train.lr or enable train.grad_clip)");
+  SMELT_CHECK(values[4] == 0.0f, "gradient norm is not finite (", values[2], ") at step ", m.step,
+              ": the loss or a gradient overflowed (the weights were not updated)");
+  m.loss = (values[0] - values[1]) / n;  // the language-model loss; the balancing part separately
+  m.aux_loss = values[1] / n;
+  m.grad_norm = values[2];
+  model_.set_moe_stats_from_raw(std::vector<float>(values.begin() + 5, values.end()));
+  m.moe = model_.moe_stats();
   Storage::trim_cached_blocks();
   optimizer_->zero_grad();
   m.tokens = tokens_;

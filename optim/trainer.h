@@ -59,14 +59,15 @@ Tensor next_token_loss(const Tensor& logits, const Batch& batch);
 Tensor next_token_loss(const Transformer& model, const Batch& batch);
 // 1 for each target that carries loss, else 0, flattened ([B·T] f32).
 Tensor loss_token_mask(const Batch& batch);
-// The model's MoE balancing loss of its last forward added to `loss` (its value into *aux).
-Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, double* aux);
+// The model's MoE balancing loss of its last forward added to `loss` (its value, a detached
+// device scalar, into *aux; undefined when the model has none).
+Tensor with_auxiliary_loss(const Transformer& model, const Tensor& loss, Tensor* aux);
 
 // Cross-entropy of a batch plus the model's MoE balancing loss (when it has one). `aux` receives
 // the balancing part's value.
-Tensor training_loss(const Transformer& model, const Batch& batch, double* aux = nullptr);
+Tensor training_loss(const Transformer& model, const Batch& batch, Tensor* aux = nullptr);
 // What a step minimises: training_loss by default; distillation supplies its own.
-using LossFn = std::function<Tensor(const Transformer& model, const Batch& batch, double* aux)>;
+using LossFn = std::function<Tensor(const Transformer& model, const Batch& batch, Tensor* aux)>;
 
 // Mean loss of `model` over batches (no grad).
 double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t index)>& batch_at, int64_t batches);
@@ -97,7 +98,7 @@ class Trainer {
   LrSchedule schedule_;
   int64_t tokens_ = 0;
   double prior_seconds_ = 0;
-  LossFn loss_ = [](const Transformer& m, const Batch& b, double* aux) { return training_loss(m, b, aux); };
+  LossFn loss_ = [](const Transformer& m, const Batch& b, Tensor* aux) { return training_loss(m, b, aux); };
 };
 
 }  // namespace smelt

@@ -142,7 +142,7 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
     // Nothing learns from the teacher (a no-distillation baseline on the same windows).
     log_info("alpha 0 and no hidden-state loss: next-token loss only, the teacher is not run");
     teacher.reset();
-    return Distillation{[](const Transformer& m, const Batch& b, double* aux) { return training_loss(m, b, aux); }, {}};
+    return Distillation{[](const Transformer& m, const Batch& b, Tensor* aux) { return training_loss(m, b, aux); }, {}};
   }
   if (!has_cache(a)) {
     if (!teacher) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));

@@ -49,6 +49,14 @@ void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, con
                                  int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden,
                                  const Tensor& d_weight);
 
+// optim_ops.cc
+void cpu_grad_norm_op(const std::vector<Tensor>& grads, float max_norm, const Tensor& out);
+void cpu_scale_grads_op(const std::vector<Tensor>& grads, const Tensor& clip);
+void cpu_adamw_op(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+                  const std::vector<Tensor>& v, const AdamWStep& step, const Tensor& clip);
+void cpu_sgd_op(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& buf, const SgdStep& step,
+                const Tensor& clip);
+
 // index_ops.cc
 void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cpu_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

@@ -65,6 +65,10 @@ const OpTable& cpu_op_table() {
     t.cross_entropy = cpu_cross_entropy_op;
     t.cross_entropy_backward = cpu_cross_entropy_backward_op;
     t.linear_cross_entropy = cpu_linear_cross_entropy_op;
+    t.grad_norm = cpu_grad_norm_op;
+    t.scale_grads = cpu_scale_grads_op;
+    t.adamw = cpu_adamw_op;
+    t.sgd = cpu_sgd_op;
     t.moe_route = cpu_moe_route_op;
     t.moe_permute = cpu_moe_permute_op;
     t.moe_experts = cpu_moe_experts_op;

@@ -37,6 +37,12 @@ MoeRoute stage(const MoeRoute& r, std::vector<Staged>& staged) {
   return {stage(r.token, staged), stage(r.expert, staged), stage(r.flat, staged), stage(r.chosen, staged), stage(r.stats, staged)};
 }
 
+std::vector<Tensor> stage(const std::vector<Tensor>& ts, std::vector<Staged>& staged) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts) out.push_back(stage(t, staged));
+  return out;
+}
+
 void copy_back_written(const std::vector<Staged>& staged) {
   for (const Staged& s : staged) {
     const size_t bytes = static_cast<size_t>(s.host.numel()) * dtype_size(s.host.dtype());
@@ -79,6 +85,10 @@ void register_sim_ops() {
     SIM_ENTRY(cross_entropy_backward);
     SIM_ENTRY(linear_cross_entropy);
     SIM_ENTRY(moe_route);
+    SIM_ENTRY(grad_norm);
+    SIM_ENTRY(scale_grads);
+    SIM_ENTRY(adamw);
+    SIM_ENTRY(sgd);
     SIM_ENTRY(moe_permute);
     SIM_ENTRY(moe_experts);
     SIM_ENTRY(moe_experts_backward);
