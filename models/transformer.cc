@@ -147,7 +147,7 @@ bool is_bias(const std::string& name) { return name.find("e_score_correction_bia
 // Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor.
 Tensor stack_experts(const std::vector<Tensor>& parts) {
   const Shape& s = parts[0].shape();
-  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype());
+  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype(), parts[0].device());
   for (size_t e = 0; e < parts.size(); ++e) ops::reshape(ops::slice(out, 0, e, e + 1), s).copy_from(parts[e]);
   return out;
 }
@@ -165,10 +165,14 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
   std::map<std::string, Tensor> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = t;
   std::map<std::string, Tensor> params;
+  // The model lives where its tensors are (all on one device).
+  const Device device = tensors.empty() ? Device::cpu() : tensors.front().second.device();
+  for (const auto& [name, t] : tensors)
+    SMELT_CHECK(t.device() == device, source, ": tensor '", name, "' is on ", t.device().str(), ", the others on ", device.str());
   for (const auto& [name, shape] : expected_state(config)) {
     auto it = by_name.find(name);
     if (it == by_name.end() && is_bias(name)) {  // a balancing bias may be absent: start from zero
-      params[name] = Tensor::zeros(shape);
+      params[name] = Tensor::zeros(shape, DType::F32, device);
       continue;
     }
     SMELT_CHECK(it != by_name.end(), source, ": tensor '", name, "' is missing (the config expects ", shape_str(shape), ")");
@@ -228,7 +232,7 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
         moe->shared_down_proj = trainable(n.shared("down"));
         if (config.shared_expert_gate) moe->shared_expert_gate = trainable(n.shared_gate());
       }
-      moe->score_bias = config.moe_balancing == "aux_free" ? params.at(n.bias()) : Tensor::zeros({config.num_local_experts});
+      moe->score_bias = config.moe_balancing == "aux_free" ? params.at(n.bias()) : Tensor::zeros({config.num_local_experts}, DType::F32, device);
       b.moe = moe;
     }
     m.layers_.push_back(b);
@@ -277,10 +281,26 @@ KVCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
   c.capacity = capacity;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    c.keys.push_back(Tensor::zeros({batch, capacity, config_.num_key_value_heads, config_.head_dim()}));
-    c.values.push_back(Tensor::zeros({batch, capacity, config_.num_key_value_heads, config_.head_dim()}));
+    c.keys.push_back(Tensor::zeros({batch, capacity, config_.num_key_value_heads, config_.head_dim()}, DType::F32, device()));
+    c.values.push_back(Tensor::zeros({batch, capacity, config_.num_key_value_heads, config_.head_dim()}, DType::F32, device()));
   }
   return c;
+}
+
+Device Transformer::device() const { return embed_tokens_.device(); }
+
+Transformer Transformer::to(Device device) const {
+  if (device == this->device()) return *this;
+  NamedTensors moved;
+  for (const auto& [name, t] : state_dict()) moved.push_back({name, t.to(device)});
+  Transformer m = from_tensors(config_, moved, "model moved to " + device.str(), weight_dtype());
+  m.policies_ = policies_;
+  std::set<std::string> frozen;
+  for (const auto& [name, t] : named_parameters())
+    if (!t.requires_grad()) frozen.insert(name);
+  for (auto [name, t] : m.named_parameters())  // handles: clearing the flag reaches the model's tensor
+    if (frozen.count(name)) t.set_requires_grad(false);
+  return m;
 }
 
 NamedTensors Transformer::named_parameters() const {

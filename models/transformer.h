@@ -88,6 +88,10 @@ class Transformer {
 
   // Trainable parameters in a fixed order; MoE experts appear stacked ([E, F, C] per projection).
   NamedTensors named_parameters() const;
+  // Where the parameters live, and a copy of the model on another device (parameters, balancing
+  // biases, routing policies; frozen parameters stay frozen).
+  Device device() const;
+  Transformer to(Device device) const;
   std::vector<Tensor> parameters() const;
   // The parameters that still require grad (what an optimizer updates), in the same order.
   NamedTensors trainable_parameters() const;
