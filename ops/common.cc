@@ -17,11 +17,6 @@ void check_weight(const Tensor& t, const char* op, const char* arg) {
               "bf16 weights are for inference (train in f32)");
 }
 
-void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset) {
-  if (w.dtype() == DType::BF16) g.b_bf16 = w.data<uint16_t>() + element_offset;
-  else g.b = w.data<float>() + element_offset;
-}
-
 MatrixLayout matrix_layout(const Tensor& t) {
   const int64_t nd = t.dim();
   const int64_t rows = t.shape()[nd - 2], cols = t.shape()[nd - 1];
@@ -44,9 +39,5 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
 }
 
 Tensor contiguous_data(const Tensor& t) { return t.is_contiguous() ? t.detach() : t.clone(); }
-
-int64_t index_at(const Tensor& idx, int64_t i) {
-  return idx.dtype() == DType::I64 ? idx.data<int64_t>()[i] : static_cast<int64_t>(idx.data<int32_t>()[i]);
-}
 
 }  // namespace smelt::ops

@@ -1,5 +1,5 @@
 // Helpers shared by the op implementations (internal to ops/): argument checks, contiguous data,
-// index reads, GEMM operand set-up and the SwiGLU derivative used by both the dense op and MoE.
+// and how a GEMM reads a view's last two dims.
 #pragma once
 #include "autograd/node.h"
 #include "ops/backend.h"
@@ -12,8 +12,6 @@ void check_f32(const Tensor& t, const char* op, const char* arg);
 // Throws unless `t` is f32, or a bf16 weight that needs no gradient (inference with weights kept
 // in bf16: the op widens them as it reads them; training them needs f32).
 void check_weight(const Tensor& t, const char* op, const char* arg);
-// Points the GEMM's B operand at w's first element, as f32 or bf16 by w's dtype.
-void set_gemm_b(GemmArgs& g, const Tensor& w, int64_t element_offset = 0);
 // How a GEMM reads the last two dims of a view: leading dimension and whether transposed; ok is
 // false when the view is neither row- nor column-major (it must be copied first).
 struct MatrixLayout {
@@ -28,7 +26,5 @@ void check_index(const Tensor& t, const char* op, const char* arg);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);
 // Contiguous version of t (a no-op when already contiguous). Not recorded for autograd.
 Tensor contiguous_data(const Tensor& t);
-// Reads index tensor element i (contiguous) as int64.
-int64_t index_at(const Tensor& idx, int64_t i);
 
 }  // namespace smelt::ops

@@ -18,6 +18,7 @@
 #include "autograd/grad_mode.h"
 #include "io/json_reader.h"
 #include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
@@ -97,7 +98,6 @@ void bench_gemm(const BenchArgs& a) {
   std::vector<std::array<int64_t, 3>> shapes = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
   if (!a.shape.empty()) shapes = {parse_gemm_shape(a.shape)};
   SMELT_CHECK(a.b_dtype == "f32" || a.b_dtype == "bf16", "bench gemm: --b-dtype must be f32 or bf16, got '", a.b_dtype, "'");
-  const KernelTable& K = cpu_kernels();
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
     std::vector<float> A(M * Kd), B(Kd * N), C(M * N);
@@ -114,7 +114,7 @@ void bench_gemm(const BenchArgs& a) {
       else g.b_bf16 = B16.data();
       g.trans_b = tb; g.ldb = tb ? Kd : N;
       g.c = C.data(); g.ldc = N;
-      const double t = best_seconds(a.repeats, [&] { K.gemm(g); });
+      const double t = best_seconds(a.repeats, [&] { cpu_gemm(g); });
       json j = {{"bench", "gemm"}, {"impl", "smelt"}, {"M", M},          {"N", N},
                 {"K", Kd},         {"transB", tb},    {"b_dtype", a.b_dtype}, {"gflops", 2.0 * M * N * Kd / t / 1e9}};
       j.update(environment());
@@ -135,7 +135,6 @@ void bench_grouped_gemm(const BenchArgs& a) {
     const int64_t first = rng.next_u32() % E;
     for (int64_t j = 0; j < a.top_k; ++j) ++rows[(first + j) % E];
   }
-  const KernelTable& K = cpu_kernels();
   const int64_t shapes[][2] = {{a.ffn, a.hidden}, {a.hidden, a.ffn}};  // (N, K) of gate/up, then down
   for (const auto& nk : shapes) {
     const int64_t N = nk[0], Kd = nk[1];
@@ -159,7 +158,7 @@ void bench_grouped_gemm(const BenchArgs& a) {
     dense.b = B.data(); dense.ldb = Kd; dense.trans_b = true;
     dense.c = C.data(); dense.ldc = N;
     const auto [grouped_s, dense_s] = best_seconds_interleaved(
-        a.repeats, [&] { K.grouped_gemm(group.data(), static_cast<int64_t>(group.size())); }, [&] { K.gemm(dense); });
+        a.repeats, [&] { cpu_grouped_gemm(group.data(), static_cast<int64_t>(group.size())); }, [&] { cpu_gemm(dense); });
     const double flops = 2.0 * S * N * Kd;
     json j = {{"bench", "grouped-gemm"}, {"experts", E}, {"top_k", a.top_k}, {"tokens", a.tokens},
               {"rows_min", *std::min_element(rows.begin(), rows.end())}, {"rows_max", *std::max_element(rows.begin(), rows.end())},

@@ -8,7 +8,6 @@
 
 #include <cmath>
 
-#include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
 
 HWY_BEFORE_NAMESPACE();

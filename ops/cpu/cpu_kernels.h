@@ -1,12 +1,37 @@
-// Entry points of the CPU kernels (each dispatches to the best Highway target at run time).
-// The ops reach them through the KernelTable in ops/backend.h; tests call them directly to
-// compare against scalar references.
+// Entry points of the CPU kernels (each dispatches to the best Highway target at run time): the
+// row-sized pieces the CPU's whole ops (ops/cpu/*_ops.cc) are built from. Tests call them
+// directly to compare against scalar references, and `smelt bench` times the GEMMs.
 #pragma once
 #include <cstdint>
 
 #include "ops/backend.h"
 
 namespace smelt {
+
+// C[m, n] = alpha * sum_k A[m, k] * B[k, n] + beta * C[m, n], where A is read at a[i*lda + k]
+// (or a[k*lda + i] when trans_a) and B at b[k*ldb + j] (or b[j*ldb + k] when trans_b).
+// A gather folded into the product: with a_rows set (A not transposed) row i of A is row
+// a_rows[i] of a; with b_rows set (B not transposed) row k of B is row b_rows[k] of b. The MoE
+// dispatch reads its tokens this way instead of copying them into expert order.
+// B may hold bf16 values instead (b_bf16 set, b unset): they are widened to f32 as they are read
+// and the arithmetic stays f32. Weights kept in bf16 halve their memory and the bytes a decoding
+// step streams through the cache.
+struct GemmArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  bool trans_a = false;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  bool trans_b = false;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const int64_t* a_rows = nullptr;
+  const int64_t* b_rows = nullptr;
+  const uint16_t* b_bf16 = nullptr;
+};
+
 
 void cpu_binary(BinaryOp op, const float* a, const float* b, float* out, int64_t n);
 void cpu_binary_scalar(BinaryOp op, const float* a, float b, float* out, int64_t n);

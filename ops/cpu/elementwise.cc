@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
 
 HWY_BEFORE_NAMESPACE();

@@ -23,7 +23,6 @@
 #include <cstring>
 #include <vector>
 
-#include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_dot.h"
 #include "runtime/dtype.h"

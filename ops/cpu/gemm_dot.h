@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
 
 namespace smelt {
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "hwy/highway.h"
-#include "ops/backend.h"
+#include "ops/cpu/cpu_kernels.h"
 #include "runtime/dtype.h"
 
 HWY_BEFORE_NAMESPACE();

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <limits>
 
-#include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "runtime/thread_pool.h"
 

@@ -1,29 +1,10 @@
-// Registers the CPU kernels in the backend table.
+// The CPU's op table (ops/backend.h) and the SIMD target its kernels run.
 #include "hwy/highway.h"
 #include "hwy/targets.h"
 #include "ops/backend.h"
 #include "ops/cpu/cpu_ops.h"
 
 namespace smelt {
-
-const KernelTable& cpu_kernels() {
-  static const KernelTable table = [] {
-    KernelTable t;
-    t.backend = "cpu";
-    t.binary = cpu_binary;
-    t.binary_scalar = cpu_binary_scalar;
-    t.unary = cpu_unary;
-    t.gemm = cpu_gemm;
-    t.grouped_gemm = cpu_grouped_gemm;
-    t.rms_norm_forward = cpu_rms_norm_forward;
-    t.softmax = cpu_softmax;
-    t.axpy = cpu_axpy;
-    t.dot = cpu_dot;
-    t.adamw = cpu_adamw;
-    return t;
-  }();
-  return table;
-}
 
 std::string cpu_simd_target() {
   // The best target that is both compiled in and supported by this CPU: what dispatch will use.
