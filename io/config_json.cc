@@ -227,4 +227,17 @@ Recipe parse_recipe(const std::string& text, const std::string& path) {
   return recipe;
 }
 
+void check_composable(const std::vector<ModelConfig>& configs, const std::vector<std::string>& names) {
+  const json base = model_config_to_json(configs[0]);
+  for (size_t i = 0; i < configs.size(); ++i) {
+    SMELT_CHECK(configs[i].num_local_experts == 0, names[i], ": is an MoE model; compose takes dense experts");
+    const json other = model_config_to_json(configs[i]);
+    for (auto it = base.begin(); it != base.end(); ++it) {
+      if (it.key() == "initializer_range") continue;
+      SMELT_CHECK(other.contains(it.key()) && other[it.key()] == it.value(), names[i], ": ", it.key(), " is ",
+                  other.contains(it.key()) ? other[it.key()].dump() : "missing", " but ", names[0], " has ", it.value().dump());
+    }
+  }
+}
+
 }  // namespace smelt

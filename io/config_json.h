@@ -28,4 +28,8 @@ Recipe read_recipe(const std::string& path);
 // The same from text already in memory (`source` names it in errors).
 Recipe parse_recipe(const std::string& text, const std::string& source);
 
+// Throws naming the input (by `names`, base first) whose architecture differs from the base's,
+// field by field as config.json writes them, or that is not a dense model (smelt compose).
+void check_composable(const std::vector<ModelConfig>& configs, const std::vector<std::string>& names);
+
 }  // namespace smelt

@@ -26,10 +26,6 @@ struct ComposeOptions {
   void validate(int64_t experts) const;
 };
 
-// Throws naming the input (by `names`, base first) whose architecture differs from the base's,
-// or that is not a dense model.
-void check_composable(const std::vector<ModelConfig>& configs, const std::vector<std::string>& names);
-
 // prompts[i] (and negatives[i] when given): token ids [n, T] of expert i's domain.
 Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
                     const std::vector<Tensor>& negatives, const ComposeOptions& options);

@@ -19,26 +19,20 @@ void UpcycleOptions::validate() const {
 namespace {
 // w plus N(0, (noise · std(w))²) noise.
 Tensor with_noise(const Tensor& w, double noise, Philox& rng) {
-  Tensor out = w.clone();
-  if (noise <= 0) return out;
+  if (noise <= 0) return w.clone();
   std::vector<float> v = w.to_vector();
   double mean = 0, var = 0;
   for (float x : v) mean += x;
   mean /= static_cast<double>(v.size());
   for (float x : v) var += (x - mean) * (x - mean);
   const float std = static_cast<float>(noise * std::sqrt(var / static_cast<double>(v.size())));
-  Tensor n = Tensor::randn(w.shape(), rng, 0.0f, std);
-  float* p = out.data<float>();
-  const float* q = n.data<float>();
-  for (int64_t i = 0; i < out.numel(); ++i) p[i] += q[i];
-  return out;
+  NoGradGuard no_grad;
+  return ops::add(w.detach(), Tensor::randn(w.shape(), rng, 0.0f, std, w.device()));
 }
 
 Tensor scaled(const Tensor& w, float s) {
-  Tensor out = w.clone();
-  float* p = out.data<float>();
-  for (int64_t i = 0; i < out.numel(); ++i) p[i] *= s;
-  return out;
+  NoGradGuard no_grad;
+  return ops::mul(w.detach(), s);
 }
 }  // namespace
 

@@ -110,8 +110,8 @@ void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs) {
   for (float v : logits) mean += v / static_cast<double>(logits.size());
   for (float v : logits) var += (v - mean) * (v - mean) / static_cast<double>(logits.size());
   const float scale = var > 0 ? static_cast<float>(0.1 / std::sqrt(var)) : 0.0f;
-  float* dst = block.router.data<float>();
-  for (int64_t i = 0; i < E * C; ++i) dst[i] = router[i] * scale;
+  for (float& v : router) v *= scale;
+  block.router.copy_from(Tensor::from_vector(router, {E, C}));
 }
 
 PolicyChoice choose_layer_policy(MoEBlock& block, const Tensor& x, const Tensor& t, double budget, int64_t layer) {

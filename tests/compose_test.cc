@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "io/config_json.h"
 #include "models/compose.h"
 #include "tests/test_util.h"
 
