@@ -203,22 +203,30 @@ void prune_checkpoints(const std::string& out, int64_t keep) {
 
 }  // namespace
 
-void run_train(const TrainArgs& args) {
-  TrainArgs a = args;
-  apply_threads(a.threads);
+// The run's recipe and starting point: a new run (--config), a continued model (--init) or a
+// checkpoint (--resume), with the command line's overrides applied and checked.
+struct RunStart {
+  Recipe recipe;
+  std::optional<TrainerState> resumed;
+  std::optional<Transformer> initial;
+};
+
+RunStart read_run_start(TrainArgs& a) {
   SMELT_CHECK(a.config.empty() != a.resume.empty() || (a.sft && a.resume.empty()), "give exactly one of --config (a new run) and --resume (a checkpoint)");
   SMELT_CHECK(a.resume.empty() || a.init.empty(), "--init and --resume exclude each other: a checkpoint already holds the model");
   SMELT_CHECK(a.save_every >= 0 && a.keep_checkpoints >= 1 && a.stop_after >= 0,
               "--save-every and --stop-after must be ≥ 0, --keep-checkpoints ≥ 1");
-  std::optional<TrainerState> resumed;
+  RunStart s;
+  std::optional<TrainerState>& resumed = s.resumed;
   if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
-  Recipe recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
+  Recipe& recipe = s.recipe;
+  recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
   if (!recipe.distill.is_null()) apply_distill_settings(recipe.distill, recipe_path, a);
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
-  std::optional<Transformer> initial;
+  std::optional<Transformer>& initial = s.initial;
   if (!a.init.empty() || !a.resume.empty()) {
     initial = load_model_dir(a.resume.empty() ? a.init : a.resume);
     recipe.model = initial->config();
@@ -229,6 +237,66 @@ void run_train(const TrainArgs& args) {
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
   SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
   SMELT_CHECK(!std::filesystem::exists(a.out) || std::filesystem::is_directory(a.out), a.out, ": exists and is not a directory");
+  return s;
+}
+
+// The finished run: its summary (loss, speed, memory), model card, metrics and recipe written
+// beside the model, and printed.
+void write_trained_model(const TrainArgs& a, const Recipe& recipe, const TrainingData& data, const Transformer& model,
+                         const std::string& metrics_jsonl, const json& recipe_json, const std::string& model_dir) {
+  const TrainConfig& tc = recipe.train;
+  const TokenDataset& train = data.train;
+  const TokenDataset& val = data.val;
+  json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()},
+                  {"active_parameters", recipe.model.active_parameter_count()}};
+  std::istringstream lines(metrics_jsonl);
+  std::string line, last_line;
+  while (std::getline(lines, line)) last_line = line;
+  json last = json::parse(last_line);
+  summary["final_loss"] = last["loss"];
+  summary["tokens_per_s"] = last["tokens_per_s"];
+  summary["elapsed_s"] = last["elapsed_s"];
+  summary["peak_rss_mib"] = peak_rss_mib();
+  if (last.contains("val_loss")) {
+    summary["val_loss"] = last["val_loss"];
+    summary["val_bits_per_byte"] =
+        last["val_loss"].get<double>() * static_cast<double>(val.size()) / (static_cast<double>(val.text_bytes()) * std::log(2.0));
+  }
+  summary["tokens"] = last["tokens"];
+  std::map<std::string, std::string> files = data.tokenizer_files;
+  json data_info = {{"training data", a.data},
+                          {"training tokens", train.size()},
+                          {"validation tokens", val.size()},
+                          {"tokenizer", data.tokenizer ? "byte-level BPE, " + std::to_string(data.tokenizer->vocab_size()) + " tokens" : "bytes (256)"},
+                          {"loss", train.masked() ? "assistant turns only (chat template)" : "every token"},
+                          {"started from", model_dir.empty() ? "random initialisation (seed " + std::to_string(tc.seed) + ")" : model_dir}};
+  if (!a.teacher.empty())
+    data_info["distilled from"] = a.teacher + " (" + a.distill_loss + ", T = " + std::to_string(a.temperature) + ", alpha = " +
+                                  std::to_string(a.alpha) + (a.teacher_topk > 0 ? ", cached top-" + std::to_string(a.teacher_topk) : ", online") + ")";
+  files["README.md"] = model_card(recipe.model, summary, data_info);
+  files["metrics.jsonl"] = metrics_jsonl;
+  files["recipe.json"] = recipe_json.dump(2) + "\n";
+  files["summary.json"] = summary.dump(2) + "\n";
+  save_model_dir(a.out, model, files);
+  if (a.json) std::printf("%s\n", summary.dump().c_str());
+  else {
+    std::printf("trained %ld steps in %s: loss %.4f", static_cast<long>(tc.steps),
+                format_duration(summary["elapsed_s"].get<double>()).c_str(), summary["final_loss"].get<double>());
+    if (summary.contains("val_loss"))
+      std::printf(", validation loss %.4f (%.3f bits per byte)", summary["val_loss"].get<double>(),
+                  summary["val_bits_per_byte"].get<double>());
+    std::printf(", %.0f tokens/s, peak RSS %.0f MiB\nmodel written to %s\n", summary["tokens_per_s"].get<double>(),
+                summary["peak_rss_mib"].get<double>(), a.out.c_str());
+  }
+}
+
+void run_train(const TrainArgs& args) {
+  TrainArgs a = args;
+  apply_threads(a.threads);
+  RunStart start = read_run_start(a);
+  Recipe& recipe = start.recipe;
+  const std::optional<TrainerState>& resumed = start.resumed;
+  std::optional<Transformer>& initial = start.initial;
 
   // Data: token shards or text (encoded with the starting model's tokenizer when it has one).
   const std::string model_dir = a.resume.empty() ? a.init : a.resume;
@@ -346,49 +414,8 @@ void run_train(const TrainArgs& args) {
     return;
   }
 
-  json summary = {{"out", a.out}, {"steps", tc.steps}, {"parameters", recipe.model.parameter_count()},
-                  {"active_parameters", recipe.model.active_parameter_count()}};
-  std::istringstream lines(metrics.str());
-  std::string line, last_line;
-  while (std::getline(lines, line)) last_line = line;
-  json last = json::parse(last_line);
-  summary["final_loss"] = last["loss"];
-  summary["tokens_per_s"] = last["tokens_per_s"];
-  summary["elapsed_s"] = last["elapsed_s"];
-  summary["peak_rss_mib"] = peak_rss_mib();
-  if (last.contains("val_loss")) {
-    summary["val_loss"] = last["val_loss"];
-    summary["val_bits_per_byte"] =
-        last["val_loss"].get<double>() * static_cast<double>(val.size()) / (static_cast<double>(val.text_bytes()) * std::log(2.0));
-  }
-  summary["tokens"] = last["tokens"];
-  std::map<std::string, std::string> files = data.tokenizer_files;
-  json data_info = {{"training data", a.data},
-                          {"training tokens", train.size()},
-                          {"validation tokens", val.size()},
-                          {"tokenizer", data.tokenizer ? "byte-level BPE, " + std::to_string(data.tokenizer->vocab_size()) + " tokens" : "bytes (256)"},
-                          {"loss", train.masked() ? "assistant turns only (chat template)" : "every token"},
-                          {"started from", model_dir.empty() ? "random initialisation (seed " + std::to_string(tc.seed) + ")" : model_dir}};
-  if (!a.teacher.empty())
-    data_info["distilled from"] = a.teacher + " (" + a.distill_loss + ", T = " + std::to_string(a.temperature) + ", alpha = " +
-                                  std::to_string(a.alpha) + (a.teacher_topk > 0 ? ", cached top-" + std::to_string(a.teacher_topk) : ", online") + ")";
-  files["README.md"] = model_card(recipe.model, summary, data_info);
-  files["metrics.jsonl"] = metrics.str();
-  files["recipe.json"] = recipe_json.dump(2) + "\n";
-  files["summary.json"] = summary.dump(2) + "\n";
-  save_model_dir(a.out, model, files);
-  if (a.json) std::printf("%s\n", summary.dump().c_str());
-  else {
-    std::printf("trained %ld steps in %s: loss %.4f", static_cast<long>(tc.steps),
-                format_duration(summary["elapsed_s"].get<double>()).c_str(), summary["final_loss"].get<double>());
-    if (summary.contains("val_loss"))
-      std::printf(", validation loss %.4f (%.3f bits per byte)", summary["val_loss"].get<double>(),
-                  summary["val_bits_per_byte"].get<double>());
-    std::printf(", %.0f tokens/s, peak RSS %.0f MiB\nmodel written to %s\n", summary["tokens_per_s"].get<double>(),
-                summary["peak_rss_mib"].get<double>(), a.out.c_str());
-  }
+  write_trained_model(a, recipe, data, model, metrics.str(), recipe_json, model_dir);
 }
-
 
 namespace {
 
