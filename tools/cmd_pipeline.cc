@@ -284,6 +284,77 @@ struct PipelineArgs {
   int threads = 0;
 };
 
+// The report's text and its figures as JSON.
+struct Report {
+  std::ostringstream md;
+  json results = json::object();
+};
+
+// Scores every stage's model on every domain's validation text, and writes the report's figures
+// (training table, loss curves, the MoE's routing heatmaps) under out/report/.
+void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std::map<std::string, std::string>& corpus,
+                       const std::string& out, Report& report) {
+  json& results = report.results;
+  std::ostringstream& md = report.md;
+  // Scores of every model on every domain, and the MoE's routing per domain.
+  log_info("scoring every model on every domain");
+  const int64_t T = p.base["train"].value("seq_len", int64_t{128});
+  std::map<std::string, TokenDataset> val;
+  for (const auto& [name, file] : corpus) val[name] = TokenDataset::from_prepared(out + "/data/" + name, "val", T + 1);
+  std::vector<std::pair<std::string, std::string>> models = {{"base", out + "/base"}, {"instruct", out + "/instruct"}};
+  for (const auto& [name, file] : corpus) models.push_back({"expert " + name, out + "/expert_" + name});
+  models.push_back({"MoE (composed)", out + "/moe"});
+  models.push_back({"MoE after MiX", out + "/moe_mix"});
+  models.push_back({"student (distilled)", out + "/student"});
+  models.push_back({"student (no distillation)", out + "/student_plain"});
+  std::map<std::string, std::vector<std::vector<double>>> routing;
+  md << "# smelt pipeline: " << a.recipe << "\n\nValidation perplexity per domain (lower is better; " << std::min<int64_t>(a.eval_windows, 1 << 30)
+     << " windows of " << T << " tokens per domain):\n\n| model | parameters (active) |";
+  for (const auto& [domain, file] : corpus) md << " " << domain << " |";
+  md << " mixed |\n|---|---|";
+  for (size_t i = 0; i <= corpus.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& [label, dir] : models) {
+    const Transformer m = load_model_dir(dir);
+    const bool moe = label == "MoE after MiX";
+    const Scores s = score(m, val, T, a.eval_windows, moe ? &routing : nullptr);
+    double mixed = 0;
+    md << "| " << label << " | " << m.config().parameter_count() << " (" << m.config().active_parameter_count() << ") |";
+    json row = json::object();
+    for (const auto& [domain, loss] : s.loss) {
+      md << " " << one_decimal(std::exp(loss)) << " |";
+      row[domain] = std::exp(loss);
+      mixed += loss / static_cast<double>(s.loss.size());
+    }
+    md << " " << one_decimal(std::exp(mixed)) << " |\n";
+    row["mixed"] = std::exp(mixed);
+    row["parameters"] = m.config().parameter_count();
+    row["active_parameters"] = m.config().active_parameter_count();
+    results[label] = row;
+  }
+  fs::create_directories(out + "/report");
+  write_training_section(md, results, out, corpus);
+  md << "\n## Routing of the MoE after MiX\n\nShare of each domain's token-slots per expert (expert i was fine-tuned on the i-th domain in this order:";
+  for (const auto& [domain, file] : corpus) md << " " << domain;
+  md << ").\n\n";
+  if (!routing.empty()) {
+    const size_t layers = routing.begin()->second.size();
+    for (size_t l = 0; l < layers; ++l) {
+      std::vector<std::vector<double>> grid;
+      std::vector<std::string> rows, cols;
+      for (const auto& [domain, load] : routing) {
+        grid.push_back(load[l]);
+        rows.push_back(domain);
+      }
+      for (size_t e = 0; e < grid[0].size(); ++e) cols.push_back("expert " + std::to_string(e));
+      const std::string name = "routing_layer" + std::to_string(l) + ".svg";
+      write_file_atomic(out + "/report/" + name, svg_heatmap(grid, rows, cols, "Layer " + std::to_string(l) + ": domain → expert", "expert"));
+      md << "![layer " << l << "](report/" << name << ")\n\n";
+    }
+    results["routing"] = routing;
+  }
+}
+
 void run_pipeline(const PipelineArgs& a) {
   const auto started = std::chrono::steady_clock::now();
   apply_threads(a.threads);
@@ -379,71 +450,14 @@ void run_pipeline(const PipelineArgs& a) {
   }
   stage("student without distillation", out + "/student_plain", [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); });
 
-  // Scores of every model on every domain, and the MoE's routing per domain.
-  log_info("scoring every model on every domain");
-  const int64_t T = p.base["train"].value("seq_len", int64_t{128});
-  std::map<std::string, TokenDataset> val;
-  for (const auto& [name, file] : corpus) val[name] = TokenDataset::from_prepared(out + "/data/" + name, "val", T + 1);
-  std::vector<std::pair<std::string, std::string>> models = {{"base", out + "/base"}, {"instruct", out + "/instruct"}};
-  for (const auto& [name, file] : corpus) models.push_back({"expert " + name, out + "/expert_" + name});
-  models.push_back({"MoE (composed)", out + "/moe"});
-  models.push_back({"MoE after MiX", out + "/moe_mix"});
-  models.push_back({"student (distilled)", out + "/student"});
-  models.push_back({"student (no distillation)", out + "/student_plain"});
-  std::map<std::string, std::vector<std::vector<double>>> routing;
-  json results = json::object();
-  std::ostringstream md;
-  md << "# smelt pipeline: " << a.recipe << "\n\nValidation perplexity per domain (lower is better; " << std::min<int64_t>(a.eval_windows, 1 << 30)
-     << " windows of " << T << " tokens per domain):\n\n| model | parameters (active) |";
-  for (const auto& [domain, file] : corpus) md << " " << domain << " |";
-  md << " mixed |\n|---|---|";
-  for (size_t i = 0; i <= corpus.size(); ++i) md << "---|";
-  md << "\n";
-  for (const auto& [label, dir] : models) {
-    const Transformer m = load_model_dir(dir);
-    const bool moe = label == "MoE after MiX";
-    const Scores s = score(m, val, T, a.eval_windows, moe ? &routing : nullptr);
-    double mixed = 0;
-    md << "| " << label << " | " << m.config().parameter_count() << " (" << m.config().active_parameter_count() << ") |";
-    json row = json::object();
-    for (const auto& [domain, loss] : s.loss) {
-      md << " " << one_decimal(std::exp(loss)) << " |";
-      row[domain] = std::exp(loss);
-      mixed += loss / static_cast<double>(s.loss.size());
-    }
-    md << " " << one_decimal(std::exp(mixed)) << " |\n";
-    row["mixed"] = std::exp(mixed);
-    row["parameters"] = m.config().parameter_count();
-    row["active_parameters"] = m.config().active_parameter_count();
-    results[label] = row;
-  }
-  fs::create_directories(out + "/report");
-  write_training_section(md, results, out, corpus);
-  md << "\n## Routing of the MoE after MiX\n\nShare of each domain's token-slots per expert (expert i was fine-tuned on the i-th domain in this order:";
-  for (const auto& [domain, file] : corpus) md << " " << domain;
-  md << ").\n\n";
-  if (!routing.empty()) {
-    const size_t layers = routing.begin()->second.size();
-    for (size_t l = 0; l < layers; ++l) {
-      std::vector<std::vector<double>> grid;
-      std::vector<std::string> rows, cols;
-      for (const auto& [domain, load] : routing) {
-        grid.push_back(load[l]);
-        rows.push_back(domain);
-      }
-      for (size_t e = 0; e < grid[0].size(); ++e) cols.push_back("expert " + std::to_string(e));
-      const std::string name = "routing_layer" + std::to_string(l) + ".svg";
-      write_file_atomic(out + "/report/" + name, svg_heatmap(grid, rows, cols, "Layer " + std::to_string(l) + ": domain → expert", "expert"));
-      md << "![layer " << l << "](report/" << name << ")\n\n";
-    }
-    results["routing"] = routing;
-  }
+  Report report;
+  score_into_report(a, p, corpus, out, report);
   // Wall time of this invocation (stages finished by an earlier run are skipped, not counted).
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  results["wall_seconds_this_run"] = wall;
-  md << "This invocation of `smelt pipeline` ran " << format_duration(wall) << " (stages finished by earlier runs were skipped).\n";
-  write_file_atomic(out + "/results.json", results.dump(2) + "\n");
-  write_file_atomic(out + "/report.md", md.str());
+  report.results["wall_seconds_this_run"] = wall;
+  report.md << "This invocation of `smelt pipeline` ran " << format_duration(wall) << " (stages finished by earlier runs were skipped).\n";
+  write_file_atomic(out + "/results.json", report.results.dump(2) + "\n");
+  write_file_atomic(out + "/report.md", report.md.str());
   log_info("pipeline finished in " + format_duration(wall));
   std::printf("%s\n", (out + "/report.md").c_str());
 }
