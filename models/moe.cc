@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
+#include "ops/random.h"
 
 namespace smelt {
 
@@ -103,7 +104,7 @@ void MoEBlock::set_stats_from_raw(const std::vector<float>& raw) const { stats_ 
 Tensor MoEBlock::router_logits(const Tensor& xf) {
   Tensor router_in = xf;
   if (grad_enabled() && jitter_ > 0) {
-    Tensor noise = Tensor::uniform(xf.shape(), jitter_rng_, static_cast<float>(1.0 - jitter_), static_cast<float>(1.0 + jitter_), xf.device());
+    const Tensor noise = ops::uniform(xf.shape(), jitter_rng_, static_cast<float>(1.0 - jitter_), static_cast<float>(1.0 + jitter_), xf.device());
     router_in = ops::mul(xf, noise);
   }
   return ops::linear(router_in, router);  // [N, E]

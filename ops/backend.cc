@@ -40,6 +40,7 @@ const char* op_kind_name(OpKind op) {
     case OpKind::Rope: return "rope";
     case OpKind::Softmax: return "softmax";
     case OpKind::SoftmaxBackward: return "softmax_backward";
+    case OpKind::RandomFill: return "random_fill";
     case OpKind::Count: break;
   }
   return "?";

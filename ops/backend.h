@@ -36,7 +36,7 @@ struct AdamWStep {
 // buffers and row loops live in the backend (ops/cpu/ for the CPU).
 //
 // Families: elementwise, reductions, matmul, attention, MoE routing and dispatch, losses, the
-// optimizer's steps and gradient norm, indexing, norms, RoPE, softmax. tests/backend_ops_test.cc
+// optimizer's steps and gradient norm, indexing, norms, RoPE, softmax, Philox fills. tests/backend_ops_test.cc
 // runs every OpKind on every registered device against the CPU.
 enum class OpKind {
   Binary, Unary, UnaryBackward, Swiglu, SwigluBackward,
@@ -48,6 +48,7 @@ enum class OpKind {
   IndexSelect, IndexAdd, Gather, ScatterAdd,
   RmsNorm, RmsNormBackward, Rope,
   Softmax, SoftmaxBackward,
+  RandomFill,
   Count
 };
 const char* op_kind_name(OpKind op);
@@ -203,6 +204,10 @@ struct OpTable {
   // log-softmax dx = g − exp(y) · Σ g.
   void (*softmax)(const Tensor& x, bool log, const Tensor& out, const Tensor& lse) = nullptr;
   void (*softmax_backward)(const Tensor& y, const Tensor& g, bool log, const Tensor& dx) = nullptr;
+
+  // Fills contiguous f32 out from Philox stream (seed, offset): N(a, b²) by Box-Muller, or
+  // uniform [a, b); exactly the numbers Philox::fill_normal / fill_uniform give on the host.
+  void (*random_fill)(const Tensor& out, uint64_t seed, uint64_t offset, bool normal, float a, float b) = nullptr;
 };
 
 // Registers the op table of a device type (the CPU's is built in).

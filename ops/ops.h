@@ -7,5 +7,6 @@
 #include "ops/loss.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
+#include "ops/random.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"

@@ -23,6 +23,7 @@
 #include "ops/moe.h"
 #include "ops/ops.h"
 #include "ops/optimizer_ops.h"
+#include "ops/random.h"
 #include "runtime/device_backend.h"
 #include "runtime/rng.h"
 #include "tests/support/sim_device.h"
@@ -47,6 +48,7 @@ struct OpCase {
   std::function<Values(const std::vector<Values>&)> reference;
   int64_t reduction_length = 1;  // longest sum behind one output or gradient element
   bool differentiable = true;    // false: forward only (optimizer steps)
+  DType dtype = DType::F32;      // the dtype the case asks the backend for (bf16: weights kept in bf16)
 };
 
 Inputs make_inputs(const OpCase& c, Device device) {
@@ -441,6 +443,60 @@ std::vector<OpCase> all_cases() {
                        return y;
                      },
                      20021, false});
+  // bf16 weights (inference): a fixed bf16 matrix and table, the gradient flowing to x only.
+  auto bf16_weight = [](const Shape& shape, Device d) {
+    Philox rng(77);
+    return Tensor::uniform(shape, rng, -1.0f, 1.0f).to(DType::BF16).to(d);
+  };
+  auto bf16_values = [](const Shape& shape) {
+    Philox rng(77);
+    return Tensor::uniform(shape, rng, -1.0f, 1.0f).to(DType::BF16).to_vector();
+  };
+  OpCase bf16_linear{"linear with a bf16 weight", {OpKind::Matmul}, {{{5, 33}}},
+                     [bf16_weight](const Inputs& x) { return ops::linear(x[0], bf16_weight({9, 33}, x[0].device())); },
+                     [bf16_values](const std::vector<Values>& x) {
+                       const Values w = bf16_values({9, 33});
+                       Values y(5 * 9, 0.0f);
+                       for (int64_t r = 0; r < 5; ++r)
+                         for (int64_t j = 0; j < 9; ++j)
+                           for (int64_t k = 0; k < 33; ++k) y[r * 9 + j] += x[0][r * 33 + k] * w[j * 33 + k];
+                       return y;
+                     },
+                     33};
+  bf16_linear.dtype = DType::BF16;
+  cases.push_back(bf16_linear);
+  OpCase bf16_embedding{"embedding from a bf16 table", {OpKind::IndexSelect}, {{{1}}},
+                        [bf16_weight](const Inputs& x) {
+                          const Tensor ids = Tensor::from_ints({3, 0, 3}, {3}, DType::I64, x[0].device());
+                          return ops::mul(ops::embedding(bf16_weight({4, 6}, x[0].device()), ids), x[0]);  // × x: a gradient to check
+                        },
+                        [bf16_values](const std::vector<Values>& x) {
+                          const Values w = bf16_values({4, 6});
+                          Values y;
+                          for (int64_t id : {3, 0, 3})
+                            for (int64_t c = 0; c < 6; ++c) y.push_back(w[id * 6 + c] * x[0][0]);
+                          return y;
+                        },
+                        18};
+  bf16_embedding.dtype = DType::BF16;
+  cases.push_back(bf16_embedding);
+  // Philox fills on the device give the host's numbers, and leave the stream where the host would.
+  cases.push_back({"Philox normal and uniform fills", {OpKind::RandomFill}, {{{1}}},
+                   [](const Inputs& x) {
+                     Philox rng(42, 5);
+                     const Tensor a = ops::randn({3, 7}, rng, 0.5f, 2.0f, x[0].device());
+                     const Tensor b = ops::uniform({5}, rng, -1.0f, 3.0f, x[0].device());
+                     const Tensor c = ops::randn({2}, rng, 0.0f, 1.0f, x[0].device());  // after the stream advanced
+                     return ops::cat({ops::reshape(a, {-1}), b, c}, 0);
+                   },
+                   [](const std::vector<Values>&) {
+                     Philox rng(42, 5);
+                     Values y = Tensor::randn({3, 7}, rng, 0.5f, 2.0f).to_vector();
+                     for (float v : Tensor::uniform({5}, rng, -1.0f, 3.0f).to_vector()) y.push_back(v);
+                     for (float v : Tensor::randn({2}, rng, 0.0f, 1.0f).to_vector()) y.push_back(v);
+                     return y;
+                   },
+                   1, false});
   // Indices are fixed constants (inputs are the floats only): repeated rows test the deterministic sums.
   cases.push_back({"index_select with repeats (embedding rows)", {OpKind::IndexSelect, OpKind::IndexAdd}, {{{6, 9}}},
                    [](const Inputs& x) { return ops::embedding(x[0], Tensor::from_ints({4, 0, 4, 5, 1}, {5}, DType::I32, x[0].device())); },
@@ -567,7 +623,7 @@ TEST(BackendOps, EveryBackendAgainstTheCpu) {
     for (const OpCase& c : all_cases()) {
       SCOPED_TRACE(device.str() + ": " + c.name);
       bool supported = true;
-      for (OpKind k : c.covers) supported = supported && device_supports(device, k, DType::F32);
+      for (OpKind k : c.covers) supported = supported && device_supports(device, k, c.dtype);
       if (!supported) {
         lacking.push_back(c.name);
         continue;

@@ -71,4 +71,7 @@ void cpu_rope_op(const Tensor& x, const Tensor& cos, const Tensor& sin, float si
 void cpu_softmax_op(const Tensor& x, bool log, const Tensor& out, const Tensor& lse);
 void cpu_softmax_backward_op(const Tensor& y, const Tensor& g, bool log, const Tensor& dx);
 
+// random_ops.cc
+void cpu_random_fill_op(const Tensor& out, uint64_t seed, uint64_t offset, bool normal, float a, float b);
+
 }  // namespace smelt

@@ -63,6 +63,7 @@ const OpTable& cpu_op_table() {
     t.rope = cpu_rope_op;
     t.softmax = cpu_softmax_op;
     t.softmax_backward = cpu_softmax_backward_op;
+    t.random_fill = cpu_random_fill_op;
     return t;
   }();
   return table;

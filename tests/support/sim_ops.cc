@@ -101,6 +101,7 @@ void register_sim_ops() {
     SIM_ENTRY(rope);
     SIM_ENTRY(softmax);
     SIM_ENTRY(softmax_backward);
+    SIM_ENTRY(random_fill);
     return t;
   }();
   register_op_table(DeviceType::Sim, &table);
