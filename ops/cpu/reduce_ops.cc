@@ -19,7 +19,8 @@ AxisView axis_view(const Shape& s, int64_t dim) {
 }  // namespace
 
 void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
-  const auto [outer, n, inner] = axis_view(x.shape(), dim);
+  const AxisView v = axis_view(x.shape(), dim);  // named fields: lambdas may not capture structured bindings in clang 14
+  const int64_t outer = v.outer, n = v.n, inner = v.inner;
   const float* px = static_cast<const float*>(x.device_data());
   float* po = static_cast<float*>(out.device_data());
   parallel_for(0, outer, 1, [&](int64_t o0, int64_t o1) {
@@ -43,7 +44,8 @@ void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
 namespace smelt {
 
 void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) {
-  const auto [outer, n, inner] = axis_view(x.shape(), dim);
+  const AxisView v = axis_view(x.shape(), dim);
+  const int64_t outer = v.outer, n = v.n, inner = v.inner;
   const float* px = static_cast<const float*>(x.device_data());
   float* po = static_cast<float*>(out.device_data());
   int64_t* pa = static_cast<int64_t*>(argmax.device_data());
