@@ -480,6 +480,52 @@ std::vector<OpCase> all_cases() {
                         18};
   bf16_embedding.dtype = DType::BF16;
   cases.push_back(bf16_embedding);
+  OpCase bf16_head{"linear_cross_entropy with a bf16 head", {OpKind::LinearCrossEntropy}, {{{4, 8}}},
+                   [bf16_weight](const Inputs& x) {
+                     const Tensor t = Tensor::from_ints({3, 0, 36, -100}, {4}, DType::I64, x[0].device());
+                     return ops::linear_cross_entropy(x[0], bf16_weight({37, 8}, x[0].device()), t, -100, Tensor(), 3);
+                   },
+                   [bf16_values, ce_ref](const std::vector<Values>& x) {
+                     const Values w = bf16_values({37, 8});
+                     Values logits(4 * 37, 0.0f);
+                     for (int64_t i = 0; i < 4; ++i)
+                       for (int64_t v = 0; v < 37; ++v)
+                         for (int64_t c = 0; c < 8; ++c) logits[i * 37 + v] += x[0][i * 8 + c] * w[v * 8 + c];
+                     return ce_ref(logits, 37, {3, 0, 36, -100}, Values(4, 1.0f));
+                   },
+                   37 * 8};
+  bf16_head.dtype = DType::BF16;
+  cases.push_back(bf16_head);
+  OpCase bf16_experts{"moe_ffn with bf16 experts", {OpKind::MoeExperts, OpKind::MoeExpertsBackward}, {{{3, 6}}, {{4}, 0.2f, 1.0f}},
+                      [bf16_weight](const Inputs& x) {
+                        const Device d = x[0].device();
+                        return ops::moe_ffn(x[0], bf16_weight({2, 5, 6}, d), bf16_weight({2, 5, 6}, d), bf16_weight({2, 6, 5}, d),
+                                            Tensor::from_ints({0, 1, 2, 0}, {4}, DType::I64, d), Tensor::from_ints({1, 0, 1, 0}, {4}, DType::I64, d),
+                                            x[1]);
+                      },
+                      [bf16_values](const std::vector<Values>& x) {
+                        // The three matrices are the same draw (one seed), as bf16_weight makes them.
+                        const Values g = bf16_values({2, 5, 6}), dn = bf16_values({2, 6, 5});
+                        const int64_t tok[4] = {0, 1, 2, 0}, ex[4] = {1, 0, 1, 0};
+                        Values y(18, 0.0f);
+                        for (int64_t s = 0; s < 4; ++s) {
+                          double act[5];
+                          for (int64_t f = 0; f < 5; ++f) {
+                            double h = 0;
+                            for (int64_t c = 0; c < 6; ++c) h += g[(ex[s] * 5 + f) * 6 + c] * x[0][tok[s] * 6 + c];
+                            act[f] = h / (1 + std::exp(-h)) * h;  // gate and up are the same matrix here
+                          }
+                          for (int64_t c = 0; c < 6; ++c) {
+                            double o = 0;
+                            for (int64_t f = 0; f < 5; ++f) o += dn[(ex[s] * 6 + c) * 5 + f] * act[f];
+                            y[tok[s] * 6 + c] += static_cast<float>(x[1][s] * o);
+                          }
+                        }
+                        return y;
+                      },
+                      30};
+  bf16_experts.dtype = DType::BF16;
+  cases.push_back(bf16_experts);
   // Philox fills on the device give the host's numbers, and leave the stream where the host would.
   cases.push_back({"Philox normal and uniform fills", {OpKind::RandomFill}, {{{1}}},
                    [](const Inputs& x) {
