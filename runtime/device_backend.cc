@@ -4,6 +4,9 @@
 #include <atomic>
 
 #include "runtime/error.h"
+#ifdef SMELT_HAVE_CUDA
+#include "runtime/cuda_device.h"
+#endif
 
 namespace smelt {
 
@@ -23,13 +26,25 @@ void register_device_backend(DeviceType type, DeviceBackend* backend) {
 }
 
 bool has_device_backend(DeviceType type) {
-  return type == DeviceType::CPU || registry()[static_cast<int>(type)].load() != nullptr;
+  if (type == DeviceType::CPU || registry()[static_cast<int>(type)].load() != nullptr) return true;
+#ifdef SMELT_HAVE_CUDA
+  if (type == DeviceType::CUDA) return cuda_device_count() > 0;
+#endif
+  return false;
 }
 
 DeviceBackend& device_backend(Device device) {
   if (device.type == DeviceType::CPU) return cpu_device_backend();
   DeviceBackend* b = registry()[static_cast<int>(device.type)].load();
   if (b) return *b;
+#ifdef SMELT_HAVE_CUDA
+  if (device.type == DeviceType::CUDA) {
+    SMELT_CHECK(cuda_device_count() > 0, "device ", device.str(), ": ", cuda_unavailable_reason());
+    SMELT_CHECK(device.index >= 0 && device.index < cuda_device_count(), "device ", device.str(), ": only ", cuda_device_count(),
+                " CUDA GPU(s) present");
+    return cuda_device_backend();
+  }
+#endif
   if (device.type == DeviceType::CUDA)
     SMELT_FAIL("device ", device.str(), ": this build has no CUDA backend (rebuild with nvcc present, -DSMELT_CUDA=ON)");
   SMELT_FAIL("device ", device.str(), ": no backend is registered for it");

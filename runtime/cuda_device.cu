@@ -1,0 +1,291 @@
+// The CUDA device backend (built when nvcc is found; see CMakeLists.txt's SMELT_CUDA): a caching
+// allocator per GPU, one compute stream per GPU on which every copy and kernel runs in order,
+// strided dtype-converting copies with broadcasting, fill, the gradient sum, and synchronise.
+// Ops on CUDA tensors come from the CUDA op table (issue 16); this file is memory only.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "runtime/cuda_device.h"
+#include "runtime/device_backend.h"
+#include "runtime/strided.h"
+#include "runtime/tensor.h"
+
+namespace smelt {
+namespace {
+
+#define SMELT_CUDA_CHECK(call, device)                                                                   \
+  do {                                                                                                   \
+    const cudaError_t err_ = (call);                                                                     \
+    if (err_ != cudaSuccess) SMELT_FAIL("cuda:", device, ": ", #call, " failed: ", cudaGetErrorString(err_)); \
+  } while (0)
+
+constexpr int kMaxDims = 8;
+
+// A view's shape and the element strides of the destination and of the (broadcast) source, by
+// value into the kernel.
+struct StridedPair {
+  int nd;
+  int64_t shape[kMaxDims];
+  int64_t dst_stride[kMaxDims];
+  int64_t src_stride[kMaxDims];
+  int64_t dst_offset, src_offset;
+};
+
+__device__ double load_value(const void* base, int64_t i, int dtype) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::F32: return static_cast<const float*>(base)[i];
+    case DType::BF16: {
+      const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[i]) << 16;
+      return __uint_as_float(bits);
+    }
+    case DType::F16: return __half2float(*reinterpret_cast<const __half*>(static_cast<const uint16_t*>(base) + i));
+    case DType::I32: return static_cast<const int32_t*>(base)[i];
+    case DType::I64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::U8: case DType::Bool: return static_cast<const uint8_t*>(base)[i];
+  }
+  return 0;
+}
+
+__device__ int64_t load_int(const void* base, int64_t i, int dtype) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::I32: return static_cast<const int32_t*>(base)[i];
+    case DType::I64: return static_cast<const int64_t*>(base)[i];
+    case DType::U8: case DType::Bool: return static_cast<const uint8_t*>(base)[i];
+    default: return static_cast<int64_t>(load_value(base, i, dtype));
+  }
+}
+
+// Round to nearest even, as the host's f32_to_bf16 (NaN kept a quiet NaN).
+__device__ uint16_t to_bf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+__device__ void store_value(void* base, int64_t i, int dtype, double v, int64_t iv, bool is_int) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::F32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
+    case DType::BF16: static_cast<uint16_t*>(base)[i] = to_bf16(static_cast<float>(v)); break;
+    case DType::F16: reinterpret_cast<__half*>(base)[i] = __float2half_rn(static_cast<float>(v)); break;
+    case DType::I32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(is_int ? iv : static_cast<int64_t>(v)); break;
+    case DType::I64: static_cast<int64_t*>(base)[i] = is_int ? iv : static_cast<int64_t>(v); break;
+    case DType::U8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(is_int ? iv : static_cast<int64_t>(v)); break;
+    case DType::Bool: static_cast<uint8_t*>(base)[i] = (is_int ? iv != 0 : v != 0.0) ? 1 : 0; break;
+  }
+}
+
+// dst ← src over every element of the view (grid-stride loop), dtypes converted as on the host.
+__global__ void strided_copy_kernel(void* dst, int dst_dtype, const void* src, int src_dtype, StridedPair p, int64_t n, bool int_path) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t rest = i, d = p.dst_offset, s = p.src_offset;
+    for (int k = p.nd - 1; k >= 0; --k) {
+      const int64_t idx = rest % p.shape[k];
+      rest /= p.shape[k];
+      d += idx * p.dst_stride[k];
+      s += idx * p.src_stride[k];
+    }
+    if (int_path) store_value(dst, d, dst_dtype, 0, load_int(src, s, src_dtype), true);
+    else store_value(dst, d, dst_dtype, load_value(src, s, src_dtype), 0, false);
+  }
+}
+
+__global__ void accumulate_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] += x[i];
+}
+
+int grid_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 65535 * 4)); }
+
+// Freed blocks are kept by rounded size (512 B steps below 1 MiB, 2 MiB steps above) for the
+// next request of that size; trim() frees the sizes not asked for since the previous trim.
+struct GpuState {
+  cudaStream_t stream = nullptr;
+  std::map<size_t, std::vector<void*>> cached;
+  std::map<size_t, bool> asked_since_trim;
+  int64_t live = 0, peak = 0, cached_bytes = 0;
+};
+
+size_t rounded(size_t bytes) {
+  if (bytes < (size_t{1} << 20)) return std::max<size_t>(512, (bytes + 511) / 512 * 512);
+  return (bytes + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
+}
+
+class CudaDeviceBackend final : public DeviceBackend {
+ public:
+  const char* name() const override { return "cuda"; }
+
+  void* allocate(size_t bytes, int index) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    GpuState& g = state(index);
+    const size_t size = rounded(bytes);
+    g.asked_since_trim[size] = true;
+    void* p = nullptr;
+    auto it = g.cached.find(size);
+    if (it != g.cached.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      g.cached_bytes -= static_cast<int64_t>(size);
+    } else if (cudaMalloc(&p, size) != cudaSuccess) {
+      (void)cudaGetLastError();
+      free_cached(g, index, true);  // give the cache back and try once more
+      if (cudaMalloc(&p, size) != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        SMELT_FAIL("out of memory on cuda:", index, " allocating ", bytes, " bytes (", free_b, " of ", total_b, " bytes free, ", g.live,
+                   " held by tensors)");
+      }
+    }
+    g.live += static_cast<int64_t>(size);
+    g.peak = std::max(g.peak, g.live);
+    return p;
+  }
+
+  void deallocate(void* ptr, size_t bytes, int index) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    GpuState& g = state(index);
+    const size_t size = rounded(bytes);
+    // Work queued on the stream may still read the block: a later allocation reuses it only
+    // through the same stream, which orders it after that work.
+    g.cached[size].push_back(ptr);
+    g.cached_bytes += static_cast<int64_t>(size);
+    g.live -= static_cast<int64_t>(size);
+  }
+
+  MemoryStats memory_stats(int index) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = gpus_.find(index);
+    if (it == gpus_.end()) return {};
+    return {it->second.live, it->second.peak, it->second.cached_bytes};
+  }
+
+  void reset_peak(int index) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    GpuState& g = state(index);
+    g.peak = g.live;
+  }
+
+  void trim(int index, bool all) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_cached(state(index), index, all);
+  }
+
+  void copy_to_host(void* host_dst, const void* src, size_t bytes, int index) override {
+    cudaStream_t s = stream(index);
+    SMELT_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s), index);
+    SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);  // the host reads it next
+  }
+
+  void copy_from_host(void* dst, const void* host_src, size_t bytes, int index) override {
+    cudaStream_t s = stream(index);
+    SMELT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), index);
+    SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);  // the host buffer may be freed on return
+  }
+
+  void copy(const Tensor& dst, const Tensor& src) override {
+    const int index = dst.device().index;
+    const Shape& shape = dst.shape();
+    SMELT_CHECK(shape.size() <= static_cast<size_t>(kMaxDims), "cuda copy: ", dst.str(), " has more than ", kMaxDims, " dimensions");
+    const Shape src_strides = broadcast_strides(src, shape);
+    StridedPair p{};
+    p.nd = static_cast<int>(shape.size());
+    for (size_t k = 0; k < shape.size(); ++k) {
+      p.shape[k] = shape[k];
+      p.dst_stride[k] = dst.strides()[k];
+      p.src_stride[k] = src_strides[k];
+    }
+    p.dst_offset = dst.offset();
+    p.src_offset = src.offset();
+    const int64_t n = dst.numel();
+    if (n == 0) return;
+    const bool int_path = !is_floating(dst.dtype()) && !is_floating(src.dtype());
+    strided_copy_kernel<<<grid_for(n), 256, 0, stream(index)>>>(dst.storage()->data(), static_cast<int>(dst.dtype()), src.storage()->data(),
+                                                                static_cast<int>(src.dtype()), p, n, int_path);
+    SMELT_CUDA_CHECK(cudaGetLastError(), index);
+  }
+
+  void fill(const Tensor& dst, double value) override {
+    const int index = dst.device().index;
+    const Tensor host = Tensor::full({}, static_cast<float>(value));
+    if (dst.dtype() == DType::I64 || dst.dtype() == DType::I32) {  // integers exactly, not through f32
+      const Tensor ints = Tensor::from_ints({static_cast<int64_t>(value)}, {}, DType::I64);
+      copy(dst, ints.to(dst.device()));
+      return;
+    }
+    copy(dst, host.to(Device{DeviceType::CUDA, index}));
+  }
+
+  void accumulate(const Tensor& dst, const Tensor& src) override {
+    const int index = dst.device().index;
+    const int64_t n = dst.numel();
+    if (n == 0) return;
+    accumulate_kernel<<<grid_for(n), 256, 0, stream(index)>>>(static_cast<float*>(dst.device_data()),
+                                                              static_cast<const float*>(src.device_data()), n);
+    SMELT_CUDA_CHECK(cudaGetLastError(), index);
+  }
+
+  void synchronize(int index) override { SMELT_CUDA_CHECK(cudaStreamSynchronize(stream(index)), index); }
+
+  cudaStream_t stream(int index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return state(index).stream;
+  }
+
+ private:
+  // Makes `index` current and creates its stream on first use (mu_ held).
+  GpuState& state(int index) {
+    SMELT_CUDA_CHECK(cudaSetDevice(index), index);
+    GpuState& g = gpus_[index];
+    if (!g.stream) SMELT_CUDA_CHECK(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking), index);
+    return g;
+  }
+
+  void free_cached(GpuState& g, int index, bool all) {
+    SMELT_CUDA_CHECK(cudaStreamSynchronize(g.stream), index);  // nothing queued may still use a block freed here
+    for (auto& [size, blocks] : g.cached) {
+      if (!all && g.asked_since_trim[size]) continue;
+      for (void* p : blocks) cudaFree(p);
+      g.cached_bytes -= static_cast<int64_t>(size * blocks.size());
+      blocks.clear();
+    }
+    for (auto& [size, asked] : g.asked_since_trim) asked = false;
+  }
+
+  mutable std::mutex mu_;
+  std::map<int, GpuState> gpus_;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }();
+  return count;
+}
+
+std::string cuda_unavailable_reason() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  (void)cudaGetLastError();
+  if (err != cudaSuccess) return std::string("no usable CUDA GPU (cudaGetDeviceCount: ") + cudaGetErrorString(err) + ")";
+  return "no CUDA GPU is present";
+}
+
+DeviceBackend& cuda_device_backend() {
+  static CudaDeviceBackend* backend = new CudaDeviceBackend;  // never destroyed: tensors may outlive static destructors
+  return *backend;
+}
+
+}  // namespace smelt
