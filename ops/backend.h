@@ -217,6 +217,9 @@ void register_op_table(DeviceType type, const OpTable* table);
 const OpTable& op_table(Device device, OpKind op, DType dtype);
 bool device_supports(Device device, OpKind op, DType dtype);
 const OpTable& cpu_op_table();
+#ifdef SMELT_HAVE_CUDA
+const OpTable& cuda_op_table();  // ops/cuda/table.cu
+#endif
 
 // Name of the SIMD target Highway chose at run time on this machine ("AVX2", "AVX3", ...).
 std::string cpu_simd_target();

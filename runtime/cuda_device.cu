@@ -283,9 +283,14 @@ std::string cuda_unavailable_reason() {
   return "no CUDA GPU is present";
 }
 
-DeviceBackend& cuda_device_backend() {
+namespace {
+CudaDeviceBackend& the_backend() {
   static CudaDeviceBackend* backend = new CudaDeviceBackend;  // never destroyed: tensors may outlive static destructors
   return *backend;
 }
+}  // namespace
+
+DeviceBackend& cuda_device_backend() { return the_backend(); }
+void* cuda_stream_handle(int index) { return the_backend().stream(index); }
 
 }  // namespace smelt
