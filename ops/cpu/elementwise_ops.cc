@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/cpu/cpu_ops.h"
+#include "ops/unary_math.h"
 #include "runtime/strided.h"
 #include "runtime/thread_pool.h"
 
@@ -23,35 +24,6 @@ float scalar_binary(BinaryOp op, float a, float b) {
 
 const float* f32(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
 float* f32_out(const Tensor& t) { return static_cast<float*>(t.device_data()); }
-
-// d(op(x))/dx at one element, given x, y = op(x) and the op's scalar parameter.
-float unary_derivative(UnaryOp op, float x, float y, float p) {
-  switch (op) {
-    case UnaryOp::Neg: return -1.0f;
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return 1.0f / x;
-    case UnaryOp::Sqrt: return 0.5f / y;
-    case UnaryOp::Rsqrt: return -0.5f * y * y * y;
-    case UnaryOp::Sigmoid: return y * (1.0f - y);
-    case UnaryOp::Tanh: return 1.0f - y * y;
-    case UnaryOp::Silu: {
-      float s = 1.0f / (1.0f + std::exp(-x));
-      return s * (1.0f + x * (1.0f - s));
-    }
-    case UnaryOp::Gelu: {
-      const float c0 = 0.7978845608028654f, c1 = 0.044715f;
-      float t = std::tanh(c0 * (x + c1 * x * x * x));
-      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c0 * (1.0f + 3.0f * c1 * x * x);
-    }
-    case UnaryOp::Pow: return p * std::pow(x, p - 1.0f);
-    case UnaryOp::AddScalar: return 1.0f;
-    case UnaryOp::MulScalar: return p;
-    case UnaryOp::Abs: return x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f);
-    case UnaryOp::Positive: return 0.0f;
-    case UnaryOp::ClampMin: return x > p ? 1.0f : 0.0f;
-  }
-  return 0;
-}
 
 }  // namespace
 

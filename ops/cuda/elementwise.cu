@@ -1,11 +1,12 @@
 // The CUDA op table's elementwise family: broadcasting binary ops over strided views, the unary
-// ops and their derivatives (the CPU's formulas, ops/cpu/elementwise_ops.cc), SwiGLU and its
+// ops and their derivatives (ops/unary_math.h, shared with the CPU), SwiGLU and its
 // backward. One thread per output element, grid-stride loops, on the GPU's compute stream.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 
 #include "ops/cuda/cuda_ops.h"
+#include "ops/unary_math.h"
 #include "runtime/strided.h"
 
 namespace smelt {
@@ -53,35 +54,6 @@ __device__ float apply_unary(int op, float x, float p) {
   return 0.0f;
 }
 
-// d(op(x))/dx given x, y = op(x) and the parameter (as the CPU's unary_derivative).
-__device__ float unary_derivative(int op, float x, float y, float p) {
-  switch (static_cast<UnaryOp>(op)) {
-    case UnaryOp::Neg: return -1.0f;
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return 1.0f / x;
-    case UnaryOp::Sqrt: return 0.5f / y;
-    case UnaryOp::Rsqrt: return -0.5f * y * y * y;
-    case UnaryOp::Sigmoid: return y * (1.0f - y);
-    case UnaryOp::Tanh: return 1.0f - y * y;
-    case UnaryOp::Silu: {
-      const float s = sigmoidf(x);
-      return s * (1.0f + x * (1.0f - s));
-    }
-    case UnaryOp::Gelu: {
-      const float c0 = 0.7978845608028654f, c1 = 0.044715f;
-      const float t = tanhf(c0 * (x + c1 * x * x * x));
-      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c0 * (1.0f + 3.0f * c1 * x * x);
-    }
-    case UnaryOp::Pow: return p * powf(x, p - 1.0f);
-    case UnaryOp::AddScalar: return 1.0f;
-    case UnaryOp::MulScalar: return p;
-    case UnaryOp::Abs: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
-    case UnaryOp::Positive: return 0.0f;
-    case UnaryOp::ClampMin: return x > p ? 1.0f : 0.0f;
-  }
-  return 0.0f;
-}
-
 #define GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
@@ -103,7 +75,7 @@ __global__ void unary_kernel(int op, const float* x, float p, float* out, int64_
 }
 
 __global__ void unary_backward_kernel(int op, const float* x, const float* y, const float* g, float p, float* dx, int64_t n) {
-  GRID_STRIDE(i, n) dx[i] = g[i] * unary_derivative(op, x[i], y[i], p);
+  GRID_STRIDE(i, n) dx[i] = g[i] * unary_derivative(static_cast<UnaryOp>(op), x[i], y[i], p);
 }
 
 __global__ void swiglu_kernel(const float* gate, const float* up, float* out, int64_t n) {
