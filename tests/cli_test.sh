@@ -131,6 +131,12 @@ fixtures="$(cd "$(dirname "$0")" && pwd)/fixtures"
 if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size 400 --out "$work/tok.json" --json >/dev/null 2>&1 &&
   "$SMELT" data prepare --data "$fixtures/tokenizer_corpus.txt" --tokenizer "$work/tok.json" --out "$work/tokdata" --val-fraction 0.3 --json >/dev/null 2>&1; then
   ok
+  # encode and decode read standard input with --file -, and decode takes encode's output as is.
+  round=$(printf 'Grüße 123 ok' | "$SMELT" tokenizer encode --tokenizer "$work/tok.json" --file - 2>/dev/null |
+    "$SMELT" tokenizer decode --tokenizer "$work/tok.json" --file - 2>/dev/null)
+  [[ $round == 'Grüße 123 ok' ]] && ok || fail "tokenizer encode | decode through standard input gave '$round'"
+  expect_error decode-not-an-id "not an integer" -- "$SMELT" tokenizer decode --tokenizer "$work/tok.json" --ids 72,x
+  expect_error decode-two-inputs "exactly one of --ids and --file" -- "$SMELT" tokenizer decode --tokenizer "$work/tok.json" --ids 72 --file -
   tokmodel='"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64'
   echo "{\"model\": {$tokmodel}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_len\": 16, \"eval_batches\": 1, \"warmup_steps\": 1}}" >"$work/tok_recipe.json"
   if "$SMELT" train --config "$work/tok_recipe.json" --data "$work/tokdata" --out "$work/tm" >/dev/null 2>&1; then

@@ -37,7 +37,7 @@ struct BenchArgs {
   int64_t tokens = 4096, hidden = 256, ffn = 512, experts = 8, top_k = 2, repeats = 7;
   // train: the model of ../shared/bench/torch_moe_ref.py
   int64_t vocab = 4096, layers = 4, heads = 8, seq = 256, batch = 16, steps = 6;
-  bool dense = false, checkpoint = false;
+  bool dense = false, checkpoint = false, json = false;  // json: output is JSON lines either way
   int threads = 0;
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
@@ -406,6 +406,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--steps", a->steps, "train: steps (the first is a warm-up)")->capture_default_str();
   cmd->add_option("--new-tokens", a->new_tokens, "decode: tokens generated after the --seq-token prompt")->capture_default_str();
   add_weights_option(*cmd, a->weights);
+  cmd->add_flag("--json", a->json, "Print JSON lines (bench always does; accepted like every command's --json)");
   cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");
   cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
   add_threads_option(*cmd, a->threads);

@@ -1,6 +1,8 @@
 // smelt tokenizer train|encode|decode: byte-level BPE tokenizers as Hugging Face tokenizer.json.
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <sstream>
 
 #include "io/bpe_tokenizer.h"
@@ -49,10 +51,18 @@ void run_train(const TokenizerArgs& a) {
              std::to_string(t.vocab_size()) + ", not " + std::to_string(a.options.vocab_size));
 }
 
+// A file's bytes, or standard input's for "-".
+std::string read_input(const std::string& file) {
+  if (file != "-") return read_file(file);
+  std::ostringstream all;
+  all << std::cin.rdbuf();
+  return all.str();
+}
+
 void run_encode(const TokenizerArgs& a) {
   SMELT_CHECK(a.text.empty() != a.file.empty(), "tokenizer encode: give exactly one of --text and --file");
   const BpeTokenizer t = BpeTokenizer::from_file(a.tokenizer);
-  const std::string text = a.file.empty() ? a.text : read_file(a.file);
+  const std::string text = a.file.empty() ? a.text : read_input(a.file);
   const std::vector<int32_t> ids = t.encode(text, a.special);
   if (a.json) {
     std::printf("%s\n", json({{"tokens", ids.size()}, {"bytes", text.size()}, {"ids", ids}}).dump().c_str());
@@ -62,11 +72,17 @@ void run_encode(const TokenizerArgs& a) {
 }
 
 void run_decode(const TokenizerArgs& a) {
+  SMELT_CHECK(a.ids.empty() != a.file.empty(), "tokenizer decode: give exactly one of --ids and --file");
   const BpeTokenizer t = BpeTokenizer::from_file(a.tokenizer);
   std::vector<int32_t> ids;
-  std::stringstream ss(a.ids);
+  // Ids separated by commas and/or white space (as `tokenizer encode` prints them, brackets too).
+  std::string list = a.file.empty() ? a.ids : read_input(a.file);
+  for (char& c : list)
+    if (c == '[' || c == ']' || std::isspace(static_cast<unsigned char>(c))) c = ',';
+  std::stringstream ss(list);
   std::string item;
   while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
     size_t used = 0;
     long v = 0;
     try {
@@ -74,10 +90,11 @@ void run_decode(const TokenizerArgs& a) {
     } catch (const std::exception&) {
       used = 0;
     }
-    SMELT_CHECK(used == item.size() && !item.empty(), "tokenizer decode: --ids: \"", item, "\" is not an integer");
+    SMELT_CHECK(used == item.size(), "tokenizer decode: ", a.file.empty() ? "--ids" : a.file, ": \"", item, "\" is not an integer");
     ids.push_back(static_cast<int32_t>(v));
   }
-  std::fwrite(t.decode(ids).data(), 1, t.decode(ids).size(), stdout);
+  const std::string text = t.decode(ids);
+  std::fwrite(text.data(), 1, text.size(), stdout);
   std::printf("\n");
 }
 
@@ -100,14 +117,15 @@ void add_tokenizer_command(CLI::App& app) {
   CLI::App* encode = cmd->add_subcommand("encode", "Print the token ids of a text");
   encode->add_option("--tokenizer", a->tokenizer, "tokenizer.json")->required();
   encode->add_option("--text", a->text, "Text to encode");
-  encode->add_option("--file", a->file, "File to encode");
+  encode->add_option("--file", a->file, "File to encode (- reads standard input)");
   encode->add_flag("--special", a->special, "Turn special-token strings in the text into special tokens");
   encode->add_flag("--json", a->json, "Print {tokens, bytes, ids}");
   encode->callback([a] { run_encode(*a); });
 
   CLI::App* decode = cmd->add_subcommand("decode", "Print the text of comma-separated token ids");
   decode->add_option("--tokenizer", a->tokenizer, "tokenizer.json")->required();
-  decode->add_option("--ids", a->ids, "Ids, e.g. 72,101,108")->required();
+  decode->add_option("--ids", a->ids, "Ids, e.g. 72,101,108");
+  decode->add_option("--file", a->file, "File of ids separated by commas or white space (- reads standard input)");
   decode->callback([a] { run_decode(*a); });
 }
 
