@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/cuda_device.h"
+#include "runtime/cuda_launch.cuh"
 #include "runtime/device_backend.h"
 #include "runtime/strided.h"
 #include "runtime/tensor.h"
@@ -24,18 +25,6 @@ namespace {
     const cudaError_t err_ = (call);                                                                     \
     if (err_ != cudaSuccess) SMELT_FAIL("cuda:", device, ": ", #call, " failed: ", cudaGetErrorString(err_)); \
   } while (0)
-
-constexpr int kMaxDims = 8;
-
-// A view's shape and the element strides of the destination and of the (broadcast) source, by
-// value into the kernel.
-struct StridedPair {
-  int nd;
-  int64_t shape[kMaxDims];
-  int64_t dst_stride[kMaxDims];
-  int64_t src_stride[kMaxDims];
-  int64_t dst_offset, src_offset;
-};
 
 __device__ double load_value(const void* base, int64_t i, int dtype) {
   switch (static_cast<DType>(dtype)) {
@@ -81,26 +70,18 @@ __device__ void store_value(void* base, int64_t i, int dtype, double v, int64_t 
 }
 
 // dst ← src over every element of the view (grid-stride loop), dtypes converted as on the host.
-__global__ void strided_copy_kernel(void* dst, int dst_dtype, const void* src, int src_dtype, StridedPair p, int64_t n, bool int_path) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t rest = i, d = p.dst_offset, s = p.src_offset;
-    for (int k = p.nd - 1; k >= 0; --k) {
-      const int64_t idx = rest % p.shape[k];
-      rest /= p.shape[k];
-      d += idx * p.dst_stride[k];
-      s += idx * p.src_stride[k];
-    }
+__global__ void strided_copy_kernel(void* dst, int dst_dtype, const void* src, int src_dtype, TwoStrides p, int64_t n, bool int_path) {
+  SMELT_GRID_STRIDE(i, n) {
+    int64_t d, s;
+    p.at(i, d, s);
     if (int_path) store_value(dst, d, dst_dtype, 0, load_int(src, s, src_dtype), true);
     else store_value(dst, d, dst_dtype, load_value(src, s, src_dtype), 0, false);
   }
 }
 
 __global__ void accumulate_kernel(float* y, const float* x, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    y[i] += x[i];
+  SMELT_GRID_STRIDE(i, n) y[i] += x[i];
 }
-
-int grid_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 65535 * 4)); }
 
 // Freed blocks are kept by rounded size (512 B steps below 1 MiB, 2 MiB steps above) for the
 // next request of that size; trim() frees the sizes not asked for since the previous trim.
@@ -190,22 +171,11 @@ class CudaDeviceBackend final : public DeviceBackend {
 
   void copy(const Tensor& dst, const Tensor& src) override {
     const int index = dst.device().index;
-    const Shape& shape = dst.shape();
-    SMELT_CHECK(shape.size() <= static_cast<size_t>(kMaxDims), "cuda copy: ", dst.str(), " has more than ", kMaxDims, " dimensions");
-    const Shape src_strides = broadcast_strides(src, shape);
-    StridedPair p{};
-    p.nd = static_cast<int>(shape.size());
-    for (size_t k = 0; k < shape.size(); ++k) {
-      p.shape[k] = shape[k];
-      p.dst_stride[k] = dst.strides()[k];
-      p.src_stride[k] = src_strides[k];
-    }
-    p.dst_offset = dst.offset();
-    p.src_offset = src.offset();
+    const TwoStrides p = two_strides(dst.shape(), dst.strides(), dst.offset(), broadcast_strides(src, dst.shape()), src.offset(), "cuda copy");
     const int64_t n = dst.numel();
     if (n == 0) return;
     const bool int_path = !is_floating(dst.dtype()) && !is_floating(src.dtype());
-    strided_copy_kernel<<<grid_for(n), 256, 0, stream(index)>>>(dst.storage()->data(), static_cast<int>(dst.dtype()), src.storage()->data(),
+    strided_copy_kernel<<<cuda_grid_for(n), 256, 0, stream(index)>>>(dst.storage()->data(), static_cast<int>(dst.dtype()), src.storage()->data(),
                                                                 static_cast<int>(src.dtype()), p, n, int_path);
     SMELT_CUDA_CHECK(cudaGetLastError(), index);
   }
@@ -225,7 +195,7 @@ class CudaDeviceBackend final : public DeviceBackend {
     const int index = dst.device().index;
     const int64_t n = dst.numel();
     if (n == 0) return;
-    accumulate_kernel<<<grid_for(n), 256, 0, stream(index)>>>(static_cast<float*>(dst.device_data()),
+    accumulate_kernel<<<cuda_grid_for(n), 256, 0, stream(index)>>>(static_cast<float*>(dst.device_data()),
                                                               static_cast<const float*>(src.device_data()), n);
     SMELT_CUDA_CHECK(cudaGetLastError(), index);
   }
