@@ -74,9 +74,7 @@ void BpeTokenizer::index() {
     if (!special_[id]) id_of_.emplace(token_bytes_[id], static_cast<int32_t>(id));
   for (int b = 0; b < 256; ++b) {
     auto it = id_of_.find(std::string(1, static_cast<char>(b)));
-    SMELT_CHECK(it != id_of_.end(), name_, ": the vocabulary has no token for byte 0x", std::hex, b,
-                " (a byte-level BPE needs all 256)");
-    byte_id_[b] = it->second;
+    byte_id_[b] = it == id_of_.end() ? -1 : it->second;
   }
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto [a, b] = merges_[r];
@@ -99,7 +97,7 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     }
   }
   if (piece.size() == 1) {
-    out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
+    if (byte_id_[static_cast<unsigned char>(piece[0])] >= 0) out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
     return;
   }
   struct Symbol {
@@ -111,9 +109,17 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   };
   thread_local std::vector<Symbol> sym;
   thread_local std::vector<Candidate> heap_storage;
-  const int32_t n = static_cast<int32_t>(piece.size());
-  sym.resize(n);
-  for (int32_t i = 0; i < n; ++i) sym[i] = {byte_id_[static_cast<unsigned char>(piece[i])], i - 1, i + 1 < n ? i + 1 : -1};
+  // One symbol per byte the vocabulary has (bytes it lacks are dropped, as HF's BPE does
+  // without an unknown token: SmolLM2's vocabulary has no token for byte 0x04).
+  sym.clear();
+  for (unsigned char b : piece)
+    if (byte_id_[b] >= 0) sym.push_back({byte_id_[b], 0, 0});
+  const int32_t n = static_cast<int32_t>(sym.size());
+  if (n == 0) return;
+  for (int32_t i = 0; i < n; ++i) {
+    sym[i].prev = i - 1;
+    sym[i].next = i + 1 < n ? i + 1 : -1;
+  }
   heap_storage.clear();
   std::priority_queue<Candidate, std::vector<Candidate>> heap(std::less<Candidate>(), std::move(heap_storage));
   auto offer = [&](int32_t pos) {
@@ -163,7 +169,7 @@ void BpeTokenizer::encode_ordinary(std::string_view text, std::vector<int32_t>& 
       text = prefixed;
     }
   }
-  split_gpt2(text, pieces);
+  split_pieces(pre_, text, pieces);
   thread_local std::string key;
   for (std::string_view piece : pieces) {
     if (piece.size() > 64) {  // long runs are rare: not worth a cache slot
@@ -233,7 +239,7 @@ bool BpeTokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_s
 
 bool BpeTokenizer::same_as(const BpeTokenizer& other) const {
   return token_bytes_ == other.token_bytes_ && merges_ == other.merges_ && specials_ == other.specials_ &&
-         add_prefix_space_ == other.add_prefix_space_ && ignore_merges_ == other.ignore_merges_;
+         add_prefix_space_ == other.add_prefix_space_ && ignore_merges_ == other.ignore_merges_ && pre_ == other.pre_;
 }
 
 }  // namespace smelt

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/json_reader.h"
+#include "io/pretokenize.h"
 
 namespace smelt {
 
@@ -43,6 +44,7 @@ class BpeTokenizer {
   std::string decode(const std::vector<int32_t>& ids) const;
 
   int64_t vocab_size() const { return static_cast<int64_t>(token_bytes_.size()); }
+  PreTokenizer pre_tokenizer() const { return pre_; }
   int64_t merges() const { return static_cast<int64_t>(merges_.size()); }
   const std::string& token_bytes(int32_t id) const { return token_bytes_.at(id); }
   // Id of a special token; throws naming the tokenizer when it has none of that name.
@@ -60,6 +62,7 @@ class BpeTokenizer {
   std::vector<std::string> token_bytes_;               // id → bytes
   std::vector<std::pair<int32_t, int32_t>> merges_;    // in rank order
   std::vector<std::pair<std::string, int32_t>> specials_;
+  PreTokenizer pre_ = PreTokenizer::Gpt2;
   bool add_prefix_space_ = false;
   bool ignore_merges_ = false;  // a piece found whole in the vocabulary is one token (Llama-3)
   std::string name_;
@@ -67,7 +70,7 @@ class BpeTokenizer {
   uint64_t serial_ = 0;  // changes whenever the lookups are rebuilt: keys the encode cache
   std::unordered_map<std::string, int32_t> id_of_;
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merge_of_;  // (left, right) → (rank, merged id)
-  int32_t byte_id_[256] = {};
+  int32_t byte_id_[256] = {};  // -1 for a byte the vocabulary lacks (dropped, as HF does without an unknown token)
   std::vector<bool> special_;
 };
 

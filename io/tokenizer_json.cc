@@ -41,6 +41,55 @@ void check_byte_level(const json& j, const std::string& where, bool want_regex, 
   if (add_prefix_space) *add_prefix_space = flag(j, "add_prefix_space", false, where);
 }
 
+// The pre-tokenizers smelt reproduces (see io/pretokenize.h), as tokenizer.json writes them.
+PreTokenizer parse_pre_tokenizer(const json& pre, const std::string& where, bool* add_prefix_space) {
+  if (text(pre, "type", "", where) != "Sequence") {
+    check_byte_level(pre, where, true, add_prefix_space);
+    return PreTokenizer::Gpt2;
+  }
+  const json* steps = field(pre, "pretokenizers");
+  const std::string shown = pre.dump().substr(0, 200);
+  SMELT_CHECK(steps && steps->is_array() && steps->size() == 2 && (*steps)[0].is_object(), where,
+              ": a Sequence smelt reproduces is [Digits, ByteLevel] or [Split, ByteLevel], got ", shown);
+  const json& first = (*steps)[0];
+  const std::string first_type = text(first, "type", "", where + ".pretokenizers[0]");
+  if (first_type == "Digits") {
+    SMELT_CHECK(flag(first, "individual_digits", false, where + ".pretokenizers[0]"), where,
+                ".pretokenizers[0]: Digits without individual_digits is not supported");
+    check_byte_level((*steps)[1], where + ".pretokenizers[1]", true, add_prefix_space);
+    return PreTokenizer::SmolLM;
+  }
+  SMELT_CHECK(first_type == "Split", where, ".pretokenizers[0]: ", first_type, " is not supported (Digits or Split)");
+  const json* pattern = field(first, "pattern");
+  const std::string regex = pattern && pattern->is_object() ? text(*pattern, "Regex", "", where + ".pretokenizers[0].pattern") : "";
+  SMELT_CHECK(regex == llama3_split_regex() || regex == qwen2_split_regex(), where,
+              ".pretokenizers[0].pattern: only the Llama-3 and Qwen2 split regexes are supported, got ", regex.substr(0, 120));
+  SMELT_CHECK(text(first, "behavior", "", where) == "Isolated" && !flag(first, "invert", false, where), where,
+              ".pretokenizers[0]: only behavior Isolated without invert is supported");
+  const json& second = (*steps)[1];
+  check_byte_level(second, where + ".pretokenizers[1]", false, add_prefix_space);
+  SMELT_CHECK(!flag(second, "use_regex", true, where), where, ".pretokenizers[1].use_regex: must be false after a Split");
+  return regex == llama3_split_regex() ? PreTokenizer::Llama3 : PreTokenizer::Qwen2;
+}
+
+nlohmann::ordered_json pre_tokenizer_json(PreTokenizer kind, bool add_prefix_space) {
+  using ojson = nlohmann::ordered_json;
+  const ojson byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true},
+                            {"use_regex", kind == PreTokenizer::Gpt2 || kind == PreTokenizer::SmolLM}};
+  switch (kind) {
+    case PreTokenizer::Gpt2: return byte_level;
+    case PreTokenizer::SmolLM:
+      return {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level}}};
+    case PreTokenizer::Llama3:
+    case PreTokenizer::Qwen2: {
+      const std::string& regex = kind == PreTokenizer::Llama3 ? llama3_split_regex() : qwen2_split_regex();
+      const ojson split = {{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}};
+      return {{"type", "Sequence"}, {"pretokenizers", {split, byte_level}}};
+    }
+  }
+  return byte_level;
+}
+
 }  // namespace
 
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) { return from_json(read_json_file(path), path); }
@@ -52,7 +101,7 @@ BpeTokenizer BpeTokenizer::from_json(const json& j, const std::string& source) {
   if (const json* n = field(j, "normalizer")) SMELT_FAIL(source, ": normalizer ", n->dump().substr(0, 80), " is not supported (only null)");
   const json* pre = field(j, "pre_tokenizer");
   SMELT_CHECK(pre, source, ": pre_tokenizer: missing (smelt reads byte-level BPE tokenizers)");
-  check_byte_level(*pre, source + ": pre_tokenizer", true, &t.add_prefix_space_);
+  t.pre_ = parse_pre_tokenizer(*pre, source + ": pre_tokenizer", &t.add_prefix_space_);
   if (const json* dec = field(j, "decoder")) check_byte_level(*dec, source + ": decoder", false, nullptr);
   const json* model = field(j, "model");
   SMELT_CHECK(model && model->is_object(), source, ": model: missing");
@@ -156,7 +205,7 @@ nlohmann::ordered_json BpeTokenizer::to_json() const {
                  {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
                  {"byte_fallback", false},  {"ignore_merges", ignore_merges_}, {"vocab", vocab}, {"merges", merges}};
   return {{"version", "1.0"},        {"truncation", nullptr}, {"padding", nullptr},      {"added_tokens", added},
-          {"normalizer", nullptr},   {"pre_tokenizer", byte_level}, {"post_processor", byte_level},
+          {"normalizer", nullptr},   {"pre_tokenizer", pre_tokenizer_json(pre_, add_prefix_space_)}, {"post_processor", byte_level},
           {"decoder", byte_level},   {"model", model}};
 }
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds=${SMELT_FUZZ_SECONDS:-20}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DSMELT_FUZZ=ON -DSMELT_BUILD_TESTS=OFF >/dev/null
-targets="safetensors recipe tokenizer_json encode token_shard jsonl"
+targets="safetensors recipe tokenizer_json encode token_shard jsonl gguf"
 cmake --build build-fuzz -j "${SMELT_BUILD_JOBS:-2}" --target $(for t in $targets; do printf 'fuzz_%s ' "$t"; done)
 for target in $targets; do
   corpus=$(mktemp -d)

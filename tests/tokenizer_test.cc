@@ -151,3 +151,46 @@ TEST(Tokenizer, RefusesWhatItCannotReproduceNamingTheField) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+// Every pre-tokenizer smelt reproduces, against HF `tokenizers` on the same vocabulary
+// (tests/fixtures/make_pretokenizer_fixture.py), and through a tokenizer.json round trip.
+TEST(Pretokenize, EachVariantGivesHfIds) {
+  const json expected = read_json_file(testing::fixture_path("pretokenizer_expected.json"));
+  const json base = read_json_file(testing::fixture_path("hf_tokenizer.json"));
+  const std::vector<std::string> texts = expected["texts"].get<std::vector<std::string>>();
+  for (auto it = expected["variants"].begin(); it != expected["variants"].end(); ++it) {
+    json j = base;
+    j["pre_tokenizer"] = (*it)["pre_tokenizer"];
+    if (it->contains("renamed")) {
+      json& vocab = j["model"]["vocab"];
+      const std::string from = (*it)["renamed"][0], to = (*it)["renamed"][1];
+      vocab[to] = vocab[from];
+      vocab.erase(from);
+    }
+    const BpeTokenizer t = BpeTokenizer::from_json(j, it.key());
+    const BpeTokenizer again = BpeTokenizer::from_json(json::parse(t.to_json().dump()), it.key() + " (written back)");
+    EXPECT_TRUE(t.same_as(again)) << it.key();
+    for (size_t k = 0; k < texts.size(); ++k) {
+      const std::vector<int32_t> want = (*it)["ids"][k].get<std::vector<int32_t>>();
+      EXPECT_EQ(t.encode(texts[k]), want) << it.key() << " text " << k;
+      EXPECT_EQ(again.encode(texts[k]), want) << it.key() << " text " << k << " after the round trip";
+    }
+  }
+}
+
+TEST(Pretokenize, RefusesSequencesItCannotReproduce) {
+  json j = read_json_file(testing::fixture_path("hf_tokenizer.json"));
+  j["pre_tokenizer"] = json::parse(R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\\w+"},
+      "behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "use_regex": false}]})");
+  testing::expect_error_mentions([&] { BpeTokenizer::from_json(j, "t.json"); },
+                                 {"t.json: pre_tokenizer.pretokenizers[0].pattern: only the Llama-3 and Qwen2 split regexes"});
+  j["pre_tokenizer"] = json::parse(R"({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": false},
+      {"type": "ByteLevel"}]})");
+  testing::expect_error_mentions([&] { BpeTokenizer::from_json(j, "t.json"); }, {"Digits without individual_digits"});
+}
+
+}  // namespace
+}  // namespace smelt
