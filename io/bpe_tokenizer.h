@@ -74,6 +74,9 @@ class BpeTokenizer {
   std::vector<bool> special_;
 };
 
+// The pre_tokenizer entry of tokenizer.json for a pre-tokenizer smelt reproduces.
+nlohmann::ordered_json pre_tokenizer_json(PreTokenizer kind, bool add_prefix_space);
+
 // The GPT-2 byte ↔ printable-character map used in vocabulary strings of byte-level tokenizers.
 std::string bytes_to_vocab_string(std::string_view bytes);
 // Inverse; returns false when the string has a character outside the 256 of the map.

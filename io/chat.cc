@@ -42,12 +42,66 @@ std::vector<ChatMessage> parse_chat_record(const json& r, const std::string& whe
   return out;
 }
 
+ChatFormat chat_format(const BpeTokenizer& t) {
+  return t.has_special("<|im_start|>") && t.has_special("<|im_end|>") ? ChatFormat::ChatML : ChatFormat::Smelt;
+}
+
+int32_t chat_turn_end(const BpeTokenizer& t) { return t.special_id(chat_format(t) == ChatFormat::ChatML ? "<|im_end|>" : "<|end|>"); }
+
+int32_t end_of_text_id(const BpeTokenizer& t, const std::string& source) {
+  for (const char* name : {"<|eos|>", "<|endoftext|>"})
+    if (t.has_special(name)) return t.special_id(name);
+  SMELT_FAIL(source, ": the tokenizer has no <|eos|> or <|endoftext|> token to end documents with");
+}
+
+std::string default_system_prompt(const std::string& jinja) {
+  // The template's literal '<|im_start|>system\n...<|im_end|>' (a real newline, or Jinja's \n).
+  for (const std::string open : {"'<|im_start|>system\n", "'<|im_start|>system\\n"}) {
+    const size_t at = jinja.find(open);
+    if (at == std::string::npos) continue;
+    const size_t begin = at + open.size(), end = jinja.find("<|im_end|>", begin);
+    if (end != std::string::npos && jinja.find('\'', begin) > end) return jinja.substr(begin, end - begin);
+  }
+  return "";
+}
+
 void check_chat_tokens(const BpeTokenizer& t, const std::string& source) {
+  if (chat_format(t) == ChatFormat::ChatML) {
+    end_of_text_id(t, source);
+    return;
+  }
   for (const char* name : {"<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|eos|>"})
     SMELT_CHECK(t.has_special(name), source, ": the tokenizer has no special token ", name, ", which the chat template needs");
 }
 
+namespace {
+
+// ChatML: <|im_start|>role\n content <|im_end|>\n per message; no end-of-text token after.
+void render_chatml(const BpeTokenizer& t, const std::vector<ChatMessage>& messages, std::vector<int32_t>& tokens,
+                   std::vector<uint8_t>& mask) {
+  const int32_t start = t.special_id("<|im_start|>"), end = t.special_id("<|im_end|>");
+  const std::vector<int32_t> newline = t.encode("\n");
+  std::vector<int32_t> part;
+  for (const ChatMessage& m : messages) {
+    const uint8_t learn = m.role == "assistant" ? 1 : 0;
+    part.assign(1, start);
+    t.encode_append(m.role + "\n", false, part);
+    tokens.insert(tokens.end(), part.begin(), part.end());
+    mask.insert(mask.end(), part.size(), 0);
+    part.clear();
+    t.encode_append(m.content, false, part);
+    part.push_back(end);
+    tokens.insert(tokens.end(), part.begin(), part.end());
+    mask.insert(mask.end(), part.size(), learn);
+    tokens.insert(tokens.end(), newline.begin(), newline.end());
+    mask.insert(mask.end(), newline.size(), 0);
+  }
+}
+
+}  // namespace
+
 void render_chat(const BpeTokenizer& t, const std::vector<ChatMessage>& messages, std::vector<int32_t>& tokens, std::vector<uint8_t>& mask) {
+  if (chat_format(t) == ChatFormat::ChatML) return render_chatml(t, messages, tokens, mask);
   const int32_t end = t.special_id("<|end|>");
   std::vector<int32_t> content;
   for (const ChatMessage& m : messages) {
@@ -69,7 +123,12 @@ std::vector<int32_t> render_chat_prompt(const BpeTokenizer& t, const std::vector
   std::vector<int32_t> tokens;
   std::vector<uint8_t> mask;
   render_chat(t, messages, tokens, mask);
-  tokens.back() = t.special_id("<|assistant|>");  // replace <|eos|>: the model answers next
+  if (chat_format(t) == ChatFormat::ChatML) {
+    tokens.push_back(t.special_id("<|im_start|>"));
+    t.encode_append("assistant\n", false, tokens);
+  } else {
+    tokens.back() = t.special_id("<|assistant|>");  // replace <|eos|>: the model answers next
+  }
   return tokens;
 }
 

@@ -6,6 +6,7 @@
 
 #include "io/config_json.h"
 #include "io/files.h"
+#include "io/gguf_model.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
 #include "runtime/storage.h"
@@ -47,7 +48,11 @@ NamedTensors read_sharded(const std::string& dir, const std::string& index_path)
 }  // namespace
 
 Transformer load_model_dir(const std::string& dir, DType weight_dtype) {
-  SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory (it does not exist or is a file)");
+  if (fs::is_regular_file(dir) && is_gguf_file(dir)) {
+    const GgufModel m = read_gguf_model(read_gguf(dir));
+    return Transformer::from_tensors(m.config, m.tensors, dir, weight_dtype);
+  }
+  SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory or GGUF file (it does not exist, or is another kind of file)");
   const std::string config_path = (fs::path(dir) / "config.json").string();
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();

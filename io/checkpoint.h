@@ -14,6 +14,7 @@ namespace smelt {
 // `extra_files` maps file names inside the directory to their contents.
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files = {});
 // weight_dtype: bf16 keeps the weight matrices in bf16 for inference (Transformer::store_weights_in).
+// `dir` may also be a .gguf file (io/gguf_model.h): every --model option takes one.
 Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32);
 
 // A training checkpoint is a model directory plus optimizer.safetensors and trainer_state.json:

@@ -125,7 +125,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   SMELT_CHECK(!o.out.empty(), "data prepare: --out is required");
   const auto start = std::chrono::steady_clock::now();
   const BpeTokenizer tokenizer = BpeTokenizer::from_file(o.tokenizer);
-  SMELT_CHECK(tokenizer.has_special("<|eos|>"), o.tokenizer, ": the tokenizer has no <|eos|> token to end documents with");
+  end_of_text_id(tokenizer, o.tokenizer);  // checked before any work
   const std::vector<std::string> files = expand_inputs(o.inputs, o.glob);
   std::vector<Document> docs;
   PrepareResult result;
@@ -157,7 +157,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   // Encode every unit in parallel (tokens and mask), then lay them out in order.
   std::vector<std::vector<int32_t>> unit_tokens(units.size());
   std::vector<std::vector<uint8_t>> unit_mask(units.size());
-  const int32_t eos = tokenizer.special_id("<|eos|>");
+  const int32_t eos = end_of_text_id(tokenizer, o.tokenizer);
   parallel_for(0, static_cast<int64_t>(units.size()), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t u = lo; u < hi; ++u) {
       const Unit& unit = units[u];

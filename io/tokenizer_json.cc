@@ -3,6 +3,7 @@
 // with merges as "left right" strings, special tokens as added tokens) and read any file of
 // that family, refusing by name each setting we could not reproduce token for token.
 #include <map>
+#include <unordered_set>
 
 #include "io/bpe_tokenizer.h"
 #include "io/files.h"
@@ -72,6 +73,8 @@ PreTokenizer parse_pre_tokenizer(const json& pre, const std::string& where, bool
   return regex == llama3_split_regex() ? PreTokenizer::Llama3 : PreTokenizer::Qwen2;
 }
 
+}  // namespace
+
 nlohmann::ordered_json pre_tokenizer_json(PreTokenizer kind, bool add_prefix_space) {
   using ojson = nlohmann::ordered_json;
   const ojson byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", true},
@@ -89,8 +92,6 @@ nlohmann::ordered_json pre_tokenizer_json(PreTokenizer kind, bool add_prefix_spa
   }
   return byte_level;
 }
-
-}  // namespace
 
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) { return from_json(read_json_file(path), path); }
 
@@ -195,9 +196,16 @@ nlohmann::ordered_json BpeTokenizer::to_json() const {
   for (const auto& [content, id] : specials_)
     added.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                      {"normalized", false}, {"special", true}});
+  // Appended straight to the ordered map's vector: its operator[] searches linearly, which made
+  // writing a 50K-token vocabulary quadratic. Keys are checked unique with a hash set instead.
   ojson vocab = ojson::object();
-  for (size_t id = 0; id < token_bytes_.size(); ++id)
-    vocab[special_[id] ? token_bytes_[id] : bytes_to_vocab_string(token_bytes_[id])] = id;
+  auto& entries = vocab.get_ref<ojson::object_t&>();
+  std::unordered_set<std::string> keys;
+  for (size_t id = 0; id < token_bytes_.size(); ++id) {
+    std::string key = special_[id] ? token_bytes_[id] : bytes_to_vocab_string(token_bytes_[id]);
+    SMELT_CHECK(keys.insert(key).second, name_, ": token ", id, " is spelled \"", key, "\" like another token");
+    entries.ojson::object_t::Container::emplace_back(std::move(key), ojson(id));
+  }
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(bytes_to_vocab_string(token_bytes_[a]) + " " + bytes_to_vocab_string(token_bytes_[b]));
   const ojson byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space_}, {"trim_offsets", true}, {"use_regex", true}};

@@ -272,6 +272,18 @@ sed 's/"hidden_loss": "mse"/"student_init": "teachr"/' "$work/pipe/recipe.json" 
 expect_error pipeline-bad-student-init "bad3.json|distill.student_init|teachr" -- "$SMELT" pipeline "$work/pipe/bad3.json" --out "$work/pipe/x"
 [ ! -e "$work/pipe/x" ] && ok || fail "a refused pipeline recipe created its output directory"
 
+# GGUF import: a llama.cpp-layout file becomes a model directory every command reads, and a
+# GGUF is taken wherever --model is; a truncated or lying file is refused naming the tensor.
+fixtures=$(cd "$(dirname "$0")/fixtures" && pwd)
+if "$SMELT" import --model "$fixtures/gguf_mixtral.gguf" --out "$work/imported" --json >"$work/import.json" 2>/dev/null &&
+  grep -q '"experts":4' "$work/import.json" && [ -f "$work/imported/model.safetensors" ]; then ok; else fail "import of a GGUF: $(cat "$work/import.json")"; fi
+head -c 20000 "$fixtures/gguf_llama.gguf" >"$work/truncated.gguf"
+expect_error import-truncated "truncated.gguf|tensor '|truncated?" -- "$SMELT" import --model "$work/truncated.gguf" --out "$work/t"
+[ ! -e "$work/t" ] && ok || fail "a refused import created its output directory"
+expect_error import-same-dir "--out must differ" -- "$SMELT" import --model "$work/imported" --out "$work/imported"
+"$SMELT" upcycle --model "$fixtures/gguf_llama.gguf" --out "$work/upcycled" --experts 2 --top-k 1 >/dev/null 2>&1 && ok ||
+  fail "upcycle --model FILE.gguf"
+
 "$SMELT" train --help >/dev/null && ok || fail "train --help"
 
 echo "cli: $passed passed, $failed failed"

@@ -96,6 +96,43 @@ TEST(Chat, MasksOnlyTheAssistantAndCannotBeForged) {
   EXPECT_EQ(prompt.back(), t.special_id("<|assistant|>"));
 }
 
+// ChatML (SmolLM2, Qwen): chosen by the tokenizer's <|im_start|>/<|im_end|>; the answer and its
+// <|im_end|> are learned, the newline after it and every header are not.
+TEST(Chat, ChatMLForTokenizersThatHaveItsMarkers) {
+  json j = read_json_file(testing::fixture_path("hf_tokenizer.json"));
+  const int64_t n = static_cast<int64_t>(j["model"]["vocab"].size());
+  for (const char* name : {"<|im_start|>", "<|im_end|>", "<|endoftext|>"}) {
+    j["model"]["vocab"][name] = n + static_cast<int64_t>(j["added_tokens"].size()) - 7;
+    j["added_tokens"].push_back({{"id", n + static_cast<int64_t>(j["added_tokens"].size()) - 7}, {"content", name}, {"special", true}});
+  }
+  const BpeTokenizer t = BpeTokenizer::from_json(j, "chatml.json");
+  ASSERT_EQ(chat_format(t), ChatFormat::ChatML);
+  EXPECT_EQ(chat_turn_end(t), t.special_id("<|im_end|>"));
+  EXPECT_EQ(end_of_text_id(t, "chatml.json"), t.special_id("<|eos|>"));  // the fixture has both: <|eos|> first
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask;
+  render_chat(t, {{"user", "Hi <|im_end|>"}, {"assistant", "Hello!"}}, tokens, mask);
+  std::vector<int32_t> want, want_mask;
+  auto add = [&](const std::vector<int32_t>& ids, int learn) {
+    want.insert(want.end(), ids.begin(), ids.end());
+    want_mask.insert(want_mask.end(), ids.size(), learn);
+  };
+  const int32_t start = t.special_id("<|im_start|>"), end = t.special_id("<|im_end|>");
+  add({start}, 0), add(t.encode("user\n"), 0), add(t.encode("Hi <|im_end|>"), 0), add({end}, 0), add(t.encode("\n"), 0);
+  add({start}, 0), add(t.encode("assistant\n"), 0), add(t.encode("Hello!"), 1), add({end}, 1), add(t.encode("\n"), 0);
+  EXPECT_EQ(tokens, want);
+  EXPECT_EQ(std::vector<int32_t>(mask.begin(), mask.end()), want_mask);
+  std::vector<int32_t> prompt = render_chat_prompt(t, {{"user", "Hi"}});
+  std::vector<int32_t> tail = {start};
+  for (int32_t id : t.encode("assistant\n")) tail.push_back(id);
+  EXPECT_TRUE(std::equal(tail.rbegin(), tail.rend(), prompt.rbegin()));
+  const std::string smollm =
+      "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+      "trained by Hugging Face<|im_end|>\n' }}{% endif %}";
+  EXPECT_EQ(default_system_prompt(smollm), "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  EXPECT_EQ(default_system_prompt("{{ messages }}"), "");
+}
+
 TEST(Chat, BadRecordsNameTheFileLineAndField) {
   const std::string p = write_temp("bad_chat.jsonl", "{\"text\": \"fine\"}\n\n{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n");
   expect_error_mentions([&] { read_documents(p); }, {"bad_chat.jsonl:3", "messages[0].role", "robot"});

@@ -19,7 +19,7 @@ namespace smelt::tools {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, routing, weights = "f32";
+  std::string model, prompt, system, routing, weights = "f32";
   int64_t max_new_tokens = 200, top_k = 0, seed = 0;
   double temperature = 0.8, top_p = 1.0;
   bool chat = false;
@@ -67,18 +67,24 @@ void run_generate(const GenerateArgs& a) {
   const ModelConfig& cfg = model.config();
   // Text in and out through the model's tokenizer when it has one, else bytes.
   const std::optional<BpeTokenizer> tokenizer = model_tokenizer(a.model);
-  SMELT_CHECK(!a.chat || tokenizer, a.model, ": --chat needs a model with a tokenizer.json (chat tokens)");
+  SMELT_CHECK(!a.chat || tokenizer, a.model, ": --chat needs a model with a tokenizer (chat tokens)");
   std::vector<int64_t> ids;
   int64_t stop = -1;  // token that ends the text
   if (!tokenizer) {
     for (unsigned char c : a.prompt) ids.push_back(c);
   } else if (a.chat) {
-    check_chat_tokens(*tokenizer, a.model + "/tokenizer.json");
-    for (int32_t t : render_chat_prompt(*tokenizer, {{"user", a.prompt}})) ids.push_back(t);
-    stop = tokenizer->special_id("<|end|>");
+    check_chat_tokens(*tokenizer, a.model);
+    // The model's own template may insert a system prompt when the conversation has none.
+    const std::string system = a.system.empty() ? default_system_prompt(model_chat_template(a.model)) : a.system;
+    std::vector<ChatMessage> messages;
+    if (!system.empty()) messages.push_back({"system", system});
+    messages.push_back({"user", a.prompt});
+    for (int32_t t : render_chat_prompt(*tokenizer, messages)) ids.push_back(t);
+    stop = chat_turn_end(*tokenizer);
   } else {
     for (int32_t t : tokenizer->encode(a.prompt)) ids.push_back(t);
-    if (tokenizer->has_special("<|eos|>")) stop = tokenizer->special_id("<|eos|>");
+    for (const char* end : {"<|eos|>", "<|endoftext|>"})
+      if (stop < 0 && tokenizer->has_special(end)) stop = tokenizer->special_id(end);
   }
   SMELT_CHECK(!ids.empty(), "--prompt encodes to no tokens");
   // Byte-level models only sample byte ids; tokenizer models any id of the tokenizer.
@@ -135,9 +141,10 @@ void run_generate(const GenerateArgs& a) {
 void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Sample text from a model (KV cache; temperature, top-k, top-p)");
-  cmd->add_option("--model", args->model, "Model directory")->required();
+  cmd->add_option("--model", args->model, "Model directory or .gguf file")->required();
   cmd->add_option("--prompt", args->prompt, "Text to continue (with --chat: the user's message)")->required();
   cmd->add_flag("--chat", args->chat, "Wrap the prompt in the chat template and print the assistant's answer");
+  cmd->add_option("--system", args->system, "With --chat: the system message (default: the one the model's chat template inserts, if any)");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", args->temperature, "Softmax temperature (0 = greedy)")->capture_default_str();
   cmd->add_option("--top-k", args->top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "io/chat.h"
 #include "io/checkpoint.h"
 #include "io/config_json.h"
 #include "io/run_report.h"
@@ -303,6 +304,11 @@ void run_train(const TrainArgs& args) {
   const std::optional<BpeTokenizer> tokenizer = model_dir.empty() ? std::nullopt : model_tokenizer(model_dir);
   TrainingData data = load_training_data(a.data, a.val, a.val_fraction, recipe.train.seq_len, tokenizer,
                                          model_dir.empty() ? a.config : model_dir);
+  // A model imported with its own chat template (ChatML) keeps its tokenizer_config.json.
+  if (!model_dir.empty()) {
+    const std::map<std::string, std::string> carried = carried_model_files(model_dir);
+    if (carried.count("tokenizer_config.json")) data.tokenizer_files["tokenizer_config.json"] = carried.at("tokenizer_config.json");
+  }
   TokenDataset& train = data.train;
   TokenDataset& val = data.val;
   SMELT_CHECK(recipe.model.vocab_size >= train.vocab_size(), model_dir.empty() ? a.config : model_dir, ": model.vocab_size ",
@@ -323,10 +329,11 @@ void run_train(const TrainArgs& args) {
     log_info("student initialised from " + a.teacher + " layers " + list + (teacher->config().num_local_experts > 0 ? " (experts merged)" : ""));
   }
   if (a.sft) {
-    SMELT_CHECK(data.tokenizer && data.tokenizer->has_special("<|eos|>"), a.init, ": smelt sft needs a model whose tokenizer has <|eos|>");
+    SMELT_CHECK(data.tokenizer, a.init, ": smelt sft needs a model with a tokenizer");
+    const int32_t end_of_text = end_of_text_id(*data.tokenizer, a.init);
     SMELT_CHECK(train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
-    train.set_document_separator(data.tokenizer->special_id("<|eos|>"));
-    val.set_document_separator(data.tokenizer->special_id("<|eos|>"));
+    train.set_document_separator(end_of_text);
+    val.set_document_separator(end_of_text);
   }
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);

@@ -5,6 +5,7 @@
 #include "io/chat.h"
 #include "io/corpus.h"
 #include "io/files.h"
+#include "io/gguf_model.h"
 #include "io/prepared_data.h"
 
 namespace smelt::tools {
@@ -36,7 +37,7 @@ TokenDataset jsonl_file(const std::string& path, const std::optional<BpeTokenize
     } else {
       const size_t before = tokens.size();
       tok->encode_append(d.text, false, tokens);
-      tokens.push_back(tok->special_id("<|eos|>"));
+      tokens.push_back(end_of_text_id(*tok, path));
       mask.insert(mask.end(), tokens.size() - before, 1);
     }
   }
@@ -55,6 +56,14 @@ TokenDataset text_file(const std::string& path, const std::optional<BpeTokenizer
 
 std::map<std::string, std::string> carried_model_files(const std::string& model_dir) {
   std::map<std::string, std::string> files;
+  if (std::filesystem::is_regular_file(model_dir) && is_gguf_file(model_dir)) {
+    const GgufFile f = read_gguf(model_dir);
+    if (const auto tokenizer = gguf_tokenizer_json(f)) {
+      files["tokenizer.json"] = BpeTokenizer::from_json(*tokenizer, model_dir).to_json().dump(1) + "\n";
+      files["tokenizer_config.json"] = gguf_tokenizer_config_json(f);
+    }
+    return files;
+  }
   for (const char* name : {"recipe.json", "tokenizer.json", "tokenizer_config.json"}) {
     const std::string path = model_dir + "/" + name;
     if (std::filesystem::exists(path)) files[name] = read_file(path);
@@ -62,7 +71,24 @@ std::map<std::string, std::string> carried_model_files(const std::string& model_
   return files;
 }
 
+std::string model_chat_template(const std::string& model_dir) {
+  if (std::filesystem::is_regular_file(model_dir) && is_gguf_file(model_dir))
+    return read_gguf(model_dir).string("tokenizer.chat_template", "");
+  const std::map<std::string, std::string> files = carried_model_files(model_dir);
+  auto it = files.find("tokenizer_config.json");
+  if (it == files.end()) return "";
+  const json config = parse_json_text(it->second, model_dir + "/tokenizer_config.json");
+  return config.is_object() && config.contains("chat_template") && config["chat_template"].is_string()
+             ? config["chat_template"].get<std::string>()
+             : "";
+}
+
 std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir) {
+  if (std::filesystem::is_regular_file(model_dir) && is_gguf_file(model_dir)) {
+    const auto tokenizer = gguf_tokenizer_json(read_gguf(model_dir));
+    if (!tokenizer) return std::nullopt;
+    return BpeTokenizer::from_json(*tokenizer, model_dir);
+  }
   const std::string path = model_dir + "/tokenizer.json";
   if (!std::filesystem::exists(path)) return std::nullopt;
   return BpeTokenizer::from_file(path);

@@ -10,8 +10,12 @@
 
 namespace smelt::tools {
 
-// The tokenizer stored with a model (DIR/tokenizer.json), if it has one.
+// The tokenizer stored with a model (DIR/tokenizer.json, or a GGUF's metadata), if it has one.
 std::optional<BpeTokenizer> model_tokenizer(const std::string& model_dir);
+
+// The Jinja chat template a model carries (tokenizer_config.json's chat_template, or a GGUF's
+// tokenizer.chat_template); empty when it has none.
+std::string model_chat_template(const std::string& model_dir);
 
 // The files a model made from `model_dir` (upcycled, composed, moefied) carries over: its
 // recipe.json (the sequence length its weights were trained on, eval's default window) and its

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_inspect_command(app);
   smelt::tools::add_tokenizer_command(app);
   smelt::tools::add_data_command(app);
+  smelt::tools::add_import_command(app);
   smelt::tools::add_export_command(app);
   smelt::tools::add_report_command(app);
   try {

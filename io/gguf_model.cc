@@ -1,0 +1,216 @@
+#include "io/gguf_model.h"
+
+#include <map>
+
+#include "io/pretokenize.h"
+#include "ops/shape.h"
+
+namespace smelt {
+namespace {
+
+// llama.cpp's token types (llama_token_type): which GGUF tokens are literal added tokens.
+constexpr int64_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4;
+
+std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+// HF name of a per-layer GGUF tensor ("attn_q" → "self_attn.q_proj.weight"); empty if unknown.
+std::string hf_layer_tensor(const std::string& what) {
+  static const std::map<std::string, std::string> names = {
+      {"attn_norm", "input_layernorm.weight"},   {"attn_q", "self_attn.q_proj.weight"},
+      {"attn_k", "self_attn.k_proj.weight"},     {"attn_v", "self_attn.v_proj.weight"},
+      {"attn_output", "self_attn.o_proj.weight"}, {"ffn_norm", "post_attention_layernorm.weight"},
+      {"ffn_gate", "mlp.gate_proj.weight"},      {"ffn_up", "mlp.up_proj.weight"},
+      {"ffn_down", "mlp.down_proj.weight"},      {"ffn_gate_inp", "block_sparse_moe.gate.weight"},
+  };
+  auto it = names.find(what);
+  return it == names.end() ? "" : it->second;
+}
+
+// Mixtral's per-expert names for the stacked GGUF expert tensors.
+const char* expert_matrix(const std::string& what) {
+  if (what == "ffn_gate_exps") return "w1";
+  if (what == "ffn_up_exps") return "w3";
+  if (what == "ffn_down_exps") return "w2";
+  return nullptr;
+}
+
+// "blk.12.attn_q.weight" → (12, "attn_q"); false when the name is not of that form.
+bool split_layer_name(const std::string& name, int64_t& layer, std::string& what) {
+  const std::string suffix = ".weight";
+  if (name.rfind("blk.", 0) != 0 || name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos) return false;
+  const std::string number = name.substr(4, dot - 4);
+  if (number.empty() || number.size() > 6 || number.find_first_not_of("0123456789") != std::string::npos) return false;
+  layer = std::stoll(number);
+  what = name.substr(dot + 1, name.size() - suffix.size() - dot - 1);
+  return true;
+}
+
+Tensor reorder_rope_rows(const Tensor& w, int64_t heads, bool to_hf) {
+  const int64_t rows = w.size(0), cols = w.size(1);
+  SMELT_CHECK(rows % (2 * heads) == 0, "Q/K rows ", rows, " are not whole rotary pairs of ", heads, " heads");
+  const int64_t half = rows / heads / 2;
+  const Tensor src = w.is_contiguous() ? w : w.clone();
+  Tensor out = Tensor::empty(w.shape());
+  const float* s = src.data<float>();
+  float* d = out.data<float>();
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t pair = 0; pair < 2; ++pair)
+      for (int64_t j = 0; j < half; ++j) {
+        const int64_t hf_row = h * 2 * half + pair * half + j;  // HF: halves one after the other
+        const int64_t gg_row = h * 2 * half + 2 * j + pair;     // llama.cpp: pairs interleaved
+        const int64_t from = to_hf ? gg_row : hf_row, to = to_hf ? hf_row : gg_row;
+        std::copy(s + from * cols, s + (from + 1) * cols, d + to * cols);
+      }
+  return out;
+}
+
+}  // namespace
+
+Tensor unpermute_rope_rows(const Tensor& w, int64_t heads) { return reorder_rope_rows(w, heads, true); }
+Tensor permute_rope_rows(const Tensor& w, int64_t heads) { return reorder_rope_rows(w, heads, false); }
+
+ModelConfig gguf_model_config(const GgufFile& f) {
+  const std::string arch = f.string("general.architecture");
+  SMELT_CHECK(arch == "llama", f.source, ": key 'general.architecture': \"", arch,
+              "\" is not supported (smelt imports llama, including Mixtral-style experts; qwen2 and qwen2moe need attention "
+              "biases, which smelt's attention does not have)");
+  const std::string k = arch + ".";
+  ModelConfig c;
+  c.num_hidden_layers = f.integer(k + "block_count");
+  c.hidden_size = f.integer(k + "embedding_length");
+  c.intermediate_size = f.integer(k + "feed_forward_length");
+  c.num_attention_heads = f.integer(k + "attention.head_count");
+  c.num_key_value_heads = f.integer(k + "attention.head_count_kv", c.num_attention_heads);
+  c.max_position_embeddings = f.integer(k + "context_length", c.max_position_embeddings);
+  c.rope_theta = f.number(k + "rope.freq_base", 10000.0);
+  c.rms_norm_eps = f.number(k + "attention.layer_norm_rms_epsilon", 1e-5);
+  SMELT_CHECK(c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0, f.source, ": key '", k,
+              "attention.head_count': ", c.num_attention_heads, " heads do not divide the width ", c.hidden_size);
+  const int64_t head_dim = c.hidden_size / c.num_attention_heads;
+  for (const char* key : {"rope.dimension_count", "attention.key_length", "attention.value_length"})
+    SMELT_CHECK(f.integer(k + key, head_dim) == head_dim, f.source, ": key '", k, key, "': ", f.integer(k + key),
+                " (smelt needs rotary embeddings over the whole head of ", head_dim, ")");
+  const std::string scaling = f.string(k + "rope.scaling.type", "none");
+  SMELT_CHECK(scaling == "none" || scaling == "linear", f.source, ": key '", k, "rope.scaling.type': \"", scaling,
+              "\" is not supported (none or linear)");
+  if (scaling == "linear") c.rope_scaling_factor = f.number(k + "rope.scaling.factor");
+  SMELT_CHECK(!f.find_tensor("rope_freqs.weight"), f.source, ": tensor 'rope_freqs.weight': per-frequency RoPE factors (Llama 3.1 scaling) are not supported");
+  const GgufTensorInfo& embed = f.tensor("token_embd.weight");
+  c.vocab_size = f.integer(k + "vocab_size", embed.dims.size() == 2 ? embed.dims[1] : 0);
+  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.num_local_experts = f.integer(k + "expert_count", 0);
+  if (c.num_local_experts > 0) {
+    c.num_experts_per_tok = f.integer(k + "expert_used_count");
+    c.moe_intermediate_size = f.integer(k + "expert_feed_forward_length", 0);
+    c.norm_topk_prob = true;  // Mixtral renormalises the chosen experts' weights
+  }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    SMELT_FAIL(f.source, ": the metadata gives an invalid model: ", e.message());
+  }
+  return c;
+}
+
+GgufModel read_gguf_model(const GgufFile& f) {
+  GgufModel m;
+  m.config = gguf_model_config(f);
+  const ModelConfig& c = m.config;
+  for (const GgufTensorInfo& t : f.tensors) {
+    const std::string where = f.source + ": tensor '" + t.name + "'";
+    if (t.name == "token_embd.weight") {
+      m.tensors.push_back({"model.embed_tokens.weight", f.dequantize(t)});
+      continue;
+    }
+    if (t.name == "output_norm.weight" || t.name == "output.weight") {
+      m.tensors.push_back({t.name == "output.weight" ? "lm_head.weight" : "model.norm.weight", f.dequantize(t)});
+      continue;
+    }
+    int64_t layer = 0;
+    std::string what;
+    SMELT_CHECK(split_layer_name(t.name, layer, what), where, ": not a tensor of a llama model");
+    SMELT_CHECK(layer < c.num_hidden_layers, where, ": layer ", layer, " but the model has ", c.num_hidden_layers);
+    if (const char* matrix = expert_matrix(what)) {
+      const Tensor all = f.dequantize(t);  // [E, rows, cols]
+      SMELT_CHECK(all.dim() == 3 && all.size(0) == c.num_local_experts, where, ": expected [", c.num_local_experts,
+                  " experts, rows, cols], got ", shape_str(all.shape()));
+      for (int64_t e = 0; e < all.size(0); ++e)
+        m.tensors.push_back({layer_prefix(layer) + "block_sparse_moe.experts." + std::to_string(e) + "." + matrix + ".weight",
+                             ops::reshape(ops::slice(all, 0, e, e + 1), {all.size(1), all.size(2)}).clone()});
+      continue;
+    }
+    const std::string hf = hf_layer_tensor(what);
+    SMELT_CHECK(!hf.empty(), where, ": '", what, "' is not a tensor smelt's llama computes with (biases and extra norms are not supported)");
+    Tensor w = f.dequantize(t);
+    if (what == "attn_q") w = unpermute_rope_rows(w, c.num_attention_heads);
+    if (what == "attn_k") w = unpermute_rope_rows(w, c.num_key_value_heads);
+    m.tensors.push_back({layer_prefix(layer) + hf, w});
+  }
+  return m;
+}
+
+std::optional<json> gguf_tokenizer_json(const GgufFile& f) {
+  if (!f.has("tokenizer.ggml.model")) return std::nullopt;
+  const std::string model = f.string("tokenizer.ggml.model");
+  SMELT_CHECK(model == "gpt2", f.source, ": key 'tokenizer.ggml.model': \"", model,
+              "\" is not supported (smelt reads byte-level BPE tokenizers, \"gpt2\")");
+  const std::string pre_name = f.string("tokenizer.ggml.pre", "default");
+  PreTokenizer pre;
+  bool ignore_merges = false;
+  if (pre_name == "smollm") {
+    pre = PreTokenizer::SmolLM;
+  } else if (pre_name == "gpt-2" || pre_name == "gpt2" || pre_name == "default") {
+    pre = PreTokenizer::Gpt2;
+  } else if (pre_name == "llama-bpe" || pre_name == "llama3") {
+    pre = PreTokenizer::Llama3;
+    ignore_merges = true;  // Llama-3's tokenizer.json sets it
+  } else if (pre_name == "qwen2") {
+    pre = PreTokenizer::Qwen2;
+  } else {
+    SMELT_FAIL(f.source, ": key 'tokenizer.ggml.pre': \"", pre_name, "\" is not supported (smollm, gpt-2, llama-bpe, qwen2)");
+  }
+  const std::vector<std::string> tokens = f.strings("tokenizer.ggml.tokens");
+  const std::vector<int64_t> types =
+      f.has("tokenizer.ggml.token_type") ? f.integers("tokenizer.ggml.token_type") : std::vector<int64_t>(tokens.size(), kTokenNormal);
+  SMELT_CHECK(types.size() == tokens.size(), f.source, ": key 'tokenizer.ggml.token_type': ", types.size(), " entries for ",
+              tokens.size(), " tokens");
+  // nlohmann::json (a std::map), not ordered_json: its linear lookups would make 50K inserts quadratic.
+  json added = json::array(), vocab = json::object();
+  for (size_t id = 0; id < tokens.size(); ++id) {
+    if (types[id] == kTokenControl || types[id] == kTokenUserDefined) {
+      added.push_back({{"id", id}, {"content", tokens[id]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                       {"normalized", false}, {"special", true}});
+    }
+    SMELT_CHECK(vocab.emplace(tokens[id], id).second, f.source, ": key 'tokenizer.ggml.tokens': token ", id, " (\"", tokens[id],
+                "\") appears twice");
+  }
+  json merges = json::array();
+  if (f.has("tokenizer.ggml.merges"))
+    for (const std::string& m : f.strings("tokenizer.ggml.merges")) merges.push_back(m);
+  json j = BpeTokenizer().to_json();
+  j["added_tokens"] = added;
+  j["model"]["vocab"] = vocab;
+  j["model"]["merges"] = merges;
+  j["model"]["ignore_merges"] = ignore_merges;
+  j["pre_tokenizer"] = pre_tokenizer_json(pre, false);
+  return j;
+}
+
+std::string gguf_tokenizer_config_json(const GgufFile& f) {
+  nlohmann::ordered_json j = {{"tokenizer_class", "PreTrainedTokenizerFast"}};
+  const std::vector<std::string> tokens = f.has("tokenizer.ggml.tokens") ? f.strings("tokenizer.ggml.tokens") : std::vector<std::string>{};
+  for (const char* role : {"bos", "eos", "pad", "unknown"}) {
+    const std::string key = std::string("tokenizer.ggml.") + role + "_token_id";
+    if (!f.has(key)) continue;
+    const int64_t id = f.integer(key);
+    SMELT_CHECK(id >= 0 && id < static_cast<int64_t>(tokens.size()), f.source, ": key '", key, "': ", id, " is not a token id");
+    j[std::string(role == std::string("unknown") ? "unk" : role) + "_token"] = tokens[id];
+  }
+  if (f.has("tokenizer.chat_template")) j["chat_template"] = f.string("tokenizer.chat_template");
+  return j.dump(2) + "\n";
+}
+
+}  // namespace smelt

@@ -1,0 +1,148 @@
+// Models from GGUF files written as llama.cpp's converter writes them
+// (tests/fixtures/make_gguf_models.py): each gives the logits of the Hugging Face model it was
+// made from (F32 files) or of transformers' own reading of the file (Q8_0), with the Q/K row
+// permutation undone; the tokenizer in the metadata gives HF's ids; what smelt cannot compute is
+// refused by name.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
+#include "io/gguf_model.h"
+#include "tests/test_util.h"
+
+namespace smelt {
+namespace {
+
+using testing::expect_error_mentions;
+using testing::fixture_path;
+
+double worst_relative_error(const Tensor& got_t, const Tensor& want_t) {
+  const std::vector<float> got = got_t.to_vector(), want = want_t.to_vector();
+  EXPECT_EQ(got.size(), want.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i)
+    worst = std::max(worst, std::fabs(got[i] - want[i]) / (1.0 + std::fabs(want[i])));
+  return worst;
+}
+
+struct Case {
+  const char* file;
+  const char* oracle_file;
+  const char* oracle;
+};
+
+class GgufModels : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GgufModels, GiveTheOracleLogits) {
+  const Case c = GetParam();
+  const SafetensorsFile oracle = read_safetensors(fixture_path(c.oracle_file));
+  const Transformer model = load_model_dir(fixture_path(c.file));
+  NoGradGuard no_grad;
+  const Tensor logits = model.forward(oracle.at("input_ids", c.oracle_file).to(DType::I64));
+  EXPECT_LT(worst_relative_error(logits, oracle.at(c.oracle, c.oracle_file)), 1e-4) << c.file;
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, GgufModels,
+                         ::testing::Values(Case{"gguf_llama.gguf", "hf_logits.safetensors", "logits.llama"},
+                                           Case{"gguf_mixtral.gguf", "hf_logits.safetensors", "logits.mixtral"},
+                                           Case{"gguf_llama_q8_0.gguf", "gguf_logits.safetensors", "logits.llama_q8_0"}));
+
+TEST(GgufModel, ConfigComesFromTheMetadata) {
+  const ModelConfig c = gguf_model_config(read_gguf(fixture_path("gguf_mixtral.gguf")));
+  EXPECT_EQ(c.num_hidden_layers, 2);
+  EXPECT_EQ(c.hidden_size, 32);
+  EXPECT_EQ(c.num_attention_heads, 4);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.vocab_size, 61);
+  EXPECT_EQ(c.num_local_experts, 4);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_FALSE(c.tie_word_embeddings);
+}
+
+TEST(GgufModel, RopeRowPermutationRoundTrips) {
+  Philox rng(3);
+  const Tensor w = Tensor::randn({2 * 8, 5}, rng);
+  const Tensor llama_cpp = permute_rope_rows(w, 2);
+  EXPECT_NE(llama_cpp.to_vector(), w.to_vector());
+  EXPECT_EQ(unpermute_rope_rows(llama_cpp, 2).to_vector(), w.to_vector());
+  // llama.cpp's order interleaves each head's rotary halves: its row 1 is HF's row 4 (head 0,
+  // second half, pair 0).
+  const std::vector<float> a = llama_cpp.to_vector(), b = w.to_vector();
+  for (int col = 0; col < 5; ++col) EXPECT_EQ(a[1 * 5 + col], b[4 * 5 + col]);
+}
+
+// A tiny llama GGUF carrying `extra` metadata and tensors, written with smelt's own writer.
+std::string tiny_gguf(const std::string& name, std::vector<std::pair<std::string, GgufValue>> extra,
+                      std::vector<GgufTensorToWrite> tensors = {}) {
+  std::vector<std::pair<std::string, GgufValue>> meta = {
+      {"general.architecture", GgufValue::of_string("llama")}, {"llama.block_count", GgufValue::of_u32(1)},
+      {"llama.embedding_length", GgufValue::of_u32(32)},        {"llama.feed_forward_length", GgufValue::of_u32(64)},
+      {"llama.attention.head_count", GgufValue::of_u32(4)},     {"llama.context_length", GgufValue::of_u32(16)}};
+  for (auto& kv : extra) {
+    bool replaced = false;
+    for (auto& m : meta)
+      if (m.first == kv.first) m.second = kv.second, replaced = true;
+    if (!replaced) meta.push_back(kv);
+  }
+  Philox rng(1);
+  std::vector<GgufTensorToWrite> all = {{"token_embd.weight", Tensor::randn({8, 32}, rng)}};
+  for (auto& t : tensors) all.push_back(t);
+  const std::string path = ::testing::TempDir() + name;
+  write_gguf(path, meta, all);
+  return path;
+}
+
+TEST(GgufModel, RefusesWhatSmeltDoesNotComputeByName) {
+  expect_error_mentions([&] { load_model_dir(tiny_gguf("qwen2.gguf", {{"general.architecture", GgufValue::of_string("qwen2")}})); },
+                        {"qwen2.gguf: key 'general.architecture': \"qwen2\" is not supported"});
+  expect_error_mentions([&] { load_model_dir(tiny_gguf("yarn.gguf", {{"llama.rope.scaling.type", GgufValue::of_string("yarn")}})); },
+                        {"yarn.gguf: key 'llama.rope.scaling.type': \"yarn\" is not supported"});
+  expect_error_mentions(
+      [&] { load_model_dir(tiny_gguf("partial.gguf", {{"llama.rope.dimension_count", GgufValue::of_u32(4)}})); },
+      {"partial.gguf: key 'llama.rope.dimension_count': 4", "whole head of 8"});
+  expect_error_mentions([&] { load_model_dir(tiny_gguf("nolayers.gguf", {{"llama.block_count", GgufValue::of_string("1")}})); },
+                        {"nolayers.gguf: key 'llama.block_count': expected an integer, got string"});
+  Philox rng(2);
+  expect_error_mentions(
+      [&] { load_model_dir(tiny_gguf("bias.gguf", {}, {{"blk.0.attn_q.bias", Tensor::randn({32}, rng)}})); },
+      {"bias.gguf: tensor 'blk.0.attn_q.bias': not a tensor of a llama model"});
+  expect_error_mentions(
+      [&] { load_model_dir(tiny_gguf("missing.gguf", {})); },
+      {"missing.gguf: tensor 'model.layers.0.input_layernorm.weight' is missing"});
+}
+
+// The tokenizer in GGUF metadata (tokens, token types, merges, pre-tokenizer) reads as the same
+// tokenizer as its tokenizer.json: HF's ids for the SmolLM pre-tokenizer fixture.
+TEST(GgufModel, TokenizerFromMetadataGivesHfIds) {
+  const json hf = read_json_file(fixture_path("hf_tokenizer.json"));
+  std::vector<std::string> tokens(hf["model"]["vocab"].size());
+  std::vector<int32_t> types(tokens.size(), 1);
+  for (auto it = hf["model"]["vocab"].begin(); it != hf["model"]["vocab"].end(); ++it) tokens.at(it.value().get<size_t>()) = it.key();
+  for (const json& a : hf["added_tokens"]) types.at(a["id"].get<size_t>()) = 3;
+  std::vector<std::string> merges;
+  for (const json& m : hf["model"]["merges"]) merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  const std::string path = tiny_gguf("tok.gguf", {{"tokenizer.ggml.model", GgufValue::of_string("gpt2")},
+                                                  {"tokenizer.ggml.pre", GgufValue::of_string("smollm")},
+                                                  {"tokenizer.ggml.tokens", GgufValue::of_strings(tokens)},
+                                                  {"tokenizer.ggml.token_type", GgufValue::of_i32s(types)},
+                                                  {"tokenizer.ggml.merges", GgufValue::of_strings(merges)},
+                                                  {"tokenizer.ggml.eos_token_id", GgufValue::of_u32(1)},
+                                                  {"tokenizer.chat_template", GgufValue::of_string("{{ x }}")}});
+  const GgufFile f = read_gguf(path);
+  const BpeTokenizer t = BpeTokenizer::from_json(*gguf_tokenizer_json(f), path);
+  EXPECT_EQ(t.pre_tokenizer(), PreTokenizer::SmolLM);
+  EXPECT_TRUE(t.is_special(1));
+  const json expected = read_json_file(fixture_path("pretokenizer_expected.json"));
+  for (size_t k = 0; k < expected["texts"].size(); ++k)
+    EXPECT_EQ(t.encode(expected["texts"][k].get<std::string>()), expected["variants"]["smollm"]["ids"][k].get<std::vector<int32_t>>()) << k;
+  const json config = json::parse(gguf_tokenizer_config_json(f));
+  EXPECT_EQ(config["eos_token"], tokens[1]);
+  EXPECT_EQ(config["chat_template"], "{{ x }}");
+  const std::string bad = tiny_gguf("spm.gguf", {{"tokenizer.ggml.model", GgufValue::of_string("llama")}});
+  expect_error_mentions([&] { gguf_tokenizer_json(read_gguf(bad)); }, {"spm.gguf: key 'tokenizer.ggml.model': \"llama\" is not supported"});
+}
+
+}  // namespace
+}  // namespace smelt
