@@ -46,6 +46,8 @@ class BpeTokenizer {
   int64_t vocab_size() const { return static_cast<int64_t>(token_bytes_.size()); }
   PreTokenizer pre_tokenizer() const { return pre_; }
   int64_t merges() const { return static_cast<int64_t>(merges_.size()); }
+  // The merges in rank order, as (left id, right id).
+  const std::vector<std::pair<int32_t, int32_t>>& merge_pairs() const { return merges_; }
   const std::string& token_bytes(int32_t id) const { return token_bytes_.at(id); }
   // Id of a special token; throws naming the tokenizer when it has none of that name.
   int32_t special_id(const std::string& content) const;

@@ -1,7 +1,7 @@
 // A pretrained model from a GGUF file: its config from llama.cpp's metadata keys, its tensors
 // decoded to f32 under Hugging Face names (with the Q/K row order that llama.cpp's converter
-// permutes for its RoPE kernels put back), and its tokenizer and chat template. And the reverse:
-// a smelt model written as a GGUF that llama.cpp loads.
+// permutes for its RoPE kernels put back), and its tokenizer and chat template. (The reverse,
+// a smelt model written as a GGUF, is io/gguf_export.h.)
 // Architectures: "llama" (dense, and Mixtral-style experts in ffn_*_exps). Anything else, and
 // any setting smelt would not compute the same way, is refused by name.
 #pragma once

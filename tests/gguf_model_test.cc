@@ -9,6 +9,7 @@
 
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
+#include "io/gguf_export.h"
 #include "io/gguf_model.h"
 #include "tests/test_util.h"
 
@@ -142,6 +143,66 @@ TEST(GgufModel, TokenizerFromMetadataGivesHfIds) {
   EXPECT_EQ(config["chat_template"], "{{ x }}");
   const std::string bad = tiny_gguf("spm.gguf", {{"tokenizer.ggml.model", GgufValue::of_string("llama")}});
   expect_error_mentions([&] { gguf_tokenizer_json(read_gguf(bad)); }, {"spm.gguf: key 'tokenizer.ggml.model': \"llama\" is not supported"});
+}
+
+}  // namespace
+}  // namespace smelt
+
+namespace smelt {
+namespace {
+
+// smelt → GGUF → smelt: an F32 export reads back to the same logits (dense and MoE, tied and
+// untied), and a Q8_0 export to within the quantisation error; the tokenizer travels with it.
+TEST(GgufExport, ReadsBackToTheSameModel) {
+  const SafetensorsFile oracle = read_safetensors(fixture_path("hf_logits.safetensors"));
+  const Tensor ids = oracle.at("input_ids", "hf_logits").to(DType::I64);
+  NoGradGuard no_grad;
+  for (const char* arch : {"llama", "mixtral"}) {
+    const std::string dir = fixture_path(std::string("hf_") + arch);
+    const Tensor want = load_model_dir(dir).forward(ids);
+    const std::string f32 = ::testing::TempDir() + arch + "_f32.gguf", q8 = ::testing::TempDir() + arch + "_q8.gguf";
+    export_gguf(dir, f32, GgmlType::F32);
+    export_gguf(dir, q8, GgmlType::Q8_0);
+    EXPECT_EQ(load_model_dir(f32).forward(ids).to_vector(), want.to_vector()) << arch;
+    // Q8_0: every value within half a quantisation step d = amax / 127 of its block, plus what
+    // storing d as f16 adds (|q| ≤ 127 times d's rounding of 2^-11 relative: 0.062 d).
+    const GgufFile f = read_gguf(q8), exact = read_gguf(f32);
+    int64_t quantised = 0;
+    for (const GgufTensorInfo& t : f.tensors) {
+      const std::vector<float> got = f.dequantize(t).to_vector(), full = exact.dequantize(exact.tensor(t.name)).to_vector();
+      for (size_t block = 0; block < full.size(); block += 32) {
+        float amax = 0;
+        for (size_t k = block; k < block + 32 && k < full.size(); ++k) amax = std::max(amax, std::fabs(full[k]));
+        for (size_t k = block; k < block + 32 && k < full.size(); ++k)
+          ASSERT_LE(std::fabs(got[k] - full[k]), amax / 127 * 0.563f + 1e-7f) << t.name << " value " << k;
+      }
+      quantised += t.type == GgmlType::Q8_0;
+    }
+    EXPECT_GT(quantised, 0) << arch;
+    EXPECT_GT(worst_relative_error(load_model_dir(q8).forward(ids), want), 0.0) << arch;
+    EXPECT_EQ(f.tensor("blk.0.attn_q.weight").type, GgmlType::Q8_0);
+    EXPECT_EQ(f.tensor("blk.0.attn_norm.weight").type, GgmlType::F32);
+    EXPECT_EQ(f.strings("tokenizer.ggml.tokens").size(), 61u);  // a byte-level model of 61 rows: bytes 0..60
+  }
+}
+
+TEST(GgufExport, CarriesTheTokenizerAndChatTemplate) {
+  const std::string smollm_like = ::testing::TempDir() + "tok_model.gguf";
+  // The metadata tokenizer of TokenizerFromMetadataGivesHfIds, on a model sized for it.
+  const json hf = read_json_file(fixture_path("hf_tokenizer.json"));
+  const BpeTokenizer t = BpeTokenizer::from_json(hf, "hf_tokenizer.json");
+  ModelConfig c = testing::small_config(t.vocab_size() + 3, 32, 64, 1, 4, 2);
+  const std::string dir = ::testing::TempDir() + "tok_model";
+  save_model_dir(dir, Transformer::create(c, 1),
+                 {{"tokenizer.json", t.to_json().dump()}, {"tokenizer_config.json", R"({"eos_token": "<|eos|>", "chat_template": "{{ m }}"})"}});
+  export_gguf(dir, smollm_like, GgmlType::F32);
+  const GgufFile f = read_gguf(smollm_like);
+  const BpeTokenizer back = BpeTokenizer::from_json(*gguf_tokenizer_json(f), smollm_like);
+  const std::string text = "Hello, world! 12345 \xc3\xa9t\xc3\xa9 <|eos|>";
+  EXPECT_EQ(back.encode(text, true), t.encode(text, true));
+  EXPECT_EQ(f.integer("tokenizer.ggml.eos_token_id"), t.special_id("<|eos|>"));
+  EXPECT_EQ(f.string("tokenizer.chat_template"), "{{ m }}");
+  EXPECT_EQ(f.strings("tokenizer.ggml.tokens").size(), static_cast<size_t>(c.vocab_size));  // padded with unused tokens
 }
 
 }  // namespace

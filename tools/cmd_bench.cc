@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
 #include "io/json_reader.h"
 #include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
@@ -43,6 +44,7 @@ struct BenchArgs {
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
   int64_t new_tokens = 128;      // decode
   std::string weights = "f32";   // decode: how the model's weights are kept
+  std::string model;             // decode: a real model (directory or .gguf) instead of the reference one
 };
 
 // "MxNxK" → {M, N, K}, each positive.
@@ -332,20 +334,23 @@ void bench_train(const BenchArgs& a) {
   std::printf("%s\n", j.dump().c_str());
 }
 
-// Decoding with a KV cache, batch 1, the reference model with its weights in f32 or bf16: a
-// prompt of --seq tokens, then --new-tokens greedy tokens one at a time (best of --repeats).
-// Memory: the weights' bytes and the process's resident memory once decoding is done.
+// Decoding with a KV cache, batch 1, the reference model (or --model) with its weights in f32 or
+// bf16: a prompt of --seq tokens, then --new-tokens greedy tokens one at a time (best of
+// --repeats). Memory: the weights' bytes and the process's resident memory once decoding is done.
 void bench_decode(const BenchArgs& a) {
   SMELT_CHECK(a.new_tokens > 0 && a.seq > 0, "bench decode: --seq and --new-tokens must be positive");
   const DType dtype = weights_dtype(a.weights);
-  Transformer model = Transformer::create(reference_model(a, a.seq + a.new_tokens), 0);
+  Transformer model = a.model.empty() ? Transformer::create(reference_model(a, a.seq + a.new_tokens), 0) : load_model_dir(a.model);
+  SMELT_CHECK(a.seq + a.new_tokens <= model.config().max_position_embeddings, "bench decode: --seq + --new-tokens exceeds the model's ",
+              model.config().max_position_embeddings, " positions");
   model.store_weights_in(dtype);
+  const int64_t vocab = model.config().vocab_size;
   Storage::release_cached_blocks();  // the f32 originals of converted weights
   int64_t weight_bytes = 0;
   for (const auto& [name, t] : model.named_parameters()) weight_bytes += t.numel() * static_cast<int64_t>(dtype_size(t.dtype()));
   Philox rng(11);
   std::vector<int64_t> prompt(a.seq);
-  for (auto& v : prompt) v = rng.next_u32() % a.vocab;
+  for (auto& v : prompt) v = rng.next_u32() % vocab;
   NoGradGuard no_grad;
   double best_prefill = 1e30, best_decode = 1e30;
   for (int64_t r = 0; r <= a.repeats; ++r) {  // round 0 warms up
@@ -364,8 +369,10 @@ void bench_decode(const BenchArgs& a) {
     best_decode = std::min(best_decode, std::chrono::duration<double>(t2 - t1).count());
   }
   const double mib = 1024.0 * 1024.0;
-  json j = {{"bench", "decode"}, {"moe", !a.dense}, {"weights", a.weights}, {"params", model.config().parameter_count()},
+  json j = {{"bench", "decode"}, {"model", a.model.empty() ? "reference" : a.model}, {"moe", model.config().num_local_experts > 0},
+            {"weights", a.weights}, {"params", model.config().parameter_count()},
             {"prompt_tokens", a.seq}, {"new_tokens", a.new_tokens}, {"prefill_ms", best_prefill * 1e3},
+            {"prefill_tokens_per_s", static_cast<double>(a.seq) / best_prefill},
             {"decode_tokens_per_s", static_cast<double>(a.new_tokens) / best_decode}, {"weights_mib", static_cast<double>(weight_bytes) / mib},
             {"rss_mib", current_rss_mib()}};
   j.update(environment());
@@ -405,6 +412,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "train, attention: sequences")->capture_default_str();
   cmd->add_option("--steps", a->steps, "train: steps (the first is a warm-up)")->capture_default_str();
   cmd->add_option("--new-tokens", a->new_tokens, "decode: tokens generated after the --seq-token prompt")->capture_default_str();
+  cmd->add_option("--model", a->model, "decode: a real model (directory or .gguf) instead of the reference one");
   add_weights_option(*cmd, a->weights);
   cmd->add_flag("--json", a->json, "Print JSON lines (bench always does; accepted like every command's --json)");
   cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");

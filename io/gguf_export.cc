@@ -1,0 +1,190 @@
+#include "io/gguf_export.h"
+
+#include <filesystem>
+#include <optional>
+
+#include "io/checkpoint.h"
+#include "io/files.h"
+#include "io/gguf.h"
+#include "io/gguf_model.h"
+#include "io/hf_export.h"
+#include "ops/shape.h"
+
+namespace smelt {
+namespace {
+
+using Metadata = std::vector<std::pair<std::string, GgufValue>>;
+
+// llama.cpp's name for each pre-tokenizer (tokenizer.ggml.pre).
+const char* gguf_pre_name(PreTokenizer kind) {
+  switch (kind) {
+    case PreTokenizer::Gpt2: return "gpt-2";
+    case PreTokenizer::SmolLM: return "smollm";
+    case PreTokenizer::Llama3: return "llama-bpe";
+    case PreTokenizer::Qwen2: return "qwen2";
+  }
+  return "gpt-2";
+}
+
+void add_model_metadata(const ModelConfig& c, const std::string& name, GgmlType type, Metadata& m) {
+  auto u32 = [](int64_t v) { return GgufValue::of_u32(static_cast<uint32_t>(v)); };
+  m.push_back({"general.architecture", GgufValue::of_string("llama")});
+  m.push_back({"general.name", GgufValue::of_string(name)});
+  m.push_back({"general.file_type", u32(type == GgmlType::F32 ? 0 : type == GgmlType::F16 ? 1 : type == GgmlType::Q4_0 ? 2
+                                                                : type == GgmlType::Q8_0 ? 7 : 32)});  // llama_ftype
+  m.push_back({"general.quantization_version", u32(2)});
+  m.push_back({"llama.block_count", u32(c.num_hidden_layers)});
+  m.push_back({"llama.context_length", u32(c.max_position_embeddings)});
+  m.push_back({"llama.embedding_length", u32(c.hidden_size)});
+  m.push_back({"llama.feed_forward_length", u32(c.num_local_experts > 0 ? c.expert_size() : c.intermediate_size)});
+  m.push_back({"llama.attention.head_count", u32(c.num_attention_heads)});
+  m.push_back({"llama.attention.head_count_kv", u32(c.num_key_value_heads)});
+  m.push_back({"llama.rope.freq_base", GgufValue::of_f32(static_cast<float>(c.rope_theta))});
+  m.push_back({"llama.attention.layer_norm_rms_epsilon", GgufValue::of_f32(static_cast<float>(c.rms_norm_eps))});
+  m.push_back({"llama.rope.dimension_count", u32(c.head_dim())});
+  m.push_back({"llama.vocab_size", u32(c.vocab_size)});
+  if (c.rope_scaling_factor != 1.0) {
+    m.push_back({"llama.rope.scaling.type", GgufValue::of_string("linear")});
+    m.push_back({"llama.rope.scaling.factor", GgufValue::of_f32(static_cast<float>(c.rope_scaling_factor))});
+  }
+  if (c.num_local_experts > 0) {
+    m.push_back({"llama.expert_count", u32(c.num_local_experts)});
+    m.push_back({"llama.expert_used_count", u32(c.num_experts_per_tok)});
+  }
+}
+
+// The id of the token spelled `content`, if any.
+std::optional<int64_t> token_id(const BpeTokenizer& t, const std::string& content) {
+  if (content.empty() || !t.has_special(content)) return std::nullopt;
+  return t.special_id(content);
+}
+
+// A special token's name in tokenizer_config.json ("eos_token": "<|im_end|>" or {"content": ...}).
+std::string config_token(const json& config, const char* key) {
+  if (!config.is_object() || !config.contains(key)) return "";
+  const json& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return "";
+}
+
+// tokenizer.ggml.*: the model's tokenizer, or for a byte-level model 256 tokens whose ids are
+// the bytes. The list is padded to the model's vocabulary with unused tokens (llama.cpp needs
+// one token per embedding row).
+void add_tokenizer_metadata(const std::optional<BpeTokenizer>& tokenizer, const json& tokenizer_config, int64_t vocab_size,
+                            const std::string& source, Metadata& m) {
+  constexpr int32_t kNormal = 1, kControl = 3, kUnused = 5;
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  std::vector<std::string> merges;
+  if (tokenizer) {
+    for (int32_t id = 0; id < tokenizer->vocab_size(); ++id) {
+      const bool special = tokenizer->is_special(id);
+      tokens.push_back(special ? tokenizer->token_bytes(id) : bytes_to_vocab_string(tokenizer->token_bytes(id)));
+      types.push_back(special ? kControl : kNormal);
+    }
+    for (const auto& [a, b] : tokenizer->merge_pairs())
+      merges.push_back(bytes_to_vocab_string(tokenizer->token_bytes(a)) + " " + bytes_to_vocab_string(tokenizer->token_bytes(b)));
+  } else {  // byte-level: token id = byte (a model with fewer than 256 rows gets the first ones)
+    for (int b = 0; b < std::min<int64_t>(256, vocab_size); ++b) {
+      tokens.push_back(bytes_to_vocab_string(std::string(1, static_cast<char>(b))));
+      types.push_back(kNormal);
+    }
+  }
+  SMELT_CHECK(static_cast<int64_t>(tokens.size()) <= vocab_size, source, ": the tokenizer has ", tokens.size(),
+              " tokens but the model only ", vocab_size, " embedding rows");
+  for (int64_t id = static_cast<int64_t>(tokens.size()); id < vocab_size; ++id) {
+    tokens.push_back("<|smelt_unused_" + std::to_string(id) + "|>");
+    types.push_back(kUnused);
+  }
+  m.push_back({"tokenizer.ggml.model", GgufValue::of_string("gpt2")});
+  m.push_back({"tokenizer.ggml.pre", GgufValue::of_string(gguf_pre_name(tokenizer ? tokenizer->pre_tokenizer() : PreTokenizer::Gpt2))});
+  m.push_back({"tokenizer.ggml.tokens", GgufValue::of_strings(tokens)});
+  m.push_back({"tokenizer.ggml.token_type", GgufValue::of_i32s(types)});
+  m.push_back({"tokenizer.ggml.merges", GgufValue::of_strings(merges)});
+  if (tokenizer) {
+    const std::pair<const char*, std::vector<std::string>> roles[] = {
+        {"bos", {config_token(tokenizer_config, "bos_token"), "<|bos|>"}},
+        {"eos", {config_token(tokenizer_config, "eos_token"), "<|eos|>", "<|endoftext|>"}},
+        {"padding", {config_token(tokenizer_config, "pad_token"), "<|pad|>"}}};
+    for (const auto& [role, candidates] : roles)
+      for (const std::string& name : candidates)
+        if (const auto id = token_id(*tokenizer, name)) {
+          m.push_back({std::string("tokenizer.ggml.") + role + "_token_id", GgufValue::of_u32(static_cast<uint32_t>(*id))});
+          break;
+        }
+  }
+  m.push_back({"tokenizer.ggml.add_bos_token", GgufValue::of_bool(false)});  // smelt never prepends one
+  if (tokenizer_config.is_object() && tokenizer_config.contains("chat_template") && tokenizer_config["chat_template"].is_string())
+    m.push_back({"tokenizer.chat_template", GgufValue::of_string(tokenizer_config["chat_template"].get<std::string>())});
+}
+
+// Each weight as llama.cpp names it, f32, with its storage type.
+std::vector<GgufTensorToWrite> model_tensors(const Transformer& model, GgmlType matrix_type) {
+  const ModelConfig& c = model.config();
+  auto f32 = [](const Tensor& t) { return ops::contiguous(t.to(DType::F32)); };
+  // Matrices take the chosen type where their rows are whole blocks; everything else stays F32.
+  auto matrix = [&](const std::string& name, const Tensor& t) {
+    const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(matrix_type));
+    const bool blocks = t.shape().back() % info->block_values == 0;
+    return GgufTensorToWrite{name, t, blocks ? matrix_type : GgmlType::F32};
+  };
+  std::map<std::string, Tensor> hf;
+  for (const auto& [name, t] : model.state_dict()) hf[name] = f32(t);
+  std::vector<GgufTensorToWrite> out = {matrix("token_embd.weight", hf.at("model.embed_tokens.weight"))};
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".", b = "blk." + std::to_string(i) + ".";
+    out.push_back({b + "attn_norm.weight", hf.at(p + "input_layernorm.weight"), GgmlType::F32});
+    out.push_back(matrix(b + "attn_q.weight", permute_rope_rows(hf.at(p + "self_attn.q_proj.weight"), c.num_attention_heads)));
+    out.push_back(matrix(b + "attn_k.weight", permute_rope_rows(hf.at(p + "self_attn.k_proj.weight"), c.num_key_value_heads)));
+    out.push_back(matrix(b + "attn_v.weight", hf.at(p + "self_attn.v_proj.weight")));
+    out.push_back(matrix(b + "attn_output.weight", hf.at(p + "self_attn.o_proj.weight")));
+    out.push_back({b + "ffn_norm.weight", hf.at(p + "post_attention_layernorm.weight"), GgmlType::F32});
+    if (!c.is_moe_layer(i)) {
+      out.push_back(matrix(b + "ffn_gate.weight", hf.at(p + "mlp.gate_proj.weight")));
+      out.push_back(matrix(b + "ffn_up.weight", hf.at(p + "mlp.up_proj.weight")));
+      out.push_back(matrix(b + "ffn_down.weight", hf.at(p + "mlp.down_proj.weight")));
+      continue;
+    }
+    const std::string moe = p + "block_sparse_moe.";
+    out.push_back({b + "ffn_gate_inp.weight", hf.at(moe + "gate.weight"), GgmlType::F32});
+    for (const auto& [gguf_name, hf_name] : {std::pair{"ffn_gate_exps", "w1"}, {"ffn_up_exps", "w3"}, {"ffn_down_exps", "w2"}}) {
+      std::vector<Tensor> experts;
+      for (int64_t e = 0; e < c.num_local_experts; ++e)
+        experts.push_back(ops::unsqueeze(hf.at(moe + "experts." + std::to_string(e) + "." + hf_name + ".weight"), 0));
+      out.push_back(matrix(b + gguf_name + ".weight", ops::cat(experts, 0)));
+    }
+  }
+  out.push_back({"output_norm.weight", hf.at("model.norm.weight"), GgmlType::F32});
+  if (!c.tie_word_embeddings) out.push_back(matrix("output.weight", hf.at("lm_head.weight")));
+  return out;
+}
+
+}  // namespace
+
+void export_gguf(const std::string& model_dir, const std::string& out, GgmlType matrix_type) {
+  SMELT_CHECK(matrix_type == GgmlType::F32 || matrix_type == GgmlType::F16 || matrix_type == GgmlType::BF16 ||
+                  matrix_type == GgmlType::Q8_0 || matrix_type == GgmlType::Q4_0,
+              "--type: smelt writes f32, f16, bf16, q8_0 or q4_0");
+  const Transformer model = load_model_dir(model_dir);
+  check_hf_exportable(model, model_dir);  // Mixtral's constraints are llama.cpp's for the llama architecture
+  SMELT_CHECK(model.config().shared_expert_intermediate_size == 0, model_dir,
+              ": shared experts (the Qwen2-MoE layout) are not written to GGUF yet; export --format hf instead");
+  std::optional<BpeTokenizer> tokenizer;
+  json tokenizer_config;
+  const bool gguf_in = std::filesystem::is_regular_file(model_dir) && is_gguf_file(model_dir);
+  if (gguf_in) {
+    const GgufFile f = read_gguf(model_dir);
+    if (const auto j = gguf_tokenizer_json(f)) tokenizer = BpeTokenizer::from_json(*j, model_dir);
+    tokenizer_config = json::parse(gguf_tokenizer_config_json(f));
+  } else {
+    if (std::filesystem::exists(model_dir + "/tokenizer.json")) tokenizer = BpeTokenizer::from_file(model_dir + "/tokenizer.json");
+    if (std::filesystem::exists(model_dir + "/tokenizer_config.json")) tokenizer_config = read_json_file(model_dir + "/tokenizer_config.json");
+  }
+  Metadata metadata;
+  add_model_metadata(model.config(), std::filesystem::path(model_dir).filename().string(), matrix_type, metadata);
+  add_tokenizer_metadata(tokenizer, tokenizer_config, model.config().vocab_size, model_dir, metadata);
+  write_gguf(out, metadata, model_tensors(model, matrix_type));
+}
+
+}  // namespace smelt
