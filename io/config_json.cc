@@ -104,8 +104,16 @@ ModelConfig model_config_from_json(JsonReader& r) {
   for (const char* k : {"torch_dtype", "bos_token_id", "eos_token_id", "pad_token_id", "transformers_version", "use_cache",
                         "pretraining_tp", "attention_dropout", "rope_scaling", "output_router_logits", "sliding_window",
                         "use_sliding_window", "max_window_layers", "mlp_only_layers", "num_experts", "capacity_factor", "dtype",
-                        "head_dim", "rope_parameters", "qkv_bias", "layer_types", "attention_bias", "mlp_bias"})
+                        "head_dim", "rope_parameters", "qkv_bias", "layer_types", "attention_bias", "mlp_bias",
+                        // Bookkeeping transformers writes that changes no computation: token ids and names, task
+                        // and output switches, and its private fields ("_name_or_path", ...).
+                        "unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "decoder_start_token_id",
+                        "id2label", "label2id", "problem_type", "finetuning_task", "task_specific_params", "prefix",
+                        "tokenizer_class", "is_decoder", "is_encoder_decoder", "return_dict", "output_attentions",
+                        "output_hidden_states", "torchscript", "tie_encoder_decoder", "chunk_size_feed_forward",
+                        "transformers.js_config", "generation_config", "keys_to_ignore_at_inference"})
     r.ignore(k);
+  r.ignore_prefix("_");
   r.finish();
   return c;
 }

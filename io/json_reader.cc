@@ -101,6 +101,11 @@ JsonReader JsonReader::object(const std::string& key) {
   return JsonReader(v, file_, path_.empty() ? key : path_ + "." + key);
 }
 
+void JsonReader::ignore_prefix(const std::string& prefix) {
+  for (auto it = obj_.begin(); it != obj_.end(); ++it)
+    if (it.key().rfind(prefix, 0) == 0) seen_.insert(it.key());
+}
+
 void JsonReader::finish() const {
   for (auto it = obj_.begin(); it != obj_.end(); ++it)
     SMELT_CHECK(seen_.count(it.key()), where(it.key()), ": unknown field (check the spelling)");

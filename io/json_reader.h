@@ -36,6 +36,8 @@ class JsonReader {
   JsonReader object(const std::string& key);
   // Marks a key as known without reading it (fields we accept and ignore).
   void ignore(const std::string& key) { seen_.insert(key); }
+  // Marks every key that starts with `prefix` as known.
+  void ignore_prefix(const std::string& prefix);
   // Throws on the first key that was never read or ignored.
   void finish() const;
 

@@ -95,3 +95,33 @@ TEST(HfImport, RefusesUnsupportedArchitecturesByName) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+// A config.json as transformers 5 writes it for SmolLM2: bookkeeping fields are accepted and
+// ignored; a field that would change the computation is still refused by name.
+TEST(HfConfig, AcceptsBookkeepingAndRefusesWhatChangesTheComputation) {
+  const std::string good = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "_name_or_path": "HuggingFaceTB/x",
+    "_model_name_or_path": "x", "unk_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "dtype": "bfloat16",
+    "hidden_act": "silu", "vocab_size": 61, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_theta": 100000, "rope_type": "default"}, "tie_word_embeddings": true, "use_cache": true,
+    "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16"}}, "id2label": {"0": "LABEL_0"}, "is_decoder": false})";
+  const std::string path = ::testing::TempDir() + "lenient_config.json";
+  write_file_atomic(path, good);
+  const ModelConfig c = read_model_config(path);
+  EXPECT_EQ(c.rope_theta, 100000.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  for (const auto& [field, value] : {std::pair{"hidden_act", "\"gelu\""}, {"quantization_config", "{\"bits\": 4}"},
+                                     {"attention_bias", "true"}, {"rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4}"}}) {
+    std::string bad = good;
+    bad.insert(bad.size() - 1, std::string(", \"") + field + "\": " + value);
+    if (std::string(field) == "hidden_act") bad.replace(bad.find("\"hidden_act\": \"silu\", "), 22, "");
+    write_file_atomic(path, bad);
+    expect_error_mentions([&] { read_model_config(path); }, {"lenient_config.json", field});
+  }
+}
+
+}  // namespace
+}  // namespace smelt

@@ -15,6 +15,7 @@
 #include "io/config_json.h"
 #include "io/files.h"
 #include "io/json_reader.h"
+#include "io/prepared_data.h"
 #include "io/svg_plot.h"
 #include "models/moefy.h"
 #include "optim/moefy_fit.h"
@@ -28,7 +29,7 @@ namespace smelt::tools {
 namespace {
 
 struct MoefyArgs {
-  std::string model, out, data;
+  std::string model, out, data, val;
   MoefyOptions options;
   LayerFitOptions fit;
   int64_t tokens = 100000, split_tokens = 4096, seq_len = 128, seed = 0, sweep_windows = 32;
@@ -37,19 +38,20 @@ struct MoefyArgs {
   int threads = 0;
 };
 
-// What layer `layer`'s FFN saw and produced on up to `tokens` calibration tokens ([N, C] each);
-// layer −1: the inputs of every layer (for the split). The dense model runs whole each time: a
-// forward is cheap next to holding every layer's activations at once.
+// What the FFNs of layers [first, last) saw and produced on up to `tokens` calibration tokens
+// ([N, C] each, per layer); with_outputs false: their inputs only (for the split). One forward
+// pass of the dense model serves every layer of the range, so callers group layers as memory
+// allows (calibration_group) instead of running the model once per layer.
 struct Calibration {
   std::vector<Tensor> inputs, outputs;  // per captured layer
   Tensor first_batch;
 };
 
-Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t tokens, int64_t T, int64_t layer) {
+Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t tokens, int64_t T, size_t first, size_t last,
+                      bool with_outputs) {
   const int64_t windows = std::min(d.windows(T), std::max<int64_t>(1, (tokens + T - 1) / T));
   SMELT_CHECK(windows >= 1, d.name(), ": fewer than ", T + 1, " tokens; no calibration window");
-  const size_t layers = layer < 0 ? dense.num_layers() : 1;
-  std::vector<std::vector<Tensor>> in(layers), out(layers);
+  std::vector<std::vector<Tensor>> in(last - first), out(last - first);
   Calibration c;
   NoGradGuard no_grad;
   dense.set_capture(true);
@@ -57,19 +59,24 @@ Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t t
     const Batch b = d.window_batch(w, std::min<int64_t>(8, windows - w), T);
     if (w == 0) c.first_batch = b.ids;
     dense.forward(b.ids);
-    for (size_t i = 0; i < layers; ++i) {
-      const size_t l = layer < 0 ? i : static_cast<size_t>(layer);
+    for (size_t l = first; l < last; ++l) {
       const Tensor& x = dense.captured().ffn_input[l];
-      in[i].push_back(ops::reshape(x, {-1, x.size(-1)}).clone());
-      if (layer >= 0) out[i].push_back(ops::reshape(dense.captured().ffn_output[l], {-1, x.size(-1)}).clone());
+      in[l - first].push_back(ops::reshape(x, {-1, x.size(-1)}).clone());
+      if (with_outputs) out[l - first].push_back(ops::reshape(dense.captured().ffn_output[l], {-1, x.size(-1)}).clone());
     }
   }
   dense.set_capture(false);
-  for (size_t i = 0; i < layers; ++i) {
+  for (size_t i = 0; i < last - first; ++i) {
     c.inputs.push_back(ops::cat(in[i], 0));
-    if (layer >= 0) c.outputs.push_back(ops::cat(out[i], 0));
+    if (with_outputs) c.outputs.push_back(ops::cat(out[i], 0));
   }
   return c;
+}
+
+// Layers per calibration pass: as many as keep their f32 inputs and outputs within 4 GiB.
+size_t calibration_group(const Transformer& dense, int64_t tokens) {
+  const double per_layer = 2.0 * static_cast<double>(tokens) * static_cast<double>(dense.config().hidden_size) * 4.0;
+  return std::max<size_t>(1, static_cast<size_t>(4.0 * (1u << 30) / per_layer));
 }
 
 // Mean validation loss of `model` over `windows` windows, and the mean share of the dense FFN
@@ -116,7 +123,7 @@ void run_moefy(MoefyArgs a) {
   std::optional<TokenDataset> data;
   if (!a.data.empty()) {
     data = load_eval_data(a.data, "train", T, model_tokenizer(a.model), a.model);
-    Calibration c = calibrate(dense, *data, std::min(a.tokens, a.split_tokens), T, -1);
+    Calibration c = calibrate(dense, *data, std::min(a.tokens, a.split_tokens), T, 0, dense.num_layers(), false);
     calib = c.inputs;
     check_ids = c.first_batch;
   }
@@ -143,20 +150,28 @@ void run_moefy(MoefyArgs a) {
   std::vector<std::string> policies;
   int64_t calibration_tokens = 0;
   // With --data every router is fitted (its initialisation); --fit-steps 0 stops there.
+  const size_t group = data ? calibration_group(dense, a.tokens) : 1;
+  Calibration calibration;  // of the current group of layers
+  size_t group_first = 0;
   for (size_t l = 0; l < moe.num_layers() && data; ++l) {
-    const Calibration c = calibrate(dense, *data, a.tokens, T, static_cast<int64_t>(l));
-    calibration_tokens = c.inputs[0].size(0);
+    if (l % group == 0) {
+      group_first = l;
+      calibration = calibrate(dense, *data, a.tokens, T, l, std::min(l + group, moe.num_layers()), true);
+    }
+    const Tensor& inputs = calibration.inputs[l - group_first];
+    const Tensor& outputs = calibration.outputs[l - group_first];
+    calibration_tokens = inputs.size(0);
     MoEBlock& block = *moe.layer(l).moe;
-    fit_router_to_expert_norms(block, c.inputs[0]);
-    const LayerFit f = fit_moe_layer(block, c.inputs[0], c.outputs[0], moe.routing_policies()[l], a.fit);
+    fit_router_to_expert_norms(block, inputs);
+    const LayerFit f = fit_moe_layer(block, inputs, outputs, moe.routing_policies()[l], a.fit);
     log_info("layer " + std::to_string(l) + ": relative error under top-" + std::to_string(a.options.top_k) + " " +
              std::to_string(f.error_before) + " → " + std::to_string(f.error_after) + " (" + std::to_string(calibration_tokens) + " tokens)");
     json entry = {{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}};
     if (a.budget > 0) {  // stage 2 on every 10th calibration token
       std::vector<int64_t> every;
-      for (int64_t n = 0; n < c.inputs[0].size(0); n += 10) every.push_back(n);
+      for (int64_t n = 0; n < inputs.size(0); n += 10) every.push_back(n);
       const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())});
-      const PolicyChoice p = choose_layer_policy(block, ops::index_select(c.inputs[0], 0, sel), ops::index_select(c.outputs[0], 0, sel),
+      const PolicyChoice p = choose_layer_policy(block, ops::index_select(inputs, 0, sel), ops::index_select(outputs, 0, sel),
                                                  a.budget, static_cast<int64_t>(l));
       policies.push_back(p.policy.spec());
       entry["policy"] = p.policy.spec();
@@ -167,6 +182,7 @@ void run_moefy(MoefyArgs a) {
     }
     fits.push_back(entry);
   }
+  calibration = {};  // the activations are not needed again
   if (!policies.empty()) {  // the per-layer policy goes into the model's config.json
     ModelConfig with_policy = moe.config();
     with_policy.routing_policies = policies;
@@ -183,7 +199,9 @@ void run_moefy(MoefyArgs a) {
   json sweep = json::array();
   if (a.sweep) {
     // Perplexity against the share of the FFN run, for every top-k and the chosen per-layer policy.
-    const TokenDataset val = load_eval_data(a.data, "val", T, model_tokenizer(a.model), a.model);
+    // Held out: --val, else the val split of a prepared --data (a text file's "val" would be the calibration text).
+    SMELT_CHECK(!a.val.empty() || is_prepared_data(a.data), "--sweep with a text --data needs --val (held-out text to score)");
+    const TokenDataset val = load_eval_data(a.val.empty() ? a.data : a.val, "val", T, model_tokenizer(a.model), a.model);
     const int64_t windows = std::min(a.sweep_windows, val.windows(T));
     const int64_t dense_ffn = dense.config().intermediate_size;
     const auto [dense_loss, dense_active] = score(dense, val, windows, T, 1);
@@ -240,6 +258,7 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_option("--shared-neurons", a->options.shared_neurons, "Most active neurons (on --data) kept as an always-on shared expert")
       ->capture_default_str();
   cmd->add_option("--data", a->data, "Calibration text file or prepared directory (needed by coact and --shared-neurons)");
+  cmd->add_option("--val", a->val, "--sweep: held-out text file or prepared directory to score (default: --data's val split)");
   cmd->add_option("--tokens", a->tokens, "Calibration tokens for the layer-wise fit")->capture_default_str();
   cmd->add_option("--split-tokens", a->split_tokens, "Calibration tokens for coact and shared-neuron ranking")->capture_default_str();
   cmd->add_option("--fit-steps", a->fit.steps, "Layer-wise fit steps per layer (0: split and router initialisation only)")

@@ -1,0 +1,47 @@
+#!/bin/bash
+# Decoding speed, batch 1, 2 threads, the same model in one run: smelt (`smelt bench decode
+# --model`, weights f32 and bf16) against llama.cpp (`llama-bench`, GGUF exports of the same
+# weights as F32 and BF16, and Q8_0 for reference). Rounds alternate between the two so that a
+# shared machine's drifts hit both alike; the best of the rounds is reported: prompt tokens/s
+# (prefill of --prompt tokens) and generated tokens/s (--gen tokens after it).
+# Usage: bash bench/decode_vs_llamacpp.sh [rounds] [prompt] [gen]   (from the repository root,
+# after scripts/build.sh; fetches SmolLM2 and builds llama.cpp into .cache/ when missing)
+set -euo pipefail
+rounds=${1:-3}
+prompt=${2:-64}
+gen=${3:-64}
+SMELT=./build/smelt
+gguf=$(bash scripts/fetch_smollm2.sh)
+llama=$(bash scripts/build_llamacpp.sh)
+work=.cache/bench_decode
+mkdir -p "$work"
+[ -d "$work/smollm2" ] || $SMELT import --model "$gguf" --out "$work/smollm2" >/dev/null
+for type in f32 bf16 q8_0; do
+  [ -s "$work/smollm2_$type.gguf" ] || $SMELT export --model "$work/smollm2" --format gguf --type "$type" --out "$work/smollm2_$type.gguf" >/dev/null
+done
+grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /cpu: /'
+for _ in $(seq 1 "$rounds"); do
+  for weights in f32 bf16; do
+    echo "smelt $weights $($SMELT bench decode --model "$work/smollm2" --weights "$weights" --seq "$prompt" --new-tokens "$gen" --repeats 1 --threads 2)"
+  done
+  for type in f32 bf16 q8_0; do
+    "$llama/build/bin/llama-bench" -m "$work/smollm2_$type.gguf" -p "$prompt" -n "$gen" -t 2 -r 1 -o jsonl 2>/dev/null |
+      sed "s/^/llama.cpp $type /"
+  done
+done | python3 -c '
+import collections, json, sys
+best = collections.defaultdict(float)
+for line in sys.stdin:
+    if not line.startswith(("smelt", "llama.cpp")):
+        print(line.strip()); continue
+    who, kind, js = line.split(" ", 2)
+    j = json.loads(js)
+    if who == "smelt":
+        best[(who, kind, "prefill")] = max(best[(who, kind, "prefill")], j["prefill_tokens_per_s"])
+        best[(who, kind, "decode")] = max(best[(who, kind, "decode")], j["decode_tokens_per_s"])
+    else:
+        phase = "prefill" if j["n_prompt"] > 0 else "decode"
+        best[(who, kind, phase)] = max(best[(who, kind, phase)], j["avg_ts"])
+for (who, kind, phase), v in sorted(best.items()):
+    print(json.dumps({"bench": "decode_vs_llamacpp", "impl": who, "weights": kind, "phase": phase, "tokens_per_s": round(v, 1)}))
+'
