@@ -7,6 +7,7 @@ file, torch, transformers or tokenizers is missing.
    transformers loading the same GGUF (its own dequantiser): ≤ 1e-4 relative to the largest logit.
 2. The imported tokenizer.json loaded by HF `tokenizers` gives smelt's ids on texts in many
    scripts, emoji, digits and white space (the SmolLM pre-tokenizer: digits split, then GPT-2's).
+   Sparse upcycling (8 experts, top-2) reproduces the imported model's logits (1e-5).
 3. `smelt generate --chat` answers "What is the capital of France?" with Paris (greedy).
 
   python3 tests/interop/smollm2_interop.py build/smelt [path/to/SmolLM2.gguf]
@@ -70,6 +71,19 @@ def main():
         print(f"logits: {ref['input_ids'].shape[1]} tokens, max |Δ| / max |logit| = {rel:.2e} (transformers from the same GGUF)")
         if rel > 1e-4:
             print("FAIL: logits differ from transformers'")
+            failures += 1
+
+        # 1b. Sparse upcycling reproduces the dense model (8 copies of each FFN, top-2 renormalised).
+        upcycled, up_logits = os.path.join(tmp, "upcycled"), os.path.join(tmp, "up_logits.safetensors")
+        subprocess.run([smelt, "upcycle", "--model", model, "--out", upcycled, "--experts", "8", "--top-k", "2"], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([smelt, "eval", "--model", upcycled, "--data", text, "--seq-len", "300", "--batch-size", "1",
+                        "--max-batches", "1", "--save-logits", up_logits], check=True, capture_output=True)
+        up = load_file(up_logits)["logits"]
+        up_rel = ((up - ref["logits"]).abs().max() / ref["logits"].abs().max()).item()
+        print(f"upcycled to 8 experts, top-2: max |Δ| / max |logit| = {up_rel:.2e} from the dense model")
+        if up_rel > 1e-5:
+            print("FAIL: upcycling changed the logits")
             failures += 1
 
         # 2. Token ids against HF tokenizers on the imported tokenizer.json.
