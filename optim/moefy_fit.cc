@@ -1,5 +1,7 @@
 #include "optim/moefy_fit.h"
 
+#include "runtime/log.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -132,8 +134,17 @@ PolicyChoice choose_layer_policy(MoEBlock& block, const Tensor& x, const Tensor&
       found = true;
     }
   }
-  SMELT_CHECK(found, "layer ", layer, ": no routing policy keeps the relative error within --budget ", budget, " (the best, ", lowest_policy,
-              ", gives ", lowest, "); raise the budget");
+  if (!found) {
+    // A layer no policy fits (an early layer of a real model with outlier neurons, say) keeps
+    // the most accurate policy rather than failing a run of many layers; the caller reports it.
+    log_warn("layer " + std::to_string(layer) + ": no routing policy keeps the relative error within --budget " + std::to_string(budget) +
+             "; keeping the most accurate, " + lowest_policy + " (error " + std::to_string(lowest) + ")");
+    for (const RoutingPolicy& p : candidates)
+      if (p.str() == lowest_policy) {
+        best = {p, relative_error(block, x, t, p), block.stats().mean_active_experts};
+        best.within_budget = false;
+      }
+  }
   return best;
 }
 

@@ -37,9 +37,12 @@ LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targ
 // Stage 2: the routing policy of one layer with the fewest mean active experts whose relative
 // error on (x → target) stays within `budget`, among top-k for k = 1..E and top-p for p in
 // {0.5, 0.6, 0.7, 0.8, 0.9, 0.95}. Throws, naming the layer, when even all experts miss it.
+// The policy with the fewest mean active experts whose error is within the budget; when none
+// is, the most accurate one, with within_budget false (and a warning logged).
 struct PolicyChoice {
   RoutingPolicy policy;
   double error = 0, mean_active = 0;
+  bool within_budget = true;
 };
 PolicyChoice choose_layer_policy(MoEBlock& block, const Tensor& inputs, const Tensor& targets, double budget, int64_t layer);
 

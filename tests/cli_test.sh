@@ -264,6 +264,26 @@ if "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 
 else
   fail "pipeline: $(tail -3 "$work/pipe/resume.err")"
 fi
+# A pipeline that starts from a pretrained model (here the toy base, exported to GGUF with its
+# tokenizer) and skips instruct tuning: experts, compose, MiX and distil from it.
+if "$SMELT" export --model "$work/pipe/run/base" --format gguf --out "$work/pipe/base.gguf" >/dev/null 2>&1; then
+  python3 - "$work/pipe/recipe.json" "$work/pipe/base.gguf" >"$work/pipe/from.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+del r["tokenizer"], r["instruct"], r["instruct_data"]
+r["base"] = {"from": sys.argv[2]}
+print(json.dumps(r))
+PY
+  if "$SMELT" pipeline "$work/pipe/from.json" --out "$work/pipe/from" >/dev/null 2>"$work/pipe/from.err" &&
+    grep -q "base (.*base.gguf)" "$work/pipe/from/report.md" && ! grep -q "| instruct |" "$work/pipe/from/report.md" &&
+    cmp -s <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"]["vocab"] == json.load(open(sys.argv[2]))["model"]["vocab"])' \
+      "$work/pipe/from/tokenizer.json" "$work/pipe/run/tokenizer.json") <(echo True); then ok
+  else fail "pipeline from a pretrained GGUF: $(tail -3 "$work/pipe/from.err")"; fi
+else
+  fail "export of the pipeline's base to GGUF"
+fi
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["tokenizer"]={"vocab_size": 400}; print(json.dumps(r))' "$work/pipe/from.json" >"$work/pipe/from_bad.json"
+expect_error pipeline-from-with-tokenizer "from_bad.json: tokenizer|comes from base.from" -- "$SMELT" pipeline "$work/pipe/from_bad.json" --out "$work/pipe/x"
 sed 's/"compose"/"composee"/' "$work/pipe/recipe.json" >"$work/pipe/bad.json"
 expect_error pipeline-unknown-stage "bad.json|compose|missing" -- "$SMELT" pipeline "$work/pipe/bad.json" --out "$work/pipe/x"
 sed 's/"hidden_size": 16/"hidden_sise": 16/' "$work/pipe/recipe.json" >"$work/pipe/bad2.json"

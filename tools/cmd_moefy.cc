@@ -177,6 +177,7 @@ void run_moefy(MoefyArgs a) {
       entry["policy"] = p.policy.spec();
       entry["policy_error"] = p.error;
       entry["policy_mean_experts"] = p.mean_active;
+      entry["policy_within_budget"] = p.within_budget;
       log_info("layer " + std::to_string(l) + ": " + p.policy.str() + " (" + std::to_string(p.mean_active) + " experts per token, error " +
                std::to_string(p.error) + ")");
     }

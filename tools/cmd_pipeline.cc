@@ -26,6 +26,7 @@
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "tools/commands.h"
+#include "tools/data_source.h"
 #include "tools/runners.h"
 
 namespace smelt::tools {
@@ -40,6 +41,8 @@ struct PipelineRecipe {
   int64_t max_domain_bytes = 0, max_instruct_examples = 0;  // 0: everything
   double val_fraction = 0.05;
   json base, instruct, experts, mix, distill;  // recipe sections ({"model"?, "train"})
+  std::string base_from;       // base: {"from": GGUF or model directory} instead of pretraining
+  bool instruct_stage = true;  // false: the experts start from the (pretrained) base
   int64_t top_k = 2;
   std::string gate_init = "hidden";
   bool shared_expert = false;
@@ -65,7 +68,10 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
   const json j = read_json_file(path);
   JsonReader r(j, path);
   PipelineRecipe p;
-  {
+  const bool pretrained = r.has("base") && r.raw("base").is_object() && r.raw("base").contains("from");
+  if (pretrained) {
+    SMELT_CHECK(!r.has("tokenizer"), r.where("tokenizer"), ": the tokenizer comes from base.from; leave this section out");
+  } else {
     JsonReader t = r.object("tokenizer");
     p.vocab_size = t.integer("vocab_size");
     t.finish();
@@ -78,13 +84,25 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
                 "\" cannot name a directory (letters, digits, - and _ only)");
     p.domains[it.key()] = it.value().get<std::string>();
   }
-  p.instruct_data = r.string("instruct_data");
+  p.instruct_data = r.string("instruct_data", "");
   p.max_domain_bytes = r.integer("max_domain_bytes", 0);
   p.max_instruct_examples = r.integer("max_instruct_examples", 0);
   p.val_fraction = r.number("val_fraction", p.val_fraction);
   p.save_every = r.integer("save_every", p.save_every);
-  p.base = stage_section(r, "base", true);
-  p.instruct = stage_section(r, "instruct", false);
+  if (pretrained) {
+    JsonReader b = r.object("base");
+    p.base_from = b.string("from");
+    b.finish();
+    SMELT_CHECK(fs::exists(p.base_from), r.where("base"), ".from: ", p.base_from, " does not exist");
+  } else {
+    p.base = stage_section(r, "base", true);
+  }
+  p.instruct_stage = r.has("instruct");
+  SMELT_CHECK(p.instruct_stage || pretrained, r.where("instruct"), ": missing (only a pretrained base.from may skip instruct tuning)");
+  if (p.instruct_stage) {
+    p.instruct = stage_section(r, "instruct", false);
+    SMELT_CHECK(!p.instruct_data.empty(), r.where("instruct_data"), ": missing (the instruct stage trains on it)");
+  }
   p.experts = stage_section(r, "experts", false);
   {
     JsonReader c = r.object("compose");
@@ -118,9 +136,9 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
   // Every stage recipe is checked now, before any work, with its path in the errors.
   for (const auto& [name, section] : {std::pair<std::string, const json*>{"base", &p.base}, {"instruct", &p.instruct},
                                       {"experts", &p.experts}, {"mix", &p.mix}, {"distill", &p.distill}})
-    parse_recipe(section->dump(), path + ": " + name);
+    if (!section->empty()) parse_recipe(section->dump(), path + ": " + name);
   for (const auto& [name, file] : p.domains) SMELT_CHECK(fs::exists(file), path, ": domains.", name, ": ", file, " does not exist");
-  SMELT_CHECK(fs::exists(p.instruct_data), path, ": instruct_data: ", p.instruct_data, " does not exist");
+  SMELT_CHECK(!p.instruct_stage || fs::exists(p.instruct_data), path, ": instruct_data: ", p.instruct_data, " does not exist");
   return p;
 }
 
@@ -243,11 +261,18 @@ PlotSeries loss_curve(const std::string& label, const std::string& dir) {
 // "## Training": steps, tokens, wall time and throughput of every training stage (from its
 // summary.json), and the loss curves per stage as SVG.
 void write_training_section(std::ostringstream& md, json& results, const std::string& out, const std::map<std::string, std::string>& corpus) {
-  std::vector<std::pair<std::string, std::string>> stages = {{"base", "base"}, {"instruct", "instruct"}};
-  for (const auto& [name, file] : corpus) stages.push_back({"expert " + name, "expert_" + name});
-  stages.push_back({"MoE MiX", "moe_mix"});
-  stages.push_back({"student (distilled)", "student"});
-  stages.push_back({"student (no distillation)", "student_plain"});
+  // Stages that trained here (a pretrained base, or a skipped instruct stage, has no summary).
+  std::vector<std::pair<std::string, std::string>> stages, early, experts;
+  for (const auto& [label, dir] : {std::pair<std::string, std::string>{"base", "base"}, {"instruct", "instruct"}})
+    if (fs::exists(out + "/" + dir + "/summary.json")) early.push_back({label, dir});
+  for (const auto& [name, file] : corpus) experts.push_back({"expert " + name, "expert_" + name});
+  stages = early;
+  stages.insert(stages.end(), experts.begin(), experts.end());
+  const std::pair<std::string, std::string> mix{"MoE MiX", "moe_mix"}, student{"student (distilled)", "student"},
+      plain{"student (no distillation)", "student_plain"};
+  stages.push_back(mix);
+  stages.push_back(student);
+  stages.push_back(plain);
   md << "\n## Training\n\n| stage | steps | tokens | wall time | tokens/s | final train loss | validation loss | peak RSS MiB |\n"
         "|---|---|---|---|---|---|---|---|\n";
   double total_seconds = 0;
@@ -272,10 +297,10 @@ void write_training_section(std::ostringstream& md, json& results, const std::st
     write_file_atomic(out + "/report/" + name, svg_line_chart(series, title, "step", "train loss (nats per token)"));
     md << "![" << title << "](report/" << name << ")\n\n";
   };
-  chart("loss_base_instruct_mix.svg", "Base, instruct and MoE MiX", {stages[0], stages[1], stages[2 + corpus.size()]});
-  chart("loss_experts.svg", "Domain experts (from the instruct model)",
-        std::vector<std::pair<std::string, std::string>>(stages.begin() + 2, stages.begin() + 2 + static_cast<long>(corpus.size())));
-  chart("loss_students.svg", "Students", {stages[3 + corpus.size()], stages[4 + corpus.size()]});
+  early.push_back(mix);
+  chart("loss_base_instruct_mix.svg", "Base, instruct and MoE MiX", early);
+  chart("loss_experts.svg", "Domain experts", experts);
+  chart("loss_students.svg", "Students", {student, plain});
 }
 
 struct PipelineArgs {
@@ -298,10 +323,11 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
   std::ostringstream& md = report.md;
   // Scores of every model on every domain, and the MoE's routing per domain.
   log_info("scoring every model on every domain");
-  const int64_t T = p.base["train"].value("seq_len", int64_t{128});
+  const int64_t T = p.experts["train"].value("seq_len", int64_t{128});
   std::map<std::string, TokenDataset> val;
   for (const auto& [name, file] : corpus) val[name] = TokenDataset::from_prepared(out + "/data/" + name, "val", T + 1);
-  std::vector<std::pair<std::string, std::string>> models = {{"base", out + "/base"}, {"instruct", out + "/instruct"}};
+  std::vector<std::pair<std::string, std::string>> models = {{p.base_from.empty() ? "base" : "base (" + p.base_from + ")", out + "/base"}};
+  if (p.instruct_stage) models.push_back({"instruct", out + "/instruct"});
   for (const auto& [name, file] : corpus) models.push_back({"expert " + name, out + "/expert_" + name});
   models.push_back({"MoE (composed)", out + "/moe"});
   models.push_back({"MoE after MiX", out + "/moe_mix"});
@@ -364,8 +390,14 @@ void run_pipeline(const PipelineArgs& a) {
   // Corpora (capped copies), tokenizer, token shards.
   std::map<std::string, std::string> corpus;
   for (const auto& [name, file] : p.domains) corpus[name] = capped_copy(file, work + "/" + name + ".txt", p.max_domain_bytes, 0);
-  const std::string instruct_file = capped_copy(p.instruct_data, work + "/instruct.jsonl", 0, p.max_instruct_examples);
+  const std::string instruct_file =
+      p.instruct_stage ? capped_copy(p.instruct_data, work + "/instruct.jsonl", 0, p.max_instruct_examples) : "";
   const std::string tokenizer = out + "/tokenizer.json";
+  if (!fs::exists(tokenizer) && !p.base_from.empty()) {  // a pretrained model brings its own
+    const std::optional<BpeTokenizer> t = model_tokenizer(p.base_from);
+    SMELT_CHECK(t, p.base_from, ": base.from has no tokenizer (the pipeline encodes its domains with it)");
+    t->save(tokenizer);
+  }
   if (!fs::exists(tokenizer)) {
     log_info("stage tokenizer → " + tokenizer);
     std::vector<std::string> texts;
@@ -391,20 +423,27 @@ void run_pipeline(const PipelineArgs& a) {
     all.push_back(file);
   }
   prepare(all, out + "/data/mixed");
-  prepare({instruct_file}, out + "/data/instruct");
+  if (p.instruct_stage) prepare({instruct_file}, out + "/data/instruct");
 
-  TrainArgs base;
-  base.data = out + "/data/mixed";
-  stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); });
-  TrainArgs sft;
-  sft.sft = true;
-  sft.init = out + "/base";
-  sft.data = out + "/data/instruct";
-  stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); });
+  if (p.base_from.empty()) {
+    TrainArgs base;
+    base.data = out + "/data/mixed";
+    stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); });
+  } else {
+    stage("base", out + "/base", [&] { save_model_dir(out + "/base", load_model_dir(p.base_from), carried_model_files(p.base_from)); });
+  }
+  if (p.instruct_stage) {
+    TrainArgs sft;
+    sft.sft = true;
+    sft.init = out + "/base";
+    sft.data = out + "/data/instruct";
+    stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); });
+  }
+  const std::string experts_from = out + (p.instruct_stage ? "/instruct" : "/base");
   std::vector<std::string> expert_dirs, prompts;
   for (const auto& [name, file] : corpus) {
     TrainArgs e;
-    e.init = out + "/instruct";
+    e.init = experts_from;
     e.data = out + "/data/" + name;
     const std::string dir = out + "/expert_" + name;
     stage("expert " + name, dir, [&] { train_stage(dir, work, p.experts, e, p.save_every); });
@@ -413,7 +452,7 @@ void run_pipeline(const PipelineArgs& a) {
   }
   stage("compose", out + "/moe", [&] {
     ComposeArgs c;
-    c.base = out + "/instruct";
+    c.base = experts_from;
     c.experts = expert_dirs;
     c.prompts = prompts;
     c.out = out + "/moe";
