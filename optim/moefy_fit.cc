@@ -56,13 +56,13 @@ Tensor rows(const Tensor& x, const std::vector<int64_t>& idx) {
   return ops::index_select(x, 0, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}));
 }
 
+}  // namespace
+
 double relative_error(MoEBlock& block, const Tensor& x, const Tensor& t, const RoutingPolicy& policy) {
   NoGradGuard no_grad;
   const Tensor y = ops::reshape(block.forward(ops::unsqueeze(x, 0), Tensor(), policy), {x.size(0), x.size(1)});
   return ops::hidden_state_loss(y, t, ops::HiddenLoss::MSE).item();
 }
-
-}  // namespace
 
 void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs) {
   NoGradGuard no_grad;

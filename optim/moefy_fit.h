@@ -37,6 +37,10 @@ LayerFit fit_moe_layer(MoEBlock& block, const Tensor& inputs, const Tensor& targ
 // Stage 2: the routing policy of one layer with the fewest mean active experts whose relative
 // error on (x → target) stays within `budget`, among top-k for k = 1..E and top-p for p in
 // {0.5, 0.6, 0.7, 0.8, 0.9, 0.95}. Throws, naming the layer, when even all experts miss it.
+// The layer's relative error under `policy` against t, the dense FFN's output for x
+// (ops::hidden_state_loss's relative MSE, what --budget bounds).
+double relative_error(MoEBlock& block, const Tensor& x, const Tensor& t, const RoutingPolicy& policy);
+
 // The policy with the fewest mean active experts whose error is within the budget; when none
 // is, the most accurate one, with within_budget false (and a warning logged).
 struct PolicyChoice {
