@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +24,25 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::shared_ptr<Storage> map_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  SMELT_CHECK(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    SMELT_FAIL(path, ": not a regular file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    SMELT_FAIL(path, ": the file is empty");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  SMELT_CHECK(p != MAP_FAILED, path, ": mmap failed (", std::strerror(errno), ")");
+  return std::make_shared<Storage>(p, size, Device::cpu(), [p, size] { ::munmap(p, size); });
 }
 
 void write_file_atomic(const std::string& path, const std::string& contents) {

@@ -1,9 +1,17 @@
-// Whole-file reads and atomic writes: the two ways smelt touches a file's bytes.
+// Whole-file reads, memory maps and atomic writes: the ways smelt touches a file's bytes.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "runtime/storage.h"
+
 namespace smelt {
+
+// The file memory-mapped as CPU storage (a private, copy-on-write mapping: tensors viewing it
+// may be changed in place without touching the file); unmapped when the last view goes.
+// Throws naming the path when it is missing, not a regular file, empty or cannot be mapped.
+std::shared_ptr<Storage> map_file(const std::string& path);
 
 // The file's bytes; throws naming the path when it is missing, not a regular file or unreadable.
 std::string read_file(const std::string& path);

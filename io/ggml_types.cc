@@ -217,15 +217,23 @@ GgmlType ggml_type_from_name(const std::string& name) {
   SMELT_FAIL("unknown GGUF tensor type \"", name, "\" (known: ", ggml_supported_type_names(), ")");
 }
 
-uint64_t ggml_row_bytes(GgmlType type, int64_t values) {
+namespace {
+// The type's layout, checked to hold `values` as whole blocks (`what` names the caller).
+const GgmlTypeInfo& whole_blocks(GgmlType type, int64_t values, const char* what) {
   const GgmlTypeInfo* t = ggml_type_info(static_cast<uint32_t>(type));
-  SMELT_CHECK(t && values % t->block_values == 0, "ggml_row_bytes: ", values, " values are not whole blocks of ", ggml_type_name(static_cast<uint32_t>(type)));
+  SMELT_CHECK(t && values % t->block_values == 0, what, ": ", values, " values are not whole blocks of ",
+              ggml_type_name(static_cast<uint32_t>(type)));
+  return *t;
+}
+}  // namespace
+
+uint64_t ggml_row_bytes(GgmlType type, int64_t values) {
+  const GgmlTypeInfo* t = &whole_blocks(type, values, "ggml_row_bytes");
   return static_cast<uint64_t>(values / t->block_values) * static_cast<uint64_t>(t->block_bytes);
 }
 
 void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t values) {
-  const GgmlTypeInfo* t = ggml_type_info(static_cast<uint32_t>(type));
-  SMELT_CHECK(t && values % t->block_values == 0, "ggml_dequantize: ", values, " values are not whole blocks of ", ggml_type_name(static_cast<uint32_t>(type)));
+  const GgmlTypeInfo* t = &whole_blocks(type, values, "ggml_dequantize");
   const int64_t blocks = values / t->block_values;
   for (int64_t i = 0; i < blocks; ++i) {
     const uint8_t* b = src + i * t->block_bytes;
@@ -247,8 +255,7 @@ void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t valu
 }
 
 void ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t values) {
-  const GgmlTypeInfo* t = ggml_type_info(static_cast<uint32_t>(type));
-  SMELT_CHECK(t && values % t->block_values == 0, "ggml_quantize: ", values, " values are not whole blocks of ", ggml_type_name(static_cast<uint32_t>(type)));
+  const GgmlTypeInfo* t = &whole_blocks(type, values, "ggml_quantize");
   const int64_t blocks = values / t->block_values;
   for (int64_t i = 0; i < blocks; ++i) {
     const float* x = src + i * t->block_values;

@@ -1,10 +1,5 @@
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -360,25 +355,7 @@ GgufFile parse_gguf(std::shared_ptr<Storage> storage, const std::string& source)
   return f;
 }
 
-GgufFile read_gguf(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  SMELT_CHECK(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    SMELT_FAIL(path, ": not a regular file");
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    SMELT_FAIL(path, ": the file is empty");
-  }
-  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  SMELT_CHECK(p != MAP_FAILED, path, ": mmap failed (", std::strerror(errno), ")");
-  auto storage = std::make_shared<Storage>(p, size, Device::cpu(), [p, size] { ::munmap(p, size); });
-  return parse_gguf(storage, path);
-}
+GgufFile read_gguf(const std::string& path) { return parse_gguf(map_file(path), path); }
 
 bool is_gguf_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

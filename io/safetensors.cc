@@ -1,10 +1,5 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -99,26 +94,7 @@ SafetensorsFile parse_safetensors(std::shared_ptr<Storage> bytes, const std::str
   return out;
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  SMELT_CHECK(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    SMELT_FAIL(path, ": not a regular file");
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    SMELT_FAIL(path, ": the file is empty");
-  }
-  // Private, writable mapping: tensors may be modified in place without touching the file.
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  SMELT_CHECK(p != MAP_FAILED, path, ": mmap failed (", std::strerror(errno), ")");
-  auto storage = std::make_shared<Storage>(p, size, Device::cpu(), [p, size] { ::munmap(p, size); });
-  return parse_safetensors(storage, path);
-}
+SafetensorsFile read_safetensors(const std::string& path) { return parse_safetensors(map_file(path), path); }
 
 std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
                               const std::string& path) {
