@@ -64,6 +64,11 @@ Transformer load_model_dir(const std::string& dir, DType weight_dtype) {
   return model;
 }
 
+ModelConfig read_model_dir_config(const std::string& dir) {
+  if (fs::is_regular_file(dir) && is_gguf_file(dir)) return gguf_model_config(read_gguf(dir));
+  return read_model_config((fs::path(dir) / "config.json").string());
+}
+
 namespace {
 std::vector<std::string> parameter_names(const Transformer& model, const NamedTensors& extra) {
   std::vector<std::string> names;

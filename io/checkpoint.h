@@ -16,6 +16,9 @@ void save_model_dir(const std::string& dir, const Transformer& model, const std:
 // weight_dtype: bf16 keeps the weight matrices in bf16 for inference (Transformer::store_weights_in).
 // `dir` may also be a .gguf file (io/gguf_model.h): every --model option takes one.
 Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32);
+// The configuration of a model directory (its config.json) or a .gguf file (its metadata),
+// without reading the weights.
+ModelConfig read_model_dir_config(const std::string& dir);
 
 // A training checkpoint is a model directory plus optimizer.safetensors and trainer_state.json:
 // everything needed to continue bit-identically (weights, optimizer moments, step, data stream

@@ -303,6 +303,10 @@ expect_error import-truncated "truncated.gguf|tensor '|truncated?" -- "$SMELT" i
 expect_error import-same-dir "--out must differ" -- "$SMELT" import --model "$work/imported" --out "$work/imported"
 "$SMELT" upcycle --model "$fixtures/gguf_llama.gguf" --out "$work/upcycled" --experts 2 --top-k 1 >/dev/null 2>&1 && ok ||
   fail "upcycle --model FILE.gguf"
+"$SMELT" moefy --model "$fixtures/gguf_llama.gguf" --out "$work/moefied" --experts 4 --top-k 2 --fit-steps 0 >/dev/null 2>&1 && ok ||
+  fail "moefy --model FILE.gguf"
+"$SMELT" inspect --model "$fixtures/gguf_llama.gguf" --tensors --json 2>/dev/null | grep -q '"dtype":"F32"' && ok ||
+  fail "inspect --model FILE.gguf lists its tensors"
 
 "$SMELT" train --help >/dev/null && ok || fail "train --help"
 

@@ -19,11 +19,7 @@ namespace smelt::tools {
 namespace {
 
 
-ModelConfig read_config(const std::string& dir) {
-  const json j = read_json_file(dir + "/config.json");
-  JsonReader r(j, dir + "/config.json");
-  return model_config_from_json(r);
-}
+ModelConfig read_config(const std::string& dir) { return read_model_dir_config(dir); }
 
 // Up to `windows` windows of seq_len tokens from a prompt file (text, .jsonl or a prepared directory).
 Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& tokenizer, int64_t windows, int64_t seq_len) {

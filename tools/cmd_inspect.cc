@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/checkpoint.h"
 #include "io/config_json.h"
+#include "io/gguf.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
 #include "tools/commands.h"
@@ -20,15 +22,21 @@ struct InspectArgs {
 
 void run_inspect(const InspectArgs& a) {
   namespace fs = std::filesystem;
-  SMELT_CHECK(fs::is_directory(a.model), a.model, ": not a model directory");
-  const std::string config_path = a.model + "/config.json", weights_path = a.model + "/model.safetensors";
-  ModelConfig c = read_model_config(config_path);
-  SafetensorsFile w = read_safetensors(weights_path);
+  const bool gguf = fs::is_regular_file(a.model) && is_gguf_file(a.model);
+  SMELT_CHECK(gguf || fs::is_directory(a.model), a.model, ": not a model directory or GGUF file");
+  const ModelConfig c = read_model_dir_config(a.model);
   int64_t stored = 0;
   json tensors = json::array();
-  for (const auto& [name, t] : w.tensors) {
-    stored += t.numel();
-    tensors.push_back({{"name", name}, {"shape", t.shape()}, {"dtype", dtype_safetensors_name(t.dtype())}});
+  if (gguf) {  // the file's own tensors, names and ggml types as stored
+    for (const GgufTensorInfo& t : read_gguf(a.model).tensors) {
+      stored += t.numel();
+      tensors.push_back({{"name", t.name}, {"shape", t.shape()}, {"dtype", ggml_type_name(static_cast<uint32_t>(t.type))}});
+    }
+  } else {
+    for (const auto& [name, t] : read_safetensors(a.model + "/model.safetensors").tensors) {
+      stored += t.numel();
+      tensors.push_back({{"name", name}, {"shape", t.shape()}, {"dtype", dtype_safetensors_name(t.dtype())}});
+    }
   }
   json layers = json::array();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers.push_back(c.is_moe_layer(i) ? "moe" : "dense");
@@ -39,7 +47,7 @@ void run_inspect(const InspectArgs& a) {
               {"parameters", c.parameter_count()},
               {"active_parameters", c.active_parameter_count()},
               {"stored_elements", stored},
-              {"tensor_count", w.tensors.size()}};
+              {"tensor_count", tensors.size()}};
   if (a.tensors) out["tensors"] = tensors;
   if (fs::exists(a.model + "/trainer_state.json")) {
     json st = read_json_file(a.model + "/trainer_state.json");
@@ -65,7 +73,7 @@ void run_inspect(const InspectArgs& a) {
               static_cast<long>(c.num_hidden_layers), layers.dump().c_str(), static_cast<long>(c.hidden_size),
               static_cast<long>(c.vocab_size));
   std::printf("parameters: %ld total, %ld active per token; %zu tensors\n", static_cast<long>(c.parameter_count()),
-              static_cast<long>(c.active_parameter_count()), w.tensors.size());
+              static_cast<long>(c.active_parameter_count()), tensors.size());
   if (c.num_local_experts > 0)
     std::printf("experts: %ld per MoE layer, top-%ld, %s scores, balancing %s\n", static_cast<long>(c.num_local_experts),
                 static_cast<long>(c.num_experts_per_tok), c.scoring_func.c_str(), c.moe_balancing.c_str());

@@ -105,9 +105,7 @@ void run_moefy(MoefyArgs a) {
   apply_threads(a.threads);
   a.options.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(a.tokens > 0 && a.seq_len > 0, "--tokens and --seq-len must be positive");
-  const json cj = read_json_file(a.model + "/config.json");
-  JsonReader r(cj, a.model + "/config.json");
-  a.options.validate(model_config_from_json(r), a.model);  // before loading weights or data
+  a.options.validate(read_model_dir_config(a.model), a.model);  // before loading weights or data
   const bool needs_data = a.options.split == "coact" || a.options.shared_neurons > 0;
   SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");
   a.fit.seed = static_cast<uint64_t>(a.seed);

@@ -121,9 +121,7 @@ void check_distillation(const TrainArgs& a, const TrainingData& data, const Mode
   const std::optional<BpeTokenizer> teacher_tok = model_tokenizer(a.teacher);
   SMELT_CHECK(teacher_tok.has_value() == data.tokenizer.has_value() && (!teacher_tok || teacher_tok->same_as(*data.tokenizer)), a.teacher,
               ": the teacher's tokenizer differs from the data's; teacher and student must share a vocabulary");
-  const json cj = read_json_file(a.teacher + "/config.json");
-  JsonReader r(cj, a.teacher + "/config.json");
-  const ModelConfig teacher = model_config_from_json(r);
+  const ModelConfig teacher = read_model_dir_config(a.teacher);
   SMELT_CHECK(teacher.vocab_size == student.vocab_size, a.teacher, ": teacher vocab_size ", teacher.vocab_size,
               " differs from the student's ", student.vocab_size);
 }
