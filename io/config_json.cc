@@ -73,6 +73,7 @@ ModelConfig model_config_from_json(JsonReader& r) {
   const bool qwen = r.has("model_type") && r.raw("model_type") == "qwen2_moe";
   c.norm_topk_prob = r.boolean("norm_topk_prob", qwen ? false : c.norm_topk_prob);
   c.routed_scaling_factor = r.number("routed_scaling_factor", c.routed_scaling_factor);
+  c.routed_weights = r.string("routed_weights", c.routed_weights);
   c.routing_policies = r.strings("routing_policies", c.routing_policies);
   c.router_aux_loss_coef = r.number("router_aux_loss_coef", c.router_aux_loss_coef);
   c.router_z_loss_coef = r.number("router_z_loss_coef", c.router_z_loss_coef);
@@ -147,6 +148,7 @@ json model_config_to_json(const ModelConfig& c) {
     j["scoring_func"] = c.scoring_func;
     j["norm_topk_prob"] = c.norm_topk_prob;
     if (c.routed_scaling_factor != 1.0) j["routed_scaling_factor"] = c.routed_scaling_factor;
+    if (c.routed_weights != "scores") j["routed_weights"] = c.routed_weights;
     if (!c.routing_policies.empty()) j["routing_policies"] = c.routing_policies;
     j["router_aux_loss_coef"] = c.router_aux_loss_coef;
     j["router_z_loss_coef"] = c.router_z_loss_coef;

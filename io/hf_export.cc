@@ -20,6 +20,7 @@ void check_hf_exportable(const Transformer& model, const std::string& source) {
   if (c.capacity_factor > 0) refuse("capacity_factor (token dropping)");
   if (!c.routing_policies.empty()) refuse("a per-layer routing policy (routing_policies)");
   if (c.routed_scaling_factor != 1.0) refuse("routed_scaling_factor " + std::to_string(c.routed_scaling_factor));
+  if (c.routed_weights != "scores") refuse("routed_weights \"" + c.routed_weights + "\" (outputs summed unweighted)");
   if (!qwen && !c.norm_topk_prob) refuse("norm_topk_prob false (Mixtral always renormalises the top-k weights)");
   if (!qwen && c.decoder_sparse_step != 1) refuse("decoder_sparse_step " + std::to_string(c.decoder_sparse_step) + " (Mixtral has experts in every layer)");
   if (qwen && !c.shared_expert_gate) refuse("a shared expert without shared_expert_gate");

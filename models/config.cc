@@ -39,6 +39,8 @@ void ModelConfig::validate() const {
   SMELT_CHECK(router_jitter_noise >= 0 && router_jitter_noise < 1, "router_jitter_noise must be in [0, 1), got ", router_jitter_noise);
   SMELT_CHECK(routing_policies.empty() || (num_local_experts > 0 && static_cast<int64_t>(routing_policies.size()) == num_hidden_layers),
               "routing_policies needs one entry per layer (", num_hidden_layers, ") of an MoE model, got ", routing_policies.size());
+  SMELT_CHECK(routed_weights == "scores" || routed_weights == "unit", "routed_weights must be \"scores\" or \"unit\", got \"",
+              routed_weights, "\"");
   SMELT_CHECK(routed_scaling_factor > 0 && std::isfinite(routed_scaling_factor), "routed_scaling_factor must be positive, got ",
               routed_scaling_factor);
   SMELT_CHECK(capacity_factor >= 0, "capacity_factor must be positive (or absent for dropless), got ", capacity_factor);

@@ -28,6 +28,11 @@ struct ModelConfig {
   std::string scoring_func = "softmax";     // router scores: "softmax" or "sigmoid"
   bool norm_topk_prob = true;               // renormalise the chosen experts' weights to sum to 1
   double routed_scaling_factor = 1.0;       // routed experts' weights × factor (DeepSeek-V3 field)
+  // "scores": each chosen expert's output is weighted by its (renormalised, scaled) score;
+  // "unit": the router only selects and chosen outputs are summed with weight 1 (MoEfication's
+  // split FFN, exact with every expert chosen whatever the router; the router learns from the
+  // balancing losses and its own fit, not from the weights).
+  std::string routed_weights = "scores";
   double router_aux_loss_coef = 0.01;       // Switch/GShard load-balancing loss
   double router_z_loss_coef = 0.0;          // ST-MoE z-loss on the router logits
   std::string moe_balancing = "aux_loss";   // "aux_loss", "aux_free" (DeepSeek-V3 bias) or "none"

@@ -63,6 +63,7 @@ MoEBlock::MoEBlock(const ModelConfig& c, int64_t layer)
       softmax_scores_(c.scoring_func == "softmax"),
       norm_topk_prob_(c.norm_topk_prob),
       expert_choice_(c.routing == "expert_choice"),
+      unit_weights_(c.routed_weights == "unit"),
       routed_scaling_(c.routed_scaling_factor),
       aux_coef_(c.router_aux_loss_coef),
       z_coef_(c.router_z_loss_coef),
@@ -133,6 +134,7 @@ MoeRoute MoEBlock::route(const Tensor& scores, const Tensor& mask, const Routing
 // The differentiable weight of every slot: its score, renormalised over the token's chosen
 // slots (norm_topk_prob), scaled; zero for unused slots.
 Tensor MoEBlock::slot_weights(const Tensor& scores, const MoeRoute& r) const {
+  if (unit_weights_) return r.chosen;  // selection only: 1 for every chosen slot, 0 for unused ones
   const int64_t N = scores.size(0);
   Tensor weights = ops::mul(ops::index_select(ops::reshape(scores, {-1}), 0, r.flat), r.chosen);
   if (norm_topk_prob_ && !expert_choice_) {

@@ -76,6 +76,7 @@ class MoEBlock {
  private:
   int64_t experts_, top_k_;
   bool softmax_scores_, norm_topk_prob_, expert_choice_;
+  bool unit_weights_ = false;  // routed_weights "unit"
   double routed_scaling_, aux_coef_, z_coef_, capacity_factor_, jitter_, bias_rate_;
   std::string balancing_;
   Philox jitter_rng_;

@@ -107,7 +107,8 @@ Transformer moefy(const Transformer& dense, const MoefyOptions& o, const std::ve
   c.moe_intermediate_size = (dc.intermediate_size - o.shared_neurons) / o.experts;
   c.scoring_func = "softmax";
   c.norm_topk_prob = false;
-  c.routed_scaling_factor = static_cast<double>(o.experts);
+  c.routed_scaling_factor = o.unit_weights ? 1.0 : static_cast<double>(o.experts);
+  c.routed_weights = o.unit_weights ? "unit" : "scores";
   c.routing = "token_choice";
   c.capacity_factor = 0;
   c.shared_expert_intermediate_size = o.shared_neurons;

@@ -20,6 +20,10 @@ struct MoefyOptions {
   int64_t shared_neurons = 0;    // the most active neurons kept as an always-on shared expert
   uint64_t seed = 0;
   int64_t kmeans_iterations = 25;
+  // Routers only select; chosen experts' outputs are summed with weight 1 (routed_weights
+  // "unit"): every expert chosen reproduces the dense FFN whatever the router learns. Off: the
+  // outputs are weighted by E · softmax(router), exact only while the router is uniform.
+  bool unit_weights = false;
   void validate(const ModelConfig& dense, const std::string& source) const;
 };
 

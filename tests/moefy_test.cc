@@ -149,6 +149,34 @@ TEST(Moefy, LayerwiseFitRecoversTheDenseFfnUnderTopK) {
     EXPECT_LE(impossible.error, relative_error(block, x, target, RoutingPolicy::top_k(k)) + 1e-12) << k;
 }
 
+// With unit weights the router only selects: after its fit to the expert norms (no longer
+// uniform) every expert chosen still reproduces the dense FFN, where score weights do not.
+TEST(Moefy, UnitWeightsStayExactWithEveryExpertWhateverTheRouter) {
+  const ModelConfig c = testing::small_config(50, 16, 48, 1, 4, 2, 32);
+  const Transformer dense = Transformer::create(c, 24);
+  const Tensor x = testing::rand_param({200, 16}, 9).detach();
+  Tensor target;
+  {
+    NoGradGuard g;
+    target = dense.layer(0).mlp.forward(x);
+  }
+  for (bool unit : {true, false}) {
+    MoefyOptions o;
+    o.experts = 4;
+    o.top_k = 2;
+    o.unit_weights = unit;
+    Transformer moe = moefy(dense, o, {}, "dense", nullptr);
+    EXPECT_EQ(moe.config().routed_weights, unit ? "unit" : "scores");
+    MoEBlock& block = *moe.layer(0).moe;
+    EXPECT_LT(relative_error(block, x, target, RoutingPolicy::top_k(4)), 1e-10);  // uniform router: both exact
+    fit_router_to_expert_norms(block, x);
+    const double all = relative_error(block, x, target, RoutingPolicy::top_k(4));
+    if (unit) EXPECT_LT(all, 1e-10);
+    else EXPECT_GT(all, 1e-4);  // the fitted router's weights scale the experts away from the dense FFN
+    EXPECT_GT(relative_error(block, x, target, RoutingPolicy::top_k(2)), 1e-3);  // top-2 still drops work
+  }
+}
+
 TEST(Moefy, PerLayerRoutingPoliciesTravelInConfigJson) {
   EXPECT_EQ(RoutingPolicy::parse("top-p:0.8:3").spec(), "top-p:0.8:3");
   EXPECT_EQ(RoutingPolicy::parse("top-k:2").spec(), "top-k:2");

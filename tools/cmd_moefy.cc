@@ -257,6 +257,8 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_option("--shared-neurons", a->options.shared_neurons, "Most active neurons (on --data) kept as an always-on shared expert")
       ->capture_default_str();
   cmd->add_option("--data", a->data, "Calibration text file or prepared directory (needed by coact and --shared-neurons)");
+  cmd->add_flag("--unit-weights", a->options.unit_weights,
+                "Routers only select: chosen experts' outputs are summed unweighted (exact with every expert chosen, whatever the router)");
   cmd->add_option("--val", a->val, "--sweep: held-out text file or prepared directory to score (default: --data's val split)");
   cmd->add_option("--tokens", a->tokens, "Calibration tokens for the layer-wise fit")->capture_default_str();
   cmd->add_option("--split-tokens", a->split_tokens, "Calibration tokens for coact and shared-neuron ranking")->capture_default_str();
