@@ -19,8 +19,8 @@ except ImportError:
     print("SKIP: torch / transformers / safetensors are not installed")
     sys.exit(77)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CORPUS = os.path.join(HERE, "..", "fixtures", "tokenizer_corpus.txt")
+from tiny_models import CORPUS, run, tokenizer_and_data, train_tiny
+
 BASE = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64}
 ARCHS = {
@@ -32,25 +32,15 @@ ARCHS = {
 }
 
 
-def run(*args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def main():
     smelt = sys.argv[1]
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        tok = os.path.join(tmp, "tok.json")
-        run(smelt, "tokenizer", "train", "--data", CORPUS, "--vocab-size", "400", "--out", tok, "--json")
-        data = os.path.join(tmp, "data")
-        run(smelt, "data", "prepare", "--data", CORPUS, "--tokenizer", tok, "--out", data, "--json")
+        tok, data = tokenizer_and_data(smelt, tmp)
         for arch, extra in ARCHS.items():
-            recipe = os.path.join(tmp, arch + ".json")
-            with open(recipe, "w") as f:
-                json.dump({"model": {**BASE, **extra}, "train": {"steps": 5, "batch_size": 2, "seq_len": 16, "lr": 0.01,
-                                                                 "warmup_steps": 1, "eval_batches": 1}}, f)
-            model, hf_dir, logits_file = (os.path.join(tmp, arch + s) for s in ("_model", "_hf", "_logits.safetensors"))
-            run(smelt, "train", "--config", recipe, "--data", data, "--out", model)
+            model = train_tiny(smelt, tmp, arch, {**BASE, **extra},
+                               {"steps": 5, "batch_size": 2, "seq_len": 16, "lr": 0.01, "warmup_steps": 1, "eval_batches": 1}, data)
+            hf_dir, logits_file = (os.path.join(tmp, arch + s) for s in ("_hf", "_logits.safetensors"))
             run(smelt, "eval", "--model", model, "--data", data, "--max-batches", "1", "--batch-size", "2",
                 "--save-logits", logits_file)
             run(smelt, "export", "--model", model, "--out", hf_dir)

@@ -28,6 +28,9 @@ if not os.path.exists(os.path.join(LIB, "libllama.so")):
     sys.exit(77)
 os.environ["LLAMA_CPP_LIB_PATH"] = LIB
 sys.path.insert(0, os.path.join(LLAMA, "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tiny_models import CORPUS, run, tokenizer_and_data, train_tiny  # noqa: E402
+
 try:
     import numpy as np
     from safetensors.numpy import load_file
@@ -36,15 +39,10 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-CORPUS = os.path.join(ROOT, "tests", "fixtures", "tokenizer_corpus.txt")
 BASE = {"vocab_size": 400, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 128}
 MODELS = {"dense": {}, "moe": {"num_local_experts": 4, "num_experts_per_tok": 2}}
 F32_KV = dict(type_k=0, type_v=0)  # GGML_TYPE_F32: llama.cpp's default f16 cache would round the keys and values
-
-
-def run(*args, **kw):
-    return subprocess.run(args, check=True, capture_output=True, text=True, errors="surrogateescape", **kw).stdout
 
 
 def llama_logits(path, ids):
@@ -99,18 +97,11 @@ def main():
     smelt = sys.argv[1]
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        tok = os.path.join(tmp, "tok.json")
-        run(smelt, "tokenizer", "train", "--data", CORPUS, "--vocab-size", "400", "--out", tok, "--json")
-        data = os.path.join(tmp, "data")
-        run(smelt, "data", "prepare", "--data", CORPUS, "--tokenizer", tok, "--out", data, "--json")
+        tok, data = tokenizer_and_data(smelt, tmp)
         eos = json.loads(run(smelt, "tokenizer", "encode", "--tokenizer", tok, "--text", "<|eos|>", "--special", "--json"))["ids"][0]
         for name, extra in MODELS.items():
-            recipe = os.path.join(tmp, name + ".json")
-            with open(recipe, "w") as f:
-                json.dump({"model": {**BASE, **extra}, "train": {"steps": 30, "batch_size": 4, "seq_len": 64, "lr": 0.01,
-                                                                 "warmup_steps": 2, "eval_batches": 1}}, f)
-            model = os.path.join(tmp, name)
-            run(smelt, "train", "--config", recipe, "--data", data, "--out", model)
+            model = train_tiny(smelt, tmp, name, {**BASE, **extra},
+                               {"steps": 30, "batch_size": 4, "seq_len": 64, "lr": 0.01, "warmup_steps": 2, "eval_batches": 1}, data)
             failures += check_model(smelt, name, model, os.path.join(model, "tokenizer.json"), tmp, "The ", eos)
         if os.path.exists(SMOLLM2):
             model = os.path.join(tmp, "smollm2")
