@@ -69,25 +69,29 @@ ModelConfig read_model_dir_config(const std::string& dir) {
   return read_model_config((fs::path(dir) / "config.json").string());
 }
 
-namespace {
-std::vector<std::string> parameter_names(const Transformer& model, const NamedTensors& extra) {
+std::vector<std::string> optimizer_parameter_names(const Transformer& model, const NamedTensors& extra) {
   std::vector<std::string> names;
   for (const auto& [name, t] : model.trainable_parameters()) names.push_back(name);  // the optimizer's parameters
   for (const auto& [name, t] : extra) names.push_back(name);
   return names;
 }
-}  // namespace
 
 void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& st,
                               const NamedTensors& extra) {
-  auto [tensors, fields] = optimizer.state(parameter_names(model, extra));
+  save_training_checkpoint(dir, model, optimizer.state(optimizer_parameter_names(model, extra)), st, extra);
+}
+
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const OptimizerState& optimizer_state,
+                              const TrainerState& st, const NamedTensors& extra) {
+  const auto& [tensors, fields] = optimizer_state;
   json state = {{"format", "smelt-trainer-state"},
                 {"version", 1},
                 {"step", st.step},
                 {"tokens", st.tokens},
                 {"elapsed_seconds", st.elapsed_seconds},
                 {"data_rng", {{"seed", st.data_seed}, {"offset", st.data_offset}}},
-                {"jitter_offsets", st.jitter_offsets}};
+                {"jitter_offsets", st.jitter_offsets},
+                {"world_size", st.world_size}};
   std::map<std::string, std::string> files = st.extra_files;
   files["optimizer.safetensors"] = safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors");
   files["trainer_state.json"] = state.dump(2) + "\n";
@@ -115,8 +119,12 @@ TrainerState read_trainer_state(const std::string& dir) {
     SMELT_CHECK(o.is_number_unsigned() || o.is_number_integer(), r.where("jitter_offsets"), ": expected integers");
     st.jitter_offsets.push_back(o.get<uint64_t>());
   }
+  // Written since data parallelism; the state is the same whatever the world size, so a
+  // checkpoint resumes on any number of ranks (older ones come from one process).
+  if (r.has("world_size")) st.world_size = r.integer("world_size");
   r.finish();
   SMELT_CHECK(st.step >= 0 && st.tokens >= 0, path, ": negative step or token count");
+  SMELT_CHECK(st.world_size > 0, r.where("world_size"), ": must be positive, got ", st.world_size);
   st.metrics_jsonl = read_file((fs::path(dir) / "metrics.jsonl").string());
   st.recipe_json = read_file((fs::path(dir) / "recipe.json").string());
   return st;
@@ -125,7 +133,7 @@ TrainerState read_trainer_state(const std::string& dir) {
 void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer, const NamedTensors& extra) {
   const std::string path = (fs::path(dir) / "optimizer.safetensors").string();
   SafetensorsFile f = read_safetensors(path);
-  optimizer.load_state(f.tensors, f.metadata, parameter_names(model, extra), path);
+  optimizer.load_state(f.tensors, f.metadata, optimizer_parameter_names(model, extra), path);
 }
 
 void load_extra_parameters(const std::string& dir, const NamedTensors& extra) {

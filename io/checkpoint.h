@@ -29,6 +29,7 @@ struct TrainerState {
   double elapsed_seconds = 0;
   uint64_t data_seed = 0, data_offset = 0;
   std::vector<uint64_t> jitter_offsets;  // one per layer (0 for dense layers)
+  int64_t world_size = 1;                // ranks of the run that wrote it (any number may resume it)
   std::string metrics_jsonl;             // every step's metrics line so far
   std::string recipe_json;               // the recipe the run was started with
   std::map<std::string, std::string> extra_files;  // stored as they are (tokenizer.json, ...)
@@ -38,6 +39,12 @@ struct TrainerState {
 // kept in extra_parameters.safetensors.
 void save_training_checkpoint(const std::string& dir, const Transformer& model, const Optimizer& optimizer, const TrainerState& state,
                               const NamedTensors& extra = {});
+// The same from an optimizer state already taken (Optimizer::state is a collective when the
+// state is sharded over ranks: every rank takes it, one writes).
+void save_training_checkpoint(const std::string& dir, const Transformer& model, const OptimizerState& optimizer_state,
+                              const TrainerState& state, const NamedTensors& extra = {});
+// The names the optimizer's state goes by: the model's trainable parameters, then `extra`.
+std::vector<std::string> optimizer_parameter_names(const Transformer& model, const NamedTensors& extra = {});
 TrainerState read_trainer_state(const std::string& dir);
 void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer, const NamedTensors& extra = {});
 // Copies the checkpoint's values of `extra` into those tensors (names and shapes must match).

@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "ops/optimizer_ops.h"
+#include "runtime/tensor_collectives.h"
 
 namespace smelt {
 
@@ -31,14 +32,40 @@ void Optimizer::zero_grad() {
   for (const Tensor& p : params_) p.set_grad(Tensor());
 }
 
-AdamW::AdamW(std::vector<Tensor> params, float beta1, float beta2, float eps, float weight_decay)
-    : Optimizer(std::move(params)), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay) {
+std::vector<int> zero_owners(const std::vector<Tensor>& params, int ranks) {
+  std::vector<size_t> order(params.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return params[a].numel() > params[b].numel(); });
+  std::vector<int64_t> load(static_cast<size_t>(ranks), 0);
+  std::vector<int> owner(params.size());
+  for (size_t i : order) {
+    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[static_cast<size_t>(r)] += params[i].numel();
+  }
+  return owner;
+}
+
+AdamW::AdamW(std::vector<Tensor> params, float beta1, float beta2, float eps, float weight_decay, Communicator* shard_over)
+    : Optimizer(std::move(params)), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay), comm_(shard_over) {
   SMELT_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1), got ", beta1, ", ", beta2);
   SMELT_CHECK(eps > 0, "AdamW eps must be positive, got ", eps);
-  for (const Tensor& p : params_) {
+  if (comm_) owner_ = zero_owners(params_, comm_->size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
     SMELT_CHECK(p.dtype() == DType::F32 && p.is_contiguous(), "AdamW needs contiguous f32 parameters, got ", p.str());
-    m_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
-    v_.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
+    m_.push_back(owns(i) ? Tensor::zeros(p.shape(), DType::F32, p.device()) : Tensor());
+    v_.push_back(owns(i) ? Tensor::zeros(p.shape(), DType::F32, p.device()) : Tensor());
+  }
+}
+
+void AdamW::sync_sharded_parameters() {
+  if (!comm_) return;
+  for (int r = 0; r < comm_->size(); ++r) {
+    std::vector<Tensor> of_rank;
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (owner_[i] == r) of_rank.push_back(params_[i]);
+    broadcast(of_rank, *comm_, r);
   }
 }
 
@@ -54,7 +81,18 @@ void AdamW::step(float lr, const Tensor& clip) {
   s.step_size = lr / bc1;
   s.inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
   s.eps = eps_;
-  const WithGrad w = with_grad(params_, &m_, &v_);
+  WithGrad w = with_grad(params_, &m_, &v_);
+  if (comm_) {  // this rank's shard only (the moments of the others are not here)
+    WithGrad mine;
+    for (size_t i = 0; i < w.params.size(); ++i)
+      if (w.first[i].defined()) {
+        mine.params.push_back(w.params[i]);
+        mine.grads.push_back(w.grads[i]);
+        mine.first.push_back(w.first[i]);
+        mine.second.push_back(w.second[i]);
+      }
+    w = std::move(mine);
+  }
   ops::adamw_step(w.params, w.grads, w.first, w.second, s, clip);  // every parameter in one call
 }
 
@@ -88,8 +126,16 @@ std::pair<NamedList, std::map<std::string, std::string>> AdamW::state(const std:
   check_names(names, params_.size());
   NamedList t;
   for (size_t i = 0; i < params_.size(); ++i) {
-    t.push_back({"exp_avg." + names[i], m_[i]});
-    t.push_back({"exp_avg_sq." + names[i], v_[i]});
+    Tensor m = m_[i], v = v_[i];
+    if (comm_) {  // sharded: each moment travels from its owner to every rank
+      if (!owns(i)) {
+        m = Tensor::zeros(params_[i].shape(), DType::F32, params_[i].device());
+        v = Tensor::zeros(params_[i].shape(), DType::F32, params_[i].device());
+      }
+      broadcast({m, v}, *comm_, owner_[i]);
+    }
+    t.push_back({"exp_avg." + names[i], m});
+    t.push_back({"exp_avg_sq." + names[i], v});
   }
   return {t, {{"optimizer", "adamw"}, {"step", std::to_string(t_)}}};
 }
@@ -100,6 +146,7 @@ void AdamW::load_state(const NamedList& tensors, const std::map<std::string, std
   SMELT_CHECK(field(fields, "optimizer", source) == "adamw", source, ": holds a '", field(fields, "optimizer", source),
               "' state, the recipe uses adamw");
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!owns(i)) continue;  // sharded: another rank keeps these
     restore(tensors, "exp_avg." + names[i], m_[i], source);
     restore(tensors, "exp_avg_sq." + names[i], v_[i], source);
   }

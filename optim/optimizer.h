@@ -5,9 +5,13 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/communicator.h"
 #include "runtime/tensor.h"
 
 namespace smelt {
+
+// An optimizer's state for a checkpoint: tensors named after the parameters, scalar fields.
+using OptimizerState = std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>>;
 
 class Optimizer {
  public:
@@ -20,7 +24,7 @@ class Optimizer {
   void zero_grad();
   // The optimizer's state for a checkpoint: tensors named after the parameters (`names` in
   // params() order) and scalar fields as strings. load_state restores exactly what state() wrote.
-  virtual std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+  virtual OptimizerState state(
       const std::vector<std::string>& names) const = 0;
   virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
                           const std::vector<std::string>& names, const std::string& source) = 0;
@@ -30,24 +34,42 @@ class Optimizer {
   std::vector<Tensor> params_;
 };
 
+// Which rank keeps the optimizer state of each parameter under ZeRO-1: whole parameter tensors
+// (the update is element-wise within a tensor, so a sharded step is the unsharded one exactly),
+// dealt largest first to the rank holding the fewest values so far. Depends only on the shapes
+// and the number of ranks.
+std::vector<int> zero_owners(const std::vector<Tensor>& params, int ranks);
+
 // AdamW (Loshchilov & Hutter): decoupled weight decay p ← p − lr·wd·p, then the Adam update with
 // bias-corrected moments. Matches torch.optim.AdamW.
+//
+// Sharded (ZeRO-1, `comm` given): this rank keeps the moments of the parameters it owns
+// (zero_owners) and updates only those; the caller then broadcasts each parameter from its owner
+// (sync_sharded_parameters). state() is then a collective (every rank calls it; each gets every
+// moment), load_state keeps the owned ones, so a checkpoint is the same on any world size.
 class AdamW : public Optimizer {
  public:
-  AdamW(std::vector<Tensor> params, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.01f);
+  AdamW(std::vector<Tensor> params, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.01f,
+        Communicator* shard_over = nullptr);
   void step(float lr, const Tensor& clip = Tensor()) override;
-  std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+  OptimizerState state(
       const std::vector<std::string>& names) const override;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
                   const std::vector<std::string>& names, const std::string& source) override;
   int64_t steps_taken() const { return t_; }
-  const std::vector<Tensor>& exp_avg() const { return m_; }
+  const std::vector<Tensor>& exp_avg() const { return m_; }  // undefined where another rank owns the parameter
   const std::vector<Tensor>& exp_avg_sq() const { return v_; }
+  // Sharded: every parameter becomes its owner's values (after step()).
+  void sync_sharded_parameters();
+  bool sharded() const { return comm_ != nullptr; }
+  bool owns(size_t i) const { return !comm_ || owner_[i] == comm_->rank(); }
 
  private:
   float beta1_, beta2_, eps_, weight_decay_;
   int64_t t_ = 0;
   std::vector<Tensor> m_, v_;
+  Communicator* comm_ = nullptr;  // set when sharded
+  std::vector<int> owner_;
 };
 
 // SGD with (optionally Nesterov) momentum and L2 weight decay folded into the gradient, as torch.optim.SGD.
@@ -55,7 +77,7 @@ class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, float momentum = 0.0f, float weight_decay = 0.0f, bool nesterov = false);
   void step(float lr, const Tensor& clip = Tensor()) override;
-  std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::string, std::string>> state(
+  OptimizerState state(
       const std::vector<std::string>& names) const override;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::map<std::string, std::string>& fields,
                   const std::vector<std::string>& names, const std::string& source) override;

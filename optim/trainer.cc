@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "ops/ops.h"
+#include "optim/data_parallel.h"
 #include "runtime/storage.h"
 
 namespace smelt {
@@ -19,6 +20,8 @@ void TrainConfig::validate() const {
   SMELT_CHECK(warmup_steps >= 0, "train.warmup_steps must be ≥ 0, got ", warmup_steps);
   SMELT_CHECK(weight_decay >= 0, "train.weight_decay must be ≥ 0, got ", weight_decay);
   SMELT_CHECK(eval_every >= 0 && eval_batches > 0, "train.eval_every must be ≥ 0 and train.eval_batches positive");
+  SMELT_CHECK(zero_stage == 0 || zero_stage == 1, "train.zero_stage must be 0 or 1 (optimizer state sharding), got ", zero_stage);
+  SMELT_CHECK(zero_stage == 0 || optimizer == "adamw", "train.zero_stage 1 shards AdamW's moments; train.optimizer is \"", optimizer, "\"");
 }
 
 Tensor loss_token_mask(const Batch& b) {
@@ -74,10 +77,26 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   model_.set_activation_checkpointing(config_.activation_checkpointing);
   SMELT_CHECK(!params.empty(), "every parameter is frozen: nothing to train");
   if (config_.optimizer == "adamw")
-    optimizer_ = std::make_unique<AdamW>(params, config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay);
+    optimizer_ = std::make_unique<AdamW>(params, config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay,
+                                         config_.zero_stage == 1 && comm_.size() > 1 ? &comm_ : nullptr);
   else
     optimizer_ = std::make_unique<SGD>(params, config_.momentum, config_.weight_decay);
   schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
+  if (comm_.size() > 1) check_data_parallel();
+}
+
+// What one process does in sequence within a step and several ranks cannot share exactly is
+// refused before any work (a wrong launch), with what to change.
+void Trainer::check_data_parallel() {
+  const int ranks = comm_.size();
+  micro_batches_ = micro_batches_of_rank(config_.grad_accum, comm_.rank(), ranks);
+  const ModelConfig& mc = model_.config();
+  if (mc.num_local_experts > 0) {
+    SMELT_CHECK(mc.router_jitter_noise == 0, "model.router_jitter_noise ", mc.router_jitter_noise, " with ", ranks,
+                " ranks: each rank's jitter stream would differ from the single-process run; set it to 0 to train on several ranks");
+    SMELT_CHECK(mc.moe_balancing != "aux_free", "model.moe_balancing \"aux_free\" with ", ranks,
+                " ranks: its bias moves after every micro-batch in sequence; use \"aux_loss\" to train on several ranks");
+  }
 }
 
 namespace {
@@ -90,6 +109,9 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   // The losses stay on the device: summed here, read once with the gradient norm and the
   // routing statistics after the optimizer step (the step's one host read).
   Tensor loss_sum, aux_sum;
+  // Every micro-batch of the global batch (on every rank) contributes 1/n of the step's gradient.
+  const int64_t global_micro = static_cast<int64_t>(micro_batches.size()) * comm_.size();
+  int64_t local_tokens = 0;
   for (const Batch& b : micro_batches) {
     Tensor aux;
     Tensor loss = loss_(model_, b, &aux);
@@ -98,10 +120,10 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
       loss_sum = add_to(loss_sum, loss.detach());
       aux_sum = add_to(aux_sum, aux);
     }
-    // Each micro-batch contributes 1/n of the step's gradient.
-    ops::mul(loss, 1.0f / static_cast<float>(micro_batches.size())).backward();
-    tokens_ += b.ids.numel();
+    ops::mul(loss, 1.0f / static_cast<float>(global_micro)).backward();
+    local_tokens += b.ids.numel();
   }
+  all_reduce_gradients(optimizer_->params(), comm_);
   StepMetrics m;
   m.step = step_index + 1;
   m.lr = schedule_.at(step_index);
@@ -109,11 +131,13 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   // when the gradient is not finite, so a failed step leaves the weights as they were.
   const Tensor clip = grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
   optimizer_->step(static_cast<float>(m.lr), clip);
+  if (auto* adamw = dynamic_cast<AdamW*>(optimizer_.get()); adamw && adamw->sharded()) adamw->sync_sharded_parameters();
   std::vector<Tensor> read = {ops::reshape(loss_sum, {1}), aux_sum.defined() ? ops::reshape(aux_sum, {1}) : Tensor::zeros({1}, DType::F32, loss_sum.device()),
                               clip};
   for (const Tensor& t : model_.moe_raw_stats()) read.push_back(t);
-  const std::vector<float> values = ops::cat(read, 0).to_vector();
-  const double n = static_cast<double>(micro_batches.size());
+  std::vector<float> values = ops::cat(read, 0).to_vector();
+  tokens_ += sum_over_ranks(values, local_tokens);
+  const double n = static_cast<double>(global_micro);
   SMELT_CHECK(std::isfinite(values[0]), "loss became ", values[0], " at step ", m.step, " (lower train.lr or enable train.grad_clip)");
   SMELT_CHECK(values[4] == 0.0f, "gradient norm is not finite (", values[2], ") at step ", m.step,
               ": the loss or a gradient overflowed (the weights were not updated)");
@@ -128,20 +152,52 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   return m;
 }
 
+// The step's loss sums (values[0..1]) and token count summed over the ranks, and the MoE
+// statistics (values[5..]) taken from the rank that ran the step's last micro-batch, as one
+// process reports them. The gradient norm and clip factor (values[2..4]) are already the same
+// everywhere. Returns the step's global token count.
+int64_t Trainer::sum_over_ranks(std::vector<float>& values, int64_t local_tokens) const {
+  if (comm_.size() == 1) return local_tokens;
+  std::vector<double> sums = {values[0], values[1], static_cast<double>(local_tokens)};
+  const bool has_last = comm_.rank() == comm_.size() - 1;
+  for (size_t i = 5; i < values.size(); ++i) sums.push_back(has_last ? values[i] : 0.0);
+  comm_.all_reduce_sum(sums.data(), static_cast<int64_t>(sums.size()), CommType::F64);
+  values[0] = static_cast<float>(sums[0]);
+  values[1] = static_cast<float>(sums[1]);
+  for (size_t i = 5; i < values.size(); ++i) values[i] = static_cast<float>(sums[i - 2]);
+  return static_cast<int64_t>(sums[2]);
+}
+
+// The mean validation loss over config.eval_batches batches; with several ranks each evaluates
+// a contiguous share of the batches and the sums are added.
+double Trainer::validation_loss(const std::function<Batch(int64_t)>& val_batch) const {
+  const int64_t n = config_.eval_batches, ranks = comm_.size(), r = comm_.rank();
+  if (ranks == 1) return evaluate_loss(model_, val_batch, n);
+  const int64_t begin = n * r / ranks, end = n * (r + 1) / ranks;
+  double total = end > begin ? evaluate_loss(model_, [&](int64_t i) { return val_batch(begin + i); }, end - begin) * static_cast<double>(end - begin) : 0.0;
+  comm_.all_reduce_sum(&total, 1, CommType::F64);
+  return total / static_cast<double>(n);
+}
+
 void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
                   const std::function<void(const StepMetrics&)>& on_step, int64_t first_step, int64_t last_step) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t end = last_step > 0 ? std::min(last_step, config_.steps) : config_.steps;
   for (int64_t s = first_step; s < end; ++s) {
+    // Every rank draws every micro-batch (the data stream stays the single-process one) and
+    // keeps its own share.
     std::vector<Batch> micro;
-    for (int64_t k = 0; k < config_.grad_accum; ++k) micro.push_back(next_batch(s, k));
+    for (int64_t k = 0; k < config_.grad_accum; ++k) {
+      Batch b = next_batch(s, k);
+      if (comm_.size() == 1 || micro_batches_.contains(k)) micro.push_back(std::move(b));
+    }
     StepMetrics m = step(s, micro);
     m.elapsed_seconds = prior_seconds_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.tokens_per_second = m.elapsed_seconds > 0 ? m.tokens / m.elapsed_seconds : 0;
     const bool last = s + 1 == config_.steps;
     if (val_batch && (last || (config_.eval_every > 0 && m.step % config_.eval_every == 0))) {
       m.has_val = true;
-      m.val_loss = evaluate_loss(model_, val_batch, config_.eval_batches);
+      m.val_loss = validation_loss(val_batch);
     }
     if (on_step) on_step(m);
   }

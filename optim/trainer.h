@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "models/transformer.h"
+#include "optim/data_parallel.h"
 #include "optim/optimizer.h"
+#include "runtime/communicator.h"
 
 namespace smelt {
 
@@ -28,6 +30,7 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   std::vector<std::string> freeze;  // parameter name patterns kept fixed ("*.self_attn.*", ...)
   bool activation_checkpointing = false;  // recompute attention (and dense MLP) halves in backward
+  int64_t zero_stage = 0;  // 1: AdamW moments sharded over the ranks (ZeRO-1); no effect on one rank
   void validate() const;
 };
 
@@ -82,7 +85,8 @@ class Trainer {
   // last_step ≤ 0 means config.steps).
   void run(const std::function<Batch(int64_t step, int64_t micro)>& next_batch, const std::function<Batch(int64_t)>& val_batch,
            const std::function<void(const StepMetrics&)>& on_step, int64_t first_step = 0, int64_t last_step = 0);
-  // One optimizer step on the given micro-batches; returns the mean loss.
+  // One optimizer step on the given micro-batches (this rank's share of the step's when the job
+  // has several ranks: gradients, losses and statistics are then combined over the ranks).
   StepMetrics step(int64_t step_index, const std::vector<Batch>& micro_batches);
   Optimizer& optimizer() { return *optimizer_; }
   void set_loss(LossFn loss) { loss_ = std::move(loss); }
@@ -92,8 +96,14 @@ class Trainer {
   void set_prior_seconds(double s) { prior_seconds_ = s; }
 
  private:
+  void check_data_parallel();
+  int64_t sum_over_ranks(std::vector<float>& values, int64_t local_tokens) const;
+  double validation_loss(const std::function<Batch(int64_t)>& val_batch) const;
+
   Transformer& model_;
   TrainConfig config_;
+  Communicator& comm_ = world();
+  MicroBatchRange micro_batches_{0, 0};  // this rank's share of each step (set by check_data_parallel)
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
   int64_t tokens_ = 0;

@@ -9,13 +9,15 @@
 namespace smelt {
 namespace {
 LogLevel g_level = LogLevel::Info;
+bool g_quiet = false;
 std::mutex g_log_mu;
 }  // namespace
 
 void set_log_level(LogLevel level) { g_level = level; }
+void set_quiet(bool quiet) { g_quiet = quiet; }
 
 void log(LogLevel level, const std::string& message) {
-  if (level < g_level) return;
+  if (level < g_level || (g_quiet && level < LogLevel::Error)) return;
   static const char* names[] = {"debug", "info", "warn", "error"};
   std::lock_guard<std::mutex> g(g_log_mu);
   std::fprintf(stderr, "[smelt %s] %s\n", names[static_cast<int>(level)], message.c_str());
@@ -49,6 +51,7 @@ std::string format_duration(double s) {
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total), tty_(isatty(STDERR_FILENO) == 1) {
   start_ = last_print_ = std::chrono::steady_clock::now();
+  finished_ = g_quiet;  // a quiet process draws no bar at all
 }
 
 ProgressBar::~ProgressBar() {
@@ -56,6 +59,7 @@ ProgressBar::~ProgressBar() {
 }
 
 void ProgressBar::update(int64_t done, const std::string& suffix) {
+  if (g_quiet) return;
   auto now = std::chrono::steady_clock::now();
   double since_print = std::chrono::duration<double>(now - last_print_).count();
   bool last = done >= total_;

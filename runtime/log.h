@@ -9,6 +9,8 @@ namespace smelt {
 
 enum class LogLevel { Debug, Info, Warn, Error };
 void set_log_level(LogLevel level);
+// Quiet: only errors are logged and progress bars stay silent (the ranks of a job other than 0).
+void set_quiet(bool quiet);
 void log(LogLevel level, const std::string& message);
 inline void log_info(const std::string& m) { log(LogLevel::Info, m); }
 inline void log_warn(const std::string& m) { log(LogLevel::Warn, m); }

@@ -122,3 +122,19 @@ TEST(Optim, GradientAccumulationEqualsOneLargeBatch) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+// ZeRO-1's ownership: whole tensors, largest first to the least-loaded rank; every parameter
+// has one owner, the loads are balanced, and one rank owns everything.
+TEST(ZeroOwners, BalancedWholeTensors) {
+  std::vector<Tensor> params = {Tensor::zeros({10}), Tensor::zeros({40}), Tensor::zeros({30}), Tensor::zeros({20}), Tensor::zeros({5})};
+  const std::vector<int> owners = zero_owners(params, 2);
+  // 40 → rank 0, 30 → 1, 20 → 1 (30 < 40), 10 → 0 (40 < 50), 5 → 0 (a tie goes to the lower rank).
+  EXPECT_EQ(owners, (std::vector<int>{0, 0, 1, 1, 0}));
+  EXPECT_EQ(zero_owners(params, 1), std::vector<int>(5, 0));
+}
+
+}  // namespace
+}  // namespace smelt

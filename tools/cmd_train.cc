@@ -14,9 +14,11 @@
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
 #include "models/student_init.h"
+#include "optim/data_parallel.h"
 #include "optim/distill.h"
 #include "tools/data_source.h"
 #include "ops/backend.h"
+#include "runtime/communicator.h"
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
@@ -143,8 +145,12 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
     teacher.reset();
     return Distillation{[](const Transformer& m, const Batch& b, Tensor* aux) { return training_loss(m, b, aux); }, {}};
   }
-  if (!has_cache(a)) {
-    if (!teacher) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
+  // Rank 0's view of the cache decides for every rank (another rank could look after rank 0
+  // has written it).
+  int64_t cached = has_cache(a) ? 1 : 0;
+  world().broadcast(&cached, 1, CommType::I64, 0);
+  if (!cached) {
+    if (!teacher && (a.teacher_topk == 0 || world().rank() == 0)) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
     if (a.teacher_topk == 0) {
       log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)" +
                (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
@@ -153,8 +159,11 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
       d.loss = online_distill_loss(teacher, o, d.hidden);
       return d;
     }
-    log_info("writing the teacher's top-" + std::to_string(a.teacher_topk) + " predictions to " + a.cache);
-    write_teacher_cache(*teacher, a.teacher, data.train, tc.seq_len, a.teacher_topk, a.temperature, 8, a.cache);
+    if (world().rank() == 0) {
+      log_info("writing the teacher's top-" + std::to_string(a.teacher_topk) + " predictions to " + a.cache);
+      write_teacher_cache(*teacher, a.teacher, data.train, tc.seq_len, a.teacher_topk, a.temperature, 8, a.cache);
+    }
+    world().barrier();  // the other ranks read what rank 0 wrote
   }
   teacher.reset();  // training reads only the cache
   auto cache = std::make_shared<const TeacherCache>(TeacherCache::open(a.cache, data.train, tc.seq_len, a.temperature));
@@ -242,7 +251,8 @@ RunStart read_run_start(TrainArgs& a) {
 // The finished run: its summary (loss, speed, memory), model card, metrics and recipe written
 // beside the model, and printed.
 void write_trained_model(const TrainArgs& a, const Recipe& recipe, const TrainingData& data, const Transformer& model,
-                         const std::string& metrics_jsonl, const json& recipe_json, const std::string& model_dir) {
+                         const std::string& metrics_jsonl, const json& recipe_json, const std::string& model_dir,
+                         const std::vector<double>& peak_rss_per_rank) {
   const TrainConfig& tc = recipe.train;
   const TokenDataset& train = data.train;
   const TokenDataset& val = data.val;
@@ -256,6 +266,10 @@ void write_trained_model(const TrainArgs& a, const Recipe& recipe, const Trainin
   summary["tokens_per_s"] = last["tokens_per_s"];
   summary["elapsed_s"] = last["elapsed_s"];
   summary["peak_rss_mib"] = peak_rss_mib();
+  if (peak_rss_per_rank.size() > 1) {
+    summary["ranks"] = peak_rss_per_rank.size();
+    summary["peak_rss_mib_per_rank"] = peak_rss_per_rank;
+  }
   if (last.contains("val_loss")) {
     summary["val_loss"] = last["val_loss"];
     summary["val_bits_per_byte"] =
@@ -294,6 +308,9 @@ void run_train(const TrainArgs& args) {
   apply_threads(a.threads);
   RunStart start = read_run_start(a);
   Recipe& recipe = start.recipe;
+  // A launch that cannot share the global batch is refused before the data is read.
+  const Communicator& job = world();
+  if (job.size() > 1) micro_batches_of_rank(recipe.train.grad_accum, job.rank(), job.size());
   const std::optional<TrainerState>& resumed = start.resumed;
   std::optional<Transformer>& initial = start.initial;
 
@@ -337,7 +354,7 @@ void run_train(const TrainArgs& args) {
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
-           " threads, SIMD " + cpu_simd_target());
+           " threads" + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target());
   const std::string unit = data.tokenizer ? " tokens" : " bytes";
   log_info("data: " + std::to_string(train.size()) + " training" + unit + (has_val ? ", " + std::to_string(val.size()) + " validation" + unit : "") +
            (train.masked() ? " (loss on assistant turns only)" : ""));
@@ -383,9 +400,14 @@ void run_train(const TrainArgs& args) {
     st.metrics_jsonl = metrics.str();
     st.recipe_json = recipe_json.dump(2) + "\n";
     st.extra_files = data.tokenizer_files;
+    st.world_size = job.size();
     const std::string dir = checkpoint_dir(a.out, m.step);
-    save_training_checkpoint(dir, model, trainer.optimizer(), st, extra);
-    prune_checkpoints(a.out, a.keep_checkpoints);
+    // Every rank takes the optimizer's state (a collective when ZeRO-1 shards it); one writes.
+    const OptimizerState optimizer_state = trainer.optimizer().state(optimizer_parameter_names(model, extra));
+    if (job.rank() == 0) {
+      save_training_checkpoint(dir, model, optimizer_state, st, extra);
+      prune_checkpoints(a.out, a.keep_checkpoints);
+    }
     return dir;
   };
   ProgressBar bar("train", last_step - first_step, "steps");
@@ -419,7 +441,11 @@ void run_train(const TrainArgs& args) {
     return;
   }
 
-  write_trained_model(a, recipe, data, model, metrics.str(), recipe_json, model_dir);
+  // Each rank's peak memory goes into the summary; rank 0 writes it.
+  std::vector<double> peak_rss(job.size());
+  const double mine = peak_rss_mib();
+  world().all_gather(&mine, 1, peak_rss.data(), CommType::F64);
+  if (job.rank() == 0) write_trained_model(a, recipe, data, model, metrics.str(), recipe_json, model_dir, peak_rss);
 }
 
 namespace {

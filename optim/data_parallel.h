@@ -1,0 +1,37 @@
+// Data parallelism over the ranks of a job (runtime/communicator.h). A step's global batch is the
+// recipe's batch_size × grad_accum whatever the number of ranks: the step's grad_accum
+// micro-batches are dealt out in whole, contiguous runs (rank r takes micro-batches
+// [r·A/N, (r+1)·A/N)), every rank draws every micro-batch from the shared data stream (so the
+// stream, and a checkpoint's record of it, is the single-process one) and keeps its own. Each
+// micro-batch then sees exactly what it would in a single process (its loss, its MoE routing and
+// balancing statistics), and the summed gradients differ from the single-process ones only in
+// the order of the sum.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "runtime/communicator.h"
+#include "runtime/tensor.h"
+#include "runtime/tensor_collectives.h"
+
+namespace smelt {
+
+// The micro-batches [begin, end) of one step that `rank` of `ranks` computes.
+struct MicroBatchRange {
+  int64_t begin = 0, end = 0;
+  bool contains(int64_t micro) const { return micro >= begin && micro < end; }
+  int64_t size() const { return end - begin; }
+};
+MicroBatchRange micro_batches_of_rank(int64_t grad_accum, int rank, int ranks);
+
+// Sums the parameters' gradients over the ranks in place (buckets of at most `bucket_floats`
+// values through one host buffer). A parameter that has a gradient on some rank gets one on
+// every rank (zeros where it had none); one with a gradient nowhere keeps none, as in a single
+// process.
+void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm, int64_t bucket_floats = kDefaultBucketFloats);
+
+// Every rank's copy of the parameters equals rank 0's (after a checkpoint is loaded on rank 0
+// only, or as a start-of-run guard). One broadcast per bucket.
+void broadcast_parameters(const std::vector<Tensor>& params, Communicator& comm, int root = 0, int64_t bucket_floats = kDefaultBucketFloats);
+
+}  // namespace smelt
