@@ -8,6 +8,7 @@
 #include "io/files.h"
 #include "io/gguf_model.h"
 #include "io/json_reader.h"
+#include "models/expert_parallel.h"
 #include "io/safetensors.h"
 #include "runtime/storage.h"
 
@@ -133,6 +134,12 @@ TrainerState read_trainer_state(const std::string& dir) {
 void load_optimizer_state(const std::string& dir, const Transformer& model, Optimizer& optimizer, const NamedTensors& extra) {
   const std::string path = (fs::path(dir) / "optimizer.safetensors").string();
   SafetensorsFile f = read_safetensors(path);
+  // The file holds every expert; a rank of an expert-parallel run keeps the state of its own.
+  if (experts_sharded(model))
+    for (auto& [name, t] : f.tensors) {
+      const size_t dot = name.find('.');
+      if (dot != std::string::npos) t = local_part(model, name.substr(dot + 1), t);
+    }
   optimizer.load_state(f.tensors, f.metadata, optimizer_parameter_names(model, extra), path);
 }
 

@@ -197,6 +197,7 @@ TrainConfig train_config_from_json(JsonReader& r) {
   c.freeze = r.strings("freeze", c.freeze);
   c.activation_checkpointing = r.boolean("activation_checkpointing", c.activation_checkpointing);
   c.zero_stage = r.integer("zero_stage", c.zero_stage);
+  c.expert_parallel = r.integer("expert_parallel", c.expert_parallel);
   r.finish();
   return c;
 }
@@ -208,7 +209,8 @@ json train_config_to_json(const TrainConfig& c) {
           {"beta1", c.beta1},         {"beta2", c.beta2},               {"adam_eps", c.adam_eps},
           {"momentum", c.momentum},   {"grad_clip", c.grad_clip},       {"seed", c.seed},
           {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"freeze", c.freeze},
-          {"activation_checkpointing", c.activation_checkpointing}, {"zero_stage", c.zero_stage}};
+          {"activation_checkpointing", c.activation_checkpointing}, {"zero_stage", c.zero_stage},
+          {"expert_parallel", c.expert_parallel}};
 }
 
 Recipe read_recipe(const std::string& path) {

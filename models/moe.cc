@@ -187,7 +187,8 @@ Tensor MoEBlock::forward(const Tensor& x, const Tensor& token_mask, const Routin
   const Tensor scores = softmax_scores_ ? ops::softmax(logits) : ops::sigmoid(logits);
   const Tensor mask = real_token_mask(token_mask, N, x.device());
   const MoeRoute r = route(scores, mask, policy);
-  const Tensor routed = ops::moe_ffn(xf, gate_proj, up_proj, down_proj, r.token, r.expert, slot_weights(scores, r));
+  const Tensor routed = shard_.comm ? expert_parallel_ffn(xf, r, slot_weights(scores, r))
+                                    : ops::moe_ffn(xf, gate_proj, up_proj, down_proj, r.token, r.expert, slot_weights(scores, r));
   const Tensor out = add_shared_expert(xf, routed);
   const Tensor losses = balancing_losses(logits, scores, mask, r);
   // The statistics stay on the device until someone reads them (stats(), or the trainer's

@@ -9,6 +9,7 @@
 
 #include "models/config.h"
 #include "ops/moe.h"
+#include "runtime/communicator.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -73,6 +74,19 @@ class MoEBlock {
   uint64_t jitter_offset() const { return jitter_rng_.offset(); }
   void set_jitter_offset(uint64_t offset) { jitter_rng_.set_offset(offset); }
 
+  // Expert parallelism (models/expert_parallel.cc): the block keeps experts [first, first + count)
+  // of its E (gate_proj, up_proj and down_proj hold only those) and runs them for the tokens of
+  // every rank that route to them; the router and the shared expert stay whole on every rank.
+  struct ExpertShard {
+    Communicator* comm = nullptr;
+    int64_t first = 0, count = 0;
+  };
+  void keep_experts(Communicator& comm);
+  const ExpertShard& expert_shard() const { return shard_; }
+  bool experts_sharded() const { return shard_.comm != nullptr; }
+  // A copy of this block with every rank's experts (a collective over the shard's ranks).
+  std::shared_ptr<MoEBlock> with_all_experts() const;
+
  private:
   int64_t experts_, top_k_;
   bool softmax_scores_, norm_topk_prob_, expert_choice_;
@@ -83,11 +97,14 @@ class MoEBlock {
   Tensor aux_loss_;
   Tensor raw_stats_;
   mutable std::optional<MoEStats> stats_;
+  ExpertShard shard_;
 
   // The forward's steps (models/moe.cc).
   Tensor router_logits(const Tensor& xf);
   MoeRoute route(const Tensor& scores, const Tensor& mask, const RoutingPolicy& policy);
   Tensor slot_weights(const Tensor& scores, const MoeRoute& r) const;
+  Tensor expert_parallel_ffn(const Tensor& xf, const MoeRoute& r, const Tensor& weights) const;
+  Tensor run_local_experts(const Tensor& x, const Tensor& w, const std::vector<int64_t>& experts, const std::vector<int64_t>& counts) const;
   Tensor add_shared_expert(const Tensor& xf, const Tensor& routed) const;
   Tensor balancing_losses(const Tensor& logits, const Tensor& scores, const Tensor& mask, const MoeRoute& r);
 };

@@ -165,7 +165,10 @@ struct OpTable {
 
   // The global L2 norm of many gradients, without a host read: out [3] = norm, the clip factor
   // min(1, max_norm / (norm + 1e-6)) (1 when max_norm ≤ 0), and 1 if the norm is not finite
-  // (else 0). Deterministic: fixed pieces summed in order, whatever the thread count.
+  // (else 0). Deterministic: fixed pieces summed in order, whatever the thread count. With
+  // out [5], also out[3] + out[4]: the sum of squares itself as a float pair (hi, lo) that keeps
+  // ~48 of its bits, so that ranks holding different parameters can add their sums exactly
+  // enough to reach the one-process norm.
   void (*grad_norm)(const std::vector<Tensor>& grads, float max_norm, const Tensor& out) = nullptr;
   // grads ×= clip's factor (nothing when the norm was not finite).
   void (*scale_grads)(const std::vector<Tensor>& grads, const Tensor& clip) = nullptr;

@@ -35,6 +35,13 @@ Tensor grad_norm(const std::vector<Tensor>& grads, float max_norm) {
   return out;
 }
 
+Tensor grad_norm_with_squares(const std::vector<Tensor>& grads) {
+  const Device d = grads.empty() ? Device::cpu() : common_device({&grads}, "grad_norm");
+  Tensor out = Tensor::empty({5}, DType::F32, d);
+  op_table(d, OpKind::GradNorm, DType::F32).grad_norm(grads, 0.0f, out);
+  return out;
+}
+
 void scale_grads(const std::vector<Tensor>& grads, const Tensor& clip) {
   if (grads.empty()) return;
   const Device d = common_device({&grads}, "scale_grads");

@@ -11,6 +11,9 @@ namespace smelt::ops {
 
 // [norm, clip factor, non-finite flag] of the gradients (see OpTable::grad_norm).
 Tensor grad_norm(const std::vector<Tensor>& grads, float max_norm);
+// [norm, 1, non-finite flag, sum of squares hi, lo] (see OpTable::grad_norm's out [5]): for
+// adding the norms of gradients held by different ranks.
+Tensor grad_norm_with_squares(const std::vector<Tensor>& grads);
 // grads ×= the clip factor (in place; nothing when the norm was not finite).
 void scale_grads(const std::vector<Tensor>& grads, const Tensor& clip);
 // In-place steps; `clip` (grad_norm's result, or undefined) scales the gradients as they are

@@ -1,5 +1,8 @@
 #include "optim/data_parallel.h"
 
+#include <set>
+
+#include "models/expert_parallel.h"
 #include "runtime/error.h"
 #include "runtime/tensor_collectives.h"
 
@@ -27,6 +30,21 @@ void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm,
     grads.push_back(params[i].grad());
   }
   all_reduce_sum(grads, comm, bucket_floats);
+}
+
+OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model, Communicator& comm) {
+  const std::vector<Tensor> sharded = sharded_expert_parameters(model);
+  if (sharded.empty()) return state;
+  std::set<std::string> names;
+  for (const auto& [name, t] : model.trainable_parameters())
+    for (const Tensor& e : sharded)
+      if (e.storage() == t.storage()) names.insert(name);
+  OptimizerState all = state;
+  for (auto& [name, t] : all.first) {
+    const size_t dot = name.find('.');
+    if (dot != std::string::npos && names.count(name.substr(dot + 1))) t = gather_experts(t, comm);
+  }
+  return all;
 }
 
 void broadcast_parameters(const std::vector<Tensor>& params, Communicator& comm, int root, int64_t bucket_floats) {

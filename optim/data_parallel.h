@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "models/transformer.h"
+#include "optim/optimizer.h"
 #include "runtime/communicator.h"
 #include "runtime/tensor.h"
 #include "runtime/tensor_collectives.h"
@@ -33,5 +35,10 @@ void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm,
 // Every rank's copy of the parameters equals rank 0's (after a checkpoint is loaded on rank 0
 // only, or as a start-of-run guard). One broadcast per bucket.
 void broadcast_parameters(const std::vector<Tensor>& params, Communicator& comm, int root = 0, int64_t bucket_floats = kDefaultBucketFloats);
+
+// The optimizer state with each expert-sharded parameter's state (named "<kind>.<parameter>")
+// gathered from every rank into the unsharded shape, so that a checkpoint is the same whatever
+// the world size. A collective; the state itself when nothing is sharded.
+OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model, Communicator& comm);
 
 }  // namespace smelt

@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "models/expert_parallel.h"
 #include "ops/ops.h"
+#include "ops/optimizer_ops.h"
 #include "optim/data_parallel.h"
 #include "runtime/storage.h"
 
@@ -21,6 +23,9 @@ void TrainConfig::validate() const {
   SMELT_CHECK(weight_decay >= 0, "train.weight_decay must be ≥ 0, got ", weight_decay);
   SMELT_CHECK(eval_every >= 0 && eval_batches > 0, "train.eval_every must be ≥ 0 and train.eval_batches positive");
   SMELT_CHECK(zero_stage == 0 || zero_stage == 1, "train.zero_stage must be 0 or 1 (optimizer state sharding), got ", zero_stage);
+  SMELT_CHECK(expert_parallel >= 1, "train.expert_parallel must be ≥ 1, got ", expert_parallel);
+  SMELT_CHECK(zero_stage == 0 || expert_parallel == 1, "train.zero_stage 1 with train.expert_parallel ", expert_parallel,
+              " is not supported yet: use one of them");
   SMELT_CHECK(zero_stage == 0 || optimizer == "adamw", "train.zero_stage 1 shards AdamW's moments; train.optimizer is \"", optimizer, "\"");
 }
 
@@ -71,6 +76,11 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   config_.validate();
   SMELT_CHECK(model_.weight_dtype() == DType::F32, "the model's weights are kept in ", dtype_name(model_.weight_dtype()),
               ", which is for inference: load it in f32 to train");
+  check_parallel_launch(config_, model_.config(), comm_.size());
+  if (config_.expert_parallel > 1) {
+    shard_experts(model_, comm_);
+    sharded_ = sharded_expert_parameters(model_);
+  }
   std::vector<Tensor> params;
   for (const auto& [name, t] : model_.trainable_parameters()) params.push_back(t);
   for (const auto& [name, t] : extra_parameters) params.push_back(t);
@@ -82,16 +92,21 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   else
     optimizer_ = std::make_unique<SGD>(params, config_.momentum, config_.weight_decay);
   schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
-  if (comm_.size() > 1) check_data_parallel();
+  if (comm_.size() > 1) micro_batches_ = micro_batches_of_rank(config_.grad_accum, comm_.rank(), comm_.size());
 }
 
-// What one process does in sequence within a step and several ranks cannot share exactly is
-// refused before any work (a wrong launch), with what to change.
-void Trainer::check_data_parallel() {
-  const int ranks = comm_.size();
-  micro_batches_ = micro_batches_of_rank(config_.grad_accum, comm_.rank(), ranks);
-  const ModelConfig& mc = model_.config();
+void check_parallel_launch(const TrainConfig& tc, const ModelConfig& mc, int ranks) {
+  if (tc.expert_parallel > 1) {
+    SMELT_CHECK(tc.expert_parallel == ranks, "train.expert_parallel ", tc.expert_parallel, " needs ", tc.expert_parallel,
+                " ranks (launch with mpirun -np ", tc.expert_parallel, ", or set it to 1); this job has ", ranks);
+    SMELT_CHECK(mc.num_local_experts > 0, "train.expert_parallel ", tc.expert_parallel, ": the model is dense (no experts to share out)");
+    SMELT_CHECK(mc.num_local_experts % tc.expert_parallel == 0, "train.expert_parallel ", tc.expert_parallel, " does not divide the model's ",
+                mc.num_local_experts, " experts per layer");
+  }
+  if (ranks == 1) return;
+  micro_batches_of_rank(tc.grad_accum, 0, ranks);
   if (mc.num_local_experts > 0) {
+    // What one process does in sequence within a step, ranks cannot share exactly.
     SMELT_CHECK(mc.router_jitter_noise == 0, "model.router_jitter_noise ", mc.router_jitter_noise, " with ", ranks,
                 " ranks: each rank's jitter stream would differ from the single-process run; set it to 0 to train on several ranks");
     SMELT_CHECK(mc.moe_balancing != "aux_free", "model.moe_balancing \"aux_free\" with ", ranks,
@@ -123,13 +138,17 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
     ops::mul(loss, 1.0f / static_cast<float>(global_micro)).backward();
     local_tokens += b.ids.numel();
   }
-  all_reduce_gradients(optimizer_->params(), comm_);
+  // A rank whose experts no token chose ran no expert GEMM and has no gradient for them; one
+  // process has zeros there (the dispatch covers every expert), and AdamW still decays them.
+  for (const Tensor& p : sharded_)
+    if (p.requires_grad() && !p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), DType::F32, p.device()));
+  all_reduce_gradients(replicated(optimizer_->params()), comm_);
   StepMetrics m;
   m.step = step_index + 1;
   m.lr = schedule_.at(step_index);
   // [norm, clip factor, non-finite]: the optimizer scales by the factor, and does nothing at all
   // when the gradient is not finite, so a failed step leaves the weights as they were.
-  const Tensor clip = grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip));
+  const Tensor clip = sharded_.empty() ? grad_norm(optimizer_->params(), static_cast<float>(config_.grad_clip)) : sharded_grad_norm();
   optimizer_->step(static_cast<float>(m.lr), clip);
   if (auto* adamw = dynamic_cast<AdamW*>(optimizer_.get()); adamw && adamw->sharded()) adamw->sync_sharded_parameters();
   std::vector<Tensor> read = {ops::reshape(loss_sum, {1}), aux_sum.defined() ? ops::reshape(aux_sum, {1}) : Tensor::zeros({1}, DType::F32, loss_sum.device()),
@@ -150,6 +169,44 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   optimizer_->zero_grad();
   m.tokens = tokens_;
   return m;
+}
+
+bool Trainer::is_sharded(const Tensor& p) const {
+  for (const Tensor& e : sharded_)
+    if (e.storage() == p.storage()) return true;
+  return false;
+}
+
+std::vector<Tensor> Trainer::replicated(const std::vector<Tensor>& params) const {
+  if (sharded_.empty()) return params;
+  std::vector<Tensor> out;
+  for (const Tensor& p : params)
+    if (!is_sharded(p)) out.push_back(p);
+  return out;
+}
+
+// grad_norm's [norm, clip factor, non-finite] when each rank holds part of the experts: the
+// replicated parameters' squares once, plus every rank's own experts' squares (one host read and
+// one small all-reduce; the clip factor as ops::grad_norm forms it).
+Tensor Trainer::sharded_grad_norm() const {
+  std::vector<Tensor> experts;
+  for (const Tensor& p : optimizer_->params())
+    if (is_sharded(p)) experts.push_back(p);
+  auto with_grad = [](const std::vector<Tensor>& ps) {
+    std::vector<Tensor> grads;
+    for (const Tensor& p : ps)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    return grads;
+  };
+  const std::vector<float> dense = ops::grad_norm_with_squares(with_grad(replicated(optimizer_->params()))).to_vector();
+  const std::vector<float> own = ops::grad_norm_with_squares(with_grad(experts)).to_vector();
+  std::vector<double> sums = {static_cast<double>(own[3]) + own[4], own[2]};
+  comm_.all_reduce_sum(sums.data(), 2, CommType::F64);
+  const float norm = static_cast<float>(std::sqrt(static_cast<double>(dense[3]) + dense[4] + sums[0]));
+  const float max_norm = static_cast<float>(config_.grad_clip);
+  const float factor = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
+  const bool finite = std::isfinite(norm) && dense[2] == 0.0f && sums[1] == 0.0;
+  return Tensor::from_vector({norm, factor, finite ? 0.0f : 1.0f}, {3}, optimizer_->params().front().device());
 }
 
 // The step's loss sums (values[0..1]) and token count summed over the ranks, and the MoE
@@ -175,6 +232,12 @@ double Trainer::validation_loss(const std::function<Batch(int64_t)>& val_batch) 
   if (ranks == 1) return evaluate_loss(model_, val_batch, n);
   const int64_t begin = n * r / ranks, end = n * (r + 1) / ranks;
   double total = end > begin ? evaluate_loss(model_, [&](int64_t i) { return val_batch(begin + i); }, end - begin) * static_cast<double>(end - begin) : 0.0;
+  if (!sharded_.empty()) {
+    // Every forward of a sharded model is a meeting of all ranks: a rank with one batch fewer
+    // than the others runs one more (its first) and does not count it.
+    const int64_t most = (n + ranks - 1) / ranks;
+    for (int64_t extra = end - begin; extra < most; ++extra) evaluate_loss(model_, [&](int64_t) { return val_batch(0); }, 1);
+  }
   comm_.all_reduce_sum(&total, 1, CommType::F64);
   return total / static_cast<double>(n);
 }

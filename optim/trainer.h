@@ -31,8 +31,14 @@ struct TrainConfig {
   std::vector<std::string> freeze;  // parameter name patterns kept fixed ("*.self_attn.*", ...)
   bool activation_checkpointing = false;  // recompute attention (and dense MLP) halves in backward
   int64_t zero_stage = 0;  // 1: AdamW moments sharded over the ranks (ZeRO-1); no effect on one rank
+  int64_t expert_parallel = 1;  // M > 1: each rank keeps E/M experts of every MoE layer (M = the ranks)
   void validate() const;
 };
+
+// Refuses, before any work, a job of `ranks` processes that cannot run the recipe exactly
+// (world size not dividing grad_accum, expert_parallel not the world size or not dividing the
+// experts, per-micro-batch sequential state such as router jitter or aux-free bias).
+void check_parallel_launch(const TrainConfig& train, const ModelConfig& model, int ranks);
 
 struct Batch {
   Tensor ids;      // [B, T] integers
@@ -96,7 +102,9 @@ class Trainer {
   void set_prior_seconds(double s) { prior_seconds_ = s; }
 
  private:
-  void check_data_parallel();
+  bool is_sharded(const Tensor& p) const;
+  std::vector<Tensor> replicated(const std::vector<Tensor>& params) const;
+  Tensor sharded_grad_norm() const;
   int64_t sum_over_ranks(std::vector<float>& values, int64_t local_tokens) const;
   double validation_loss(const std::function<Batch(int64_t)>& val_batch) const;
 
@@ -104,6 +112,7 @@ class Trainer {
   TrainConfig config_;
   Communicator& comm_ = world();
   MicroBatchRange micro_batches_{0, 0};  // this rank's share of each step (set by check_data_parallel)
+  std::vector<Tensor> sharded_;  // expert parallelism: the parameters holding this rank's experts only
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
   int64_t tokens_ = 0;

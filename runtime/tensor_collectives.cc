@@ -43,6 +43,32 @@ void bucketed(const std::vector<Tensor>& tensors, int64_t bucket_floats, const s
 
 }  // namespace
 
+Tensor all_to_all_rows(const Tensor& x, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts, Communicator& comm) {
+  SMELT_CHECK(x.dim() == 2, "all_to_all_rows: x must be [rows, columns], got ", x.str());
+  const int64_t C = x.size(1);
+  int64_t sent = 0, received = 0;
+  for (int64_t n : send_counts) sent += n;
+  for (int64_t n : recv_counts) received += n;
+  SMELT_CHECK(sent == x.size(0), "all_to_all_rows: send counts add up to ", sent, " rows, x has ", x.size(0));
+  const Tensor in = host_copy(x);
+  Tensor out = Tensor::empty({received, C}, DType::F32);
+  std::vector<int64_t> send_values, recv_values;
+  for (int64_t n : send_counts) send_values.push_back(n * C);
+  for (int64_t n : recv_counts) recv_values.push_back(n * C);
+  comm.all_to_all(in.data<float>(), send_values, out.data<float>(), recv_values, CommType::F32);
+  return out;
+}
+
+Tensor all_gather_rows(const Tensor& x, Communicator& comm) {
+  SMELT_CHECK(x.dim() >= 1, "all_gather_rows: x must have rows, got ", x.str());
+  const Tensor in = host_copy(x);
+  Shape shape = x.shape();
+  shape[0] *= comm.size();
+  Tensor out = Tensor::empty(shape, DType::F32);
+  comm.all_gather(in.data<float>(), x.numel(), out.data<float>(), CommType::F32);
+  return out;
+}
+
 void all_reduce_sum(const std::vector<Tensor>& tensors, Communicator& comm, int64_t bucket_floats) {
   if (comm.size() == 1) return;
   bucketed(tensors, bucket_floats, [&](float* data, int64_t n) { comm.all_reduce_sum(data, n, CommType::F32); });

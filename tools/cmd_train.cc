@@ -13,6 +13,7 @@
 #include "io/run_report.h"
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
+#include "models/expert_parallel.h"
 #include "models/student_init.h"
 #include "optim/data_parallel.h"
 #include "optim/distill.h"
@@ -240,6 +241,8 @@ RunStart read_run_start(TrainArgs& a) {
     recipe.model = initial->config();
   }
   if (a.steps > 0) recipe.train.steps = a.steps;
+  if (a.expert_parallel > 0) recipe.train.expert_parallel = a.expert_parallel;
+  if (a.zero_stage >= 0) recipe.train.zero_stage = a.zero_stage;
   if (a.seed >= 0) recipe.train.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, a.config, ": train.seq_len (", recipe.train.seq_len,
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
@@ -310,7 +313,7 @@ void run_train(const TrainArgs& args) {
   Recipe& recipe = start.recipe;
   // A launch that cannot share the global batch is refused before the data is read.
   const Communicator& job = world();
-  if (job.size() > 1) micro_batches_of_rank(recipe.train.grad_accum, job.rank(), job.size());
+  check_parallel_launch(recipe.train, recipe.model, job.size());
   const std::optional<TrainerState>& resumed = start.resumed;
   std::optional<Transformer>& initial = start.initial;
 
@@ -402,10 +405,13 @@ void run_train(const TrainArgs& args) {
     st.extra_files = data.tokenizer_files;
     st.world_size = job.size();
     const std::string dir = checkpoint_dir(a.out, m.step);
-    // Every rank takes the optimizer's state (a collective when ZeRO-1 shards it); one writes.
-    const OptimizerState optimizer_state = trainer.optimizer().state(optimizer_parameter_names(model, extra));
+    // Every rank takes the optimizer's state and the model with all experts (collectives when
+    // ZeRO-1 or expert parallelism shard them); one writes.
+    const OptimizerState optimizer_state =
+        with_all_experts(trainer.optimizer().state(optimizer_parameter_names(model, extra)), model, world());
+    const Transformer whole = with_all_experts(model);
     if (job.rank() == 0) {
-      save_training_checkpoint(dir, model, optimizer_state, st, extra);
+      save_training_checkpoint(dir, whole, optimizer_state, st, extra);
       prune_checkpoints(a.out, a.keep_checkpoints);
     }
     return dir;
@@ -445,7 +451,8 @@ void run_train(const TrainArgs& args) {
   std::vector<double> peak_rss(job.size());
   const double mine = peak_rss_mib();
   world().all_gather(&mine, 1, peak_rss.data(), CommType::F64);
-  if (job.rank() == 0) write_trained_model(a, recipe, data, model, metrics.str(), recipe_json, model_dir, peak_rss);
+  const Transformer whole = with_all_experts(model);  // a collective under expert parallelism
+  if (job.rank() == 0) write_trained_model(a, recipe, data, whole, metrics.str(), recipe_json, model_dir, peak_rss);
 }
 
 namespace {
@@ -458,6 +465,9 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
   cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
   cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
+  cmd->add_option("--expert-parallel", args->expert_parallel,
+                  "Override train.expert_parallel: ranks that share each MoE layer's experts (= the mpirun ranks, or 1)");
+  cmd->add_option("--zero-stage", args->zero_stage, "Override train.zero_stage: 1 shards AdamW's moments over the mpirun ranks");
   cmd->add_option("--save-every", args->save_every, "Write a checkpoint to OUT.checkpoints/step-N every N steps (0 = never)");
   cmd->add_option("--keep-checkpoints", args->keep_checkpoints, "Checkpoints to keep (oldest removed first)")->capture_default_str();
   cmd->add_option("--stop-after", args->stop_after, "Stop after this step with a checkpoint instead of finishing the run");

@@ -35,9 +35,13 @@ struct DispatchView {
 
 // out[n] = Σ over token n's slots (sorted position i) of scale(i) · rows[i], each output row
 // written once by one thread; a token without slots gets zeros. Slots add in sorted order.
+// Each slot's scaled row is rounded before it is added (a multiply, then an add; no fused
+// multiply-add): the sum is then the one a rank of an expert-parallel run forms when the scaled
+// rows of a token's slots come back from the ranks that ran its experts, bit for bit.
 template <typename Scale>
 void combine_per_token(const DispatchView& d, int64_t C, const float* rows, Scale&& scale, float* out) {
   parallel_for(0, d.N, 16, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scaled(static_cast<size_t>(C));
     for (int64_t n = lo; n < hi; ++n) {
       float* dst = out + n * C;
       const int64_t first = d.token_offsets[n], last = d.token_offsets[n + 1];
@@ -49,7 +53,8 @@ void combine_per_token(const DispatchView& d, int64_t C, const float* rows, Scal
       cpu_binary_scalar(BinaryOp::Mul, rows + i0 * C, scale(i0), dst, C);
       for (int64_t p = first + 1; p < last; ++p) {
         const int64_t i = d.token_positions[p];
-        cpu_axpy(scale(i), rows + i * C, dst, C);
+        cpu_binary_scalar(BinaryOp::Mul, rows + i * C, scale(i), scaled.data(), C);
+        cpu_binary(BinaryOp::Add, dst, scaled.data(), dst, C);
       }
     }
   });

@@ -3,6 +3,7 @@
 // tensor, and because the pieces do not depend on the thread count, sums over them come out the
 // same with any number of threads (across CPUs with different vector widths the last bits may
 // differ).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -18,11 +19,16 @@ struct Piece {
 };
 constexpr int64_t kPiece = 1 << 14;
 
+// Pieces never cross the first dimension of a stacked-experts tensor ([E, ...], 3-D): a rank
+// that holds some of the experts (expert parallelism) then holds whole pieces of the one-process
+// grid, and its partial sums are the one-process ones.
 std::vector<Piece> pieces_of(const std::vector<Tensor>& tensors) {
   std::vector<Piece> out;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const int64_t n = tensors[i].numel();
-    for (int64_t lo = 0; lo < n; lo += kPiece) out.push_back({i, lo, std::min(n, lo + kPiece)});
+    const int64_t slab = tensors[i].dim() == 3 && tensors[i].size(0) > 0 ? n / tensors[i].size(0) : n;
+    for (int64_t start = 0; start < n; start += std::max<int64_t>(slab, 1))
+      for (int64_t lo = start; lo < std::min(n, start + slab); lo += kPiece) out.push_back({i, lo, std::min({n, start + slab, lo + kPiece})});
   }
   return out;
 }
@@ -67,6 +73,10 @@ void cpu_grad_norm_op(const std::vector<Tensor>& grads, float max_norm, const Te
   o[0] = norm;
   o[1] = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
   o[2] = std::isfinite(norm) ? 0.0f : 1.0f;
+  if (out.numel() == 5) {
+    o[3] = static_cast<float>(ss);
+    o[4] = static_cast<float>(ss - static_cast<double>(o[3]));
+  }
 }
 
 void cpu_scale_grads_op(const std::vector<Tensor>& grads, const Tensor& clip) {

@@ -2,10 +2,14 @@
 // the values each rank can compute on its own. Run: mpirun -np N smelt_mpi_tests.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
+#include "models/expert_parallel.h"
+#include "ops/ops.h"
 #include "optim/data_parallel.h"
+#include "optim/trainer.h"
 #include "runtime/communicator.h"
 #include "runtime/error.h"
 
@@ -106,6 +110,57 @@ TEST_F(Collectives, MicroBatchesSplitEvenlyOrRefuse) {
   EXPECT_EQ(r.begin, 2 * rank);
   EXPECT_EQ(r.size(), 2);
   if (size > 1) EXPECT_THROW(micro_batches_of_rank(size + 1, rank, size), Error);
+}
+
+// Expert parallelism against one process: the same model on every rank, rank r training on
+// micro-batch r. One process runs every micro-batch on the whole model; the sharded model's
+// gradients (replicated parts summed over ranks, each rank's experts complete where they live)
+// must be those gradients.
+TEST_F(Collectives, ExpertParallelGradientsEqualOneProcess) {
+  ModelConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 32;
+  c.num_local_experts = 2 * size;
+  c.num_experts_per_tok = 2;
+  c.moe_intermediate_size = 48;
+  auto batch = [&](int r) {
+    Philox rng(100 + static_cast<uint64_t>(r));
+    std::vector<int64_t> ids, targets;
+    for (int i = 0; i < 2 * 16; ++i) ids.push_back(static_cast<int64_t>(rng.next_u32() % 64));
+    for (int i = 0; i < 2 * 16; ++i) targets.push_back(static_cast<int64_t>(rng.next_u32() % 64));
+    return Batch{Tensor::from_ints(ids, {2, 16}), Tensor::from_ints(targets, {2, 16}), Tensor(), {}, Tensor()};
+  };
+  const float share = 1.0f / static_cast<float>(size);
+  Transformer whole = Transformer::create(c, 5);
+  for (int r = 0; r < size; ++r) ops::mul(training_loss(whole, batch(r)), share).backward();
+  Transformer sharded = Transformer::create(c, 5);
+  shard_experts(sharded, comm);
+  ops::mul(training_loss(sharded, batch(rank)), share).backward();
+  const std::vector<Tensor> experts = sharded_expert_parameters(sharded);
+  const NamedTensors want = whole.named_parameters(), got = sharded.named_parameters();
+  std::vector<Tensor> replicated;
+  for (const auto& [name, t] : got) {
+    bool is_expert = false;
+    for (const Tensor& e : experts) is_expert = is_expert || e.storage() == t.storage();
+    if (!is_expert) replicated.push_back(t);
+  }
+  all_reduce_gradients(replicated, comm);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const Tensor w = local_part(sharded, want[i].first, want[i].second.grad());
+    const std::vector<float> a = w.to_vector(), b = got[i].second.grad().to_vector();
+    ASSERT_EQ(a.size(), b.size()) << want[i].first;
+    double worst = 0, scale = 0;
+    for (size_t j = 0; j < a.size(); ++j) {
+      worst = std::max(worst, std::fabs(static_cast<double>(a[j]) - b[j]));
+      scale = std::max(scale, std::fabs(static_cast<double>(a[j])));
+    }
+    EXPECT_EQ(worst, 0.0) << want[i].first << " on rank " << rank << ": " << worst << " of " << scale;
+  }
 }
 
 }  // namespace
