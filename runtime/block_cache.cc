@@ -26,6 +26,13 @@ Cache& cache() {
 
 }  // namespace
 
+size_t block_size(size_t bytes) {
+  if (bytes < kMinBytes) return bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  size_t step = 1;
+  while ((step << 5) <= bytes) step <<= 1;  // 2^(⌊log2 bytes⌋ − 4)
+  return (bytes + step - 1) / step * step;
+}
+
 void* take(size_t bytes) {
   Cache& c = cache();
   std::lock_guard<std::mutex> g(c.mu);

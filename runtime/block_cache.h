@@ -19,6 +19,12 @@ namespace smelt::block_cache {
 
 constexpr size_t kMinBytes = size_t{1} << 20;
 
+// The bytes a CPU block of `bytes` takes: a multiple of 64, and from kMinBytes on one of 16
+// sizes per power of two (at most 1/16 more), so that tensors whose shape moves a little from
+// step to step (the rows an expert-parallel rank receives) reuse the same cached blocks instead
+// of piling up new sizes.
+size_t block_size(size_t bytes);
+
 // A cached block of exactly `bytes`, or nullptr.
 void* take(size_t bytes);
 // Keeps a freed block of `bytes` (≥ kMinBytes) for reuse; false when it must be freed instead.

@@ -35,15 +35,7 @@ void raise_to(std::atomic<int64_t>& peak, int64_t now) {
   }
 }
 
-// Blocks the cache may keep (≥ 1 MiB) are rounded up to one of 16 sizes per power of two (at
-// most 1/16 more): tensors whose shape moves a little from step to step (the rows an expert-
-// parallel rank receives) then reuse the same cached blocks instead of piling up new sizes.
-size_t rounded_size(size_t bytes) {
-  if (bytes < block_cache::kMinBytes) return bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
-  size_t step = 1;
-  while ((step << 5) <= bytes) step <<= 1;  // 2^(⌊log2 bytes⌋ − 4)
-  return (bytes + step - 1) / step * step;
-}
+size_t rounded_size(size_t bytes) { return block_cache::block_size(bytes); }
 
 // ---- element conversion for copies ----
 

@@ -110,9 +110,11 @@ TEST(ThreadPool, TasksRunOnceEachAndPropagateErrors) {
 }
 
 TEST(BlockCache, ReusesFreedBlocksBySizeAndTrimsSizesNoLongerAsked) {
+  { Tensor big = Tensor::empty({(8 << 20) / 4}); }  // the most bytes alive at once is now above the block below
   block_cache::release_all();
   const int64_t n = (3 << 20) / 4 + 48;  // a size no other tensor here has
-  const int64_t bytes = (n * 4 + 63) / 64 * 64;
+  const int64_t bytes = static_cast<int64_t>(block_cache::block_size(n * 4));
+  EXPECT_EQ(bytes, 3 * (1 << 20) + (1 << 17));  // 3 MiB + 192 bytes → the next of 16 sizes between 2 and 4 MiB
   void* first = nullptr;
   {
     Tensor t = Tensor::empty({n});
