@@ -20,6 +20,7 @@ void add_moefy_command(CLI::App& app);
 void add_sft_command(CLI::App& app);
 void add_pipeline_command(CLI::App& app);
 void add_import_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 // --threads N shared by the compute subcommands (0 = all cores).
 void add_threads_option(CLI::App& cmd, int& threads);

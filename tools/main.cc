@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   smelt::tools::add_import_command(app);
   smelt::tools::add_export_command(app);
   smelt::tools::add_report_command(app);
+  smelt::tools::add_plan_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
