@@ -17,6 +17,13 @@ MicroBatchRange micro_batches_of_rank(int64_t grad_accum, int rank, int ranks) {
   return {rank * per_rank, (rank + 1) * per_rank};
 }
 
+BatchSplit batch_split(int64_t batch_size, int64_t grad_accum, int ranks) {
+  if (grad_accum % ranks == 0) return BatchSplit::MicroBatches;
+  SMELT_CHECK(batch_size % ranks == 0, "the ", ranks, " ranks divide neither train.grad_accum (", grad_accum, ") nor train.batch_size (",
+              batch_size, "): each rank takes whole micro-batches or an equal share of every micro-batch's rows");
+  return BatchSplit::Rows;
+}
+
 void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm, int64_t bucket_floats) {
   if (comm.size() == 1) return;
   // First agree on which parameters have a gradient anywhere.

@@ -26,6 +26,14 @@ struct MicroBatchRange {
 };
 MicroBatchRange micro_batches_of_rank(int64_t grad_accum, int rank, int ranks);
 
+// How a step's global batch is shared out over `ranks`: whole micro-batches when the ranks
+// divide grad_accum (every micro-batch computed as one process computes it: exact), else the
+// rows of every micro-batch when they divide batch_size (each rank's loss weighted by its share
+// of the micro-batch's loss-carrying tokens, so the cross-entropy is the one-process one; an MoE
+// balancing loss is then taken per rank's rows). Neither: an error saying what to change.
+enum class BatchSplit { MicroBatches, Rows };
+BatchSplit batch_split(int64_t batch_size, int64_t grad_accum, int ranks);
+
 // Sums the parameters' gradients over the ranks in place (buckets of at most `bucket_floats`
 // values through one host buffer). A parameter that has a gradient on some rank gets one on
 // every rank (zeros where it had none); one with a gradient nowhere keeps none, as in a single

@@ -92,7 +92,10 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
   else
     optimizer_ = std::make_unique<SGD>(params, config_.momentum, config_.weight_decay);
   schedule_ = {static_cast<float>(config_.lr), static_cast<float>(config_.min_lr), config_.warmup_steps, config_.steps};
-  if (comm_.size() > 1) micro_batches_ = micro_batches_of_rank(config_.grad_accum, comm_.rank(), comm_.size());
+  if (comm_.size() > 1) {
+    split_rows_ = batch_split(config_.batch_size, config_.grad_accum, comm_.size()) == BatchSplit::Rows;
+    if (!split_rows_) micro_batches_ = micro_batches_of_rank(config_.grad_accum, comm_.rank(), comm_.size());
+  }
 }
 
 void check_parallel_launch(const TrainConfig& tc, const ModelConfig& mc, int ranks) {
@@ -104,7 +107,7 @@ void check_parallel_launch(const TrainConfig& tc, const ModelConfig& mc, int ran
                 mc.num_local_experts, " experts per layer");
   }
   if (ranks == 1) return;
-  micro_batches_of_rank(tc.grad_accum, 0, ranks);
+  batch_split(tc.batch_size, tc.grad_accum, ranks);
   if (mc.num_local_experts > 0) {
     // What one process does in sequence within a step, ranks cannot share exactly.
     SMELT_CHECK(mc.router_jitter_noise == 0, "model.router_jitter_noise ", mc.router_jitter_noise, " with ", ranks,
@@ -124,18 +127,21 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   // The losses stay on the device: summed here, read once with the gradient norm and the
   // routing statistics after the optimizer step (the step's one host read).
   Tensor loss_sum, aux_sum;
-  // Every micro-batch of the global batch (on every rank) contributes 1/n of the step's gradient.
-  const int64_t global_micro = static_cast<int64_t>(micro_batches.size()) * comm_.size();
+  // Every micro-batch of the global batch (on every rank) contributes 1/n of the step's gradient;
+  // split by rows, each rank's part of a micro-batch contributes its share of that.
+  const int64_t global_micro = static_cast<int64_t>(micro_batches.size()) * (split_rows_ ? 1 : comm_.size());
   int64_t local_tokens = 0;
   for (const Batch& b : micro_batches) {
     Tensor aux;
     Tensor loss = loss_(model_, b, &aux);
     {
       NoGradGuard no_grad;
-      loss_sum = add_to(loss_sum, loss.detach());
-      aux_sum = add_to(aux_sum, aux);
+      // A rank's part of a row-split micro-batch reports its share (share 1 leaves it as it is).
+      const float share = static_cast<float>(b.share);
+      loss_sum = add_to(loss_sum, share == 1.0f ? loss.detach() : ops::mul(loss.detach(), share));
+      aux_sum = add_to(aux_sum, share == 1.0f || !aux.defined() ? aux : ops::mul(aux, share));
     }
-    ops::mul(loss, 1.0f / static_cast<float>(global_micro)).backward();
+    ops::mul(loss, static_cast<float>(b.share / static_cast<double>(global_micro))).backward();
     local_tokens += b.ids.numel();
   }
   // A rank whose experts no token chose ran no expert GEMM and has no gradient for them; one
@@ -169,6 +175,26 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   optimizer_->zero_grad();
   m.tokens = tokens_;
   return m;
+}
+
+namespace {
+// The tokens that carry loss, weighted as the cross-entropy's mean weighs them (one host read).
+double loss_weight(const Batch& b) {
+  Tensor w = loss_token_mask(b);
+  if (b.weights.defined()) w = ops::mul(w, ops::reshape(b.weights, {-1}));
+  return ops::sum(w).item();
+}
+}  // namespace
+
+// This rank's equal share of a micro-batch's rows, with its share of the loss-carrying tokens.
+Batch Trainer::rows_of_rank(const Batch& b) const {
+  const int64_t B = b.ids.size(0), per = B / comm_.size(), first = per * comm_.rank();
+  auto rows = [&](const Tensor& t) { return t.defined() ? ops::contiguous(ops::slice(t, 0, first, first + per)) : Tensor(); };
+  Batch mine{rows(b.ids), rows(b.targets), rows(b.weights), {}, rows(b.key_start), 1.0};
+  if (!b.starts.empty()) mine.starts.assign(b.starts.begin() + first, b.starts.begin() + first + per);
+  const double whole = loss_weight(b);
+  mine.share = whole > 0 ? loss_weight(mine) / whole : 1.0 / static_cast<double>(comm_.size());
+  return mine;
 }
 
 bool Trainer::is_sharded(const Tensor& p) const {
@@ -252,7 +278,8 @@ void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, cons
     std::vector<Batch> micro;
     for (int64_t k = 0; k < config_.grad_accum; ++k) {
       Batch b = next_batch(s, k);
-      if (comm_.size() == 1 || micro_batches_.contains(k)) micro.push_back(std::move(b));
+      if (split_rows_) micro.push_back(rows_of_rank(b));
+      else if (comm_.size() == 1 || micro_batches_.contains(k)) micro.push_back(std::move(b));
     }
     StepMetrics m = step(s, micro);
     m.elapsed_seconds = prior_seconds_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -46,6 +46,9 @@ struct Batch {
   Tensor weights;  // optional [B, T] f32 loss mask
   std::vector<int64_t> starts;  // token index of each row's first input (where the data knows it)
   Tensor key_start;             // optional [B, T]: packed documents (see Transformer::forward)
+  // The part of its micro-batch's loss this batch carries: 1, or a rank's share of the
+  // loss-carrying tokens when data parallelism splits a micro-batch's rows.
+  double share = 1.0;
 };
 
 struct StepMetrics {
@@ -103,6 +106,7 @@ class Trainer {
 
  private:
   bool is_sharded(const Tensor& p) const;
+  Batch rows_of_rank(const Batch& b) const;
   std::vector<Tensor> replicated(const std::vector<Tensor>& params) const;
   Tensor sharded_grad_norm() const;
   int64_t sum_over_ranks(std::vector<float>& values, int64_t local_tokens) const;
@@ -112,6 +116,7 @@ class Trainer {
   TrainConfig config_;
   Communicator& comm_ = world();
   MicroBatchRange micro_batches_{0, 0};  // this rank's share of each step (set by check_data_parallel)
+  bool split_rows_ = false;      // data parallel by rows of each micro-batch (see batch_split)
   std::vector<Tensor> sharded_;  // expert parallelism: the parameters holding this rank's experts only
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;

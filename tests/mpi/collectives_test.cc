@@ -110,6 +110,11 @@ TEST_F(Collectives, MicroBatchesSplitEvenlyOrRefuse) {
   EXPECT_EQ(r.begin, 2 * rank);
   EXPECT_EQ(r.size(), 2);
   if (size > 1) EXPECT_THROW(micro_batches_of_rank(size + 1, rank, size), Error);
+  EXPECT_EQ(batch_split(1, 2 * size, size), BatchSplit::MicroBatches);
+  if (size > 1) {
+    EXPECT_EQ(batch_split(2 * size, 1, size), BatchSplit::Rows);
+    EXPECT_THROW(batch_split(size + 1, size + 1, size), Error);
+  }
 }
 
 // Expert parallelism against one process: the same model on every rank, rank r training on
