@@ -121,6 +121,7 @@ std::string first_line(const std::string& path) {
 
 class DataParallel : public ::testing::Test {
  protected:
+  static void TearDownTestSuite() { fs::remove_all(work_dir()); }
   void SetUp() override {
     if (!built_with_mpi()) GTEST_SKIP() << "smelt was built without MPI (apt-get install libopenmpi-dev openmpi-bin)";
   }
@@ -214,6 +215,42 @@ TEST_F(DataParallel, RowsSplitWhenTheRanksDoNotDivideGradAccum) {
   ASSERT_EQ(train(2, "--config " + r, two), 0) << first_line(two + ".err");
   expect_same_losses(one, two, 1e-5);
   expect_same_weights(one, two, 1e-5);
+}
+
+// The whole pipeline under mpirun: its training stages data parallel (whole micro-batches), the
+// rest on rank 0. Every model it makes equals the one-process pipeline's, byte for byte.
+TEST_F(DataParallel, PipelineOnTwoRanksEqualsOneProcess) {
+  const std::string dir = work_dir() + "/pipe";
+  fs::create_directories(dir);
+  std::ifstream corpus(std::string(SMELT_FIXTURE_DIR) + "/tokenizer_corpus.txt");
+  const std::string text((std::istreambuf_iterator<char>(corpus)), std::istreambuf_iterator<char>());
+  ASSERT_GT(text.size(), 24000u);
+  std::ofstream(dir + "/prose.txt") << text.substr(0, 12000);
+  std::ofstream(dir + "/other.txt") << text.substr(text.size() - 12000);
+  {
+    std::ofstream instruct(dir + "/instruct.jsonl");
+    for (int i = 1; i <= 30; ++i) instruct << R"({"prompt": "What does word)" << i << R"( mean?", "response": "A thing numbered )" << i << R"(."})" << "\n";
+  }
+  const std::string stage_train = R"("train": {"steps": 3, "batch_size": 1, "grad_accum": 2, "seq_len": 16, "eval_batches": 2, "warmup_steps": 1})";
+  std::ofstream(dir + "/recipe.json") << R"({"tokenizer": {"vocab_size": 400}, "domains": {"prose": ")" << dir << R"(/prose.txt", "other": ")" << dir
+                                      << R"(/other.txt"}, "instruct_data": ")" << dir << R"(/instruct.jsonl", "val_fraction": 0.2,
+    "base": {"model": {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "max_position_embeddings": 64}, )" << stage_train << R"(},
+    "instruct": {)" << stage_train << R"(}, "experts": {)" << stage_train << R"(}, "compose": {"top_k": 1, "gate_init": "hidden"},
+    "mix": {)" << stage_train << R"(}, "distill": {"model": {"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "max_position_embeddings": 64}, )" << stage_train << R"(, "loss": "jsd", "hidden_loss": "mse"}})";
+  for (const int ranks : {1, 2}) {
+    const std::string out = dir + "/run" + std::to_string(ranks);
+    const std::string cmd = (ranks > 1 ? mpirun(ranks) : std::string()) + SMELT_BINARY + " pipeline " + dir + "/recipe.json --out " + out +
+                            " --threads 1 >/dev/null 2>" + out + ".err";
+    ASSERT_EQ(shell(cmd), 0) << first_line(out + ".err");
+    EXPECT_TRUE(fs::exists(out + "/report.md"));
+  }
+  for (const std::string stage : {"base", "instruct", "expert_prose", "moe_mix", "student", "student_plain"}) {
+    SCOPED_TRACE(stage);
+    expect_same_losses(dir + "/run1/" + stage, dir + "/run2/" + stage, 0.0);
+    expect_same_weights(dir + "/run1/" + stage, dir + "/run2/" + stage, 0.0);
+  }
 }
 
 TEST_F(DataParallel, WrongLaunchIsRefusedBeforeAnyWork) {

@@ -24,6 +24,7 @@
 #include "io/svg_plot.h"
 #include "io/token_data.h"
 #include "ops/ops.h"
+#include "runtime/communicator.h"
 #include "runtime/log.h"
 #include "tools/commands.h"
 #include "tools/data_source.h"
@@ -142,14 +143,31 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
   return p;
 }
 
+// Under mpirun every rank walks the stages together: the training stages run on every rank (data
+// parallel); the others (copies, tokenizer, data, composition, the report) on rank 0 while the
+// rest wait, and what rank 0 sees on disk decides for all.
+void on_first_rank(const std::function<void()>& fn) {
+  if (world().rank() == 0) fn();
+  world().barrier();
+}
+
+bool exists_for_all(const std::string& path) {
+  int64_t found = fs::exists(path) ? 1 : 0;
+  world().broadcast(&found, 1, CommType::I64, 0);
+  return found != 0;
+}
+
+enum class Ranks { First, All };
+
 // Runs `fn` unless `dir` already exists (a finished stage).
-void stage(const std::string& name, const std::string& dir, const std::function<void()>& fn) {
-  if (fs::exists(dir)) {
+void stage(const std::string& name, const std::string& dir, const std::function<void()>& fn, Ranks ranks = Ranks::First) {
+  if (exists_for_all(dir)) {
     log_info("stage " + name + ": done (" + dir + ")");
     return;
   }
   log_info("stage " + name + " → " + dir);
-  fn();
+  if (ranks == Ranks::All) fn();
+  else on_first_rank(fn);
 }
 
 // The newest checkpoint of a training stage, if an earlier run was interrupted.
@@ -168,7 +186,7 @@ std::string newest_checkpoint(const std::string& out) {
 
 void train_stage(const std::string& out, const std::string& work, const json& recipe, TrainArgs a, int64_t save_every) {
   const std::string recipe_path = work + "/" + fs::path(out).filename().string() + ".recipe.json";
-  write_file_atomic(recipe_path, recipe.dump(2) + "\n");
+  on_first_rank([&] { write_file_atomic(recipe_path, recipe.dump(2) + "\n"); });
   a.out = out;
   a.save_every = save_every;
   a.keep_checkpoints = 1;
@@ -181,7 +199,7 @@ void train_stage(const std::string& out, const std::string& work, const json& re
     a.config = recipe_path;
   }
   run_train(a);
-  fs::remove_all(out + ".checkpoints");
+  on_first_rank([&] { fs::remove_all(out + ".checkpoints"); });
 }
 
 std::string capped_copy(const std::string& src, const std::string& dst, int64_t max_bytes, int64_t max_lines) {
@@ -386,27 +404,30 @@ void run_pipeline(const PipelineArgs& a) {
   apply_threads(a.threads);
   const PipelineRecipe p = read_pipeline_recipe(a.recipe);
   const std::string out = a.out, work = a.out + "/work";
-  fs::create_directories(work);
   // Corpora (capped copies), tokenizer, token shards.
   std::map<std::string, std::string> corpus;
-  for (const auto& [name, file] : p.domains) corpus[name] = capped_copy(file, work + "/" + name + ".txt", p.max_domain_bytes, 0);
-  const std::string instruct_file =
-      p.instruct_stage ? capped_copy(p.instruct_data, work + "/instruct.jsonl", 0, p.max_instruct_examples) : "";
+  for (const auto& [name, file] : p.domains) corpus[name] = work + "/" + name + ".txt";
+  const std::string instruct_file = p.instruct_stage ? work + "/instruct.jsonl" : "";
   const std::string tokenizer = out + "/tokenizer.json";
-  if (!fs::exists(tokenizer) && !p.base_from.empty()) {  // a pretrained model brings its own
-    const std::optional<BpeTokenizer> t = model_tokenizer(p.base_from);
-    SMELT_CHECK(t, p.base_from, ": base.from has no tokenizer (the pipeline encodes its domains with it)");
-    t->save(tokenizer);
-  }
-  if (!fs::exists(tokenizer)) {
-    log_info("stage tokenizer → " + tokenizer);
-    std::vector<std::string> texts;
-    for (const auto& [name, file] : corpus) texts.push_back(read_file(file));
-    BpeTrainOptions o;
-    o.vocab_size = p.vocab_size;
-    o.special_tokens = BpeTokenizer::default_special_tokens();
-    BpeTokenizer::train(std::vector<std::string_view>(texts.begin(), texts.end()), o).save(tokenizer);
-  }
+  on_first_rank([&] {
+    fs::create_directories(work);
+    for (const auto& [name, file] : p.domains) capped_copy(file, corpus[name], p.max_domain_bytes, 0);
+    if (p.instruct_stage) capped_copy(p.instruct_data, instruct_file, 0, p.max_instruct_examples);
+    if (!fs::exists(tokenizer) && !p.base_from.empty()) {  // a pretrained model brings its own
+      const std::optional<BpeTokenizer> t = model_tokenizer(p.base_from);
+      SMELT_CHECK(t, p.base_from, ": base.from has no tokenizer (the pipeline encodes its domains with it)");
+      t->save(tokenizer);
+    }
+    if (!fs::exists(tokenizer)) {
+      log_info("stage tokenizer → " + tokenizer);
+      std::vector<std::string> texts;
+      for (const auto& [name, file] : corpus) texts.push_back(read_file(file));
+      BpeTrainOptions o;
+      o.vocab_size = p.vocab_size;
+      o.special_tokens = BpeTokenizer::default_special_tokens();
+      BpeTokenizer::train(std::vector<std::string_view>(texts.begin(), texts.end()), o).save(tokenizer);
+    }
+  });
   auto prepare = [&](const std::vector<std::string>& inputs, const std::string& dir) {
     stage("data", dir, [&] {
       PrepareOptions o;
@@ -428,7 +449,7 @@ void run_pipeline(const PipelineArgs& a) {
   if (p.base_from.empty()) {
     TrainArgs base;
     base.data = out + "/data/mixed";
-    stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); });
+    stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); }, Ranks::All);
   } else {
     stage("base", out + "/base", [&] { save_model_dir(out + "/base", load_model_dir(p.base_from), carried_model_files(p.base_from)); });
   }
@@ -437,7 +458,7 @@ void run_pipeline(const PipelineArgs& a) {
     sft.sft = true;
     sft.init = out + "/base";
     sft.data = out + "/data/instruct";
-    stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); });
+    stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); }, Ranks::All);
   }
   const std::string experts_from = out + (p.instruct_stage ? "/instruct" : "/base");
   std::vector<std::string> expert_dirs, prompts;
@@ -446,7 +467,7 @@ void run_pipeline(const PipelineArgs& a) {
     e.init = experts_from;
     e.data = out + "/data/" + name;
     const std::string dir = out + "/expert_" + name;
-    stage("expert " + name, dir, [&] { train_stage(dir, work, p.experts, e, p.save_every); });
+    stage("expert " + name, dir, [&] { train_stage(dir, work, p.experts, e, p.save_every); }, Ranks::All);
     expert_dirs.push_back(dir);
     prompts.push_back(out + "/data/" + name);
   }
@@ -464,7 +485,7 @@ void run_pipeline(const PipelineArgs& a) {
   TrainArgs mix;
   mix.init = out + "/moe";
   mix.data = out + "/data/mixed";
-  stage("mix", out + "/moe_mix", [&] { train_stage(out + "/moe_mix", work, p.mix, mix, p.save_every); });
+  stage("mix", out + "/moe_mix", [&] { train_stage(out + "/moe_mix", work, p.mix, mix, p.save_every); }, Ranks::All);
   TrainArgs d;
   d.teacher = out + "/moe_mix";
   d.data = out + "/data/mixed";
@@ -475,7 +496,7 @@ void run_pipeline(const PipelineArgs& a) {
   d.hidden_weight = p.hidden_weight;
   d.student_init = p.student_init;
   d.student_layers = p.student_layers;
-  stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); });
+  stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); }, Ranks::All);
   // The same student on the same windows without a teacher (initialised the same way): what
   // distillation is measured against. A teacher-layer init still needs the teacher, at alpha 0.
   TrainArgs plain;
@@ -487,8 +508,10 @@ void run_pipeline(const PipelineArgs& a) {
     plain.student_init = "teacher";
     plain.student_layers = p.student_layers;
   }
-  stage("student without distillation", out + "/student_plain", [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); });
+  stage("student without distillation", out + "/student_plain",
+        [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); }, Ranks::All);
 
+  if (world().rank() != 0) return;  // the report is rank 0's
   Report report;
   score_into_report(a, p, corpus, out, report);
   // Wall time of this invocation (stages finished by an earlier run are skipped, not counted).

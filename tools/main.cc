@@ -30,8 +30,8 @@ void join_job(int* argc, char*** argv) {
   init_distributed(argc, argv);
   if (!is_distributed()) return;
   const std::string command = *argc > 1 ? (*argv)[1] : "";
-  SMELT_CHECK(command == "train" || command == "sft" || command == "distill" || command.empty() || command[0] == '-', "smelt ", command,
-              " runs as one process: launch it without mpirun (train, sft and distill run on several ranks)");
+  SMELT_CHECK(command == "train" || command == "sft" || command == "distill" || command == "pipeline" || command.empty() || command[0] == '-',
+              "smelt ", command, " runs as one process: launch it without mpirun (train, sft, distill and pipeline run on several ranks)");
   if (world().rank() != 0) {
     set_quiet(true);
     if (!std::freopen("/dev/null", "w", stdout)) SMELT_FAIL("rank ", world().rank(), ": cannot silence stdout");
