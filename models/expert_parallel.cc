@@ -107,6 +107,12 @@ bool experts_sharded(const Transformer& model) {
   return false;
 }
 
+Communicator& expert_group(const Transformer& model) {
+  for (size_t i = 0; i < model.num_layers(); ++i)
+    if (model.layer(i).moe && model.layer(i).moe->experts_sharded()) return *model.layer(i).moe->expert_shard().comm;
+  SMELT_FAIL("the model's experts are not sharded");
+}
+
 std::vector<Tensor> sharded_expert_parameters(const Transformer& model) {
   std::vector<Tensor> out;
   for (size_t i = 0; i < model.num_layers(); ++i) {

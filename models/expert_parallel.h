@@ -3,7 +3,7 @@
 // all-to-all), run there through the grouped expert GEMM with every other rank's tokens for the
 // same experts, and come back (a second all-to-all); the backward retraces both. Routers,
 // attention, norms, embeddings and shared experts stay whole (data parallel) on every rank.
-// Today M is the world size (every rank one shard of the experts).
+// M consecutive ranks form an expert group; with N = D·M ranks there are D groups.
 #pragma once
 #include <string>
 #include <vector>
@@ -16,6 +16,8 @@ namespace smelt {
 // Keeps only this rank's experts in every MoE layer (E must be a multiple of the ranks).
 void shard_experts(Transformer& model, Communicator& comm);
 bool experts_sharded(const Transformer& model);
+// The ranks that share out the model's experts (the model must be sharded).
+Communicator& expert_group(const Transformer& model);
 // The parameters that hold this rank's experts only: their gradients are complete on their rank
 // and are not summed over ranks.
 std::vector<Tensor> sharded_expert_parameters(const Transformer& model);

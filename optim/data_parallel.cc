@@ -39,9 +39,10 @@ void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm,
   all_reduce_sum(grads, comm, bucket_floats);
 }
 
-OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model, Communicator& comm) {
+OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model) {
   const std::vector<Tensor> sharded = sharded_expert_parameters(model);
   if (sharded.empty()) return state;
+  Communicator& comm = expert_group(model);
   std::set<std::string> names;
   for (const auto& [name, t] : model.trainable_parameters())
     for (const Tensor& e : sharded)

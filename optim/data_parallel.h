@@ -45,8 +45,8 @@ void all_reduce_gradients(const std::vector<Tensor>& params, Communicator& comm,
 void broadcast_parameters(const std::vector<Tensor>& params, Communicator& comm, int root = 0, int64_t bucket_floats = kDefaultBucketFloats);
 
 // The optimizer state with each expert-sharded parameter's state (named "<kind>.<parameter>")
-// gathered from every rank into the unsharded shape, so that a checkpoint is the same whatever
-// the world size. A collective; the state itself when nothing is sharded.
-OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model, Communicator& comm);
+// gathered from the model's expert group into the unsharded shape, so that a checkpoint is the
+// same whatever the world size. A collective; the state itself when nothing is sharded.
+OptimizerState with_all_experts(const OptimizerState& state, const Transformer& model);
 
 }  // namespace smelt

@@ -78,7 +78,12 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
               ", which is for inference: load it in f32 to train");
   check_parallel_launch(config_, model_.config(), comm_.size());
   if (config_.expert_parallel > 1) {
-    shard_experts(model_, comm_);
+    // M consecutive ranks share out the experts; the ranks holding the same experts (one per
+    // group) sum those experts' gradients.
+    const int M = static_cast<int>(config_.expert_parallel);
+    expert_group_ = comm_.split(comm_.rank() / M, comm_.rank());
+    if (M < comm_.size()) expert_replicas_ = comm_.split(comm_.rank() % M, comm_.rank());
+    shard_experts(model_, *expert_group_);
     sharded_ = sharded_expert_parameters(model_);
   }
   std::vector<Tensor> params;
@@ -100,7 +105,7 @@ Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_para
 
 void check_parallel_launch(const TrainConfig& tc, const ModelConfig& mc, int ranks) {
   if (tc.expert_parallel > 1) {
-    SMELT_CHECK(tc.expert_parallel == ranks, "train.expert_parallel ", tc.expert_parallel, " needs ", tc.expert_parallel,
+    SMELT_CHECK(ranks % tc.expert_parallel == 0, "train.expert_parallel ", tc.expert_parallel, " needs a multiple of ", tc.expert_parallel,
                 " ranks (launch with mpirun -np ", tc.expert_parallel, ", or set it to 1); this job has ", ranks);
     SMELT_CHECK(mc.num_local_experts > 0, "train.expert_parallel ", tc.expert_parallel, ": the model is dense (no experts to share out)");
     SMELT_CHECK(mc.num_local_experts % tc.expert_parallel == 0, "train.expert_parallel ", tc.expert_parallel, " does not divide the model's ",
@@ -149,6 +154,7 @@ StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_ba
   for (const Tensor& p : sharded_)
     if (p.requires_grad() && !p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), DType::F32, p.device()));
   all_reduce_gradients(replicated(optimizer_->params()), comm_);
+  if (expert_replicas_) all_reduce_gradients(sharded_, *expert_replicas_);
   StepMetrics m;
   m.step = step_index + 1;
   m.lr = schedule_.at(step_index);
@@ -227,7 +233,7 @@ Tensor Trainer::sharded_grad_norm() const {
   const std::vector<float> dense = ops::grad_norm_with_squares(with_grad(replicated(optimizer_->params()))).to_vector();
   const std::vector<float> own = ops::grad_norm_with_squares(with_grad(experts)).to_vector();
   std::vector<double> sums = {static_cast<double>(own[3]) + own[4], own[2]};
-  comm_.all_reduce_sum(sums.data(), 2, CommType::F64);
+  expert_group_->all_reduce_sum(sums.data(), 2, CommType::F64);  // each expert once: one group's ranks
   const float norm = static_cast<float>(std::sqrt(static_cast<double>(dense[3]) + dense[4] + sums[0]));
   const float max_norm = static_cast<float>(config_.grad_clip);
   const float factor = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;

@@ -31,7 +31,7 @@ struct TrainConfig {
   std::vector<std::string> freeze;  // parameter name patterns kept fixed ("*.self_attn.*", ...)
   bool activation_checkpointing = false;  // recompute attention (and dense MLP) halves in backward
   int64_t zero_stage = 0;  // 1: AdamW moments sharded over the ranks (ZeRO-1); no effect on one rank
-  int64_t expert_parallel = 1;  // M > 1: each rank keeps E/M experts of every MoE layer (M = the ranks)
+  int64_t expert_parallel = 1;  // M > 1: each rank keeps E/M experts of every MoE layer (M divides the ranks)
   void validate() const;
 };
 
@@ -117,7 +117,9 @@ class Trainer {
   Communicator& comm_ = world();
   MicroBatchRange micro_batches_{0, 0};  // this rank's share of each step (set by check_data_parallel)
   bool split_rows_ = false;      // data parallel by rows of each micro-batch (see batch_split)
-  std::vector<Tensor> sharded_;  // expert parallelism: the parameters holding this rank's experts only
+  std::vector<Tensor> sharded_;
+  std::unique_ptr<Communicator> expert_group_;     // the ranks that share out one copy of the experts
+  std::unique_ptr<Communicator> expert_replicas_;  // the ranks that hold the same experts (when M < ranks)  // expert parallelism: the parameters holding this rank's experts only
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
   int64_t tokens_ = 0;

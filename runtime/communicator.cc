@@ -40,6 +40,7 @@ class LocalCommunicator final : public Communicator {
     copy(in, out, send_counts[0], type);
   }
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
 
  private:
   static void copy(const void* in, void* out, int64_t count, CommType type) {

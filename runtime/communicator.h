@@ -41,6 +41,9 @@ class Communicator {
   virtual void all_to_all(const void* in, const std::vector<int64_t>& send_counts, void* out, const std::vector<int64_t>& recv_counts,
                           CommType type) = 0;
   virtual void barrier() = 0;
+  // The ranks that pass the same `color` form a new communicator, ordered by `key` (then by
+  // rank). A collective: every rank calls it.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 };
 
 // The job's communicator: one rank unless init_distributed found a launcher.

@@ -36,22 +36,37 @@ int to_int(int64_t n, int rank, const char* call) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(int* argc, char*** argv) {
+  // The world: joins the MPI job.
+  MpiCommunicator(int* argc, char*** argv) : world_(true) {
     int provided = 0;
     // Only the main thread talks to MPI; the thread pool computes between collectives.
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) SMELT_FAIL("MPI_Init_thread failed");
     // Errors come back as codes (and become one-line smelt errors) instead of MPI aborting with
     // its own multi-line report.
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    comm_ = MPI_COMM_WORLD;
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
     const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
     local_rank_ = local ? std::atoi(local) : rank_;
+  }
+  // A part of the world (split).
+  MpiCommunicator(MPI_Comm comm, int local_rank) : world_(false), comm_(comm), local_rank_(local_rank) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
   }
   ~MpiCommunicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (finalized) return;
+    if (world_) MPI_Finalize();
+    else MPI_Comm_free(&comm_);
+  }
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm part;
+    check(MPI_Comm_split(comm_, color, key, &part), "MPI_Comm_split", 1);
+    return std::make_unique<MpiCommunicator>(part, local_rank_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -62,7 +77,7 @@ class MpiCommunicator final : public Communicator {
     char* p = static_cast<char*>(data);
     for (int64_t done = 0; done < count; done += kMaxPiece) {
       const int n = static_cast<int>(std::min(kMaxPiece, count - done));
-      check(MPI_Allreduce(MPI_IN_PLACE, p + done * comm_type_size(type), n, mpi_type(type), MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce", count);
+      check(MPI_Allreduce(MPI_IN_PLACE, p + done * comm_type_size(type), n, mpi_type(type), MPI_SUM, comm_), "MPI_Allreduce", count);
     }
   }
   void broadcast(void* data, int64_t count, CommType type, int root) override {
@@ -70,18 +85,18 @@ class MpiCommunicator final : public Communicator {
     char* p = static_cast<char*>(data);
     for (int64_t done = 0; done < count; done += kMaxPiece) {
       const int n = static_cast<int>(std::min(kMaxPiece, count - done));
-      check(MPI_Bcast(p + done * comm_type_size(type), n, mpi_type(type), root, MPI_COMM_WORLD), "MPI_Bcast", count);
+      check(MPI_Bcast(p + done * comm_type_size(type), n, mpi_type(type), root, comm_), "MPI_Bcast", count);
     }
   }
   void all_gather(const void* in, int64_t count, void* out, CommType type) override {
     const int n = to_int(count, rank_, "MPI_Allgather");
-    check(MPI_Allgather(in, n, mpi_type(type), out, n, mpi_type(type), MPI_COMM_WORLD), "MPI_Allgather", count);
+    check(MPI_Allgather(in, n, mpi_type(type), out, n, mpi_type(type), comm_), "MPI_Allgather", count);
   }
   void reduce_scatter_sum(const void* in, void* out, const std::vector<int64_t>& counts, CommType type) override {
     SMELT_CHECK(static_cast<int>(counts.size()) == size_, "rank ", rank_, ": reduce_scatter with ", counts.size(), " counts for ", size_, " ranks");
     std::vector<int> c;
     for (int64_t n : counts) c.push_back(to_int(n, rank_, "MPI_Reduce_scatter"));
-    check(MPI_Reduce_scatter(in, out, c.data(), mpi_type(type), MPI_SUM, MPI_COMM_WORLD), "MPI_Reduce_scatter", counts[rank_]);
+    check(MPI_Reduce_scatter(in, out, c.data(), mpi_type(type), MPI_SUM, comm_), "MPI_Reduce_scatter", counts[rank_]);
   }
   void all_to_all(const void* in, const std::vector<int64_t>& send_counts, void* out, const std::vector<int64_t>& recv_counts,
                   CommType type) override {
@@ -97,10 +112,10 @@ class MpiCommunicator final : public Communicator {
       so += send_counts[p];
       ro += recv_counts[p];
     }
-    check(MPI_Alltoallv(in, sc.data(), sd.data(), mpi_type(type), out, rc.data(), rd.data(), mpi_type(type), MPI_COMM_WORLD),
+    check(MPI_Alltoallv(in, sc.data(), sd.data(), mpi_type(type), out, rc.data(), rd.data(), mpi_type(type), comm_),
           "MPI_Alltoallv", so);
   }
-  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", 0); }
+  void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier", 0); }
 
  private:
   void check(int code, const char* call, int64_t count) const {
@@ -110,6 +125,8 @@ class MpiCommunicator final : public Communicator {
     MPI_Error_string(code, text, &len);
     SMELT_FAIL("rank ", rank_, " of ", size_, ": ", call, " of ", count, " values failed: ", std::string(text, len));
   }
+  bool world_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0;
 };
 

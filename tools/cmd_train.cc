@@ -408,7 +408,7 @@ void run_train(const TrainArgs& args) {
     // Every rank takes the optimizer's state and the model with all experts (collectives when
     // ZeRO-1 or expert parallelism shard them); one writes.
     const OptimizerState optimizer_state =
-        with_all_experts(trainer.optimizer().state(optimizer_parameter_names(model, extra)), model, world());
+        with_all_experts(trainer.optimizer().state(optimizer_parameter_names(model, extra)), model);
     const Transformer whole = with_all_experts(model);
     if (job.rank() == 0) {
       save_training_checkpoint(dir, whole, optimizer_state, st, extra);

@@ -105,6 +105,22 @@ TEST_F(Collectives, GradientsSumOverRanksInBuckets) {
   }
 }
 
+// Split: one communicator per rank (every collective a copy), and all ranks in reverse order.
+TEST_F(Collectives, SplitMakesSubCommunicators) {
+  const std::unique_ptr<Communicator> alone = comm.split(rank, 0);
+  EXPECT_EQ(alone->size(), 1);
+  EXPECT_EQ(alone->rank(), 0);
+  int64_t v = rank + 1;
+  alone->all_reduce_sum(&v, 1, CommType::I64);
+  EXPECT_EQ(v, rank + 1);
+  const std::unique_ptr<Communicator> reversed = comm.split(0, size - rank);
+  EXPECT_EQ(reversed->size(), size);
+  EXPECT_EQ(reversed->rank(), size - 1 - rank);
+  int64_t root_rank = rank;
+  reversed->broadcast(&root_rank, 1, CommType::I64, 0);  // rank 0 of the reversed order: the last world rank
+  EXPECT_EQ(root_rank, size - 1);
+}
+
 TEST_F(Collectives, MicroBatchesSplitEvenlyOrRefuse) {
   const MicroBatchRange r = micro_batches_of_rank(2 * size, rank, size);
   EXPECT_EQ(r.begin, 2 * rank);
