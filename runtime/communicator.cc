@@ -79,6 +79,13 @@ void finalize_distributed() {
   g_mpi.reset();
 }
 
+#ifndef SMELT_HAVE_NCCL
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int) {
+  SMELT_FAIL("smelt was built without NCCL (a CUDA build finds it in the CUDA toolkit)");
+}
+bool built_with_nccl() { return false; }
+#endif
+
 void set_world_for_testing(Communicator* comm) { g_world = comm ? comm : &g_local; }
 
 }  // namespace smelt

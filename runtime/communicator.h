@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/device.h"
+
 namespace smelt {
 
 // What a collective's buffer holds.
@@ -25,7 +27,9 @@ class Communicator {
   virtual int size() const = 0;
   // This rank's index among the ranks on its host (OpenMPI's OMPI_COMM_WORLD_LOCAL_RANK).
   virtual int local_rank() const = 0;
-  virtual std::string backend() const = 0;  // "local", "mpi"
+  virtual std::string backend() const = 0;  // "local", "mpi", "nccl"
+  // Where the collectives' buffers must live: host memory (local, MPI) or one GPU's (NCCL).
+  virtual Device buffer_device() const { return Device::cpu(); }
 
   // In-place element-wise sum over ranks: every rank ends with the same `count` sums.
   virtual void all_reduce_sum(void* data, int64_t count, CommType type) = 0;
@@ -63,6 +67,12 @@ void finalize_distributed();
 // The MPI implementation (communicator_mpi.cc), or null when smelt was built without MPI.
 std::unique_ptr<Communicator> make_mpi_communicator(int* argc, char*** argv);
 bool built_with_mpi();
+
+// NCCL between GPUs (runtime/communicator_nccl.cu, in CUDA builds that found libnccl): the same
+// ranks as `bootstrap` (whose rank 0 makes NCCL's unique id and broadcasts it), each on GPU
+// `gpu`; buffers are that GPU's memory, and every call returns once its result is there.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int gpu);
+bool built_with_nccl();
 
 // Uses `comm` as the world communicator (tests with a fake communicator; nullptr restores the
 // one-rank default).

@@ -15,6 +15,30 @@ Tensor host_copy(const Tensor& t) {
   return t.to(Device::cpu()).clone();
 }
 
+// The same through a bucket in a GPU's memory, for a communicator whose buffers live there (NCCL):
+// each tensor is copied into its place in the bucket and back by the device's strided copies.
+void bucketed_on_device(const std::vector<Tensor>& tensors, int64_t bucket_floats, Device device,
+                        const std::function<void(float*, int64_t)>& collective) {
+  size_t i = 0;
+  while (i < tensors.size()) {
+    size_t j = i;
+    int64_t n = 0;
+    while (j < tensors.size() && (j == i || n + tensors[j].numel() <= bucket_floats)) n += tensors[j++].numel();
+    const Tensor bucket = Tensor::empty({n}, DType::F32, device);
+    std::vector<Tensor> places;
+    int64_t at = 0;
+    for (size_t k = i; k < j; ++k) {
+      SMELT_CHECK(tensors[k].dtype() == DType::F32, "collective over ", tensors[k].str(), ": only f32 tensors are exchanged");
+      places.push_back(Tensor::view_of(bucket.storage(), tensors[k].shape(), contiguous_strides(tensors[k].shape()), at, DType::F32));
+      places.back().copy_from(tensors[k]);
+      at += tensors[k].numel();
+    }
+    collective(static_cast<float*>(bucket.device_data()), n);
+    for (size_t k = i; k < j; ++k) tensors[k].copy_from(places[k - i]);
+    i = j;
+  }
+}
+
 void bucketed(const std::vector<Tensor>& tensors, int64_t bucket_floats, const std::function<void(float*, int64_t)>& collective) {
   std::vector<float> buffer;
   size_t i = 0;
@@ -69,14 +93,23 @@ Tensor all_gather_rows(const Tensor& x, Communicator& comm) {
   return out;
 }
 
+namespace {
+void through_buckets(const std::vector<Tensor>& tensors, Communicator& comm, int64_t bucket_floats,
+                     const std::function<void(float*, int64_t)>& collective) {
+  if (comm.buffer_device().is_cpu()) bucketed(tensors, bucket_floats, collective);
+  else bucketed_on_device(tensors, bucket_floats, comm.buffer_device(), collective);
+}
+}  // namespace
+
+// One rank in host memory has nothing to do (a GPU communicator still makes its calls).
 void all_reduce_sum(const std::vector<Tensor>& tensors, Communicator& comm, int64_t bucket_floats) {
-  if (comm.size() == 1) return;
-  bucketed(tensors, bucket_floats, [&](float* data, int64_t n) { comm.all_reduce_sum(data, n, CommType::F32); });
+  if (comm.size() == 1 && comm.buffer_device().is_cpu()) return;
+  through_buckets(tensors, comm, bucket_floats, [&](float* data, int64_t n) { comm.all_reduce_sum(data, n, CommType::F32); });
 }
 
 void broadcast(const std::vector<Tensor>& tensors, Communicator& comm, int root, int64_t bucket_floats) {
-  if (comm.size() == 1) return;
-  bucketed(tensors, bucket_floats, [&](float* data, int64_t n) { comm.broadcast(data, n, CommType::F32, root); });
+  if (comm.size() == 1 && comm.buffer_device().is_cpu()) return;
+  through_buckets(tensors, comm, bucket_floats, [&](float* data, int64_t n) { comm.broadcast(data, n, CommType::F32, root); });
 }
 
 }  // namespace smelt
