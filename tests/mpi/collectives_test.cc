@@ -12,6 +12,7 @@
 #include "optim/trainer.h"
 #include "runtime/communicator.h"
 #include "runtime/error.h"
+#include "tests/test_util.h"
 
 namespace smelt {
 namespace {
@@ -138,14 +139,7 @@ TEST_F(Collectives, MicroBatchesSplitEvenlyOrRefuse) {
 // gradients (replicated parts summed over ranks, each rank's experts complete where they live)
 // must be those gradients.
 TEST_F(Collectives, ExpertParallelGradientsEqualOneProcess) {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
+  ModelConfig c = testing::small_config(64, 32, 64, 2, 4, 2, 32);
   c.num_local_experts = 2 * size;
   c.num_experts_per_tok = 2;
   c.moe_intermediate_size = 48;
