@@ -29,6 +29,20 @@ void TrainConfig::validate() const {
   SMELT_CHECK(zero_stage == 0 || optimizer == "adamw", "train.zero_stage 1 shards AdamW's moments; train.optimizer is \"", optimizer, "\"");
 }
 
+Batch concat_rows(const Batch& a, const Batch& b) {
+  SMELT_CHECK(a.ids.size(1) == b.ids.size(1), "concat_rows: sequences of ", a.ids.size(1), " and ", b.ids.size(1), " tokens");
+  auto join = [](const Tensor& x, const Tensor& y, const Batch& bx, const Batch& by, float neutral, DType dtype) {
+    if (!x.defined() && !y.defined()) return Tensor();
+    const Tensor xs = x.defined() ? x : Tensor::full(bx.ids.shape(), neutral, dtype, bx.ids.device());
+    const Tensor ys = y.defined() ? y : Tensor::full(by.ids.shape(), neutral, dtype, by.ids.device());
+    return ops::cat({xs, ys.to(xs.dtype())}, 0);
+  };
+  Batch out{ops::cat({a.ids, b.ids.to(a.ids.dtype())}, 0), ops::cat({a.targets, b.targets.to(a.targets.dtype())}, 0),
+            join(a.weights, b.weights, a, b, 1.0f, DType::F32), a.starts, join(a.key_start, b.key_start, a, b, 0.0f, DType::I64), 1.0};
+  out.starts.insert(out.starts.end(), b.starts.begin(), b.starts.end());
+  return out;
+}
+
 Tensor loss_token_mask(const Batch& b) {
   // Targets are token ids (≥ 0) or −100 (ignored): t + 0.5 > 0 exactly for the counted ones.
   Tensor mask = ops::positive(ops::add(ops::reshape(b.targets, {-1}).to(DType::F32), 0.5f));

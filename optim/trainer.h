@@ -62,6 +62,10 @@ struct StepMetrics {
   std::vector<std::pair<int64_t, MoEStats>> moe;  // per MoE layer, from the step's last micro-batch
 };
 
+// The rows of `a` then those of `b` as one batch (weights and key_start filled with their
+// neutral values where only one side has them: weight 1, attend from position 0).
+Batch concat_rows(const Batch& a, const Batch& b);
+
 // The model's logits for a batch ([B, T, V]); MoE balancing sees only the tokens that carry loss.
 Tensor forward_logits(const Transformer& model, const Batch& batch);
 // Mean next-token cross-entropy of logits against the batch's targets (and weights).

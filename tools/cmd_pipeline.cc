@@ -53,6 +53,7 @@ struct PipelineRecipe {
   double hidden_weight = 1.0;
   std::vector<int64_t> student_layers;
   int64_t save_every = 50;
+  double instruct_replay = 0.25;
 };
 
 // A stage's recipe: "train" is required, "model" only where the stage starts a fresh model.
@@ -101,7 +102,14 @@ PipelineRecipe read_pipeline_recipe(const std::string& path) {
   p.instruct_stage = r.has("instruct");
   SMELT_CHECK(p.instruct_stage || pretrained, r.where("instruct"), ": missing (only a pretrained base.from may skip instruct tuning)");
   if (p.instruct_stage) {
-    p.instruct = stage_section(r, "instruct", false);
+    // "replay": the share of each instruct batch's rows replaying the mixed pretraining text
+    // (0 turns it off).
+    JsonReader i = r.object("instruct");
+    p.instruct_replay = i.number("replay", p.instruct_replay);
+    SMELT_CHECK(p.instruct_replay >= 0 && p.instruct_replay < 1, i.where("replay"), ": must be in [0, 1), got ", p.instruct_replay);
+    json section = json::object({{"train", i.raw("train")}});
+    i.finish();
+    p.instruct = section;
     SMELT_CHECK(!p.instruct_data.empty(), r.where("instruct_data"), ": missing (the instruct stage trains on it)");
   }
   p.experts = stage_section(r, "experts", false);
@@ -458,6 +466,10 @@ void run_pipeline(const PipelineArgs& a) {
     sft.sft = true;
     sft.init = out + "/base";
     sft.data = out + "/data/instruct";
+    if (p.instruct_replay > 0) {
+      sft.replay = out + "/data/mixed";
+      sft.replay_fraction = p.instruct_replay;
+    }
     stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); }, Ranks::All);
   }
   const std::string experts_from = out + (p.instruct_stage ? "/instruct" : "/base");

@@ -354,6 +354,20 @@ void run_train(const TrainArgs& args) {
     val.set_document_separator(end_of_text);
   }
 
+  // Replay: pretraining text mixed into instruct tuning, in every micro-batch's last rows.
+  std::optional<TokenDataset> replay;
+  int64_t replay_rows = 0;
+  if (!a.replay.empty()) {
+    SMELT_CHECK(a.sft, "--replay mixes pretraining text into instruct tuning: it is an option of smelt sft");
+    SMELT_CHECK(a.replay_fraction > 0 && a.replay_fraction < 1, "--replay-fraction must be in (0, 1), got ", a.replay_fraction);
+    replay_rows = std::llround(static_cast<double>(recipe.train.batch_size) * a.replay_fraction);
+    SMELT_CHECK(replay_rows >= 1 && replay_rows < recipe.train.batch_size, "--replay-fraction ", a.replay_fraction, " of train.batch_size ",
+                recipe.train.batch_size, " leaves no row for ", replay_rows < 1 ? "the replayed text" : "the conversations");
+    replay = load_training_data(a.replay, "", 0, recipe.train.seq_len, data.tokenizer, model_dir).train;
+    log_info("replay: " + std::to_string(replay_rows) + " of every " + std::to_string(recipe.train.batch_size) + " rows from " + a.replay + " (" +
+             std::to_string(replay->size()) + " tokens)");
+  }
+
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
@@ -375,6 +389,7 @@ void run_train(const TrainArgs& args) {
   Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
   json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
+  if (replay) recipe_json["replay"] = {{"data", a.replay}, {"fraction", a.replay_fraction}, {"rows", replay_rows}};
   if (distill) recipe_json["distill"] = distill_settings(a);
   std::ostringstream metrics;
   int64_t first_step = 0;
@@ -422,6 +437,9 @@ void run_train(const TrainArgs& args) {
   trainer.run(
       // Distillation reads whole windows, so that a cached teacher's predictions line up.
       [&](int64_t, int64_t) {
+        if (replay)
+          return concat_rows(train.random_batch(tc.batch_size - replay_rows, tc.seq_len, data_rng),
+                             replay->random_batch(replay_rows, tc.seq_len, data_rng));
         return distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
                                           : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
       },
@@ -492,6 +510,9 @@ void add_sft_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("sft", "Instruct-tune a model on conversations (chat template, loss on assistant turns, packed without cross-talk)");
   cmd->add_option("--model", args->init, "Model directory with a tokenizer.json")->required();
   cmd->add_option("--config", args->config, "Recipe with only a \"train\" section (default: 200 steps of 8 sequences, lr 3e-4)");
+  cmd->add_option("--replay", args->replay,
+                  "Pretraining text (file or prepared directory) mixed into every batch, so the model keeps what it could read");
+  cmd->add_option("--replay-fraction", args->replay_fraction, "Share of each batch's rows taken from --replay")->capture_default_str();
   add_run_options(cmd, args.get());
   cmd->callback([args] { run_train(*args); });
 }

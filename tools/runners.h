@@ -27,6 +27,10 @@ struct TrainArgs {
   std::string student_init = "scratch";  // or "teacher": a subset of the teacher's layers, experts merged
   std::vector<int64_t> student_layers;   // teacher layers for "teacher" (default: evenly spaced)
   bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
+  // Replay (smelt sft): this fraction of every micro-batch's rows are windows of pretraining
+  // text from `replay` (full next-token loss), so that instruct tuning keeps what the base knew.
+  std::string replay;
+  double replay_fraction = 0.25;
   bool whole_windows = false;  // sample whole windows as distillation does (a like-for-like baseline)
 };
 
