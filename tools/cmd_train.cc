@@ -13,6 +13,7 @@
 #include "io/run_report.h"
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
+#include "ops/ops.h"
 #include "models/expert_parallel.h"
 #include "models/student_init.h"
 #include "optim/data_parallel.h"
@@ -212,6 +213,17 @@ void prune_checkpoints(const std::string& out, int64_t keep) {
 
 }  // namespace
 
+// A batch of conversations with rows of replayed text after them, the text's tokens weighted so
+// that they make `share` of the batch's loss and the conversations the rest, whatever the number
+// of assistant tokens (one host read: that number).
+Batch with_replay(const Batch& conversations, Batch text, double share) {
+  const double conversation_tokens = ops::sum(loss_token_mask(conversations)).item();
+  const double text_tokens = static_cast<double>(text.targets.numel());
+  const double weight = conversation_tokens > 0 ? share / (1.0 - share) * conversation_tokens / text_tokens : 1.0;
+  text.weights = Tensor::full(text.ids.shape(), static_cast<float>(weight), DType::F32, text.ids.device());
+  return concat_rows(conversations, text);
+}
+
 // The run's recipe and starting point: a new run (--config), a continued model (--init) or a
 // checkpoint (--resume), with the command line's overrides applied and checked.
 struct RunStart {
@@ -360,12 +372,10 @@ void run_train(const TrainArgs& args) {
   if (!a.replay.empty()) {
     SMELT_CHECK(a.sft, "--replay mixes pretraining text into instruct tuning: it is an option of smelt sft");
     SMELT_CHECK(a.replay_fraction > 0 && a.replay_fraction < 1, "--replay-fraction must be in (0, 1), got ", a.replay_fraction);
-    replay_rows = std::llround(static_cast<double>(recipe.train.batch_size) * a.replay_fraction);
-    SMELT_CHECK(replay_rows >= 1 && replay_rows < recipe.train.batch_size, "--replay-fraction ", a.replay_fraction, " of train.batch_size ",
-                recipe.train.batch_size, " leaves no row for ", replay_rows < 1 ? "the replayed text" : "the conversations");
+    replay_rows = std::max<int64_t>(1, std::llround(static_cast<double>(recipe.train.batch_size) * a.replay_fraction));
     replay = load_training_data(a.replay, "", 0, recipe.train.seq_len, data.tokenizer, model_dir).train;
-    log_info("replay: " + std::to_string(replay_rows) + " of every " + std::to_string(recipe.train.batch_size) + " rows from " + a.replay + " (" +
-             std::to_string(replay->size()) + " tokens)");
+    log_info("replay: " + std::to_string(replay_rows) + " rows of " + a.replay + " (" + std::to_string(replay->size()) + " tokens) beside every " +
+             std::to_string(recipe.train.batch_size) + " conversations, " + std::to_string(a.replay_fraction) + " of the loss");
   }
 
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
@@ -437,9 +447,8 @@ void run_train(const TrainArgs& args) {
   trainer.run(
       // Distillation reads whole windows, so that a cached teacher's predictions line up.
       [&](int64_t, int64_t) {
-        if (replay)
-          return concat_rows(train.random_batch(tc.batch_size - replay_rows, tc.seq_len, data_rng),
-                             replay->random_batch(replay_rows, tc.seq_len, data_rng));
+        if (replay) return with_replay(train.random_batch(tc.batch_size, tc.seq_len, data_rng),
+                                       replay->random_batch(replay_rows, tc.seq_len, data_rng), a.replay_fraction);
         return distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
                                           : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
       },
@@ -512,7 +521,9 @@ void add_sft_command(CLI::App& app) {
   cmd->add_option("--config", args->config, "Recipe with only a \"train\" section (default: 200 steps of 8 sequences, lr 3e-4)");
   cmd->add_option("--replay", args->replay,
                   "Pretraining text (file or prepared directory) mixed into every batch, so the model keeps what it could read");
-  cmd->add_option("--replay-fraction", args->replay_fraction, "Share of each batch's rows taken from --replay")->capture_default_str();
+  cmd->add_option("--replay-fraction", args->replay_fraction,
+                  "The replayed text's share of the loss (and its rows beside each batch_size conversations: this share of them)")
+      ->capture_default_str();
   add_run_options(cmd, args.get());
   cmd->callback([args] { run_train(*args); });
 }

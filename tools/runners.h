@@ -27,8 +27,9 @@ struct TrainArgs {
   std::string student_init = "scratch";  // or "teacher": a subset of the teacher's layers, experts merged
   std::vector<int64_t> student_layers;   // teacher layers for "teacher" (default: evenly spaced)
   bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
-  // Replay (smelt sft): this fraction of every micro-batch's rows are windows of pretraining
-  // text from `replay` (full next-token loss), so that instruct tuning keeps what the base knew.
+  // Replay (smelt sft): every micro-batch gets round(batch_size × replay_fraction) more rows of
+  // pretraining text from `replay`, weighted to make replay_fraction of the loss, so that
+  // instruct tuning keeps what the base model could read.
   std::string replay;
   double replay_fraction = 0.25;
   bool whole_windows = false;  // sample whole windows as distillation does (a like-for-like baseline)
