@@ -69,23 +69,29 @@ std::vector<PlanRow> plan_training(const ModelConfig& c, const TrainConfig& t, c
   zero.comm_bytes = dp.comm_bytes + (N - 1) / N * 4 * P;  // + every parameter from its owner
   zero.comm_seconds = seconds_for(zero.comm_bytes, cl);
 
-  PlanRow ep{"expert parallel", divides, split_note};
-  const bool experts_divide = c.num_local_experts > 0 && c.num_local_experts % cl.ranks == 0;
+  // Expert parallel over groups of M ranks (M = every rank unless given).
+  const int64_t m_ranks = cl.expert_parallel > 0 ? cl.expert_parallel : cl.ranks;
+  const double M = static_cast<double>(m_ranks);
+  PlanRow ep{"expert parallel (" + std::to_string(m_ranks) + ")", divides, split_note};
+  const bool experts_divide = c.num_local_experts > 0 && c.num_local_experts % m_ranks == 0 && cl.ranks % m_ranks == 0;
   if (c.num_local_experts == 0) ep.note = "the model is dense";
-  else if (!experts_divide) ep.note = "the ranks do not divide the " + std::to_string(c.num_local_experts) + " experts";
-  ep.runs_here = divides && experts_divide && cl.ranks > 1;
-  const double local = Pr + Pe / N;
+  else if (!experts_divide) ep.note = std::to_string(m_ranks) + " does not divide the " + std::to_string(c.num_local_experts) + " experts and the ranks";
+  ep.runs_here = divides && experts_divide && m_ranks > 1;
+  const double local = Pr + Pe / M;
   ep.weight_bytes = 4 * local;
   ep.grad_bytes = 4 * local;
   ep.adam_bytes = 8 * local;
   ep.activation_bytes = activation_bytes(c, t, true);
   ep.compute_seconds = compute;
-  // Dense gradients all-reduced; per MoE layer and micro-batch 4 exchanges (forward there and
-  // back, backward there and back) of each token-slot's row to other ranks.
+  // Replicated gradients all-reduced over every rank, each expert's over the N/M ranks that hold
+  // it; per MoE layer and micro-batch 4 exchanges (forward there and back, backward there and
+  // back) of each token-slot's row to the other ranks of its group.
   int64_t moe_layers = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) moe_layers += c.is_moe_layer(l) ? 1 : 0;
   const double slot_bytes = 4.0 * (static_cast<double>(c.hidden_size) + 1) * static_cast<double>(c.num_experts_per_tok);
-  ep.comm_bytes = ring * 4 * Pr + 4.0 * static_cast<double>(moe_layers) * (global_tokens / N) * slot_bytes * (N - 1) / N;
+  const double replicas = N / M, replica_ring = replicas > 1 ? 2.0 * (replicas - 1) / replicas : 0.0;
+  ep.comm_bytes = ring * 4 * Pr + replica_ring * 4 * Pe / M +
+                  4.0 * static_cast<double>(moe_layers) * (global_tokens / N) * slot_bytes * (M - 1) / M;
   ep.comm_seconds = seconds_for(ep.comm_bytes, cl);
   return {dp, zero, ep};
 }

@@ -15,6 +15,7 @@ namespace smelt {
 struct ClusterSpec {
   int64_t ranks = 1;
   int64_t ranks_per_node = 0;      // GPUs (or processes) per node; 0: every rank on one node
+  int64_t expert_parallel = 0;     // ranks sharing out each copy of the experts (0: all of them)
   double link_gbps = 100;          // between nodes, per rank (Gbit/s)
   double node_gbps = 200;          // within a node (shared memory, NVLink), per rank (Gbit/s)
   double tflops_per_rank = 0.05;   // sustained training FLOP/s per rank, in TFLOP/s

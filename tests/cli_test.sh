@@ -311,7 +311,7 @@ expect_error import-same-dir "--out must differ" -- "$SMELT" import --model "$wo
 "$SMELT" train --help >/dev/null && ok || fail "train --help"
 
 # smelt plan: on paper, three layouts; a wrong count is refused on one line.
-"$SMELT" plan --config "$(dirname "$0")/../configs/tiny_moe.json" --ranks 2 --json | grep -q '"layout":"expert parallel"' && ok ||
+"$SMELT" plan --config "$(dirname "$0")/../configs/tiny_moe.json" --ranks 2 --json | grep -q '"layout":"expert parallel (2)"' && ok ||
   fail "plan --json lists expert parallel"
 expect_error plan-ranks "--ranks" -- "$SMELT" plan --config "$(dirname "$0")/../configs/tiny_moe.json" --ranks 0
 

@@ -58,7 +58,16 @@ TEST(Plan, LayoutsThisJobCannotRunSayWhy) {
   rows = plan_training(c, t, cl);
   EXPECT_TRUE(rows[0].runs_here);
   EXPECT_FALSE(rows[2].runs_here);
-  EXPECT_NE(rows[2].note.find("do not divide the 4 experts"), std::string::npos);
+  EXPECT_NE(rows[2].note.find("3 does not divide the 4 experts"), std::string::npos);
+  cl.ranks = 6;  // 3 groups of 2 ranks, each sharing out the 4 experts
+  cl.expert_parallel = 2;
+  t.grad_accum = 6;
+  rows = plan_training(c, t, cl);
+  EXPECT_TRUE(rows[2].runs_here) << rows[2].note;
+  EXPECT_EQ(rows[2].layout, "expert parallel (2)");
+  const ParameterSplit p = split_parameters(c);
+  EXPECT_EQ(rows[2].weight_bytes, 4 * (static_cast<double>(p.replicated()) + static_cast<double>(p.experts) / 2));
+  cl.expert_parallel = 0;
   cl.ranks = 1;
   rows = plan_training(c, t, cl);
   EXPECT_EQ(rows[0].comm_bytes, 0.0);
