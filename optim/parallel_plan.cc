@@ -55,8 +55,11 @@ std::vector<PlanRow> plan_training(const ModelConfig& c, const TrainConfig& t, c
   const double global_tokens = static_cast<double>(t.batch_size * t.grad_accum * t.seq_len);
   const double compute = training_flops_per_token(c, t.seq_len) * global_tokens / N / (cl.tflops_per_rank * 1e12);
   const double ring = N > 1 ? 2.0 * (N - 1) / N : 0.0;  // bytes per rank of a ring all-reduce, per byte reduced
-  const bool divides = t.grad_accum % cl.ranks == 0;
-  const std::string split_note = divides ? "" : "grad_accum " + std::to_string(t.grad_accum) + " is not a multiple of the ranks";
+  // Whole micro-batches per rank, or an equal share of every micro-batch's rows (optim/data_parallel.h).
+  const bool divides = t.grad_accum % cl.ranks == 0 || t.batch_size % cl.ranks == 0;
+  const std::string split_note = divides ? ""
+                                         : "the ranks divide neither grad_accum " + std::to_string(t.grad_accum) + " nor batch_size " +
+                                               std::to_string(t.batch_size);
 
   PlanRow dp{"data parallel", divides, split_note, 4 * P, 4 * P, 8 * P, activation_bytes(c, t, false)};
   dp.compute_seconds = compute;
