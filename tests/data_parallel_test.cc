@@ -160,48 +160,42 @@ TEST_F(DataParallel, TwoRanksEqualOneProcess) {
   }
 }
 
-// ZeRO-1: each rank keeps the moments of its own parameters and updates only those, then the
-// parameters travel from their owners; the update is the unsharded one exactly. Its checkpoint
-// holds every moment, so it resumes unsharded on one rank and sharded on two.
-TEST_F(DataParallel, ZeroStageOneEqualsOneProcessAndResumesAnywhere) {
-  const std::string plain = recipe(", \"grad_accum\": 2"), zero = recipe(", \"grad_accum\": 2, \"zero_stage\": 1");
-  const std::string one = work_dir() + "/zero_one", two = work_dir() + "/zero_two", part = work_dir() + "/zero_part";
+// A layout (`train_extra` added to a grad_accum-2 recipe) on 2 ranks against one process: every
+// step's loss and the final weights equal; a checkpoint it writes at step 12 resumed on 1 rank
+// (with `one_rank_args`) and on 2 ranks, equal to the uninterrupted one-process run.
+void expect_layout_equals_one_process(const std::string& tag, const std::string& train_extra, const std::string& one_rank_args) {
+  const std::string plain = recipe(", \"grad_accum\": 2"), layout = recipe(", \"grad_accum\": 2" + train_extra);
+  const std::string one = work_dir() + "/" + tag + "_one", two = work_dir() + "/" + tag + "_two", part = work_dir() + "/" + tag + "_part";
   ASSERT_EQ(train(1, "--config " + plain, one), 0) << first_line(one + ".err");
-  ASSERT_EQ(train(2, "--config " + zero, two), 0) << first_line(two + ".err");
+  ASSERT_EQ(train(2, "--config " + layout, two), 0) << first_line(two + ".err");
   expect_same_losses(one, two, 0.0);
   expect_same_weights(one, two, 0.0);
-  ASSERT_EQ(train(2, "--config " + zero + " --stop-after 12", part), 0) << first_line(part + ".err");
+  ASSERT_EQ(train(2, "--config " + layout + " --stop-after 12", part), 0) << first_line(part + ".err");
   for (const int ranks : {1, 2}) {
-    const std::string resumed = work_dir() + "/zero_resumed" + std::to_string(ranks);
-    ASSERT_EQ(train(ranks, "--resume " + part + ".checkpoints/step-00000012", resumed), 0) << first_line(resumed + ".err");
+    const std::string resumed = work_dir() + "/" + tag + "_resumed" + std::to_string(ranks);
+    const std::string args = "--resume " + part + ".checkpoints/step-00000012" + (ranks == 1 ? one_rank_args : "");
+    ASSERT_EQ(train(ranks, args, resumed), 0) << first_line(resumed + ".err");
     expect_same_losses(one, resumed, 0.0);
     expect_same_weights(one, resumed, 0.0);
   }
 }
 
+// ZeRO-1: each rank keeps the moments of its own parameters and updates only those, then the
+// parameters travel from their owners; the update is the unsharded one exactly. Its checkpoint
+// holds every moment, so it resumes unsharded on one rank and sharded on two.
+TEST_F(DataParallel, ZeroStageOneEqualsOneProcessAndResumesAnywhere) {
+  expect_layout_equals_one_process("zero", ", \"zero_stage\": 1", "");
+}
+
 // Expert parallelism: each rank keeps 2 of the 4 experts and runs them for both ranks' tokens.
 // The exchange rows, the per-rank grouped GEMMs and the combine are arranged to make the one-
 // process arithmetic, so the run is bit-identical; its checkpoints hold every expert and resume
-// on one rank and, sharded again, on two.
+// on one rank (told to, since the recipe asks for 2) and, sharded again, on two.
 TEST_F(DataParallel, ExpertParallelEqualsOneProcessAndResumesAnywhere) {
-  const std::string plain = recipe(", \"grad_accum\": 2"), ep = recipe(", \"grad_accum\": 2, \"expert_parallel\": 2");
-  const std::string one = work_dir() + "/ep_one", two = work_dir() + "/ep_two", part = work_dir() + "/ep_part";
-  ASSERT_EQ(train(1, "--config " + plain, one), 0) << first_line(one + ".err");
-  ASSERT_EQ(train(2, "--config " + ep, two), 0) << first_line(two + ".err");
-  expect_same_losses(one, two, 0.0);
-  expect_same_weights(one, two, 0.0);
-  ASSERT_EQ(train(2, "--config " + ep + " --stop-after 12", part), 0) << first_line(part + ".err");
-  for (const int ranks : {1, 2}) {
-    const std::string resumed = work_dir() + "/ep_resumed" + std::to_string(ranks);
-    const std::string args = "--resume " + part + ".checkpoints/step-00000012";
-    if (ranks == 1) {  // the recipe asks for 2 ranks: one process refuses it by name unless told otherwise
-      EXPECT_NE(train(1, args, resumed), 0);
-      expect_one_error(resumed + ".err", "train.expert_parallel 2 needs a multiple of 2 ranks");
-    }
-    ASSERT_EQ(train(ranks, args + (ranks == 1 ? " --expert-parallel 1" : ""), resumed), 0) << first_line(resumed + ".err");
-    expect_same_losses(one, resumed, 0.0);
-    expect_same_weights(one, resumed, 0.0);
-  }
+  expect_layout_equals_one_process("ep", ", \"expert_parallel\": 2", " --expert-parallel 1");
+  const std::string refused = work_dir() + "/ep_refused";
+  EXPECT_NE(train(1, "--resume " + work_dir() + "/ep_part.checkpoints/step-00000012", refused), 0);
+  expect_one_error(refused + ".err", "train.expert_parallel 2 needs a multiple of 2 ranks");
 }
 
 // Four ranks, expert_parallel 2: two groups of two ranks each share out the experts, and the two
