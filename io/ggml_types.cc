@@ -7,6 +7,7 @@
 
 #include "runtime/dtype.h"
 #include "runtime/error.h"
+#include "runtime/quant.h"
 
 namespace smelt {
 namespace {
@@ -58,15 +59,6 @@ void store_f16(uint8_t* p, float v) {
 // Low nibbles hold values 0..15 of the block, high nibbles values 16..31; Q5's fifth bits sit
 // in a 32-bit mask qh (bit j for value j).
 
-void dequantize_q4_0(const uint8_t* b, float* y) {
-  const float d = load_f16(b);
-  const uint8_t* qs = b + 2;
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>((qs[j] & 0x0F) - 8) * d;
-    y[j + 16] = static_cast<float>((qs[j] >> 4) - 8) * d;
-  }
-}
-
 void dequantize_q4_1(const uint8_t* b, float* y) {
   const float d = load_f16(b), m = load_f16(b + 2);
   const uint8_t* qs = b + 4;
@@ -92,12 +84,6 @@ void dequantize_q5(const uint8_t* b, float* y, bool has_min) {
     y[j] = static_cast<float>(lo - offset) * d + m;
     y[j + 16] = static_cast<float>(hi - offset) * d + m;
   }
-}
-
-void dequantize_q8_0(const uint8_t* b, float* y) {
-  const float d = load_f16(b);
-  const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
-  for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(qs[j]) * d;
 }
 
 // ---- 256-value super-blocks (the K formats). Q4_K and Q5_K: 8 sub-blocks of 32, each with a
@@ -161,34 +147,6 @@ void dequantize_q6_k(const uint8_t* b, float* y) {
   }
 }
 
-// ---- Encoders (ggml's quantize_row_*_ref).
-
-void quantize_q8_0(const float* x, uint8_t* b) {
-  float amax = 0.0f;
-  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  store_f16(b, d);
-  for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
-}
-
-void quantize_q4_0(const float* x, uint8_t* b) {
-  float amax = 0.0f, max = 0.0f;  // the value of largest magnitude, with its sign
-  for (int j = 0; j < 32; ++j)
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  const float d = max / -8.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  store_f16(b, d);
-  for (int j = 0; j < 16; ++j) {
-    const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
-    const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 8.5f)));
-    b[2 + j] = static_cast<uint8_t>(lo | (hi << 4));
-  }
-}
-
 }  // namespace
 
 const GgmlTypeInfo* ggml_type_info(uint32_t type) {
@@ -242,11 +200,11 @@ void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t valu
       case GgmlType::F32: std::memcpy(y, b, 4); break;
       case GgmlType::F16: *y = load_f16(b); break;
       case GgmlType::BF16: *y = bf16_to_f32(load_u16(b)); break;
-      case GgmlType::Q4_0: dequantize_q4_0(b, y); break;
+      case GgmlType::Q4_0: dequantize_block_q4_0(b, y); break;
       case GgmlType::Q4_1: dequantize_q4_1(b, y); break;
       case GgmlType::Q5_0: dequantize_q5(b, y, false); break;
       case GgmlType::Q5_1: dequantize_q5(b, y, true); break;
-      case GgmlType::Q8_0: dequantize_q8_0(b, y); break;
+      case GgmlType::Q8_0: dequantize_block_q8_0(b, y); break;
       case GgmlType::Q4_K: dequantize_q45_k(b, y, false); break;
       case GgmlType::Q5_K: dequantize_q45_k(b, y, true); break;
       case GgmlType::Q6_K: dequantize_q6_k(b, y); break;
@@ -269,8 +227,8 @@ void ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t values
         b[1] = static_cast<uint8_t>(h >> 8);
         break;
       }
-      case GgmlType::Q8_0: quantize_q8_0(x, b); break;
-      case GgmlType::Q4_0: quantize_q4_0(x, b); break;
+      case GgmlType::Q8_0: quantize_block_q8_0(x, b); break;
+      case GgmlType::Q4_0: quantize_block_q4_0(x, b); break;
       default: SMELT_FAIL("smelt does not write ", t->name, " (it writes F32, F16, BF16, Q8_0 and Q4_0)");
     }
   }

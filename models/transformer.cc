@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include "runtime/quant.h"
+
 #include <fnmatch.h>
 
 #include <map>
@@ -152,8 +154,20 @@ Tensor stack_experts(const std::vector<Tensor>& parts) {
   return out;
 }
 
+// The dtype a matrix is kept in when the model's weights are `dtype`. Quantised models keep their
+// routers in f32 (a few values that choose experts, as llama.cpp does) and any matrix whose rows
+// are not whole blocks of 32.
+DType stored_dtype(const Tensor& t, bool router, DType dtype) {
+  if (!is_quantized(dtype)) return dtype;
+  return router || t.size(-1) % kQuantBlock != 0 ? DType::F32 : dtype;
+}
+bool is_router(const std::string& name) {
+  return name.find("shared_expert_gate") != std::string::npos || (name.find(".gate.weight") != std::string::npos && name.find("_proj") == std::string::npos);
+}
+
 void check_weight_dtype(DType dtype) {
-  SMELT_CHECK(dtype == DType::F32 || dtype == DType::BF16, "model weights can be kept in f32 or bf16, not ", dtype_name(dtype));
+  SMELT_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype), "model weights can be kept in f32, bf16, q8_0 or q4_0, not ",
+              dtype_name(dtype));
 }
 
 }  // namespace
@@ -179,7 +193,7 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     SMELT_CHECK(it->second.shape() == shape, source, ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
                 " but the config expects ", shape_str(shape));
     const bool matrix = !is_norm(name) && !is_bias(name);
-    Tensor converted = it->second.to(matrix ? weight_dtype : DType::F32);
+    Tensor converted = it->second.to(matrix ? stored_dtype(it->second, is_router(name), weight_dtype) : DType::F32);
     params[name] = converted.same(it->second) ? converted.clone() : converted;  // owned, not a view of the file
     by_name.erase(it);
   }
@@ -360,15 +374,17 @@ NamedTensors Transformer::state_dict() const {
 
 void Transformer::store_weights_in(DType dtype) {
   check_weight_dtype(dtype);
-  if (dtype == DType::BF16 && weight_dtype() == DType::F32) {  // bf16 matrices take no gradient: remember which were frozen
+  if (dtype != DType::F32 && weight_dtype() == DType::F32) {  // such matrices take no gradient: remember which were frozen
     frozen_in_bf16_.clear();
     for (const auto& [name, t] : named_parameters())
       if (t.dim() >= 2 && !t.requires_grad()) frozen_in_bf16_.push_back(name);
   }
-  auto convert = [dtype](Tensor& t) {
-    if (!t.defined() || t.dtype() == dtype) return;
-    t = t.to(dtype);  // a fresh tensor: the old one is freed once nothing else holds it
-    t.set_requires_grad(dtype == DType::F32);
+  auto convert = [dtype](Tensor& t, bool router = false) {
+    if (!t.defined()) return;
+    const DType want = stored_dtype(t, router, dtype);
+    if (t.dtype() == want) return;
+    t = t.to(DType::F32).to(want);  // a fresh tensor (through f32 between two narrow types): the old one is freed once nothing else holds it
+    t.set_requires_grad(want == DType::F32);
   };
   convert(embed_tokens_);
   for (Block& b : layers_) {
@@ -377,9 +393,9 @@ void Transformer::store_weights_in(DType dtype) {
       convert(l->weight);
     if (!b.moe) continue;
     MoEBlock& m = *b.moe;
-    for (Tensor* t : {&m.router, &m.gate_proj, &m.up_proj, &m.down_proj, &m.shared_gate_proj, &m.shared_up_proj, &m.shared_down_proj,
-                      &m.shared_expert_gate})
-      convert(*t);
+    for (Tensor* t : {&m.gate_proj, &m.up_proj, &m.down_proj, &m.shared_gate_proj, &m.shared_up_proj, &m.shared_down_proj}) convert(*t);
+    convert(m.router, true);
+    convert(m.shared_expert_gate, true);
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
   else convert(lm_head_);

@@ -104,7 +104,9 @@ class Transformer {
   // decoded token streams; activations and arithmetic stay f32, and a bf16 matrix takes no
   // gradient (gradients still flow through it to the activations). f32 converts back, with the
   // bf16-rounded values; matrices frozen before the round trip stay frozen, the others train
-  // again. Norm weights always stay f32.
+  // again. Norm weights always stay f32. q8_0 and q4_0 (runtime/quant.h) quantise the matrices
+  // in 32-value blocks along their rows, for decoding with integer dot products; routers, and
+  // any matrix whose rows are not whole blocks, stay f32.
   void store_weights_in(DType dtype);
   DType weight_dtype() const { return embed_tokens_.dtype(); }
 

@@ -12,9 +12,10 @@ void check_f32(const Tensor& t, const char* op, const char* arg) {
 
 void check_weight(const Tensor& t, const char* op, const char* arg) {
   SMELT_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
-  SMELT_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": argument '", arg, "' must be f32 or bf16, got ", t.str());
-  SMELT_CHECK(t.dtype() == DType::F32 || !t.requires_grad(), op, ": argument '", arg, "' is bf16 and requires grad; ",
-              "bf16 weights are for inference (train in f32)");
+  SMELT_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || is_quantized(t.dtype()), op, ": argument '", arg,
+              "' must be f32, bf16, q8_0 or q4_0, got ", t.str());
+  SMELT_CHECK(t.dtype() == DType::F32 || !t.requires_grad(), op, ": argument '", arg, "' is ", dtype_name(t.dtype()), " and requires grad; ",
+              dtype_name(t.dtype()), " weights are for inference (train in f32)");
 }
 
 MatrixLayout matrix_layout(const Tensor& t) {

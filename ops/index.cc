@@ -35,7 +35,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Tensor flat = contiguous_data(reshape(ids.detach(), {ids.numel()}));
   Shape out_shape = ids.shape();
   out_shape.push_back(weight.size(1));
-  if (weight.dtype() == DType::BF16) return reshape(select_along(weight, 0, flat, "embedding: token id"), out_shape);
+  if (weight.dtype() != DType::F32) return reshape(select_along(weight, 0, flat, "embedding: token id"), out_shape);
   return reshape(index_select(weight, 0, flat, "embedding: token id"), out_shape);
 }
 

@@ -20,6 +20,8 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
   SMELT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands need rank ≥ 2, got ", a_in.str(), " and ", b_in.str());
   const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
   SMELT_CHECK(b_in.size(-2) == K, "matmul: inner dimensions differ: ", a_in.str(), " × ", b_in.str());
+  SMELT_CHECK(!is_quantized(b_in.dtype()) || matrix_layout(b_in).trans, "matmul: a ", dtype_name(b_in.dtype()),
+              " b must be a transposed weight (blocks run along its rows: x · Wᵀ), got ", b_in.str());
   Shape batch(a_in.shape().begin(), a_in.shape().end() - 2);
   if (b_in.dim() > 2) {
     Shape bb(b_in.shape().begin(), b_in.shape().end() - 2);

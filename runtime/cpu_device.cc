@@ -10,6 +10,7 @@
 
 #include "runtime/block_cache.h"
 #include "runtime/device_backend.h"
+#include "runtime/quant.h"
 #include "runtime/strided.h"
 #include "runtime/tensor.h"
 
@@ -37,6 +38,30 @@ void raise_to(std::atomic<int64_t>& peak, int64_t now) {
 
 size_t rounded_size(size_t bytes) { return block_cache::block_size(bytes); }
 
+// Copies into or out of a block-quantised tensor: whole rows, shapes equal (no broadcast),
+// through f32 for any conversion.
+void copy_quantized(const Tensor& dst, const Tensor& src) {
+  SMELT_CHECK(dst.shape() == src.shape() && dst.is_contiguous(), "copy ", src.str(), " → ", dst.str(),
+              ": quantised tensors copy whole, without broadcasting or strides");
+  if (dst.dtype() == src.dtype()) {
+    const Tensor packed = src.is_contiguous() ? src : src.clone();
+    std::memcpy(dst.device_data(), packed.device_data(), dtype_bytes(src.dtype(), src.numel()));
+    return;
+  }
+  Tensor f32 = src;  // src's values as contiguous f32
+  if (is_quantized(src.dtype())) {
+    SMELT_CHECK(src.is_contiguous(), "copy from ", src.str(), ": a quantised source must be contiguous");
+    f32 = Tensor::empty(src.shape(), DType::F32, src.device());
+    dequantize_blocks(src.dtype(), static_cast<const uint8_t*>(src.device_data()), static_cast<float*>(f32.device_data()), src.numel());
+  } else if (src.dtype() != DType::F32 || !src.is_contiguous()) {
+    f32 = src.to(DType::F32).clone();
+  }
+  if (is_quantized(dst.dtype()))
+    quantize_blocks(dst.dtype(), static_cast<const float*>(f32.device_data()), static_cast<uint8_t*>(dst.device_data()), dst.numel());
+  else
+    dst.copy_from(f32);
+}
+
 // ---- element conversion for copies ----
 
 float load_as_float(const void* base, int64_t i, DType t) {
@@ -47,8 +72,9 @@ float load_as_float(const void* base, int64_t i, DType t) {
     case DType::I32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
     case DType::I64: return static_cast<float>(static_cast<const int64_t*>(base)[i]);
     case DType::U8: case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[i]);
+    case DType::Q8_0: case DType::Q4_0: break;  // whole blocks only: copy_quantized
   }
-  return 0;
+  SMELT_FAIL("element copy of ", dtype_name(t), " (quantised tensors copy in whole blocks)");
 }
 
 int64_t load_as_int(const void* base, int64_t i, DType t) {
@@ -69,6 +95,7 @@ void store_from(void* base, int64_t i, DType t, double v, int64_t iv, bool is_in
     case DType::I64: static_cast<int64_t*>(base)[i] = is_int ? iv : static_cast<int64_t>(v); break;
     case DType::U8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(is_int ? iv : static_cast<int64_t>(v)); break;
     case DType::Bool: static_cast<uint8_t*>(base)[i] = (is_int ? iv != 0 : v != 0.0) ? 1 : 0; break;
+    case DType::Q8_0: case DType::Q4_0: SMELT_FAIL("element copy into ", dtype_name(t), " (quantised tensors copy in whole blocks)");
   }
 }
 
@@ -117,6 +144,7 @@ class CpuDeviceBackend final : public DeviceBackend {
   void copy_from_host(void* dst, const void* host_src, size_t bytes, int) override { std::memcpy(dst, host_src, bytes); }
 
   void copy(const Tensor& dst, const Tensor& src) override {
+    if (is_quantized(dst.dtype()) || is_quantized(src.dtype())) return copy_quantized(dst, src);
     const Shape& out = dst.shape();
     const Shape src_strides = broadcast_strides(src, out);
     const Shape& dst_strides = dst.strides();
@@ -143,7 +171,7 @@ class CpuDeviceBackend final : public DeviceBackend {
 
   void fill(const Tensor& dst, double value) override {
     if (dst.is_contiguous() && value == 0.0) {  // every dtype's zero is all-zero bytes
-      std::memset(dst.device_data(), 0, static_cast<size_t>(dst.numel()) * dtype_size(dst.dtype()));
+      std::memset(dst.device_data(), 0, dtype_bytes(dst.dtype(), dst.numel()));
       return;
     }
     if (dst.is_contiguous() && dst.dtype() == DType::F32) {

@@ -7,9 +7,15 @@
 
 namespace smelt {
 
-enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8, Bool };
+// Q8_0 and Q4_0 are block-quantised inference weights (runtime/quant.h): 32 values share a
+// scale, so they have no per-element size; dtype_bytes gives a run's size in whole blocks.
+enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8, Bool, Q8_0, Q4_0 };
 
+// Bytes per element of a plain dtype (a quantised one has none: use dtype_bytes).
 size_t dtype_size(DType t);
+bool is_quantized(DType t);
+// Bytes `values` consecutive elements take (for a quantised dtype, `values` must be whole blocks).
+size_t dtype_bytes(DType t, int64_t values);
 // Short lower-case name used in messages ("f32", "bf16", ...).
 const char* dtype_name(DType t);
 // The safetensors spelling ("F32", "BF16", ...) and its inverse; throws on an unknown name.

@@ -37,8 +37,10 @@ Shape contiguous_strides(const Shape& s) {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) SMELT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  SMELT_CHECK(!is_quantized(dtype) || (!shape.empty() && shape.back() % 32 == 0), dtype_name(dtype), " tensor ", shape_str(shape),
+              ": its rows (last dimension) must be whole blocks of 32 values");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(dtype_bytes(dtype, shape_numel(shape)), device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -163,7 +165,7 @@ void* Tensor::raw_data() const {
 }
 
 void* Tensor::device_data() const {
-  return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(dtype_size(dtype()));
+  return static_cast<char*>(storage()->data()) + dtype_bytes(dtype(), offset());
 }
 
 // ---------------------------------------------------------------- copies
@@ -171,7 +173,7 @@ void* Tensor::device_data() const {
 namespace {
 // dst ← src, both contiguous with equal byte counts, on any two devices.
 void transfer_bytes(const Tensor& dst, const Tensor& src) {
-  const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
+  const size_t bytes = dtype_bytes(src.dtype(), src.numel());
   const Device from = src.device(), to = dst.device();
   if (from.is_cpu()) return device_backend(to).copy_from_host(dst.device_data(), src.device_data(), bytes, to.index);
   if (to.is_cpu()) return device_backend(from).copy_to_host(dst.device_data(), src.device_data(), bytes, from.index);

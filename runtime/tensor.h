@@ -129,7 +129,9 @@ template <typename T>
 T* Tensor::data() const {
   SMELT_CHECK(defined(), "data() of an undefined tensor");
   DType want = dtype_of<T>::value;
-  bool ok = dtype() == want || (want == DType::BF16 && dtype() == DType::F16) || (want == DType::U8 && dtype() == DType::Bool);
+  // Raw bytes (uint8_t) of a bool or block-quantised tensor too.
+  bool ok = dtype() == want || (want == DType::BF16 && dtype() == DType::F16) ||
+            (want == DType::U8 && (dtype() == DType::Bool || is_quantized(dtype())));
   SMELT_CHECK(ok, "tensor ", str(), " accessed as ", dtype_name(want));
   return static_cast<T*>(raw_data());
 }

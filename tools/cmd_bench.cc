@@ -347,7 +347,7 @@ void bench_decode(const BenchArgs& a) {
   const int64_t vocab = model.config().vocab_size;
   Storage::release_cached_blocks();  // the f32 originals of converted weights
   int64_t weight_bytes = 0;
-  for (const auto& [name, t] : model.named_parameters()) weight_bytes += t.numel() * static_cast<int64_t>(dtype_size(t.dtype()));
+  for (const auto& [name, t] : model.named_parameters()) weight_bytes += static_cast<int64_t>(dtype_bytes(t.dtype(), t.numel()));
   Philox rng(11);
   std::vector<int64_t> prompt(a.seq);
   for (auto& v : prompt) v = rng.next_u32() % vocab;

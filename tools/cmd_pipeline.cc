@@ -66,8 +66,20 @@ json stage_section(JsonReader& r, const std::string& key, bool with_model) {
   return out;
 }
 
-PipelineRecipe read_pipeline_recipe(const std::string& path) {
-  const json j = read_json_file(path);
+// `domains_override` ("NAME=FILE" each) replaces the recipe's "domains", so one recipe can be
+// judged on other corpora (scripts/experiments/domain_sets.sh).
+PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<std::string>& domains_override) {
+  json j = read_json_file(path);
+  if (!domains_override.empty()) {
+    json d = json::object();
+    for (const std::string& spec : domains_override) {
+      const size_t eq = spec.find('=');
+      SMELT_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(), "--domains: expected NAME=FILE, got \"", spec, "\"");
+      SMELT_CHECK(!d.contains(spec.substr(0, eq)), "--domains: ", spec.substr(0, eq), " is named twice");
+      d[spec.substr(0, eq)] = spec.substr(eq + 1);
+    }
+    j["domains"] = d;
+  }
   JsonReader r(j, path);
   PipelineRecipe p;
   const bool pretrained = r.has("base") && r.raw("base").is_object() && r.raw("base").contains("from");
@@ -329,8 +341,60 @@ void write_training_section(std::ostringstream& md, json& results, const std::st
   chart("loss_students.svg", "Students", {student, plain});
 }
 
+// "## Composition check": per domain, the MoE after MiX against the best single expert there
+// (the pipeline's promise: within 2% on every domain, better on the mixture), and the routing
+// diagnostic: per layer, the share of each domain's token-slots that go to its own expert (expert
+// i was fine-tuned on the i-th domain) and whether that is the domain's largest share.
+void write_composition_section(std::ostringstream& md, json& results, const std::map<std::string, std::string>& corpus) {
+  const json& moe = results.at("MoE after MiX");
+  md << "\n## Composition check\n\n| domain | best expert | its perplexity | MoE after MiX | MoE / best |\n|---|---|---|---|---|\n";
+  json check = json::object();
+  std::vector<std::string> names;
+  for (const auto& [domain, file] : corpus) names.push_back(domain);
+  names.push_back("mixed");
+  for (const std::string& domain : names) {
+    std::string best;
+    for (const auto& [expert, file] : corpus)
+      if (best.empty() || results.at("expert " + expert).at(domain).get<double>() < results.at("expert " + best).at(domain).get<double>()) best = expert;
+    const double b = results.at("expert " + best).at(domain).get<double>(), m = moe.at(domain).get<double>();
+    char row[256];
+    std::snprintf(row, sizeof row, "| %s | %s | %.1f | %.1f | %.3f |\n", domain.c_str(), best.c_str(), b, m, m / b);
+    md << row;
+    check[domain] = {{"best_expert", best}, {"best_expert_ppl", b}, {"moe_ppl", m}, {"moe_over_best", m / b}};
+    log_info("MoE after MiX on " + domain + ": " + one_decimal(m) + " (best expert, " + best + ": " + one_decimal(b) + ")");
+  }
+  results["composition"] = check;
+  if (!results.contains("routing")) return;
+  md << "\nShare of each domain's token-slots routed to its own expert, per layer (* where that is the domain's largest share):\n\n| domain |";
+  const json& routing = results.at("routing");
+  const size_t layers = routing.begin()->size();
+  for (size_t l = 0; l < layers; ++l) md << " layer " << l << " |";
+  md << "\n|---|";
+  for (size_t l = 0; l < layers; ++l) md << "---|";
+  md << "\n";
+  json own = json::object();
+  int64_t expert = 0;
+  for (const auto& [domain, file] : corpus) {
+    md << "| " << domain << " |";
+    std::vector<double> shares;
+    for (size_t l = 0; l < layers; ++l) {
+      const std::vector<double> load = routing.at(domain).at(l).get<std::vector<double>>();
+      const bool largest = std::max_element(load.begin(), load.end()) - load.begin() == expert;
+      char cell[32];
+      std::snprintf(cell, sizeof cell, " %.2f%s |", load[static_cast<size_t>(expert)], largest ? "*" : "");
+      md << cell;
+      shares.push_back(load[static_cast<size_t>(expert)]);
+    }
+    md << "\n";
+    own[domain] = shares;
+    ++expert;
+  }
+  results["routing_own_share"] = own;
+}
+
 struct PipelineArgs {
   std::string recipe, out;
+  std::vector<std::string> domains;  // NAME=FILE overrides of the recipe's domains
   int64_t eval_windows = 32;
   int threads = 0;
 };
@@ -385,6 +449,8 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
     results[label] = row;
   }
   fs::create_directories(out + "/report");
+  if (!routing.empty()) results["routing"] = routing;
+  write_composition_section(md, results, corpus);
   write_training_section(md, results, out, corpus);
   md << "\n## Routing of the MoE after MiX\n\nShare of each domain's token-slots per expert (expert i was fine-tuned on the i-th domain in this order:";
   for (const auto& [domain, file] : corpus) md << " " << domain;
@@ -403,14 +469,13 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
       write_file_atomic(out + "/report/" + name, svg_heatmap(grid, rows, cols, "Layer " + std::to_string(l) + ": domain → expert", "expert"));
       md << "![layer " << l << "](report/" << name << ")\n\n";
     }
-    results["routing"] = routing;
   }
 }
 
 void run_pipeline(const PipelineArgs& a) {
   const auto started = std::chrono::steady_clock::now();
   apply_threads(a.threads);
-  const PipelineRecipe p = read_pipeline_recipe(a.recipe);
+  const PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
   const std::string out = a.out, work = a.out + "/work";
   // Corpora (capped copies), tokenizer, token shards.
   std::map<std::string, std::string> corpus;
@@ -543,6 +608,7 @@ void add_pipeline_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("pipeline", "Base → instruct → domain experts → compose + MiX → distil, from one recipe, with a report");
   cmd->add_option("recipe", a->recipe, "Pipeline recipe JSON (see configs/pipeline.json)")->required();
   cmd->add_option("--out", a->out, "Output directory: one subdirectory per stage, report.md")->required();
+  cmd->add_option("--domains", a->domains, "NAME=FILE,...: train and score on these corpora instead of the recipe's domains")->delimiter(',');
   cmd->add_option("--eval-windows", a->eval_windows, "Validation windows per domain in the final scoring")->capture_default_str();
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_pipeline(*a); });

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "ops/backend.h"
+#include "runtime/dtype.h"
 
 namespace smelt {
 
@@ -15,7 +16,10 @@ namespace smelt {
 // dispatch reads its tokens this way instead of copying them into expert order.
 // B may hold bf16 values instead (b_bf16 set, b unset): they are widened to f32 as they are read
 // and the arithmetic stays f32. Weights kept in bf16 halve their memory and the bytes a decoding
-// step streams through the cache.
+// step streams through the cache. Or B may be a block-quantised Bᵀ (b_quant set, trans_b, k and
+// ldb whole blocks of 32): row j of Bᵀ starts dtype_bytes(b_quant_type, j·ldb) bytes in. Products
+// of up to kGemmDotRows rows quantise A's rows to int8 blocks and take integer dot products
+// (decoding); longer ones dequantise B as they pack it.
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
@@ -30,6 +34,8 @@ struct GemmArgs {
   const int64_t* a_rows = nullptr;
   const int64_t* b_rows = nullptr;
   const uint16_t* b_bf16 = nullptr;
+  const uint8_t* b_quant = nullptr;
+  DType b_quant_type = DType::F32;
 };
 
 

@@ -10,7 +10,9 @@
 // per-head products) and
 // products of at most four rows against a transposed B (decoding), which run as dot products
 // (gemm_dot.cc).
-// B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded.
+// B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded. A
+// block-quantised Bᵀ (GemmArgs::b_quant) is dequantised as it is packed; few-row products with
+// it take the integer dot path (ops/cpu/quant_dot-inl.h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/cpu/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -27,6 +29,7 @@
 #include "ops/cpu/gemm_dot.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
+#include "runtime/quant.h"
 #include "runtime/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -64,6 +67,34 @@ HWY_INLINE void transpose8x8(D d, V r[8]) {
 }
 #endif
 
+// One panel of packed B (kc rows of nr floats) from nr rows of Bᵀ, src[j] pointing at row j's
+// first k (nullptr past the last column: zero padding). Transposes in 8-deep slices of k so each
+// slice's writes stay within a few cache lines.
+template <typename BT>
+void transpose_into_panel(const BT* const* src, int64_t kc, int64_t nr, int64_t cols, float* dst) {
+  int64_t kk = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::CappedTag<float, 8> d8;
+  if (hn::Lanes(d8) == 8 && cols == nr) {
+    // 8 columns × 8 k at a time through registers.
+    for (; kk + 8 <= kc; kk += 8)
+      for (int64_t j = 0; j < nr; j += 8) {
+        hn::Vec<decltype(d8)> r[8];
+        for (int i = 0; i < 8; ++i) r[i] = load_f32(d8, src[j + i] + kk);
+        transpose8x8(d8, r);
+        for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
+      }
+  }
+#endif
+  for (; kk < kc; kk += 8) {
+    const int64_t depth = std::min<int64_t>(8, kc - kk);
+    for (int64_t j = 0; j < nr; ++j) {
+      float* col = dst + kk * nr + j;
+      for (int64_t t = 0; t < depth; ++t) col[t * nr] = src[j] ? to_f32(src[j][kk + t]) : 0.0f;
+    }
+  }
+}
+
 // Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each) from b (g.b or g.b_bf16): panel p
 // holds rows k, each nr floats, zero padded. Runs on one thread; callers spread panels of all
 // products over the pool.
@@ -94,37 +125,36 @@ void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, 
         for (int64_t j = 0; j < nr; ++j) dst[k * nr + j] = j < cols ? to_f32(src[j]) : 0.0f;
       }
     } else {
-      // Bᵀ stored row-major: column j of the panel is a contiguous row of b. Transpose in
-      // 8-deep slices of k so each slice's writes stay within a few cache lines.
+      // Bᵀ stored row-major: column j of the panel is a contiguous row of b.
       const BT* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];  // nr = 2 vectors
       for (int64_t j = 0; j < nr; ++j) src[j] = j < cols ? b + (j0 + j) * g.ldb + k0 : nullptr;
-      int64_t kk = 0;
-#if HWY_TARGET != HWY_SCALAR
-      const hn::CappedTag<float, 8> d8;
-      if (hn::Lanes(d8) == 8 && cols == nr) {
-        // 8 columns × 8 k at a time through registers.
-        for (; kk + 8 <= kc; kk += 8)
-          for (int64_t j = 0; j < nr; j += 8) {
-            hn::Vec<decltype(d8)> r[8];
-            for (int i = 0; i < 8; ++i) r[i] = load_f32(d8, src[j + i] + kk);
-            transpose8x8(d8, r);
-            for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
-          }
-      }
-#endif
-      for (; kk < kc; kk += 8) {
-        const int64_t depth = std::min<int64_t>(8, kc - kk);
-        for (int64_t j = 0; j < nr; ++j) {
-          float* col = dst + kk * nr + j;
-          for (int64_t t = 0; t < depth; ++t) col[t * nr] = src[j] ? to_f32(src[j][kk + t]) : 0.0f;
-        }
-      }
+      transpose_into_panel(src, kc, nr, cols, dst);
     }
   }
 }
 
+// Quantised Bᵀ (GemmArgs::b_quant): each of the panel's rows of b is dequantised over
+// [k0, k0 + kc) (whole blocks: kKC and K are multiples of 32) and transposed like f32 rows.
+void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
+  thread_local std::vector<float> rows;
+  rows.resize(static_cast<size_t>(nr * kc));
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
+    const float* src[2 * hn::MaxLanes(hn::ScalableTag<float>())];
+    for (int64_t j = 0; j < nr; ++j) {
+      src[j] = nullptr;
+      if (j >= cols) continue;
+      const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb + k0);
+      dequantize_blocks(g.b_quant_type, row, rows.data() + j * kc, kc);
+      src[j] = rows.data() + j * kc;
+    }
+    transpose_into_panel(src, kc, nr, cols, out + p * kc * nr);
+  }
+}
+
 void pack_b_any(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
-  if (g.b_bf16) pack_b(g, g.b_bf16, k0, kc, nr, p0, p1, out);
+  if (g.b_quant) pack_b_quantized(g, k0, kc, nr, p0, p1, out);
+  else if (g.b_bf16) pack_b(g, g.b_bf16, k0, kc, nr, p0, p1, out);
   else pack_b(g, g.b, k0, kc, nr, p0, p1, out);
 }
 
@@ -515,7 +545,10 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     const GemmArgs& g = problems[i];
     SMELT_ASSERT(!(g.a_rows && g.trans_a) && !(g.b_rows && g.trans_b), "gemm: a row index needs the untransposed operand");
-    SMELT_ASSERT((g.b == nullptr) != (g.b_bf16 == nullptr) || g.m * g.n * g.k == 0, "gemm: exactly one of b and b_bf16 must be set");
+    SMELT_ASSERT((g.b != nullptr) + (g.b_bf16 != nullptr) + (g.b_quant != nullptr) == 1 || g.m * g.n * g.k == 0,
+                 "gemm: exactly one of b, b_bf16 and b_quant must be set");
+    SMELT_ASSERT(!g.b_quant || (g.trans_b && !g.b_rows && g.k % kQuantBlock == 0 && g.ldb % kQuantBlock == 0),
+                 "gemm: a quantised B is transposed, whole blocks of 32 along k");
     if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && gemm_takes_dot_path(g)) {
       dots.push_back(&g);  // writes C itself, beta included
       continue;

@@ -7,6 +7,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/cpu/gemm_operands-inl.h"
+#include "ops/cpu/quant_dot-inl.h"
 
 #include <algorithm>
 #include <vector>
@@ -76,14 +77,25 @@ void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
 }
 
 // All dot-path products of a call in one parallel region, kDotCols output columns per task.
+// Products with a quantised B first have their A rows quantised (once, before the tasks).
 void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   std::vector<int64_t> first_task{0};
-  for (int64_t p = 0; p < count; ++p) first_task.push_back(first_task.back() + (products[p]->n + kDotCols - 1) / kDotCols);
+  std::vector<std::vector<int8_t>> a_q(static_cast<size_t>(count));
+  std::vector<std::vector<float>> a_d(static_cast<size_t>(count));
+  for (int64_t p = 0; p < count; ++p) {
+    const GemmArgs& g = *products[p];
+    first_task.push_back(first_task.back() + (g.n + kDotCols - 1) / kDotCols);
+    if (!g.b_quant) continue;
+    a_q[p].resize(static_cast<size_t>(g.m * g.k));
+    a_d[p].resize(static_cast<size_t>(g.m * g.k / kQuantBlock));
+    quantize_a_rows(g, a_q[p].data(), a_d[p].data());
+  }
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
     const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
-    if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
+    if (g.b_quant) quant_dot_task(g, a_q[p].data(), a_d[p].data(), j0, j1);
+    else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
   });
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ops/cpu/cpu_ops.h"
+#include "runtime/quant.h"
 #include "runtime/thread_pool.h"
 
 namespace smelt {
@@ -53,6 +54,14 @@ void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, cons
   for (int64_t j = 0; j < m; ++j) checked_index(index, j, n, what);
   float* po = static_cast<float*>(out.device_data());
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(inner, 1));
+  if (is_quantized(x.dtype())) {  // a quantised table (inference): rows dequantised
+    const uint8_t* px = static_cast<const uint8_t*>(x.device_data());
+    parallel_for(0, s.outer * m, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t)
+        dequantize_blocks(x.dtype(), px + dtype_bytes(x.dtype(), ((t / m) * n + index_at(index, t % m)) * inner), po + t * inner, inner);
+    });
+    return;
+  }
   if (x.dtype() == DType::BF16) {  // a bf16 table (inference): rows widened to f32
     const uint16_t* px = static_cast<const uint16_t*>(x.device_data());
     parallel_for(0, s.outer * m, grain, [&](int64_t lo, int64_t hi) {

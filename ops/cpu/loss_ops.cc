@@ -54,8 +54,7 @@ float* f32_out(const Tensor& t) { return t.defined() ? static_cast<float*>(t.dev
 
 GemmArgs b_from(const Tensor& w) {
   GemmArgs g;
-  if (w.dtype() == DType::BF16) g.b_bf16 = static_cast<const uint16_t*>(w.device_data());
-  else g.b = static_cast<const float*>(w.device_data());
+  point_gemm_b(g, w, 0);
   return g;
 }
 

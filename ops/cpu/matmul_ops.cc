@@ -6,13 +6,16 @@
 
 namespace smelt {
 
-namespace {
-// Points the GEMM's B operand at w's element `offset` (from its view's start), f32 or bf16.
-void point_b(GemmArgs& g, const Tensor& w, int64_t offset) {
-  if (w.dtype() == DType::BF16) g.b_bf16 = static_cast<const uint16_t*>(w.device_data()) + offset;
-  else g.b = static_cast<const float*>(w.device_data()) + offset;
+void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset) {
+  if (w.dtype() == DType::BF16) {
+    g.b_bf16 = static_cast<const uint16_t*>(w.device_data()) + offset;
+  } else if (is_quantized(w.dtype())) {
+    g.b_quant = static_cast<const uint8_t*>(w.device_data()) + dtype_bytes(w.dtype(), offset);
+    g.b_quant_type = w.dtype();
+  } else {
+    g.b = static_cast<const float*>(w.device_data()) + offset;
+  }
 }
-}  // namespace
 
 void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
@@ -26,7 +29,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     GemmArgs g;
     g.m = batch_count * M; g.n = N; g.k = K;
     g.a = pa; g.lda = K;
-    point_b(g, b, 0);
+    point_gemm_b(g, b, 0);
     g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po; g.ldc = N;
     cpu_gemm(g);
@@ -46,7 +49,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     GemmArgs g;
     g.m = M; g.n = N; g.k = K;
     g.a = pa + oa; g.lda = la.ld; g.trans_a = la.trans;
-    point_b(g, b, ob);
+    point_gemm_b(g, b, ob);
     g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po + oo; g.ldc = N;
     cpu_gemm(g);

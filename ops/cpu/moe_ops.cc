@@ -73,12 +73,11 @@ struct GemmGroup {
     problems.push_back(g);
     return problems.back();
   }
-  // The same with B an expert's matrix inside the stacked weight w (f32 or bf16), from element b_offset.
+  // The same with B an expert's matrix inside the stacked weight w (f32, bf16 or quantised), from element b_offset.
   GemmArgs& add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const Tensor& w, int64_t b_offset, int64_t ldb,
                 bool tb, float* c, int64_t ldc, float beta) {
     GemmArgs& g = add(m, n, k, a, lda, ta, nullptr, ldb, tb, c, ldc, beta);
-    if (w.dtype() == DType::BF16) g.b_bf16 = static_cast<const uint16_t*>(w.device_data()) + b_offset;
-    else g.b = f32(w) + b_offset;
+    point_gemm_b(g, w, b_offset);
     return g;
   }
   void run() {

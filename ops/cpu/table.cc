@@ -19,11 +19,12 @@ std::string cpu_simd_target() {
 namespace smelt {
 namespace {
 bool cpu_supports(OpKind op, DType dtype) {
-  // CPU compute is f32 (other dtypes convert at the edges), except that a bf16 table is read
-  // (widened) by index_select and bf16 weights by matmul and the experts: inference in bf16.
+  // CPU compute is f32 (other dtypes convert at the edges), except that a bf16 or quantised
+  // table is read by index_select and such weights by matmul and the experts: inference.
   if (op == OpKind::Count) return false;
-  return dtype == DType::F32 || (dtype == DType::BF16 && (op == OpKind::IndexSelect || op == OpKind::Matmul || op == OpKind::MoeExperts ||
-                                                    op == OpKind::MoeExpertsBackward || op == OpKind::LinearCrossEntropy));
+  const bool weights = op == OpKind::IndexSelect || op == OpKind::Matmul || op == OpKind::MoeExperts || op == OpKind::MoeExpertsBackward ||
+                       op == OpKind::LinearCrossEntropy;
+  return dtype == DType::F32 || ((dtype == DType::BF16 || is_quantized(dtype)) && weights);
 }
 }  // namespace
 

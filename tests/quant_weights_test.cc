@@ -1,0 +1,221 @@
+// Block-quantised weights (q8_0, q4_0) for inference: the codecs against the gguf Python
+// package's quantiser (committed fixture), the GEMM's integer dot path against a scalar
+// reference that quantises A the same way, its packed path against the f32 GEMM of the
+// dequantised weights, and whole models: logits close to the f32 model whose weights were
+// rounded through the same blocks, KV-cache decoding, refusals.
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "autograd/grad_mode.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/ops.h"
+#include "optim/trainer.h"
+#include "runtime/quant.h"
+#include "tests/test_util.h"
+
+namespace smelt {
+namespace {
+
+using testing::expect_error_mentions;
+using testing::small_config;
+
+std::vector<float> wavy(int64_t n, uint64_t seed) {
+  Philox rng(seed);
+  std::vector<float> v = Tensor::uniform({n}, rng, -1.0f, 1.0f).to_vector();
+  for (int64_t i = 0; i < n; i += 29) v[static_cast<size_t>(i)] *= 6.0f;  // outliers set some blocks' scales
+  return v;
+}
+
+TEST(QuantWeights, TensorConversionWritesTheGgufPackagesBytes) {
+  // The fixture holds the gguf package's own quantisation of "quantize.input" (make_gguf_fixture.py).
+  const GgufFile f = read_gguf(SMELT_FIXTURE_DIR "/gguf_quants.gguf");
+  const Tensor input = f.dequantize(f.tensor("quantize.input"));
+  for (auto [name, type] : {std::pair{"quantize.q8_0", DType::Q8_0}, std::pair{"quantize.q4_0", DType::Q4_0}}) {
+    const Tensor q = ops::reshape(input, {-1, 32}).to(type);
+    const GgufTensorInfo& want = f.tensor(name);
+    ASSERT_EQ(dtype_bytes(type, q.numel()), want.nbytes) << name;
+    EXPECT_EQ(std::memcmp(q.data<uint8_t>(), f.tensor_bytes(want), want.nbytes), 0) << name;
+    // And back: the dequantised values are what the package's dequantiser gives.
+    EXPECT_EQ(q.to(DType::F32).to_vector(), f.dequantize(want).to_vector()) << name;
+  }
+}
+
+TEST(QuantWeights, RoundTripErrorIsBoundedByTheBlockScale) {
+  const std::vector<float> x = wavy(32 * 40, 3);
+  for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    const std::vector<float> y = Tensor::from_vector(x, {40, 32}).to(type).to(DType::F32).to_vector();
+    for (int64_t b = 0; b < 40; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      // Half a step (a whole one for Q4_0, whose 16 levels clamp the side opposite the block's
+      // extreme at 7 steps), plus the f16 rounding of the scale (2^-11 relative) times the largest |q|.
+      const float qmax = type == DType::Q8_0 ? 127 : 8, step = amax / qmax, rounding = type == DType::Q8_0 ? 0.5f : 1.0f;
+      for (int j = 0; j < 32; ++j)
+        ASSERT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), step * (rounding + qmax / 2048) * 1.0001f + 1e-7f) << dtype_name(type);
+    }
+  }
+  expect_error_mentions([] { Tensor::zeros({4, 48}, DType::Q8_0); }, {"q8_0", "whole blocks of 32"});
+  expect_error_mentions([] { Tensor::zeros({2, 32}).to(DType::Q4_0).data<float>(); }, {"q4_0"});
+}
+
+// The integer dot path's reference: A quantised per 32-block with an f32 scale (round to
+// nearest), products summed exactly, scaled per block.
+std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t k, const Tensor& wq, int64_t n) {
+  const std::vector<float> w = wq.to(DType::F32).to_vector();  // dequantised: q · d_w exactly
+  const uint8_t* bytes = wq.data<uint8_t>();
+  const float* f16 = f16_to_f32_table();
+  std::vector<float> c(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t b = 0; b < k / 32; ++b) {
+        float amax = 0;
+        for (int t = 0; t < 32; ++t) amax = std::max(amax, std::fabs(a[i * k + b * 32 + t]));
+        const float da = amax / 127.0f, ia = da != 0 ? 1.0f / da : 0.0f;
+        const uint8_t* block = bytes + dtype_bytes(wq.dtype(), j * k + b * 32);
+        const float dw = f16[block[0] | (block[1] << 8)];
+        int64_t isum = 0;
+        for (int t = 0; t < 32; ++t) {
+          const float wv = w[j * k + b * 32 + t];
+          const int64_t qw = dw != 0 ? std::lrint(wv / dw) : 0;
+          isum += qw * std::lrint(a[i * k + b * 32 + t] * ia);
+        }
+        sum += static_cast<double>(isum) * dw * da;
+      }
+      c[i * n + j] = static_cast<float>(sum);
+    }
+  return c;
+}
+
+TEST(QuantWeights, DotPathMatchesTheIntegerReference) {
+  for (DType type : {DType::Q8_0, DType::Q4_0})
+    for (int64_t m : {1, 2, 3, 4})
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}}) {
+        const Tensor w = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(type);
+        const std::vector<float> a = wavy(m * k, 11 + m);
+        std::vector<float> c(static_cast<size_t>(m * n), 1.0f);
+        GemmArgs g;
+        g.m = m; g.n = n; g.k = k;
+        g.a = a.data(); g.lda = k;
+        g.b_quant = w.data<uint8_t>(); g.b_quant_type = type; g.ldb = k; g.trans_b = true;
+        g.c = c.data(); g.ldc = n;
+        g.alpha = 0.5f; g.beta = 2.0f;
+        cpu_gemm(g);
+        const std::vector<float> want = reference_dot(a, m, k, w, n);
+        for (int64_t i = 0; i < m * n; ++i)
+          ASSERT_NEAR(c[i], 0.5f * want[i] + 2.0f, 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " m=" << m << " n=" << n << " k=" << k;
+      }
+}
+
+TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeights) {
+  for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    const int64_t m = 23, n = 41, k = 704;  // k spans three K blocks of the packed GEMM, the last partial
+    const Tensor wq = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(type);
+    const Tensor x = Tensor::from_vector(wavy(m * k, 6), {m, k});
+    const std::vector<float> got = ops::linear(x, wq).to_vector();
+    const std::vector<float> want = ops::linear(x, wq.to(DType::F32)).to_vector();
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " " << i;
+  }
+}
+
+ModelConfig moe_config() {
+  ModelConfig c = small_config(61, 64, 96, 2, 4, 2);
+  c.num_local_experts = 4;
+  c.num_experts_per_tok = 2;
+  return c;
+}
+
+ModelConfig dense_tied() {
+  ModelConfig c = small_config(53, 64, 128, 2, 4, 4);
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+// The model with every quantisable matrix rounded through `type` and back to f32.
+Transformer rounded_through(const Transformer& m, DType type) {
+  NamedTensors out;
+  for (const auto& [name, t] : m.state_dict()) {
+    const bool router = name.find(".gate.weight") != std::string::npos && name.find("_proj") == std::string::npos;
+    out.push_back({name, t.dim() >= 2 && !router ? t.to(type).to(DType::F32) : t.clone()});
+  }
+  return Transformer::from_tensors(m.config(), out, "rounded");
+}
+
+Tensor some_ids(int64_t vocab, int64_t batch, int64_t seq) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < batch * seq; ++i) ids.push_back((i * 17 + 5) % vocab);
+  return Tensor::from_ints(ids, {batch, seq});
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+TEST(QuantWeights, ModelsComputeWhatTheirRoundedF32TwinsCompute) {
+  for (const ModelConfig& c : {moe_config(), dense_tied()})
+    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+      Transformer m = Transformer::create(c, 31);
+      const Transformer twin = rounded_through(m, type);
+      m.store_weights_in(type);
+      EXPECT_EQ(m.weight_dtype(), type);
+      for (const auto& [name, t] : m.named_parameters()) {
+        const bool router = name.find(".gate.weight") != std::string::npos && name.find("_proj") == std::string::npos;
+        EXPECT_EQ(t.dtype(), t.dim() >= 2 && !router ? type : DType::F32) << name;
+      }
+      NoGradGuard g;
+      // 3 × 7 tokens take the packed path (dequantised B: the twin's f32 arithmetic) in every
+      // dense linear; an expert given at most 4 of them, and all of 1 × 3, the integer dot path,
+      // which also rounds the activations to int8 blocks.
+      for (const Tensor& ids : {some_ids(c.vocab_size, 3, 7), some_ids(c.vocab_size, 1, 3)}) {
+        const std::vector<float> got = m.forward(ids).to_vector(), want = twin.forward(ids).to_vector();
+        float scale = 0;
+        for (float v : want) scale = std::max(scale, std::fabs(v));
+        const bool exact = ids.size(1) > 4 && c.num_local_experts == 0;
+        EXPECT_LT(max_abs_diff(got, want), exact ? 1e-5f * scale : 0.02f * scale) << dtype_name(type) << " " << ids.str();
+      }
+    }
+}
+
+TEST(QuantWeights, KvCacheDecodingMatchesFullForward) {
+  Transformer m = Transformer::create(moe_config(), 32);
+  m.store_weights_in(DType::Q8_0);
+  NoGradGuard g;
+  const Tensor ids = some_ids(61, 1, 9);
+  const std::vector<float> full = m.forward(ids).to_vector();
+  KVCache cache = m.make_cache(1, 16);
+  std::vector<float> stepped = m.forward(ops::slice(ids, 1, 0, 5), &cache).to_vector();
+  for (int64_t t = 5; t < 9; ++t) {
+    const std::vector<float> one = m.forward(ops::slice(ids, 1, t, t + 1), &cache).to_vector();
+    stepped.insert(stepped.end(), one.begin(), one.end());
+  }
+  float scale = 0;
+  for (float v : full) scale = std::max(scale, std::fabs(v));
+  EXPECT_LT(max_abs_diff(stepped, full), 0.02f * scale);  // the stepped tokens take the int8 dot path
+}
+
+TEST(QuantWeights, RefusesTrainingAndSavingWithClearErrors) {
+  Transformer m = Transformer::create(dense_tied(), 33);
+  m.store_weights_in(DType::Q4_0);
+  TrainConfig tc;
+  tc.steps = 1;
+  tc.batch_size = 1;
+  tc.seq_len = 4;
+  expect_error_mentions([&] { Trainer t(m, tc); }, {"q4_0", "load it in f32 to train"});
+  expect_error_mentions([&] { write_safetensors("/tmp/smelt_quant_refused.safetensors", m.state_dict()); },
+                        {"model.embed_tokens.weight", "q4_0", "safetensors cannot hold"});
+  EXPECT_FALSE(std::filesystem::exists("/tmp/smelt_quant_refused.safetensors"));
+  // A weight whose blocks would run down its columns is refused by name.
+  const Tensor w = Tensor::zeros({32, 64}).to(DType::Q8_0);
+  expect_error_mentions([&] { ops::matmul(Tensor::zeros({2, 32}), w); }, {"matmul", "q8_0", "transposed"});
+  // Converted back to f32 the model trains again.
+  m.store_weights_in(DType::F32);
+  EXPECT_NO_THROW(Trainer(m, tc));
+}
+
+}  // namespace
+}  // namespace smelt
