@@ -11,9 +11,12 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "runtime/dtype.h"
 #include "runtime/rng.h"
+#include "tests/test_util.h"
 
 namespace smelt {
 namespace {
+
+using testing::for_each_cpu_target;
 
 std::vector<float> random_vec(int64_t n, uint64_t seed, float lo = -2.0f, float hi = 2.0f) {
   std::vector<float> v(n);
@@ -21,19 +24,6 @@ std::vector<float> random_vec(int64_t n, uint64_t seed, float lo = -2.0f, float 
   rng.fill_uniform(v.data(), n);
   for (float& x : v) x = lo + (hi - lo) * x;
   return v;
-}
-
-// Runs `body` once for every SIMD target this build compiled and this CPU can run (here AVX2,
-// SSE4, SSSE3 and scalar), so the narrower targets' code paths (4-lane vectors, the scalar
-// fallbacks) are checked too, not only the one dispatch picks on this machine.
-void for_each_cpu_target(const std::function<void()>& body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(std::string("SIMD target ") + hwy::TargetName(target));
-    body();
-    if (::testing::Test::HasFatalFailure()) break;
-  }
-  hwy::SetSupportedTargetsForTest(0);  // back to the best target
 }
 
 const std::vector<int64_t> kSizes = {1, 7, 8, 9, 129, 1000, 65537};

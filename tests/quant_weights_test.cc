@@ -90,7 +90,8 @@ std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t
   return c;
 }
 
-TEST(QuantWeights, DotPathMatchesTheIntegerReference) {
+TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
+  testing::for_each_cpu_target([] {
   for (DType type : {DType::Q8_0, DType::Q4_0})
     for (int64_t m : {1, 2, 3, 4})
       for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}}) {
@@ -108,9 +109,11 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReference) {
         for (int64_t i = 0; i < m * n; ++i)
           ASSERT_NEAR(c[i], 0.5f * want[i] + 2.0f, 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " m=" << m << " n=" << n << " k=" << k;
       }
+  });
 }
 
-TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeights) {
+TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
+  testing::for_each_cpu_target([] {
   for (DType type : {DType::Q8_0, DType::Q4_0}) {
     const int64_t m = 23, n = 41, k = 704;  // k spans three K blocks of the packed GEMM, the last partial
     const Tensor wq = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(type);
@@ -119,6 +122,7 @@ TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeights) {
     const std::vector<float> want = ops::linear(x, wq.to(DType::F32)).to_vector();
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " " << i;
   }
+  });
 }
 
 ModelConfig moe_config() {

@@ -10,12 +10,26 @@
 #include <vector>
 
 #include "autograd/gradcheck.h"
+#include "hwy/targets.h"
 #include "models/config.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
 namespace smelt::testing {
+
+// Runs `body` once for every SIMD target this build compiled and this CPU can run (here AVX2,
+// SSE4, SSSE3 and scalar), so the narrower targets' code paths (4-lane vectors, the scalar
+// fallbacks) are checked too, not only the one dispatch picks on this machine.
+inline void for_each_cpu_target(const std::function<void()>& body) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(std::string("SIMD target ") + hwy::TargetName(target));
+    body();
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  hwy::SetSupportedTargetsForTest(0);  // back to the best target
+}
 
 inline Tensor rand_param(const Shape& shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   Philox rng(seed);

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "hwy/highway.h"
 #include "ops/cpu/cpu_kernels.h"
@@ -53,59 +54,82 @@ struct DotTags {
   hn::Rebind<float, decltype(i32)> f32;
 };
 
-// out[i] = Σ over blocks of weight row w (Q8_0 or Q4_0) · A row i, for M rows of A.
-template <int M, DType W>
-HWY_INLINE void quant_dot_row(const uint8_t* w, const int8_t* aq, const float* ad, int64_t k, float* out) {
+// out[i][j] = Σ over blocks of weight row w[j] (Q8_0 or Q4_0) · A row i, for M rows of A and J
+// weight rows: each A chunk is loaded once for the J rows.
+template <int M, int J, DType W>
+HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const float* ad, int64_t k, float (*out)[J]) {
   const DotTags t;
   const int64_t L = static_cast<int64_t>(hn::Lanes(t.i16));
   const int64_t blocks = k / kQuantBlock;
   constexpr int64_t kBlockBytes = W == DType::Q8_0 ? 34 : 18;
   const float* f16 = f16_to_f32_table();
-  hn::Vec<decltype(t.f32)> acc[M];
-  for (int i = 0; i < M; ++i) acc[i] = hn::Zero(t.f32);
+  hn::Vec<decltype(t.f32)> acc[M][J];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(t.f32);
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = w + b * kBlockBytes;
-    const float dw = f16[block[0] | (block[1] << 8)];
-    hn::Vec<decltype(t.i32)> s0[M], s1[M];
-    for (int i = 0; i < M; ++i) s0[i] = s1[i] = hn::Zero(t.i32);
+    const uint8_t* block[J];
+    for (int j = 0; j < J; ++j) block[j] = w[j] + b * kBlockBytes;
+    hn::Vec<decltype(t.i32)> s0[M][J], s1[M][J];
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < J; ++j) s0[i][j] = s1[i][j] = hn::Zero(t.i32);
     const int8_t* a0 = aq + b * kQuantBlock;
     if constexpr (W == DType::Q8_0) {
-      const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
       for (int64_t c = 0; c < kQuantBlock; c += L) {
-        const auto wv = hn::PromoteTo(t.i16, hn::LoadU(t.i8, q + c));
-        for (int i = 0; i < M; ++i)
-          s0[i] = hn::ReorderWidenMulAccumulate(t.i32, wv, hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c)), s0[i], s1[i]);
+        hn::Vec<decltype(t.i16)> av[M];
+        for (int i = 0; i < M; ++i) av[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
+        for (int j = 0; j < J; ++j) {
+          const auto wv = hn::PromoteTo(t.i16, hn::LoadU(t.i8, reinterpret_cast<const int8_t*>(block[j] + 2) + c));
+          for (int i = 0; i < M; ++i) s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, wv, av[i], s0[i][j], s1[i][j]);
+        }
       }
     } else {  // Q4_0: low nibbles are values 0..15, high nibbles 16..31, each minus 8
-      const uint8_t* q = block + 2;
       const auto eight = hn::Set(t.i16, 8);
       for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
-        const auto v = hn::LoadU(t.u8, q + c);
-        const auto lo = hn::Sub(hn::PromoteTo(t.i16, hn::And(v, hn::Set(t.u8, 0x0F))), eight);
-        const auto hi = hn::Sub(hn::PromoteTo(t.i16, hn::ShiftRight<4>(v)), eight);
+        hn::Vec<decltype(t.i16)> alo[M], ahi[M];
         for (int i = 0; i < M; ++i) {
-          s0[i] = hn::ReorderWidenMulAccumulate(t.i32, lo, hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c)), s0[i], s1[i]);
-          s0[i] = hn::ReorderWidenMulAccumulate(t.i32, hi, hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + 16 + c)), s0[i], s1[i]);
+          alo[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
+          ahi[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + 16 + c));
+        }
+        for (int j = 0; j < J; ++j) {
+          const auto v = hn::LoadU(t.u8, block[j] + 2 + c);
+          const auto lo = hn::Sub(hn::PromoteTo(t.i16, hn::And(v, hn::Set(t.u8, 0x0F))), eight);
+          const auto hi = hn::Sub(hn::PromoteTo(t.i16, hn::ShiftRight<4>(v)), eight);
+          for (int i = 0; i < M; ++i) {
+            s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, lo, alo[i], s0[i][j], s1[i][j]);
+            s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, hi, ahi[i], s0[i][j], s1[i][j]);
+          }
         }
       }
     }
-    for (int i = 0; i < M; ++i)
-      acc[i] = hn::MulAdd(hn::ConvertTo(t.f32, hn::RearrangeToOddPlusEven(s0[i], s1[i])), hn::Set(t.f32, dw * ad[i * blocks + b]), acc[i]);
+    for (int j = 0; j < J; ++j) {
+      const float dw = f16[block[j][0] | (block[j][1] << 8)];
+      for (int i = 0; i < M; ++i)
+        acc[i][j] = hn::MulAdd(hn::ConvertTo(t.f32, hn::RearrangeToOddPlusEven(s0[i][j], s1[i][j])), hn::Set(t.f32, dw * ad[i * blocks + b]),
+                               acc[i][j]);
+    }
   }
-  for (int i = 0; i < M; ++i) out[i] = hn::GetLane(hn::SumOfLanes(t.f32, acc[i]));
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) out[i][j] = hn::GetLane(hn::SumOfLanes(t.f32, acc[i][j]));
 }
 
 // Columns [j0, j1) of a quantised dot-path product, A already quantised (aq, ad).
 template <int M, DType W>
 void quant_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, int64_t j0, int64_t j1) {
-  float sums[M];
-  for (int64_t j = j0; j < j1; ++j) {
-    quant_dot_row<M, W>(g.b_quant + dtype_bytes(W, j * g.ldb), aq, ad, g.k, sums);
-    for (int i = 0; i < M; ++i) {
-      float* c = g.c + i * g.ldc + j;
-      *c = g.alpha * sums[i] + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
-    }
-  }
+  constexpr int J = M == 1 ? 4 : M == 2 ? 2 : 1;  // M·J accumulators and sums in registers
+  auto run = [&](auto width, int64_t j) {
+    constexpr int N = decltype(width)::value;
+    const uint8_t* rows[N];
+    for (int r = 0; r < N; ++r) rows[r] = g.b_quant + dtype_bytes(W, (j + r) * g.ldb);
+    float sums[M][N];
+    quant_dot_rows<M, N, W>(rows, aq, ad, g.k, sums);
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < N; ++r) {
+        float* c = g.c + i * g.ldc + j + r;
+        *c = g.alpha * sums[i][r] + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
+      }
+  };
+  for (; j0 + J <= j1; j0 += J) run(std::integral_constant<int, J>(), j0);
+  for (; j0 < j1; ++j0) run(std::integral_constant<int, 1>(), j0);
 }
 
 template <DType W>
