@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_operands-inl.h"
@@ -55,7 +56,8 @@ struct DotTags {
 };
 
 // out[i][j] = Σ over blocks of weight row w[j] (Q8_0 or Q4_0) · A row i, for M rows of A and J
-// weight rows: each A chunk is loaded once for the J rows.
+// weight rows: each A chunk is loaded once for the J rows. Every loop over i, j and the chunks is
+// unrolled so the accumulators stay in registers (rolled, they live on the stack).
 template <int M, int J, DType W>
 HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const float* ad, int64_t k, float (*out)[J]) {
   const DotTags t;
@@ -64,36 +66,52 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
   constexpr int64_t kBlockBytes = W == DType::Q8_0 ? 34 : 18;
   const float* f16 = f16_to_f32_table();
   hn::Vec<decltype(t.f32)> acc[M][J];
+#pragma GCC unroll 4
   for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
     for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(t.f32);
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* block[J];
-    for (int j = 0; j < J; ++j) block[j] = w[j] + b * kBlockBytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) {
+      block[j] = w[j] + b * kBlockBytes;
+      hwy::Prefetch(block[j] + 8 * kBlockBytes);  // rows are a few hundred bytes: fetch ahead of the streamer
+    }
     hn::Vec<decltype(t.i32)> s0[M][J], s1[M][J];
+#pragma GCC unroll 4
     for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
       for (int j = 0; j < J; ++j) s0[i][j] = s1[i][j] = hn::Zero(t.i32);
     const int8_t* a0 = aq + b * kQuantBlock;
     if constexpr (W == DType::Q8_0) {
+#pragma GCC unroll 4
       for (int64_t c = 0; c < kQuantBlock; c += L) {
         hn::Vec<decltype(t.i16)> av[M];
+#pragma GCC unroll 4
         for (int i = 0; i < M; ++i) av[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
+#pragma GCC unroll 4
         for (int j = 0; j < J; ++j) {
           const auto wv = hn::PromoteTo(t.i16, hn::LoadU(t.i8, reinterpret_cast<const int8_t*>(block[j] + 2) + c));
+#pragma GCC unroll 4
           for (int i = 0; i < M; ++i) s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, wv, av[i], s0[i][j], s1[i][j]);
         }
       }
     } else {  // Q4_0: low nibbles are values 0..15, high nibbles 16..31, each minus 8
       const auto eight = hn::Set(t.i16, 8);
+#pragma GCC unroll 4
       for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
         hn::Vec<decltype(t.i16)> alo[M], ahi[M];
+#pragma GCC unroll 4
         for (int i = 0; i < M; ++i) {
           alo[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
           ahi[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + 16 + c));
         }
+#pragma GCC unroll 4
         for (int j = 0; j < J; ++j) {
           const auto v = hn::LoadU(t.u8, block[j] + 2 + c);
           const auto lo = hn::Sub(hn::PromoteTo(t.i16, hn::And(v, hn::Set(t.u8, 0x0F))), eight);
           const auto hi = hn::Sub(hn::PromoteTo(t.i16, hn::ShiftRight<4>(v)), eight);
+#pragma GCC unroll 4
           for (int i = 0; i < M; ++i) {
             s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, lo, alo[i], s0[i][j], s1[i][j]);
             s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, hi, ahi[i], s0[i][j], s1[i][j]);
@@ -101,14 +119,18 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
         }
       }
     }
+#pragma GCC unroll 4
     for (int j = 0; j < J; ++j) {
       const float dw = f16[block[j][0] | (block[j][1] << 8)];
+#pragma GCC unroll 4
       for (int i = 0; i < M; ++i)
         acc[i][j] = hn::MulAdd(hn::ConvertTo(t.f32, hn::RearrangeToOddPlusEven(s0[i][j], s1[i][j])), hn::Set(t.f32, dw * ad[i * blocks + b]),
                                acc[i][j]);
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
     for (int j = 0; j < J; ++j) out[i][j] = hn::GetLane(hn::SumOfLanes(t.f32, acc[i][j]));
 }
 
