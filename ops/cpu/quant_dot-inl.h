@@ -75,7 +75,9 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
 #pragma GCC unroll 4
     for (int j = 0; j < J; ++j) {
       block[j] = w[j] + b * kBlockBytes;
-      hwy::Prefetch(block[j] + 8 * kBlockBytes);  // rows are a few hundred bytes: fetch ahead of the streamer
+      // Rows are a few hundred bytes, too short for the hardware prefetcher to get ahead: fetch
+      // the same block of the next J rows (the rows of a task are contiguous).
+      hwy::Prefetch(block[j] + J * blocks * kBlockBytes);
     }
     hn::Vec<decltype(t.i32)> s0[M][J], s1[M][J];
 #pragma GCC unroll 4
