@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "io/config_json.h"
 #include "io/files.h"
@@ -48,7 +49,7 @@ NamedTensors read_sharded(const std::string& dir, const std::string& index_path)
 }
 }  // namespace
 
-Transformer load_model_dir(const std::string& dir, DType weight_dtype) {
+Transformer load_model_dir(const std::string& dir, DType weight_dtype, Transformer::Experts experts) {
   if (fs::is_regular_file(dir) && is_gguf_file(dir)) {
     const GgufModel m = read_gguf_model(read_gguf(dir));
     return Transformer::from_tensors(m.config, m.tensors, dir, weight_dtype);
@@ -59,9 +60,17 @@ Transformer load_model_dir(const std::string& dir, DType weight_dtype) {
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   ModelConfig config = read_model_config(config_path);
   Transformer model = !fs::exists(weights_path) && fs::exists(index_path)
-                          ? Transformer::from_tensors(config, read_sharded(dir, index_path), index_path, weight_dtype)
-                          : Transformer::from_tensors(config, read_safetensors(weights_path).tensors, weights_path, weight_dtype);
+                          ? Transformer::from_tensors(config, read_sharded(dir, index_path), index_path, weight_dtype, experts)
+                          : Transformer::from_tensors(config, read_safetensors(weights_path).tensors, weights_path, weight_dtype, experts);
   Storage::release_cached_blocks();  // the per-expert copies stacked while loading are not needed again
+  if (experts == Transformer::Experts::Mapped) {
+    // Loading read the other tensors' pages of the file to copy them; only the experts' views of
+    // the mapping remain, and each expert's pages come back when a token first chooses it.
+    std::set<const Storage*> mappings;
+    for (const auto& [name, t] : model.named_parameters())
+      if (name.find(".experts.") != std::string::npos) mappings.insert(t.storage().get());
+    for (const Storage* m : mappings) release_mapped_pages(*m);
+  }
   return model;
 }
 

@@ -15,7 +15,10 @@ namespace smelt {
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files = {});
 // weight_dtype: bf16 keeps the weight matrices in bf16 for inference (Transformer::store_weights_in).
 // `dir` may also be a .gguf file (io/gguf_model.h): every --model option takes one.
-Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32);
+// experts: Transformer::Experts::Mapped leaves a safetensors checkpoint's experts in the mapped
+// file (read when chosen) where they are stored adjacently in weight_dtype.
+Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32,
+                           Transformer::Experts experts = Transformer::Experts::InMemory);
 // The configuration of a model directory (its config.json) or a .gguf file (its metadata),
 // without reading the weights.
 ModelConfig read_model_dir_config(const std::string& dir);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -124,6 +125,33 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
     SMELT_FAIL(target.string(), ": cannot rename the new directory into place (", ec.message(), ")");
   }
   if (had_old) fs::remove_all(old, ec);
+}
+
+int64_t mapping_resident_bytes(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {  // a mapping's header
+      inside = a >= begin && a < end;
+      continue;
+    }
+    long kib = 0;
+    if (inside && std::sscanf(line.c_str(), "Rss: %ld kB", &kib) == 1) return static_cast<int64_t>(kib) * 1024;
+  }
+  return -1;
+}
+
+void release_mapped_pages(const Storage& mapping) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping.data()) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping.data()) + mapping.nbytes()) / page * page;
+  if (end <= begin) return;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  // Experts are read where tokens choose them, not in sequence: no readahead around each fault.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_RANDOM);
 }
 
 }  // namespace smelt

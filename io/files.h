@@ -26,4 +26,12 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 // writer that was killed (NAME.tmp.PID, NAME.old.PID with PID gone) are removed on the next write.
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
 
+// Bytes of the memory mapping that holds `address` which are in this process's memory now
+// (/proc/self/smaps' Rss of that mapping; -1 when none holds it): how much of a mapped file the
+// process has read. (mincore would count pages that are merely in the page cache.)
+int64_t mapping_resident_bytes(const void* address);
+// Drops a mapped file's pages from this process's memory (madvise DONTNEED; the file is unchanged
+// and later reads fault them in again). For mappings nothing has written to.
+void release_mapped_pages(const Storage& mapping);
+
 }  // namespace smelt

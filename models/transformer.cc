@@ -146,9 +146,23 @@ std::vector<std::pair<std::string, Shape>> expected_state(const ModelConfig& c) 
 bool is_norm(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
 bool is_bias(const std::string& name) { return name.find("e_score_correction_bias") != std::string::npos; }
 
-// Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor.
-Tensor stack_experts(const std::vector<Tensor>& parts) {
+// Whether per-expert matrices lie one after another in one storage, so [E, rows, cols] is a view.
+bool adjacent_in_one_storage(const std::vector<Tensor>& parts) {
+  for (size_t e = 0; e < parts.size(); ++e)
+    if (!parts[e].is_contiguous() || parts[e].storage() != parts[0].storage() || parts[e].dtype() != parts[0].dtype() ||
+        parts[e].shape() != parts[0].shape() || parts[e].offset() != parts[0].offset() + static_cast<int64_t>(e) * parts[0].numel())
+      return false;
+  return true;
+}
+
+// Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor: a view of them when
+// `view` allows and they are adjacent, else a copy.
+Tensor stack_experts(const std::vector<Tensor>& parts, bool view = false) {
   const Shape& s = parts[0].shape();
+  if (view && adjacent_in_one_storage(parts)) {
+    const Shape stacked{static_cast<int64_t>(parts.size()), s[0], s[1]};
+    return Tensor::view_of(parts[0].storage(), stacked, contiguous_strides(stacked), parts[0].offset(), parts[0].dtype());
+  }
   Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype(), parts[0].device());
   for (size_t e = 0; e < parts.size(); ++e) ops::reshape(ops::slice(out, 0, e, e + 1), s).copy_from(parts[e]);
   return out;
@@ -173,7 +187,7 @@ void check_weight_dtype(DType dtype) {
 }  // namespace
 
 Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
-                                      DType weight_dtype) {
+                                      DType weight_dtype, Experts experts) {
   config.validate();
   check_weight_dtype(weight_dtype);
   std::map<std::string, Tensor> by_name;
@@ -194,7 +208,9 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
                 " but the config expects ", shape_str(shape));
     const bool matrix = !is_norm(name) && !is_bias(name);
     Tensor converted = it->second.to(matrix ? stored_dtype(it->second, is_router(name), weight_dtype) : DType::F32);
-    params[name] = converted.same(it->second) ? converted.clone() : converted;  // owned, not a view of the file
+    // Owned, not a view of the file; experts stay views when they are to be mapped (stacked below).
+    const bool keep_view = experts == Experts::Mapped && name.find(".experts.") != std::string::npos;
+    params[name] = converted.same(it->second) && !keep_view ? converted.clone() : converted;
     by_name.erase(it);
   }
   if (config.tie_word_embeddings) by_name.erase("lm_head.weight");  // some exporters write the tied copy
@@ -237,9 +253,10 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
         u.push_back(params.at(n.expert(e, "up")));
         d.push_back(params.at(n.expert(e, "down")));
       }
-      moe->gate_proj = stack_experts(g).set_requires_grad(weight_dtype == DType::F32);
-      moe->up_proj = stack_experts(u).set_requires_grad(weight_dtype == DType::F32);
-      moe->down_proj = stack_experts(d).set_requires_grad(weight_dtype == DType::F32);
+      const bool view = experts == Experts::Mapped;
+      moe->gate_proj = stack_experts(g, view).set_requires_grad(weight_dtype == DType::F32);
+      moe->up_proj = stack_experts(u, view).set_requires_grad(weight_dtype == DType::F32);
+      moe->down_proj = stack_experts(d, view).set_requires_grad(weight_dtype == DType::F32);
       if (config.shared_expert_intermediate_size > 0) {
         moe->shared_gate_proj = trainable(n.shared("gate"));
         moe->shared_up_proj = trainable(n.shared("up"));

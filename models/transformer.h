@@ -71,8 +71,13 @@ class Transformer {
   // Builds the model from named tensors (HF names); every expected tensor must be present with
   // the expected shape, and no unknown tensor may be left over. `source` names the file in errors.
   // weight_dtype: how the weight matrices are kept (see store_weights_in); norms are always f32.
+  // experts: Mapped keeps each MoE projection's experts as a view of `tensors` where they already
+  // lie one after another in one storage and in weight_dtype (a checkpoint mapped from disk, as
+  // smelt writes them): an expert no token chooses is then never paged in. Otherwise, and for
+  // InMemory, they are copied.
+  enum class Experts { InMemory, Mapped };
   static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
-                                  DType weight_dtype = DType::F32);
+                                  DType weight_dtype = DType::F32, Experts experts = Experts::InMemory);
 
   // ids [B, T] (integers) → logits [B, T, vocab]. token_mask [B·T] marks the real tokens for MoE
   // balancing and statistics (undefined: all real). key_start [B, T] (optional): the first

@@ -23,6 +23,8 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  // Borrowed memory (the second constructor: a mapped file), not the backend's.
+  bool borrowed() const { return static_cast<bool>(release_); }
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 

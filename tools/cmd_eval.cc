@@ -21,13 +21,13 @@ namespace {
 struct EvalArgs {
   std::string model, data, routing, split = "val", save_logits, weights = "f32";
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
-  bool json = false;
+  bool json = false, map_experts = false;
   int threads = 0;
 };
 
 void run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
-  Transformer model = load_model_dir(a.model, weights_dtype(a.weights));
+  Transformer model = load_inference_model(a.model, a.weights, a.map_experts);
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Default window: the length the model was trained on (recorded in recipe.json by smelt train),
@@ -96,6 +96,7 @@ void run_eval(const EvalArgs& a) {
                         {"active_experts", tokens > 0 ? layer_active[i] / static_cast<double>(tokens) : 0.0}});
     out["moe_layers"] = layers;
   }
+  out["memory"] = weight_memory(model);
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
     std::printf("loss %.4f | perplexity %.3f | %.4f bits per byte | %ld tokens | %ld parameters, %.0f active per token | %.0f tokens/s\n",
@@ -118,6 +119,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   cmd->add_flag("--json", args->json, "Print the result as one JSON object");
   add_weights_option(*cmd, args->weights);
+  add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_eval(*args); });
 }

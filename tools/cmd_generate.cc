@@ -22,7 +22,7 @@ struct GenerateArgs {
   std::string model, prompt, system, routing, weights = "f32";
   int64_t max_new_tokens = 200, top_k = 0, seed = 0;
   double temperature = 0.8, top_p = 1.0;
-  bool chat = false;
+  bool chat = false, map_experts = false;
   int threads = 0;
 };
 
@@ -62,7 +62,7 @@ void run_generate(const GenerateArgs& a) {
   SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
   SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
-  Transformer model = load_model_dir(a.model, weights_dtype(a.weights));
+  Transformer model = load_inference_model(a.model, a.weights, a.map_experts);
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Text in and out through the model's tokenizer when it has one, else bytes.
@@ -131,9 +131,14 @@ void run_generate(const GenerateArgs& a) {
   if (decoded > 0)
     std::fprintf(stderr, "decoded %ld tokens in %.3f s (%.1f tokens/s, batch 1)\n", static_cast<long>(decoded), seconds,
                  static_cast<double>(decoded) / seconds);
-  if (cfg.num_local_experts > 0)
+  if (cfg.num_local_experts > 0) {
     std::fprintf(stderr, "active parameters per token: %.0f of %ld\n", active_sum / static_cast<double>(forwarded),
                  static_cast<long>(cfg.parameter_count()));
+    const json m = weight_memory(model);
+    std::fprintf(stderr, "memory: %.1f MiB resident; weights %.1f MiB, of which experts %.1f MiB (%.1f MiB of them in memory%s)\n",
+                 m["rss_mib"].get<double>(), m["weight_mib"].get<double>(), m["expert_mib"].get<double>(), m["expert_resident_mib"].get<double>(),
+                 a.map_experts ? ": the experts the tokens chose" : "");
+  }
 }
 
 }  // namespace
@@ -152,6 +157,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--routing", args->routing, "MoE routing policy: top-k:K, top-p:P[:MAX], or a per-layer JSON file");
   add_weights_option(*cmd, args->weights);
+  add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
   cmd->callback([args] { run_generate(*args); });
 }

@@ -1,5 +1,11 @@
 #include "tools/weights_option.h"
 
+#include <set>
+
+#include "io/checkpoint.h"
+#include "io/files.h"
+#include "runtime/log.h"
+
 namespace smelt::tools {
 
 void add_weights_option(CLI::App& cmd, std::string& weights) {
@@ -8,6 +14,34 @@ void add_weights_option(CLI::App& cmd, std::string& weights) {
                  "blocks, about 1/4 and 1/7 of the memory; decoding takes integer dot products)")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}))
       ->capture_default_str();
+}
+
+void add_map_experts_option(CLI::App& cmd, bool& map_experts) {
+  cmd.add_flag("--map-experts", map_experts,
+               "Leave an MoE's experts in the memory-mapped checkpoint (safetensors): an expert no token chooses is never read into RAM");
+}
+
+Transformer load_inference_model(const std::string& model, const std::string& weights, bool map_experts) {
+  return load_model_dir(model, weights_dtype(weights), map_experts ? Transformer::Experts::Mapped : Transformer::Experts::InMemory);
+}
+
+nlohmann::json weight_memory(const Transformer& model) {
+  double weights = 0, experts = 0;
+  std::set<const Storage*> owned_experts, mapped;
+  for (const auto& [name, t] : model.named_parameters()) {
+    const size_t bytes = dtype_bytes(t.dtype(), t.numel());
+    weights += static_cast<double>(bytes);
+    if (name.find(".experts.") == std::string::npos) continue;  // the stacked [E, rows, cols] projections
+    experts += static_cast<double>(bytes);
+    // Experts kept in memory are resident whole; mapped ones as far as the file was read.
+    if (t.storage()->borrowed()) mapped.insert(t.storage().get());
+    else owned_experts.insert(t.storage().get());
+  }
+  double resident = 0;
+  for (const Storage* s : owned_experts) resident += static_cast<double>(s->nbytes());
+  for (const Storage* s : mapped) resident += static_cast<double>(mapping_resident_bytes(s->data()));
+  constexpr double kMiB = 1024.0 * 1024.0;
+  return {{"rss_mib", current_rss_mib()}, {"weight_mib", weights / kMiB}, {"expert_mib", experts / kMiB}, {"expert_resident_mib", resident / kMiB}};
 }
 
 DType weights_dtype(const std::string& weights) {
