@@ -39,6 +39,7 @@ struct BenchArgs {
   // train: the model of ../shared/bench/torch_moe_ref.py
   int64_t vocab = 4096, layers = 4, heads = 8, seq = 256, batch = 16, steps = 6;
   bool dense = false, checkpoint = false, json = false;  // json: output is JSON lines either way
+  bool map_experts = false;                               // decode: --map-experts
   int threads = 0;
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
@@ -336,11 +337,14 @@ void bench_train(const BenchArgs& a) {
 
 // Decoding with a KV cache, batch 1, the reference model (or --model) with its weights in f32 or
 // bf16: a prompt of --seq tokens, then --new-tokens greedy tokens one at a time (best of
-// --repeats). Memory: the weights' bytes and the process's resident memory once decoding is done.
+// --repeats). Memory: the weights' bytes and the process's resident memory once decoding is done
+// (for an MoE also how much of the experts is in memory: with --map-experts, what was read).
 void bench_decode(const BenchArgs& a) {
   SMELT_CHECK(a.new_tokens > 0 && a.seq > 0, "bench decode: --seq and --new-tokens must be positive");
   const DType dtype = weights_dtype(a.weights);
-  Transformer model = a.model.empty() ? Transformer::create(reference_model(a, a.seq + a.new_tokens), 0) : load_model_dir(a.model);
+  // A loaded model converts tensor by tensor (no whole f32 copy beside the quantised one).
+  Transformer model = a.model.empty() ? Transformer::create(reference_model(a, a.seq + a.new_tokens), 0)
+                                      : load_inference_model(a.model, a.weights, a.map_experts);
   SMELT_CHECK(a.seq + a.new_tokens <= model.config().max_position_embeddings, "bench decode: --seq + --new-tokens exceeds the model's ",
               model.config().max_position_embeddings, " positions");
   model.store_weights_in(dtype);
@@ -353,6 +357,7 @@ void bench_decode(const BenchArgs& a) {
   for (auto& v : prompt) v = rng.next_u32() % vocab;
   NoGradGuard no_grad;
   double best_prefill = 1e30, best_decode = 1e30;
+  std::vector<int64_t> generated;  // the greedy tokens (the same every round)
   for (int64_t r = 0; r <= a.repeats; ++r) {  // round 0 warms up
     KVCache cache = model.make_cache(1, a.seq + a.new_tokens);
     auto t0 = std::chrono::steady_clock::now();
@@ -361,6 +366,7 @@ void bench_decode(const BenchArgs& a) {
     for (int64_t i = 0; i < a.new_tokens; ++i) {
       const std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
       const int64_t next = std::max_element(last.begin(), last.end()) - last.begin();
+      if (r == 0) generated.push_back(next);
       logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
     }
     auto t2 = std::chrono::steady_clock::now();
@@ -374,7 +380,8 @@ void bench_decode(const BenchArgs& a) {
             {"prompt_tokens", a.seq}, {"new_tokens", a.new_tokens}, {"prefill_ms", best_prefill * 1e3},
             {"prefill_tokens_per_s", static_cast<double>(a.seq) / best_prefill},
             {"decode_tokens_per_s", static_cast<double>(a.new_tokens) / best_decode}, {"weights_mib", static_cast<double>(weight_bytes) / mib},
-            {"rss_mib", current_rss_mib()}};
+            {"rss_mib", current_rss_mib()}, {"generated", generated}};
+  if (model.config().num_local_experts > 0) j["memory"] = weight_memory(model);
   j.update(environment());
   std::printf("%s\n", j.dump().c_str());
 }
@@ -414,6 +421,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--new-tokens", a->new_tokens, "decode: tokens generated after the --seq-token prompt")->capture_default_str();
   cmd->add_option("--model", a->model, "decode: a real model (directory or .gguf) instead of the reference one");
   add_weights_option(*cmd, a->weights);
+  add_map_experts_option(*cmd, a->map_experts);
   cmd->add_flag("--json", a->json, "Print JSON lines (bench always does; accepted like every command's --json)");
   cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");
   cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
