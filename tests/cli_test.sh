@@ -90,6 +90,12 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
       fail "eval --weights bf16 loss $bf16_loss far from f32 $moe_loss"
     gen=$("$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens 8 --weights bf16 --temperature 0 2>/dev/null | tr -d '\000')
     [ "${gen:0:4}" = "The " ] && [ ${#gen} -gt 4 ] && ok || fail "generate --weights bf16 printed '$gen'"
+    # Quantised weights: the loss moves by rounding only. Mapped experts: the same loss exactly.
+    q8_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights q8_0 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+    awk -v a="$moe_loss" -v b="$q8_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d < 0.05) }' && ok ||
+      fail "eval --weights q8_0 loss $q8_loss far from f32 $moe_loss"
+    mapped_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --map-experts --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+    [ "$mapped_loss" = "$moe_loss" ] && ok || fail "eval --map-experts loss $mapped_loss differs from $moe_loss"
     expect_error bad-weights "--weights|f16" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --weights f16
     "$SMELT" inspect --model "$work/u" --json --tensors 2>/dev/null | grep -q '"block_sparse_moe.experts.3.w2.weight\|model.layers.0.block_sparse_moe.experts.3.w2.weight' &&
       ok || fail "inspect lists the experts' tensors"
