@@ -254,6 +254,8 @@ cat >"$work/pipe/recipe.json" <<RECIPE
  "distill": {"model": {"vocab_size": 400, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64},
              $stage_train, "loss": "jsd", "hidden_loss": "mse"}}
 RECIPE
+expect_error bad-domains "--domains|NAME=FILE|prose.txt" -- "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/x" --domains "$work/pipe/prose.txt"
+expect_error missing-domain "domains.b|nope.txt|does not exist" -- "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/x" --domains "a=$work/pipe/prose.txt,b=$work/pipe/nope.txt"
 "$SMELT" pipeline "$work/pipe/recipe.json" --out "$work/pipe/run" >/dev/null 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do ls -d "$work/pipe/run/base.checkpoints/step-"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9] >/dev/null 2>&1 && break; sleep 0.05; done
