@@ -10,6 +10,7 @@
 #include "ops/moe.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
+#include "tests/support/decoding.h"
 #include "tests/test_util.h"
 
 namespace smelt {
@@ -17,6 +18,7 @@ namespace {
 
 using testing::expect_error_mentions;
 using testing::small_config;
+using testing::some_ids;
 
 ModelConfig moe_with_shared_expert() {
   ModelConfig c = small_config(61, 32, 48, 2, 4, 2);
@@ -41,12 +43,6 @@ NamedTensors rounded_to_bf16(const Transformer& m) {
     out.push_back({name, matrix ? t.to(DType::BF16).to(DType::F32) : t.clone()});
   }
   return out;
-}
-
-Tensor some_ids(int64_t vocab, int64_t batch, int64_t seq) {
-  std::vector<int64_t> ids;
-  for (int64_t i = 0; i < batch * seq; ++i) ids.push_back((i * 17 + 5) % vocab);
-  return Tensor::from_ints(ids, {batch, seq});
 }
 
 void expect_same_values(const std::vector<float>& got, const std::vector<float>& want, float tol, const std::string& what) {
@@ -85,12 +81,7 @@ TEST(Bf16Weights, KvCacheDecodingMatchesFullForward) {
   NoGradGuard g;
   const Tensor ids = some_ids(61, 1, 9);
   const std::vector<float> full = m.forward(ids).to_vector();
-  KVCache cache = m.make_cache(1, 16);
-  std::vector<float> stepped = m.forward(ops::slice(ids, 1, 0, 5), &cache).to_vector();
-  for (int64_t t = 5; t < 9; ++t) {
-    const std::vector<float> one = m.forward(ops::slice(ids, 1, t, t + 1), &cache).to_vector();
-    stepped.insert(stepped.end(), one.begin(), one.end());
-  }
+  const std::vector<float> stepped = testing::cached_logits(m, ids, 5);
   expect_same_values(stepped, full, 1e-4f, "cached decoding");
 }
 

@@ -14,6 +14,7 @@
 #include "ops/ops.h"
 #include "optim/trainer.h"
 #include "runtime/quant.h"
+#include "tests/support/decoding.h"
 #include "tests/test_util.h"
 
 namespace smelt {
@@ -21,6 +22,7 @@ namespace {
 
 using testing::expect_error_mentions;
 using testing::small_config;
+using testing::some_ids;
 
 std::vector<float> wavy(int64_t n, uint64_t seed) {
   Philox rng(seed);
@@ -148,12 +150,6 @@ Transformer rounded_through(const Transformer& m, DType type) {
   return Transformer::from_tensors(m.config(), out, "rounded");
 }
 
-Tensor some_ids(int64_t vocab, int64_t batch, int64_t seq) {
-  std::vector<int64_t> ids;
-  for (int64_t i = 0; i < batch * seq; ++i) ids.push_back((i * 17 + 5) % vocab);
-  return Tensor::from_ints(ids, {batch, seq});
-}
-
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   float d = 0;
   for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
@@ -191,12 +187,7 @@ TEST(QuantWeights, KvCacheDecodingMatchesFullForward) {
   NoGradGuard g;
   const Tensor ids = some_ids(61, 1, 9);
   const std::vector<float> full = m.forward(ids).to_vector();
-  KVCache cache = m.make_cache(1, 16);
-  std::vector<float> stepped = m.forward(ops::slice(ids, 1, 0, 5), &cache).to_vector();
-  for (int64_t t = 5; t < 9; ++t) {
-    const std::vector<float> one = m.forward(ops::slice(ids, 1, t, t + 1), &cache).to_vector();
-    stepped.insert(stepped.end(), one.begin(), one.end());
-  }
+  const std::vector<float> stepped = testing::cached_logits(m, ids, 5);
   float scale = 0;
   for (float v : full) scale = std::max(scale, std::fabs(v));
   EXPECT_LT(max_abs_diff(stepped, full), 0.02f * scale);  // the stepped tokens take the int8 dot path
