@@ -113,10 +113,7 @@ TEST(Bf16Weights, GradientsFlowThroughBf16MatricesToTheNorms) {
 TEST(Bf16Weights, RefusesTrainingWithAClearError) {
   Transformer m = Transformer::create(dense_tied(), 23);
   m.store_weights_in(DType::BF16);
-  TrainConfig tc;
-  tc.steps = 1;
-  tc.batch_size = 1;
-  tc.seq_len = 4;
+  const TrainConfig tc = testing::one_step_config();
   expect_error_mentions([&] { Trainer t(m, tc); }, {"bf16", "load it in f32 to train"});
   Tensor w = Tensor::zeros({3, 4}, DType::BF16).set_requires_grad(true);
   expect_error_mentions([&] { ops::linear(Tensor::zeros({2, 4}), w); }, {"matmul", "bf16", "requires grad"});

@@ -196,10 +196,7 @@ TEST(QuantWeights, KvCacheDecodingMatchesFullForward) {
 TEST(QuantWeights, RefusesTrainingAndSavingWithClearErrors) {
   Transformer m = Transformer::create(dense_tied(), 33);
   m.store_weights_in(DType::Q4_0);
-  TrainConfig tc;
-  tc.steps = 1;
-  tc.batch_size = 1;
-  tc.seq_len = 4;
+  const TrainConfig tc = testing::one_step_config();
   expect_error_mentions([&] { Trainer t(m, tc); }, {"q4_0", "load it in f32 to train"});
   expect_error_mentions([&] { write_safetensors("/tmp/smelt_quant_refused.safetensors", m.state_dict()); },
                         {"model.embed_tokens.weight", "q4_0", "safetensors cannot hold"});

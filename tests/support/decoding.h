@@ -1,10 +1,11 @@
-// Helpers shared by the inference-weight suites (bf16, quantised): token ids and KV-cache
-// decoding token by token.
+// Helpers shared by the inference-weight suites (bf16, quantised): token ids, KV-cache decoding
+// token by token, and the one-step recipe their refusal-to-train checks use.
 #pragma once
 #include <vector>
 
 #include "models/transformer.h"
 #include "ops/ops.h"
+#include "optim/trainer.h"
 
 namespace smelt::testing {
 
@@ -26,6 +27,15 @@ inline std::vector<float> cached_logits(const Transformer& m, const Tensor& ids,
     stepped.insert(stepped.end(), one.begin(), one.end());
   }
   return stepped;
+}
+
+// One step of one 4-token row: enough for a Trainer to be built (and refuse, or not).
+inline TrainConfig one_step_config() {
+  TrainConfig tc;
+  tc.steps = 1;
+  tc.batch_size = 1;
+  tc.seq_len = 4;
+  return tc;
 }
 
 }  // namespace smelt::testing
