@@ -51,7 +51,8 @@ NamedTensors read_sharded(const std::string& dir, const std::string& index_path)
 
 Transformer load_model_dir(const std::string& dir, DType weight_dtype, Transformer::Experts experts) {
   if (fs::is_regular_file(dir) && is_gguf_file(dir)) {
-    const GgufModel m = read_gguf_model(read_gguf(dir));
+    // Matrices the file stores in the requested quantised type stay as they are.
+    const GgufModel m = read_gguf_model(read_gguf(dir), is_quantized(weight_dtype) ? weight_dtype : DType::F32);
     return Transformer::from_tensors(m.config, m.tensors, dir, weight_dtype);
   }
   SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory or GGUF file (it does not exist, or is another kind of file)");

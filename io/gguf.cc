@@ -331,6 +331,14 @@ Tensor GgufFile::dequantize(const GgufTensorInfo& t) const {
   return out;
 }
 
+Tensor GgufFile::read(const GgufTensorInfo& t, DType keep) const {
+  const bool same = (keep == DType::Q8_0 && t.type == GgmlType::Q8_0) || (keep == DType::Q4_0 && t.type == GgmlType::Q4_0);
+  if (!same) return dequantize(t);
+  Tensor out = Tensor::empty(t.shape(), keep);  // the block layouts are the same (runtime/quant.h)
+  std::memcpy(out.device_data(), tensor_bytes(t), dtype_bytes(keep, t.numel()));
+  return out;
+}
+
 GgufFile parse_gguf(std::shared_ptr<Storage> storage, const std::string& source) {
   GgufFile f;
   f.source = source;

@@ -82,6 +82,9 @@ class GgufFile {
   const uint8_t* tensor_bytes(const GgufTensorInfo& t) const;
   // The tensor decoded to f32, in PyTorch's shape (a fresh CPU tensor).
   Tensor dequantize(const GgufTensorInfo& t) const;
+  // The tensor as stored when its type is `keep` (Q8_0 or Q4_0: the file's own blocks, copied),
+  // else decoded to f32 like dequantize.
+  Tensor read(const GgufTensorInfo& t, DType keep) const;
 
   std::shared_ptr<Storage> bytes;  // the mapped file
 };

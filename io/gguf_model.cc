@@ -1,5 +1,6 @@
 #include "io/gguf_model.h"
 
+#include <cstring>
 #include <map>
 
 #include "io/pretokenize.h"
@@ -49,21 +50,32 @@ bool split_layer_name(const std::string& name, int64_t& layer, std::string& what
 }
 
 Tensor reorder_rope_rows(const Tensor& w, int64_t heads, bool to_hf) {
-  const int64_t rows = w.size(0), cols = w.size(1);
+  const int64_t rows = w.size(0);
   SMELT_CHECK(rows % (2 * heads) == 0, "Q/K rows ", rows, " are not whole rotary pairs of ", heads, " heads");
   const int64_t half = rows / heads / 2;
   const Tensor src = w.is_contiguous() ? w : w.clone();
-  Tensor out = Tensor::empty(w.shape());
-  const float* s = src.data<float>();
-  float* d = out.data<float>();
+  Tensor out = Tensor::empty(w.shape(), w.dtype());
+  // Whole rows move, so this works on bytes: f32 and block-quantised rows alike.
+  const size_t row_bytes = dtype_bytes(w.dtype(), w.size(1));
+  const auto* s = static_cast<const uint8_t*>(src.device_data());
+  auto* d = static_cast<uint8_t*>(out.device_data());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t pair = 0; pair < 2; ++pair)
       for (int64_t j = 0; j < half; ++j) {
         const int64_t hf_row = h * 2 * half + pair * half + j;  // HF: halves one after the other
         const int64_t gg_row = h * 2 * half + 2 * j + pair;     // llama.cpp: pairs interleaved
         const int64_t from = to_hf ? gg_row : hf_row, to = to_hf ? hf_row : gg_row;
-        std::copy(s + from * cols, s + (from + 1) * cols, d + to * cols);
+        std::memcpy(d + to * row_bytes, s + from * row_bytes, row_bytes);
       }
+  return out;
+}
+
+// Expert e of a stacked [E, rows, cols] tensor, as its own [rows, cols] tensor (bytes copied, so
+// this works for block-quantised stacks too).
+Tensor expert_slice(const Tensor& all, int64_t e) {
+  Tensor out = Tensor::empty({all.size(1), all.size(2)}, all.dtype());
+  const size_t bytes = dtype_bytes(all.dtype(), all.size(1) * all.size(2));
+  std::memcpy(out.device_data(), static_cast<const uint8_t*>(all.device_data()) + e * bytes, bytes);
   return out;
 }
 
@@ -115,18 +127,18 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   return c;
 }
 
-GgufModel read_gguf_model(const GgufFile& f) {
+GgufModel read_gguf_model(const GgufFile& f, DType keep) {
   GgufModel m;
   m.config = gguf_model_config(f);
   const ModelConfig& c = m.config;
   for (const GgufTensorInfo& t : f.tensors) {
     const std::string where = f.source + ": tensor '" + t.name + "'";
     if (t.name == "token_embd.weight") {
-      m.tensors.push_back({"model.embed_tokens.weight", f.dequantize(t)});
+      m.tensors.push_back({"model.embed_tokens.weight", f.read(t, keep)});
       continue;
     }
     if (t.name == "output_norm.weight" || t.name == "output.weight") {
-      m.tensors.push_back({t.name == "output.weight" ? "lm_head.weight" : "model.norm.weight", f.dequantize(t)});
+      m.tensors.push_back({t.name == "output.weight" ? "lm_head.weight" : "model.norm.weight", f.read(t, keep)});
       continue;
     }
     int64_t layer = 0;
@@ -134,17 +146,17 @@ GgufModel read_gguf_model(const GgufFile& f) {
     SMELT_CHECK(split_layer_name(t.name, layer, what), where, ": not a tensor of a llama model");
     SMELT_CHECK(layer < c.num_hidden_layers, where, ": layer ", layer, " but the model has ", c.num_hidden_layers);
     if (const char* matrix = expert_matrix(what)) {
-      const Tensor all = f.dequantize(t);  // [E, rows, cols]
+      const Tensor all = f.read(t, keep);  // [E, rows, cols]
       SMELT_CHECK(all.dim() == 3 && all.size(0) == c.num_local_experts, where, ": expected [", c.num_local_experts,
                   " experts, rows, cols], got ", shape_str(all.shape()));
       for (int64_t e = 0; e < all.size(0); ++e)
         m.tensors.push_back({layer_prefix(layer) + "block_sparse_moe.experts." + std::to_string(e) + "." + matrix + ".weight",
-                             ops::reshape(ops::slice(all, 0, e, e + 1), {all.size(1), all.size(2)}).clone()});
+                             expert_slice(all, e)});
       continue;
     }
     const std::string hf = hf_layer_tensor(what);
     SMELT_CHECK(!hf.empty(), where, ": '", what, "' is not a tensor smelt's llama computes with (biases and extra norms are not supported)");
-    Tensor w = f.dequantize(t);
+    Tensor w = f.read(t, keep);
     if (what == "attn_q") w = unpermute_rope_rows(w, c.num_attention_heads);
     if (what == "attn_k") w = unpermute_rope_rows(w, c.num_key_value_heads);
     m.tensors.push_back({layer_prefix(layer) + hf, w});

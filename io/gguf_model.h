@@ -17,11 +17,13 @@ namespace smelt {
 
 struct GgufModel {
   ModelConfig config;
-  NamedTensors tensors;  // HF names, f32
+  NamedTensors tensors;  // HF names, f32 (or the kept quantised type)
 };
 
 ModelConfig gguf_model_config(const GgufFile& f);
-GgufModel read_gguf_model(const GgufFile& f);
+// keep: Q8_0 or Q4_0 keeps the matrices the file stores in that type as they are (their blocks
+// copied, not decoded and quantised again); everything else is decoded to f32.
+GgufModel read_gguf_model(const GgufFile& f, DType keep = DType::F32);
 
 // The tokenizer as HF's tokenizer.json (so it is validated and written like any other);
 // nullopt when the file has no tokenizer.

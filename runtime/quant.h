@@ -6,7 +6,7 @@
 // A tensor of these dtypes is an inference weight: rows along its last dimension, a whole
 // number of blocks each. The codecs here are the scalar references (ggml's quantize_row_*_ref
 // rounding, so llama.cpp reads back what it would have written); the SIMD dot products that
-// decode against them live in ops/cpu/quant_dot.cc.
+// decode against them live in ops/cpu/quant_dot-inl.h.
 #pragma once
 #include <cstdint>
 
@@ -15,6 +15,9 @@
 namespace smelt {
 
 constexpr int64_t kQuantBlock = 32;  // values per block of Q8_0 and Q4_0
+
+// Bytes per block (the scale included), for kernels that step through rows themselves.
+constexpr int64_t quant_block_bytes(DType type) { return type == DType::Q8_0 ? 34 : 18; }
 
 // Encodes / decodes `values` values (a whole number of blocks) of a quantised dtype.
 void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values);

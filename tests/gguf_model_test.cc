@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "autograd/grad_mode.h"
 #include "io/checkpoint.h"
+#include "io/files.h"
 #include "io/gguf_export.h"
 #include "io/gguf_model.h"
 #include "tests/test_util.h"
@@ -184,6 +186,57 @@ TEST(GgufExport, ReadsBackToTheSameModel) {
     EXPECT_EQ(f.tensor("blk.0.attn_norm.weight").type, GgmlType::F32);
     EXPECT_EQ(f.strings("tokenizer.ggml.tokens").size(), 61u);  // a byte-level model of 61 rows: bytes 0..60
   }
+}
+
+// Halves every stored value of the file's blocks of `type` (the scale kept), so that no block
+// is what quantising its own values would give (that would use the full int range again).
+void shrink_quantised_blocks(const std::string& path, GgmlType type) {
+  std::string bytes = read_file(path);
+  const GgufFile f = read_gguf(path);
+  const auto* base = static_cast<const uint8_t*>(f.bytes->data());
+  for (const GgufTensorInfo& t : f.tensors) {
+    if (t.type != type) continue;
+    uint8_t* p = reinterpret_cast<uint8_t*>(bytes.data()) + (f.tensor_bytes(t) - base);
+    const int64_t block_bytes = type == GgmlType::Q8_0 ? 34 : 18;
+    for (int64_t b = 0; b < t.numel() / 32; ++b)
+      for (int64_t i = 2; i < block_bytes; ++i) {
+        uint8_t& v = p[b * block_bytes + i];
+        if (type == GgmlType::Q8_0) v = static_cast<uint8_t>(static_cast<int8_t>(v) / 2);
+        else v = static_cast<uint8_t>(((v & 15) - 8) / 2 + 8) | static_cast<uint8_t>((((v >> 4) - 8) / 2 + 8) << 4);
+      }
+  }
+  write_file_atomic(path, bytes);
+}
+
+// --weights q8_0 / q4_0 on a GGUF that stores its matrices in that type keeps the file's blocks
+// (copied, the Q/K rows put back in HF's order) instead of decoding and quantising them again,
+// which would give other blocks for a file whose blocks do not use the whole int range (another
+// quantiser's, or the shrunk ones here). Dense and MoE.
+TEST(GgufExport, QuantisedMatricesStayQuantisedWhenLoadedAsTheirType) {
+  const SafetensorsFile oracle = read_safetensors(fixture_path("hf_logits.safetensors"));
+  const Tensor ids = oracle.at("input_ids", "hf_logits").to(DType::I64);
+  NoGradGuard no_grad;
+  for (const char* arch : {"llama", "mixtral"})
+    for (auto [ggml, dtype] : {std::pair{GgmlType::Q8_0, DType::Q8_0}, std::pair{GgmlType::Q4_0, DType::Q4_0}}) {
+      const std::string path = ::testing::TempDir() + arch + "_" + dtype_name(dtype) + "_kept.gguf";
+      export_gguf(fixture_path(std::string("hf_") + arch), path, ggml);
+      shrink_quantised_blocks(path, ggml);
+      const GgufFile f = read_gguf(path);
+      const GgufTensorInfo& embd = f.tensor("token_embd.weight");
+      ASSERT_EQ(embd.type, ggml);
+      const size_t embd_bytes = dtype_bytes(dtype, embd.numel());
+      const Transformer kept = load_model_dir(path, dtype);
+      Transformer requantised = load_model_dir(path);
+      requantised.store_weights_in(dtype);
+      EXPECT_EQ(std::memcmp(kept.named_parameters()[0].second.device_data(), f.tensor_bytes(embd), embd_bytes), 0) << arch;
+      EXPECT_NE(std::memcmp(requantised.named_parameters()[0].second.device_data(), f.tensor_bytes(embd), embd_bytes), 0) << arch;
+      int64_t quantised = 0;
+      for (const auto& [name, t] : kept.named_parameters()) quantised += t.dtype() == dtype;
+      EXPECT_GE(quantised, 5) << arch;  // the embedding and at least the attention's four
+      // The kept blocks' values are the file's: the model computes what the f32 decoding of the
+      // file computes, up to the rounding of the activations in the integer dot products.
+      EXPECT_LT(worst_relative_error(kept.forward(ids), load_model_dir(path).forward(ids)), 1e-2) << arch << " " << dtype_name(dtype);
+    }
 }
 
 TEST(GgufExport, CarriesTheTokenizerAndChatTemplate) {

@@ -92,6 +92,30 @@ std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t
   return c;
 }
 
+// Q8_0 from another writer may hold −128 (ggml's own quantiser stops at −127), and A's int8
+// values reach ±127: the extreme pairs must not saturate the int16 pair sums of vpmaddubsw.
+TEST(QuantWeights, DotPathTakesTheWholeInt8RangeWithoutSaturating) {
+  testing::for_each_cpu_target([] {
+    const int64_t n = 3, k = 64;
+    Tensor w = Tensor::from_vector(wavy(n * k, 3), {n, k}).to(DType::Q8_0);
+    uint8_t* bytes = w.data<uint8_t>();
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t b = 0; b < k / 32; ++b)
+        for (int t = 0; t < 32; ++t) bytes[(j * (k / 32) + b) * 34 + 2 + t] = static_cast<uint8_t>(t % 2 == 0 || j == 1 ? 0x80 : 0x7F);
+    std::vector<float> a(static_cast<size_t>(k));
+    for (int64_t t = 0; t < k; ++t) a[t] = t % 3 == 2 ? 1.0f : -1.0f;  // every block: q = ±127
+    std::vector<float> c(static_cast<size_t>(n));
+    GemmArgs g;
+    g.m = 1; g.n = n; g.k = k;
+    g.a = a.data(); g.lda = k;
+    g.b_quant = w.data<uint8_t>(); g.b_quant_type = DType::Q8_0; g.ldb = k; g.trans_b = true;
+    g.c = c.data(); g.ldc = n;
+    cpu_gemm(g);
+    const std::vector<float> want = reference_dot(a, 1, k, w, n);
+    for (int64_t j = 0; j < n; ++j) ASSERT_NEAR(c[j], want[j], 1e-5f * std::fabs(want[j])) << "row " << j;
+  });
+}
+
 TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
   for (DType type : {DType::Q8_0, DType::Q4_0})

@@ -19,6 +19,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "ops/cpu/dequant-inl.h"
 #include "ops/cpu/gemm_operands-inl.h"
 
 #include <algorithm>
@@ -145,7 +146,7 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
       src[j] = nullptr;
       if (j >= cols) continue;
       const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb + k0);
-      dequantize_blocks(g.b_quant_type, row, rows.data() + j * kc, kc);
+      dequantize_row(g.b_quant_type, row, rows.data() + j * kc, kc);
       src[j] = rows.data() + j * kc;
     }
     transpose_into_panel(src, kc, nr, cols, out + p * kc * nr);

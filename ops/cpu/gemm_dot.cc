@@ -79,22 +79,31 @@ void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
 // All dot-path products of a call in one parallel region, kDotCols output columns per task.
 // Products with a quantised B first have their A rows quantised (once, before the tasks).
 void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
-  std::vector<int64_t> first_task{0};
-  std::vector<std::vector<int8_t>> a_q(static_cast<size_t>(count));
-  std::vector<std::vector<float>> a_d(static_cast<size_t>(count));
+  // Decoding calls this a few hundred times per token: the buffers are kept between calls.
+  // (Thread-local, so the tasks below see them through these references, not by name.)
+  thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer;
+  thread_local std::vector<int8_t> a_q_buffer;
+  thread_local std::vector<float> a_d_buffer;
+  std::vector<int64_t>& first_task = first_task_buffer;
+  std::vector<int64_t>& a_offset = a_offset_buffer;
+  first_task.assign(1, 0);
+  a_offset.assign(1, 0);
   for (int64_t p = 0; p < count; ++p) {
     const GemmArgs& g = *products[p];
     first_task.push_back(first_task.back() + (g.n + kDotCols - 1) / kDotCols);
-    if (!g.b_quant) continue;
-    a_q[p].resize(static_cast<size_t>(g.m * g.k));
-    a_d[p].resize(static_cast<size_t>(g.m * g.k / kQuantBlock));
-    quantize_a_rows(g, a_q[p].data(), a_d[p].data());
+    a_offset.push_back(a_offset.back() + (g.b_quant ? g.m * g.k : 0));
   }
+  a_q_buffer.resize(static_cast<size_t>(a_offset.back()));
+  a_d_buffer.resize(static_cast<size_t>(a_offset.back() / kQuantBlock));
+  int8_t* a_q = a_q_buffer.data();
+  float* a_d = a_d_buffer.data();
+  for (int64_t p = 0; p < count; ++p)
+    if (products[p]->b_quant) quantize_a_rows(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock);
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
     const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
-    if (g.b_quant) quant_dot_task(g, a_q[p].data(), a_d[p].data(), j0, j1);
+    if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
   });

@@ -1,8 +1,8 @@
 // The integer dot path of a GEMM whose B is a block-quantised Bᵀ (GemmArgs::b_quant): decoding's
 // few rows of A against weight rows in Q8_0 or Q4_0. A's rows are quantised once per call to
 // int8 blocks with an f32 scale each; every (A row, weight row) pair is then a sum over blocks of
-// d_w · d_a · Σ q_w q_a, the inner sum in int32 (sign-extended to int16 and multiplied in
-// pairs: _mm256_madd_epi16 on AVX2). The weights stream from memory once per call, a quarter
+// d_w · d_a · Σ q_w q_a, the inner sum in int32 (vpmaddubsw + vpmaddwd on x86, int16 products
+// elsewhere). The weights stream from memory once per call, a quarter
 // (Q8_0) or an eighth (Q4_0) of the f32 bytes. Included by gemm_dot.cc inside its
 // foreach_target loop.
 #if defined(SMELT_OPS_CPU_QUANT_DOT_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -31,22 +31,27 @@ namespace hn = hwy::HWY_NAMESPACE;
 // block of 32 (an f32 scale, finer than Q8_0's f16; A is quantised per call, so it costs nothing
 // to keep). q holds m·k values, d m·k/32 scales.
 inline void quantize_a_rows(const GemmArgs& g, int8_t* q, float* d) {
-  const int64_t blocks = g.k / kQuantBlock;
+  const hn::CappedTag<float, 8> df;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(df)), blocks = g.k / kQuantBlock;
   for (int64_t i = 0; i < g.m; ++i) {
     const float* x = g.a + a_row(g, i) * g.lda;
     for (int64_t b = 0; b < blocks; ++b) {
       const float* xb = x + b * kQuantBlock;
-      float amax = 0.0f;
-      for (int64_t j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
-      const float scale = amax / 127.0f, inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+      auto amax = hn::Zero(df);
+      for (int64_t j = 0; j < kQuantBlock; j += L) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
+      const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
+      const auto inverse = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
       d[i * blocks + b] = scale;
-      for (int64_t j = 0; j < kQuantBlock; ++j) q[i * g.k + b * kQuantBlock + j] = static_cast<int8_t>(std::lrintf(xb[j] * inverse));
+      // Rounded to nearest, ties to even (lrintf's rounding under the default mode).
+      for (int64_t j = 0; j < kQuantBlock; j += L)
+        hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), inverse))), d8, q + i * g.k + b * kQuantBlock + j);
     }
   }
 }
 
-// The tags of the int8 → int16 → int32 product: 16-bit lanes in at most 256 bits, so one block's
-// 32 values are two (AVX2, AVX-512) or four (SSE4) steps.
+// The tags of a block's int32 partial sums: 16-bit lanes in at most 256 bits, so one block's 32
+// values are two (AVX2, AVX-512) or four (SSE4) int16 steps on the widening path.
 struct DotTags {
   hn::CappedTag<int16_t, 16> i16;
   hn::Rebind<int8_t, decltype(i16)> i8;
@@ -54,16 +59,127 @@ struct DotTags {
   hn::Repartition<int32_t, decltype(i16)> i32;
   hn::Rebind<float, decltype(i32)> f32;
 };
+using I32 = hn::Vec<decltype(DotTags{}.i32)>;
+
+// sums[i][j] = int32 lanes whose total is Σ q_w q_a over one block of weight row j (its block
+// bytes at block[j]) and A row i (its block at a + i·k). Two implementations, same result.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_SSSE3
+// x86 from SSSE3 on: vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16,
+// vpmaddwd adds those pairs into int32: 32 products in two instructions (AVX2; four on SSE).
+// Q8_0 weights are signed, so the sign moves to A (|w| · sign(w)·a, as llama.cpp does); Q4_0's
+// nibbles are unsigned 0..15, so w·a is taken as is and 8·a subtracted (the value is nibble − 8).
+// No pair can saturate int16: 2·128·127 and 2·15·127 are below 32767.
+#if HWY_TARGET <= HWY_AVX2
+using Bytes = __m256i;  // a block's 32 bytes
+HWY_INLINE Bytes load_block(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+HWY_INLINE Bytes q4_nibbles(const uint8_t* p) {  // 16 bytes → values 0..15 in block order
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+HWY_INLINE Bytes abs_bytes(Bytes w) { return _mm256_sign_epi8(w, w); }
+HWY_INLINE Bytes sign_of(Bytes a, Bytes w) { return _mm256_sign_epi8(a, w); }
+HWY_INLINE Bytes eights() { return _mm256_set1_epi8(8); }
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Bytes minus_u, Bytes minus_s) {  // Σ u·s − Σ minus_u·minus_s
+  const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, s), _mm256_maddubs_epi16(minus_u, minus_s));
+  return I32{_mm256_madd_epi16(p, _mm256_set1_epi16(1))};
+}
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) { return I32{_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))}; }
+#else
+struct Bytes {  // a block's 32 bytes in two SSE registers
+  __m128i lo, hi;
+};
+HWY_INLINE Bytes load_block(const void* p) {
+  const auto* v = static_cast<const __m128i*>(p);
+  return {_mm_loadu_si128(v), _mm_loadu_si128(v + 1)};
+}
+HWY_INLINE Bytes q4_nibbles(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), mask = _mm_set1_epi8(0x0F);
+  return {_mm_and_si128(v, mask), _mm_and_si128(_mm_srli_epi16(v, 4), mask)};
+}
+HWY_INLINE Bytes abs_bytes(Bytes w) { return {_mm_sign_epi8(w.lo, w.lo), _mm_sign_epi8(w.hi, w.hi)}; }
+HWY_INLINE Bytes sign_of(Bytes a, Bytes w) { return {_mm_sign_epi8(a.lo, w.lo), _mm_sign_epi8(a.hi, w.hi)}; }
+HWY_INLINE Bytes eights() { return {_mm_set1_epi8(8), _mm_set1_epi8(8)}; }
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Bytes minus_u, Bytes minus_s) {
+  const __m128i lo = _mm_sub_epi16(_mm_maddubs_epi16(u.lo, s.lo), _mm_maddubs_epi16(minus_u.lo, minus_s.lo));
+  const __m128i hi = _mm_sub_epi16(_mm_maddubs_epi16(u.hi, s.hi), _mm_maddubs_epi16(minus_u.hi, minus_s.hi));
+  return I32{_mm_madd_epi16(_mm_add_epi16(lo, hi), _mm_set1_epi16(1))};  // |lo + hi| ≤ 4·15·127 + 4·8·127
+}
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) {
+  const __m128i ones = _mm_set1_epi16(1);
+  return I32{_mm_add_epi32(_mm_madd_epi16(_mm_maddubs_epi16(u.lo, s.lo), ones), _mm_madd_epi16(_mm_maddubs_epi16(u.hi, s.hi), ones))};
+}
+#endif
+
+template <int M, int J, DType W>
+HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a, int64_t k, I32 (&sums)[M][J]) {
+  Bytes av[M];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) av[i] = load_block(a + i * k);
+#pragma GCC unroll 4
+  for (int j = 0; j < J; ++j) {
+    if constexpr (W == DType::Q8_0) {
+      const Bytes w = load_block(block[j] + 2), w_abs = abs_bytes(w);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) sums[i][j] = pairs_i32(w_abs, sign_of(av[i], w));
+    } else {
+      const Bytes w = q4_nibbles(block[j] + 2);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) sums[i][j] = pairs_i32(w, av[i], eights(), av[i]);
+    }
+  }
+}
+#else
+// Elsewhere (scalar, EMU128): the int8 values widened to int16 and multiplied in pairs.
+template <int M, int J, DType W>
+HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a0, int64_t k, I32 (&sums)[M][J]) {
+  const DotTags t;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(t.i16));
+  I32 s1[M][J];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) sums[i][j] = s1[i][j] = hn::Zero(t.i32);
+  if constexpr (W == DType::Q8_0) {
+    for (int64_t c = 0; c < kQuantBlock; c += L) {
+      hn::Vec<decltype(t.i16)> av[M];
+      for (int i = 0; i < M; ++i) av[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
+      for (int j = 0; j < J; ++j) {
+        const auto wv = hn::PromoteTo(t.i16, hn::LoadU(t.i8, reinterpret_cast<const int8_t*>(block[j] + 2) + c));
+        for (int i = 0; i < M; ++i) sums[i][j] = hn::ReorderWidenMulAccumulate(t.i32, wv, av[i], sums[i][j], s1[i][j]);
+      }
+    }
+  } else {  // Q4_0: low nibbles are values 0..15, high nibbles 16..31, each minus 8
+    const auto eight = hn::Set(t.i16, 8);
+    for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
+      hn::Vec<decltype(t.i16)> alo[M], ahi[M];
+      for (int i = 0; i < M; ++i) {
+        alo[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
+        ahi[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + 16 + c));
+      }
+      for (int j = 0; j < J; ++j) {
+        const auto v = hn::LoadU(t.u8, block[j] + 2 + c);
+        const auto lo = hn::Sub(hn::PromoteTo(t.i16, hn::And(v, hn::Set(t.u8, 0x0F))), eight);
+        const auto hi = hn::Sub(hn::PromoteTo(t.i16, hn::ShiftRight<4>(v)), eight);
+        for (int i = 0; i < M; ++i) {
+          sums[i][j] = hn::ReorderWidenMulAccumulate(t.i32, lo, alo[i], sums[i][j], s1[i][j]);
+          sums[i][j] = hn::ReorderWidenMulAccumulate(t.i32, hi, ahi[i], sums[i][j], s1[i][j]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) sums[i][j] = hn::RearrangeToOddPlusEven(sums[i][j], s1[i][j]);
+}
+#endif
 
 // out[i][j] = Σ over blocks of weight row w[j] (Q8_0 or Q4_0) · A row i, for M rows of A and J
-// weight rows: each A chunk is loaded once for the J rows. Every loop over i, j and the chunks is
-// unrolled so the accumulators stay in registers (rolled, they live on the stack).
+// weight rows: each A block is loaded once for the J rows. Every loop over i and j is unrolled so
+// the accumulators stay in registers (rolled, they live on the stack).
 template <int M, int J, DType W>
 HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const float* ad, int64_t k, float (*out)[J]) {
   const DotTags t;
-  const int64_t L = static_cast<int64_t>(hn::Lanes(t.i16));
   const int64_t blocks = k / kQuantBlock;
-  constexpr int64_t kBlockBytes = W == DType::Q8_0 ? 34 : 18;
+  constexpr int64_t kBlockBytes = quant_block_bytes(W);
   const float* f16 = f16_to_f32_table();
   hn::Vec<decltype(t.f32)> acc[M][J];
 #pragma GCC unroll 4
@@ -79,55 +195,13 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
       // the same block of the next J rows (the rows of a task are contiguous).
       hwy::Prefetch(block[j] + J * blocks * kBlockBytes);
     }
-    hn::Vec<decltype(t.i32)> s0[M][J], s1[M][J];
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < J; ++j) s0[i][j] = s1[i][j] = hn::Zero(t.i32);
-    const int8_t* a0 = aq + b * kQuantBlock;
-    if constexpr (W == DType::Q8_0) {
-#pragma GCC unroll 4
-      for (int64_t c = 0; c < kQuantBlock; c += L) {
-        hn::Vec<decltype(t.i16)> av[M];
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i) av[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
-#pragma GCC unroll 4
-        for (int j = 0; j < J; ++j) {
-          const auto wv = hn::PromoteTo(t.i16, hn::LoadU(t.i8, reinterpret_cast<const int8_t*>(block[j] + 2) + c));
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, wv, av[i], s0[i][j], s1[i][j]);
-        }
-      }
-    } else {  // Q4_0: low nibbles are values 0..15, high nibbles 16..31, each minus 8
-      const auto eight = hn::Set(t.i16, 8);
-#pragma GCC unroll 4
-      for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
-        hn::Vec<decltype(t.i16)> alo[M], ahi[M];
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i) {
-          alo[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + c));
-          ahi[i] = hn::PromoteTo(t.i16, hn::LoadU(t.i8, a0 + i * k + 16 + c));
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < J; ++j) {
-          const auto v = hn::LoadU(t.u8, block[j] + 2 + c);
-          const auto lo = hn::Sub(hn::PromoteTo(t.i16, hn::And(v, hn::Set(t.u8, 0x0F))), eight);
-          const auto hi = hn::Sub(hn::PromoteTo(t.i16, hn::ShiftRight<4>(v)), eight);
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, lo, alo[i], s0[i][j], s1[i][j]);
-            s0[i][j] = hn::ReorderWidenMulAccumulate(t.i32, hi, ahi[i], s0[i][j], s1[i][j]);
-          }
-        }
-      }
-    }
+    I32 sums[M][J];
+    block_sums<M, J, W>(block, aq + b * kQuantBlock, k, sums);
 #pragma GCC unroll 4
     for (int j = 0; j < J; ++j) {
       const float dw = f16[block[j][0] | (block[j][1] << 8)];
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i)
-        acc[i][j] = hn::MulAdd(hn::ConvertTo(t.f32, hn::RearrangeToOddPlusEven(s0[i][j], s1[i][j])), hn::Set(t.f32, dw * ad[i * blocks + b]),
-                               acc[i][j]);
+      for (int i = 0; i < M; ++i) acc[i][j] = hn::MulAdd(hn::ConvertTo(t.f32, sums[i][j]), hn::Set(t.f32, dw * ad[i * blocks + b]), acc[i][j]);
     }
   }
 #pragma GCC unroll 4
@@ -140,10 +214,11 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
 template <int M, DType W>
 void quant_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, int64_t j0, int64_t j1) {
   constexpr int J = M == 1 ? 4 : M == 2 ? 2 : 1;  // M·J accumulators and sums in registers
+  const int64_t row_bytes = g.ldb / kQuantBlock * quant_block_bytes(W);  // ldb is whole blocks
   auto run = [&](auto width, int64_t j) {
     constexpr int N = decltype(width)::value;
     const uint8_t* rows[N];
-    for (int r = 0; r < N; ++r) rows[r] = g.b_quant + dtype_bytes(W, (j + r) * g.ldb);
+    for (int r = 0; r < N; ++r) rows[r] = g.b_quant + (j + r) * row_bytes;
     float sums[M][N];
     quant_dot_rows<M, N, W>(rows, aq, ad, g.k, sums);
     for (int i = 0; i < M; ++i)

@@ -12,21 +12,7 @@ shift
 fractions=("${@:-0 0.25 0.5}")
 [ $# -gt 0 ] || fractions=(0 0.25 0.5)
 smelt=./build/smelt
-domains=$(ls "$run/data" | grep -v -e '^mixed$' -e '^instruct$')
-score() {  # model → {"domain": perplexity, ..., "mixed": exp(mean loss)}
-  for d in $domains; do
-    echo "$d $($smelt eval --model "$1" --data "$run/data/$d" --seq-len 128 --batch-size 8 --max-batches 4 --json 2>/dev/null)"
-  done | python3 -c '
-import json, math, sys
-out, losses = {}, []
-for line in sys.stdin:
-    d, js = line.split(" ", 1)
-    j = json.loads(js)
-    out[d] = round(j["perplexity"], 1)
-    losses.append(j["loss"])
-out["mixed"] = round(math.exp(sum(losses) / len(losses)), 1)
-print(json.dumps(out))'
-}
+source scripts/experiments/score.sh
 echo "{\"run\": \"$run\", \"model\": \"base\", \"perplexity\": $(score "$run/base")}"
 for f in "${fractions[@]}"; do
   out=$run.instruct_replay_$f${STEPS:+_steps$STEPS}
