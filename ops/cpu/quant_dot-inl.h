@@ -79,9 +79,10 @@ HWY_INLINE Bytes q4_nibbles(const uint8_t* p) {  // 16 bytes → values 0..15 in
 HWY_INLINE Bytes abs_bytes(Bytes w) { return _mm256_sign_epi8(w, w); }
 HWY_INLINE Bytes sign_of(Bytes a, Bytes w) { return _mm256_sign_epi8(a, w); }
 HWY_INLINE Bytes eights() { return _mm256_set1_epi8(8); }
-HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Bytes minus_u, Bytes minus_s) {  // Σ u·s − Σ minus_u·minus_s
-  const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, s), _mm256_maddubs_epi16(minus_u, minus_s));
-  return I32{_mm256_madd_epi16(p, _mm256_set1_epi16(1))};
+using Pairs = __m256i;  // int16 sums of adjacent byte products
+HWY_INLINE Pairs pairs_i16(Bytes u, Bytes s) { return _mm256_maddubs_epi16(u, s); }
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Pairs minus) {  // Σ u·s − Σ minus
+  return I32{_mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, s), minus), _mm256_set1_epi16(1))};
 }
 HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) { return I32{_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))}; }
 #else
@@ -99,9 +100,13 @@ HWY_INLINE Bytes q4_nibbles(const uint8_t* p) {
 HWY_INLINE Bytes abs_bytes(Bytes w) { return {_mm_sign_epi8(w.lo, w.lo), _mm_sign_epi8(w.hi, w.hi)}; }
 HWY_INLINE Bytes sign_of(Bytes a, Bytes w) { return {_mm_sign_epi8(a.lo, w.lo), _mm_sign_epi8(a.hi, w.hi)}; }
 HWY_INLINE Bytes eights() { return {_mm_set1_epi8(8), _mm_set1_epi8(8)}; }
-HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Bytes minus_u, Bytes minus_s) {
-  const __m128i lo = _mm_sub_epi16(_mm_maddubs_epi16(u.lo, s.lo), _mm_maddubs_epi16(minus_u.lo, minus_s.lo));
-  const __m128i hi = _mm_sub_epi16(_mm_maddubs_epi16(u.hi, s.hi), _mm_maddubs_epi16(minus_u.hi, minus_s.hi));
+struct Pairs {
+  __m128i lo, hi;
+};
+HWY_INLINE Pairs pairs_i16(Bytes u, Bytes s) { return {_mm_maddubs_epi16(u.lo, s.lo), _mm_maddubs_epi16(u.hi, s.hi)}; }
+HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Pairs minus) {
+  const __m128i lo = _mm_sub_epi16(_mm_maddubs_epi16(u.lo, s.lo), minus.lo);
+  const __m128i hi = _mm_sub_epi16(_mm_maddubs_epi16(u.hi, s.hi), minus.hi);
   return I32{_mm_madd_epi16(_mm_add_epi16(lo, hi), _mm_set1_epi16(1))};  // |lo + hi| ≤ 4·15·127 + 4·8·127
 }
 HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) {
@@ -113,8 +118,12 @@ HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) {
 template <int M, int J, DType W>
 HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a, int64_t k, I32 (&sums)[M][J]) {
   Bytes av[M];
+  Pairs eight_a[M];  // Q4_0: 8·a in int16 pairs, once per row of A for all J weight rows
 #pragma GCC unroll 4
-  for (int i = 0; i < M; ++i) av[i] = load_block(a + i * k);
+  for (int i = 0; i < M; ++i) {
+    av[i] = load_block(a + i * k);
+    if constexpr (W == DType::Q4_0) eight_a[i] = pairs_i16(eights(), av[i]);
+  }
 #pragma GCC unroll 4
   for (int j = 0; j < J; ++j) {
     if constexpr (W == DType::Q8_0) {
@@ -124,7 +133,7 @@ HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a, int64_t
     } else {
       const Bytes w = q4_nibbles(block[j] + 2);
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) sums[i][j] = pairs_i32(w, av[i], eights(), av[i]);
+      for (int i = 0; i < M; ++i) sums[i][j] = pairs_i32(w, av[i], eight_a[i]);
     }
   }
 }
