@@ -9,6 +9,8 @@ namespace smelt {
 namespace {
 
 constexpr float kRouterMargin = 4.0f;
+// lda's ridge, as a share of the mean variance of the FFN inputs.
+constexpr double kLdaRidge = 0.1;
 
 // Mean over all positions of a [.., C] tensor → C values.
 std::vector<double> mean_rows(const Tensor& x) {
@@ -29,6 +31,89 @@ std::vector<std::vector<double>> mean_ffn_inputs(const Transformer& model, const
   for (const Tensor& x : model.captured().ffn_input) out.push_back(mean_rows(x));
   model.set_capture(false);
   return out;
+}
+
+// Per layer, the FFN inputs of `model` on `ids` as rows [positions, C] (one host read each).
+std::vector<std::vector<float>> ffn_input_rows(const Transformer& model, const Tensor& ids) {
+  model.set_capture(true);
+  model.forward(ids);
+  std::vector<std::vector<float>> out;
+  for (const Tensor& x : model.captured().ffn_input) out.push_back(x.to_vector());
+  model.set_capture(false);
+  return out;
+}
+
+// Solves (S + ridge·I) x = b for a symmetric positive semi-definite S [C × C] (Cholesky).
+std::vector<double> solve_ridge(std::vector<double> S, double ridge, const std::vector<double>& b) {
+  const int64_t C = static_cast<int64_t>(b.size());
+  for (int64_t i = 0; i < C; ++i) S[i * C + i] += ridge;
+  for (int64_t j = 0; j < C; ++j) {  // S = L·Lᵀ, L in the lower triangle
+    double diag = S[j * C + j];
+    for (int64_t k = 0; k < j; ++k) diag -= S[j * C + k] * S[j * C + k];
+    SMELT_CHECK(diag > 0, "compose: --gate-init lda: the hidden states' covariance is not positive definite");
+    S[j * C + j] = std::sqrt(diag);
+    for (int64_t i = j + 1; i < C; ++i) {
+      double v = S[i * C + j];
+      for (int64_t k = 0; k < j; ++k) v -= S[i * C + k] * S[j * C + k];
+      S[i * C + j] = v / S[j * C + j];
+    }
+  }
+  std::vector<double> x = b;
+  for (int64_t i = 0; i < C; ++i) {  // L y = b
+    for (int64_t k = 0; k < i; ++k) x[i] -= S[i * C + k] * x[k];
+    x[i] /= S[i * C + i];
+  }
+  for (int64_t i = C - 1; i >= 0; --i) {  // Lᵀ x = y
+    for (int64_t k = i + 1; k < C; ++k) x[i] -= S[k * C + i] * x[k];
+    x[i] /= S[i * C + i];
+  }
+  return x;
+}
+
+// Linear discriminant router rows for one layer from each domain's FFN inputs rows[i] ([n_i, C]
+// flattened): d_i = mean_i − the mean of the means, whitened by the pooled within-domain
+// covariance S (plus a ridge of kLdaRidge of its mean variance, for the few thousand tokens a
+// prompt set has against C² entries): w_i = S⁻¹ d_i, scaled so a token at the domain's mean
+// scores kRouterMargin above the average. The raw mean difference (hidden) weighs every
+// direction alike, so a few high-variance directions that every domain shares decide the
+// routing; whitening weighs each direction by how well it separates the domains.
+Tensor router_lda(const std::vector<const std::vector<float>*>& rows, int64_t C) {
+  const int64_t E = static_cast<int64_t>(rows.size());
+  std::vector<std::vector<double>> means(E, std::vector<double>(C, 0.0));
+  std::vector<double> S(C * C, 0.0), centre(C, 0.0);
+  int64_t total = 0;
+  for (int64_t i = 0; i < E; ++i) {
+    const std::vector<float>& x = *rows[i];
+    const int64_t n = static_cast<int64_t>(x.size()) / C;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < C; ++j) means[i][j] += x[r * C + j] / static_cast<double>(n);
+    std::vector<double> dev(C);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < C; ++j) dev[j] = x[r * C + j] - means[i][j];
+      for (int64_t a = 0; a < C; ++a)
+        for (int64_t b = 0; b <= a; ++b) S[a * C + b] += dev[a] * dev[b];
+    }
+    total += n;
+    for (int64_t j = 0; j < C; ++j) centre[j] += means[i][j] / static_cast<double>(E);
+  }
+  double trace = 0;
+  for (int64_t a = 0; a < C; ++a)
+    for (int64_t b = 0; b <= a; ++b) {
+      S[a * C + b] /= static_cast<double>(total);
+      S[b * C + a] = S[a * C + b];
+      if (a == b) trace += S[a * C + a];
+    }
+  std::vector<float> w(E * C);
+  for (int64_t i = 0; i < E; ++i) {
+    std::vector<double> d(C);
+    for (int64_t j = 0; j < C; ++j) d[j] = means[i][j] - centre[j];
+    const std::vector<double> v = solve_ridge(S, kLdaRidge * trace / static_cast<double>(C), d);
+    double vd = 0;
+    for (int64_t j = 0; j < C; ++j) vd += v[j] * d[j];
+    const double s = vd > 0 ? kRouterMargin / vd : 0.0;
+    for (int64_t j = 0; j < C; ++j) w[i * C + j] = static_cast<float>(s * v[j]);
+  }
+  return Tensor::from_vector(w, {E, C});
 }
 
 std::vector<double> mean_embedding(const Transformer& model, const Tensor& ids) {
@@ -80,7 +165,7 @@ Tensor scaled(const Tensor& w, float s) { return ops::mul(w, s); }
 void ComposeOptions::validate(int64_t experts) const {
   SMELT_CHECK(experts >= 2, "compose: give at least two --experts, got ", experts);
   SMELT_CHECK(top_k >= 1 && top_k <= experts, "compose: --top-k (", top_k, ") must be between 1 and the number of experts (", experts, ")");
-  SMELT_CHECK(gate_init == "hidden" || gate_init == "embed" || gate_init == "random", "compose: --gate-init must be hidden, embed or random, got \"",
+  SMELT_CHECK(gate_init == "hidden" || gate_init == "lda" || gate_init == "embed" || gate_init == "random", "compose: --gate-init must be hidden, lda, embed or random, got \"",
               gate_init, "\"");
   SMELT_CHECK(shared == "average" || shared == "base", "compose: --shared-weights must be average or base, got \"", shared, "\"");
 }
@@ -134,6 +219,15 @@ Transformer compose(const Transformer& base, const std::vector<const Transformer
     for (size_t i = 0; i < negatives.size(); ++i) neg.push_back(mean_embedding(*experts[i], negatives[i]));
     const Tensor r = router_from_means(means, references(means, neg));
     for (auto& layer : routers) layer = r;
+  } else if (o.gate_init == "lda") {
+    SMELT_CHECK(negatives.empty(), "compose: --gate-init lda separates the experts' own prompts; negative prompts are for hidden and embed");
+    std::vector<std::vector<std::vector<float>>> per_expert;  // [expert][layer][positions · C]
+    for (int64_t i = 0; i < E; ++i) per_expert.push_back(ffn_input_rows(*experts[i], prompts[i]));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      std::vector<const std::vector<float>*> rows;
+      for (int64_t i = 0; i < E; ++i) rows.push_back(&per_expert[i][l]);
+      routers[l] = router_lda(rows, c.hidden_size);
+    }
   } else {
     std::vector<std::vector<std::vector<double>>> per_expert, per_negative;  // [expert][layer][C]
     for (int64_t i = 0; i < E; ++i) per_expert.push_back(mean_ffn_inputs(*experts[i], prompts[i]));

@@ -5,6 +5,9 @@
 //   hidden  d = mean FFN input of expert i on its prompts − the mean over all experts (or over
 //           its negative prompts), row = 4 · d / ‖d‖², so a token at the domain mean scores
 //           about 4 above the average (measured with each expert's own model);
+//   lda     d whitened by the FFN inputs' pooled within-domain covariance S (plus a small ridge):
+//           row ∝ S⁻¹ d, scaled the same way (a linear discriminant: directions that every
+//           domain varies along weigh less, directions that separate the domains more);
 //   embed   the same with mean token embeddings instead of FFN inputs (one direction for all layers);
 //   random  N(0, initializer_range).
 // With a shared expert (the base FFN), the routed experts and the shared one each carry half of
@@ -19,7 +22,7 @@ namespace smelt {
 
 struct ComposeOptions {
   int64_t top_k = 2;
-  std::string gate_init = "hidden";  // hidden | embed | random
+  std::string gate_init = "hidden";  // hidden | lda | embed | random
   std::string shared = "average";    // attention, embeddings, norms: average | base
   bool shared_expert = false;        // the base model's FFN as an always-on expert
   uint64_t seed = 0;

@@ -48,11 +48,15 @@ TEST(Compose, IdenticalExpertsReproduceTheBaseModel) {
 
 TEST(Compose, HiddenStateRoutersSendEachDomainToItsExpert) {
   // Three "domains" that use disjoint token ranges; the experts are the base (so only the router
-  // distinguishes them) and each router row points from the experts' mean to its domain's mean.
+  // distinguishes them) and each router row points from the experts' mean to its domain's mean
+  // (hidden), or the same whitened by the within-domain covariance (lda).
   const Transformer base = Transformer::create(tiny(), 4);
   const std::vector<Tensor> prompts = {domain_ids(0, 20, 1, 16), domain_ids(20, 40, 2, 16), domain_ids(40, 64, 3, 16)};
+  for (const char* init : {"hidden", "lda"}) {
+  SCOPED_TRACE(init);
   ComposeOptions o;
   o.top_k = 1;
+  o.gate_init = init;
   const Transformer moe = compose(base, {&base, &base, &base}, prompts, {}, o);
   NoGradGuard g;
   for (int64_t d = 0; d < 3; ++d) {
@@ -64,6 +68,31 @@ TEST(Compose, HiddenStateRoutersSendEachDomainToItsExpert) {
       EXPECT_GT(stats.load[d], 0.45) << "domain " << d << " layer " << layer << ": its expert gets only " << stats.load[d];
     }
   }
+  }
+}
+
+// Two domains of a random model: the whitened rows (lda) route each domain's fresh text to its
+// own expert at least as well as the raw mean difference (hidden) does, and clearly above chance.
+TEST(Compose, LdaRoutersSendEachDomainToItsExpertAtLeastAsWellAsHidden) {
+  const Transformer base = Transformer::create(tiny(), 5);
+  const std::vector<Tensor> prompts = {domain_ids(0, 32, 1, 16), domain_ids(32, 64, 2, 16)};
+  NoGradGuard g;
+  auto own_share = [&](const char* init) {
+    ComposeOptions o;
+    o.top_k = 1;
+    o.gate_init = init;
+    const Transformer moe = compose(base, {&base, &base}, prompts, {}, o);
+    double share = 0;
+    int64_t n = 0;
+    for (int64_t d = 0; d < 2; ++d) {
+      moe.forward(domain_ids(d * 32, d * 32 + 32, 200 + d, 16));
+      for (const auto& [layer, stats] : moe.moe_stats()) share += stats.load[d], ++n;
+    }
+    return share / static_cast<double>(n);
+  };
+  const double hidden = own_share("hidden"), lda = own_share("lda");
+  EXPECT_GT(lda, 0.6) << "lda routes only " << lda << " of each domain's tokens to its own expert";
+  EXPECT_GE(lda, hidden - 0.02) << "lda " << lda << " against hidden " << hidden;
 }
 
 TEST(Compose, RefusesInputsThatDoNotFitNamingThem) {

@@ -95,7 +95,7 @@ void add_compose_command(CLI::App& app) {
   cmd->add_option("--experts", a->experts, "Expert model directories; expert i's FFNs become expert i")->required();
   cmd->add_option("--out", a->out, "Output MoE model directory")->required();
   cmd->add_option("--top-k", a->options.top_k, "Experts per token")->capture_default_str();
-  cmd->add_option("--gate-init", a->options.gate_init, "Router rows from: hidden (mean FFN input on each expert's prompts), embed, random")
+  cmd->add_option("--gate-init", a->options.gate_init, "Router rows from: hidden (mean FFN input on each expert's prompts), lda (the same whitened by the prompts' within-domain covariance), embed, random")
       ->capture_default_str();
   cmd->add_option("--prompts", a->prompts, "One text/JSONL file or prepared directory per expert (for hidden and embed)");
   cmd->add_option("--negative-prompts", a->negatives, "Optional: one file per expert whose mean is subtracted instead of the experts' mean");
