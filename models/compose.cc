@@ -43,11 +43,11 @@ std::vector<std::vector<float>> ffn_input_rows(const Transformer& model, const T
   return out;
 }
 
-// Solves (S + ridge·I) x = b for a symmetric positive semi-definite S [C × C] (Cholesky).
-std::vector<double> solve_ridge(std::vector<double> S, double ridge, const std::vector<double>& b) {
-  const int64_t C = static_cast<int64_t>(b.size());
+// The Cholesky factor L (lower triangle, row-major C × C) of S + ridge·I, S symmetric positive
+// semi-definite.
+std::vector<double> cholesky_ridge(std::vector<double> S, int64_t C, double ridge) {
   for (int64_t i = 0; i < C; ++i) S[i * C + i] += ridge;
-  for (int64_t j = 0; j < C; ++j) {  // S = L·Lᵀ, L in the lower triangle
+  for (int64_t j = 0; j < C; ++j) {
     double diag = S[j * C + j];
     for (int64_t k = 0; k < j; ++k) diag -= S[j * C + k] * S[j * C + k];
     SMELT_CHECK(diag > 0, "compose: --gate-init lda: the hidden states' covariance is not positive definite");
@@ -58,14 +58,20 @@ std::vector<double> solve_ridge(std::vector<double> S, double ridge, const std::
       S[i * C + j] = v / S[j * C + j];
     }
   }
+  return S;
+}
+
+// x with L·Lᵀ x = b (two triangular solves).
+std::vector<double> cholesky_solve(const std::vector<double>& L, const std::vector<double>& b) {
+  const int64_t C = static_cast<int64_t>(b.size());
   std::vector<double> x = b;
   for (int64_t i = 0; i < C; ++i) {  // L y = b
-    for (int64_t k = 0; k < i; ++k) x[i] -= S[i * C + k] * x[k];
-    x[i] /= S[i * C + i];
+    for (int64_t k = 0; k < i; ++k) x[i] -= L[i * C + k] * x[k];
+    x[i] /= L[i * C + i];
   }
   for (int64_t i = C - 1; i >= 0; --i) {  // Lᵀ x = y
-    for (int64_t k = i + 1; k < C; ++k) x[i] -= S[k * C + i] * x[k];
-    x[i] /= S[i * C + i];
+    for (int64_t k = i + 1; k < C; ++k) x[i] -= L[k * C + i] * x[k];
+    x[i] /= L[i * C + i];
   }
   return x;
 }
@@ -103,11 +109,12 @@ Tensor router_lda(const std::vector<const std::vector<float>*>& rows, int64_t C)
       S[b * C + a] = S[a * C + b];
       if (a == b) trace += S[a * C + a];
     }
+  const std::vector<double> L = cholesky_ridge(S, C, kLdaRidge * trace / static_cast<double>(C));  // one factor, E solves
   std::vector<float> w(E * C);
   for (int64_t i = 0; i < E; ++i) {
     std::vector<double> d(C);
     for (int64_t j = 0; j < C; ++j) d[j] = means[i][j] - centre[j];
-    const std::vector<double> v = solve_ridge(S, kLdaRidge * trace / static_cast<double>(C), d);
+    const std::vector<double> v = cholesky_solve(L, d);
     double vd = 0;
     for (int64_t j = 0; j < C; ++j) vd += v[j] * d[j];
     const double s = vd > 0 ? kRouterMargin / vd : 0.0;

@@ -41,7 +41,7 @@ json.dump(config, open(f"{tmp}/moe/config.json", "w"), indent=2)
 # Router-only phase: everything but the routers frozen, the recipe's schedule over N steps.
 router = json.loads(json.dumps(recipe))
 router["train"].update(steps=max(router_first, 1), eval_every=max(router_first, 1), warmup_steps=min(10, max(router_first, 1)),
-                       freeze=["model.embed_tokens.*", "lm_head.*", "model.norm.*", "*.self_attn.*", "*norm.*", "*.experts.*"])
+                       freeze=["model.embed_tokens.*", "lm_head.*", "*.self_attn.*", "*norm.*", "*.experts.*"])
 json.dump(router, open(f"{tmp}/router.recipe.json", "w"), indent=2)
 open(f"{tmp}/router_first", "w").write(str(router_first))
 PY
