@@ -6,11 +6,32 @@
 
 namespace smelt {
 
+namespace {
+// N: int64_t for the count itself, double for validate()'s bound (which must not overflow).
+template <typename N>
+N count_parameters(const ModelConfig& c, bool active_only) {
+  const N C = static_cast<N>(c.hidden_size), kv = static_cast<N>(c.num_key_value_heads) * static_cast<N>(c.head_dim());
+  const N attn = C * C * 2 + C * kv * 2;
+  N total = static_cast<N>(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2) + C;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    total += attn + 2 * C;
+    if (!c.is_moe_layer(i)) {
+      total += 3 * C * static_cast<N>(c.intermediate_size);
+      continue;
+    }
+    const N experts = static_cast<N>(active_only ? c.num_experts_per_tok : c.num_local_experts);
+    total += experts * 3 * C * static_cast<N>(c.expert_size()) + static_cast<N>(c.num_local_experts) * C;  // experts + router
+    total += 3 * C * static_cast<N>(c.shared_expert_intermediate_size) + (c.shared_expert_gate ? C : 0);
+  }
+  return total;
+}
+}  // namespace
+
 void ModelConfig::validate() const {
   SMELT_CHECK(vocab_size > 0, "vocab_size must be positive, got ", vocab_size);
   SMELT_CHECK(hidden_size > 0, "hidden_size must be positive, got ", hidden_size);
   SMELT_CHECK(intermediate_size > 0, "intermediate_size must be positive, got ", intermediate_size);
-  SMELT_CHECK(num_hidden_layers > 0, "num_hidden_layers must be positive, got ", num_hidden_layers);
+  SMELT_CHECK(num_hidden_layers > 0 && num_hidden_layers <= 100000, "num_hidden_layers must be between 1 and 100000, got ", num_hidden_layers);
   SMELT_CHECK(num_attention_heads > 0, "num_attention_heads must be positive, got ", num_attention_heads);
   SMELT_CHECK(hidden_size % num_attention_heads == 0, "hidden_size (", hidden_size, ") must be divisible by num_attention_heads (",
               num_attention_heads, ")");
@@ -23,7 +44,15 @@ void ModelConfig::validate() const {
   SMELT_CHECK(rms_norm_eps >= 0, "rms_norm_eps must be ≥ 0, got ", rms_norm_eps);
   SMELT_CHECK(initializer_range >= 0, "initializer_range must be ≥ 0, got ", initializer_range);
   SMELT_CHECK(num_local_experts >= 0, "num_local_experts must be ≥ 0, got ", num_local_experts);
-  if (num_local_experts == 0) return;
+  if (num_local_experts > 0) validate_moe();
+  // Every size a model derives (parameters, a tensor's elements) is an int64: refuse a config
+  // whose parameter count would not fit with room to spare, before anything multiplies it.
+  SMELT_CHECK(count_parameters<double>(*this, false) < 1e15, "the config describes ", count_parameters<double>(*this, false),
+              " parameters; smelt takes at most 1e15 (hidden_size ", hidden_size, ", intermediate_size ", intermediate_size,
+              ", vocab_size ", vocab_size, ", num_hidden_layers ", num_hidden_layers, ")");
+}
+
+void ModelConfig::validate_moe() const {
   SMELT_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_local_experts, "num_experts_per_tok (", num_experts_per_tok,
               ") must be between 1 and num_local_experts (", num_local_experts, ")");
   SMELT_CHECK(moe_intermediate_size >= 0, "moe_intermediate_size must be ≥ 0, got ", moe_intermediate_size);
@@ -48,26 +77,8 @@ void ModelConfig::validate() const {
   SMELT_CHECK(!shared_expert_gate || shared_expert_intermediate_size > 0, "shared_expert_gate needs shared_expert_intermediate_size > 0");
 }
 
-namespace {
-int64_t count_parameters(const ModelConfig& c, bool active_only) {
-  const int64_t C = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
-  const int64_t attn = C * C * 2 + C * kv * 2;
-  int64_t total = c.vocab_size * C * (c.tie_word_embeddings ? 1 : 2) + C;
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    total += attn + 2 * C;
-    if (!c.is_moe_layer(i)) {
-      total += 3 * C * c.intermediate_size;
-      continue;
-    }
-    const int64_t experts = active_only ? c.num_experts_per_tok : c.num_local_experts;
-    total += experts * 3 * C * c.expert_size() + c.num_local_experts * C;  // experts + router
-    total += 3 * C * c.shared_expert_intermediate_size + (c.shared_expert_gate ? C : 0);
-  }
-  return total;
-}
-}  // namespace
 
-int64_t ModelConfig::parameter_count() const { return count_parameters(*this, false); }
-int64_t ModelConfig::active_parameter_count() const { return count_parameters(*this, true); }
+int64_t ModelConfig::parameter_count() const { return count_parameters<int64_t>(*this, false); }
+int64_t ModelConfig::active_parameter_count() const { return count_parameters<int64_t>(*this, true); }
 
 }  // namespace smelt

@@ -53,6 +53,7 @@ struct ModelConfig {
   int64_t active_parameter_count() const;
   // Throws a smelt::Error naming the first inconsistent field.
   void validate() const;
+  void validate_moe() const;  // validate()'s checks of the MoE fields
   int64_t parameter_count() const;
 };
 

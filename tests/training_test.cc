@@ -133,6 +133,8 @@ TEST(Config, BadRecipesNameFileAndField) {
   expect_error_mentions([&] { read_recipe(p); }, {"broken.json", "malformed JSON"});
   p = write_temp("huge.json", "{" + good_model + R"(, "train": {"lr": 1e605}})");  // found by fuzzing
   expect_error_mentions([&] { read_recipe(p); }, {"huge.json", "invalid JSON"});
+  p = write_temp("vast.json", R"({"model": {"vocab_size": 256, "hidden_size": 888888888888888832, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}})");
+  expect_error_mentions([&] { read_recipe(p); }, {"vast.json", "parameters", "1e15"});  // found by fuzzing: the count overflowed int64
   p = write_temp("empty.json", "");
   expect_error_mentions([&] { read_recipe(p); }, {"empty.json", "empty"});
   expect_error_mentions([&] { read_recipe("/nonexistent/recipe.json"); }, {"/nonexistent/recipe.json"});
