@@ -21,16 +21,17 @@ ModelConfig model_config_from_json(JsonReader& r) {
   if (r.has("architectures")) {
     const json& a = r.raw("architectures");
     const bool known = a.is_array() && a.size() == 1 &&
-                       (a[0] == "LlamaForCausalLM" || a[0] == "MixtralForCausalLM" || a[0] == "Qwen2MoeForCausalLM");
+                       (a[0] == "LlamaForCausalLM" || a[0] == "MixtralForCausalLM" || a[0] == "Qwen2ForCausalLM" || a[0] == "Qwen2MoeForCausalLM");
     SMELT_CHECK(known, r.where("architectures"), ": unsupported architecture ", a.dump(),
-                " (known: LlamaForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM)");
+                " (known: LlamaForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM)");
   }
   if (r.has("model_type")) {
     const std::string t = r.string("model_type");
-    SMELT_CHECK(t == "llama" || t == "mixtral" || t == "qwen2_moe", r.where("model_type"), ": unsupported model_type \"", t, "\"");
+    SMELT_CHECK(t == "llama" || t == "mixtral" || t == "qwen2" || t == "qwen2_moe", r.where("model_type"), ": unsupported model_type \"", t, "\"");
   }
   if (r.has("hidden_act")) SMELT_CHECK(r.string("hidden_act") == "silu", r.where("hidden_act"), ": only \"silu\" (SwiGLU) is supported");
-  if (r.has("attention_bias")) SMELT_CHECK(!r.boolean("attention_bias"), r.where("attention_bias"), ": biases are not supported");
+  if (r.has("attention_bias"))  // Llama's switch: biases on q, k, v and the output projection
+    SMELT_CHECK(!r.boolean("attention_bias"), r.where("attention_bias"), ": an output projection bias is not supported (q, k and v biases are: Qwen2)");
   if (r.has("mlp_bias")) SMELT_CHECK(!r.boolean("mlp_bias"), r.where("mlp_bias"), ": biases are not supported");
   c.vocab_size = r.integer("vocab_size");
   c.hidden_size = r.integer("hidden_size");
@@ -88,7 +89,10 @@ ModelConfig model_config_from_json(JsonReader& r) {
   c.routing = r.string("routing", c.routing);
   c.shared_expert_intermediate_size = r.integer("shared_expert_intermediate_size", c.shared_expert_intermediate_size);
   c.shared_expert_gate = r.boolean("shared_expert_gate", qwen ? c.shared_expert_intermediate_size > 0 : c.shared_expert_gate);
-  if (r.has("qkv_bias")) SMELT_CHECK(!r.boolean("qkv_bias"), r.where("qkv_bias"), ": attention biases are not supported");
+  // Qwen2 always has q, k and v biases; Qwen2-MoE has them unless qkv_bias is false; smelt writes
+  // qkv_bias for any other architecture that has them (an upcycled Qwen2, say).
+  const std::string type = r.has("model_type") ? r.raw("model_type").get<std::string>() : "llama";
+  c.qkv_bias = type == "qwen2" || r.boolean("qkv_bias", type == "qwen2_moe");
   if (r.has("layer_types")) {
     for (const json& t : r.raw("layer_types"))
       SMELT_CHECK(t == "full_attention", r.where("layer_types"), ": only full attention is supported, got ", t.dump());
@@ -136,6 +140,11 @@ json model_config_to_json(const ModelConfig& c) {
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"torch_dtype", "float32"}};
   if (c.rope_scaling_factor != 1.0) j["rope_scaling"] = {{"type", "linear"}, {"factor", c.rope_scaling_factor}};
+  if (c.qkv_bias) j["qkv_bias"] = true;
+  if (c.qkv_bias && c.num_local_experts == 0) {
+    j["architectures"] = {"Qwen2ForCausalLM"};
+    j["model_type"] = "qwen2";
+  }
   if (c.num_local_experts > 0) {
     const bool qwen = c.shared_expert_intermediate_size > 0;
     j["architectures"] = {qwen ? "Qwen2MoeForCausalLM" : "MixtralForCausalLM"};
@@ -158,6 +167,7 @@ json model_config_to_json(const ModelConfig& c) {
     if (c.capacity_factor > 0) j["capacity_factor"] = c.capacity_factor;
     j["routing"] = c.routing;
     if (qwen) {
+      j["qkv_bias"] = c.qkv_bias;  // Qwen2-MoE's default is true
       j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
       j["shared_expert_gate"] = c.shared_expert_gate;
     }

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <tuple>
 
 #include "io/checkpoint.h"
 #include "io/files.h"
@@ -26,30 +27,43 @@ const char* gguf_pre_name(PreTokenizer kind) {
   return "gpt-2";
 }
 
+// llama.cpp's architecture for a model: qwen2moe for a shared expert (Qwen2-MoE), qwen2 for a
+// dense model with q, k and v biases, llama otherwise (Mixtral-style experts included).
+std::string gguf_architecture(const ModelConfig& c) {
+  if (c.shared_expert_intermediate_size > 0) return "qwen2moe";
+  return c.qkv_bias ? "qwen2" : "llama";
+}
+
 void add_model_metadata(const ModelConfig& c, const std::string& name, GgmlType type, Metadata& m) {
   auto u32 = [](int64_t v) { return GgufValue::of_u32(static_cast<uint32_t>(v)); };
-  m.push_back({"general.architecture", GgufValue::of_string("llama")});
+  const std::string arch = gguf_architecture(c), k = arch + ".";
+  m.push_back({"general.architecture", GgufValue::of_string(arch)});
   m.push_back({"general.name", GgufValue::of_string(name)});
   m.push_back({"general.file_type", u32(type == GgmlType::F32 ? 0 : type == GgmlType::F16 ? 1 : type == GgmlType::Q4_0 ? 2
                                                                 : type == GgmlType::Q8_0 ? 7 : 32)});  // llama_ftype
   m.push_back({"general.quantization_version", u32(2)});
-  m.push_back({"llama.block_count", u32(c.num_hidden_layers)});
-  m.push_back({"llama.context_length", u32(c.max_position_embeddings)});
-  m.push_back({"llama.embedding_length", u32(c.hidden_size)});
-  m.push_back({"llama.feed_forward_length", u32(c.num_local_experts > 0 ? c.expert_size() : c.intermediate_size)});
-  m.push_back({"llama.attention.head_count", u32(c.num_attention_heads)});
-  m.push_back({"llama.attention.head_count_kv", u32(c.num_key_value_heads)});
-  m.push_back({"llama.rope.freq_base", GgufValue::of_f32(static_cast<float>(c.rope_theta))});
-  m.push_back({"llama.attention.layer_norm_rms_epsilon", GgufValue::of_f32(static_cast<float>(c.rms_norm_eps))});
-  m.push_back({"llama.rope.dimension_count", u32(c.head_dim())});
-  m.push_back({"llama.vocab_size", u32(c.vocab_size)});
+  m.push_back({k + "block_count", u32(c.num_hidden_layers)});
+  m.push_back({k + "context_length", u32(c.max_position_embeddings)});
+  m.push_back({k + "embedding_length", u32(c.hidden_size)});
+  const bool mixtral = c.num_local_experts > 0 && arch == "llama";  // llama.cpp reads the experts' width here
+  m.push_back({k + "feed_forward_length", u32(mixtral ? c.expert_size() : c.intermediate_size)});
+  m.push_back({k + "attention.head_count", u32(c.num_attention_heads)});
+  m.push_back({k + "attention.head_count_kv", u32(c.num_key_value_heads)});
+  m.push_back({k + "rope.freq_base", GgufValue::of_f32(static_cast<float>(c.rope_theta))});
+  m.push_back({k + "attention.layer_norm_rms_epsilon", GgufValue::of_f32(static_cast<float>(c.rms_norm_eps))});
+  m.push_back({k + "rope.dimension_count", u32(c.head_dim())});
+  m.push_back({k + "vocab_size", u32(c.vocab_size)});
   if (c.rope_scaling_factor != 1.0) {
-    m.push_back({"llama.rope.scaling.type", GgufValue::of_string("linear")});
-    m.push_back({"llama.rope.scaling.factor", GgufValue::of_f32(static_cast<float>(c.rope_scaling_factor))});
+    m.push_back({k + "rope.scaling.type", GgufValue::of_string("linear")});
+    m.push_back({k + "rope.scaling.factor", GgufValue::of_f32(static_cast<float>(c.rope_scaling_factor))});
   }
   if (c.num_local_experts > 0) {
-    m.push_back({"llama.expert_count", u32(c.num_local_experts)});
-    m.push_back({"llama.expert_used_count", u32(c.num_experts_per_tok)});
+    m.push_back({k + "expert_count", u32(c.num_local_experts)});
+    m.push_back({k + "expert_used_count", u32(c.num_experts_per_tok)});
+  }
+  if (arch == "qwen2moe") {
+    m.push_back({k + "expert_feed_forward_length", u32(c.expert_size())});
+    m.push_back({k + "expert_shared_feed_forward_length", u32(c.shared_expert_intermediate_size)});
   }
 }
 
@@ -131,13 +145,24 @@ std::vector<GgufTensorToWrite> model_tensors(const Transformer& model, GgmlType 
   };
   std::map<std::string, Tensor> hf;
   for (const auto& [name, t] : model.state_dict()) hf[name] = f32(t);
+  const std::string arch = gguf_architecture(c);
+  // llama.cpp's llama kernels rotate interleaved pairs: its converter permutes Q and K rows to
+  // match (qwen2's NeoX-style rotation takes HF's order as it is).
+  auto rope_rows = [&](const Tensor& w, int64_t heads) { return arch == "llama" ? permute_rope_rows(w, heads) : w; };
   std::vector<GgufTensorToWrite> out = {matrix("token_embd.weight", hf.at("model.embed_tokens.weight"))};
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".", b = "blk." + std::to_string(i) + ".";
     out.push_back({b + "attn_norm.weight", hf.at(p + "input_layernorm.weight"), GgmlType::F32});
-    out.push_back(matrix(b + "attn_q.weight", permute_rope_rows(hf.at(p + "self_attn.q_proj.weight"), c.num_attention_heads)));
-    out.push_back(matrix(b + "attn_k.weight", permute_rope_rows(hf.at(p + "self_attn.k_proj.weight"), c.num_key_value_heads)));
+    out.push_back(matrix(b + "attn_q.weight", rope_rows(hf.at(p + "self_attn.q_proj.weight"), c.num_attention_heads)));
+    out.push_back(matrix(b + "attn_k.weight", rope_rows(hf.at(p + "self_attn.k_proj.weight"), c.num_key_value_heads)));
     out.push_back(matrix(b + "attn_v.weight", hf.at(p + "self_attn.v_proj.weight")));
+    if (arch != "llama") {  // qwen2's biases (zero for a Qwen2-MoE made without them: llama.cpp expects them)
+      const int64_t kv = c.num_key_value_heads * c.head_dim();
+      for (const auto& [name, rows] : {std::pair{"q", c.hidden_size}, {"k", kv}, {"v", kv}}) {
+        const std::string key = p + "self_attn." + name + "_proj.bias";
+        out.push_back({b + "attn_" + name + ".bias", c.qkv_bias ? hf.at(key) : Tensor::zeros({rows}), GgmlType::F32});
+      }
+    }
     out.push_back(matrix(b + "attn_output.weight", hf.at(p + "self_attn.o_proj.weight")));
     out.push_back({b + "ffn_norm.weight", hf.at(p + "post_attention_layernorm.weight"), GgmlType::F32});
     if (!c.is_moe_layer(i)) {
@@ -146,14 +171,20 @@ std::vector<GgufTensorToWrite> model_tensors(const Transformer& model, GgmlType 
       out.push_back(matrix(b + "ffn_down.weight", hf.at(p + "mlp.down_proj.weight")));
       continue;
     }
-    const std::string moe = p + "block_sparse_moe.";
+    const bool qwen = arch == "qwen2moe";
+    const std::string moe = p + (qwen ? "mlp." : "block_sparse_moe.");
     out.push_back({b + "ffn_gate_inp.weight", hf.at(moe + "gate.weight"), GgmlType::F32});
-    for (const auto& [gguf_name, hf_name] : {std::pair{"ffn_gate_exps", "w1"}, {"ffn_up_exps", "w3"}, {"ffn_down_exps", "w2"}}) {
+    for (const auto& [gguf_name, mixtral_name, qwen_name] :
+         {std::tuple{"ffn_gate_exps", "w1", "gate_proj"}, {"ffn_up_exps", "w3", "up_proj"}, {"ffn_down_exps", "w2", "down_proj"}}) {
       std::vector<Tensor> experts;
       for (int64_t e = 0; e < c.num_local_experts; ++e)
-        experts.push_back(ops::unsqueeze(hf.at(moe + "experts." + std::to_string(e) + "." + hf_name + ".weight"), 0));
+        experts.push_back(ops::unsqueeze(hf.at(moe + "experts." + std::to_string(e) + "." + (qwen ? qwen_name : mixtral_name) + ".weight"), 0));
       out.push_back(matrix(b + gguf_name + ".weight", ops::cat(experts, 0)));
     }
+    if (!qwen) continue;
+    for (const auto& [gguf_name, which] : {std::pair{"ffn_gate_shexp", "gate"}, {"ffn_up_shexp", "up"}, {"ffn_down_shexp", "down"}})
+      out.push_back(matrix(b + gguf_name + ".weight", hf.at(moe + "shared_expert." + which + "_proj.weight")));
+    out.push_back({b + "ffn_gate_inp_shexp.weight", ops::reshape(hf.at(moe + "shared_expert_gate.weight"), {c.hidden_size}), GgmlType::F32});
   }
   out.push_back({"output_norm.weight", hf.at("model.norm.weight"), GgmlType::F32});
   if (!c.tie_word_embeddings) out.push_back(matrix("output.weight", hf.at("lm_head.weight")));
@@ -167,9 +198,12 @@ void export_gguf(const std::string& model_dir, const std::string& out, GgmlType 
                   matrix_type == GgmlType::Q8_0 || matrix_type == GgmlType::Q4_0,
               "--type: smelt writes f32, f16, bf16, q8_0 or q4_0");
   const Transformer model = load_model_dir(model_dir);
-  check_hf_exportable(model, model_dir);  // Mixtral's constraints are llama.cpp's for the llama architecture
-  SMELT_CHECK(model.config().shared_expert_intermediate_size == 0, model_dir,
-              ": shared experts (the Qwen2-MoE layout) are not written to GGUF yet; export --format hf instead");
+  check_hf_exportable(model, model_dir);  // Mixtral's and Qwen2-MoE's constraints are llama.cpp's too
+  const ModelConfig& c = model.config();
+  if (gguf_architecture(c) == "qwen2moe") {
+    SMELT_CHECK(!c.norm_topk_prob, model_dir, ": norm_topk_prob true: llama.cpp's qwen2moe never renormalises the chosen experts' weights");
+    SMELT_CHECK(c.decoder_sparse_step == 1, model_dir, ": decoder_sparse_step ", c.decoder_sparse_step, ": llama.cpp's qwen2moe has experts in every layer");
+  }
   std::optional<BpeTokenizer> tokenizer;
   json tokenizer_config;
   const bool gguf_in = std::filesystem::is_regular_file(model_dir) && is_gguf_file(model_dir);

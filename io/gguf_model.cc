@@ -14,38 +14,43 @@ constexpr int64_t kTokenNormal = 1, kTokenControl = 3, kTokenUserDefined = 4;
 
 std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
-// HF name of a per-layer GGUF tensor ("attn_q" → "self_attn.q_proj.weight"); empty if unknown.
-std::string hf_layer_tensor(const std::string& what) {
+// HF name of a per-layer GGUF tensor ("attn_q" → "self_attn.q_proj"; ".weight" or ".bias" follows),
+// for llama.cpp's llama (Mixtral-style experts under block_sparse_moe.) or qwen2moe (mlp.);
+// empty if unknown. Stacked experts are handled by expert_matrix.
+std::string hf_layer_tensor(const std::string& what, bool qwen_moe) {
   static const std::map<std::string, std::string> names = {
-      {"attn_norm", "input_layernorm.weight"},   {"attn_q", "self_attn.q_proj.weight"},
-      {"attn_k", "self_attn.k_proj.weight"},     {"attn_v", "self_attn.v_proj.weight"},
-      {"attn_output", "self_attn.o_proj.weight"}, {"ffn_norm", "post_attention_layernorm.weight"},
-      {"ffn_gate", "mlp.gate_proj.weight"},      {"ffn_up", "mlp.up_proj.weight"},
-      {"ffn_down", "mlp.down_proj.weight"},      {"ffn_gate_inp", "block_sparse_moe.gate.weight"},
+      {"attn_norm", "input_layernorm"},   {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},     {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
+      {"ffn_gate", "mlp.gate_proj"},      {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+      {"ffn_gate_shexp", "mlp.shared_expert.gate_proj"}, {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
+      {"ffn_down_shexp", "mlp.shared_expert.down_proj"}, {"ffn_gate_inp_shexp", "mlp.shared_expert_gate"},
   };
+  if (what == "ffn_gate_inp") return qwen_moe ? "mlp.gate" : "block_sparse_moe.gate";
   auto it = names.find(what);
   return it == names.end() ? "" : it->second;
 }
 
-// Mixtral's per-expert names for the stacked GGUF expert tensors.
-const char* expert_matrix(const std::string& what) {
-  if (what == "ffn_gate_exps") return "w1";
-  if (what == "ffn_up_exps") return "w3";
-  if (what == "ffn_down_exps") return "w2";
+// The per-expert HF name ("w1" for Mixtral, "gate_proj" for Qwen2-MoE) of a stacked GGUF expert tensor.
+const char* expert_matrix(const std::string& what, bool qwen_moe) {
+  if (what == "ffn_gate_exps") return qwen_moe ? "gate_proj" : "w1";
+  if (what == "ffn_up_exps") return qwen_moe ? "up_proj" : "w3";
+  if (what == "ffn_down_exps") return qwen_moe ? "down_proj" : "w2";
   return nullptr;
 }
 
-// "blk.12.attn_q.weight" → (12, "attn_q"); false when the name is not of that form.
-bool split_layer_name(const std::string& name, int64_t& layer, std::string& what) {
-  const std::string suffix = ".weight";
-  if (name.rfind("blk.", 0) != 0 || name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return false;
-  const size_t dot = name.find('.', 4);
-  if (dot == std::string::npos) return false;
+// "blk.12.attn_q.bias" → (12, "attn_q", "bias"); false when the name is not of that form.
+bool split_layer_name(const std::string& name, int64_t& layer, std::string& what, std::string& kind) {
+  if (name.rfind("blk.", 0) != 0) return false;
+  const size_t dot = name.find('.', 4), last = name.rfind('.');
+  if (dot == std::string::npos || last <= dot) return false;
+  kind = name.substr(last + 1);
+  if (kind != "weight" && kind != "bias") return false;
   const std::string number = name.substr(4, dot - 4);
   if (number.empty() || number.size() > 6 || number.find_first_not_of("0123456789") != std::string::npos) return false;
   layer = std::stoll(number);
-  what = name.substr(dot + 1, name.size() - suffix.size() - dot - 1);
+  what = name.substr(dot + 1, last - dot - 1);
   return true;
 }
 
@@ -86,9 +91,8 @@ Tensor permute_rope_rows(const Tensor& w, int64_t heads) { return reorder_rope_r
 
 ModelConfig gguf_model_config(const GgufFile& f) {
   const std::string arch = f.string("general.architecture");
-  SMELT_CHECK(arch == "llama", f.source, ": key 'general.architecture': \"", arch,
-              "\" is not supported (smelt imports llama, including Mixtral-style experts; qwen2 and qwen2moe need attention "
-              "biases, which smelt's attention does not have)");
+  SMELT_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen2moe", f.source, ": key 'general.architecture': \"", arch,
+              "\" is not supported (smelt imports llama, including Mixtral-style experts, qwen2 and qwen2moe)");
   const std::string k = arch + ".";
   ModelConfig c;
   c.num_hidden_layers = f.integer(k + "block_count");
@@ -113,11 +117,20 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   const GgufTensorInfo& embed = f.tensor("token_embd.weight");
   c.vocab_size = f.integer(k + "vocab_size", embed.dims.size() == 2 ? embed.dims[1] : 0);
   c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  // Qwen2's q, k and v always have biases; a llama file may carry them too.
+  c.qkv_bias = arch != "llama" || f.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.num_local_experts = f.integer(k + "expert_count", 0);
+  SMELT_CHECK(arch != "qwen2moe" || c.num_local_experts > 0, f.source, ": key '", k, "expert_count': a qwen2moe model needs experts");
   if (c.num_local_experts > 0) {
     c.num_experts_per_tok = f.integer(k + "expert_used_count");
     c.moe_intermediate_size = f.integer(k + "expert_feed_forward_length", 0);
-    c.norm_topk_prob = true;  // Mixtral renormalises the chosen experts' weights
+    // Mixtral renormalises the chosen experts' weights; llama.cpp's qwen2moe does not, and
+    // always adds a shared expert scaled by sigmoid(ffn_gate_inp_shexp · x).
+    c.norm_topk_prob = arch == "llama";
+    if (arch == "qwen2moe") {
+      c.shared_expert_intermediate_size = f.integer(k + "expert_shared_feed_forward_length", c.intermediate_size);
+      c.shared_expert_gate = true;
+    }
   }
   try {
     c.validate();
@@ -131,6 +144,7 @@ GgufModel read_gguf_model(const GgufFile& f, DType keep) {
   GgufModel m;
   m.config = gguf_model_config(f);
   const ModelConfig& c = m.config;
+  const std::string arch = f.string("general.architecture");
   for (const GgufTensorInfo& t : f.tensors) {
     const std::string where = f.source + ": tensor '" + t.name + "'";
     if (t.name == "token_embd.weight") {
@@ -142,24 +156,32 @@ GgufModel read_gguf_model(const GgufFile& f, DType keep) {
       continue;
     }
     int64_t layer = 0;
-    std::string what;
-    SMELT_CHECK(split_layer_name(t.name, layer, what), where, ": not a tensor of a llama model");
+    std::string what, kind;
+    SMELT_CHECK(split_layer_name(t.name, layer, what, kind), where, ": not a tensor of a ", arch, " model");
     SMELT_CHECK(layer < c.num_hidden_layers, where, ": layer ", layer, " but the model has ", c.num_hidden_layers);
-    if (const char* matrix = expert_matrix(what)) {
+    const bool qwen_moe = arch == "qwen2moe";
+    if (const char* matrix = expert_matrix(what, qwen_moe); matrix && kind == "weight") {
       const Tensor all = f.read(t, keep);  // [E, rows, cols]
       SMELT_CHECK(all.dim() == 3 && all.size(0) == c.num_local_experts, where, ": expected [", c.num_local_experts,
                   " experts, rows, cols], got ", shape_str(all.shape()));
+      const std::string experts = layer_prefix(layer) + (qwen_moe ? "mlp" : "block_sparse_moe") + ".experts.";
       for (int64_t e = 0; e < all.size(0); ++e)
-        m.tensors.push_back({layer_prefix(layer) + "block_sparse_moe.experts." + std::to_string(e) + "." + matrix + ".weight",
-                             expert_slice(all, e)});
+        m.tensors.push_back({experts + std::to_string(e) + "." + matrix + ".weight", expert_slice(all, e)});
       continue;
     }
-    const std::string hf = hf_layer_tensor(what);
-    SMELT_CHECK(!hf.empty(), where, ": '", what, "' is not a tensor smelt's llama computes with (biases and extra norms are not supported)");
-    Tensor w = f.read(t, keep);
-    if (what == "attn_q") w = unpermute_rope_rows(w, c.num_attention_heads);
-    if (what == "attn_k") w = unpermute_rope_rows(w, c.num_key_value_heads);
-    m.tensors.push_back({layer_prefix(layer) + hf, w});
+    const std::string hf = hf_layer_tensor(what, qwen_moe);
+    const bool qkv = what == "attn_q" || what == "attn_k" || what == "attn_v";
+    SMELT_CHECK(!hf.empty() && (kind == "weight" || qkv), where, ": '", what, ".", kind, "' is not a tensor smelt's ", arch,
+                " computes with (only q, k and v have biases; extra norms are not supported)");
+    Tensor w = f.read(t, kind == "bias" ? DType::F32 : keep);
+    if (what == "ffn_gate_inp_shexp") w = ops::reshape(w, {1, c.hidden_size});  // llama.cpp keeps the [1, C] row as a vector
+    // llama.cpp's converter interleaves the rotary halves of llama's Q and K rows (not qwen2's),
+    // and of their biases' entries.
+    if (arch == "llama" && (what == "attn_q" || what == "attn_k")) {
+      const int64_t heads = what == "attn_q" ? c.num_attention_heads : c.num_key_value_heads;
+      w = kind == "bias" ? ops::reshape(unpermute_rope_rows(ops::reshape(w, {w.size(0), 1}), heads), {w.size(0)}) : unpermute_rope_rows(w, heads);
+    }
+    m.tensors.push_back({layer_prefix(layer) + hf + "." + kind, w});
   }
   return m;
 }

@@ -11,7 +11,7 @@ namespace smelt {
 
 void check_hf_exportable(const Transformer& model, const std::string& source) {
   const ModelConfig& c = model.config();
-  if (c.num_local_experts == 0) return;
+  if (c.num_local_experts == 0) return;  // LlamaForCausalLM, or Qwen2ForCausalLM with q, k, v biases
   const bool qwen = c.shared_expert_intermediate_size > 0;
   const char* arch = qwen ? "Qwen2MoeForCausalLM" : "MixtralForCausalLM";
   auto refuse = [&](const std::string& what) { SMELT_FAIL(source, ": ", what, " has no equivalent in ", arch, "; cannot export to Hugging Face"); };
@@ -21,6 +21,7 @@ void check_hf_exportable(const Transformer& model, const std::string& source) {
   if (!c.routing_policies.empty()) refuse("a per-layer routing policy (routing_policies)");
   if (c.routed_scaling_factor != 1.0) refuse("routed_scaling_factor " + std::to_string(c.routed_scaling_factor));
   if (c.routed_weights != "scores") refuse("routed_weights \"" + c.routed_weights + "\" (outputs summed unweighted)");
+  if (!qwen && c.qkv_bias) refuse("q, k and v biases (compose or upcycle with a shared expert for Qwen2-MoE, which has them)");
   if (!qwen && !c.norm_topk_prob) refuse("norm_topk_prob false (Mixtral always renormalises the top-k weights)");
   if (!qwen && c.decoder_sparse_step != 1) refuse("decoder_sparse_step " + std::to_string(c.decoder_sparse_step) + " (Mixtral has experts in every layer)");
   if (qwen && !c.shared_expert_gate) refuse("a shared expert without shared_expert_gate");
@@ -36,7 +37,7 @@ json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tok
   // smelt's own config.json is already in HF form (io/config_json.cc); drop what only smelt
   // reads, and add what transformers expects.
   json j = model_config_to_json(c);
-  for (const char* smelt_only : {"scoring_func", "router_z_loss_coef", "moe_balancing", "aux_free_update_rate", "capacity_factor",
+  for (const char* smelt_only : {"qkv_bias", "scoring_func", "router_z_loss_coef", "moe_balancing", "aux_free_update_rate", "capacity_factor",
                                  "routing", "shared_expert_gate", "decoder_sparse_step", "norm_topk_prob", "moe_intermediate_size",
                                  "num_local_experts", "num_experts", "router_jitter_noise", "shared_expert_intermediate_size"})
     j.erase(smelt_only);
@@ -53,8 +54,13 @@ json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tok
       if (tokenizer->has_special(name)) j[field] = tokenizer->special_id(name);
   }
   if (c.num_local_experts == 0) {
-    j["attention_bias"] = false;
-    j["mlp_bias"] = false;
+    if (c.qkv_bias) {  // Qwen2: biases are not switchable
+      j["use_sliding_window"] = false;
+      j["layer_types"] = std::vector<std::string>(static_cast<size_t>(c.num_hidden_layers), "full_attention");
+    } else {
+      j["attention_bias"] = false;
+      j["mlp_bias"] = false;
+    }
     return j;
   }
   j["num_experts_per_tok"] = c.num_experts_per_tok;
@@ -72,7 +78,7 @@ json hf_config_json(const ModelConfig& c, const std::optional<BpeTokenizer>& tok
     j["norm_topk_prob"] = c.norm_topk_prob;
     j["decoder_sparse_step"] = c.decoder_sparse_step;
     j["mlp_only_layers"] = json::array();
-    j["qkv_bias"] = false;
+    j["qkv_bias"] = c.qkv_bias;
     j["use_sliding_window"] = false;
     j["layer_types"] = std::vector<std::string>(static_cast<size_t>(c.num_hidden_layers), "full_attention");
   }

@@ -1,179 +1,18 @@
 #include "models/compose.h"
 
-#include <cmath>
+#include <algorithm>
 
 #include "autograd/grad_mode.h"
+#include "models/router_init.h"
 #include "ops/ops.h"
 
 namespace smelt {
-namespace {
-
-constexpr float kRouterMargin = 4.0f;
-// lda's ridge, as a share of the mean variance of the FFN inputs.
-constexpr double kLdaRidge = 0.1;
-
-// Mean over all positions of a [.., C] tensor → C values.
-std::vector<double> mean_rows(const Tensor& x) {
-  const std::vector<float> p = x.to_vector();  // one host read
-  const int64_t C = x.size(-1), rows = x.numel() / C;
-  std::vector<double> m(C, 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < C; ++j) m[j] += p[r * C + j];
-  for (double& v : m) v /= static_cast<double>(rows);
-  return m;
-}
-
-// Per layer, the mean FFN input of `model` on `ids`.
-std::vector<std::vector<double>> mean_ffn_inputs(const Transformer& model, const Tensor& ids) {
-  model.set_capture(true);
-  model.forward(ids);
-  std::vector<std::vector<double>> out;
-  for (const Tensor& x : model.captured().ffn_input) out.push_back(mean_rows(x));
-  model.set_capture(false);
-  return out;
-}
-
-// Per layer, the FFN inputs of `model` on `ids` as rows [positions, C] (one host read each).
-std::vector<std::vector<float>> ffn_input_rows(const Transformer& model, const Tensor& ids) {
-  model.set_capture(true);
-  model.forward(ids);
-  std::vector<std::vector<float>> out;
-  for (const Tensor& x : model.captured().ffn_input) out.push_back(x.to_vector());
-  model.set_capture(false);
-  return out;
-}
-
-// The Cholesky factor L (lower triangle, row-major C × C) of S + ridge·I, S symmetric positive
-// semi-definite.
-std::vector<double> cholesky_ridge(std::vector<double> S, int64_t C, double ridge) {
-  for (int64_t i = 0; i < C; ++i) S[i * C + i] += ridge;
-  for (int64_t j = 0; j < C; ++j) {
-    double diag = S[j * C + j];
-    for (int64_t k = 0; k < j; ++k) diag -= S[j * C + k] * S[j * C + k];
-    SMELT_CHECK(diag > 0, "compose: --gate-init lda: the hidden states' covariance is not positive definite");
-    S[j * C + j] = std::sqrt(diag);
-    for (int64_t i = j + 1; i < C; ++i) {
-      double v = S[i * C + j];
-      for (int64_t k = 0; k < j; ++k) v -= S[i * C + k] * S[j * C + k];
-      S[i * C + j] = v / S[j * C + j];
-    }
-  }
-  return S;
-}
-
-// x with L·Lᵀ x = b (two triangular solves).
-std::vector<double> cholesky_solve(const std::vector<double>& L, const std::vector<double>& b) {
-  const int64_t C = static_cast<int64_t>(b.size());
-  std::vector<double> x = b;
-  for (int64_t i = 0; i < C; ++i) {  // L y = b
-    for (int64_t k = 0; k < i; ++k) x[i] -= L[i * C + k] * x[k];
-    x[i] /= L[i * C + i];
-  }
-  for (int64_t i = C - 1; i >= 0; --i) {  // Lᵀ x = y
-    for (int64_t k = i + 1; k < C; ++k) x[i] -= L[k * C + i] * x[k];
-    x[i] /= L[i * C + i];
-  }
-  return x;
-}
-
-// Linear discriminant router rows for one layer from each domain's FFN inputs rows[i] ([n_i, C]
-// flattened): d_i = mean_i − the mean of the means, whitened by the pooled within-domain
-// covariance S (plus a ridge of kLdaRidge of its mean variance, for the few thousand tokens a
-// prompt set has against C² entries): w_i = S⁻¹ d_i, scaled so a token at the domain's mean
-// scores kRouterMargin above the average. The raw mean difference (hidden) weighs every
-// direction alike, so a few high-variance directions that every domain shares decide the
-// routing; whitening weighs each direction by how well it separates the domains.
-Tensor router_lda(const std::vector<const std::vector<float>*>& rows, int64_t C) {
-  const int64_t E = static_cast<int64_t>(rows.size());
-  std::vector<std::vector<double>> means(E, std::vector<double>(C, 0.0));
-  std::vector<double> S(C * C, 0.0), centre(C, 0.0);
-  int64_t total = 0;
-  for (int64_t i = 0; i < E; ++i) {
-    const std::vector<float>& x = *rows[i];
-    const int64_t n = static_cast<int64_t>(x.size()) / C;
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < C; ++j) means[i][j] += x[r * C + j] / static_cast<double>(n);
-    std::vector<double> dev(C);
-    for (int64_t r = 0; r < n; ++r) {
-      for (int64_t j = 0; j < C; ++j) dev[j] = x[r * C + j] - means[i][j];
-      for (int64_t a = 0; a < C; ++a)
-        for (int64_t b = 0; b <= a; ++b) S[a * C + b] += dev[a] * dev[b];
-    }
-    total += n;
-    for (int64_t j = 0; j < C; ++j) centre[j] += means[i][j] / static_cast<double>(E);
-  }
-  double trace = 0;
-  for (int64_t a = 0; a < C; ++a)
-    for (int64_t b = 0; b <= a; ++b) {
-      S[a * C + b] /= static_cast<double>(total);
-      S[b * C + a] = S[a * C + b];
-      if (a == b) trace += S[a * C + a];
-    }
-  const std::vector<double> L = cholesky_ridge(S, C, kLdaRidge * trace / static_cast<double>(C));  // one factor, E solves
-  std::vector<float> w(E * C);
-  for (int64_t i = 0; i < E; ++i) {
-    std::vector<double> d(C);
-    for (int64_t j = 0; j < C; ++j) d[j] = means[i][j] - centre[j];
-    const std::vector<double> v = cholesky_solve(L, d);
-    double vd = 0;
-    for (int64_t j = 0; j < C; ++j) vd += v[j] * d[j];
-    const double s = vd > 0 ? kRouterMargin / vd : 0.0;
-    for (int64_t j = 0; j < C; ++j) w[i * C + j] = static_cast<float>(s * v[j]);
-  }
-  return Tensor::from_vector(w, {E, C});
-}
-
-std::vector<double> mean_embedding(const Transformer& model, const Tensor& ids) {
-  for (const auto& [name, t] : model.state_dict())
-    if (name == "model.embed_tokens.weight") return mean_rows(ops::embedding(t, ids));
-  SMELT_FAIL("compose: the model has no embedding table");
-}
-
-// Router rows from per-expert means. The router has no bias, so each row is made orthogonal
-// to its reference point r_i (the experts' mean, or the negative prompts' mean): with
-// d = m_i − r_i and d' = d − (d·r_i / ‖r_i‖²) r_i, row i = margin · d' / ‖d'‖² scores 0 at r_i
-// and exactly `margin` at m_i.
-Tensor router_from_means(const std::vector<std::vector<double>>& means, const std::vector<std::vector<double>>& reference) {
-  const int64_t E = static_cast<int64_t>(means.size()), C = static_cast<int64_t>(means[0].size());
-  std::vector<float> w(E * C);
-  for (int64_t i = 0; i < E; ++i) {
-    const std::vector<double>& r = reference[i];
-    std::vector<double> d(C);
-    double dr = 0, rr = 0;
-    for (int64_t j = 0; j < C; ++j) {
-      d[j] = means[i][j] - r[j];
-      dr += d[j] * r[j];
-      rr += r[j] * r[j];
-    }
-    double norm2 = 0;
-    for (int64_t j = 0; j < C; ++j) {
-      if (rr > 0) d[j] -= dr / rr * r[j];
-      norm2 += d[j] * d[j];
-    }
-    const double s = norm2 > 0 ? kRouterMargin / norm2 : 0.0;
-    for (int64_t j = 0; j < C; ++j) w[i * C + j] = static_cast<float>(s * d[j]);
-  }
-  return Tensor::from_vector(w, {E, C});
-}
-
-// Reference points: the mean over experts, or each expert's negative-prompt mean.
-std::vector<std::vector<double>> references(const std::vector<std::vector<double>>& means, const std::vector<std::vector<double>>& negative) {
-  if (!negative.empty()) return negative;
-  std::vector<double> avg(means[0].size(), 0.0);
-  for (const auto& m : means)
-    for (size_t j = 0; j < m.size(); ++j) avg[j] += m[j] / static_cast<double>(means.size());
-  return std::vector<std::vector<double>>(means.size(), avg);
-}
-
-Tensor scaled(const Tensor& w, float s) { return ops::mul(w, s); }
-
-}  // namespace
 
 void ComposeOptions::validate(int64_t experts) const {
   SMELT_CHECK(experts >= 2, "compose: give at least two --experts, got ", experts);
   SMELT_CHECK(top_k >= 1 && top_k <= experts, "compose: --top-k (", top_k, ") must be between 1 and the number of experts (", experts, ")");
-  SMELT_CHECK(gate_init == "hidden" || gate_init == "lda" || gate_init == "embed" || gate_init == "random", "compose: --gate-init must be hidden, lda, embed or random, got \"",
-              gate_init, "\"");
+  SMELT_CHECK(gate_init == "hidden" || gate_init == "lda" || gate_init == "auto" || gate_init == "embed" || gate_init == "random",
+              "compose: --gate-init must be hidden, lda, auto, embed or random, got \"", gate_init, "\"");
   SMELT_CHECK(shared == "average" || shared == "base", "compose: --shared-weights must be average or base, got \"", shared, "\"");
 }
 
@@ -191,63 +30,18 @@ void check_same_shapes(const Transformer& base, const std::vector<const Transfor
                   got[t].first, "' ", got[t].second.str(), " differs from the base's '", want[t].first, "' ", want[t].second.str());
   }
 }
-}  // namespace
 
-Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
-                    const std::vector<Tensor>& negatives, const ComposeOptions& o) {
+// lda's ridge, as a share of the mean variance of the FFN inputs (for the few thousand prompt
+// tokens against C² covariance entries).
+constexpr double kLdaRidge = 0.1;
+
+Tensor scaled(const Tensor& w, float s) { return ops::mul(w, s); }
+
+// The MoE from the experts' FFNs, the shared tensors (the experts' average or the base's) and
+// one router per layer.
+Transformer assemble(const Transformer& base, const std::vector<const Transformer*>& experts, const ModelConfig& c,
+                     const std::vector<Tensor>& routers, const ComposeOptions& o) {
   const int64_t E = static_cast<int64_t>(experts.size());
-  o.validate(E);
-  const ModelConfig& bc = base.config();
-  SMELT_CHECK(bc.num_local_experts == 0, "base: is an MoE model; compose takes dense models");
-  check_same_shapes(base, experts);
-  SMELT_CHECK(o.gate_init == "random" || static_cast<int64_t>(prompts.size()) == E, "compose: --gate-init ", o.gate_init,
-              " needs prompts for each of the ", E, " experts, got ", prompts.size());
-  SMELT_CHECK(negatives.empty() || static_cast<int64_t>(negatives.size()) == E, "compose: give negative prompts for every expert or none");
-
-  ModelConfig c = bc;
-  c.num_local_experts = E;
-  c.num_experts_per_tok = o.top_k;
-  c.moe_intermediate_size = bc.intermediate_size;
-  c.decoder_sparse_step = 1;
-  c.norm_topk_prob = true;
-  c.shared_expert_intermediate_size = o.shared_expert ? bc.intermediate_size : 0;
-  c.shared_expert_gate = false;
-  c.validate();
-
-  NoGradGuard no_grad;
-  // Router rows per layer.
-  std::vector<Tensor> routers(static_cast<size_t>(c.num_hidden_layers));
-  if (o.gate_init == "random") {
-    Philox rng(o.seed);
-    for (auto& r : routers) r = Tensor::randn({E, c.hidden_size}, rng, 0.0f, static_cast<float>(c.initializer_range));
-  } else if (o.gate_init == "embed") {
-    std::vector<std::vector<double>> means, neg;
-    for (int64_t i = 0; i < E; ++i) means.push_back(mean_embedding(*experts[i], prompts[i]));
-    for (size_t i = 0; i < negatives.size(); ++i) neg.push_back(mean_embedding(*experts[i], negatives[i]));
-    const Tensor r = router_from_means(means, references(means, neg));
-    for (auto& layer : routers) layer = r;
-  } else if (o.gate_init == "lda") {
-    SMELT_CHECK(negatives.empty(), "compose: --gate-init lda separates the experts' own prompts; negative prompts are for hidden and embed");
-    std::vector<std::vector<std::vector<float>>> per_expert;  // [expert][layer][positions · C]
-    for (int64_t i = 0; i < E; ++i) per_expert.push_back(ffn_input_rows(*experts[i], prompts[i]));
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      std::vector<const std::vector<float>*> rows;
-      for (int64_t i = 0; i < E; ++i) rows.push_back(&per_expert[i][l]);
-      routers[l] = router_lda(rows, c.hidden_size);
-    }
-  } else {
-    std::vector<std::vector<std::vector<double>>> per_expert, per_negative;  // [expert][layer][C]
-    for (int64_t i = 0; i < E; ++i) per_expert.push_back(mean_ffn_inputs(*experts[i], prompts[i]));
-    for (size_t i = 0; i < negatives.size(); ++i) per_negative.push_back(mean_ffn_inputs(*experts[i], negatives[i]));
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      std::vector<std::vector<double>> means, neg;
-      for (int64_t i = 0; i < E; ++i) means.push_back(per_expert[i][l]);
-      for (const auto& n : per_negative) neg.push_back(n[l]);
-      routers[l] = router_from_means(means, references(means, neg));
-    }
-  }
-
-  // Every non-FFN tensor: the experts' average or the base's.
   std::vector<NamedTensors> expert_tensors;
   for (const Transformer* e : experts) expert_tensors.push_back(e->state_dict());
   const bool qwen = o.shared_expert;
@@ -281,6 +75,110 @@ Transformer compose(const Transformer& base, const std::vector<const Transformer
     if (which == "gate") tensors.push_back({prefix + "gate.weight", routers[layer]});
   }
   return Transformer::from_tensors(c, tensors, "compose");
+}
+
+// How well one layer of `moe` sends each domain's held-out tokens to that domain's own expert.
+struct LayerRouting {
+  int64_t own_largest = 0;             // domains whose own expert has the largest share
+  double min_margin = -1;              // the smallest lead of an own share over the next expert's
+  bool better_than(const LayerRouting& o) const {
+    return own_largest != o.own_largest ? own_largest > o.own_largest : min_margin > o.min_margin;
+  }
+};
+
+LayerRouting layer_routing(const Transformer& moe, size_t layer, const std::vector<Tensor>& held_out) {
+  LayerRouting r;
+  r.min_margin = 1;
+  for (size_t d = 0; d < held_out.size(); ++d) {
+    moe.forward(held_out[d]);
+    const std::vector<double>& load = moe.layer(layer).moe->stats().load;
+    double other = 0;
+    for (size_t e = 0; e < load.size(); ++e)
+      if (e != d) other = std::max(other, load[e]);
+    r.own_largest += load[d] > other;
+    r.min_margin = std::min(r.min_margin, load[d] - other);
+  }
+  return r;
+}
+
+Tensor first_windows(const Tensor& ids, int64_t n) { return ops::slice(ids, 0, 0, n); }
+Tensor last_windows(const Tensor& ids, int64_t from) { return ops::slice(ids, 0, from, ids.size(0)); }
+
+// gate_init auto: fits hidden and lda routers on the first half of each domain's prompt windows,
+// then, layer by layer from the first (a layer's routing depends on the layers below it), keeps
+// in the composed model the one that routes the other half better (LayerRouting), and refits the
+// chosen kind on all the windows. Neither kind wins everywhere: whitening separates domains that
+// share their loudest directions, but on some layers it fits the prompts' noise instead.
+std::vector<Tensor> routers_auto(const Transformer& base, const std::vector<const Transformer*>& experts, const ModelConfig& c,
+                                 const std::vector<Tensor>& prompts, const ComposeOptions& o, ComposeReport* report) {
+  std::vector<Tensor> fit, held_out;
+  for (const Tensor& p : prompts) {
+    SMELT_CHECK(p.size(0) >= 2, "compose: --gate-init auto needs at least two prompt windows per expert (half to fit, half to choose), got ", p.size(0));
+    fit.push_back(first_windows(p, p.size(0) / 2));
+    held_out.push_back(last_windows(p, p.size(0) / 2));
+  }
+  const std::vector<Tensor> hidden = routers_from_hidden(experts, fit, {}), lda = routers_from_lda(experts, fit, kLdaRidge);
+  Transformer moe = assemble(base, experts, c, hidden, o);
+  std::vector<bool> use_lda(hidden.size(), false);
+  for (size_t l = 0; l < hidden.size(); ++l) {
+    const LayerRouting with_hidden = layer_routing(moe, l, held_out);
+    moe.layer(l).moe->router.copy_from(lda[l]);
+    const LayerRouting with_lda = layer_routing(moe, l, held_out);
+    use_lda[l] = with_lda.better_than(with_hidden);
+    if (!use_lda[l]) moe.layer(l).moe->router.copy_from(hidden[l]);
+    if (report) {
+      report->layer_gate_init.push_back(use_lda[l] ? "lda" : "hidden");
+      report->held_out_own_largest.push_back({with_hidden.own_largest, with_lda.own_largest});
+    }
+  }
+  const std::vector<Tensor> all_hidden = routers_from_hidden(experts, prompts, {}), all_lda = routers_from_lda(experts, prompts, kLdaRidge);
+  std::vector<Tensor> routers;
+  for (size_t l = 0; l < hidden.size(); ++l) routers.push_back(use_lda[l] ? all_lda[l] : all_hidden[l]);
+  return routers;
+}
+
+std::vector<Tensor> initial_routers(const Transformer& base, const std::vector<const Transformer*>& experts, const ModelConfig& c,
+                                    const std::vector<Tensor>& prompts, const std::vector<Tensor>& negatives, const ComposeOptions& o,
+                                    ComposeReport* report) {
+  const int64_t E = static_cast<int64_t>(experts.size());
+  if (o.gate_init == "random") {
+    Philox rng(o.seed);
+    std::vector<Tensor> routers;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) routers.push_back(Tensor::randn({E, c.hidden_size}, rng, 0.0f, static_cast<float>(c.initializer_range)));
+    return routers;
+  }
+  if (o.gate_init == "embed") return routers_from_embeddings(experts, prompts, negatives);
+  if (o.gate_init == "hidden") return routers_from_hidden(experts, prompts, negatives);
+  SMELT_CHECK(negatives.empty(), "compose: --gate-init ", o.gate_init, " separates the experts' own prompts; negative prompts are for hidden and embed");
+  if (o.gate_init == "lda") return routers_from_lda(experts, prompts, kLdaRidge);
+  return routers_auto(base, experts, c, prompts, o, report);
+}
+}  // namespace
+
+Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
+                    const std::vector<Tensor>& negatives, const ComposeOptions& o, ComposeReport* report) {
+  const int64_t E = static_cast<int64_t>(experts.size());
+  o.validate(E);
+  const ModelConfig& bc = base.config();
+  SMELT_CHECK(bc.num_local_experts == 0, "base: is an MoE model; compose takes dense models");
+  check_same_shapes(base, experts);
+  SMELT_CHECK(o.gate_init == "random" || static_cast<int64_t>(prompts.size()) == E, "compose: --gate-init ", o.gate_init,
+              " needs prompts for each of the ", E, " experts, got ", prompts.size());
+  SMELT_CHECK(negatives.empty() || static_cast<int64_t>(negatives.size()) == E, "compose: give negative prompts for every expert or none");
+
+  ModelConfig c = bc;
+  c.num_local_experts = E;
+  c.num_experts_per_tok = o.top_k;
+  c.moe_intermediate_size = bc.intermediate_size;
+  c.decoder_sparse_step = 1;
+  c.norm_topk_prob = true;
+  c.shared_expert_intermediate_size = o.shared_expert ? bc.intermediate_size : 0;
+  c.shared_expert_gate = false;
+  c.validate();
+
+  NoGradGuard no_grad;
+  const std::vector<Tensor> routers = initial_routers(base, experts, c, prompts, negatives, o, report);
+  return assemble(base, experts, c, routers, o);
 }
 
 }  // namespace smelt

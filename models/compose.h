@@ -8,6 +8,9 @@
 //   lda     d whitened by the FFN inputs' pooled within-domain covariance S (plus a small ridge):
 //           row ∝ S⁻¹ d, scaled the same way (a linear discriminant: directions that every
 //           domain varies along weigh less, directions that separate the domains more);
+//   auto    per layer, hidden or lda: whichever routes held-out prompt tokens of the composed
+//           model better to their own expert (fit on half of each domain's windows, chosen on
+//           the other half, then refit on all);
 //   embed   the same with mean token embeddings instead of FFN inputs (one direction for all layers);
 //   random  N(0, initializer_range).
 // With a shared expert (the base FFN), the routed experts and the shared one each carry half of
@@ -22,15 +25,22 @@ namespace smelt {
 
 struct ComposeOptions {
   int64_t top_k = 2;
-  std::string gate_init = "hidden";  // hidden | lda | embed | random
+  std::string gate_init = "hidden";  // hidden | lda | auto | embed | random
   std::string shared = "average";    // attention, embeddings, norms: average | base
   bool shared_expert = false;        // the base model's FFN as an always-on expert
   uint64_t seed = 0;
   void validate(int64_t experts) const;
 };
 
+// What gate_init auto chose, per layer: "hidden" or "lda", and how many domains' held-out tokens
+// each candidate sent mostly to their own expert ({hidden, lda}).
+struct ComposeReport {
+  std::vector<std::string> layer_gate_init;
+  std::vector<std::pair<int64_t, int64_t>> held_out_own_largest;
+};
+
 // prompts[i] (and negatives[i] when given): token ids [n, T] of expert i's domain.
 Transformer compose(const Transformer& base, const std::vector<const Transformer*>& experts, const std::vector<Tensor>& prompts,
-                    const std::vector<Tensor>& negatives, const ComposeOptions& options);
+                    const std::vector<Tensor>& negatives, const ComposeOptions& options, ComposeReport* report = nullptr);
 
 }  // namespace smelt

@@ -14,7 +14,7 @@ N count_parameters(const ModelConfig& c, bool active_only) {
   const N attn = C * C * 2 + C * kv * 2;
   N total = static_cast<N>(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2) + C;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    total += attn + 2 * C;
+    total += attn + 2 * C + (c.qkv_bias ? C + 2 * kv : 0);
     if (!c.is_moe_layer(i)) {
       total += 3 * C * static_cast<N>(c.intermediate_size);
       continue;

@@ -19,6 +19,8 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   double initializer_range = 0.02;
   bool tie_word_embeddings = false;
+  // Biases on the query, key and value projections (Qwen2's attention; the output projection never has one).
+  bool qkv_bias = false;
 
   // Mixture of experts (Mixtral / Qwen2-MoE / DeepSeek field names). 0 experts: every layer dense.
   int64_t num_local_experts = 0;

@@ -53,6 +53,8 @@ Transformer student_from_teacher(const Transformer& teacher, const ModelConfig& 
   same("num_key_value_heads", s.num_key_value_heads, tc.num_key_value_heads);
   SMELT_CHECK(s.rope_theta == tc.rope_theta && s.rope_scaling_factor == tc.rope_scaling_factor, "student rope_theta/rope_scaling differ from the teacher's (",
               teacher_name, "); copied attention layers need the same positions");
+  SMELT_CHECK(s.qkv_bias == tc.qkv_bias, "student qkv_bias ", s.qkv_bias, " differs from the teacher's ", tc.qkv_bias, " (", teacher_name,
+              "); copied attention layers need the same biases");
   SMELT_CHECK(static_cast<int64_t>(layers.size()) == s.num_hidden_layers, "the student has ", s.num_hidden_layers, " layers but ",
               layers.size(), " teacher layers were chosen");
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -89,6 +91,9 @@ Transformer student_from_teacher(const Transformer& teacher, const ModelConfig& 
         {"mlp.up_proj.weight", ffn[1]},
         {"mlp.down_proj.weight", ffn[2]}};
     for (const auto& [name, t] : block) out.push_back({p + name, ops::contiguous(t).clone()});
+    if (s.qkv_bias)
+      for (const auto& [name, proj] : {std::pair{"q_proj", &b.self_attn.q_proj}, {"k_proj", &b.self_attn.k_proj}, {"v_proj", &b.self_attn.v_proj}})
+        out.push_back({p + "self_attn." + name + ".bias", proj->bias.clone()});
   }
   return Transformer::from_tensors(s, out, "student from " + teacher_name);
 }

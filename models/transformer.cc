@@ -14,7 +14,10 @@
 
 namespace smelt {
 
-Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight); }
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = ops::linear(x, weight);
+  return bias.defined() ? ops::add(y, bias) : y;
+}
 
 Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, weight, eps); }
 
@@ -114,6 +117,11 @@ std::vector<std::pair<std::string, Shape>> expected_state(const ModelConfig& c) 
     p.push_back({l + "self_attn.q_proj.weight", {C, C}});
     p.push_back({l + "self_attn.k_proj.weight", {kv, C}});
     p.push_back({l + "self_attn.v_proj.weight", {kv, C}});
+    if (c.qkv_bias) {
+      p.push_back({l + "self_attn.q_proj.bias", {C}});
+      p.push_back({l + "self_attn.k_proj.bias", {kv}});
+      p.push_back({l + "self_attn.v_proj.bias", {kv}});
+    }
     p.push_back({l + "self_attn.o_proj.weight", {C, C}});
     p.push_back({l + "post_attention_layernorm.weight", {C}});
     if (!c.is_moe_layer(i)) {
@@ -145,6 +153,7 @@ std::vector<std::pair<std::string, Shape>> expected_state(const ModelConfig& c) 
 
 bool is_norm(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
 bool is_bias(const std::string& name) { return name.find("e_score_correction_bias") != std::string::npos; }
+bool is_projection_bias(const std::string& name) { return name.size() > 10 && name.compare(name.size() - 10, 10, "_proj.bias") == 0; }
 
 // Whether per-expert matrices lie one after another in one storage, so [E, rows, cols] is a view.
 bool adjacent_in_one_storage(const std::vector<Tensor>& parts) {
@@ -206,7 +215,7 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     SMELT_CHECK(it != by_name.end(), source, ": tensor '", name, "' is missing (the config expects ", shape_str(shape), ")");
     SMELT_CHECK(it->second.shape() == shape, source, ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
                 " but the config expects ", shape_str(shape));
-    const bool matrix = !is_norm(name) && !is_bias(name);
+    const bool matrix = !is_norm(name) && !is_bias(name) && !is_projection_bias(name);
     Tensor converted = it->second.to(matrix ? stored_dtype(it->second, is_router(name), weight_dtype) : DType::F32);
     // Owned, not a view of the file; experts stay views when they are to be mapped (stacked below).
     const bool keep_view = experts == Experts::Mapped && name.find(".experts.") != std::string::npos;
@@ -234,6 +243,11 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     b.self_attn.k_proj.weight = trainable(l + "self_attn.k_proj.weight");
     b.self_attn.v_proj.weight = trainable(l + "self_attn.v_proj.weight");
     b.self_attn.o_proj.weight = trainable(l + "self_attn.o_proj.weight");
+    if (config.qkv_bias) {
+      b.self_attn.q_proj.bias = trainable(l + "self_attn.q_proj.bias");
+      b.self_attn.k_proj.bias = trainable(l + "self_attn.k_proj.bias");
+      b.self_attn.v_proj.bias = trainable(l + "self_attn.v_proj.bias");
+    }
     b.self_attn.num_heads = config.num_attention_heads;
     b.self_attn.num_kv_heads = config.num_key_value_heads;
     b.self_attn.head_dim = config.head_dim();
@@ -285,7 +299,7 @@ Transformer Transformer::create(const ModelConfig& config, uint64_t seed) {
   NamedTensors tensors;
   for (const auto& [name, shape] : expected_state(config)) {
     if (is_norm(name)) tensors.push_back({name, Tensor::ones(shape)});
-    else if (is_bias(name)) tensors.push_back({name, Tensor::zeros(shape)});
+    else if (is_bias(name) || is_projection_bias(name)) tensors.push_back({name, Tensor::zeros(shape)});
     else tensors.push_back({name, Tensor::randn(shape, rng, 0.0f, static_cast<float>(config.initializer_range))});
   }
   return from_tensors(config, tensors, "initialisation");
@@ -344,6 +358,11 @@ NamedTensors Transformer::named_parameters() const {
     p.push_back({l + "self_attn.q_proj.weight", b.self_attn.q_proj.weight});
     p.push_back({l + "self_attn.k_proj.weight", b.self_attn.k_proj.weight});
     p.push_back({l + "self_attn.v_proj.weight", b.self_attn.v_proj.weight});
+    if (b.self_attn.q_proj.bias.defined()) {
+      p.push_back({l + "self_attn.q_proj.bias", b.self_attn.q_proj.bias});
+      p.push_back({l + "self_attn.k_proj.bias", b.self_attn.k_proj.bias});
+      p.push_back({l + "self_attn.v_proj.bias", b.self_attn.v_proj.bias});
+    }
     p.push_back({l + "self_attn.o_proj.weight", b.self_attn.o_proj.weight});
     p.push_back({l + "post_attention_layernorm.weight", b.post_attention_layernorm.weight});
     if (!b.moe) {

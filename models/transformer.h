@@ -13,6 +13,7 @@ namespace smelt {
 
 struct Linear {
   Tensor weight;  // [out, in]
+  Tensor bias;    // [out], or undefined (only Qwen2's q, k and v projections have one)
   Tensor forward(const Tensor& x) const;
 };
 

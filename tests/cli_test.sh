@@ -199,6 +199,10 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       "$SMELT" compose --base "$work/tm" --experts "$work/ea" "$work/eb" --prompts "$work/dom_a.txt" "$work/dom_b.txt" --top-k 1 --seq-len 16 --out "$work/btx" --json 2>/dev/null | grep -q '"experts":2'; then
       ok
       "$SMELT" train --init "$work/btx" --config "$work/ft.json" --data "$work/tokdata" --out "$work/btx_mix" >/dev/null 2>&1 && ok || fail "MiX fine-tune of the composed model"
+      # Per-expert routing shares from eval; auto's per-layer choice of router init in compose's JSON.
+      "$SMELT" eval --model "$work/btx" --data "$work/dom_a.txt" --json 2>/dev/null | grep -q '"expert_load":\[' && ok || fail "eval reports expert_load"
+      "$SMELT" compose --base "$work/tm" --experts "$work/ea" "$work/eb" --prompts "$work/dom_a.txt" "$work/dom_b.txt" --gate-init auto --seq-len 16 \
+        --out "$work/btx_auto" --json 2>/dev/null | grep -q '"layer_gate_init":\["' && ok || fail "compose --gate-init auto reports its choice"
     else
       fail "compose"
     fi

@@ -73,26 +73,52 @@ TEST(Compose, HiddenStateRoutersSendEachDomainToItsExpert) {
 
 // Two domains of a random model: the whitened rows (lda) route each domain's fresh text to its
 // own expert at least as well as the raw mean difference (hidden) does, and clearly above chance.
+// Mean share of each domain's held-out tokens (over every layer) that a top-1 composition of
+// `base` with itself routes to that domain's own expert, with the routers from `init`.
+double own_share(const Transformer& base, const std::vector<Tensor>& prompts, const char* init, ComposeReport* report = nullptr) {
+  ComposeOptions o;
+  o.top_k = 1;
+  o.gate_init = init;
+  const Transformer moe = compose(base, {&base, &base}, prompts, {}, o, report);
+  double share = 0;
+  int64_t n = 0;
+  for (int64_t d = 0; d < 2; ++d) {
+    moe.forward(domain_ids(d * 32, d * 32 + 32, 200 + d, 16));
+    for (const auto& [layer, stats] : moe.moe_stats()) share += stats.load[d], ++n;
+  }
+  return share / static_cast<double>(n);
+}
+
 TEST(Compose, LdaRoutersSendEachDomainToItsExpertAtLeastAsWellAsHidden) {
   const Transformer base = Transformer::create(tiny(), 5);
   const std::vector<Tensor> prompts = {domain_ids(0, 32, 1, 16), domain_ids(32, 64, 2, 16)};
   NoGradGuard g;
-  auto own_share = [&](const char* init) {
-    ComposeOptions o;
-    o.top_k = 1;
-    o.gate_init = init;
-    const Transformer moe = compose(base, {&base, &base}, prompts, {}, o);
-    double share = 0;
-    int64_t n = 0;
-    for (int64_t d = 0; d < 2; ++d) {
-      moe.forward(domain_ids(d * 32, d * 32 + 32, 200 + d, 16));
-      for (const auto& [layer, stats] : moe.moe_stats()) share += stats.load[d], ++n;
-    }
-    return share / static_cast<double>(n);
-  };
-  const double hidden = own_share("hidden"), lda = own_share("lda");
+  const double hidden = own_share(base, prompts, "hidden"), lda = own_share(base, prompts, "lda");
   EXPECT_GT(lda, 0.6) << "lda routes only " << lda << " of each domain's tokens to its own expert";
   EXPECT_GE(lda, hidden - 0.02) << "lda " << lda << " against hidden " << hidden;
+}
+
+// auto picks hidden or lda per layer by how the composed model routes the prompts' second half,
+// says which, and routes held-out tokens about as well as the better of the two.
+TEST(Compose, AutoChoosesPerLayerFromHeldOutPromptWindows) {
+  const Transformer base = Transformer::create(tiny(), 5);
+  const std::vector<Tensor> prompts = {domain_ids(0, 32, 1, 16), domain_ids(32, 64, 2, 16)};
+  NoGradGuard g;
+  ComposeReport report;
+  const double chosen = own_share(base, prompts, "auto", &report);
+  ASSERT_EQ(report.layer_gate_init.size(), static_cast<size_t>(tiny().num_hidden_layers));
+  for (size_t l = 0; l < report.layer_gate_init.size(); ++l) {
+    const std::string& kind = report.layer_gate_init[l];
+    EXPECT_TRUE(kind == "hidden" || kind == "lda") << kind;
+    const auto [hidden, lda] = report.held_out_own_largest[l];
+    if (lda != hidden) EXPECT_EQ(kind, lda > hidden ? "lda" : "hidden") << "layer " << l;  // ties go by the margins
+    EXPECT_LE(std::max(hidden, lda), 2);
+  }
+  const double best = std::max(own_share(base, prompts, "hidden"), own_share(base, prompts, "lda"));
+  EXPECT_GT(chosen, 0.6);
+  EXPECT_GE(chosen, best - 0.05) << "auto " << chosen << " against the better single kind " << best;
+  const std::vector<Tensor> one_window = {domain_ids(0, 32, 1, 1), domain_ids(32, 64, 2, 1)};
+  expect_error_mentions([&] { own_share(base, one_window, "auto"); }, {"--gate-init auto", "two prompt windows"});
 }
 
 TEST(Compose, RefusesInputsThatDoNotFitNamingThem) {

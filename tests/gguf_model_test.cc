@@ -50,6 +50,8 @@ TEST_P(GgufModels, GiveTheOracleLogits) {
 INSTANTIATE_TEST_SUITE_P(Files, GgufModels,
                          ::testing::Values(Case{"gguf_llama.gguf", "hf_logits.safetensors", "logits.llama"},
                                            Case{"gguf_mixtral.gguf", "hf_logits.safetensors", "logits.mixtral"},
+                                           Case{"gguf_qwen2.gguf", "hf_logits.safetensors", "logits.qwen2"},
+                                           Case{"gguf_qwen2moe.gguf", "hf_logits.safetensors", "logits.qwen2_moe_qkv"},
                                            Case{"gguf_llama_q8_0.gguf", "gguf_logits.safetensors", "logits.llama_q8_0"}));
 
 TEST(GgufModel, ConfigComesFromTheMetadata) {
@@ -98,8 +100,8 @@ std::string tiny_gguf(const std::string& name, std::vector<std::pair<std::string
 }
 
 TEST(GgufModel, RefusesWhatSmeltDoesNotComputeByName) {
-  expect_error_mentions([&] { load_model_dir(tiny_gguf("qwen2.gguf", {{"general.architecture", GgufValue::of_string("qwen2")}})); },
-                        {"qwen2.gguf: key 'general.architecture': \"qwen2\" is not supported"});
+  expect_error_mentions([&] { load_model_dir(tiny_gguf("falcon.gguf", {{"general.architecture", GgufValue::of_string("falcon")}})); },
+                        {"falcon.gguf: key 'general.architecture': \"falcon\" is not supported"});
   expect_error_mentions([&] { load_model_dir(tiny_gguf("yarn.gguf", {{"llama.rope.scaling.type", GgufValue::of_string("yarn")}})); },
                         {"yarn.gguf: key 'llama.rope.scaling.type': \"yarn\" is not supported"});
   expect_error_mentions(
@@ -109,8 +111,11 @@ TEST(GgufModel, RefusesWhatSmeltDoesNotComputeByName) {
                         {"nolayers.gguf: key 'llama.block_count': expected an integer, got string"});
   Philox rng(2);
   expect_error_mentions(
-      [&] { load_model_dir(tiny_gguf("bias.gguf", {}, {{"blk.0.attn_q.bias", Tensor::randn({32}, rng)}})); },
-      {"bias.gguf: tensor 'blk.0.attn_q.bias': not a tensor of a llama model"});
+      [&] { load_model_dir(tiny_gguf("bias.gguf", {}, {{"blk.0.attn_output.bias", Tensor::randn({32}, rng)}})); },
+      {"bias.gguf: tensor 'blk.0.attn_output.bias': 'attn_output.bias' is not a tensor smelt's llama computes with"});
+  // A q bias makes a llama file's attention biased (k and v must then have theirs too).
+  EXPECT_TRUE(gguf_model_config(read_gguf(tiny_gguf("qbias.gguf", {}, {{"blk.0.attn_q.bias", Tensor::randn({32}, rng)}}))).qkv_bias);
+  EXPECT_FALSE(gguf_model_config(read_gguf(tiny_gguf("nobias.gguf", {}))).qkv_bias);
   expect_error_mentions(
       [&] { load_model_dir(tiny_gguf("missing.gguf", {})); },
       {"missing.gguf: tensor 'model.layers.0.input_layernorm.weight' is missing"});
@@ -159,7 +164,7 @@ TEST(GgufExport, ReadsBackToTheSameModel) {
   const SafetensorsFile oracle = read_safetensors(fixture_path("hf_logits.safetensors"));
   const Tensor ids = oracle.at("input_ids", "hf_logits").to(DType::I64);
   NoGradGuard no_grad;
-  for (const char* arch : {"llama", "mixtral"}) {
+  for (const char* arch : {"llama", "mixtral", "qwen2", "qwen2_moe_qkv"}) {
     const std::string dir = fixture_path(std::string("hf_") + arch);
     const Tensor want = load_model_dir(dir).forward(ids);
     const std::string f32 = ::testing::TempDir() + arch + "_f32.gguf", q8 = ::testing::TempDir() + arch + "_q8.gguf";
@@ -216,7 +221,7 @@ TEST(GgufExport, QuantisedMatricesStayQuantisedWhenLoadedAsTheirType) {
   const SafetensorsFile oracle = read_safetensors(fixture_path("hf_logits.safetensors"));
   const Tensor ids = oracle.at("input_ids", "hf_logits").to(DType::I64);
   NoGradGuard no_grad;
-  for (const char* arch : {"llama", "mixtral"})
+  for (const char* arch : {"llama", "mixtral", "qwen2", "qwen2_moe_qkv"})
     for (auto [ggml, dtype] : {std::pair{GgmlType::Q8_0, DType::Q8_0}, std::pair{GgmlType::Q4_0, DType::Q4_0}}) {
       const std::string path = ::testing::TempDir() + arch + "_" + dtype_name(dtype) + "_kept.gguf";
       export_gguf(fixture_path(std::string("hf_") + arch), path, ggml);

@@ -53,7 +53,7 @@ TEST_P(HfLayouts, ImportGivesTransformersLogitsAndExportGivesItsTensorsBack) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, HfLayouts, ::testing::Values("llama", "mixtral", "qwen2_moe"));
+INSTANTIATE_TEST_SUITE_P(Architectures, HfLayouts, ::testing::Values("llama", "mixtral", "qwen2_moe", "qwen2", "qwen2_moe_qkv"));
 
 TEST(HfExport, RefusesWhatTransformersWouldComputeDifferently) {
   ModelConfig c = testing::small_config(61, 32, 48, 2, 4, 2);
@@ -71,6 +71,13 @@ TEST(HfExport, RefusesWhatTransformersWouldComputeDifferently) {
   c.shared_expert_intermediate_size = 16;
   expect_error_mentions([&] { check_hf_exportable(Transformer::create(c, 1), "m"); }, {"shared_expert_gate", "Qwen2MoeForCausalLM"});
   c.shared_expert_gate = true;
+  check_hf_exportable(Transformer::create(c, 1), "m");
+  ModelConfig biased = c;  // Mixtral has no attention biases; Qwen2-MoE has them
+  biased.qkv_bias = true;
+  check_hf_exportable(Transformer::create(biased, 1), "m");
+  biased.shared_expert_intermediate_size = 0;
+  biased.shared_expert_gate = false;
+  expect_error_mentions([&] { check_hf_exportable(Transformer::create(biased, 1), "m"); }, {"q, k and v biases", "MixtralForCausalLM"});
   c.moe_balancing = "aux_free";
   Transformer m = Transformer::create(c, 1);
   check_hf_exportable(m, "m");  // a zero bias selects as HF does
@@ -87,7 +94,7 @@ TEST(HfImport, RefusesUnsupportedArchitecturesByName) {
     expect_error_mentions([&] { model_config_from_json(r); }, needles);
   };
   refused([](json& k) { k["architectures"] = {"GPT2LMHeadModel"}; }, {"config.json", "architectures", "GPT2LMHeadModel"});
-  refused([](json& k) { k["qkv_bias"] = true; }, {"qkv_bias", "biases"});
+  refused([](json& k) { k["attention_bias"] = true; }, {"attention_bias", "output projection"});
   refused([](json& k) { k["layer_types"][1] = "sliding_attention"; }, {"layer_types", "sliding_attention"});
   refused([](json& k) { k["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}, {"factor", 4.0}}; }, {"rope_type", "yarn"});
   refused([](json& k) { k["mlp_only_layers"] = {0}; }, {"mlp_only_layers"});

@@ -21,7 +21,8 @@ namespace {
 
 ModelConfig read_config(const std::string& dir) { return read_model_dir_config(dir); }
 
-// Up to `windows` windows of seq_len tokens from a prompt file (text, .jsonl or a prepared directory).
+// Up to `windows` windows of seq_len tokens from a prompt file (text, .jsonl or a prepared directory),
+// spread evenly over it.
 Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& tokenizer, int64_t windows, int64_t seq_len) {
   TokenDataset d;
   if (is_prepared_data(path)) {
@@ -33,7 +34,8 @@ Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& to
                   : TokenDataset::from_bytes(text, path);
   }
   SMELT_CHECK(d.size() >= seq_len + 1, path, ": ", d.size(), " tokens, fewer than one prompt window of ", seq_len + 1);
-  return d.window_batch(0, std::min(windows, d.windows(seq_len)), seq_len).ids;
+  // Spread evenly over the file: its first windows may be one document, not the domain.
+  return d.eval_batch(0, 1, std::min(windows, d.windows(seq_len)), seq_len).ids;
 }
 
 }  // namespace
@@ -73,18 +75,31 @@ void run_compose(ComposeArgs a) {
   std::vector<Tensor> prompts, negatives;
   for (const std::string& p : a.prompts) prompts.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T));
   for (const std::string& p : a.negatives) negatives.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T));
-  const Transformer moe = compose(base, expert_ptrs, prompts, negatives, a.options);
+  ComposeReport report;
+  const Transformer moe = compose(base, expert_ptrs, prompts, negatives, a.options, &report);
 
   std::map<std::string, std::string> extra = carried_model_files(a.base);
   save_model_dir(a.out, moe, extra);
   const ModelConfig& c = moe.config();
-  const json out = {{"out", a.out}, {"experts", E}, {"top_k", c.num_experts_per_tok}, {"gate_init", a.options.gate_init},
-                    {"shared_expert", a.shared_expert}, {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()}};
+  json out = {{"out", a.out}, {"experts", E}, {"top_k", c.num_experts_per_tok}, {"gate_init", a.options.gate_init},
+              {"shared_expert", a.shared_expert}, {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()}};
+  std::string per_layer;  // auto's choice per layer, with how many domains each candidate routed mostly home
+  if (!report.layer_gate_init.empty()) {
+    out["layer_gate_init"] = report.layer_gate_init;
+    json held_out = json::array();
+    for (size_t l = 0; l < report.layer_gate_init.size(); ++l) {
+      const auto [hidden, lda] = report.held_out_own_largest[l];
+      held_out.push_back({{"hidden", hidden}, {"lda", lda}});
+      per_layer += " " + std::to_string(l) + ":" + report.layer_gate_init[l] + "(" + std::to_string(hidden) + "/" + std::to_string(lda) + ")";
+    }
+    out["held_out_domains_routed_home"] = held_out;
+  }
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
-    std::printf("composed %ld experts → %s: top-%ld, router from %s; %ld parameters (%ld active per token)\n", static_cast<long>(E),
-                a.out.c_str(), static_cast<long>(c.num_experts_per_tok), a.options.gate_init.c_str(), static_cast<long>(c.parameter_count()),
-                static_cast<long>(c.active_parameter_count()));
+    std::printf("composed %ld experts → %s: top-%ld, router from %s%s; %ld parameters (%ld active per token)\n", static_cast<long>(E),
+                a.out.c_str(), static_cast<long>(c.num_experts_per_tok), a.options.gate_init.c_str(),
+                per_layer.empty() ? "" : (", per layer (held-out domains routed home, hidden/lda):" + per_layer).c_str(),
+                static_cast<long>(c.parameter_count()), static_cast<long>(c.active_parameter_count()));
 }
 
 
@@ -95,7 +110,7 @@ void add_compose_command(CLI::App& app) {
   cmd->add_option("--experts", a->experts, "Expert model directories; expert i's FFNs become expert i")->required();
   cmd->add_option("--out", a->out, "Output MoE model directory")->required();
   cmd->add_option("--top-k", a->options.top_k, "Experts per token")->capture_default_str();
-  cmd->add_option("--gate-init", a->options.gate_init, "Router rows from: hidden (mean FFN input on each expert's prompts), lda (the same whitened by the prompts' within-domain covariance), embed, random")
+  cmd->add_option("--gate-init", a->options.gate_init, "Router rows from: hidden (mean FFN input on each expert's prompts), lda (the same whitened by the prompts' within-domain covariance), auto (per layer, hidden or lda, whichever routes held-out prompt windows home better), embed, random")
       ->capture_default_str();
   cmd->add_option("--prompts", a->prompts, "One text/JSONL file or prepared directory per expert (for hidden and embed)");
   cmd->add_option("--negative-prompts", a->negatives, "Optional: one file per expert whose mean is subtracted instead of the experts' mean");

@@ -50,9 +50,10 @@ void run_eval(const EvalArgs& a) {
   int64_t batches = (windows + a.batch_size - 1) / a.batch_size;
   if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
   NoGradGuard no_grad;
-  double nats = 0, active = 0;
+  double nats = 0, active = 0, positions = 0;  // positions: every input token, scored or not
   int64_t tokens = 0;
-  std::vector<double> layer_active;  // mean active experts per MoE layer
+  std::vector<double> layer_active;               // mean active experts per MoE layer
+  std::vector<std::vector<double>> layer_load;    // share of token slots per MoE layer and expert
   ProgressBar bar("eval", batches, "batches");
   const auto started = std::chrono::steady_clock::now();
   for (int64_t b = 0; b < batches; ++b) {
@@ -68,8 +69,15 @@ void run_eval(const EvalArgs& a) {
     tokens += scored;
     active += model.mean_active_parameters() * static_cast<double>(batch.ids.numel());
     const auto stats = model.moe_stats();
+    const double n = static_cast<double>(batch.ids.numel());
+    positions += n;
     layer_active.resize(stats.size(), 0.0);
-    for (size_t i = 0; i < stats.size(); ++i) layer_active[i] += stats[i].second.mean_active_experts * static_cast<double>(batch.ids.numel());
+    layer_load.resize(stats.size());
+    for (size_t i = 0; i < stats.size(); ++i) {
+      layer_active[i] += stats[i].second.mean_active_experts * n;
+      layer_load[i].resize(stats[i].second.load.size(), 0.0);
+      for (size_t e = 0; e < layer_load[i].size(); ++e) layer_load[i][e] += stats[i].second.load[e] * n;
+    }
     bar.update(b + 1);
   }
   bar.finish();
@@ -91,9 +99,12 @@ void run_eval(const EvalArgs& a) {
   if (cfg.num_local_experts > 0) {
     json layers = json::array();
     const auto stats = model.moe_stats();
-    for (size_t i = 0; i < stats.size(); ++i)
+    for (size_t i = 0; i < stats.size(); ++i) {
+      std::vector<double> load = layer_load[i];
+      for (double& v : load) v /= std::max(positions, 1.0);
       layers.push_back({{"layer", stats[i].first}, {"policy", model.routing_policies()[stats[i].first].str()},
-                        {"active_experts", tokens > 0 ? layer_active[i] / static_cast<double>(tokens) : 0.0}});
+                        {"active_experts", tokens > 0 ? layer_active[i] / static_cast<double>(tokens) : 0.0}, {"expert_load", load}});
+    }
     out["moe_layers"] = layers;
   }
   out["memory"] = weight_memory(model);

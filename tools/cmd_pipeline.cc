@@ -255,8 +255,10 @@ Scores score(const Transformer& model, const std::map<std::string, TokenDataset>
     double total = 0;
     int64_t count = 0;
     std::vector<std::vector<double>> load;
-    for (int64_t first = 0; first < n; first += 8) {
-      const Batch b = data.window_batch(first, std::min<int64_t>(8, n - first), T);
+    // Windows spread evenly over the split (its first ones may all be one document), 8 a batch.
+    const int64_t batches = (n + 7) / 8;
+    for (int64_t i = 0; i < batches; ++i) {
+      const Batch b = data.eval_batch(i, batches, 8, T);
       const Tensor logits = model.forward(b.ids);
       total += ops::cross_entropy(ops::reshape(logits, {-1, logits.size(-1)}), ops::reshape(b.targets, {-1})).item() * b.ids.numel();
       count += b.ids.numel();

@@ -3,7 +3,7 @@
 llama-cpp-python sdist by scripts/build_llamacpp.sh into .cache/llama.cpp/) and computes what
 smelt computes. Skips (exit 77) when that build, numpy or safetensors is missing.
 
-For smelt's own dense (Llama) and MoE (Mixtral layout) models, trained here for a few steps with
+For smelt's own dense (Llama), MoE (Mixtral layout), Qwen2 (q, k, v biases) and Qwen2-MoE models, trained here for a few steps with
 a BPE tokenizer, and for SmolLM2-135M-Instruct imported from its GGUF when
 .cache/models/ has it (scripts/fetch_smollm2.sh):
 1. the F32 export's logits in llama.cpp (f32 KV cache) equal smelt's to 1e-4 of the largest;
@@ -41,7 +41,11 @@ except ImportError as e:
 
 BASE = {"vocab_size": 400, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 128}
-MODELS = {"dense": {}, "moe": {"num_local_experts": 4, "num_experts_per_tok": 2}}
+MODELS = {"dense": {}, "moe": {"num_local_experts": 4, "num_experts_per_tok": 2},
+          # Biased q, k, v (llama.cpp's qwen2), and Qwen2-MoE's gated shared expert (its qwen2moe).
+          "qwen2": {"qkv_bias": True},
+          "qwen2moe": {"qkv_bias": True, "num_local_experts": 4, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 64,
+                       "shared_expert_gate": True, "norm_topk_prob": False}}
 F32_KV = dict(type_k=0, type_v=0)  # GGML_TYPE_F32: llama.cpp's default f16 cache would round the keys and values
 
 
