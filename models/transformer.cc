@@ -14,10 +14,7 @@
 
 namespace smelt {
 
-Tensor Linear::forward(const Tensor& x) const {
-  Tensor y = ops::linear(x, weight);
-  return bias.defined() ? ops::add(y, bias) : y;
-}
+Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
 
 Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, weight, eps); }
 
