@@ -21,9 +21,12 @@ Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, weight,
 Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& key_start) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t offset = cache ? cache->length : 0;
-  Tensor q = ops::reshape(q_proj.forward(x), {B, T, num_heads, head_dim});
-  Tensor k = ops::reshape(k_proj.forward(x), {B, T, num_kv_heads, head_dim});
-  Tensor v = ops::reshape(v_proj.forward(x), {B, T, num_kv_heads, head_dim});
+  // One call for the three projections: in inference the CPU runs them in one parallel region.
+  const std::vector<Tensor> qkv =
+      ops::linears(x, {q_proj.weight, k_proj.weight, v_proj.weight}, {q_proj.bias, k_proj.bias, v_proj.bias});
+  Tensor q = ops::reshape(qkv[0], {B, T, num_heads, head_dim});
+  Tensor k = ops::reshape(qkv[1], {B, T, num_kv_heads, head_dim});
+  Tensor v = ops::reshape(qkv[2], {B, T, num_kv_heads, head_dim});
   q = ops::rope(std::move(q), rope_theta, offset, rope_scaling);
   k = ops::rope(std::move(k), rope_theta, offset, rope_scaling);
   if (cache) {
@@ -40,7 +43,8 @@ Tensor Attention::forward(const Tensor& x, KVCache* cache, size_t layer, const T
 }
 
 Tensor SwiGLUMLP::forward(const Tensor& x) const {
-  return down_proj.forward(ops::swiglu(gate_proj.forward(x), up_proj.forward(x)));
+  const std::vector<Tensor> gate_up = ops::linears(x, {gate_proj.weight, up_proj.weight});
+  return down_proj.forward(ops::swiglu(gate_up[0], gate_up[1]));
 }
 
 Tensor Block::forward(const Tensor& x, KVCache* cache, size_t layer, const Tensor& token_mask, const RoutingPolicy& policy,

@@ -116,6 +116,11 @@ struct OpTable {
   // out [..., M, N] = a [..., M, K] · b [..., K, N] (or a shared 2-D b), batch dims alike; each
   // operand's last two dims row- or column-major (any batch strides), b f32 or bf16 (widened).
   void (*matmul)(const Tensor& a, const Tensor& b, const Tensor& out) = nullptr;
+  // Optional (ops::linears loops over matmul without it): outs[i] [M, N_i] = a [M, K] ·
+  // weights[i]ᵀ for weights [N_i, K] of the table's dtype, all contiguous, in one call, so that
+  // decoding's few-row products against several weights (q, k, v; gate, up) share one parallel
+  // region on the CPU.
+  void (*matmul_many)(const Tensor& a, const std::vector<Tensor>& weights, const std::vector<Tensor>& outs) = nullptr;
 
   // Flash-style attention of contiguous q [B, Tq, Hq, D] against k, v [B, Tk, Hkv, D] (Hq a
   // multiple of Hkv: GQA), causal or full, scores scaled by `scale`; key_start (i64 [B, Tq], or

@@ -70,4 +70,29 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return bias.defined() ? add(y, bias) : y;
 }
 
+std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& weights, const std::vector<Tensor>& biases) {
+  SMELT_CHECK(biases.empty() || biases.size() == weights.size(), "linears: ", biases.size(), " biases for ", weights.size(), " weights");
+  auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
+  std::vector<Tensor> out;
+  bool together = !weights.empty() && x.dtype() == DType::F32 && !needs_grad({&x}) && !needs_grad(weights);
+  for (const Tensor& w : weights)
+    together = together && w.dim() == 2 && w.is_contiguous() && w.dtype() == weights[0].dtype() && w.device() == x.device() &&
+               x.size(-1) == w.size(1);
+  const OpTable* B = together ? &op_table(x.device(), OpKind::Matmul, weights[0].dtype()) : nullptr;
+  if (!B || !B->matmul_many) {
+    for (size_t i = 0; i < weights.size(); ++i) out.push_back(linear(x, weights[i], bias(i)));
+    return out;
+  }
+  const Tensor a = reshape(x.is_contiguous() ? x : x.clone(), {-1, x.size(-1)});
+  Shape shape = x.shape();
+  for (const Tensor& w : weights) out.push_back(Tensor::empty({a.size(0), w.size(0)}, DType::F32, x.device()));
+  B->matmul_many(a, weights, out);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    shape.back() = weights[i].size(0);
+    out[i] = reshape(out[i], shape);
+    if (bias(i).defined()) out[i] = add(out[i], bias(i));
+  }
+  return out;
+}
+
 }  // namespace smelt::ops

@@ -180,6 +180,36 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return d;
 }
 
+// ops::linears (decoding's q, k, v and gate, up in one call) equals one ops::linear per weight,
+// bit for bit, for every weight type, with and without biases, for few rows (the dot path, one
+// parallel region) and many; with a gradient needed it is those linears.
+TEST(QuantWeights, LinearsEqualOneLinearPerWeight) {
+  Philox rng(21);
+  for (const DType type : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    const std::vector<Tensor> weights = {Tensor::randn({96, 64}, rng).to(type), Tensor::randn({32, 64}, rng).to(type),
+                                         Tensor::randn({40, 64}, rng).to(type)};
+    const std::vector<Tensor> biases = {Tensor::randn({96}, rng), Tensor(), Tensor::randn({40}, rng)};
+    for (const Shape& shape : {Shape{1, 1, 64}, Shape{2, 2, 64}, Shape{3, 5, 64}}) {
+      NoGradGuard no_grad;
+      const Tensor x = Tensor::randn(shape, rng);
+      const std::vector<Tensor> together = ops::linears(x, weights, biases), plain = ops::linears(x, weights);
+      ASSERT_EQ(together.size(), 3u);
+      for (size_t i = 0; i < weights.size(); ++i) {
+        EXPECT_EQ(together[i].shape(), ops::linear(x, weights[i]).shape());
+        EXPECT_EQ(together[i].to_vector(), ops::linear(x, weights[i], biases[i]).to_vector()) << dtype_name(type) << " weight " << i;
+        EXPECT_EQ(plain[i].to_vector(), ops::linear(x, weights[i]).to_vector()) << dtype_name(type) << " weight " << i;
+      }
+    }
+  }
+  const Tensor w0 = Tensor::randn({8, 64}, rng);
+  Tensor w = w0.clone().set_requires_grad(true), twin = w0.clone().set_requires_grad(true);
+  const Tensor x = Tensor::randn({1, 2, 64}, rng);
+  ops::sum(ops::linears(x, {w})[0]).backward();
+  ops::sum(ops::linear(x, twin)).backward();
+  ASSERT_TRUE(w.grad().defined());  // the gradient flows as through ops::linear
+  EXPECT_EQ(w.grad().to_vector(), twin.grad().to_vector());
+}
+
 TEST(QuantWeights, ModelsComputeWhatTheirRoundedF32TwinsCompute) {
   for (const ModelConfig& c : {moe_config(), dense_tied()})
     for (DType type : {DType::Q8_0, DType::Q4_0}) {

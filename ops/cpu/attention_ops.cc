@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "ops/cpu/cpu_ops.h"
@@ -129,9 +130,12 @@ void cpu_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const float *pq = f32(q), *pk = f32(k), *pv = f32(v);
   float *po = f32_out(out), *pl = f32_out(lse);
   const int64_t qs = d.Hq * d.D, ks = d.Hkv * d.D;  // row strides in the [B, T, H, D] layout
-  parallel_for(0, d.B * d.Hq, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> P(static_cast<size_t>(kQueryBlock * d.Tk));
-    const bool copy = d.Tq >= kCopyHeadsFromQueries;
+  // Decoding (a query or two per head) gives each head its own task, claimed one at a time: the
+  // heads are few (9 for SmolLM2) and parallel_for's chunks of two would leave a thread idle.
+  const bool copy = d.Tq >= kCopyHeadsFromQueries;
+  auto heads = [&](int64_t lo, int64_t hi) {
+    // Scratch for one query block's scores (only Tq rows when decoding); written before read.
+    std::unique_ptr<float[]> P(new float[static_cast<size_t>(std::min(kQueryBlock, d.Tq) * d.Tk)]);
     const int64_t ldt = transposed_stride(d.Tk);
     std::vector<float> KTh(copy ? static_cast<size_t>(d.D * ldt) : 0), Vh(copy ? static_cast<size_t>(d.Tk * d.D) : 0);
     int64_t copied = -1;  // the (batch, kv head) now in KTh, Vh: consecutive query heads of a group share it
@@ -152,21 +156,23 @@ void cpu_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const T
         v_ld = d.D;
       }
       for_each_query_block(d, [&](int64_t i0, int64_t i1, int64_t kv) {
-        scores(d, qh + i0 * qs, qs, keys, i1 - i0, kv, P.data());
+        scores(d, qh + i0 * qs, qs, keys, i1 - i0, kv, P.get());
         for (int64_t i = i0; i < i1; ++i) {
-          float* row = P.data() + (i - i0) * kv;
+          float* row = P.get() + (i - i0) * kv;
           mask_row(d, first_key, b, i, kv, row);
           cpu_softmax(row, row, 1, kv, false, pl + bh * d.Tq + i);
         }
         GemmArgs o;  // O = P V
         o.m = i1 - i0; o.n = d.D; o.k = kv;
-        o.a = P.data(); o.lda = kv;
+        o.a = P.get(); o.lda = kv;
         o.b = vh; o.ldb = v_ld;
         o.c = po + (b * d.Tq + i0) * qs + h * d.D; o.ldc = qs;
         cpu_gemm(o);
       });
     }
-  });
+  };
+  if (copy) parallel_for(0, d.B * d.Hq, 1, heads);  // consecutive heads of a chunk share their K, V copy
+  else parallel_tasks(d.B * d.Hq, [&](int64_t bh) { heads(bh, bh + 1); });
 }
 
 void cpu_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,

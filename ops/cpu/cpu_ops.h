@@ -22,6 +22,7 @@ void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tens
 
 // matmul_ops.cc
 void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out);
+void cpu_matmul_many_op(const Tensor& a, const std::vector<Tensor>& weights, const std::vector<Tensor>& outs);
 // Points a GEMM's B operand at weight w's element `offset` (from its view's start), whichever
 // type w holds: f32, bf16 (widened) or block-quantised (b_quant; offset whole rows).
 void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset);

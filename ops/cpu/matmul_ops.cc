@@ -3,6 +3,7 @@
 // strides. Operands are read in place in either GEMM layout (ops/common.h's matrix_layout).
 #include "ops/common.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/cpu/gemm_dot.h"
 
 namespace smelt {
 
@@ -58,6 +59,25 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
       idx[d] = 0;
     }
   }
+}
+
+// One grouped GEMM for several weights against the same rows: decoding's products then share one
+// parallel region (and the dot path's tasks balance across all of them).
+void cpu_matmul_many_op(const Tensor& a, const std::vector<Tensor>& weights, const std::vector<Tensor>& outs) {
+  std::vector<GemmArgs> products(weights.size());
+  for (size_t i = 0; i < weights.size(); ++i) {
+    GemmArgs& g = products[i];
+    g.m = a.size(0); g.n = weights[i].size(0); g.k = a.size(1);
+    g.a = static_cast<const float*>(a.device_data()); g.lda = g.k;
+    point_gemm_b(g, weights[i], 0);
+    g.ldb = g.k; g.trans_b = true;
+    g.c = static_cast<float*>(outs[i].device_data()); g.ldc = g.n;
+  }
+  if (a.size(0) <= kGemmDotRows) {
+    cpu_grouped_gemm(products.data(), static_cast<int64_t>(products.size()));
+    return;
+  }
+  for (const GemmArgs& g : products) cpu_gemm(g);  // many rows: each product fills the cores by itself
 }
 
 }  // namespace smelt

@@ -41,6 +41,7 @@ const OpTable& cpu_op_table() {
     t.sum_axis = cpu_sum_axis_op;
     t.max_axis = cpu_max_axis_op;
     t.matmul = cpu_matmul_op;
+    t.matmul_many = cpu_matmul_many_op;
     t.attention = cpu_attention_op;
     t.attention_backward = cpu_attention_backward_op;
     t.topk = cpu_topk_op;
