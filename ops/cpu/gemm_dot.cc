@@ -20,7 +20,14 @@ namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr int64_t kDotCols = 32;  // B rows (output columns) per parallel task
+// B rows (output columns) per parallel task: about kDotTasksPerThread tasks per thread and
+// product, at least kDotMinCols. Each task is claimed with an atomic add on a counter both cores
+// share; a token of SmolLM2 with 32-row tasks claimed ~6,400 of them, the LM head alone 1,536.
+constexpr int64_t kDotMinCols = 32, kDotTasksPerThread = 8;
+int64_t dot_task_cols(int64_t n) {
+  const int64_t per_task = (n + kDotTasksPerThread * num_threads() - 1) / (kDotTasksPerThread * num_threads());
+  return std::max(kDotMinCols, (per_task + 3) / 4 * 4);
+}
 
 template <int M, int J, typename BT>
 void dot_block(const GemmArgs& g, const BT* b, int64_t j0) {
@@ -76,21 +83,24 @@ void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
   }
 }
 
-// All dot-path products of a call in one parallel region, kDotCols output columns per task.
+// All dot-path products of a call in one parallel region, dot_task_cols(n) output columns per task.
 // Products with a quantised B first have their A rows quantised (once, before the tasks).
 void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   // Decoding calls this a few hundred times per token: the buffers are kept between calls.
   // (Thread-local, so the tasks below see them through these references, not by name.)
-  thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer;
+  thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer, cols_buffer;
   thread_local std::vector<int8_t> a_q_buffer;
   thread_local std::vector<float> a_d_buffer;
   std::vector<int64_t>& first_task = first_task_buffer;
   std::vector<int64_t>& a_offset = a_offset_buffer;
+  std::vector<int64_t>& cols = cols_buffer;
   first_task.assign(1, 0);
   a_offset.assign(1, 0);
+  cols.clear();
   for (int64_t p = 0; p < count; ++p) {
     const GemmArgs& g = *products[p];
-    first_task.push_back(first_task.back() + (g.n + kDotCols - 1) / kDotCols);
+    cols.push_back(dot_task_cols(g.n));
+    first_task.push_back(first_task.back() + (g.n + cols.back() - 1) / cols.back());
     a_offset.push_back(a_offset.back() + (g.b_quant ? g.m * g.k : 0));
   }
   a_q_buffer.resize(static_cast<size_t>(a_offset.back()));
@@ -102,7 +112,7 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
-    const int64_t j0 = (t - first_task[p]) * kDotCols, j1 = std::min(g.n, j0 + kDotCols);
+    const int64_t j0 = (t - first_task[p]) * cols[p], j1 = std::min(g.n, j0 + cols[p]);
     if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
