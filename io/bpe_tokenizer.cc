@@ -187,8 +187,16 @@ void BpeTokenizer::encode_ordinary(std::string_view text, std::vector<int32_t>& 
   }
 }
 
+void BpeTokenizer::encode_normalised(std::string_view text, std::vector<int32_t>& out) const {
+  if (!nfc_) return encode_ordinary(text, out);
+  // HF normalises the text between added tokens; text that is not UTF-8 has no NFC and is
+  // encoded as it is.
+  const std::optional<std::string> nfc = unicode_nfc(text);
+  encode_ordinary(nfc ? std::string_view(*nfc) : text, out);
+}
+
 void BpeTokenizer::encode_append(std::string_view text, bool allow_special, std::vector<int32_t>& out) const {
-  if (!allow_special || specials_.empty()) return encode_ordinary(text, out);
+  if (!allow_special || specials_.empty()) return encode_normalised(text, out);
   while (!text.empty()) {
     // The earliest special token in the text (the longest where two start at one place).
     size_t best = std::string_view::npos, best_len = 0;
@@ -201,8 +209,8 @@ void BpeTokenizer::encode_append(std::string_view text, bool allow_special, std:
         best_id = id;
       }
     }
-    if (best == std::string_view::npos) return encode_ordinary(text, out);
-    if (best > 0) encode_ordinary(text.substr(0, best), out);
+    if (best == std::string_view::npos) return encode_normalised(text, out);
+    if (best > 0) encode_normalised(text.substr(0, best), out);
     out.push_back(best_id);
     text.remove_prefix(best + best_len);
   }
@@ -239,7 +247,7 @@ bool BpeTokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_s
 
 bool BpeTokenizer::same_as(const BpeTokenizer& other) const {
   return token_bytes_ == other.token_bytes_ && merges_ == other.merges_ && specials_ == other.specials_ &&
-         add_prefix_space_ == other.add_prefix_space_ && ignore_merges_ == other.ignore_merges_ && pre_ == other.pre_;
+         add_prefix_space_ == other.add_prefix_space_ && ignore_merges_ == other.ignore_merges_ && pre_ == other.pre_ && nfc_ == other.nfc_;
 }
 
 }  // namespace smelt

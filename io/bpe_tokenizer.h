@@ -60,6 +60,7 @@ class BpeTokenizer {
   void index();  // rebuilds the lookup maps from token_bytes_, merges_ and specials_
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const;
+  void encode_normalised(std::string_view text, std::vector<int32_t>& out) const;  // NFC first when nfc_
 
   std::vector<std::string> token_bytes_;               // id → bytes
   std::vector<std::pair<int32_t, int32_t>> merges_;    // in rank order
@@ -67,6 +68,7 @@ class BpeTokenizer {
   PreTokenizer pre_ = PreTokenizer::Gpt2;
   bool add_prefix_space_ = false;
   bool ignore_merges_ = false;  // a piece found whole in the vocabulary is one token (Llama-3)
+  bool nfc_ = false;            // text is put in Unicode NFC before pre-tokenisation (Qwen2's normalizer)
   std::string name_;
   // Lookups.
   uint64_t serial_ = 0;  // changes whenever the lookups are rebuilt: keys the encode cache

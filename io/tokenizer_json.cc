@@ -99,7 +99,11 @@ BpeTokenizer BpeTokenizer::from_json(const json& j, const std::string& source) {
   SMELT_CHECK(j.is_object(), source, ": a tokenizer.json must be a JSON object");
   BpeTokenizer t;
   t.name_ = source;
-  if (const json* n = field(j, "normalizer")) SMELT_FAIL(source, ": normalizer ", n->dump().substr(0, 80), " is not supported (only null)");
+  if (const json* n = field(j, "normalizer")) {
+    const bool nfc = n->is_object() && n->size() == 1 && n->contains("type") && (*n)["type"] == "NFC";
+    SMELT_CHECK(nfc, source, ": normalizer ", n->dump().substr(0, 80), " is not supported (null or {\"type\": \"NFC\"})");
+    t.nfc_ = true;
+  }
   const json* pre = field(j, "pre_tokenizer");
   SMELT_CHECK(pre, source, ": pre_tokenizer: missing (smelt reads byte-level BPE tokenizers)");
   t.pre_ = parse_pre_tokenizer(*pre, source + ": pre_tokenizer", &t.add_prefix_space_);
@@ -213,7 +217,7 @@ nlohmann::ordered_json BpeTokenizer::to_json() const {
                  {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
                  {"byte_fallback", false},  {"ignore_merges", ignore_merges_}, {"vocab", vocab}, {"merges", merges}};
   return {{"version", "1.0"},        {"truncation", nullptr}, {"padding", nullptr},      {"added_tokens", added},
-          {"normalizer", nullptr},   {"pre_tokenizer", pre_tokenizer_json(pre_, add_prefix_space_)}, {"post_processor", byte_level},
+          {"normalizer", nfc_ ? nlohmann::ordered_json{{"type", "NFC"}} : nlohmann::ordered_json(nullptr)},   {"pre_tokenizer", pre_tokenizer_json(pre_, add_prefix_space_)}, {"post_processor", byte_level},
           {"decoder", byte_level},   {"model", model}};
 }
 

@@ -1,7 +1,10 @@
 #include "io/unicode.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 
 namespace smelt {
 namespace {
@@ -74,6 +77,16 @@ CharClass char_class(uint32_t cp) {
   if (in_ranges(kLetterRanges, cp)) return CharClass::Letter;
   if (in_ranges(kNumberRanges, cp)) return CharClass::Number;
   return CharClass::Other;
+}
+
+std::optional<std::string> unicode_nfc(std::string_view text) {
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+                                          &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) return std::nullopt;  // out is not allocated on error
+  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
 }
 
 }  // namespace smelt

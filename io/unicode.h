@@ -3,6 +3,8 @@
 // pre-tokenisation regex does. Tables come from io/unicode_table.inc (generated, committed).
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 namespace smelt {
@@ -15,5 +17,9 @@ enum class CharClass : uint8_t { Letter, Number, Space, Other };
 int decode_utf8(std::string_view text, size_t pos, uint32_t& code_point);
 
 CharClass char_class(uint32_t code_point);
+
+// The text in Unicode normalisation form C (canonical decomposition, then composition), by
+// utf8proc; nullopt when the text is not valid UTF-8.
+std::optional<std::string> unicode_nfc(std::string_view text);
 
 }  // namespace smelt

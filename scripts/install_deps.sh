@@ -3,7 +3,7 @@
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-packages=(cmake ninja-build g++ ccache pkg-config libhwy-dev libgtest-dev nlohmann-json3-dev libcli11-dev fortunes fortunes-min wordnet-base python3-minimal libc6-dev
+packages=(cmake ninja-build g++ ccache pkg-config libhwy-dev libgtest-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev fortunes fortunes-min wordnet-base python3-minimal libc6-dev
           clang libclang-rt-14-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
