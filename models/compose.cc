@@ -8,11 +8,14 @@
 
 namespace smelt {
 
+bool known_gate_init(const std::string& name) {
+  return name == "hidden" || name == "lda" || name == "auto" || name == "embed" || name == "random";
+}
+
 void ComposeOptions::validate(int64_t experts) const {
   SMELT_CHECK(experts >= 2, "compose: give at least two --experts, got ", experts);
   SMELT_CHECK(top_k >= 1 && top_k <= experts, "compose: --top-k (", top_k, ") must be between 1 and the number of experts (", experts, ")");
-  SMELT_CHECK(gate_init == "hidden" || gate_init == "lda" || gate_init == "auto" || gate_init == "embed" || gate_init == "random",
-              "compose: --gate-init must be hidden, lda, auto, embed or random, got \"", gate_init, "\"");
+  SMELT_CHECK(known_gate_init(gate_init), "compose: --gate-init must be ", kGateInits, ", got \"", gate_init, "\"");
   SMELT_CHECK(shared == "average" || shared == "base", "compose: --shared-weights must be average or base, got \"", shared, "\"");
 }
 

@@ -23,6 +23,10 @@
 
 namespace smelt {
 
+// Whether `name` is a router init compose knows; kGateInits lists them for messages.
+bool known_gate_init(const std::string& name);
+inline constexpr const char* kGateInits = "hidden, lda, auto, embed or random";
+
 struct ComposeOptions {
   int64_t top_k = 2;
   std::string gate_init = "hidden";  // hidden | lda | auto | embed | random

@@ -296,6 +296,9 @@ else
 fi
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["tokenizer"]={"vocab_size": 400}; print(json.dumps(r))' "$work/pipe/from.json" >"$work/pipe/from_bad.json"
 expect_error pipeline-from-with-tokenizer "from_bad.json: tokenizer|comes from base.from" -- "$SMELT" pipeline "$work/pipe/from_bad.json" --out "$work/pipe/x"
+sed 's/"gate_init": "hidden"/"gate_init": "lad"/' "$work/pipe/recipe.json" >"$work/pipe/bad_init.json"
+expect_error pipeline-bad-gate-init "bad_init.json: compose.gate_init|lad" -- "$SMELT" pipeline "$work/pipe/bad_init.json" --out "$work/pipe/x_init"
+[ ! -e "$work/pipe/x_init/base" ] && ok || fail "a bad gate_init is refused before any stage runs"
 sed 's/"compose"/"composee"/' "$work/pipe/recipe.json" >"$work/pipe/bad.json"
 expect_error pipeline-unknown-stage "bad.json|compose|missing" -- "$SMELT" pipeline "$work/pipe/bad.json" --out "$work/pipe/x"
 sed 's/"hidden_size": 16/"hidden_sise": 16/' "$work/pipe/recipe.json" >"$work/pipe/bad2.json"

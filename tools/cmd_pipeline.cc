@@ -128,7 +128,10 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
   {
     JsonReader c = r.object("compose");
     p.top_k = c.integer("top_k", p.top_k);
+    SMELT_CHECK(p.top_k >= 1, c.where("top_k"), ": must be at least 1, got ", p.top_k);
     p.gate_init = c.string("gate_init", p.gate_init);
+    // Checked here, not when the compose stage starts after the base, instruct and expert stages.
+    SMELT_CHECK(known_gate_init(p.gate_init), c.where("gate_init"), ": must be ", kGateInits, ", got \"", p.gate_init, "\"");
     p.shared_expert = c.boolean("shared_expert", p.shared_expert);
     c.finish();
   }
