@@ -67,10 +67,10 @@ void run_eval(const EvalArgs& a) {
     for (int64_t v : batch.targets.to_int_vector()) scored += v >= 0;
     nats += loss * static_cast<double>(scored);
     tokens += scored;
-    active += model.mean_active_parameters() * static_cast<double>(batch.ids.numel());
-    const auto stats = model.moe_stats();
     const double n = static_cast<double>(batch.ids.numel());
     positions += n;
+    active += model.mean_active_parameters() * n;
+    const auto stats = model.moe_stats();
     layer_active.resize(stats.size(), 0.0);
     layer_load.resize(stats.size());
     for (size_t i = 0; i < stats.size(); ++i) {
@@ -94,7 +94,7 @@ void run_eval(const EvalArgs& a) {
               {"tokens", tokens},
               {"seq_len", T},
               {"parameters", cfg.parameter_count()},
-              {"active_parameters", tokens > 0 ? active / static_cast<double>(tokens) : 0.0},
+              {"active_parameters", positions > 0 ? active / positions : 0.0},  // means over every input position
               {"tokens_per_s", seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0}};
   if (cfg.num_local_experts > 0) {
     json layers = json::array();
@@ -103,7 +103,7 @@ void run_eval(const EvalArgs& a) {
       std::vector<double> load = layer_load[i];
       for (double& v : load) v /= std::max(positions, 1.0);
       layers.push_back({{"layer", stats[i].first}, {"policy", model.routing_policies()[stats[i].first].str()},
-                        {"active_experts", tokens > 0 ? layer_active[i] / static_cast<double>(tokens) : 0.0}, {"expert_load", load}});
+                        {"active_experts", positions > 0 ? layer_active[i] / positions : 0.0}, {"expert_load", load}});
     }
     out["moe_layers"] = layers;
   }
