@@ -86,34 +86,21 @@ void dequantize_q5(const uint8_t* b, float* y, bool has_min) {
   }
 }
 
-// ---- 256-value super-blocks (the K formats). Q4_K and Q5_K: 8 sub-blocks of 32, each with a
-// 6-bit scale and a 6-bit minimum packed into 12 bytes, times the super-block's d and dmin.
-
-void scale_min_k4(int j, const uint8_t* q, int& scale, int& min) {
-  if (j < 4) {
-    scale = q[j] & 63;
-    min = q[j + 4] & 63;
-  } else {
-    scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
-// Q4_K: d, dmin, scales[12], qs[128]; Q5_K adds qh[32] (the fifth bits) before qs.
-void dequantize_q45_k(const uint8_t* b, float* y, bool five_bits) {
+// ---- 256-value super-blocks (the K formats). Q4_K is runtime/quant's (smelt keeps weights in
+// it). Q5_K: Q4_K's layout (d, dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32)
+// with qh[32], the fifth bits, before the 128 bytes of low nibbles.
+void dequantize_q5_k(const uint8_t* b, float* y) {
   const float d = load_f16(b), dmin = load_f16(b + 2);
-  const uint8_t* scales = b + 4;
+  uint8_t sc[8], mn[8];
+  unpack_q4_k_scales(b + 4, sc, mn);
   const uint8_t* qh = b + 16;
-  const uint8_t* q = five_bits ? b + 48 : b + 16;
+  const uint8_t* q = b + 48;
   for (int group = 0; group < 4; ++group) {  // 64 values: the low then the high nibbles of 32 bytes
-    int sc, mn;
-    scale_min_k4(2 * group, scales, sc, mn);
-    const float d1 = d * sc, m1 = dmin * mn;
-    scale_min_k4(2 * group + 1, scales, sc, mn);
-    const float d2 = d * sc, m2 = dmin * mn;
+    const float d1 = d * sc[2 * group], m1 = dmin * mn[2 * group];
+    const float d2 = d * sc[2 * group + 1], m2 = dmin * mn[2 * group + 1];
     for (int l = 0; l < 32; ++l) {
-      const int high_lo = five_bits ? ((qh[l] >> (2 * group)) & 1) << 4 : 0;
-      const int high_hi = five_bits ? ((qh[l] >> (2 * group + 1)) & 1) << 4 : 0;
+      const int high_lo = ((qh[l] >> (2 * group)) & 1) << 4;
+      const int high_hi = ((qh[l] >> (2 * group + 1)) & 1) << 4;
       y[l] = d1 * static_cast<float>((q[l] & 0x0F) + high_lo) - m1;
       y[l + 32] = d2 * static_cast<float>((q[l] >> 4) + high_hi) - m2;
     }
@@ -205,8 +192,8 @@ void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t valu
       case GgmlType::Q5_0: dequantize_q5(b, y, false); break;
       case GgmlType::Q5_1: dequantize_q5(b, y, true); break;
       case GgmlType::Q8_0: dequantize_block_q8_0(b, y); break;
-      case GgmlType::Q4_K: dequantize_q45_k(b, y, false); break;
-      case GgmlType::Q5_K: dequantize_q45_k(b, y, true); break;
+      case GgmlType::Q4_K: dequantize_block_q4_k(b, y); break;
+      case GgmlType::Q5_K: dequantize_q5_k(b, y); break;
       case GgmlType::Q6_K: dequantize_q6_k(b, y); break;
     }
   }
@@ -229,7 +216,8 @@ void ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t values
       }
       case GgmlType::Q8_0: quantize_block_q8_0(x, b); break;
       case GgmlType::Q4_0: quantize_block_q4_0(x, b); break;
-      default: SMELT_FAIL("smelt does not write ", t->name, " (it writes F32, F16, BF16, Q8_0 and Q4_0)");
+      case GgmlType::Q4_K: quantize_block_q4_k(x, b); break;
+      default: SMELT_FAIL("smelt does not write ", t->name, " (it writes F32, F16, BF16, Q8_0, Q4_0 and Q4_K)");
     }
   }
 }

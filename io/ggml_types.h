@@ -46,7 +46,7 @@ uint64_t ggml_row_bytes(GgmlType type, int64_t values);
 
 // Decodes `values` values (a whole number of blocks) from src into f32.
 void ggml_dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t values);
-// Encodes f32 values into the type (F32, F16, BF16, Q8_0, Q4_0: what smelt export writes), with
+// Encodes f32 values into the type (F32, F16, BF16, Q8_0, Q4_0, Q4_K: what smelt export writes), with
 // ggml's reference quantisers' rounding so llama.cpp reads back what it would have written.
 void ggml_quantize(GgmlType type, const float* src, uint8_t* dst, int64_t values);
 

@@ -332,10 +332,14 @@ Tensor GgufFile::dequantize(const GgufTensorInfo& t) const {
 }
 
 Tensor GgufFile::read(const GgufTensorInfo& t, DType keep) const {
-  const bool same = (keep == DType::Q8_0 && t.type == GgmlType::Q8_0) || (keep == DType::Q4_0 && t.type == GgmlType::Q4_0);
+  // Q4_K keeps Q4_0 too: its fallback for rows that are not whole super-blocks (see
+  // Transformer::store_weights_in), as smelt's own q4_k exports write them.
+  const bool same = (keep == DType::Q8_0 && t.type == GgmlType::Q8_0) || (keep == DType::Q4_0 && t.type == GgmlType::Q4_0) ||
+                    (keep == DType::Q4_K && (t.type == GgmlType::Q4_K || t.type == GgmlType::Q4_0));
   if (!same) return dequantize(t);
-  Tensor out = Tensor::empty(t.shape(), keep);  // the block layouts are the same (runtime/quant.h)
-  std::memcpy(out.device_data(), tensor_bytes(t), dtype_bytes(keep, t.numel()));
+  const DType as = t.type == GgmlType::Q4_0 ? DType::Q4_0 : keep;
+  Tensor out = Tensor::empty(t.shape(), as);  // the block layouts are the same (runtime/quant.h)
+  std::memcpy(out.device_data(), tensor_bytes(t), dtype_bytes(as, t.numel()));
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "io/gguf_model.h"
 #include "io/hf_export.h"
 #include "ops/shape.h"
+#include "runtime/quant.h"
 
 namespace smelt {
 namespace {
@@ -40,7 +41,7 @@ void add_model_metadata(const ModelConfig& c, const std::string& name, GgmlType 
   m.push_back({"general.architecture", GgufValue::of_string(arch)});
   m.push_back({"general.name", GgufValue::of_string(name)});
   m.push_back({"general.file_type", u32(type == GgmlType::F32 ? 0 : type == GgmlType::F16 ? 1 : type == GgmlType::Q4_0 ? 2
-                                                                : type == GgmlType::Q8_0 ? 7 : 32)});  // llama_ftype
+                                                                : type == GgmlType::Q8_0 ? 7 : type == GgmlType::Q4_K ? 14 : 32)});  // llama_ftype (14: Q4_K_S)
   m.push_back({"general.quantization_version", u32(2)});
   m.push_back({k + "block_count", u32(c.num_hidden_layers)});
   m.push_back({k + "context_length", u32(c.max_position_embeddings)});
@@ -140,8 +141,12 @@ std::vector<GgufTensorToWrite> model_tensors(const Transformer& model, GgmlType 
   // Matrices take the chosen type where their rows are whole blocks; everything else stays F32.
   auto matrix = [&](const std::string& name, const Tensor& t) {
     const GgmlTypeInfo* info = ggml_type_info(static_cast<uint32_t>(matrix_type));
-    const bool blocks = t.shape().back() % info->block_values == 0;
-    return GgufTensorToWrite{name, t, blocks ? matrix_type : GgmlType::F32};
+    const int64_t cols = t.shape().back();
+    // Q4_K rows that are not whole super-blocks take Q4_0, as smelt keeps them in memory
+    // (Transformer::store_weights_in); rows that are not whole blocks stay F32.
+    if (matrix_type == GgmlType::Q4_K && cols % info->block_values != 0 && cols % kQuantBlock == 0)
+      return GgufTensorToWrite{name, t, GgmlType::Q4_0};
+    return GgufTensorToWrite{name, t, cols % info->block_values == 0 ? matrix_type : GgmlType::F32};
   };
   std::map<std::string, Tensor> hf;
   for (const auto& [name, t] : model.state_dict()) hf[name] = f32(t);
@@ -195,8 +200,8 @@ std::vector<GgufTensorToWrite> model_tensors(const Transformer& model, GgmlType 
 
 void export_gguf(const std::string& model_dir, const std::string& out, GgmlType matrix_type) {
   SMELT_CHECK(matrix_type == GgmlType::F32 || matrix_type == GgmlType::F16 || matrix_type == GgmlType::BF16 ||
-                  matrix_type == GgmlType::Q8_0 || matrix_type == GgmlType::Q4_0,
-              "--type: smelt writes f32, f16, bf16, q8_0 or q4_0");
+                  matrix_type == GgmlType::Q8_0 || matrix_type == GgmlType::Q4_0 || matrix_type == GgmlType::Q4_K,
+              "--type: smelt writes f32, f16, bf16, q8_0, q4_0 or q4_k");
   const Transformer model = load_model_dir(model_dir);
   check_hf_exportable(model, model_dir);  // Mixtral's and Qwen2-MoE's constraints are llama.cpp's too
   const ModelConfig& c = model.config();

@@ -21,8 +21,9 @@ struct GgufModel {
 };
 
 ModelConfig gguf_model_config(const GgufFile& f);
-// keep: Q8_0 or Q4_0 keeps the matrices the file stores in that type as they are (their blocks
-// copied, not decoded and quantised again); everything else is decoded to f32.
+// keep: Q8_0, Q4_0 or Q4_K keeps the matrices the file stores in that type as they are (their
+// blocks copied, not decoded and quantised again; Q4_K keeps Q4_0 ones too, its fallback);
+// everything else is decoded to f32.
 GgufModel read_gguf_model(const GgufFile& f, DType keep = DType::F32);
 
 // The tokenizer as HF's tokenizer.json (so it is validated and written like any other);

@@ -180,17 +180,21 @@ Tensor stack_experts(const std::vector<Tensor>& parts, bool view = false) {
 
 // The dtype a matrix is kept in when the model's weights are `dtype`. Quantised models keep their
 // routers in f32 (a few values that choose experts, as llama.cpp does) and any matrix whose rows
-// are not whole blocks of 32.
+// are not whole blocks of 32. Q4_K's rows that are whole 32-value blocks but not 256-value
+// super-blocks (SmolLM2's hidden size is 576) take Q4_0, the same 4.5 bits per weight, where
+// llama.cpp's quantiser takes Q5_0.
 DType stored_dtype(const Tensor& t, bool router, DType dtype) {
   if (!is_quantized(dtype)) return dtype;
-  return router || t.size(-1) % kQuantBlock != 0 ? DType::F32 : dtype;
+  if (router || t.size(-1) % kQuantBlock != 0) return DType::F32;
+  if (t.size(-1) % dtype_block_values(dtype) != 0) return DType::Q4_0;
+  return dtype;
 }
 bool is_router(const std::string& name) {
   return name.find("shared_expert_gate") != std::string::npos || (name.find(".gate.weight") != std::string::npos && name.find("_proj") == std::string::npos);
 }
 
 void check_weight_dtype(DType dtype) {
-  SMELT_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype), "model weights can be kept in f32, bf16, q8_0 or q4_0, not ",
+  SMELT_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype), "model weights can be kept in f32, bf16, q8_0, q4_0 or q4_k, not ",
               dtype_name(dtype));
 }
 
@@ -233,6 +237,7 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
 
   Transformer m;
   m.config_ = config;
+  m.weight_dtype_ = weight_dtype;
   const float eps = static_cast<float>(config.rms_norm_eps);
   m.embed_tokens_ = trainable("model.embed_tokens.weight");
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
@@ -436,6 +441,7 @@ void Transformer::store_weights_in(DType dtype) {
   }
   if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
   else convert(lm_head_);
+  weight_dtype_ = dtype;
   if (dtype == DType::F32 && !frozen_in_bf16_.empty()) {
     freeze(frozen_in_bf16_);
     frozen_in_bf16_.clear();

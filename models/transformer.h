@@ -110,11 +110,13 @@ class Transformer {
   // decoded token streams; activations and arithmetic stay f32, and a bf16 matrix takes no
   // gradient (gradients still flow through it to the activations). f32 converts back, with the
   // bf16-rounded values; matrices frozen before the round trip stay frozen, the others train
-  // again. Norm weights always stay f32. q8_0 and q4_0 (runtime/quant.h) quantise the matrices
-  // in 32-value blocks along their rows, for decoding with integer dot products; routers, and
-  // any matrix whose rows are not whole blocks, stay f32.
+  // again. Norm weights always stay f32. q8_0, q4_0 and q4_k (runtime/quant.h) quantise the
+  // matrices in blocks along their rows, for decoding with integer dot products; routers, and
+  // any matrix whose rows are not whole blocks, stay f32 (q4_k: q4_0, the same 4.5 bits per
+  // weight, for rows that are whole 32-value blocks but not 256-value super-blocks).
   void store_weights_in(DType dtype);
-  DType weight_dtype() const { return embed_tokens_.dtype(); }
+  // The type store_weights_in (or from_tensors) was given: most matrices are in it.
+  DType weight_dtype() const { return weight_dtype_; }
 
   // Capture hooks: while enabled, every forward records per layer the input and output of the
   // FFN/MoE block and the hidden state after the block (the tensors themselves, in the graph).
@@ -151,6 +153,7 @@ class Transformer {
 
  private:
   ModelConfig config_;
+  DType weight_dtype_ = DType::F32;
   Tensor embed_tokens_;  // [V, C]
   std::vector<Block> layers_;
   RMSNorm norm_;

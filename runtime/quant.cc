@@ -69,21 +69,17 @@ void dequantize_block_q4_0(const uint8_t* b, float* y) {
 }
 
 void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values) {
-  SMELT_CHECK(is_quantized(type) && values % kQuantBlock == 0, "quantize: ", values, " values are not whole blocks of ", dtype_name(type));
-  const int64_t bytes = static_cast<int64_t>(dtype_bytes(type, kQuantBlock));
-  for (int64_t i = 0; i < values / kQuantBlock; ++i) {
-    if (type == DType::Q8_0) quantize_block_q8_0(src + i * kQuantBlock, dst + i * bytes);
-    else quantize_block_q4_0(src + i * kQuantBlock, dst + i * bytes);
-  }
+  const int64_t block = dtype_block_values(type), bytes = quant_block_bytes(type);
+  SMELT_CHECK(is_quantized(type) && values % block == 0, "quantize: ", values, " values are not whole blocks of ", dtype_name(type));
+  auto encode = type == DType::Q8_0 ? quantize_block_q8_0 : type == DType::Q4_0 ? quantize_block_q4_0 : quantize_block_q4_k;
+  for (int64_t i = 0; i < values / block; ++i) encode(src + i * block, dst + i * bytes);
 }
 
 void dequantize_blocks(DType type, const uint8_t* src, float* dst, int64_t values) {
-  SMELT_CHECK(is_quantized(type) && values % kQuantBlock == 0, "dequantize: ", values, " values are not whole blocks of ", dtype_name(type));
-  const int64_t bytes = static_cast<int64_t>(dtype_bytes(type, kQuantBlock));
-  for (int64_t i = 0; i < values / kQuantBlock; ++i) {
-    if (type == DType::Q8_0) dequantize_block_q8_0(src + i * bytes, dst + i * kQuantBlock);
-    else dequantize_block_q4_0(src + i * bytes, dst + i * kQuantBlock);
-  }
+  const int64_t block = dtype_block_values(type), bytes = quant_block_bytes(type);
+  SMELT_CHECK(is_quantized(type) && values % block == 0, "dequantize: ", values, " values are not whole blocks of ", dtype_name(type));
+  auto decode = type == DType::Q8_0 ? dequantize_block_q8_0 : type == DType::Q4_0 ? dequantize_block_q4_0 : dequantize_block_q4_k;
+  for (int64_t i = 0; i < values / block; ++i) decode(src + i * bytes, dst + i * block);
 }
 
 }  // namespace smelt

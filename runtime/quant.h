@@ -3,6 +3,10 @@
 //   Q8_0: d, then 32 int8 q           (34 bytes; value = q · d)
 //   Q4_0: d, then 16 bytes of nibbles (18 bytes; value = (nibble − 8) · d; low nibbles hold the
 //         block's values 0..15, high nibbles 16..31)
+//   Q4_K: a super-block of 256 values in 8 sub-blocks of 32 (144 bytes): f16 d and dmin, then
+//         12 bytes packing each sub-block's 6-bit scale s and 6-bit min m, then 128 bytes of
+//         nibbles q (value = d·s·q − dmin·m). Each 32 bytes of nibbles hold two sub-blocks:
+//         low nibbles the even one, high nibbles the odd one.
 // A tensor of these dtypes is an inference weight: rows along its last dimension, a whole
 // number of blocks each. The codecs here are the scalar references (ggml's quantize_row_*_ref
 // rounding, so llama.cpp reads back what it would have written); the SIMD dot products that
@@ -14,12 +18,14 @@
 
 namespace smelt {
 
-constexpr int64_t kQuantBlock = 32;  // values per block of Q8_0 and Q4_0
+constexpr int64_t kQuantBlock = 32;    // values per block of Q8_0 and Q4_0, per sub-block of Q4_K
+constexpr int64_t kQ4KBlock = 256;     // values per super-block of Q4_K
+constexpr int64_t kQ4KBlockBytes = 144;
 
-// Bytes per block (the scale included), for kernels that step through rows themselves.
-constexpr int64_t quant_block_bytes(DType type) { return type == DType::Q8_0 ? 34 : 18; }
+// Bytes per block (Q4_K: per super-block), for kernels that step through rows themselves.
+constexpr int64_t quant_block_bytes(DType type) { return type == DType::Q8_0 ? 34 : type == DType::Q4_0 ? 18 : kQ4KBlockBytes; }
 
-// Encodes / decodes `values` values (a whole number of blocks) of a quantised dtype.
+// Encodes / decodes `values` values (a whole number of blocks, dtype_block_values) of a quantised dtype.
 void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values);
 void dequantize_blocks(DType type, const uint8_t* src, float* dst, int64_t values);
 
@@ -32,5 +38,11 @@ void quantize_block_q8_0(const float* x, uint8_t* block);
 void quantize_block_q4_0(const float* x, uint8_t* block);
 void dequantize_block_q8_0(const uint8_t* block, float* y);
 void dequantize_block_q4_0(const uint8_t* block, float* y);
+// Q4_K super-blocks of 256 values (ggml's quantize_row_q4_K_ref: a weighted least-squares fit
+// of each sub-block's scale and min, both then quantised to 6 bits against the block's largest).
+void quantize_block_q4_k(const float* x, uint8_t* block);
+void dequantize_block_q4_k(const uint8_t* block, float* y);
+// The 6-bit scales and mins of a Q4_K super-block's 8 sub-blocks, from its 12 packed bytes.
+void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins);
 
 }  // namespace smelt

@@ -37,8 +37,8 @@ Shape contiguous_strides(const Shape& s) {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) SMELT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
-  SMELT_CHECK(!is_quantized(dtype) || (!shape.empty() && shape.back() % 32 == 0), dtype_name(dtype), " tensor ", shape_str(shape),
-              ": its rows (last dimension) must be whole blocks of 32 values");
+  SMELT_CHECK(!is_quantized(dtype) || (!shape.empty() && shape.back() % dtype_block_values(dtype) == 0), dtype_name(dtype), " tensor ",
+              shape_str(shape), ": its rows (last dimension) must be whole blocks of ", dtype_block_values(dtype), " values");
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(dtype_bytes(dtype, shape_numel(shape)), device);
   impl->shape = shape;

@@ -1,5 +1,5 @@
-// Block-quantised weights (q8_0, q4_0) for inference: the codecs against the gguf Python
-// package's quantiser (committed fixture), the GEMM's integer dot path against a scalar
+// Block-quantised weights (q8_0, q4_0, q4_k) for inference: the codecs against the gguf Python
+// package's quantiser and ggml's own (committed fixtures), the GEMM's integer dot path against a scalar
 // reference that quantises A the same way, its packed path against the f32 GEMM of the
 // dequantised weights, and whole models: logits close to the f32 model whose weights were
 // rounded through the same blocks, KV-cache decoding, refusals.
@@ -8,7 +8,9 @@
 #include <filesystem>
 
 #include "autograd/grad_mode.h"
+#include "io/checkpoint.h"
 #include "io/gguf.h"
+#include "io/gguf_export.h"
 #include "io/safetensors.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/ops.h"
@@ -45,6 +47,30 @@ TEST(QuantWeights, TensorConversionWritesTheGgufPackagesBytes) {
   }
 }
 
+TEST(QuantWeights, Q4KConversionWritesGgmlsBytes) {
+  // The fixture holds ggml's own quantize_row_q4_K_ref output for "quantize.input"
+  // (make_q4_k_fixture.py): random, outlier, tiny, huge, one-signed, constant and zero blocks.
+  const GgufFile f = read_gguf(SMELT_FIXTURE_DIR "/gguf_q4_k.gguf");
+  const Tensor input = f.dequantize(f.tensor("quantize.input"));
+  const Tensor q = input.to(DType::Q4_K);
+  const GgufTensorInfo& want = f.tensor("quantize.q4_k");
+  ASSERT_EQ(dtype_bytes(DType::Q4_K, q.numel()), want.nbytes);
+  const uint8_t* ours = q.data<uint8_t>();
+  const uint8_t* theirs = f.tensor_bytes(want);
+  for (uint64_t b = 0; b < want.nbytes / kQ4KBlockBytes; ++b)
+    EXPECT_EQ(std::memcmp(ours + b * kQ4KBlockBytes, theirs + b * kQ4KBlockBytes, kQ4KBlockBytes), 0) << "super-block " << b;
+  // And back: the gguf package's dequantiser (the reader's, checked against it in gguf_test) agrees.
+  EXPECT_EQ(q.to(DType::F32).to_vector(), f.dequantize(want).to_vector());
+  // Round trip within the sub-blocks' 4-bit steps: error at most about one step of the largest scale.
+  const std::vector<float> x = input.to_vector(), y = q.to(DType::F32).to_vector();
+  for (size_t i = 0; i < x.size(); i += 256) {
+    float lo = 0, hi = 0;
+    for (size_t j = i; j < i + 256; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
+    for (size_t j = i; j < i + 256; ++j) ASSERT_LE(std::fabs(y[j] - x[j]), (hi - lo) / 15 + 1e-6f) << "value " << j;
+  }
+  expect_error_mentions([] { Tensor::zeros({4, 96}, DType::Q4_K); }, {"q4_k", "whole blocks of 256"});
+}
+
 TEST(QuantWeights, RoundTripErrorIsBoundedByTheBlockScale) {
   const std::vector<float> x = wavy(32 * 40, 3);
   for (DType type : {DType::Q8_0, DType::Q4_0}) {
@@ -63,12 +89,37 @@ TEST(QuantWeights, RoundTripErrorIsBoundedByTheBlockScale) {
   expect_error_mentions([] { Tensor::zeros({2, 32}).to(DType::Q4_0).data<float>(); }, {"q4_0"});
 }
 
+// One 32-value block of a quantised weight row as integers: value = scale · q[t] − offset.
+struct WeightBlock {
+  float scale = 0, offset = 0;
+  int q[32] = {};
+};
+
+// Block b of row j (k values per row), decoded from the bytes by the formats' definitions.
+WeightBlock weight_block(const Tensor& wq, int64_t j, int64_t k, int64_t b) {
+  const uint8_t* row = wq.data<uint8_t>() + dtype_bytes(wq.dtype(), j * k);
+  const float* f16 = f16_to_f32_table();
+  WeightBlock w;
+  if (wq.dtype() == DType::Q4_K) {
+    const uint8_t* block = row + (b / 8) * kQ4KBlockBytes;
+    uint8_t sc[8], mn[8];
+    unpack_q4_k_scales(block + 4, sc, mn);
+    const int s = static_cast<int>(b % 8);
+    w.scale = f16[block[0] | (block[1] << 8)] * sc[s];
+    w.offset = f16[block[2] | (block[3] << 8)] * mn[s];
+    for (int t = 0; t < 32; ++t) w.q[t] = s % 2 == 0 ? block[16 + (s / 2) * 32 + t] & 0x0F : block[16 + (s / 2) * 32 + t] >> 4;
+    return w;
+  }
+  const uint8_t* block = row + dtype_bytes(wq.dtype(), b * 32);
+  w.scale = f16[block[0] | (block[1] << 8)];
+  for (int t = 0; t < 32; ++t)
+    w.q[t] = wq.dtype() == DType::Q8_0 ? static_cast<int8_t>(block[2 + t]) : t < 16 ? (block[2 + t] & 0x0F) - 8 : (block[2 + t - 16] >> 4) - 8;
+  return w;
+}
+
 // The integer dot path's reference: A quantised per 32-block with an f32 scale (round to
 // nearest), products summed exactly, scaled per block.
 std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t k, const Tensor& wq, int64_t n) {
-  const std::vector<float> w = wq.to(DType::F32).to_vector();  // dequantised: q · d_w exactly
-  const uint8_t* bytes = wq.data<uint8_t>();
-  const float* f16 = f16_to_f32_table();
   std::vector<float> c(static_cast<size_t>(m * n));
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
@@ -77,15 +128,14 @@ std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t
         float amax = 0;
         for (int t = 0; t < 32; ++t) amax = std::max(amax, std::fabs(a[i * k + b * 32 + t]));
         const float da = amax / 127.0f, ia = da != 0 ? 1.0f / da : 0.0f;
-        const uint8_t* block = bytes + dtype_bytes(wq.dtype(), j * k + b * 32);
-        const float dw = f16[block[0] | (block[1] << 8)];
-        int64_t isum = 0;
+        const WeightBlock w = weight_block(wq, j, k, b);
+        int64_t products = 0, a_sum = 0;
         for (int t = 0; t < 32; ++t) {
-          const float wv = w[j * k + b * 32 + t];
-          const int64_t qw = dw != 0 ? std::lrint(wv / dw) : 0;
-          isum += qw * std::lrint(a[i * k + b * 32 + t] * ia);
+          const int64_t qa = std::lrint(a[i * k + b * 32 + t] * ia);
+          products += w.q[t] * qa;
+          a_sum += qa;
         }
-        sum += static_cast<double>(isum) * dw * da;
+        sum += (static_cast<double>(products) * w.scale - static_cast<double>(a_sum) * w.offset) * da;
       }
       c[i * n + j] = static_cast<float>(sum);
     }
@@ -118,9 +168,10 @@ TEST(QuantWeights, DotPathTakesTheWholeInt8RangeWithoutSaturating) {
 
 TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0})
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K})
     for (int64_t m : {1, 2, 3, 4})
-      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}}) {
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}}) {
+        if (k % dtype_block_values(type) != 0) continue;
         const Tensor w = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(type);
         const std::vector<float> a = wavy(m * k, 11 + m);
         std::vector<float> c(static_cast<size_t>(m * n), 1.0f);
@@ -140,8 +191,10 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
 
 TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0}) {
-    const int64_t m = 23, n = 41, k = 704;  // k spans three K blocks of the packed GEMM, the last partial
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    // k spans three K blocks of the packed GEMM, the last partial (Q4_K: K blocks of 320 start
+    // and end inside its super-blocks of 256)
+    const int64_t m = 23, n = 41, k = type == DType::Q4_K ? 768 : 704;
     const Tensor wq = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(type);
     const Tensor x = Tensor::from_vector(wavy(m * k, 6), {m, k});
     const std::vector<float> got = ops::linear(x, wq).to_vector();
@@ -208,6 +261,46 @@ TEST(QuantWeights, LinearsEqualOneLinearPerWeight) {
   ops::sum(ops::linear(x, twin)).backward();
   ASSERT_TRUE(w.grad().defined());  // the gradient flows as through ops::linear
   EXPECT_EQ(w.grad().to_vector(), twin.grad().to_vector());
+}
+
+// Q4_K on a model whose hidden size is a whole super-block but whose FFN width (96) is not: the
+// down projection falls back to Q4_0. Logits follow the rounded twin; the GGUF export writes
+// the same blocks, which a q4_k load keeps as they are and computes the same logits from.
+TEST(QuantWeights, Q4KModelsKeepTheirSuperBlocksThroughGgufExport) {
+  ModelConfig c = small_config(61, 256, 96, 2, 4, 2);
+  c.tie_word_embeddings = true;
+  Transformer m = Transformer::create(c, 41);
+  const std::string dir = ::testing::TempDir() + "q4k_model", gguf = ::testing::TempDir() + "q4k_model.gguf";
+  save_model_dir(dir, m, {});
+  NamedTensors rounded;
+  for (const auto& [name, t] : m.state_dict())
+    rounded.push_back({name, t.dim() < 2 ? t.clone() : t.to(t.size(-1) % 256 == 0 ? DType::Q4_K : DType::Q4_0).to(DType::F32)});
+  const Transformer twin = Transformer::from_tensors(c, rounded, "rounded");
+  m.store_weights_in(DType::Q4_K);
+  EXPECT_EQ(m.weight_dtype(), DType::Q4_K);
+  int64_t super_blocks = 0;
+  for (const auto& [name, t] : m.named_parameters()) {
+    if (t.dim() < 2) continue;
+    EXPECT_EQ(t.dtype(), name.find("down_proj") != std::string::npos ? DType::Q4_0 : DType::Q4_K) << name;
+    super_blocks += t.dtype() == DType::Q4_K;
+  }
+  EXPECT_EQ(super_blocks, 1 + 2 * 6);  // the embedding, and q, k, v, o, gate, up of both layers
+  export_gguf(dir, gguf, GgmlType::Q4_K);
+  const Transformer kept = load_model_dir(gguf, DType::Q4_K);
+  for (size_t i = 0; i < m.named_parameters().size(); ++i) {
+    const Tensor &a = m.named_parameters()[i].second, &b = kept.named_parameters()[i].second;
+    ASSERT_EQ(a.dtype(), b.dtype()) << m.named_parameters()[i].first;
+    EXPECT_EQ(std::memcmp(a.device_data(), b.device_data(), dtype_bytes(a.dtype(), a.numel())), 0) << m.named_parameters()[i].first;
+  }
+  NoGradGuard g;
+  for (const Tensor& ids : {some_ids(c.vocab_size, 2, 9), some_ids(c.vocab_size, 1, 3)}) {
+    const std::vector<float> got = m.forward(ids).to_vector(), want = twin.forward(ids).to_vector();
+    float scale = 0;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    // 2 × 9 tokens take the packed path (the twin's f32 arithmetic); 1 × 3 the integer dot path.
+    EXPECT_LT(max_abs_diff(got, want), ids.size(1) > 4 ? 1e-5f * scale : 0.02f * scale) << ids.str();
+    EXPECT_EQ(kept.forward(ids).to_vector(), got) << ids.str();
+  }
 }
 
 TEST(QuantWeights, ModelsComputeWhatTheirRoundedF32TwinsCompute) {

@@ -35,8 +35,8 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--model", a->model, "smelt model directory (or .gguf file)")->required();
   cmd->add_option("--out", a->out, "Output directory (hf) or file (gguf)")->required();
   cmd->add_option("--format", a->format, "Target layout: hf (transformers) or gguf (llama.cpp)")->capture_default_str();
-  cmd->add_option("--type", a->type, "gguf: weight matrices as f32, f16, bf16, q8_0 or q4_0")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
+  cmd->add_option("--type", a->type, "gguf: weight matrices as f32, f16, bf16, q8_0, q4_0 or q4_k (rows that are not whole 256-value super-blocks: q4_0)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"}))
       ->capture_default_str();
   cmd->callback([a] { run_export(*a); });
 }

@@ -11,8 +11,9 @@ namespace smelt::tools {
 void add_weights_option(CLI::App& cmd, std::string& weights) {
   cmd.add_option("--weights", weights,
                  "Keep the weight matrices in f32; bf16 (half the memory; arithmetic stays f32); or q8_0 / q4_0 (GGUF's 32-value "
-                 "blocks, about 1/4 and 1/7 of the memory; decoding takes integer dot products)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}))
+                 "blocks, about 1/4 and 1/7 of the memory; decoding takes integer dot products); or q4_k (GGUF's 256-value "
+                 "super-blocks with 6-bit sub-block scales and mins; matrices whose rows are not whole super-blocks take q4_0)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0", "q4_k"}))
       ->capture_default_str();
 }
 
@@ -48,6 +49,7 @@ DType weights_dtype(const std::string& weights) {
   if (weights == "bf16") return DType::BF16;
   if (weights == "q8_0") return DType::Q8_0;
   if (weights == "q4_0") return DType::Q4_0;
+  if (weights == "q4_k") return DType::Q4_K;
   return DType::F32;
 }
 

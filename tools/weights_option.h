@@ -12,7 +12,7 @@
 namespace smelt::tools {
 
 void add_weights_option(CLI::App& cmd, std::string& weights);
-// The dtype named by a value the option accepted ("f32", "bf16", "q8_0", "q4_0").
+// The dtype named by a value the option accepted ("f32", "bf16", "q8_0", "q4_0", "q4_k").
 DType weights_dtype(const std::string& weights);
 
 // --map-experts: an MoE checkpoint's experts stay in the mapped file (Transformer::Experts).

@@ -135,9 +135,9 @@ void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, 
 }
 
 // Quantised Bᵀ (GemmArgs::b_quant): each of the panel's rows of b is dequantised over
-// [k0, k0 + kc) (whole blocks: kKC and K are multiples of 32) and transposed like f32 rows.
+// [k0, k0 + kc) (see dequantize_span) and transposed like f32 rows.
 void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
-  thread_local std::vector<float> rows;
+  thread_local std::vector<float> rows, scratch;
   rows.resize(static_cast<size_t>(nr * kc));
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
@@ -145,8 +145,8 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
     for (int64_t j = 0; j < nr; ++j) {
       src[j] = nullptr;
       if (j >= cols) continue;
-      const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb + k0);
-      dequantize_row(g.b_quant_type, row, rows.data() + j * kc, kc);
+      const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb);
+      dequantize_span(g.b_quant_type, row, k0, kc, rows.data() + j * kc, scratch);
       src[j] = rows.data() + j * kc;
     }
     transpose_into_panel(src, kc, nr, cols, out + p * kc * nr);
@@ -548,8 +548,9 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     SMELT_ASSERT(!(g.a_rows && g.trans_a) && !(g.b_rows && g.trans_b), "gemm: a row index needs the untransposed operand");
     SMELT_ASSERT((g.b != nullptr) + (g.b_bf16 != nullptr) + (g.b_quant != nullptr) == 1 || g.m * g.n * g.k == 0,
                  "gemm: exactly one of b, b_bf16 and b_quant must be set");
-    SMELT_ASSERT(!g.b_quant || (g.trans_b && !g.b_rows && g.k % kQuantBlock == 0 && g.ldb % kQuantBlock == 0),
-                 "gemm: a quantised B is transposed, whole blocks of 32 along k");
+    SMELT_ASSERT(!g.b_quant || (g.trans_b && !g.b_rows && g.k % dtype_block_values(g.b_quant_type) == 0 &&
+                                g.ldb % dtype_block_values(g.b_quant_type) == 0),
+                 "gemm: a quantised B is transposed, whole blocks along k");
     if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && gemm_takes_dot_path(g)) {
       dots.push_back(&g);  // writes C itself, beta included
       continue;

@@ -90,7 +90,7 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   // (Thread-local, so the tasks below see them through these references, not by name.)
   thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer, cols_buffer;
   thread_local std::vector<int8_t> a_q_buffer;
-  thread_local std::vector<float> a_d_buffer;
+  thread_local std::vector<float> a_d_buffer, a_sum_buffer;
   std::vector<int64_t>& first_task = first_task_buffer;
   std::vector<int64_t>& a_offset = a_offset_buffer;
   std::vector<int64_t>& cols = cols_buffer;
@@ -105,15 +105,20 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   }
   a_q_buffer.resize(static_cast<size_t>(a_offset.back()));
   a_d_buffer.resize(static_cast<size_t>(a_offset.back() / kQuantBlock));
+  a_sum_buffer.resize(a_d_buffer.size());
   int8_t* a_q = a_q_buffer.data();
-  float* a_d = a_d_buffer.data();
-  for (int64_t p = 0; p < count; ++p)
-    if (products[p]->b_quant) quantize_a_rows(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock);
+  float *a_d = a_d_buffer.data(), *a_sum = a_sum_buffer.data();
+  for (int64_t p = 0; p < count; ++p) {
+    if (!products[p]->b_quant) continue;
+    quantize_a_rows(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock);
+    if (products[p]->b_quant_type == DType::Q4_K)
+      a_block_sums(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, a_sum + a_offset[p] / kQuantBlock);
+  }
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
     const int64_t j0 = (t - first_task[p]) * cols[p], j1 = std::min(g.n, j0 + cols[p]);
-    if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, j0, j1);
+    if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, a_sum + a_offset[p] / kQuantBlock, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
   });

@@ -85,6 +85,10 @@ HWY_INLINE I32 pairs_i32(Bytes u, Bytes s, Pairs minus) {  // Σ u·s − Σ min
   return I32{_mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, s), minus), _mm256_set1_epi16(1))};
 }
 HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) { return I32{_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))}; }
+HWY_INLINE Bytes low_nibbles(const uint8_t* p) { return _mm256_and_si256(load_block(p), _mm256_set1_epi8(0x0F)); }
+HWY_INLINE Bytes high_nibbles(const uint8_t* p) {
+  return _mm256_and_si256(_mm256_srli_epi16(load_block(p), 4), _mm256_set1_epi8(0x0F));
+}
 #else
 struct Bytes {  // a block's 32 bytes in two SSE registers
   __m128i lo, hi;
@@ -113,7 +117,23 @@ HWY_INLINE I32 pairs_i32(Bytes u, Bytes s) {
   const __m128i ones = _mm_set1_epi16(1);
   return I32{_mm_add_epi32(_mm_madd_epi16(_mm_maddubs_epi16(u.lo, s.lo), ones), _mm_madd_epi16(_mm_maddubs_epi16(u.hi, s.hi), ones))};
 }
+HWY_INLINE Bytes low_nibbles(const uint8_t* p) {
+  const Bytes v = load_block(p);
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  return {_mm_and_si128(v.lo, mask), _mm_and_si128(v.hi, mask)};
+}
+HWY_INLINE Bytes high_nibbles(const uint8_t* p) {
+  const Bytes v = load_block(p);
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  return {_mm_and_si128(_mm_srli_epi16(v.lo, 4), mask), _mm_and_si128(_mm_srli_epi16(v.hi, 4), mask)};
+}
 #endif
+
+// Σ q·a over one Q4_K sub-block: q the low (even sub-block) or high (odd) nibbles of 32 bytes,
+// a its 32 int8 activations. Nibbles are unsigned, so they multiply as they are.
+HWY_INLINE I32 q4_k_sub_block_sum(const uint8_t* nibbles, bool high, const int8_t* a) {
+  return pairs_i32(high ? high_nibbles(nibbles) : low_nibbles(nibbles), load_block(a));
+}
 
 template <int M, int J, DType W>
 HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a, int64_t k, I32 (&sums)[M][J]) {
@@ -179,6 +199,18 @@ HWY_INLINE void block_sums(const uint8_t* const* block, const int8_t* a0, int64_
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < J; ++j) sums[i][j] = hn::RearrangeToOddPlusEven(sums[i][j], s1[i][j]);
 }
+
+HWY_INLINE I32 q4_k_sub_block_sum(const uint8_t* nibbles, bool high, const int8_t* a) {
+  const DotTags t;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(t.i16));
+  I32 sum = hn::Zero(t.i32), odd = hn::Zero(t.i32);
+  for (int64_t c = 0; c < kQuantBlock; c += L) {
+    const auto v = hn::LoadU(t.u8, nibbles + c);
+    const auto q = hn::PromoteTo(t.i16, high ? hn::ShiftRight<4>(v) : hn::And(v, hn::Set(t.u8, 0x0F)));
+    sum = hn::ReorderWidenMulAccumulate(t.i32, q, hn::PromoteTo(t.i16, hn::LoadU(t.i8, a + c)), sum, odd);
+  }
+  return hn::RearrangeToOddPlusEven(sum, odd);
+}
 #endif
 
 // out[i][j] = Σ over blocks of weight row w[j] (Q8_0 or Q4_0) · A row i, for M rows of A and J
@@ -219,17 +251,64 @@ HWY_INLINE void quant_dot_rows(const uint8_t* const* w, const int8_t* aq, const 
     for (int j = 0; j < J; ++j) out[i][j] = hn::GetLane(hn::SumOfLanes(t.f32, acc[i][j]));
 }
 
+// The Q4_K counterpart of quant_dot_rows: per super-block of weight row j and sub-block s
+// (scale d·sc_s, min dmin·m_s) and A's block (scale da, sum Σa): d·sc_s·da·Σ q·a − dmin·m_s·da·Σa.
+// The first term is the vector part; the second needs only A's block sums (a_sums = da·Σa,
+// m·k/32 of them), so it is summed in scalars.
+template <int M, int J>
+HWY_INLINE void q4_k_dot_rows(const uint8_t* const* w, const int8_t* aq, const float* ad, const float* a_sums, int64_t k, float (*out)[J]) {
+  const DotTags t;
+  const int64_t blocks = k / kQuantBlock, super_blocks = k / kQ4KBlock;
+  constexpr int kSubBlocks = kQ4KBlock / kQuantBlock;
+  const float* f16 = f16_to_f32_table();
+  hn::Vec<decltype(t.f32)> acc[M][J];
+  float mins[M][J];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) acc[i][j] = hn::Zero(t.f32), mins[i][j] = 0.0f;
+  for (int64_t sb = 0; sb < super_blocks; ++sb) {
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) {
+      const uint8_t* block = w[j] + sb * kQ4KBlockBytes;
+      hwy::Prefetch(block + J * super_blocks * kQ4KBlockBytes);  // the next J rows (see quant_dot_rows)
+      hwy::Prefetch(block + J * super_blocks * kQ4KBlockBytes + 64);
+      hwy::Prefetch(block + J * super_blocks * kQ4KBlockBytes + 128);
+      const float d = f16[block[0] | (block[1] << 8)], dmin = f16[block[2] | (block[3] << 8)];
+      uint8_t sc[kSubBlocks], mn[kSubBlocks];
+      unpack_q4_k_scales(block + 4, sc, mn);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        const int64_t first = i * blocks + sb * kSubBlocks;  // A row i's first block in this super-block
+        float min_sum = 0.0f;
+        for (int s = 0; s < kSubBlocks; ++s) min_sum += static_cast<float>(mn[s]) * a_sums[first + s];
+        mins[i][j] += dmin * min_sum;
+        for (int s = 0; s < kSubBlocks; ++s) {
+          const I32 sum = q4_k_sub_block_sum(block + 16 + (s / 2) * kQuantBlock, s % 2 == 1, aq + i * k + (sb * kSubBlocks + s) * kQuantBlock);
+          acc[i][j] = hn::MulAdd(hn::ConvertTo(t.f32, sum), hn::Set(t.f32, d * static_cast<float>(sc[s]) * ad[first + s]), acc[i][j]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < J; ++j) out[i][j] = hn::GetLane(hn::SumOfLanes(t.f32, acc[i][j])) - mins[i][j];
+}
+
 // Columns [j0, j1) of a quantised dot-path product, A already quantised (aq, ad).
+// Q4_K also takes A's block sums (a_sums; null for the other types).
 template <int M, DType W>
-void quant_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, int64_t j0, int64_t j1) {
+void quant_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, const float* a_sums, int64_t j0, int64_t j1) {
   constexpr int J = M == 1 ? 4 : M == 2 ? 2 : 1;  // M·J accumulators and sums in registers
-  const int64_t row_bytes = g.ldb / kQuantBlock * quant_block_bytes(W);  // ldb is whole blocks
+  const int64_t row_bytes = static_cast<int64_t>(dtype_bytes(W, g.ldb));  // ldb is whole blocks
   auto run = [&](auto width, int64_t j) {
     constexpr int N = decltype(width)::value;
     const uint8_t* rows[N];
     for (int r = 0; r < N; ++r) rows[r] = g.b_quant + (j + r) * row_bytes;
     float sums[M][N];
-    quant_dot_rows<M, N, W>(rows, aq, ad, g.k, sums);
+    if constexpr (W == DType::Q4_K) q4_k_dot_rows<M, N>(rows, aq, ad, a_sums, g.k, sums);
+    else quant_dot_rows<M, N, W>(rows, aq, ad, g.k, sums);
     for (int i = 0; i < M; ++i)
       for (int r = 0; r < N; ++r) {
         float* c = g.c + i * g.ldc + j + r;
@@ -241,18 +320,28 @@ void quant_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, int
 }
 
 template <DType W>
-void quant_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, int64_t j0, int64_t j1) {
+void quant_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const float* a_sums, int64_t j0, int64_t j1) {
   switch (g.m) {
-    case 1: quant_dot_columns<1, W>(g, aq, ad, j0, j1); break;
-    case 2: quant_dot_columns<2, W>(g, aq, ad, j0, j1); break;
-    case 3: quant_dot_columns<3, W>(g, aq, ad, j0, j1); break;
-    default: quant_dot_columns<4, W>(g, aq, ad, j0, j1); break;
+    case 1: quant_dot_columns<1, W>(g, aq, ad, a_sums, j0, j1); break;
+    case 2: quant_dot_columns<2, W>(g, aq, ad, a_sums, j0, j1); break;
+    case 3: quant_dot_columns<3, W>(g, aq, ad, a_sums, j0, j1); break;
+    default: quant_dot_columns<4, W>(g, aq, ad, a_sums, j0, j1); break;
   }
 }
 
-inline void quant_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, int64_t j0, int64_t j1) {
-  if (g.b_quant_type == DType::Q8_0) quant_dot_task_of<DType::Q8_0>(g, aq, ad, j0, j1);
-  else quant_dot_task_of<DType::Q4_0>(g, aq, ad, j0, j1);
+// da · Σ q_a of each of A's blocks (m·k/32 of them), for Q4_K's mins.
+inline void a_block_sums(const GemmArgs& g, const int8_t* aq, const float* ad, float* a_sums) {
+  for (int64_t b = 0; b < g.m * g.k / kQuantBlock; ++b) {
+    int32_t sum = 0;
+    for (int64_t c = 0; c < kQuantBlock; ++c) sum += aq[b * kQuantBlock + c];
+    a_sums[b] = ad[b] * static_cast<float>(sum);
+  }
+}
+
+inline void quant_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const float* a_sums, int64_t j0, int64_t j1) {
+  if (g.b_quant_type == DType::Q8_0) quant_dot_task_of<DType::Q8_0>(g, aq, ad, nullptr, j0, j1);
+  else if (g.b_quant_type == DType::Q4_0) quant_dot_task_of<DType::Q4_0>(g, aq, ad, nullptr, j0, j1);
+  else quant_dot_task_of<DType::Q4_K>(g, aq, ad, a_sums, j0, j1);
 }
 
 }  // namespace HWY_NAMESPACE
