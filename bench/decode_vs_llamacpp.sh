@@ -1,31 +1,33 @@
 #!/bin/bash
 # Decoding speed, batch 1, 2 threads, the same model in one run: smelt (`smelt bench decode
-# --model`, weights f32, bf16, q8_0 and q4_0) against llama.cpp (`llama-bench`, GGUF exports of
-# the same weights as F32, BF16, Q8_0 and Q4_0: smelt's quantiser writes the blocks llama.cpp's
-# would, so both decode the same quantised weights). Rounds alternate between the two so that a
-# shared machine's drifts hit both alike; the best of the rounds is reported: prompt tokens/s
-# (prefill of --prompt tokens) and generated tokens/s (--gen tokens after it).
-# Usage: bash bench/decode_vs_llamacpp.sh [rounds] [prompt] [gen]   (from the repository root,
-# after scripts/build.sh; fetches SmolLM2 and builds llama.cpp into .cache/ when missing)
+# --model`, weights f32, bf16, q8_0, q4_0 and q4_k) against llama.cpp (`llama-bench`, GGUF
+# exports of the same weights as F32, BF16, Q8_0, Q4_0 and Q4_K: smelt's quantiser writes the
+# blocks llama.cpp's would, so both decode the same quantised weights). Rounds alternate between
+# the two so that a shared machine's drifts hit both alike; the best of the rounds is reported:
+# prompt tokens/s (prefill of --prompt tokens) and generated tokens/s (--gen tokens after it).
+# Usage: [TYPES="q4_0 q4_k"] bash bench/decode_vs_llamacpp.sh [rounds] [prompt] [gen]
+# (from the repository root, after scripts/build.sh; fetches SmolLM2 and builds llama.cpp into
+# .cache/ when missing; TYPES picks some of the weight types)
 set -euo pipefail
 rounds=${1:-3}
 prompt=${2:-64}
 gen=${3:-64}
+types=${TYPES:-f32 bf16 q8_0 q4_0 q4_k}
 SMELT=./build/smelt
 gguf=$(bash scripts/fetch_smollm2.sh)
 llama=$(bash scripts/build_llamacpp.sh)
 work=.cache/bench_decode
 mkdir -p "$work"
 [ -d "$work/smollm2" ] || $SMELT import --model "$gguf" --out "$work/smollm2" >/dev/null
-for type in f32 bf16 q8_0 q4_0; do
+for type in $types; do
   [ -s "$work/smollm2_$type.gguf" ] || $SMELT export --model "$work/smollm2" --format gguf --type "$type" --out "$work/smollm2_$type.gguf" >/dev/null
 done
 grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /cpu: /'
 for _ in $(seq 1 "$rounds"); do
-  for weights in f32 bf16 q8_0 q4_0; do
+  for weights in $types; do
     echo "smelt $weights $($SMELT bench decode --model "$work/smollm2" --weights "$weights" --seq "$prompt" --new-tokens "$gen" --repeats 1 --threads 2)"
   done
-  for type in f32 bf16 q8_0 q4_0; do
+  for type in $types; do
     "$llama/build/bin/llama-bench" -m "$work/smollm2_$type.gguf" -p "$prompt" -n "$gen" -t 2 -r 1 -o jsonl 2>/dev/null |
       sed "s/^/llama.cpp $type /"
   done

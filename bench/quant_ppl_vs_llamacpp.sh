@@ -1,10 +1,10 @@
 #!/bin/bash
 # What quantised weights cost in perplexity, smelt against llama.cpp on the same weights and text:
-# smelt eval --weights f32|q8_0|q4_0 on SmolLM2 (imported), and llama-perplexity on smelt's GGUF
-# exports of the same weights (F32, Q8_0, Q4_0). The two tools window the text differently
+# smelt eval --weights f32|q8_0|q4_0|q4_k on SmolLM2 (imported), and llama-perplexity on smelt's
+# GGUF exports of the same weights (F32, Q8_0, Q4_0, Q4_K; TYPES="..." picks some, f32 first). The two tools window the text differently
 # (smelt scores every token of disjoint windows, llama-perplexity the second half of each), so
 # each type is compared by its perplexity relative to the same tool's f32.
-# Usage: bash bench/quant_ppl_vs_llamacpp.sh [TEXT] [CTX]   (default: 60 kB of the held-out fortunes)
+# Usage: [TYPES="f32 q4_k"] bash bench/quant_ppl_vs_llamacpp.sh [TEXT] [CTX]   (default: 60 kB of the held-out fortunes)
 set -euo pipefail
 text=${1:-}
 ctx=${2:-256}
@@ -20,7 +20,7 @@ if [ -z "$text" ]; then
 fi
 [ -d "$work/smollm2" ] || $SMELT import --model "$gguf" --out "$work/smollm2" >/dev/null
 grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /cpu: /'
-for type in f32 q8_0 q4_0; do
+for type in ${TYPES:-f32 q8_0 q4_0 q4_k}; do
   [ -s "$work/smollm2_$type.gguf" ] || $SMELT export --model "$work/smollm2" --format gguf --type "$type" --out "$work/smollm2_$type.gguf" >/dev/null
   smelt_ppl=$($SMELT eval --model "$work/smollm2" --data "$text" --seq-len "$ctx" --weights "$type" --threads 2 --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])')

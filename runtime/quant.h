@@ -42,7 +42,17 @@ void dequantize_block_q4_0(const uint8_t* block, float* y);
 // of each sub-block's scale and min, both then quantised to 6 bits against the block's largest).
 void quantize_block_q4_k(const float* x, uint8_t* block);
 void dequantize_block_q4_k(const uint8_t* block, float* y);
-// The 6-bit scales and mins of a Q4_K super-block's 8 sub-blocks, from its 12 packed bytes.
-void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins);
+// The 6-bit scales and mins of a Q4_K super-block's 8 sub-blocks, from its 12 packed bytes:
+// bytes 0..3 hold the low 6 bits of scales 0..3 (their top 2 bits: scales 4..7's high bits),
+// 4..7 the same for the mins, 8..11 the low nibbles of scales and mins 4..7. Inline: the dot
+// kernels unpack once per super-block and weight row.
+inline void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = packed[j] & 63;
+    mins[j] = packed[j + 4] & 63;
+    scales[j + 4] = static_cast<uint8_t>((packed[j + 8] & 0x0F) | ((packed[j] >> 6) << 4));
+    mins[j + 4] = static_cast<uint8_t>((packed[j + 8] >> 4) | ((packed[j + 4] >> 6) << 4));
+  }
+}
 
 }  // namespace smelt

@@ -92,9 +92,7 @@ float fit_sub_block(const float* x, const float* w, uint8_t* L, float* min_out) 
   return scale;
 }
 
-// Packs 8 six-bit scales and mins into 12 bytes: bytes 0..3 the low 6 bits of scales 0..3 (top
-// 2 bits: scales 4..7's high bits), 4..7 the same for the mins, 8..11 the low nibbles of scales
-// and mins 4..7.
+// Packs 8 six-bit scales and mins into 12 bytes (unpack_q4_k_scales' layout).
 void pack_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
   for (int j = 0; j < 4; ++j) {
     packed[j] = static_cast<uint8_t>(scales[j] | ((scales[j + 4] >> 4) << 6));
@@ -104,15 +102,6 @@ void pack_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
 }
 
 }  // namespace
-
-void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
-  for (int j = 0; j < 4; ++j) {
-    scales[j] = packed[j] & 63;
-    mins[j] = packed[j + 4] & 63;
-    scales[j + 4] = static_cast<uint8_t>((packed[j + 8] & 0x0F) | ((packed[j] >> 6) << 4));
-    mins[j + 4] = static_cast<uint8_t>((packed[j + 8] >> 4) | ((packed[j + 4] >> 6) << 4));
-  }
-}
 
 void quantize_block_q4_k(const float* x, uint8_t* b) {
   uint8_t L[kQ4KBlock];
