@@ -424,7 +424,7 @@ void Transformer::store_weights_in(DType dtype) {
   auto convert = [dtype](Tensor& t, bool router = false) {
     if (!t.defined()) return;
     const DType want = stored_dtype(t, router, dtype);
-    if (t.dtype() == want) return;
+    if (t.dtype() == want || (t.dtype() == DType::Q4_0X8 && want == DType::Q4_0)) return;  // interleaved q4_0 is q4_0
     t = t.to(DType::F32).to(want);  // a fresh tensor (through f32 between two narrow types): the old one is freed once nothing else holds it
     t.set_requires_grad(want == DType::F32);
   };
@@ -446,6 +446,19 @@ void Transformer::store_weights_in(DType dtype) {
     freeze(frozen_in_bf16_);
     frozen_in_bf16_.clear();
   }
+}
+
+void Transformer::interleave_q4_0_rows() {
+  auto interleave = [](Tensor& t) {
+    if (t.defined() && t.dtype() == DType::Q4_0 && t.dim() == 2 && t.size(0) % kX8Rows == 0) t = t.to(DType::Q4_0X8);
+  };
+  interleave(embed_tokens_);
+  for (Block& b : layers_)
+    for (Linear* l : {&b.self_attn.q_proj, &b.self_attn.k_proj, &b.self_attn.v_proj, &b.self_attn.o_proj, &b.mlp.gate_proj,
+                      &b.mlp.up_proj, &b.mlp.down_proj})
+      interleave(l->weight);
+  if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
+  else interleave(lm_head_);
 }
 
 NamedTensors Transformer::trainable_parameters() const {

@@ -71,6 +71,22 @@ TEST(QuantWeights, Q4KConversionWritesGgmlsBytes) {
   expect_error_mentions([] { Tensor::zeros({4, 96}, DType::Q4_K); }, {"q4_k", "whole blocks of 256"});
 }
 
+// Q4_0 rows interleaved by 8 hold Q4_0's bytes rearranged: back to Q4_0 byte for byte, the same
+// values through f32, the same embedding rows, and refused where rows are not whole groups.
+TEST(QuantWeights, InterleavedQ4_0IsQ4_0Rearranged) {
+  const int64_t rows = 24, k = 96;
+  const Tensor plain = Tensor::from_vector(wavy(rows * k, 17), {rows, k}).to(DType::Q4_0);
+  const Tensor x8 = plain.to(DType::Q4_0X8);
+  ASSERT_EQ(x8.dtype(), DType::Q4_0X8);
+  EXPECT_NE(std::memcmp(x8.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(DType::Q4_0, rows * k)), 0);  // rearranged
+  const Tensor back = x8.to(DType::Q4_0);
+  EXPECT_EQ(std::memcmp(back.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(DType::Q4_0, rows * k)), 0);
+  EXPECT_EQ(x8.to(DType::F32).to_vector(), plain.to(DType::F32).to_vector());
+  const Tensor ids = Tensor::from_vector(std::vector<float>{0, 7, 8, 23, 13}, {5}).to(DType::I64);
+  EXPECT_EQ(ops::embedding(x8, ids).to_vector(), ops::embedding(plain, ids).to_vector());
+  expect_error_mentions([] { Tensor::zeros({12, 32}, DType::Q4_0X8); }, {"multiple of 8"});
+}
+
 TEST(QuantWeights, RoundTripErrorIsBoundedByTheBlockScale) {
   const std::vector<float> x = wavy(32 * 40, 3);
   for (DType type : {DType::Q8_0, DType::Q4_0}) {
@@ -168,11 +184,13 @@ TEST(QuantWeights, DotPathTakesTheWholeInt8RangeWithoutSaturating) {
 
 TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K})
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8})
     for (int64_t m : {1, 2, 3, 4})
-      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}}) {
-        if (k % dtype_block_values(type) != 0) continue;
-        const Tensor w = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(type);
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}, {40, 96}, {8, 576}, {72, 32}}) {
+        if (k % dtype_block_values(type) != 0 || (type == DType::Q4_0X8 && n % kX8Rows != 0)) continue;
+        // Q4_0X8: the Q4_0 matrix interleaved, against the reference on the Q4_0 one.
+        const Tensor plain = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(type == DType::Q4_0X8 ? DType::Q4_0 : type);
+        const Tensor w = plain.to(type);
         const std::vector<float> a = wavy(m * k, 11 + m);
         std::vector<float> c(static_cast<size_t>(m * n), 1.0f);
         GemmArgs g;
@@ -182,7 +200,7 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
         g.c = c.data(); g.ldc = n;
         g.alpha = 0.5f; g.beta = 2.0f;
         cpu_gemm(g);
-        const std::vector<float> want = reference_dot(a, m, k, w, n);
+        const std::vector<float> want = reference_dot(a, m, k, plain, n);
         for (int64_t i = 0; i < m * n; ++i)
           ASSERT_NEAR(c[i], 0.5f * want[i] + 2.0f, 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " m=" << m << " n=" << n << " k=" << k;
       }
@@ -191,10 +209,10 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
 
 TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8}) {
     // k spans three K blocks of the packed GEMM, the last partial (Q4_K: K blocks of 320 start
-    // and end inside its super-blocks of 256)
-    const int64_t m = 23, n = 41, k = type == DType::Q4_K ? 768 : 704;
+    // and end inside its super-blocks of 256); Q4_0X8 needs whole groups of 8 rows
+    const int64_t m = 23, n = type == DType::Q4_0X8 ? 48 : 41, k = type == DType::Q4_K ? 768 : 704;
     const Tensor wq = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(type);
     const Tensor x = Tensor::from_vector(wavy(m * k, 6), {m, k});
     const std::vector<float> got = ops::linear(x, wq).to_vector();
@@ -300,6 +318,34 @@ TEST(QuantWeights, Q4KModelsKeepTheirSuperBlocksThroughGgufExport) {
     // 2 × 9 tokens take the packed path (the twin's f32 arithmetic); 1 × 3 the integer dot path.
     EXPECT_LT(max_abs_diff(got, want), ids.size(1) > 4 ? 1e-5f * scale : 0.02f * scale) << ids.str();
     EXPECT_EQ(kept.forward(ids).to_vector(), got) << ids.str();
+  }
+}
+
+// Decoding's interleaved layout changes no value: prefill (the packed path, the same dequantised
+// weights) gives the same logits bit for bit, decoding (the dot path, another summation order)
+// the same to float rounding, through a KV cache too.
+TEST(QuantWeights, InterleavedRowsComputeWhatQ4_0Computes) {
+  for (ModelConfig c : {dense_tied(), moe_config()}) {
+    c.vocab_size = 64;  // whole groups of 8 rows in the embedding and LM head too
+    Transformer m = Transformer::create(c, 33);
+    m.store_weights_in(DType::Q4_0);
+    Transformer x8 = Transformer::create(c, 33);
+    x8.store_weights_in(DType::Q4_0);
+    x8.interleave_q4_0_rows();
+    EXPECT_EQ(x8.lm_head_weight().dtype(), DType::Q4_0X8);
+    x8.store_weights_in(DType::Q4_0);  // a no-op: interleaved q4_0 is q4_0
+    EXPECT_EQ(x8.lm_head_weight().dtype(), DType::Q4_0X8);
+    NoGradGuard g;
+    const Tensor prompt = some_ids(c.vocab_size, 2, 9), token = some_ids(c.vocab_size, 1, 1);
+    if (c.num_local_experts == 0) EXPECT_EQ(x8.forward(prompt).to_vector(), m.forward(prompt).to_vector());
+    const std::vector<float> got = x8.forward(token).to_vector(), want = m.forward(token).to_vector();
+    float scale = 0;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    EXPECT_LT(max_abs_diff(got, want), 1e-5f * scale);
+    // Through a KV cache, a token at a time (what generation does).
+    const Tensor ids = some_ids(c.vocab_size, 1, 12);
+    const std::vector<float> stepped = testing::cached_logits(x8, ids, 4), stepped_want = testing::cached_logits(m, ids, 4);
+    EXPECT_LT(max_abs_diff(stepped, stepped_want), 1e-5f * scale);
   }
 }
 

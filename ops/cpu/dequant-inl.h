@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hwy/highway.h"
+#include "runtime/error.h"
 #include "runtime/quant.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -77,6 +78,7 @@ inline void dequantize_q4_k_row(const uint8_t* src, float* dst, int64_t values) 
 inline void dequantize_span(DType type, const uint8_t* row, int64_t k0, int64_t kc, float* dst, std::vector<float>& scratch) {
   if (type == DType::Q8_0) return dequantize_row_of<DType::Q8_0>(row + dtype_bytes(type, k0), dst, kc);
   if (type == DType::Q4_0) return dequantize_row_of<DType::Q4_0>(row + dtype_bytes(type, k0), dst, kc);
+  SMELT_ASSERT(type == DType::Q4_K, "dequantize_span: ", dtype_name(type), " rows are not contiguous");
   const int64_t first = k0 / kQ4KBlock, last = (k0 + kc + kQ4KBlock - 1) / kQ4KBlock;
   scratch.resize(static_cast<size_t>((last - first) * kQ4KBlock));
   dequantize_q4_k_row(row + first * kQ4KBlockBytes, scratch.data(), (last - first) * kQ4KBlock);

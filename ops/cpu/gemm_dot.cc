@@ -8,6 +8,7 @@
 #include "hwy/highway.h"
 #include "ops/cpu/gemm_operands-inl.h"
 #include "ops/cpu/quant_dot-inl.h"
+#include "ops/cpu/quant_dot_x8-inl.h"
 
 #include <algorithm>
 #include <vector>
@@ -21,12 +22,12 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // B rows (output columns) per parallel task: about kDotTasksPerThread tasks per thread and
-// product, at least kDotMinCols. Each task is claimed with an atomic add on a counter both cores
+// product, at least kDotMinCols, a multiple of 8 (Q4_0X8's groups of rows stay whole). Each task is claimed with an atomic add on a counter both cores
 // share; a token of SmolLM2 with 32-row tasks claimed ~6,400 of them, the LM head alone 1,536.
 constexpr int64_t kDotMinCols = 32, kDotTasksPerThread = 8;
 int64_t dot_task_cols(int64_t n) {
   const int64_t per_task = (n + kDotTasksPerThread * num_threads() - 1) / (kDotTasksPerThread * num_threads());
-  return std::max(kDotMinCols, (per_task + 3) / 4 * 4);
+  return std::max(kDotMinCols, (per_task + kX8Rows - 1) / kX8Rows * kX8Rows);
 }
 
 template <int M, int J, typename BT>
@@ -91,6 +92,7 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer, cols_buffer;
   thread_local std::vector<int8_t> a_q_buffer;
   thread_local std::vector<float> a_d_buffer, a_sum_buffer;
+  thread_local std::vector<int32_t> a_isum_buffer;
   std::vector<int64_t>& first_task = first_task_buffer;
   std::vector<int64_t>& a_offset = a_offset_buffer;
   std::vector<int64_t>& cols = cols_buffer;
@@ -106,19 +108,24 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   a_q_buffer.resize(static_cast<size_t>(a_offset.back()));
   a_d_buffer.resize(static_cast<size_t>(a_offset.back() / kQuantBlock));
   a_sum_buffer.resize(a_d_buffer.size());
+  a_isum_buffer.resize(a_d_buffer.size());
   int8_t* a_q = a_q_buffer.data();
   float *a_d = a_d_buffer.data(), *a_sum = a_sum_buffer.data();
+  int32_t* a_isum = a_isum_buffer.data();
   for (int64_t p = 0; p < count; ++p) {
-    if (!products[p]->b_quant) continue;
-    quantize_a_rows(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock);
-    if (products[p]->b_quant_type == DType::Q4_K)
-      a_block_sums(*products[p], a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, a_sum + a_offset[p] / kQuantBlock);
+    const GemmArgs& g = *products[p];
+    if (!g.b_quant) continue;
+    const int64_t at = a_offset[p] / kQuantBlock;  // the product's first A block
+    quantize_a_rows(g, a_q + a_offset[p], a_d + at);
+    if (g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_0X8) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
   }
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
     const int64_t j0 = (t - first_task[p]) * cols[p], j1 = std::min(g.n, j0 + cols[p]);
-    if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + a_offset[p] / kQuantBlock, a_sum + a_offset[p] / kQuantBlock, j0, j1);
+    const int64_t at = a_offset[p] / kQuantBlock;
+    if (g.b_quant && g.b_quant_type == DType::Q4_0X8) x8_dot_task(g, a_q + a_offset[p], a_d + at, a_isum + at, j0, j1);
+    else if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + at, a_sum + at, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
   });

@@ -329,11 +329,12 @@ void quant_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, con
   }
 }
 
-// da · Σ q_a of each of A's blocks (m·k/32 of them), for Q4_K's mins.
-inline void a_block_sums(const GemmArgs& g, const int8_t* aq, const float* ad, float* a_sums) {
+// Σ q_a of each of A's blocks (m·k/32 of them; Q4_0X8's −8 offset) and da · Σ q_a (Q4_K's mins).
+inline void a_block_sums(const GemmArgs& g, const int8_t* aq, const float* ad, int32_t* a_isums, float* a_sums) {
   for (int64_t b = 0; b < g.m * g.k / kQuantBlock; ++b) {
     int32_t sum = 0;
     for (int64_t c = 0; c < kQuantBlock; ++c) sum += aq[b * kQuantBlock + c];
+    a_isums[b] = sum;
     a_sums[b] = ad[b] * static_cast<float>(sum);
   }
 }

@@ -1,0 +1,123 @@
+// The dot path on Q4_0 rows interleaved by 8 (Q4_0X8, runtime/quant.h): decoding's GEMV over a
+// group of 8 weight rows at a time. Per block of 32 values a group holds the 8 rows' scales
+// side by side and their nibbles row after row, so (AVX2) one 32-byte load is two rows' nibbles,
+// vpmaddubsw against the activation block (its two halves each broadcast to both 128-bit lanes)
+// gives both rows' pair sums, three vphaddd fold 8 rows into one register of 8 row sums, and the
+// 8 scales convert in one vcvtph2ps: every lane accumulates one row, with no per-row scale
+// broadcast and no horizontal sum per row. Q4_0's −8 offset is applied once per block for all
+// 8 rows: Σ(q − 8)·a = Σ q·a − 8·Σa. llama.cpp repacks Q4_0 the same way at load (CPU_REPACK);
+// this layout and kernel are smelt's own. Included by gemm_dot.cc inside its foreach_target loop.
+#if defined(SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
+#undef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
+#else
+#define SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
+#endif
+
+#include <cstdint>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "runtime/quant.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smelt {
+namespace HWY_NAMESPACE {
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+constexpr int64_t kX8Prefetch = 1024;
+// out[i][r] = Σ over blocks of group row r · A row i, for M rows of A (aq, ad: A's int8 blocks
+// and scales; a_isum: each A block's Σ q_a) and one group of 8 weight rows at `group`.
+template <int M>
+HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock;
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[M];
+  for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b, group += kX8BlockBytes) {
+    // A group's blocks are contiguous: fetch ~1 KiB ahead (the hardware prefetcher starts late
+    // on a row group of a few hundred bytes).
+    hwy::Prefetch(group + kX8Prefetch);
+    hwy::Prefetch(group + kX8Prefetch + 64);
+    hwy::Prefetch(group + kX8Prefetch + 128);
+    const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    const uint8_t* nibbles = group + 2 * kX8Rows;
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(aq + i * k + b * kQuantBlock));
+      const __m128i a_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(aq + i * k + b * kQuantBlock + 16));
+      const __m256i a_first = _mm256_broadcastsi128_si256(a), a_second = _mm256_broadcastsi128_si256(a_hi);
+      __m256i pair[4];  // rows 2p (low 128 bits) and 2p + 1 (high): 4 int32 partial sums each
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 32 * p));
+        const __m256i q_first = _mm256_and_si256(v, low), q_second = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
+        const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
+        pair[p] = _mm256_madd_epi16(pairs, ones);
+      }
+      // Lanes [r0 r2 r4 r6 | r1 r3 r5 r7] after three folds: the scales' order (kX8ScaleOrder).
+      const __m256i sums = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
+      const __m256i offset = _mm256_sub_epi32(sums, _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(offset), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    alignas(32) float lanes[kX8Rows];
+    _mm256_store_ps(lanes, acc[i]);
+    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+  }
+}
+#else
+// Elsewhere: the same sums row by row in scalars (these targets do not decode fast anyway; the
+// result is what the AVX2 kernel computes, up to float summation order).
+template <int M>
+HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock;
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < kX8Rows; ++r) out[i][r] = 0.0f;
+  for (int64_t b = 0; b < blocks; ++b, group += kX8BlockBytes)
+    for (int s = 0; s < kX8Rows; ++s) {
+      const int r = kX8ScaleOrder[s];
+      const float dw = f16_to_f32(static_cast<uint16_t>(group[2 * s] | (group[2 * s + 1] << 8)));
+      const uint8_t* q = group + 2 * kX8Rows + 16 * r;
+      for (int i = 0; i < M; ++i) {
+        const int8_t* a = aq + i * k + b * kQuantBlock;
+        int32_t sum = 0;
+        for (int c = 0; c < 16; ++c) sum += (q[c] & 0x0F) * a[c] + (q[c] >> 4) * a[c + 16];
+        out[i][r] += static_cast<float>(sum - 8 * a_isum[i * blocks + b]) * (dw * ad[i * blocks + b]);
+      }
+    }
+}
+#endif
+
+template <int M>
+void x8_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
+  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(DType::Q4_0, kX8Rows * g.k));
+  for (int64_t j = j0; j < j1; j += kX8Rows) {
+    float sums[M][kX8Rows];
+    x8_group_dot<M>(g.b_quant + (j / kX8Rows) * group_bytes, aq, ad, a_isum, g.k, sums);
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
+        float* c = g.c + i * g.ldc + j + r;
+        *c = g.alpha * sums[i][r] + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
+      }
+  }
+}
+
+// Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8.
+inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
+  switch (g.m) {
+    case 1: x8_dot_columns<1>(g, aq, ad, a_isum, j0, j1); break;
+    case 2: x8_dot_columns<2>(g, aq, ad, a_isum, j0, j1); break;
+    case 3: x8_dot_columns<3>(g, aq, ad, a_isum, j0, j1); break;
+    default: x8_dot_columns<4>(g, aq, ad, a_isum, j0, j1); break;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smelt
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard
