@@ -424,7 +424,7 @@ void Transformer::store_weights_in(DType dtype) {
   auto convert = [dtype](Tensor& t, bool router = false) {
     if (!t.defined()) return;
     const DType want = stored_dtype(t, router, dtype);
-    if (t.dtype() == want || (t.dtype() == DType::Q4_0X8 && want == DType::Q4_0)) return;  // interleaved q4_0 is q4_0
+    if (t.dtype() == want || (is_interleaved(t.dtype()) && x8_base(t.dtype()) == want)) return;  // interleaved rows are the same blocks
     t = t.to(DType::F32).to(want);  // a fresh tensor (through f32 between two narrow types): the old one is freed once nothing else holds it
     t.set_requires_grad(want == DType::F32);
   };
@@ -448,9 +448,10 @@ void Transformer::store_weights_in(DType dtype) {
   }
 }
 
-void Transformer::interleave_q4_0_rows() {
+void Transformer::interleave_rows() {
   auto interleave = [](Tensor& t) {
-    if (t.defined() && t.dtype() == DType::Q4_0 && t.dim() == 2 && t.size(0) % kX8Rows == 0) t = t.to(DType::Q4_0X8);
+    if (t.defined() && (t.dtype() == DType::Q4_0 || t.dtype() == DType::Q8_0) && t.dim() == 2 && t.size(0) % kX8Rows == 0)
+      t = t.to(x8_of(t.dtype()));
   };
   interleave(embed_tokens_);
   for (Block& b : layers_)

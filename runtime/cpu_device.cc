@@ -48,17 +48,19 @@ void copy_quantized(const Tensor& dst, const Tensor& src) {
     std::memcpy(dst.device_data(), packed.device_data(), dtype_bytes(src.dtype(), src.numel()));
     return;
   }
-  // Rows interleaved by 8 go through plain Q4_0, whose bytes they rearrange.
+  // Rows interleaved by 8 go through their plain type, whose bytes they rearrange.
   const int64_t k = src.shape().empty() ? 1 : src.shape().back(), rows = src.numel() / std::max<int64_t>(k, 1);
-  if (src.dtype() == DType::Q4_0X8) {
+  if (is_interleaved(src.dtype())) {
     SMELT_CHECK(src.is_contiguous(), "copy from ", src.str(), ": a quantised source must be contiguous");
-    Tensor plain = Tensor::empty(src.shape(), DType::Q4_0, src.device());
-    unpack_q4_0_x8(static_cast<const uint8_t*>(src.device_data()), static_cast<uint8_t*>(plain.device_data()), rows, k);
+    const DType base = x8_base(src.dtype());
+    Tensor plain = Tensor::empty(src.shape(), base, src.device());
+    unpack_x8(base, static_cast<const uint8_t*>(src.device_data()), static_cast<uint8_t*>(plain.device_data()), rows, k);
     return copy_quantized(dst, plain);
   }
-  if (dst.dtype() == DType::Q4_0X8) {
-    const Tensor plain = src.dtype() == DType::Q4_0 && src.is_contiguous() ? src : src.to(DType::Q4_0);
-    repack_q4_0_x8(static_cast<const uint8_t*>(plain.device_data()), static_cast<uint8_t*>(dst.device_data()), rows, k);
+  if (is_interleaved(dst.dtype())) {
+    const DType base = x8_base(dst.dtype());
+    const Tensor plain = src.dtype() == base && src.is_contiguous() ? src : src.to(base);
+    repack_x8(base, static_cast<const uint8_t*>(plain.device_data()), static_cast<uint8_t*>(dst.device_data()), rows, k);
     return;
   }
   Tensor f32 = src;  // src's values as contiguous f32
@@ -85,7 +87,7 @@ float load_as_float(const void* base, int64_t i, DType t) {
     case DType::I32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
     case DType::I64: return static_cast<float>(static_cast<const int64_t*>(base)[i]);
     case DType::U8: case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[i]);
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: break;  // whole blocks only: copy_quantized
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: break;  // whole blocks only: copy_quantized
   }
   SMELT_FAIL("element copy of ", dtype_name(t), " (quantised tensors copy in whole blocks)");
 }
@@ -108,7 +110,7 @@ void store_from(void* base, int64_t i, DType t, double v, int64_t iv, bool is_in
     case DType::I64: static_cast<int64_t*>(base)[i] = is_int ? iv : static_cast<int64_t>(v); break;
     case DType::U8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(is_int ? iv : static_cast<int64_t>(v)); break;
     case DType::Bool: static_cast<uint8_t*>(base)[i] = (is_int ? iv != 0 : v != 0.0) ? 1 : 0; break;
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: SMELT_FAIL("element copy into ", dtype_name(t), " (quantised tensors copy in whole blocks)");
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: SMELT_FAIL("element copy into ", dtype_name(t), " (quantised tensors copy in whole blocks)");
   }
 }
 

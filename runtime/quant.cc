@@ -69,7 +69,7 @@ void dequantize_block_q4_0(const uint8_t* b, float* y) {
 }
 
 void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values) {
-  SMELT_CHECK(type != DType::Q4_0X8, "quantize: q4_0 rows interleaved by 8 are made from whole q4_0 matrices (repack_q4_0_x8)");
+  SMELT_CHECK(!is_interleaved(type), "quantize: rows interleaved by 8 are made from whole matrices (repack_x8)");
   const int64_t block = dtype_block_values(type), bytes = quant_block_bytes(type);
   SMELT_CHECK(is_quantized(type) && values % block == 0, "quantize: ", values, " values are not whole blocks of ", dtype_name(type));
   auto encode = type == DType::Q8_0 ? quantize_block_q8_0 : type == DType::Q4_0 ? quantize_block_q4_0 : quantize_block_q4_k;
@@ -77,7 +77,7 @@ void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values)
 }
 
 void dequantize_blocks(DType type, const uint8_t* src, float* dst, int64_t values) {
-  SMELT_CHECK(type != DType::Q4_0X8, "dequantize: q4_0 rows interleaved by 8 are read through unpack_q4_0_x8 or q4_0_x8_block");
+  SMELT_CHECK(!is_interleaved(type), "dequantize: rows interleaved by 8 are read through unpack_x8 or x8_block");
   const int64_t block = dtype_block_values(type), bytes = quant_block_bytes(type);
   SMELT_CHECK(is_quantized(type) && values % block == 0, "dequantize: ", values, " values are not whole blocks of ", dtype_name(type));
   auto decode = type == DType::Q8_0 ? dequantize_block_q8_0 : type == DType::Q4_0 ? dequantize_block_q4_0 : dequantize_block_q4_k;

@@ -23,7 +23,9 @@ constexpr int64_t kQ4KBlock = 256;     // values per super-block of Q4_K
 constexpr int64_t kQ4KBlockBytes = 144;
 
 // Bytes per block (Q4_K: per super-block), for kernels that step through rows themselves.
-constexpr int64_t quant_block_bytes(DType type) { return type == DType::Q8_0 ? 34 : type == DType::Q4_K ? kQ4KBlockBytes : 18; }
+constexpr int64_t quant_block_bytes(DType type) {
+  return type == DType::Q8_0 || type == DType::Q8_0X8 ? 34 : type == DType::Q4_K ? kQ4KBlockBytes : 18;
+}
 
 // Encodes / decodes `values` values (a whole number of blocks, dtype_block_values) of a quantised dtype.
 void quantize_blocks(DType type, const float* src, uint8_t* dst, int64_t values);
@@ -55,17 +57,22 @@ inline void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* 
   }
 }
 
-// Q4_0X8: a Q4_0 matrix [rows, k] (rows a multiple of 8) with each group of 8 rows interleaved
-// block by block, as decoding's dot kernel reads it (ops/cpu/quant_dot_x8-inl.h): for group g
-// and block b, 144 bytes at (g·k/32 + b)·144: the 8 rows' f16 scales in the order
-// kX8ScaleOrder (the order the kernel's horizontal sums leave the rows in), then the 8 rows'
-// 16 bytes of nibbles, row 0 first. Same bytes as Q4_0, so the same size; the same values.
+// Q4_0X8 / Q8_0X8: a Q4_0 / Q8_0 matrix [rows, k] (rows a multiple of 8) with each group of 8
+// rows interleaved block by block, as decoding's dot kernels read it (ops/cpu/quant_dot_x8-inl.h):
+// for group g and block b, 8 blocks' bytes at (g·k/32 + b)·8·block bytes: the 8 rows' f16
+// scales in the order kX8ScaleOrder (the order the kernels' horizontal sums leave the rows in),
+// then the 8 rows' 16 bytes of nibbles (Q4_0) or 32 int8 values (Q8_0), row 0 first. Same bytes
+// as the plain type, so the same size and values.
 constexpr int64_t kX8Rows = 8;
-constexpr int64_t kX8BlockBytes = kX8Rows * 18;
 constexpr int kX8ScaleOrder[kX8Rows] = {0, 2, 4, 6, 1, 3, 5, 7};
-void repack_q4_0_x8(const uint8_t* q4_0, uint8_t* x8, int64_t rows, int64_t k);
-void unpack_q4_0_x8(const uint8_t* x8, uint8_t* q4_0, int64_t rows, int64_t k);
-// Block b of row `row` of a Q4_0X8 matrix with k values per row, in Q4_0's 18-byte layout.
-void q4_0_x8_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block);
+constexpr int kX8ScaleSlot[kX8Rows] = {0, 4, 1, 5, 2, 6, 3, 7};  // where row r's scale is: the order inverted
+// The plain type of an interleaved one (Q4_0X8 → Q4_0, Q8_0X8 → Q8_0) and back.
+constexpr DType x8_base(DType interleaved) { return interleaved == DType::Q8_0X8 ? DType::Q8_0 : DType::Q4_0; }
+constexpr DType x8_of(DType base) { return base == DType::Q8_0 ? DType::Q8_0X8 : DType::Q4_0X8; }
+void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int64_t k);
+void unpack_x8(DType base, const uint8_t* x8, uint8_t* plain, int64_t rows, int64_t k);
+// Block b of row `row` of an interleaved matrix of `base` blocks with k values per row, in the
+// plain type's layout (18 or 34 bytes).
+void x8_block(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block);
 
 }  // namespace smelt

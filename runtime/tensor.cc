@@ -40,7 +40,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) SMELT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
   SMELT_CHECK(!is_quantized(dtype) || (!shape.empty() && shape.back() % dtype_block_values(dtype) == 0), dtype_name(dtype), " tensor ",
               shape_str(shape), ": its rows (last dimension) must be whole blocks of ", dtype_block_values(dtype), " values");
-  SMELT_CHECK(dtype != DType::Q4_0X8 || (shape.size() >= 2 && shape[shape.size() - 2] % kX8Rows == 0), dtype_name(dtype), " tensor ",
+  SMELT_CHECK(!is_interleaved(dtype) || (shape.size() >= 2 && shape[shape.size() - 2] % kX8Rows == 0), dtype_name(dtype), " tensor ",
               shape_str(shape), ": its row count must be a multiple of ", kX8Rows);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(dtype_bytes(dtype, shape_numel(shape)), device);

@@ -71,19 +71,21 @@ TEST(QuantWeights, Q4KConversionWritesGgmlsBytes) {
   expect_error_mentions([] { Tensor::zeros({4, 96}, DType::Q4_K); }, {"q4_k", "whole blocks of 256"});
 }
 
-// Q4_0 rows interleaved by 8 hold Q4_0's bytes rearranged: back to Q4_0 byte for byte, the same
+// Rows interleaved by 8 hold the plain type's bytes rearranged: back byte for byte, the same
 // values through f32, the same embedding rows, and refused where rows are not whole groups.
-TEST(QuantWeights, InterleavedQ4_0IsQ4_0Rearranged) {
+TEST(QuantWeights, InterleavedRowsAreThePlainBlocksRearranged) {
   const int64_t rows = 24, k = 96;
-  const Tensor plain = Tensor::from_vector(wavy(rows * k, 17), {rows, k}).to(DType::Q4_0);
-  const Tensor x8 = plain.to(DType::Q4_0X8);
-  ASSERT_EQ(x8.dtype(), DType::Q4_0X8);
-  EXPECT_NE(std::memcmp(x8.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(DType::Q4_0, rows * k)), 0);  // rearranged
-  const Tensor back = x8.to(DType::Q4_0);
-  EXPECT_EQ(std::memcmp(back.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(DType::Q4_0, rows * k)), 0);
-  EXPECT_EQ(x8.to(DType::F32).to_vector(), plain.to(DType::F32).to_vector());
-  const Tensor ids = Tensor::from_vector(std::vector<float>{0, 7, 8, 23, 13}, {5}).to(DType::I64);
-  EXPECT_EQ(ops::embedding(x8, ids).to_vector(), ops::embedding(plain, ids).to_vector());
+  for (DType base : {DType::Q4_0, DType::Q8_0}) {
+    const Tensor plain = Tensor::from_vector(wavy(rows * k, 17), {rows, k}).to(base);
+    const Tensor x8 = plain.to(x8_of(base));
+    ASSERT_EQ(x8.dtype(), x8_of(base));
+    EXPECT_NE(std::memcmp(x8.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(base, rows * k)), 0);  // rearranged
+    const Tensor back = x8.to(base);
+    EXPECT_EQ(std::memcmp(back.data<uint8_t>(), plain.data<uint8_t>(), dtype_bytes(base, rows * k)), 0) << dtype_name(base);
+    EXPECT_EQ(x8.to(DType::F32).to_vector(), plain.to(DType::F32).to_vector()) << dtype_name(base);
+    const Tensor ids = Tensor::from_vector(std::vector<float>{0, 7, 8, 23, 13}, {5}).to(DType::I64);
+    EXPECT_EQ(ops::embedding(x8, ids).to_vector(), ops::embedding(plain, ids).to_vector()) << dtype_name(base);
+  }
   expect_error_mentions([] { Tensor::zeros({12, 32}, DType::Q4_0X8); }, {"multiple of 8"});
 }
 
@@ -162,34 +164,37 @@ std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t
 // values reach ±127: the extreme pairs must not saturate the int16 pair sums of vpmaddubsw.
 TEST(QuantWeights, DotPathTakesTheWholeInt8RangeWithoutSaturating) {
   testing::for_each_cpu_target([] {
-    const int64_t n = 3, k = 64;
-    Tensor w = Tensor::from_vector(wavy(n * k, 3), {n, k}).to(DType::Q8_0);
-    uint8_t* bytes = w.data<uint8_t>();
+  for (const DType type : {DType::Q8_0, DType::Q8_0X8}) {  // plain rows, and rows interleaved by 8
+    const int64_t n = type == DType::Q8_0 ? 3 : 8, k = 64;
+    Tensor plain = Tensor::from_vector(wavy(n * k, 3), {n, k}).to(DType::Q8_0);
+    uint8_t* bytes = plain.data<uint8_t>();
     for (int64_t j = 0; j < n; ++j)
       for (int64_t b = 0; b < k / 32; ++b)
         for (int t = 0; t < 32; ++t) bytes[(j * (k / 32) + b) * 34 + 2 + t] = static_cast<uint8_t>(t % 2 == 0 || j == 1 ? 0x80 : 0x7F);
+    const Tensor w = plain.to(type);
     std::vector<float> a(static_cast<size_t>(k));
     for (int64_t t = 0; t < k; ++t) a[t] = t % 3 == 2 ? 1.0f : -1.0f;  // every block: q = ±127
     std::vector<float> c(static_cast<size_t>(n));
     GemmArgs g;
     g.m = 1; g.n = n; g.k = k;
     g.a = a.data(); g.lda = k;
-    g.b_quant = w.data<uint8_t>(); g.b_quant_type = DType::Q8_0; g.ldb = k; g.trans_b = true;
+    g.b_quant = w.data<uint8_t>(); g.b_quant_type = type; g.ldb = k; g.trans_b = true;
     g.c = c.data(); g.ldc = n;
     cpu_gemm(g);
-    const std::vector<float> want = reference_dot(a, 1, k, w, n);
-    for (int64_t j = 0; j < n; ++j) ASSERT_NEAR(c[j], want[j], 1e-5f * std::fabs(want[j])) << "row " << j;
+    const std::vector<float> want = reference_dot(a, 1, k, plain, n);
+    for (int64_t j = 0; j < n; ++j) ASSERT_NEAR(c[j], want[j], 1e-5f * std::fabs(want[j])) << dtype_name(type) << " row " << j;
+  }
   });
 }
 
 TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8})
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8, DType::Q8_0X8})
     for (int64_t m : {1, 2, 3, 4})
       for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}, {40, 96}, {8, 576}, {72, 32}}) {
-        if (k % dtype_block_values(type) != 0 || (type == DType::Q4_0X8 && n % kX8Rows != 0)) continue;
-        // Q4_0X8: the Q4_0 matrix interleaved, against the reference on the Q4_0 one.
-        const Tensor plain = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(type == DType::Q4_0X8 ? DType::Q4_0 : type);
+        if (k % dtype_block_values(type) != 0 || (is_interleaved(type) && n % kX8Rows != 0)) continue;
+        // Rows interleaved by 8: the plain matrix interleaved, against the reference on the plain one.
+        const Tensor plain = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(is_interleaved(type) ? x8_base(type) : type);
         const Tensor w = plain.to(type);
         const std::vector<float> a = wavy(m * k, 11 + m);
         std::vector<float> c(static_cast<size_t>(m * n), 1.0f);
@@ -209,10 +214,10 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
 
 TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8}) {
+  for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8, DType::Q8_0X8}) {
     // k spans three K blocks of the packed GEMM, the last partial (Q4_K: K blocks of 320 start
-    // and end inside its super-blocks of 256); Q4_0X8 needs whole groups of 8 rows
-    const int64_t m = 23, n = type == DType::Q4_0X8 ? 48 : 41, k = type == DType::Q4_K ? 768 : 704;
+    // and end inside its super-blocks of 256); interleaved rows come in whole groups of 8
+    const int64_t m = 23, n = is_interleaved(type) ? 48 : 41, k = type == DType::Q4_K ? 768 : 704;
     const Tensor wq = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(type);
     const Tensor x = Tensor::from_vector(wavy(m * k, 6), {m, k});
     const std::vector<float> got = ops::linear(x, wq).to_vector();
@@ -324,17 +329,18 @@ TEST(QuantWeights, Q4KModelsKeepTheirSuperBlocksThroughGgufExport) {
 // Decoding's interleaved layout changes no value: prefill (the packed path, the same dequantised
 // weights) gives the same logits bit for bit, decoding (the dot path, another summation order)
 // the same to float rounding, through a KV cache too.
-TEST(QuantWeights, InterleavedRowsComputeWhatQ4_0Computes) {
+TEST(QuantWeights, InterleavedRowsComputeWhatThePlainBlocksCompute) {
+  for (DType base : {DType::Q4_0, DType::Q8_0})
   for (ModelConfig c : {dense_tied(), moe_config()}) {
     c.vocab_size = 64;  // whole groups of 8 rows in the embedding and LM head too
     Transformer m = Transformer::create(c, 33);
-    m.store_weights_in(DType::Q4_0);
+    m.store_weights_in(base);
     Transformer x8 = Transformer::create(c, 33);
-    x8.store_weights_in(DType::Q4_0);
-    x8.interleave_q4_0_rows();
-    EXPECT_EQ(x8.lm_head_weight().dtype(), DType::Q4_0X8);
-    x8.store_weights_in(DType::Q4_0);  // a no-op: interleaved q4_0 is q4_0
-    EXPECT_EQ(x8.lm_head_weight().dtype(), DType::Q4_0X8);
+    x8.store_weights_in(base);
+    x8.interleave_rows();
+    EXPECT_EQ(x8.lm_head_weight().dtype(), x8_of(base));
+    x8.store_weights_in(base);  // a no-op: the interleaved rows are the same blocks
+    EXPECT_EQ(x8.lm_head_weight().dtype(), x8_of(base));
     NoGradGuard g;
     const Tensor prompt = some_ids(c.vocab_size, 2, 9), token = some_ids(c.vocab_size, 1, 1);
     if (c.num_local_experts == 0) EXPECT_EQ(x8.forward(prompt).to_vector(), m.forward(prompt).to_vector());

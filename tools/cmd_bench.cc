@@ -101,8 +101,8 @@ json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_targe
 void bench_gemm(const BenchArgs& a) {
   std::vector<std::array<int64_t, 3>> shapes = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
   if (!a.shape.empty()) shapes = {parse_gemm_shape(a.shape)};
-  const bool quant = a.b_dtype == "q8_0" || a.b_dtype == "q4_0" || a.b_dtype == "q4_0x8" || a.b_dtype == "q4_k";
-  SMELT_CHECK(a.b_dtype == "f32" || a.b_dtype == "bf16" || quant, "bench gemm: --b-dtype must be f32, bf16, q8_0, q4_0, q4_0x8 or q4_k, got '",
+  const bool quant = a.b_dtype == "q8_0" || a.b_dtype == "q4_0" || a.b_dtype == "q4_0x8" || a.b_dtype == "q8_0x8" || a.b_dtype == "q4_k";
+  SMELT_CHECK(a.b_dtype == "f32" || a.b_dtype == "bf16" || quant, "bench gemm: --b-dtype must be f32, bf16, q8_0, q4_0, q4_0x8, q8_0x8 or q4_k, got '",
               a.b_dtype, "'");
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
@@ -114,7 +114,7 @@ void bench_gemm(const BenchArgs& a) {
     std::vector<uint16_t> B16;
     if (a.b_dtype == "bf16")
       for (float v : B) B16.push_back(f32_to_bf16(v));
-    const DType qtype = a.b_dtype == "q8_0" ? DType::Q8_0 : a.b_dtype == "q4_k" ? DType::Q4_K : a.b_dtype == "q4_0x8" ? DType::Q4_0X8 : DType::Q4_0;
+    const DType qtype = a.b_dtype == "q8_0" ? DType::Q8_0 : a.b_dtype == "q4_k" ? DType::Q4_K : a.b_dtype == "q4_0x8" ? DType::Q4_0X8 : a.b_dtype == "q8_0x8" ? DType::Q8_0X8 : DType::Q4_0;
     std::vector<uint8_t> BQ;  // Bᵀ [N, K], quantised rows
     if (quant) {
       const Tensor bt = Tensor::from_vector(B, {N, Kd}).to(qtype);
@@ -427,7 +427,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
-  cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q4_0x8 (rows interleaved by 8) / q4_k (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
+  cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q8_0x8 / q4_0x8 (rows interleaved by 8) / q4_k (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();

@@ -24,7 +24,7 @@ void add_map_experts_option(CLI::App& cmd, bool& map_experts) {
 
 Transformer load_inference_model(const std::string& model, const std::string& weights, bool map_experts) {
   Transformer m = load_model_dir(model, weights_dtype(weights), map_experts ? Transformer::Experts::Mapped : Transformer::Experts::InMemory);
-  m.interleave_q4_0_rows();  // decoding's layout for q4_0 matrices (q4_k's fallback ones too)
+  m.interleave_rows();  // decoding's layout for q4_0 and q8_0 matrices (q4_k's fallback ones too)
   return m;
 }
 

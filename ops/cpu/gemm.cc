@@ -145,12 +145,8 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
     for (int64_t j = 0; j < nr; ++j) {
       src[j] = nullptr;
       if (j >= cols) continue;
-      if (g.b_quant_type == DType::Q4_0X8) {
-        // Rows interleaved by 8: the span's blocks gathered into Q4_0's layout, then decoded.
-        thread_local std::vector<uint8_t> blocks;
-        blocks.resize(static_cast<size_t>(dtype_bytes(DType::Q4_0, kc)));
-        for (int64_t b = 0; b < kc / kQuantBlock; ++b) q4_0_x8_block(g.b_quant, j0 + j, g.ldb, k0 / kQuantBlock + b, blocks.data() + b * 18);
-        dequantize_span(DType::Q4_0, blocks.data(), 0, kc, rows.data() + j * kc, scratch);
+      if (is_interleaved(g.b_quant_type)) {
+        dequantize_x8_span(x8_base(g.b_quant_type), g.b_quant, j0 + j, g.ldb, k0, kc, rows.data() + j * kc);
       } else {
         const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb);
         dequantize_span(g.b_quant_type, row, k0, kc, rows.data() + j * kc, scratch);
@@ -559,7 +555,7 @@ void GroupedGemmKernel(const GemmArgs* problems, int64_t count) {
     SMELT_ASSERT(!g.b_quant || (g.trans_b && !g.b_rows && g.k % dtype_block_values(g.b_quant_type) == 0 &&
                                 g.ldb % dtype_block_values(g.b_quant_type) == 0),
                  "gemm: a quantised B is transposed, whole blocks along k");
-    SMELT_ASSERT(g.b_quant_type != DType::Q4_0X8 || g.ldb == g.k, "gemm: q4_0 rows interleaved by 8 are whole rows of B");
+    SMELT_ASSERT(!g.b_quant || !is_interleaved(g.b_quant_type) || g.ldb == g.k, "gemm: rows interleaved by 8 are whole rows of B");
     if (g.m > 0 && g.n > 0 && g.alpha != 0.0f && gemm_takes_dot_path(g)) {
       dots.push_back(&g);  // writes C itself, beta included
       continue;

@@ -59,14 +59,15 @@ void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, cons
     parallel_for(0, s.outer * m, grain, [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t row = (t / m) * n + index_at(index, t % m);
-        if (x.dtype() != DType::Q4_0X8) {
+        if (!is_interleaved(x.dtype())) {
           dequantize_blocks(x.dtype(), px + dtype_bytes(x.dtype(), row * inner), po + t * inner, inner);
           continue;
         }
-        uint8_t block[18];  // rows interleaved by 8: the row's blocks one by one, as Q4_0
+        const DType base = x8_base(x.dtype());  // rows interleaved by 8: the row's blocks one by one
+        uint8_t block[34];
         for (int64_t b = 0; b < inner / kQuantBlock; ++b) {
-          q4_0_x8_block(px, row, inner, b, block);
-          dequantize_block_q4_0(block, po + t * inner + b * kQuantBlock);
+          x8_block(base, px, row, inner, b, block);
+          dequantize_blocks(base, block, po + t * inner + b * kQuantBlock, kQuantBlock);
         }
       }
     });

@@ -1,12 +1,13 @@
-// The dot path on Q4_0 rows interleaved by 8 (Q4_0X8, runtime/quant.h): decoding's GEMV over a
-// group of 8 weight rows at a time. Per block of 32 values a group holds the 8 rows' scales
-// side by side and their nibbles row after row, so (AVX2) one 32-byte load is two rows' nibbles,
-// vpmaddubsw against the activation block (its two halves each broadcast to both 128-bit lanes)
-// gives both rows' pair sums, three vphaddd fold 8 rows into one register of 8 row sums, and the
-// 8 scales convert in one vcvtph2ps: every lane accumulates one row, with no per-row scale
-// broadcast and no horizontal sum per row. Q4_0's −8 offset is applied once per block for all
-// 8 rows: Σ(q − 8)·a = Σ q·a − 8·Σa. llama.cpp repacks Q4_0 the same way at load (CPU_REPACK);
-// this layout and kernel are smelt's own. Included by gemm_dot.cc inside its foreach_target loop.
+// The dot path on Q4_0 and Q8_0 rows interleaved by 8 (Q4_0X8, Q8_0X8, runtime/quant.h):
+// decoding's GEMV over a group of 8 weight rows at a time. Per block of 32 values a group holds
+// the 8 rows' scales side by side and their values row after row. On AVX2 the 8 rows' sums end
+// in one register (Q4_0: one 32-byte load is two rows' nibbles, vpmaddubsw against the
+// activation block with its halves broadcast to both 128-bit lanes, three vphaddd folds; Q8_0:
+// one load per row, the folds pairing even and odd rows), and the 8 scales convert in one
+// vcvtph2ps: every lane accumulates one row, with no per-row scale broadcast and no horizontal
+// sum per row. Q4_0's −8 offset is taken once per block for all 8 rows. llama.cpp repacks Q4_0
+// likewise at load (CPU_REPACK); this layout and kernel are smelt's own. Included by
+// gemm_dot.cc inside its foreach_target loop.
 #if defined(SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
 #undef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
@@ -25,42 +26,71 @@ HWY_BEFORE_NAMESPACE();
 namespace smelt {
 namespace HWY_NAMESPACE {
 
+// A group's bytes per block of 32 values: 8 scales, then 8 rows' values.
+template <DType W>
+constexpr int64_t kGroupBlockBytes = kX8Rows * quant_block_bytes(W);
+
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 constexpr int64_t kX8Prefetch = 1024;
+
+// Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against A's
+// block a, lanes in kX8ScaleOrder. One 32-byte load holds rows 2p (low 128 bits) and 2p + 1.
+HWY_INLINE __m256i x8_sums_q4_0(const uint8_t* values, const int8_t* a) {
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i a_first = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  const __m256i a_second = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16)));
+  __m256i pair[4];  // rows 2p and 2p + 1: 4 int32 partial sums each
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 32 * p));
+    const __m256i q_first = _mm256_and_si256(v, low), q_second = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
+    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
+    pair[p] = _mm256_madd_epi16(pairs, ones);
+  }
+  // Lanes [r0 r2 r4 r6 | r1 r3 r5 r7] after three folds: kX8ScaleOrder.
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
+}
+
+// The same for a Q8_0 group block: one 32-byte load per row, signed weights (their sign moved
+// onto a, as the plain Q8_0 kernel does), then the 8 rows folded into kX8ScaleOrder's lanes.
+HWY_INLINE __m256i x8_sums_q8_0(const uint8_t* values, const int8_t* a) {
+  const __m256i ones = _mm256_set1_epi16(1), av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+  __m256i row[kX8Rows];
+#pragma GCC unroll 8
+  for (int r = 0; r < kX8Rows; ++r) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 32 * r));
+    row[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(av, w)), ones);
+  }
+  // Even rows fold into the first register, odd rows into the second, each as [low-half sums |
+  // high-half sums]; adding the halves gives [r0 r2 r4 r6 | r1 r3 r5 r7].
+  const __m256i even = _mm256_hadd_epi32(_mm256_hadd_epi32(row[0], row[2]), _mm256_hadd_epi32(row[4], row[6]));
+  const __m256i odd = _mm256_hadd_epi32(_mm256_hadd_epi32(row[1], row[3]), _mm256_hadd_epi32(row[5], row[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(even, odd, 0x20), _mm256_permute2x128_si256(even, odd, 0x31));
+}
+
 // out[i][r] = Σ over blocks of group row r · A row i, for M rows of A (aq, ad: A's int8 blocks
 // and scales; a_isum: each A block's Σ q_a) and one group of 8 weight rows at `group`.
-template <int M>
+template <int M, DType W>
 HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
   const int64_t blocks = k / kQuantBlock;
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[M];
   for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b, group += kX8BlockBytes) {
+  for (int64_t b = 0; b < blocks; ++b, group += kGroupBlockBytes<W>) {
     // A group's blocks are contiguous: fetch ~1 KiB ahead (the hardware prefetcher starts late
     // on a row group of a few hundred bytes).
-    hwy::Prefetch(group + kX8Prefetch);
-    hwy::Prefetch(group + kX8Prefetch + 64);
-    hwy::Prefetch(group + kX8Prefetch + 128);
+    for (int64_t line = 0; line < kGroupBlockBytes<W>; line += 64) hwy::Prefetch(group + kX8Prefetch + line);
     const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
-    const uint8_t* nibbles = group + 2 * kX8Rows;
+    const uint8_t* values = group + 2 * kX8Rows;
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) {
-      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(aq + i * k + b * kQuantBlock));
-      const __m128i a_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(aq + i * k + b * kQuantBlock + 16));
-      const __m256i a_first = _mm256_broadcastsi128_si256(a), a_second = _mm256_broadcastsi128_si256(a_hi);
-      __m256i pair[4];  // rows 2p (low 128 bits) and 2p + 1 (high): 4 int32 partial sums each
-#pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 32 * p));
-        const __m256i q_first = _mm256_and_si256(v, low), q_second = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
-        const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
-        pair[p] = _mm256_madd_epi16(pairs, ones);
-      }
-      // Lanes [r0 r2 r4 r6 | r1 r3 r5 r7] after three folds: the scales' order (kX8ScaleOrder).
-      const __m256i sums = _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
-      const __m256i offset = _mm256_sub_epi32(sums, _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(offset), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
+      const int8_t* a = aq + i * k + b * kQuantBlock;
+      __m256i sums;
+      if constexpr (W == DType::Q4_0)  // Q4_0's −8, once for all 8 rows: Σ(q − 8)·a = Σq·a − 8·Σa
+        sums = _mm256_sub_epi32(x8_sums_q4_0(values, a), _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
+      else
+        sums = x8_sums_q8_0(values, a);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
     }
   }
   for (int i = 0; i < M; ++i) {
@@ -72,32 +102,37 @@ HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float
 #else
 // Elsewhere: the same sums row by row in scalars (these targets do not decode fast anyway; the
 // result is what the AVX2 kernel computes, up to float summation order).
-template <int M>
+template <int M, DType W>
 HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
-  const int64_t blocks = k / kQuantBlock;
+  const int64_t blocks = k / kQuantBlock, value_bytes = quant_block_bytes(W) - 2;
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < kX8Rows; ++r) out[i][r] = 0.0f;
-  for (int64_t b = 0; b < blocks; ++b, group += kX8BlockBytes)
+  for (int64_t b = 0; b < blocks; ++b, group += kGroupBlockBytes<W>)
     for (int s = 0; s < kX8Rows; ++s) {
       const int r = kX8ScaleOrder[s];
       const float dw = f16_to_f32(static_cast<uint16_t>(group[2 * s] | (group[2 * s + 1] << 8)));
-      const uint8_t* q = group + 2 * kX8Rows + 16 * r;
+      const uint8_t* q = group + 2 * kX8Rows + value_bytes * r;
       for (int i = 0; i < M; ++i) {
         const int8_t* a = aq + i * k + b * kQuantBlock;
         int32_t sum = 0;
-        for (int c = 0; c < 16; ++c) sum += (q[c] & 0x0F) * a[c] + (q[c] >> 4) * a[c + 16];
-        out[i][r] += static_cast<float>(sum - 8 * a_isum[i * blocks + b]) * (dw * ad[i * blocks + b]);
+        if constexpr (W == DType::Q4_0) {
+          for (int c = 0; c < 16; ++c) sum += (q[c] & 0x0F) * a[c] + (q[c] >> 4) * a[c + 16];
+          sum -= 8 * a_isum[i * blocks + b];
+        } else {
+          for (int c = 0; c < 32; ++c) sum += static_cast<int8_t>(q[c]) * a[c];
+        }
+        out[i][r] += static_cast<float>(sum) * (dw * ad[i * blocks + b]);
       }
     }
 }
 #endif
 
-template <int M>
+template <int M, DType W>
 void x8_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
-  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(DType::Q4_0, kX8Rows * g.k));
+  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(W, kX8Rows * g.k));
   for (int64_t j = j0; j < j1; j += kX8Rows) {
     float sums[M][kX8Rows];
-    x8_group_dot<M>(g.b_quant + (j / kX8Rows) * group_bytes, aq, ad, a_isum, g.k, sums);
+    x8_group_dot<M, W>(g.b_quant + (j / kX8Rows) * group_bytes, aq, ad, a_isum, g.k, sums);
     for (int i = 0; i < M; ++i)
       for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
         float* c = g.c + i * g.ldc + j + r;
@@ -106,14 +141,20 @@ void x8_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, const 
   }
 }
 
-// Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8.
-inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
+template <DType W>
+void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
   switch (g.m) {
-    case 1: x8_dot_columns<1>(g, aq, ad, a_isum, j0, j1); break;
-    case 2: x8_dot_columns<2>(g, aq, ad, a_isum, j0, j1); break;
-    case 3: x8_dot_columns<3>(g, aq, ad, a_isum, j0, j1); break;
-    default: x8_dot_columns<4>(g, aq, ad, a_isum, j0, j1); break;
+    case 1: x8_dot_columns<1, W>(g, aq, ad, a_isum, j0, j1); break;
+    case 2: x8_dot_columns<2, W>(g, aq, ad, a_isum, j0, j1); break;
+    case 3: x8_dot_columns<3, W>(g, aq, ad, a_isum, j0, j1); break;
+    default: x8_dot_columns<4, W>(g, aq, ad, a_isum, j0, j1); break;
   }
+}
+
+// Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8 or Q8_0X8.
+inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
+  if (g.b_quant_type == DType::Q8_0X8) x8_dot_task_of<DType::Q8_0>(g, aq, ad, a_isum, j0, j1);
+  else x8_dot_task_of<DType::Q4_0>(g, aq, ad, a_isum, j0, j1);
 }
 
 }  // namespace HWY_NAMESPACE
