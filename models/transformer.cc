@@ -328,6 +328,11 @@ Tensor Transformer::forward(const Tensor& ids, KVCache* cache, const Tensor& tok
   return ops::linear(hidden_states(ids, cache, token_mask, key_start), lm_head_);
 }
 
+Tensor Transformer::last_logits(const Tensor& ids, KVCache* cache) const {
+  const Tensor h = hidden_states(ids, cache);
+  return ops::linear(ops::slice(h, 1, h.size(1) - 1, h.size(1)), lm_head_);
+}
+
 KVCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
   c.capacity = capacity;

@@ -85,6 +85,9 @@ class Transformer {
   // position each token may attend to, for several documents packed into one sequence.
   Tensor forward(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor(),
                  const Tensor& key_start = Tensor()) const;
+  // The logits of the last position only, [B, 1, vocab]: what generation needs after a prompt
+  // (the LM head is a fifth of SmolLM2's weights; the other positions' logits would be dropped).
+  Tensor last_logits(const Tensor& ids, KVCache* cache) const;
   // Final hidden states before the LM head, [B, T, C].
   Tensor hidden_states(const Tensor& ids, KVCache* cache = nullptr, const Tensor& token_mask = Tensor(),
                        const Tensor& key_start = Tensor()) const;

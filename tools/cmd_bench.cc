@@ -378,7 +378,7 @@ void bench_decode(const BenchArgs& a) {
   for (int64_t r = 0; r <= a.repeats; ++r) {  // round 0 warms up
     KVCache cache = model.make_cache(1, a.seq + a.new_tokens);
     auto t0 = std::chrono::steady_clock::now();
-    Tensor logits = model.forward(Tensor::from_ints(prompt, {1, a.seq}), &cache);
+    Tensor logits = model.last_logits(Tensor::from_ints(prompt, {1, a.seq}), &cache);  // as llama.cpp's prefill: the last position's
     auto t1 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < a.new_tokens; ++i) {
       const std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();

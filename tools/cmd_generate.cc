@@ -96,7 +96,7 @@ void run_generate(const GenerateArgs& a) {
   Philox rng(static_cast<uint64_t>(a.seed));
   if (!a.chat) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
   KVCache cache = model.make_cache(1, capacity);
-  Tensor logits = model.forward(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
+  Tensor logits = model.last_logits(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
   const auto decode_start = std::chrono::steady_clock::now();
@@ -119,7 +119,7 @@ void run_generate(const GenerateArgs& a) {
       const int64_t keep = capacity / 2;
       std::vector<int64_t> tail(ids.end() - keep, ids.end());
       cache = model.make_cache(1, capacity);
-      logits = model.forward(Tensor::from_ints(tail, {1, keep}), &cache);
+      logits = model.last_logits(Tensor::from_ints(tail, {1, keep}), &cache);
       fed = keep;
     }
     active_sum += model.mean_active_parameters() * static_cast<double>(fed);

@@ -139,7 +139,10 @@ HWY_AFTER_NAMESPACE();
 namespace smelt {
 HWY_EXPORT(DotProductsKernel);
 
-bool gemm_takes_dot_path(const GemmArgs& g) { return g.m <= kGemmDotRows && g.trans_b && !g.trans_a && g.k > 0; }
+bool gemm_takes_dot_path(const GemmArgs& g) {
+  const bool interleaved = g.b_quant && is_interleaved(g.b_quant_type);  // any number of rows: an integer GEMM
+  return (g.m <= kGemmDotRows || interleaved) && g.trans_b && !g.trans_a && g.k > 0;
+}
 
 void cpu_gemm_dot_products(const GemmArgs* const* products, int64_t count) {
   if (count > 0) HWY_DYNAMIC_DISPATCH(DotProductsKernel)(products, count);

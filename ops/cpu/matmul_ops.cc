@@ -1,6 +1,8 @@
 // The CPU's batched matmul: one GEMM in all when b is a shared 2-D matrix and a's rows are
 // contiguous, otherwise one GEMM per batch entry with batch offsets following each operand's
 // strides. Operands are read in place in either GEMM layout (ops/common.h's matrix_layout).
+#include <algorithm>
+
 #include "ops/common.h"
 #include "ops/cpu/cpu_ops.h"
 #include "ops/cpu/gemm_dot.h"
@@ -73,7 +75,7 @@ void cpu_matmul_many_op(const Tensor& a, const std::vector<Tensor>& weights, con
     g.ldb = g.k; g.trans_b = true;
     g.c = static_cast<float*>(outs[i].device_data()); g.ldc = g.n;
   }
-  if (a.size(0) <= kGemmDotRows) {
+  if (a.size(0) <= kGemmDotRows || std::all_of(products.begin(), products.end(), gemm_takes_dot_path)) {
     cpu_grouped_gemm(products.data(), static_cast<int64_t>(products.size()));
     return;
   }

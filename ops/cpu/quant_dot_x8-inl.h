@@ -33,23 +33,35 @@ constexpr int64_t kGroupBlockBytes = kX8Rows * quant_block_bytes(W);
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
 constexpr int64_t kX8Prefetch = 1024;
 
-// Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against A's
-// block a, lanes in kX8ScaleOrder. One 32-byte load holds rows 2p (low 128 bits) and 2p + 1.
-HWY_INLINE __m256i x8_sums_q4_0(const uint8_t* values, const int8_t* a) {
+// Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against the
+// blocks of M rows of A (a[i]), lanes in kX8ScaleOrder. One 32-byte load holds rows 2p (low 128
+// bits) and 2p + 1; its nibbles are split once for all M rows of A (prefill's tiles of 4).
+template <int M>
+HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m256i (&sums)[M]) {
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  const __m256i a_first = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
-  const __m256i a_second = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16)));
-  __m256i pair[4];  // rows 2p and 2p + 1: 4 int32 partial sums each
+  __m256i half[2][M];  // rows 0..3, then 4..7: the first fold
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    __m256i pair[2][M];  // rows 2p and 2p + 1: 4 int32 partial sums each
+#pragma GCC unroll 2
+    for (int pp = 0; pp < 2; ++pp) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 32 * (2 * h + pp)));
+      const __m256i q_first = _mm256_and_si256(v, low), q_second = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
 #pragma GCC unroll 4
-  for (int p = 0; p < 4; ++p) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 32 * p));
-    const __m256i q_first = _mm256_and_si256(v, low), q_second = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
-    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
-    pair[p] = _mm256_madd_epi16(pairs, ones);
+      for (int i = 0; i < M; ++i) {
+        const __m256i a_first = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i])));
+        const __m256i a_second = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i] + 16)));
+        // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
+        const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
+        pair[pp][i] = _mm256_madd_epi16(pairs, ones);
+      }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) half[h][i] = _mm256_hadd_epi32(pair[0][i], pair[1][i]);
   }
   // Lanes [r0 r2 r4 r6 | r1 r3 r5 r7] after three folds: kX8ScaleOrder.
-  return _mm256_hadd_epi32(_mm256_hadd_epi32(pair[0], pair[1]), _mm256_hadd_epi32(pair[2], pair[3]));
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) sums[i] = _mm256_hadd_epi32(half[0][i], half[1][i]);
 }
 
 // The same for a Q8_0 group block: one 32-byte load per row, signed weights (their sign moved
@@ -82,16 +94,22 @@ HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float
     for (int64_t line = 0; line < kGroupBlockBytes<W>; line += 64) hwy::Prefetch(group + kX8Prefetch + line);
     const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     const uint8_t* values = group + 2 * kX8Rows;
+    const int8_t* a[M];
 #pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      const int8_t* a = aq + i * k + b * kQuantBlock;
-      __m256i sums;
-      if constexpr (W == DType::Q4_0)  // Q4_0's −8, once for all 8 rows: Σ(q − 8)·a = Σq·a − 8·Σa
-        sums = _mm256_sub_epi32(x8_sums_q4_0(values, a), _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
-      else
-        sums = x8_sums_q8_0(values, a);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
+    for (int i = 0; i < M; ++i) a[i] = aq + i * k + b * kQuantBlock;
+    __m256i sums[M];
+    if constexpr (W == DType::Q4_0) {
+      x8_sums_q4_0<M>(values, a, sums);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i)  // Q4_0's −8, once for all 8 rows: Σ(q − 8)·a = Σq·a − 8·Σa
+        sums[i] = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
+    } else {
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) sums[i] = x8_sums_q8_0(values, a[i]);
     }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
   }
   for (int i = 0; i < M; ++i) {
     alignas(32) float lanes[kX8Rows];
@@ -127,31 +145,40 @@ HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float
 }
 #endif
 
+// One group of 8 weight rows (the group's bytes at `group`) against A rows [i0, i0 + M).
 template <int M, DType W>
-void x8_dot_columns(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
-  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(W, kX8Rows * g.k));
-  for (int64_t j = j0; j < j1; j += kX8Rows) {
-    float sums[M][kX8Rows];
-    x8_group_dot<M, W>(g.b_quant + (j / kX8Rows) * group_bytes, aq, ad, a_isum, g.k, sums);
-    for (int i = 0; i < M; ++i)
-      for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
-        float* c = g.c + i * g.ldc + j + r;
-        *c = g.alpha * sums[i][r] + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
-      }
-  }
+void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t i0,
+                   int64_t j, int64_t j1) {
+  const int64_t blocks = g.k / kQuantBlock;
+  float sums[M][kX8Rows];
+  x8_group_dot<M, W>(group, aq + i0 * g.k, ad + i0 * blocks, a_isum + i0 * blocks, g.k, sums);
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
+      float* c = g.c + (i0 + i) * g.ldc + j + r;
+      *c = g.alpha * sums[i][r] + (g.beta == 0.0f ? 0.0f : g.beta * *c);  // beta 0 ignores NaN garbage in C
+    }
 }
 
+// Columns [j0, j1) (j0 a multiple of 8) for every row of A, in tiles of 4 rows: a group's bytes
+// (a few KiB) stay in L1 while the tiles of A stream past them.
 template <DType W>
 void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
-  switch (g.m) {
-    case 1: x8_dot_columns<1, W>(g, aq, ad, a_isum, j0, j1); break;
-    case 2: x8_dot_columns<2, W>(g, aq, ad, a_isum, j0, j1); break;
-    case 3: x8_dot_columns<3, W>(g, aq, ad, a_isum, j0, j1); break;
-    default: x8_dot_columns<4, W>(g, aq, ad, a_isum, j0, j1); break;
+  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(W, kX8Rows * g.k));
+  for (int64_t j = j0; j < j1; j += kX8Rows) {
+    const uint8_t* group = g.b_quant + (j / kX8Rows) * group_bytes;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= g.m; i0 += 4) x8_group_rows<4, W>(g, group, aq, ad, a_isum, i0, j, j1);
+    switch (g.m - i0) {
+      case 1: x8_group_rows<1, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+      case 2: x8_group_rows<2, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+      case 3: x8_group_rows<3, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+      default: break;
+    }
   }
 }
 
-// Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8 or Q8_0X8.
+// Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8 or Q8_0X8: any
+// number of A rows (decoding's few, and prefill's: an integer GEMM, no f32 copy of the weights).
 inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
   if (g.b_quant_type == DType::Q8_0X8) x8_dot_task_of<DType::Q8_0>(g, aq, ad, a_isum, j0, j1);
   else x8_dot_task_of<DType::Q4_0>(g, aq, ad, a_isum, j0, j1);
