@@ -189,9 +189,10 @@ TEST(QuantWeights, DotPathTakesTheWholeInt8RangeWithoutSaturating) {
 
 TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
-  // Rows interleaved by 8 take the integer path for any number of A rows (prefill too).
+  // Rows interleaved by 8 take the integer path for any number of A rows (prefill too; 70 rows
+  // span two of its row blocks).
   for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8, DType::Q8_0X8})
-    for (int64_t m : {1, 2, 3, 4, 5, 11, 23})
+    for (int64_t m : {1, 2, 3, 4, 5, 11, 23, 70})
       for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}, {40, 96}, {8, 576}, {72, 32}}) {
         if (k % dtype_block_values(type) != 0 || (is_interleaved(type) && n % kX8Rows != 0) || (!is_interleaved(type) && m > 4)) continue;
         // Rows interleaved by 8: the plain matrix interleaved, against the reference on the plain one.

@@ -15,6 +15,7 @@
 #define SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
 #endif
 
+#include <algorithm>
 #include <cstdint>
 
 #include "hwy/cache_control.h"
@@ -160,19 +161,24 @@ void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, co
 }
 
 // Columns [j0, j1) (j0 a multiple of 8) for every row of A, in tiles of 4 rows: a group's bytes
-// (a few KiB) stay in L1 while the tiles of A stream past them.
+// (a few KiB) stay in L1 while the tiles of A stream past them. Many rows (scoring) go in blocks
+// of kX8RowBlock, so that a block of A's int8 rows stays in L2 across the task's groups.
+constexpr int64_t kX8RowBlock = 64;
 template <DType W>
 void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
   const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(W, kX8Rows * g.k));
-  for (int64_t j = j0; j < j1; j += kX8Rows) {
-    const uint8_t* group = g.b_quant + (j / kX8Rows) * group_bytes;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= g.m; i0 += 4) x8_group_rows<4, W>(g, group, aq, ad, a_isum, i0, j, j1);
-    switch (g.m - i0) {
-      case 1: x8_group_rows<1, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
-      case 2: x8_group_rows<2, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
-      case 3: x8_group_rows<3, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
-      default: break;
+  for (int64_t block = 0; block < g.m; block += kX8RowBlock) {
+    const int64_t end = std::min(g.m, block + kX8RowBlock);
+    for (int64_t j = j0; j < j1; j += kX8Rows) {
+      const uint8_t* group = g.b_quant + (j / kX8Rows) * group_bytes;
+      int64_t i0 = block;
+      for (; i0 + 4 <= end; i0 += 4) x8_group_rows<4, W>(g, group, aq, ad, a_isum, i0, j, j1);
+      switch (end - i0) {
+        case 1: x8_group_rows<1, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+        case 2: x8_group_rows<2, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+        case 3: x8_group_rows<3, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+        default: break;
+      }
     }
   }
 }
