@@ -455,8 +455,8 @@ void Transformer::store_weights_in(DType dtype) {
 
 void Transformer::interleave_rows() {
   auto interleave = [](Tensor& t) {
-    if (t.defined() && (t.dtype() == DType::Q4_0 || t.dtype() == DType::Q8_0) && t.dim() == 2 && t.size(0) % kX8Rows == 0)
-      t = t.to(x8_of(t.dtype()));
+    const bool interleavable = t.defined() && (t.dtype() == DType::Q4_0 || t.dtype() == DType::Q8_0 || t.dtype() == DType::Q4_K);
+    if (interleavable && t.dim() == 2 && t.size(0) % kX8Rows == 0) t = t.to(x8_of(t.dtype()));
   };
   interleave(embed_tokens_);
   for (Block& b : layers_)

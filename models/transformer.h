@@ -118,9 +118,9 @@ class Transformer {
   // any matrix whose rows are not whole blocks, stay f32 (q4_k: q4_0, the same 4.5 bits per
   // weight, for rows that are whole 32-value blocks but not 256-value super-blocks).
   void store_weights_in(DType dtype);
-  // Decoding's layout for q4_0 and q8_0 matrices: every dense one (embedding and LM head,
+  // Decoding's layout for q4_0, q8_0 and q4_k matrices: every dense one (embedding and LM head,
   // attention, dense FFN; experts stay as they are) whose rows come in whole groups of 8 is
-  // interleaved by 8 rows (Q4_0X8, Q8_0X8: runtime/quant.h), which the dot path reads with one
+  // interleaved by 8 rows (Q4_0X8, Q8_0X8, Q4_KX8: runtime/quant.h), which the dot path reads with one
   // register per 8 rows. Same values; an inference-only layout (export and checkpoints take the
   // model as loaded).
   void interleave_rows();

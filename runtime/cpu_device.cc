@@ -87,7 +87,7 @@ float load_as_float(const void* base, int64_t i, DType t) {
     case DType::I32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
     case DType::I64: return static_cast<float>(static_cast<const int64_t*>(base)[i]);
     case DType::U8: case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[i]);
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: break;  // whole blocks only: copy_quantized
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: case DType::Q4_KX8: break;  // whole blocks only: copy_quantized
   }
   SMELT_FAIL("element copy of ", dtype_name(t), " (quantised tensors copy in whole blocks)");
 }
@@ -110,7 +110,7 @@ void store_from(void* base, int64_t i, DType t, double v, int64_t iv, bool is_in
     case DType::I64: static_cast<int64_t*>(base)[i] = is_int ? iv : static_cast<int64_t>(v); break;
     case DType::U8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(is_int ? iv : static_cast<int64_t>(v)); break;
     case DType::Bool: static_cast<uint8_t*>(base)[i] = (is_int ? iv != 0 : v != 0.0) ? 1 : 0; break;
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: SMELT_FAIL("element copy into ", dtype_name(t), " (quantised tensors copy in whole blocks)");
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: case DType::Q4_KX8: SMELT_FAIL("element copy into ", dtype_name(t), " (quantised tensors copy in whole blocks)");
   }
 }
 

@@ -12,22 +12,23 @@ size_t dtype_size(DType t) {
     case DType::BF16: case DType::F16: return 2;
     case DType::I64: return 8;
     case DType::U8: case DType::Bool: return 1;
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: break;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: case DType::Q4_KX8: break;
   }
   SMELT_FAIL("dtype_size: ", dtype_name(t), " is block-quantised (a block of values shares its scales); its sizes are dtype_bytes'");
 }
 
 bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || is_interleaved(t); }
 
-bool is_interleaved(DType t) { return t == DType::Q4_0X8 || t == DType::Q8_0X8; }
+bool is_interleaved(DType t) { return t == DType::Q4_0X8 || t == DType::Q8_0X8 || t == DType::Q4_KX8; }
 
-int64_t dtype_block_values(DType t) { return t == DType::Q4_K ? 256 : is_quantized(t) ? 32 : 1; }
+int64_t dtype_block_values(DType t) { return t == DType::Q4_K || t == DType::Q4_KX8 ? 256 : is_quantized(t) ? 32 : 1; }
 
 size_t dtype_bytes(DType t, int64_t values) {
   if (!is_quantized(t)) return static_cast<size_t>(values) * dtype_size(t);
   const int64_t block = dtype_block_values(t);
   SMELT_CHECK(values % block == 0, dtype_name(t), ": ", values, " values are not whole blocks of ", block);
-  return static_cast<size_t>(values / block) * (t == DType::Q8_0 || t == DType::Q8_0X8 ? 34 : t == DType::Q4_K ? 144 : 18);
+  // Q4_KX8 keeps its sub-blocks' scales and mins unpacked, a byte each: 148 bytes per 256 values.
+  return static_cast<size_t>(values / block) * (t == DType::Q8_0 || t == DType::Q8_0X8 ? 34 : t == DType::Q4_K ? 144 : t == DType::Q4_KX8 ? 148 : 18);
 }
 
 const char* dtype_name(DType t) {
@@ -44,6 +45,7 @@ const char* dtype_name(DType t) {
     case DType::Q4_K: return "q4_k";
     case DType::Q4_0X8: return "q4_0 (rows interleaved by 8)";
     case DType::Q8_0X8: return "q8_0 (rows interleaved by 8)";
+    case DType::Q4_KX8: return "q4_k (rows interleaved by 8)";
   }
   return "?";
 }
@@ -57,7 +59,7 @@ const char* dtype_safetensors_name(DType t) {
     case DType::I64: return "I64";
     case DType::U8: return "U8";
     case DType::Bool: return "BOOL";
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: break;  // safetensors has no quantised types
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q4_0X8: case DType::Q8_0X8: case DType::Q4_KX8: break;  // safetensors has no quantised types
   }
   return "?";
 }

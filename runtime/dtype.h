@@ -9,14 +9,15 @@ namespace smelt {
 
 // Q8_0, Q4_0 and Q4_K are block-quantised inference weights (runtime/quant.h): a block of 32
 // (Q4_K: 256) values shares its scales, so they have no per-element size; dtype_bytes gives a
-// run's size in whole blocks. Q4_0X8 and Q8_0X8 are Q4_0 and Q8_0 with rows interleaved in
-// groups of 8 for decoding (runtime/quant.h): an in-memory layout only, never written to a file.
-enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8, Bool, Q8_0, Q4_0, Q4_K, Q4_0X8, Q8_0X8 };
+// run's size in whole blocks. Q4_0X8, Q8_0X8 and Q4_KX8 are Q4_0, Q8_0 and Q4_K with rows
+// interleaved in groups of 8 for decoding (runtime/quant.h): in-memory layouts only, never
+// written to a file.
+enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8, Bool, Q8_0, Q4_0, Q4_K, Q4_0X8, Q8_0X8, Q4_KX8 };
 
 // Bytes per element of a plain dtype (a quantised one has none: use dtype_bytes).
 size_t dtype_size(DType t);
 bool is_quantized(DType t);
-// Q4_0X8 and Q8_0X8: rows interleaved by 8 (runtime/quant.h).
+// Q4_0X8, Q8_0X8 and Q4_KX8: rows interleaved by 8 (runtime/quant.h).
 bool is_interleaved(DType t);
 // Values per block of a quantised dtype (32, or 256 for Q4_K); 1 for the others.
 int64_t dtype_block_values(DType t);

@@ -67,12 +67,20 @@ constexpr int64_t kX8Rows = 8;
 constexpr int kX8ScaleOrder[kX8Rows] = {0, 2, 4, 6, 1, 3, 5, 7};
 constexpr int kX8ScaleSlot[kX8Rows] = {0, 4, 1, 5, 2, 6, 3, 7};  // where row r's scale is: the order inverted
 // The plain type of an interleaved one (Q4_0X8 → Q4_0, Q8_0X8 → Q8_0) and back.
-constexpr DType x8_base(DType interleaved) { return interleaved == DType::Q8_0X8 ? DType::Q8_0 : DType::Q4_0; }
-constexpr DType x8_of(DType base) { return base == DType::Q8_0 ? DType::Q8_0X8 : DType::Q4_0X8; }
+constexpr DType x8_base(DType interleaved) {
+  return interleaved == DType::Q8_0X8 ? DType::Q8_0 : interleaved == DType::Q4_KX8 ? DType::Q4_K : DType::Q4_0;
+}
+constexpr DType x8_of(DType base) { return base == DType::Q8_0 ? DType::Q8_0X8 : base == DType::Q4_K ? DType::Q4_KX8 : DType::Q4_0X8; }
+// Q4_KX8: per group of 8 rows and super-block, 1184 bytes: the 8 rows' d (f16, kX8ScaleOrder),
+// their dmin (same order), then per sub-block s the 8 rows' 6-bit scales (a byte each, same
+// order) and then their mins likewise, then the 8 rows' 128 bytes of nibbles, row 0 first.
+constexpr int64_t kQ4KX8GroupBytes = 16 + 16 + 64 + 64 + kX8Rows * 128;
+// Q4_K's 12 packed bytes of sub-block scales and mins from the unpacked ones.
+void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed);
 void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int64_t k);
 void unpack_x8(DType base, const uint8_t* x8, uint8_t* plain, int64_t rows, int64_t k);
-// Block b of row `row` of an interleaved matrix of `base` blocks with k values per row, in the
-// plain type's layout (18 or 34 bytes).
+// Block b (Q4_K: super-block b) of row `row` of an interleaved matrix of `base` blocks with k
+// values per row, in the plain type's layout (18, 34 or 144 bytes).
 void x8_block(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block);
 
 }  // namespace smelt

@@ -92,16 +92,16 @@ float fit_sub_block(const float* x, const float* w, uint8_t* L, float* min_out) 
   return scale;
 }
 
+}  // namespace
+
 // Packs 8 six-bit scales and mins into 12 bytes (unpack_q4_k_scales' layout).
-void pack_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
+void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
   for (int j = 0; j < 4; ++j) {
     packed[j] = static_cast<uint8_t>(scales[j] | ((scales[j + 4] >> 4) << 6));
     packed[j + 4] = static_cast<uint8_t>(mins[j] | ((mins[j + 4] >> 4) << 6));
     packed[j + 8] = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((mins[j + 4] & 0x0F) << 4));
   }
 }
-
-}  // namespace
 
 void quantize_block_q4_k(const float* x, uint8_t* b) {
   uint8_t L[kQ4KBlock];
@@ -126,7 +126,7 @@ void quantize_block_q4_k(const float* x, uint8_t* b) {
   }
   store_f16(b, max_scale / kMaxScale);
   store_f16(b + 2, max_min / kMaxScale);
-  pack_scales(ls, lm, b + 4);
+  pack_q4_k_scales(ls, lm, b + 4);
   // The levels again against the scales as stored (a sub-block whose scale rounded to 0 keeps
   // the fit's levels: they decode to −min whatever they are).
   const float d = load_f16(b), dmin = load_f16(b + 2);

@@ -16,9 +16,43 @@ static_assert([] {
 }(), "kX8ScaleSlot inverts kX8ScaleOrder");
 
 void check_shape(DType base, int64_t rows, int64_t k) {
-  SMELT_CHECK(base == DType::Q4_0 || base == DType::Q8_0, "rows interleaved by 8: ", dtype_name(base), " has no interleaved layout");
-  SMELT_CHECK(rows % kX8Rows == 0 && k % kQuantBlock == 0, dtype_name(base), " rows interleaved by 8: ", rows, " × ", k,
-              " is not whole groups of 8 rows and blocks of 32");
+  SMELT_CHECK(base == DType::Q4_0 || base == DType::Q8_0 || base == DType::Q4_K, "rows interleaved by 8: ", dtype_name(base),
+              " has no interleaved layout");
+  SMELT_CHECK(rows % kX8Rows == 0 && k % dtype_block_values(base) == 0, dtype_name(base), " rows interleaved by 8: ", rows, " × ", k,
+              " is not whole groups of 8 rows and blocks of ", dtype_block_values(base));
+}
+
+// Q4_KX8's group block (layout in runtime/quant.h) holding super-block b of `row`.
+const uint8_t* q4_k_group_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b) {
+  return x8 + ((row / kX8Rows) * (k / kQ4KBlock) + b) * kQ4KX8GroupBytes;
+}
+
+void q4_k_x8_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block) {
+  const uint8_t* gb = q4_k_group_block(x8, row, k, b);
+  const int64_t r = row % kX8Rows, slot = kX8ScaleSlot[r];
+  std::memcpy(block, gb + 2 * slot, 2);
+  std::memcpy(block + 2, gb + 16 + 2 * slot, 2);
+  uint8_t scales[8], mins[8];
+  for (int s = 0; s < 8; ++s) {
+    scales[s] = gb[32 + 8 * s + slot];
+    mins[s] = gb[96 + 8 * s + slot];
+  }
+  pack_q4_k_scales(scales, mins, block + 4);
+  std::memcpy(block + 16, gb + 160 + 128 * r, 128);
+}
+
+void q4_k_x8_store(const uint8_t* block, uint8_t* x8, int64_t row, int64_t k, int64_t b) {
+  uint8_t* gb = const_cast<uint8_t*>(q4_k_group_block(x8, row, k, b));  // x8 itself
+  const int64_t r = row % kX8Rows, slot = kX8ScaleSlot[r];
+  std::memcpy(gb + 2 * slot, block, 2);
+  std::memcpy(gb + 16 + 2 * slot, block + 2, 2);
+  uint8_t scales[8], mins[8];
+  unpack_q4_k_scales(block + 4, scales, mins);
+  for (int s = 0; s < 8; ++s) {
+    gb[32 + 8 * s + slot] = scales[s];
+    gb[96 + 8 * s + slot] = mins[s];
+  }
+  std::memcpy(gb + 160 + 128 * r, block + 16, 128);
 }
 
 // The byte offsets of row r's scale and values inside its group's block b.
@@ -35,6 +69,7 @@ Slot slot(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b) {
 }  // namespace
 
 void x8_block(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block) {
+  if (base == DType::Q4_K) return q4_k_x8_block(x8, row, k, b, block);
   const Slot s = slot(base, x8, row, k, b);
   std::memcpy(block, s.group_block + s.scale, 2);
   std::memcpy(block + 2, s.group_block + s.values, static_cast<size_t>(s.value_bytes));
@@ -42,6 +77,11 @@ void x8_block(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b, 
 
 void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int64_t k) {
   check_shape(base, rows, k);
+  if (base == DType::Q4_K) {
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t b = 0; b < k / kQ4KBlock; ++b) q4_k_x8_store(plain + (row * (k / kQ4KBlock) + b) * kQ4KBlockBytes, x8, row, k, b);
+    return;
+  }
   const int64_t blocks = k / kQuantBlock, block_bytes = quant_block_bytes(base);
   for (int64_t row = 0; row < rows; ++row)
     for (int64_t b = 0; b < blocks; ++b) {
@@ -55,7 +95,7 @@ void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int6
 
 void unpack_x8(DType base, const uint8_t* x8, uint8_t* plain, int64_t rows, int64_t k) {
   check_shape(base, rows, k);
-  const int64_t blocks = k / kQuantBlock, block_bytes = quant_block_bytes(base);
+  const int64_t blocks = k / dtype_block_values(base), block_bytes = quant_block_bytes(base);
   for (int64_t row = 0; row < rows; ++row)
     for (int64_t b = 0; b < blocks; ++b) x8_block(base, x8, row, k, b, plain + (row * blocks + b) * block_bytes);
 }

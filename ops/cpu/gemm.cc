@@ -145,7 +145,12 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
     for (int64_t j = 0; j < nr; ++j) {
       src[j] = nullptr;
       if (j >= cols) continue;
-      if (is_interleaved(g.b_quant_type)) {
+      if (g.b_quant_type == DType::Q4_KX8) {  // (a transposed A; weights take the dot path)
+        thread_local std::vector<uint8_t> row;
+        row.resize(static_cast<size_t>(dtype_bytes(DType::Q4_K, g.ldb)));
+        for (int64_t b = 0; b < g.ldb / kQ4KBlock; ++b) x8_block(DType::Q4_K, g.b_quant, j0 + j, g.ldb, b, row.data() + b * kQ4KBlockBytes);
+        dequantize_span(DType::Q4_K, row.data(), k0, kc, rows.data() + j * kc, scratch);
+      } else if (is_interleaved(g.b_quant_type)) {
         dequantize_x8_span(x8_base(g.b_quant_type), g.b_quant, j0 + j, g.ldb, k0, kc, rows.data() + j * kc);
       } else {
         const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb);

@@ -124,14 +124,14 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
     if (!g.b_quant) continue;
     const int64_t at = a_offset[p] / kQuantBlock;  // the product's first A block
     quantize_a_rows(g, a_q + a_offset[p], a_d + at);
-    if (g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_0X8) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
+    if (g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_0X8 || g.b_quant_type == DType::Q4_KX8) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
   }
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
     const GemmArgs& g = *products[p];
     const int64_t j0 = (t - first_task[p]) * cols[p], j1 = std::min(g.n, j0 + cols[p]);
     const int64_t at = a_offset[p] / kQuantBlock;
-    if (g.b_quant && is_interleaved(g.b_quant_type)) x8_dot_task(g, a_q + a_offset[p], a_d + at, a_isum + at, j0, j1);
+    if (g.b_quant && is_interleaved(g.b_quant_type)) x8_dot_task(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at, j0, j1);
     else if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + at, a_sum + at, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);

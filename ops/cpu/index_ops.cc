@@ -64,10 +64,11 @@ void cpu_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, cons
           continue;
         }
         const DType base = x8_base(x.dtype());  // rows interleaved by 8: the row's blocks one by one
-        uint8_t block[34];
-        for (int64_t b = 0; b < inner / kQuantBlock; ++b) {
+        const int64_t block_values = dtype_block_values(base);
+        uint8_t block[kQ4KBlockBytes];  // the largest block
+        for (int64_t b = 0; b < inner / block_values; ++b) {
           x8_block(base, px, row, inner, b, block);
-          dequantize_blocks(base, block, po + t * inner + b * kQuantBlock, kQuantBlock);
+          dequantize_blocks(base, block, po + t * inner + b * block_values, block_values);
         }
       }
     });

@@ -85,7 +85,7 @@ HWY_INLINE __m256i x8_sums_q8_0(const uint8_t* values, const int8_t* a) {
 // out[i][r] = Σ over blocks of group row r · A row i, for M rows of A (aq, ad: A's int8 blocks
 // and scales; a_isum: each A block's Σ q_a) and one group of 8 weight rows at `group`.
 template <int M, DType W>
-HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
+HWY_INLINE void x8_blocks_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t k, float (*out)[kX8Rows]) {
   const int64_t blocks = k / kQuantBlock;
   __m256 acc[M];
   for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
@@ -118,11 +118,69 @@ HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float
     for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
   }
 }
+
+// Eight row vectors folded into one register of their totals, lanes in kX8ScaleOrder (even
+// rows into one half, odd rows into the other, as x8_sums_q8_0 does).
+HWY_INLINE __m256i x8_fold(const __m256i (&row)[kX8Rows]) {
+  const __m256i even = _mm256_hadd_epi32(_mm256_hadd_epi32(row[0], row[2]), _mm256_hadd_epi32(row[4], row[6]));
+  const __m256i odd = _mm256_hadd_epi32(_mm256_hadd_epi32(row[1], row[3]), _mm256_hadd_epi32(row[5], row[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(even, odd, 0x20), _mm256_permute2x128_si256(even, odd, 0x31));
+}
+
+// 8 unsigned bytes (one per row, kX8ScaleOrder) as 8 floats.
+HWY_INLINE __m256 x8_bytes_f32(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// The Q4_KX8 group (layout in runtime/quant.h) against M rows of A: per sub-block s the 8 rows'
+// Σ q·a fold into one register and take d·sc_s·da in one multiply for all 8 rows; the mins'
+// term, dmin·Σ_s m_s·(da·Σa)_s, is 8 FMAs per super-block for all 8 rows.
+template <int M>
+HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float* ad, const float* a_sums, int64_t k, float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock, supers = k / kQ4KBlock;
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[M];
+  for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < supers; ++sb, group += kQ4KX8GroupBytes) {
+    for (int64_t line = 0; line < kQ4KX8GroupBytes; line += 64) hwy::Prefetch(group + kQ4KX8GroupBytes + line);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16)));
+    const uint8_t* nibbles = group + 160;
+    for (int i = 0; i < M; ++i) {
+      const int8_t* a = aq + i * k + sb * kQ4KBlock;
+      const float* da = ad + i * blocks + sb * 8;
+      for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+        const __m256i a_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c));
+        const __m256i a_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c + 32));
+        __m256i lo[kX8Rows], hi[kX8Rows];
+#pragma GCC unroll 8
+        for (int r = 0; r < kX8Rows; ++r) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 128 * r + 32 * c));
+          lo[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), a_lo), ones);
+          hi[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi), ones);
+        }
+        const __m256 scale_lo = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c)));
+        const __m256 scale_hi = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c + 1)));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(x8_fold(lo)), _mm256_mul_ps(scale_lo, _mm256_set1_ps(da[2 * c])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(x8_fold(hi)), _mm256_mul_ps(scale_hi, _mm256_set1_ps(da[2 * c + 1])), acc[i]);
+      }
+      __m256 mins = _mm256_setzero_ps();
+      for (int sub = 0; sub < 8; ++sub)
+        mins = _mm256_fmadd_ps(x8_bytes_f32(group + 96 + 8 * sub), _mm256_set1_ps(a_sums[i * blocks + sb * 8 + sub]), mins);
+      acc[i] = _mm256_fnmadd_ps(dmin, mins, acc[i]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    alignas(32) float lanes[kX8Rows];
+    _mm256_store_ps(lanes, acc[i]);
+    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+  }
+}
 #else
 // Elsewhere: the same sums row by row in scalars (these targets do not decode fast anyway; the
 // result is what the AVX2 kernel computes, up to float summation order).
 template <int M, DType W>
-HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k, float (*out)[kX8Rows]) {
+HWY_INLINE void x8_blocks_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t k, float (*out)[kX8Rows]) {
   const int64_t blocks = k / kQuantBlock, value_bytes = quant_block_bytes(W) - 2;
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < kX8Rows; ++r) out[i][r] = 0.0f;
@@ -144,15 +202,44 @@ HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float
       }
     }
 }
+template <int M>
+HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float* ad, const float* a_sums, int64_t k, float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock, supers = k / kQ4KBlock;
+  for (int i = 0; i < M; ++i)
+    for (int r = 0; r < kX8Rows; ++r) out[i][r] = 0.0f;
+  for (int64_t sb = 0; sb < supers; ++sb, group += kQ4KX8GroupBytes)
+    for (int slot = 0; slot < kX8Rows; ++slot) {
+      const int r = kX8ScaleOrder[slot];
+      const float d = f16_to_f32(static_cast<uint16_t>(group[2 * slot] | (group[2 * slot + 1] << 8)));
+      const float dmin = f16_to_f32(static_cast<uint16_t>(group[16 + 2 * slot] | (group[17 + 2 * slot] << 8)));
+      const uint8_t* q = group + 160 + 128 * r;
+      for (int i = 0; i < M; ++i)
+        for (int sub = 0; sub < 8; ++sub) {
+          const int8_t* a = aq + i * k + sb * kQ4KBlock + sub * kQuantBlock;
+          int32_t sum = 0;
+          for (int c = 0; c < 32; ++c) sum += (sub % 2 == 0 ? q[32 * (sub / 2) + c] & 0x0F : q[32 * (sub / 2) + c] >> 4) * a[c];
+          const int64_t blk = i * blocks + sb * 8 + sub;
+          out[i][r] += static_cast<float>(sum) * (d * group[32 + 8 * sub + slot] * ad[blk]) - dmin * group[96 + 8 * sub + slot] * a_sums[blk];
+        }
+    }
+}
 #endif
+
+// One group of 8 rows against M rows of A, whichever interleaved type.
+template <int M, DType W>
+HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t k,
+                             float (*out)[kX8Rows]) {
+  if constexpr (W == DType::Q4_K) x8_q4_k_dot<M>(group, aq, ad, a_sums, k, out);
+  else x8_blocks_dot<M, W>(group, aq, ad, a_isum, a_sums, k, out);
+}
 
 // One group of 8 weight rows (the group's bytes at `group`) against A rows [i0, i0 + M).
 template <int M, DType W>
-void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t i0,
+void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t i0,
                    int64_t j, int64_t j1) {
   const int64_t blocks = g.k / kQuantBlock;
   float sums[M][kX8Rows];
-  x8_group_dot<M, W>(group, aq + i0 * g.k, ad + i0 * blocks, a_isum + i0 * blocks, g.k, sums);
+  x8_group_dot<M, W>(group, aq + i0 * g.k, ad + i0 * blocks, a_isum + i0 * blocks, a_sums + i0 * blocks, g.k, sums);
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
       float* c = g.c + (i0 + i) * g.ldc + j + r;
@@ -165,18 +252,18 @@ void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, co
 // of kX8RowBlock, so that a block of A's int8 rows stays in L2 across the task's groups.
 constexpr int64_t kX8RowBlock = 64;
 template <DType W>
-void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
-  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(W, kX8Rows * g.k));
+void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t j0, int64_t j1) {
+  const int64_t group_bytes = static_cast<int64_t>(dtype_bytes(x8_of(W), kX8Rows * g.k));
   for (int64_t block = 0; block < g.m; block += kX8RowBlock) {
     const int64_t end = std::min(g.m, block + kX8RowBlock);
     for (int64_t j = j0; j < j1; j += kX8Rows) {
       const uint8_t* group = g.b_quant + (j / kX8Rows) * group_bytes;
       int64_t i0 = block;
-      for (; i0 + 4 <= end; i0 += 4) x8_group_rows<4, W>(g, group, aq, ad, a_isum, i0, j, j1);
+      for (; i0 + 4 <= end; i0 += 4) x8_group_rows<4, W>(g, group, aq, ad, a_isum, a_sums, i0, j, j1);
       switch (end - i0) {
-        case 1: x8_group_rows<1, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
-        case 2: x8_group_rows<2, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
-        case 3: x8_group_rows<3, W>(g, group, aq, ad, a_isum, i0, j, j1); break;
+        case 1: x8_group_rows<1, W>(g, group, aq, ad, a_isum, a_sums, i0, j, j1); break;
+        case 2: x8_group_rows<2, W>(g, group, aq, ad, a_isum, a_sums, i0, j, j1); break;
+        case 3: x8_group_rows<3, W>(g, group, aq, ad, a_isum, a_sums, i0, j, j1); break;
         default: break;
       }
     }
@@ -185,9 +272,11 @@ void x8_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, const 
 
 // Columns [j0, j1) (j0 a multiple of 8) of a dot-path product whose B is Q4_0X8 or Q8_0X8: any
 // number of A rows (decoding's few, and prefill's: an integer GEMM, no f32 copy of the weights).
-inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t j0, int64_t j1) {
-  if (g.b_quant_type == DType::Q8_0X8) x8_dot_task_of<DType::Q8_0>(g, aq, ad, a_isum, j0, j1);
-  else x8_dot_task_of<DType::Q4_0>(g, aq, ad, a_isum, j0, j1);
+inline void x8_dot_task(const GemmArgs& g, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t j0,
+                        int64_t j1) {
+  if (g.b_quant_type == DType::Q8_0X8) x8_dot_task_of<DType::Q8_0>(g, aq, ad, a_isum, a_sums, j0, j1);
+  else if (g.b_quant_type == DType::Q4_KX8) x8_dot_task_of<DType::Q4_K>(g, aq, ad, a_isum, a_sums, j0, j1);
+  else x8_dot_task_of<DType::Q4_0>(g, aq, ad, a_isum, a_sums, j0, j1);
 }
 
 }  // namespace HWY_NAMESPACE
