@@ -22,13 +22,11 @@ void check_shape(DType base, int64_t rows, int64_t k) {
               " is not whole groups of 8 rows and blocks of ", dtype_block_values(base));
 }
 
-// Q4_KX8's group block (layout in runtime/quant.h) holding super-block b of `row`.
-const uint8_t* q4_k_group_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b) {
-  return x8 + ((row / kX8Rows) * (k / kQ4KBlock) + b) * kQ4KX8GroupBytes;
-}
+// Where Q4_KX8's group block (layout in runtime/quant.h) holding super-block b of `row` starts.
+int64_t q4_k_group_block(int64_t row, int64_t k, int64_t b) { return ((row / kX8Rows) * (k / kQ4KBlock) + b) * kQ4KX8GroupBytes; }
 
 void q4_k_x8_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block) {
-  const uint8_t* gb = q4_k_group_block(x8, row, k, b);
+  const uint8_t* gb = x8 + q4_k_group_block(row, k, b);
   const int64_t r = row % kX8Rows, slot = kX8ScaleSlot[r];
   std::memcpy(block, gb + 2 * slot, 2);
   std::memcpy(block + 2, gb + 16 + 2 * slot, 2);
@@ -42,7 +40,7 @@ void q4_k_x8_block(const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t
 }
 
 void q4_k_x8_store(const uint8_t* block, uint8_t* x8, int64_t row, int64_t k, int64_t b) {
-  uint8_t* gb = const_cast<uint8_t*>(q4_k_group_block(x8, row, k, b));  // x8 itself
+  uint8_t* gb = x8 + q4_k_group_block(row, k, b);
   const int64_t r = row % kX8Rows, slot = kX8ScaleSlot[r];
   std::memcpy(gb + 2 * slot, block, 2);
   std::memcpy(gb + 16 + 2 * slot, block + 2, 2);
@@ -55,24 +53,23 @@ void q4_k_x8_store(const uint8_t* block, uint8_t* x8, int64_t row, int64_t k, in
   std::memcpy(gb + 160 + 128 * r, block + 16, 128);
 }
 
-// The byte offsets of row r's scale and values inside its group's block b.
+// The byte offsets (from the matrix's start) of block b of `row`'s scale and values (Q4_0, Q8_0).
 struct Slot {
-  const uint8_t* group_block;
   int64_t scale, values, value_bytes;
 };
-Slot slot(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b) {
+Slot slot(DType base, int64_t row, int64_t k, int64_t b) {
   const int64_t block_bytes = quant_block_bytes(base), value_bytes = block_bytes - 2, r = row % kX8Rows;
-  const uint8_t* gb = x8 + ((row / kX8Rows) * (k / kQuantBlock) + b) * kX8Rows * block_bytes;
-  return {gb, 2 * kX8ScaleSlot[r], 2 * kX8Rows + value_bytes * r, value_bytes};
+  const int64_t group_block = ((row / kX8Rows) * (k / kQuantBlock) + b) * kX8Rows * block_bytes;
+  return {group_block + 2 * kX8ScaleSlot[r], group_block + 2 * kX8Rows + value_bytes * r, value_bytes};
 }
 
 }  // namespace
 
 void x8_block(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t b, uint8_t* block) {
   if (base == DType::Q4_K) return q4_k_x8_block(x8, row, k, b, block);
-  const Slot s = slot(base, x8, row, k, b);
-  std::memcpy(block, s.group_block + s.scale, 2);
-  std::memcpy(block + 2, s.group_block + s.values, static_cast<size_t>(s.value_bytes));
+  const Slot s = slot(base, row, k, b);
+  std::memcpy(block, x8 + s.scale, 2);
+  std::memcpy(block + 2, x8 + s.values, static_cast<size_t>(s.value_bytes));
 }
 
 void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int64_t k) {
@@ -85,11 +82,10 @@ void repack_x8(DType base, const uint8_t* plain, uint8_t* x8, int64_t rows, int6
   const int64_t blocks = k / kQuantBlock, block_bytes = quant_block_bytes(base);
   for (int64_t row = 0; row < rows; ++row)
     for (int64_t b = 0; b < blocks; ++b) {
-      const Slot s = slot(base, x8, row, k, b);
-      uint8_t* out = const_cast<uint8_t*>(s.group_block);  // x8 itself: slot() only computes offsets
+      const Slot s = slot(base, row, k, b);
       const uint8_t* in = plain + (row * blocks + b) * block_bytes;
-      std::memcpy(out + s.scale, in, 2);
-      std::memcpy(out + s.values, in + 2, static_cast<size_t>(s.value_bytes));
+      std::memcpy(x8 + s.scale, in, 2);
+      std::memcpy(x8 + s.values, in + 2, static_cast<size_t>(s.value_bytes));
     }
 }
 

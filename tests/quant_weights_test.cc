@@ -216,6 +216,28 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   });
 }
 
+// With a transposed A, rows interleaved by 8 go to the packed path too: their blocks gathered
+// for each K block (Q4_K's 320-value K blocks start inside its super-blocks), the same product
+// as the f32 GEMM of the dequantised weights.
+TEST(QuantWeights, InterleavedRowsUnderATransposedAEqualTheF32Gemm) {
+  for (DType type : {DType::Q4_0X8, DType::Q8_0X8, DType::Q4_KX8}) {
+    const int64_t m = 13, n = 24, k = type == DType::Q4_KX8 ? 768 : 704;
+    const Tensor w = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(x8_base(type)).to(type);
+    const std::vector<float> wf = w.to(DType::F32).to_vector(), at = wavy(k * m, 6);  // A stored as Aᵀ [k, m]
+    std::vector<float> got(static_cast<size_t>(m * n)), want(static_cast<size_t>(m * n));
+    GemmArgs g;
+    g.m = m; g.n = n; g.k = k;
+    g.a = at.data(); g.lda = m; g.trans_a = true;
+    g.b_quant = w.data<uint8_t>(); g.b_quant_type = type; g.ldb = k; g.trans_b = true;
+    g.c = got.data(); g.ldc = n;
+    cpu_gemm(g);
+    GemmArgs f = g;
+    f.b_quant = nullptr; f.b = wf.data(); f.c = want.data();
+    cpu_gemm(f);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " " << i;
+  }
+}
+
 TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
   testing::for_each_cpu_target([] {
   for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {  // (interleaved rows: the integer path, above)

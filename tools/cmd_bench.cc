@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <tuple>
 
 #include "autograd/grad_mode.h"
@@ -101,20 +102,23 @@ json environment() { return {{"threads", num_threads()}, {"simd", cpu_simd_targe
 void bench_gemm(const BenchArgs& a) {
   std::vector<std::array<int64_t, 3>> shapes = {{4096, 512, 256}, {4096, 256, 512}, {256, 512, 4096}, {1024, 1024, 1024}, {512, 128, 256}};
   if (!a.shape.empty()) shapes = {parse_gemm_shape(a.shape)};
-  const bool quant = a.b_dtype == "q8_0" || a.b_dtype == "q4_0" || a.b_dtype == "q4_0x8" || a.b_dtype == "q8_0x8" || a.b_dtype == "q4_k";
-  SMELT_CHECK(a.b_dtype == "f32" || a.b_dtype == "bf16" || quant, "bench gemm: --b-dtype must be f32, bf16, q8_0, q4_0, q4_0x8, q8_0x8 or q4_k, got '",
-              a.b_dtype, "'");
+  // B's storage: f32, bf16, or a quantised Bᵀ (the interleaved layouts as decoding keeps them).
+  const std::map<std::string, DType> b_types = {{"f32", DType::F32},       {"bf16", DType::BF16},      {"q8_0", DType::Q8_0},
+                                                {"q4_0", DType::Q4_0},     {"q4_k", DType::Q4_K},      {"q8_0x8", DType::Q8_0X8},
+                                                {"q4_0x8", DType::Q4_0X8}, {"q4_kx8", DType::Q4_KX8}};
+  SMELT_CHECK(b_types.count(a.b_dtype), "bench gemm: --b-dtype must be f32, bf16, q8_0, q4_0, q4_k, q8_0x8, q4_0x8 or q4_kx8, got '", a.b_dtype, "'");
+  const DType qtype = b_types.at(a.b_dtype);
+  const bool quant = is_quantized(qtype);
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
-    SMELT_CHECK(!quant || Kd % 256 == 0 || (a.b_dtype != "q4_k" && Kd % kQuantBlock == 0), "bench gemm: --b-dtype ", a.b_dtype,
-                " needs K whole blocks (32; q4_k 256), got ", Kd);
+    SMELT_CHECK(!quant || Kd % dtype_block_values(qtype) == 0, "bench gemm: --b-dtype ", a.b_dtype, " needs K whole blocks of ",
+                dtype_block_values(qtype), ", got ", Kd);
     std::vector<float> A(M * Kd), B(Kd * N), C(M * N);
     for (int64_t i = 0; i < M * Kd; ++i) A[i] = static_cast<float>(i % 7) * 0.1f;  // the peer program's fill
     for (int64_t i = 0; i < Kd * N; ++i) B[i] = static_cast<float>(i % 5) * 0.1f;
     std::vector<uint16_t> B16;
     if (a.b_dtype == "bf16")
       for (float v : B) B16.push_back(f32_to_bf16(v));
-    const DType qtype = a.b_dtype == "q8_0" ? DType::Q8_0 : a.b_dtype == "q4_k" ? DType::Q4_K : a.b_dtype == "q4_0x8" ? DType::Q4_0X8 : a.b_dtype == "q8_0x8" ? DType::Q8_0X8 : DType::Q4_0;
     std::vector<uint8_t> BQ;  // Bᵀ [N, K], quantised rows
     if (quant) {
       const Tensor bt = Tensor::from_vector(B, {N, Kd}).to(qtype);
@@ -427,7 +431,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--experts", a->experts, "moe: experts")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
-  cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q8_0x8 / q4_0x8 (rows interleaved by 8) / q4_k (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
+  cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q4_k / q8_0x8 / q4_0x8 / q4_kx8 (rows interleaved by 8) (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();

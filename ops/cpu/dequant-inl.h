@@ -22,52 +22,29 @@ namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// One block's 32 values: `values` are its int8 (Q8_0) or 16 bytes of nibbles (Q4_0), f16 scale
-// bits `scale_bits`.
 template <DType W>
-HWY_INLINE void dequantize_block_of(uint16_t scale_bits, const uint8_t* values, float* dst) {
+void dequantize_row_of(const uint8_t* src, float* dst, int64_t values) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int32_t, decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> d8;
   const hn::Rebind<uint8_t, decltype(df)> du8;
   const int64_t L = static_cast<int64_t>(hn::Lanes(df));
-  const auto scale = hn::Set(df, f16_to_f32_table()[scale_bits]);
-  if constexpr (W == DType::Q8_0) {
-    const int8_t* q = reinterpret_cast<const int8_t*>(values);
-    for (int64_t c = 0; c < kQuantBlock; c += L) hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + c))), scale), df, dst + c);
-  } else {  // low nibbles are values 0..15, high nibbles 16..31, each minus 8
-    const auto eight = hn::Set(di, 8), low = hn::Set(di, 0x0F);
-    for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
-      const auto v = hn::PromoteTo(di, hn::LoadU(du8, values + c));
-      hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::And(v, low), eight)), scale), df, dst + c);
-      hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::ShiftRight<4>(v), eight)), scale), df, dst + 16 + c);
+  constexpr int64_t kBlockBytes = quant_block_bytes(W);
+  const float* f16 = f16_to_f32_table();
+  for (int64_t b = 0; b < values / kQuantBlock; ++b, src += kBlockBytes, dst += kQuantBlock) {
+    const auto scale = hn::Set(df, f16[src[0] | (src[1] << 8)]);
+    if constexpr (W == DType::Q8_0) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(src + 2);
+      for (int64_t c = 0; c < kQuantBlock; c += L) hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + c))), scale), df, dst + c);
+    } else {  // low nibbles are values 0..15, high nibbles 16..31, each minus 8
+      const auto eight = hn::Set(di, 8), low = hn::Set(di, 0x0F);
+      for (int64_t c = 0; c < kQuantBlock / 2; c += L) {
+        const auto v = hn::PromoteTo(di, hn::LoadU(du8, src + 2 + c));
+        hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::And(v, low), eight)), scale), df, dst + c);
+        hn::StoreU(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::ShiftRight<4>(v), eight)), scale), df, dst + 16 + c);
+      }
     }
   }
-}
-
-template <DType W>
-void dequantize_row_of(const uint8_t* src, float* dst, int64_t values) {
-  constexpr int64_t kBlockBytes = quant_block_bytes(W);
-  for (int64_t b = 0; b < values / kQuantBlock; ++b, src += kBlockBytes, dst += kQuantBlock)
-    dequantize_block_of<W>(static_cast<uint16_t>(src[0] | (src[1] << 8)), src + 2, dst);
-}
-
-// Values [k0, k0 + kc) (whole blocks) of row `row` of a matrix of rows interleaved by 8 (base
-// Q4_0 or Q8_0 blocks, k values per row), read in place from its group's blocks.
-template <DType W>
-void dequantize_x8_span_of(const uint8_t* x8, int64_t row, int64_t k, int64_t k0, int64_t kc, float* dst) {
-  constexpr int64_t kBlockBytes = quant_block_bytes(W), kGroupBlock = kX8Rows * kBlockBytes;
-  const int64_t r = row % kX8Rows;
-  const uint8_t* gb = x8 + ((row / kX8Rows) * (k / kQuantBlock) + k0 / kQuantBlock) * kGroupBlock;
-  for (int64_t b = 0; b < kc / kQuantBlock; ++b, gb += kGroupBlock, dst += kQuantBlock) {
-    const uint8_t* scale = gb + 2 * kX8ScaleSlot[r];
-    dequantize_block_of<W>(static_cast<uint16_t>(scale[0] | (scale[1] << 8)), gb + 2 * kX8Rows + (kBlockBytes - 2) * r, dst);
-  }
-}
-
-inline void dequantize_x8_span(DType base, const uint8_t* x8, int64_t row, int64_t k, int64_t k0, int64_t kc, float* dst) {
-  if (base == DType::Q8_0) dequantize_x8_span_of<DType::Q8_0>(x8, row, k, k0, kc, dst);
-  else dequantize_x8_span_of<DType::Q4_0>(x8, row, k, k0, kc, dst);
 }
 
 // Q4_K super-blocks: value = d·sc·q − dmin·m per sub-block of 32 (a product, then a difference:

@@ -145,13 +145,15 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
     for (int64_t j = 0; j < nr; ++j) {
       src[j] = nullptr;
       if (j >= cols) continue;
-      if (g.b_quant_type == DType::Q4_KX8) {  // (a transposed A; weights take the dot path)
-        thread_local std::vector<uint8_t> row;
-        row.resize(static_cast<size_t>(dtype_bytes(DType::Q4_K, g.ldb)));
-        for (int64_t b = 0; b < g.ldb / kQ4KBlock; ++b) x8_block(DType::Q4_K, g.b_quant, j0 + j, g.ldb, b, row.data() + b * kQ4KBlockBytes);
-        dequantize_span(DType::Q4_K, row.data(), k0, kc, rows.data() + j * kc, scratch);
-      } else if (is_interleaved(g.b_quant_type)) {
-        dequantize_x8_span(x8_base(g.b_quant_type), g.b_quant, j0 + j, g.ldb, k0, kc, rows.data() + j * kc);
+      if (is_interleaved(g.b_quant_type)) {
+        // Rows interleaved by 8 (only with a transposed A: the integer path takes the others):
+        // the span's blocks gathered into the plain layout, then decoded as a plain row.
+        thread_local std::vector<uint8_t> blocks;
+        const DType base = x8_base(g.b_quant_type);
+        const int64_t per_block = dtype_block_values(base), first = k0 / per_block, last = (k0 + kc + per_block - 1) / per_block;
+        blocks.resize(static_cast<size_t>((last - first) * quant_block_bytes(base)));
+        for (int64_t b = first; b < last; ++b) x8_block(base, g.b_quant, j0 + j, g.ldb, b, blocks.data() + (b - first) * quant_block_bytes(base));
+        dequantize_span(base, blocks.data(), k0 - first * per_block, kc, rows.data() + j * kc, scratch);
       } else {
         const uint8_t* row = g.b_quant + dtype_bytes(g.b_quant_type, (j0 + j) * g.ldb);
         dequantize_span(g.b_quant_type, row, k0, kc, rows.data() + j * kc, scratch);

@@ -23,8 +23,8 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // B rows (output columns) per parallel task: about kDotTasksPerThread tasks per thread and
-// product, at least kDotMinCols, a multiple of 8 (Q4_0X8's groups of rows stay whole). Each task is claimed with an atomic add on a counter both cores
-// share; a token of SmolLM2 with 32-row tasks claimed ~6,400 of them, the LM head alone 1,536.
+// product, at least kDotMinCols, a multiple of 8 (interleaved groups of rows stay whole). Each
+// task is claimed with an atomic add on a counter both cores share; a token of SmolLM2 with 32-row tasks claimed ~6,400 of them, the LM head alone 1,536.
 constexpr int64_t kDotMinCols = 32, kDotTasksPerThread = 8;
 int64_t dot_task_cols(int64_t n) {
   const int64_t per_task = (n + kDotTasksPerThread * num_threads() - 1) / (kDotTasksPerThread * num_threads());
