@@ -231,5 +231,9 @@ const OpTable& cuda_op_table();  // ops/cuda/table.cu
 
 // Name of the SIMD target Highway chose at run time on this machine ("AVX2", "AVX3", ...).
 std::string cpu_simd_target();
+// Runs the CPU kernels on `name` (as cpu_simd_target() spells it, case ignored) or the best
+// target below it, although the CPU has better: to compare targets side by side on one machine.
+// Fails naming the targets this CPU and build have when `name` is not one of them.
+void cpu_restrict_simd(const std::string& name);
 
 }  // namespace smelt

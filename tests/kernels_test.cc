@@ -144,12 +144,12 @@ TEST(Kernels, AdamWMatchesScalar) {
 
 TEST(Kernels, GemmMatchesScalarAllTransposes) {
   for_each_cpu_target([&] {
-    // N a multiple of the vector width and ≤ 8 vectors, or wider with K ≤ 64 (with B not
-    // transposed) takes the narrow unpacked path; at most 4 rows with B transposed the
+    // N a multiple of the vector width and ≤ 64, or wider with K ≤ 64 (with B not transposed)
+    // takes the narrow unpacked path; at most 4 rows with B transposed the
     // dot-product path; the rest the packed path with edge tiles.
     const int64_t shapes[][3] = {{1, 1, 1},    {7, 7, 7},   {6, 16, 1},   {13, 29, 31}, {129, 65, 257}, {200, 300, 520}, {129, 32, 65},
                                  {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33},  {3, 37, 64},    {4, 9, 1000},    {7, 200, 32},
-                                 {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}};
+                                 {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}, {36, 130, 600}};  // the last: whole 12-row panels, 3 K blocks
     for (auto& s : shapes)
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb)

@@ -43,6 +43,7 @@ struct BenchArgs {
   bool dense = false, checkpoint = false, json = false;  // json: output is JSON lines either way
   bool map_experts = false;                               // decode: --map-experts
   int threads = 0;
+  std::string simd;  // empty: the best target
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
   int64_t new_tokens = 128;      // decode
@@ -409,6 +410,7 @@ void bench_decode(const BenchArgs& a) {
 
 void run_bench(const BenchArgs& a) {
   apply_threads(a.threads);
+  if (!a.simd.empty()) cpu_restrict_simd(a.simd);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
   if (a.what == "gemm") bench_gemm(a);
   else if (a.what == "grouped-gemm") bench_grouped_gemm(a);
@@ -446,6 +448,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print JSON lines (bench always does; accepted like every command's --json)");
   cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");
   cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
+  cmd->add_option("--simd", a->simd, "Run the CPU kernels on this SIMD target (AVX2, AVX3, ...) although the CPU has better: targets compared on one machine");
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] { run_bench(*a); });
 }

@@ -4,10 +4,10 @@
 //     and A[M × kc] into MR-row panels (see pack_a), both in one parallel region;
 //     in parallel over (M block × N block) tiles: for each (MR × NR) tile run the
 //       register-blocked micro-kernel.
-// The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (MR = 6, NR = 2 vectors:
-// 12 accumulators + 2 B vectors + 1 broadcast fit AVX2's 16 registers).
-// Two shapes skip packing: narrow products (N ≤ 8 vectors, or wider with K ≤ 64: attention's
-// per-head products) and
+// The micro-kernel keeps an MR × NR block of C in 2·MR vector registers (NR = 2 vectors; MR = 6
+// on AVX2's 16 registers, 12 on AVX-512's 32).
+// Two shapes skip packing: narrow products (N ≤ 64, or wider with K ≤ 64: attention's per-head
+// products) and
 // products of at most four rows against a transposed B (decoding), which run as dot products
 // (gemm_dot.cc).
 // B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded. A
@@ -38,9 +38,17 @@ namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The micro-kernel's MR × 2-vector block of C: 2·MR accumulators, the two B vectors and a
+// broadcast must fit the vector registers (AVX-512's 32: MR = 12; AVX2's 16: MR = 6).
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr int64_t kMR = 12;
+constexpr int64_t kKC = 256;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
+constexpr int64_t kMC = 192;   // M block: the A block (MC×KC) stays in L2 while B panels stream past   // M block: the A block (MC×KC) stays in L2 while B panels stream past
+#else
 constexpr int64_t kMR = 6;
-constexpr int64_t kKC = 320;   // K block: an MR×KC A panel and a KC×NR B panel stay in L1
-constexpr int64_t kMC = 96;    // M block: the A block (MC×KC) stays in L2 while B panels stream past
+constexpr int64_t kKC = 320;
+constexpr int64_t kMC = 96;
+#endif
 constexpr int64_t kNCTile = 1024;  // N columns per parallel task (an A block is packed once per task)
 
 // out[t] = (r[0][t], ..., r[7][t]): an 8 × 8 transpose in registers (unpack, 64-bit unpack,
@@ -81,7 +89,12 @@ void transpose_into_panel(const BT* const* src, int64_t kc, int64_t nr, int64_t 
     for (; kk + 8 <= kc; kk += 8)
       for (int64_t j = 0; j < nr; j += 8) {
         hn::Vec<decltype(d8)> r[8];
-        for (int i = 0; i < 8; ++i) r[i] = load_f32(d8, src[j + i] + kk);
+        for (int i = 0; i < 8; ++i) {
+          // Rows of Bᵀ are far apart and read 32 bytes at a time: too many streams for the
+          // hardware prefetcher to follow, so ask for each row's next lines ahead.
+          hwy::Prefetch(src[j + i] + kk + 64);
+          r[i] = load_f32(d8, src[j + i] + kk);
+        }
         transpose8x8(d8, r);
         for (int t = 0; t < 8; ++t) hn::StoreU(r[t], d8, dst + (kk + t) * nr + j);
       }
@@ -181,11 +194,12 @@ void pack_a_transposed(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, in
     float* dst = out + k * kMR;
     int64_t q = 0;
 #if HWY_TARGET != HWY_SCALAR
-    const hn::CappedTag<float, 8> d8;
-    if (hn::Lanes(d8) == 8 && k + 1 < kc) {
-      // 8-float copies: the last two floats land in this panel's next k, which overwrites them
-      // (the panel's last k is copied exactly, so nothing lands in the next panel).
-      for (; q < full && i0 + q * kMR + 8 <= g.m; ++q) hn::StoreU(hn::LoadU(d8, src + q * kMR), d8, dst + q * panel);
+    // Whole-vector copies of 8 or 16 floats: those past MR land in this panel's next k, which
+    // overwrites them (the panel's last k is copied exactly, so nothing lands in the next panel).
+    constexpr size_t kCopy = kMR <= 8 ? 8 : 16;
+    const hn::CappedTag<float, kCopy> dc;
+    if (hn::Lanes(dc) == kCopy && k + 1 < kc) {
+      for (; q < full && i0 + q * kMR + static_cast<int64_t>(kCopy) <= g.m; ++q) hn::StoreU(hn::LoadU(dc, src + q * kMR), dc, dst + q * panel);
     }
 #endif
     for (; q < full; ++q) std::memcpy(dst + q * panel, src + q * kMR, kMR * sizeof(float));
@@ -194,6 +208,46 @@ void pack_a_transposed(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, in
       for (int64_t r = 0; r < kMR; ++r) dst[full * panel + r] = r < rows ? src[full * kMR + r] : 0.0f;
     }
   }
+}
+
+// One full micro-panel of an untransposed A (MR rows, MR a multiple of 4) over [k0, k0 + kc):
+// each group of 4 rows × 8 k is transposed in registers into 8 columns of 4, stored at their k's
+// place in the panel (the 6-row panels of AVX2 have their own transpose below).
+void pack_a_panel_by_4(const GemmArgs& g, int64_t r0, int64_t k0, int64_t kc, float* HWY_RESTRICT dst) {
+  int64_t k = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::CappedTag<float, 8> d8;
+  const hn::Half<decltype(d8)> d4;
+  const hn::Repartition<double, decltype(d8)> dd;
+  if (hn::Lanes(d8) == 8) {
+    for (int64_t r = 0; r < kMR; r += 4) {
+      const float* s0 = g.a + a_row(g, r0 + r) * g.lda + k0;
+      const float* s1 = g.a + a_row(g, r0 + r + 1) * g.lda + k0;
+      const float* s2 = g.a + a_row(g, r0 + r + 2) * g.lda + k0;
+      const float* s3 = g.a + a_row(g, r0 + r + 3) * g.lda + k0;
+      for (k = 0; k + 8 <= kc; k += 8) {
+        const auto a0 = hn::LoadU(d8, s0 + k), a1 = hn::LoadU(d8, s1 + k);
+        const auto a2 = hn::LoadU(d8, s2 + k), a3 = hn::LoadU(d8, s3 + k);
+        // t: rows paired (k0 k1 | k4 k5 and k2 k3 | k6 k7); u: the four rows of k and k + 4.
+        const auto t0 = hn::BitCast(dd, hn::InterleaveLower(d8, a0, a1)), t1 = hn::BitCast(dd, hn::InterleaveUpper(d8, a0, a1));
+        const auto t2 = hn::BitCast(dd, hn::InterleaveLower(d8, a2, a3)), t3 = hn::BitCast(dd, hn::InterleaveUpper(d8, a2, a3));
+        const auto u0 = hn::BitCast(d8, hn::InterleaveLower(dd, t0, t2)), u1 = hn::BitCast(d8, hn::InterleaveUpper(dd, t0, t2));
+        const auto u2 = hn::BitCast(d8, hn::InterleaveLower(dd, t1, t3)), u3 = hn::BitCast(d8, hn::InterleaveUpper(dd, t1, t3));
+        float* out = dst + k * kMR + r;
+        hn::StoreU(hn::LowerHalf(d4, u0), d4, out);
+        hn::StoreU(hn::LowerHalf(d4, u1), d4, out + kMR);
+        hn::StoreU(hn::LowerHalf(d4, u2), d4, out + 2 * kMR);
+        hn::StoreU(hn::LowerHalf(d4, u3), d4, out + 3 * kMR);
+        hn::StoreU(hn::UpperHalf(d4, u0), d4, out + 4 * kMR);
+        hn::StoreU(hn::UpperHalf(d4, u1), d4, out + 5 * kMR);
+        hn::StoreU(hn::UpperHalf(d4, u2), d4, out + 6 * kMR);
+        hn::StoreU(hn::UpperHalf(d4, u3), d4, out + 7 * kMR);
+      }
+    }
+  }
+#endif
+  for (; k < kc; ++k)
+    for (int64_t r = 0; r < kMR; ++r) dst[k * kMR + r] = g.a[a_row(g, r0 + r) * g.lda + k0 + k];
 }
 
 // Packs rows [i0, i0 + mc) of op(A) over K block [k0, k0 + kc) into MR-row micro-panels: panel q
@@ -212,6 +266,10 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
     if (rows < kMR) {
       for (int64_t r = 0; r < kMR; ++r)
         for (int64_t k = 0; k < kc; ++k) dst[k * kMR + r] = r < rows ? g.a[a_row(g, r0 + r) * g.lda + k0 + k] : 0.0f;
+      continue;
+    }
+    if constexpr (kMR != 6) {
+      pack_a_panel_by_4(g, r0, k0, kc, dst);
       continue;
     }
     // Full panel: k outer, so the six values of one k are written side by side.
@@ -261,65 +319,55 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
 
 // acc (MR × 2 vectors) = packed A micro-panel × packed B micro-panel over kc; then
 // C += alpha * acc, or C = alpha * acc when `overwrite` (the first K block of a beta = 0
-// product: no memset pass).
+// product: no memset pass). The loops over the block are fully unrolled so the accumulators
+// live in registers (a rolled loop kept them on the stack).
 void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc, int64_t rows,
                   int64_t cols, float alpha, bool overwrite) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
-  auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
-  auto c40 = hn::Zero(d), c41 = hn::Zero(d), c50 = hn::Zero(d), c51 = hn::Zero(d);
+  using V = hn::Vec<decltype(d)>;
+  V acc[kMR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = hn::Zero(d);
   // C is read back only after kc·MR·2 FMAs: ask for its lines now so the miss overlaps them.
   for (int64_t r = 0; r < rows; ++r) {
     hwy::Prefetch(c + r * ldc);
     hwy::Prefetch(c + r * ldc + cols - 1);
   }
-  // Unrolled so the loop's bookkeeping does not take issue slots from the 12 FMAs per k.
+  // Unrolled so the loop's bookkeeping does not take issue slots from the 2·MR FMAs per k.
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k, pa += kMR, pb += 2 * N) {
-    const auto b0 = hn::LoadU(d, pb);
-    const auto b1 = hn::LoadU(d, pb + N);
-    auto a = hn::Set(d, pa[0]);
-    c00 = hn::MulAdd(a, b0, c00); c01 = hn::MulAdd(a, b1, c01);
-    a = hn::Set(d, pa[1]);
-    c10 = hn::MulAdd(a, b0, c10); c11 = hn::MulAdd(a, b1, c11);
-    a = hn::Set(d, pa[2]);
-    c20 = hn::MulAdd(a, b0, c20); c21 = hn::MulAdd(a, b1, c21);
-    a = hn::Set(d, pa[3]);
-    c30 = hn::MulAdd(a, b0, c30); c31 = hn::MulAdd(a, b1, c31);
-    a = hn::Set(d, pa[4]);
-    c40 = hn::MulAdd(a, b0, c40); c41 = hn::MulAdd(a, b1, c41);
-    a = hn::Set(d, pa[5]);
-    c50 = hn::MulAdd(a, b0, c50); c51 = hn::MulAdd(a, b1, c51);
+    const V b0 = hn::LoadU(d, pb), b1 = hn::LoadU(d, pb + N);
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+      const V a = hn::Set(d, pa[r]);
+      acc[r][0] = hn::MulAdd(a, b0, acc[r][0]);
+      acc[r][1] = hn::MulAdd(a, b1, acc[r][1]);
+    }
   }
-  const auto va = hn::Set(d, alpha);
+  const V va = hn::Set(d, alpha);
   if (rows == kMR && cols == 2 * N) {
-    auto update = [&](float* row, decltype(c00) lo, decltype(c00) hi) {
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+      float* row = c + r * ldc;
       if (overwrite) {
-        hn::StoreU(hn::Mul(va, lo), d, row);
-        hn::StoreU(hn::Mul(va, hi), d, row + N);
+        hn::StoreU(hn::Mul(va, acc[r][0]), d, row);
+        hn::StoreU(hn::Mul(va, acc[r][1]), d, row + N);
       } else {
-        hn::StoreU(hn::MulAdd(va, lo, hn::LoadU(d, row)), d, row);
-        hn::StoreU(hn::MulAdd(va, hi, hn::LoadU(d, row + N)), d, row + N);
+        hn::StoreU(hn::MulAdd(va, acc[r][0], hn::LoadU(d, row)), d, row);
+        hn::StoreU(hn::MulAdd(va, acc[r][1], hn::LoadU(d, row + N)), d, row + N);
       }
-    };
-    update(c + 0 * ldc, c00, c01);
-    update(c + 1 * ldc, c10, c11);
-    update(c + 2 * ldc, c20, c21);
-    update(c + 3 * ldc, c30, c31);
-    update(c + 4 * ldc, c40, c41);
-    update(c + 5 * ldc, c50, c51);
+    }
     return;
   }
   // Edge tile: spill the accumulators, then add only the valid part.
   HWY_ALIGN float tile[kMR * 2 * hn::MaxLanes(d)];
   const int64_t w = 2 * N;
-  hn::Store(c00, d, tile + 0 * w); hn::Store(c01, d, tile + 0 * w + N);
-  hn::Store(c10, d, tile + 1 * w); hn::Store(c11, d, tile + 1 * w + N);
-  hn::Store(c20, d, tile + 2 * w); hn::Store(c21, d, tile + 2 * w + N);
-  hn::Store(c30, d, tile + 3 * w); hn::Store(c31, d, tile + 3 * w + N);
-  hn::Store(c40, d, tile + 4 * w); hn::Store(c41, d, tile + 4 * w + N);
-  hn::Store(c50, d, tile + 5 * w); hn::Store(c51, d, tile + 5 * w + N);
+#pragma GCC unroll 16
+  for (int r = 0; r < kMR; ++r) {
+    hn::Store(acc[r][0], d, tile + r * w);
+    hn::Store(acc[r][1], d, tile + r * w + N);
+  }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = alpha * tile[r * w + j] + (overwrite ? 0.0f : c[r * ldc + j]);
 }
@@ -390,7 +438,7 @@ bool narrow_gemm(const GemmArgs& g) {
   // Wider products too when M and K are short and B fits in L2 (attention's scores of a query
   // block against Kᵀ, K = head dim): packing would cost as much as the FMAs. With many rows it
   // pays again (4096 × 512 × 64: 116 GFLOP/s here against 169 packed).
-  if (g.n > 8 * N && !(g.m <= 64 && g.k <= 64 && g.k * g.n <= (int64_t{1} << 15))) return false;
+  if (g.n > 64 && !(g.m <= 64 && g.k <= 64 && g.k * g.n <= (int64_t{1} << 15))) return false;
   const int64_t row_blocks = (g.m + 2) / 3;
   parallel_for(0, row_blocks, 8, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {

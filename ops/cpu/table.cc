@@ -3,6 +3,9 @@
 #include "hwy/targets.h"
 #include "ops/backend.h"
 #include "ops/cpu/cpu_ops.h"
+#include "runtime/error.h"
+
+#include <strings.h>
 
 namespace smelt {
 
@@ -12,6 +15,23 @@ std::string cpu_simd_target() {
   for (int64_t bit = 1; bit != 0 && bit <= targets; bit <<= 1)
     if (targets & bit) return hwy::TargetName(bit);
   return "scalar";
+}
+
+void cpu_restrict_simd(const std::string& name) {
+  const int64_t targets = static_cast<int64_t>(hwy::SupportedTargets()) & static_cast<int64_t>(HWY_TARGETS);
+  std::string known;
+  for (int64_t bit = 1; bit != 0 && bit <= targets; bit <<= 1) {
+    if (!(targets & bit)) continue;
+    std::string target = hwy::TargetName(bit);
+    if (strcasecmp(target.c_str(), name.c_str()) == 0) {
+      // Highway dispatches to the best of the targets it is told are supported: this one and
+      // those below it.
+      hwy::SetSupportedTargetsForTest(targets & ~(bit - 1));
+      return;
+    }
+    known += (known.empty() ? "" : ", ") + target;
+  }
+  SMELT_FAIL("--simd: '", name, "' is not a SIMD target of this CPU and build (known: ", known, ")");
 }
 
 }  // namespace smelt
