@@ -178,6 +178,58 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
   });
 }
 
+TEST(Kernels, GemmBf16MathEqualsTheProductOfRoundedOperands) {
+  // bf16_math rounds A and B to bf16 and sums the products in f32: VDPBF16PS pairs on a CPU
+  // with AVX512_BF16 (the AVX-512 target here when it has it), the rounded values through the
+  // f32 kernel on every other target. Either must equal the exact product of the rounded
+  // operands up to f32 summation, and differ from the unrounded product by far more than that
+  // (so a kernel that ignored bf16_math would fail). Odd K (a half-empty last pair), edge tiles,
+  // both transposes, K blocks, bf16 B and indexed rows. (Products of ≤ 4 rows against a
+  // transposed B take the dot path, which stays f32: none here.)
+  for_each_cpu_target([&] {
+    const int64_t shapes[][3] = {{5, 40, 7}, {13, 29, 31}, {36, 130, 601}, {129, 65, 257}, {12, 32, 2}, {40, 96, 64}};
+    for (auto& s : shapes)
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb)
+          for (int variant = 0; variant < 2; ++variant) {  // 1: B stored as bf16, or A's rows indexed
+            GemmArgs g;
+            g.m = s[0]; g.n = s[1]; g.k = s[2];
+            g.trans_a = ta; g.trans_b = tb;
+            g.lda = (ta ? g.m : g.k) + 3;
+            g.ldb = (tb ? g.k : g.n) + 1;
+            g.ldc = g.n + 2;
+            auto A = random_vec((ta ? g.k : g.m) * g.lda, 20), B = random_vec((tb ? g.n : g.k) * g.ldb, 21);
+            auto C = random_vec(g.m * g.ldc, 22);
+            std::vector<float> A16(A.size()), B16f(B.size());
+            for (size_t i = 0; i < A.size(); ++i) A16[i] = bf16_to_f32(f32_to_bf16(A[i]));
+            for (size_t i = 0; i < B.size(); ++i) B16f[i] = bf16_to_f32(f32_to_bf16(B[i]));
+            std::vector<uint16_t> B16(B.size());
+            for (size_t i = 0; i < B.size(); ++i) B16[i] = f32_to_bf16(B[i]);
+            std::vector<int64_t> rows(g.m);
+            for (int64_t i = 0; i < g.m; ++i) rows[i] = (i * 7 + 3) % g.m;
+            g.alpha = 0.5f; g.beta = ta ? 0.25f : 0.0f;
+            if (variant && !ta) g.a_rows = rows.data();
+            g.a = A16.data(); g.b = B16f.data();
+            const auto rounded = ref_gemm(g, C);
+            g.a = A.data(); g.b = B.data();
+            const auto exact = ref_gemm(g, C);
+            if (variant && ta) { g.b = nullptr; g.b_bf16 = B16.data(); }
+            g.bf16_math = true;
+            g.c = C.data();
+            cpu_gemm(g);
+            double max_gap = 0;  // between the rounded and the unrounded product
+            const double tol = 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5;
+            for (int64_t i = 0; i < g.m; ++i)
+              for (int64_t j = 0; j < g.n; ++j) {
+                ASSERT_NEAR(C[i * g.ldc + j], rounded[i * g.ldc + j], tol)
+                    << "m=" << g.m << " n=" << g.n << " k=" << g.k << " ta=" << ta << " tb=" << tb << " variant " << variant << " at " << i << "," << j;
+                max_gap = std::max(max_gap, std::abs(rounded[i * g.ldc + j] - exact[i * g.ldc + j]));
+              }
+            if (g.k >= 7 && !(variant && ta)) EXPECT_GT(max_gap, 20 * tol) << "bf16 rounding too small to tell apart at k=" << g.k;
+          }
+  });
+}
+
 TEST(Kernels, GemmWidensBf16B) {
   for_each_cpu_target([&] {
     // B stored as bf16 through every path that accepts it: packed (plain and transposed B, edge

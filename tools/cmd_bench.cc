@@ -21,6 +21,7 @@
 #include "io/json_reader.h"
 #include "ops/backend.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
@@ -44,6 +45,7 @@ struct BenchArgs {
   bool map_experts = false;                               // decode: --map-experts
   int threads = 0;
   std::string simd;  // empty: the best target
+  std::string precision = "f32";
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
   int64_t new_tokens = 128;      // decode
@@ -110,6 +112,7 @@ void bench_gemm(const BenchArgs& a) {
   SMELT_CHECK(b_types.count(a.b_dtype), "bench gemm: --b-dtype must be f32, bf16, q8_0, q4_0, q4_k, q8_0x8, q4_0x8 or q4_kx8, got '", a.b_dtype, "'");
   const DType qtype = b_types.at(a.b_dtype);
   const bool quant = is_quantized(qtype);
+  SMELT_CHECK(a.precision == "f32" || a.precision == "bf16", "bench: --precision must be f32 or bf16, got '", a.precision, "'");
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], Kd = s[2];
     SMELT_CHECK(!quant || Kd % dtype_block_values(qtype) == 0, "bench gemm: --b-dtype ", a.b_dtype, " needs K whole blocks of ",
@@ -137,11 +140,13 @@ void bench_gemm(const BenchArgs& a) {
       else g.b_bf16 = B16.data();
       g.trans_b = tb; g.ldb = tb ? Kd : N;
       g.c = C.data(); g.ldc = N;
+      g.bf16_math = a.precision == "bf16";
       const double t = best_seconds(a.repeats, [&] { cpu_gemm(g); });
       const double b_bytes = quant ? BQ.size() : static_cast<double>(Kd * N) * (B16.empty() ? 4 : 2);
       json j = {{"bench", "gemm"}, {"impl", "smelt"}, {"M", M},          {"N", N},
                 {"K", Kd},         {"transB", tb},    {"b_dtype", a.b_dtype}, {"gflops", 2.0 * M * N * Kd / t / 1e9},
-                {"b_gb_per_s", b_bytes / t / 1e9}};
+                {"b_gb_per_s", b_bytes / t / 1e9}, {"precision", a.precision}};
+      if (g.bf16_math) j["bf16_dot"] = cpu_has_bf16_dot();  // VDPBF16PS, or the rounded operands through the f32 kernel
       j.update(environment());
       std::printf("%s\n", j.dump().c_str());
     }
@@ -434,6 +439,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
   cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q4_k / q8_0x8 / q4_0x8 / q4_kx8 (rows interleaved by 8) (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
+  cmd->add_option("--precision", a->precision, "gemm: f32, or bf16 (operands rounded to bf16, products summed in f32: VDPBF16PS where the CPU has AVX512_BF16)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();

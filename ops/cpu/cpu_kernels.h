@@ -20,6 +20,11 @@ namespace smelt {
 // ldb whole blocks of 32): row j of Bᵀ starts dtype_bytes(b_quant_type, j·ldb) bytes in. Products
 // of up to kGemmDotRows rows quantise A's rows to int8 blocks and take integer dot products
 // (decoding); longer ones dequantise B as they pack it.
+// With bf16_math, A and B are rounded to bf16 (to nearest even) and their products summed in f32:
+// on AVX512_BF16 by VDPBF16PS (twice the f32 rate), elsewhere by the f32 kernel on the rounded
+// values, so the result is the same up to summation order on every CPU. Such products take the
+// packed path, except that the dot path's (at most kGemmDotRows rows against a transposed B:
+// decoding, bound by memory, not arithmetic) stay f32. Training's "precision": "bf16" asks for it.
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
@@ -36,6 +41,7 @@ struct GemmArgs {
   const uint16_t* b_bf16 = nullptr;
   const uint8_t* b_quant = nullptr;
   DType b_quant_type = DType::F32;
+  bool bf16_math = false;
 };
 
 

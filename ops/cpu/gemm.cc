@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemm_dot.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
@@ -317,6 +318,67 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
   }
 }
 
+// bf16 math (GemmArgs::bf16_math) on packed panels, in place. A panel is kc rows of `width`
+// floats (A: one k per row, MR values; B: one k per row, NR columns).
+//
+// Where the CPU has VDPBF16PS (AVX-512 targets): row pairs (2p, 2p + 1) become one row of 32-bit
+// words, the low half of word j the bf16 of x[2p][j] and the high half that of x[2p + 1][j], as
+// the instruction pairs its operands (a row past kc is zero). Rounding to nearest even is done
+// on the integer bits (+0x7fff plus the lowest kept bit; a NaN whose payload lies only in the
+// dropped bits can round to infinity, still non-finite). Row pair p is written over words
+// [p·width, (p + 1)·width), which lie before the rows it reads (2p·width onwards) once p ≥ 1,
+// and pair 0 reads both its rows before writing: in place is safe.
+constexpr bool kBf16Pairs = kMR == kBf16MicroRows && HWY_TARGET != HWY_SCALAR;
+
+template <class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> rounded_bf16_bits(D d, const float* p) {
+  const hn::RebindToUnsigned<D> du;
+  const auto u = hn::BitCast(du, hn::LoadU(d, p));
+  return hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u))));
+}
+
+template <class D>
+void pack_pairs_bf16(D d, float* panel, int64_t kc, int64_t width) {
+  const hn::RebindToUnsigned<D> du;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  uint32_t* out = reinterpret_cast<uint32_t*>(panel);
+  for (int64_t p = 0; p < (kc + 1) / 2; ++p)
+    for (int64_t j = 0; j < width; j += N) {
+      const auto lo = hn::ShiftRight<16>(rounded_bf16_bits(d, panel + 2 * p * width + j));
+      const auto hi = 2 * p + 1 < kc ? hn::And(rounded_bf16_bits(d, panel + (2 * p + 1) * width + j), hn::Set(du, 0xffff0000u)) : hn::Zero(du);
+      hn::StoreU(hn::Or(lo, hi), du, out + p * width + j);
+    }
+}
+
+void pack_pairs_bf16(float* panel, int64_t kc, int64_t width) {
+  // B panels are whole vectors wide; A's are MR = 12 values, three 4-lane vectors.
+  const hn::ScalableTag<float> d;
+  if (width % static_cast<int64_t>(hn::Lanes(d)) == 0) return pack_pairs_bf16(d, panel, kc, width);
+  const hn::CappedTag<float, 4> d4;
+  SMELT_ASSERT(width % static_cast<int64_t>(hn::Lanes(d4)) == 0, "gemm: bf16 pairs need whole vectors per panel row");
+  pack_pairs_bf16(d4, panel, kc, width);
+}
+
+// Where it has not: the values are rounded to bf16 in place (kept as f32) and the f32 kernel
+// runs on them, so the products are the same and only their summation order differs.
+void round_panel_to_bf16(float* panel, int64_t count) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= count; i += N) hn::StoreU(hn::BitCast(d, hn::And(rounded_bf16_bits(d, panel + i), hn::Set(du, 0xffff0000u))), d, panel + i);
+  for (; i < count; ++i) panel[i] = bf16_to_f32(f32_to_bf16(panel[i]));
+}
+
+// Turns freshly packed panels (`count` panels of kc rows × width) into what the bf16 kernels read.
+void panels_to_bf16(float* panels, int64_t count, int64_t kc, int64_t width, bool pairs) {
+  for (int64_t q = 0; q < count; ++q) {
+    float* panel = panels + q * kc * width;
+    if (pairs) pack_pairs_bf16(panel, kc, width);
+    else round_panel_to_bf16(panel, kc * width);
+  }
+}
+
 // acc (MR × 2 vectors) = packed A micro-panel × packed B micro-panel over kc; then
 // C += alpha * acc, or C = alpha * acc when `overwrite` (the first K block of a beta = 0
 // product: no memset pass). The loops over the block are fully unrolled so the accumulators
@@ -434,7 +496,7 @@ void narrow_block(const GemmArgs& g, int64_t i0, int64_t rows, int64_t j0) {
 bool narrow_gemm(const GemmArgs& g) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  if (g.trans_b || g.b_bf16 || g.n % N != 0 || g.k == 0) return false;
+  if (g.trans_b || g.b_bf16 || g.bf16_math || g.n % N != 0 || g.k == 0) return false;
   // Wider products too when M and K are short and B fits in L2 (attention's scores of a query
   // block against Kᵀ, K = head dim): packing would cost as much as the FMAs. With many rows it
   // pays again (4096 × 512 × 64: 116 GFLOP/s here against 169 packed).
@@ -484,7 +546,7 @@ Tiling make_tiling(const GemmArgs& g, int64_t nr, int64_t target_tasks) {
 // One task: the (mb, nb) tile of g over K block [k0, k0 + kc), A and B taken from their packed
 // panels (packed_a: this product's M blocks, each mc_pad × kc).
 void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int64_t kc, const float* packed_a, const float* packed_b,
-              int64_t nr) {
+              int64_t nr, bool pairs) {
   const int64_t mb = task / t.n_blocks, nb = task % t.n_blocks;
   const int64_t i0 = mb * t.mc, mc = std::min(t.mc, g.m - i0);
   const bool overwrite = k0 == 0 && g.beta == 0.0f;
@@ -494,7 +556,12 @@ void run_tile(const GemmArgs& g, const Tiling& t, int64_t task, int64_t k0, int6
     const int64_t j0 = p * nr, cols = std::min(nr, g.n - j0);
     for (int64_t r0 = i0; r0 < i0 + mc; r0 += kMR) {
       const int64_t rows = std::min(kMR, g.m - r0);
-      micro_kernel(kc, pa + (r0 - i0) * kc, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha, overwrite);
+      if (pairs)
+        bf16_micro_kernel_12x32((kc + 1) / 2, reinterpret_cast<const uint32_t*>(pa + (r0 - i0) * kc),
+                                reinterpret_cast<const uint32_t*>(packed_b + p * kc * nr), g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha,
+                                overwrite);
+      else
+        micro_kernel(kc, pa + (r0 - i0) * kc, packed_b + p * kc * nr, g.c + r0 * g.ldc + j0, g.ldc, rows, cols, g.alpha, overwrite);
     }
   }
 }
@@ -542,6 +609,8 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
   }
   const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
   constexpr int64_t kPackPanels = 4;  // B panels per packing task
+  // bf16 math as VDPBF16PS pairs where this target's micro-kernel shape matches and the CPU has it.
+  const bool pairs = kBf16Pairs && 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())) == kBf16MicroCols && cpu_has_bf16_dot();
   for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
     const int64_t k_end = k_begin + run_k;
     std::vector<int64_t> owner, first_task, first_pack, a_offset, b_offset;  // per product active in this run
@@ -573,12 +642,15 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
       const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
       const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
       if (v < b_packs) {
-        pack_b_any(g, k0, kc, nr, v * kPackPanels, std::min(tl.n_panels, (v + 1) * kPackPanels),
-               packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr);
+        const int64_t p0 = v * kPackPanels, p1 = std::min(tl.n_panels, (v + 1) * kPackPanels);
+        float* panels = packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr;
+        pack_b_any(g, k0, kc, nr, p0, p1, panels);
+        if (g.bf16_math) panels_to_bf16(panels + p0 * kc * nr, p1 - p0, kc, nr, pairs);
       } else {
         const int64_t mb = v - b_packs, i0 = mb * tl.mc;
-        pack_a(g, i0, std::min(tl.mc, g.m - i0), k0, kc,
-               packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad() + mb * tl.mc_pad() * kc);
+        float* block = packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad() + mb * tl.mc_pad() * kc;
+        pack_a(g, i0, std::min(tl.mc, g.m - i0), k0, kc, block);
+        if (g.bf16_math) panels_to_bf16(block, tl.mc_pad() / kMR, kc, kMR, pairs);
       }
     });
     parallel_tasks(tasks, [&](int64_t t) {
@@ -588,7 +660,7 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
       for (int64_t k0 = k_begin; k0 < std::min(k_end, g.k); k0 += kKC)
         run_tile(g, tl, t - first_task[j], k0, std::min(kKC, g.k - k0),
                  packed_a + a_offset[j] + (k0 - k_begin) * tl.m_blocks * tl.mc_pad(),
-                 packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr);
+                 packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr, nr, g.bf16_math && pairs);
     });
   }
 }
