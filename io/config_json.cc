@@ -208,6 +208,7 @@ TrainConfig train_config_from_json(JsonReader& r) {
   c.activation_checkpointing = r.boolean("activation_checkpointing", c.activation_checkpointing);
   c.zero_stage = r.integer("zero_stage", c.zero_stage);
   c.expert_parallel = r.integer("expert_parallel", c.expert_parallel);
+  c.precision = r.string("precision", c.precision);
   r.finish();
   return c;
 }
@@ -220,7 +221,7 @@ json train_config_to_json(const TrainConfig& c) {
           {"momentum", c.momentum},   {"grad_clip", c.grad_clip},       {"seed", c.seed},
           {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"freeze", c.freeze},
           {"activation_checkpointing", c.activation_checkpointing}, {"zero_stage", c.zero_stage},
-          {"expert_parallel", c.expert_parallel}};
+          {"expert_parallel", c.expert_parallel}, {"precision", c.precision}};
 }
 
 Recipe read_recipe(const std::string& path) {

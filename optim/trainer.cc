@@ -7,6 +7,7 @@
 #include "models/expert_parallel.h"
 #include "ops/ops.h"
 #include "ops/optimizer_ops.h"
+#include "ops/precision.h"
 #include "optim/data_parallel.h"
 #include "runtime/storage.h"
 
@@ -14,6 +15,7 @@ namespace smelt {
 
 void TrainConfig::validate() const {
   SMELT_CHECK(steps > 0, "train.steps must be positive, got ", steps);
+  parse_matmul_precision(precision, "train.precision");
   SMELT_CHECK(batch_size > 0, "train.batch_size must be positive, got ", batch_size);
   SMELT_CHECK(seq_len > 0, "train.seq_len must be positive, got ", seq_len);
   SMELT_CHECK(grad_accum > 0, "train.grad_accum must be positive, got ", grad_accum);
@@ -142,6 +144,7 @@ Tensor add_to(const Tensor& sum, const Tensor& t) { return !t.defined() ? sum : 
 }  // namespace
 
 StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
+  const MatmulPrecisionScope precision(parse_matmul_precision(config_.precision, "train.precision"));
   optimizer_->zero_grad();
   // The losses stay on the device: summed here, read once with the gradient norm and the
   // routing statistics after the optimizer step (the step's one host read).
@@ -307,6 +310,7 @@ void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, cons
     const bool last = s + 1 == config_.steps;
     if (val_batch && (last || (config_.eval_every > 0 && m.step % config_.eval_every == 0))) {
       m.has_val = true;
+      const MatmulPrecisionScope precision(parse_matmul_precision(config_.precision, "train.precision"));
       m.val_loss = validation_loss(val_batch);
     }
     if (on_step) on_step(m);

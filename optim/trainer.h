@@ -32,6 +32,9 @@ struct TrainConfig {
   bool activation_checkpointing = false;  // recompute attention (and dense MLP) halves in backward
   int64_t zero_stage = 0;  // 1: AdamW moments sharded over the ranks (ZeRO-1); no effect on one rank
   int64_t expert_parallel = 1;  // M > 1: each rank keeps E/M experts of every MoE layer (M divides the ranks)
+  // "bf16": the GEMMs' operands rounded to bf16, products summed in f32 (VDPBF16PS on AVX512_BF16
+  // CPUs); master weights, moments, gradients, norms, softmax and losses stay f32 (ops/precision.h).
+  std::string precision = "f32";
   void validate() const;
 };
 

@@ -317,6 +317,8 @@ void bench_train(const BenchArgs& a) {
   tc.weight_decay = 0.01;  // torch.optim.AdamW's default
   tc.grad_clip = 0;        // the reference does not clip
   tc.activation_checkpointing = a.checkpoint;
+  tc.precision = a.precision;
+  tc.validate();
   Transformer model = Transformer::create(c, 0);
   Trainer trainer(model, tc);
   Philox rng(7);
@@ -352,7 +354,7 @@ void bench_train(const BenchArgs& a) {
   const int64_t P = c.parameter_count();
   const double mib = 1024.0 * 1024.0;
   const double state_mib = 16.0 * static_cast<double>(P) / mib;  // f32 weights, gradients, two Adam moments
-  json j = {{"bench", "train"}, {"impl", "smelt"}, {"moe", !a.dense}, {"activation_checkpointing", a.checkpoint}, {"params", P}, {"tokens_per_step", a.batch * a.seq},
+  json j = {{"bench", "train"}, {"impl", "smelt"}, {"moe", !a.dense}, {"activation_checkpointing", a.checkpoint}, {"precision", a.precision}, {"params", P}, {"tokens_per_step", a.batch * a.seq},
             {"median_step_s", median}, {"tokens_per_s", static_cast<double>(a.batch * a.seq) / median}, {"loss_step0", first_loss},
             {"uniform_loss", std::log(static_cast<double>(a.vocab))},
             {"weights_grads_adam_mib", state_mib}, {"activations_kept_mib", static_cast<double>(kept) / mib},
@@ -439,7 +441,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
   cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q4_k / q8_0x8 / q4_0x8 / q4_kx8 (rows interleaved by 8) (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
-  cmd->add_option("--precision", a->precision, "gemm: f32, or bf16 (operands rounded to bf16, products summed in f32: VDPBF16PS where the CPU has AVX512_BF16)")->capture_default_str();
+  cmd->add_option("--precision", a->precision, "gemm, train: f32, or bf16 (GEMM operands rounded to bf16, products summed in f32: VDPBF16PS where the CPU has AVX512_BF16)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();

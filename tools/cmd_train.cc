@@ -20,6 +20,7 @@
 #include "optim/distill.h"
 #include "tools/data_source.h"
 #include "ops/backend.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "runtime/communicator.h"
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
@@ -381,7 +382,8 @@ void run_train(const TrainArgs& args) {
   Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
   log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
-           " threads" + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target());
+           " threads" + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
+           (recipe.train.precision == "bf16" ? std::string(", bf16 GEMMs (") + (cpu_has_bf16_dot() ? "VDPBF16PS" : "rounded operands, f32 arithmetic: no AVX512_BF16 here") + ")" : ""));
   const std::string unit = data.tokenizer ? " tokens" : " bytes";
   log_info("data: " + std::to_string(train.size()) + " training" + unit + (has_val ? ", " + std::to_string(val.size()) + " validation" + unit : "") +
            (train.masked() ? " (loss on assistant turns only)" : ""));

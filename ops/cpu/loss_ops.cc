@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_ops.h"
+#include "ops/precision.h"
 #include "runtime/thread_pool.h"
 
 namespace smelt {
@@ -55,6 +56,7 @@ float* f32_out(const Tensor& t) { return t.defined() ? static_cast<float*>(t.dev
 GemmArgs b_from(const Tensor& w) {
   GemmArgs g;
   point_gemm_b(g, w, 0);
+  g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
   return g;
 }
 
@@ -161,6 +163,7 @@ void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, con
       dw.b = hc; dw.ldb = C;
       dw.c = f32_out(d_weight); dw.ldc = C;
       dw.beta = 1.0f;
+      dw.bf16_math = matmul_precision() == MatmulPrecision::BF16;
       cpu_gemm(dw);
     }
   }

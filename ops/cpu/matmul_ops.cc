@@ -6,6 +6,7 @@
 #include "ops/common.h"
 #include "ops/cpu/cpu_ops.h"
 #include "ops/cpu/gemm_dot.h"
+#include "ops/precision.h"
 
 namespace smelt {
 
@@ -35,6 +36,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     point_gemm_b(g, b, 0);
     g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po; g.ldc = N;
+    g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
     cpu_gemm(g);
     return;
   }
@@ -55,6 +57,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     point_gemm_b(g, b, ob);
     g.ldb = lb.ld; g.trans_b = lb.trans;
     g.c = po + oo; g.ldc = N;
+    g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
     cpu_gemm(g);
     for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
       if (++idx[d] < batch[d]) break;
