@@ -18,7 +18,7 @@ const char* matmul_precision_name(MatmulPrecision p) { return p == MatmulPrecisi
 MatmulPrecision parse_matmul_precision(const std::string& name, const std::string& where) {
   if (name == "f32") return MatmulPrecision::F32;
   if (name == "bf16") return MatmulPrecision::BF16;
-  SMELT_FAIL(where, ": precision must be \"f32\" or \"bf16\", got \"", name, "\"");
+  SMELT_FAIL(where, " must be \"f32\" or \"bf16\", got \"", name, "\"");
 }
 
 MatmulPrecisionScope::MatmulPrecisionScope(MatmulPrecision p) : previous_(current.exchange(p)) {}

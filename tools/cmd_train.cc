@@ -257,6 +257,10 @@ RunStart read_run_start(TrainArgs& a) {
   if (a.expert_parallel > 0) recipe.train.expert_parallel = a.expert_parallel;
   if (a.zero_stage >= 0) recipe.train.zero_stage = a.zero_stage;
   if (a.seed >= 0) recipe.train.seed = static_cast<uint64_t>(a.seed);
+  if (!a.precision.empty()) {
+    recipe.train.precision = a.precision;
+    recipe.train.validate();
+  }
   SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, a.config, ": train.seq_len (", recipe.train.seq_len,
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
   SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
@@ -494,6 +498,8 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
   cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
   cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
+  cmd->add_option("--precision", args->precision,
+                  "Override train.precision: f32, or bf16 (GEMM operands rounded to bf16, f32 accumulation and master weights)");
   cmd->add_option("--expert-parallel", args->expert_parallel,
                   "Override train.expert_parallel: ranks that share each MoE layer's experts (= the mpirun ranks, or 1)");
   cmd->add_option("--zero-stage", args->zero_stage, "Override train.zero_stage: 1 shards AdamW's moments over the mpirun ranks");

@@ -15,6 +15,7 @@ struct TrainArgs {
   int64_t steps = 0;
   int64_t expert_parallel = 0, zero_stage = -1;  // overrides of the recipe's (unset: 0 and -1)
   int64_t seed = -1;
+  std::string precision;  // override of train.precision (unset: empty)
   int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
   bool json = false;
   int threads = 0;

@@ -77,12 +77,60 @@ HWY_INLINE void transpose8x8(D d, V r[8]) {
 }
 #endif
 
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// r[c] = column c of the 16 × 16 block whose rows are r[0..15]. 32-bit then 64-bit interleaves
+// leave, in 128-bit block b of u[4g + e], rows 4g..4g+3 of column 4b + e; two rounds of 128-bit
+// block shuffles gather each column's four blocks. Highway 1.0 has no whole-block shuffle of
+// two vectors, hence the intrinsics.
+HWY_INLINE void transpose16x16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int e = 0; e < 4; ++e) {
+    // Blocks (0, 2) and (1, 3) of groups 0 and 1, then of groups 2 and 3.
+    const __m512 x_even = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88), x_odd = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
+    const __m512 y_even = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88), y_odd = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
+    r[e] = _mm512_shuffle_f32x4(x_even, y_even, 0x88);       // block 0 of every group: column e
+    r[8 + e] = _mm512_shuffle_f32x4(x_even, y_even, 0xdd);   // block 2: column 8 + e
+    r[4 + e] = _mm512_shuffle_f32x4(x_odd, y_odd, 0x88);     // block 1: column 4 + e
+    r[12 + e] = _mm512_shuffle_f32x4(x_odd, y_odd, 0xdd);    // block 3: column 12 + e
+  }
+}
+#endif
+
 // One panel of packed B (kc rows of nr floats) from nr rows of Bᵀ, src[j] pointing at row j's
 // first k (nullptr past the last column: zero padding). Transposes in 8-deep slices of k so each
 // slice's writes stay within a few cache lines.
 template <typename BT>
 void transpose_into_panel(const BT* const* src, int64_t kc, int64_t nr, int64_t cols, float* dst) {
   int64_t kk = 0;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  const hn::ScalableTag<float> d16;
+  if (cols == nr && nr % 16 == 0) {
+    // 16 columns × 16 k: each load takes a whole cache line of a row of Bᵀ (the 8 × 8 slices
+    // below take half a line and come back for the rest).
+    for (; kk + 16 <= kc; kk += 16)
+      for (int64_t j = 0; j < nr; j += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) {
+          hwy::Prefetch(src[j + i] + kk + 64);
+          r[i] = load_f32(d16, src[j + i] + kk).raw;
+        }
+        transpose16x16(r);
+        for (int t = 0; t < 16; ++t) _mm512_storeu_ps(dst + (kk + t) * nr + j, r[t]);
+      }
+  }
+#endif
 #if HWY_TARGET != HWY_SCALAR
   const hn::CappedTag<float, 8> d8;
   if (hn::Lanes(d8) == 8 && cols == nr) {
@@ -227,6 +275,8 @@ void pack_a_panel_by_4(const GemmArgs& g, int64_t r0, int64_t k0, int64_t kc, fl
       const float* s2 = g.a + a_row(g, r0 + r + 2) * g.lda + k0;
       const float* s3 = g.a + a_row(g, r0 + r + 3) * g.lda + k0;
       for (k = 0; k + 8 <= kc; k += 8) {
+        // Short row segments (kc floats) end before the hardware prefetcher has ramped up.
+        hwy::Prefetch(s0 + k + 64); hwy::Prefetch(s1 + k + 64); hwy::Prefetch(s2 + k + 64); hwy::Prefetch(s3 + k + 64);
         const auto a0 = hn::LoadU(d8, s0 + k), a1 = hn::LoadU(d8, s1 + k);
         const auto a2 = hn::LoadU(d8, s2 + k), a3 = hn::LoadU(d8, s3 + k);
         // t: rows paired (k0 k1 | k4 k5 and k2 k3 | k6 k7); u: the four rows of k and k + 4.
@@ -383,14 +433,15 @@ void panels_to_bf16(float* panels, int64_t count, int64_t kc, int64_t width, boo
 // C += alpha * acc, or C = alpha * acc when `overwrite` (the first K block of a beta = 0
 // product: no memset pass). The loops over the block are fully unrolled so the accumulators
 // live in registers (a rolled loop kept them on the stack).
-void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc, int64_t rows,
-                  int64_t cols, float alpha, bool overwrite) {
+template <int R>
+void micro_kernel_rows(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc, int64_t rows,
+                       int64_t cols, float alpha, bool overwrite) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   using V = hn::Vec<decltype(d)>;
-  V acc[kMR][2];
+  V acc[R][2];
 #pragma GCC unroll 16
-  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = hn::Zero(d);
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = hn::Zero(d);
   // C is read back only after kc·MR·2 FMAs: ask for its lines now so the miss overlaps them.
   for (int64_t r = 0; r < rows; ++r) {
     hwy::Prefetch(c + r * ldc);
@@ -401,16 +452,16 @@ void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RES
   for (int64_t k = 0; k < kc; ++k, pa += kMR, pb += 2 * N) {
     const V b0 = hn::LoadU(d, pb), b1 = hn::LoadU(d, pb + N);
 #pragma GCC unroll 16
-    for (int r = 0; r < kMR; ++r) {
+    for (int r = 0; r < R; ++r) {
       const V a = hn::Set(d, pa[r]);
       acc[r][0] = hn::MulAdd(a, b0, acc[r][0]);
       acc[r][1] = hn::MulAdd(a, b1, acc[r][1]);
     }
   }
   const V va = hn::Set(d, alpha);
-  if (rows == kMR && cols == 2 * N) {
+  if (rows == R && cols == 2 * N) {
 #pragma GCC unroll 16
-    for (int r = 0; r < kMR; ++r) {
+    for (int r = 0; r < R; ++r) {
       float* row = c + r * ldc;
       if (overwrite) {
         hn::StoreU(hn::Mul(va, acc[r][0]), d, row);
@@ -423,15 +474,27 @@ void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RES
     return;
   }
   // Edge tile: spill the accumulators, then add only the valid part.
-  HWY_ALIGN float tile[kMR * 2 * hn::MaxLanes(d)];
+  HWY_ALIGN float tile[R * 2 * hn::MaxLanes(d)];
   const int64_t w = 2 * N;
 #pragma GCC unroll 16
-  for (int r = 0; r < kMR; ++r) {
+  for (int r = 0; r < R; ++r) {
     hn::Store(acc[r][0], d, tile + r * w);
     hn::Store(acc[r][1], d, tile + r * w + N);
   }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = alpha * tile[r * w + j] + (overwrite ? 0.0f : c[r * ldc + j]);
+}
+
+// The last micro-panel of an M block often has few rows (1024 rows are 85 panels of 12 and one
+// of 4): computing them as 4 or 8 rows instead of MR spares the FMAs of the zero padding (3 % of
+// a 256-row product on AVX-512). The panel keeps its MR-wide layout; the kernel reads the first R.
+void micro_kernel(int64_t kc, const float* HWY_RESTRICT pa, const float* HWY_RESTRICT pb, float* c, int64_t ldc, int64_t rows,
+                  int64_t cols, float alpha, bool overwrite) {
+  if constexpr (kMR == 12) {
+    if (rows <= 4) return micro_kernel_rows<4>(kc, pa, pb, c, ldc, rows, cols, alpha, overwrite);
+    if (rows <= 8) return micro_kernel_rows<8>(kc, pa, pb, c, ldc, rows, cols, alpha, overwrite);
+  }
+  micro_kernel_rows<static_cast<int>(kMR)>(kc, pa, pb, c, ldc, rows, cols, alpha, overwrite);
 }
 
 // C *= beta. Not needed for beta = 0 when K > 0: the first K block overwrites C.
