@@ -44,13 +44,19 @@ for key in sorted({k for (_, k) in best}):
 fi
 
 if [[ $what == train || $what == all ]]; then
+  # The peer script's MoE adds bf16 expert outputs into an f32 buffer, which index_add_ refuses
+  # under CPU autocast: a copy with the one cast it needs (the arithmetic is unchanged).
+  torch_ref=build/torch_moe_ref.py
+  sed 's/out.index_add_(0, tok, ex(x\[tok\]) \* w\[tok, slot, None\])/out.index_add_(0, tok, (ex(x[tok]) * w[tok, slot, None]).to(out.dtype))/' \
+    "$PEERS/torch_moe_ref.py" > "$torch_ref"
+  grep -q 'to(out.dtype)' "$torch_ref" || { echo "compare_with_peers: the peer script changed; patch it by hand" >&2; exit 1; }
   precisions="f32"
   if [[ $bf16 == yes ]]; then precisions="f32 bf16"; fi
   for _ in $(seq 1 "$rounds"); do
     for mode in "" "--dense"; do
       for p in $precisions; do
         $SMELT bench train --threads 2 --precision "$p" $mode | python3 -c 'import json, sys; j = json.loads(sys.stdin.read()); print("smelt", j["precision"], "moe" if j["moe"] else "dense", "tokens/s %.0f" % j["tokens_per_s"], "peak RSS %.0f MiB, expected %.0f MiB (%.2fx)" % (j["peak_rss_mib"], j["expected_mib"], j["rss_over_expected"]), "loss at step 0 %.4f" % j["loss_step0"])'
-        python3 "$PEERS/torch_moe_ref.py" --threads 2 --dtype "$p" $mode 2>/dev/null | tail -1 | python3 -c 'import json, sys; j = json.loads(sys.stdin.read()); print("torch", "bf16" if j["bf16"] else "f32", "moe" if j["moe"] else "dense", "tokens/s %.0f" % j["tokens_per_s"], "peak RSS %.0f MiB" % j["peak_rss_mb"])'
+        python3 "$torch_ref" --threads 2 --dtype "$p" $mode 2>/dev/null | tail -1 | python3 -c 'import json, sys; j = json.loads(sys.stdin.read()); print("torch", "bf16" if j["bf16"] else "f32", "moe" if j["moe"] else "dense", "tokens/s %.0f" % j["tokens_per_s"], "peak RSS %.0f MiB" % j["peak_rss_mb"])'
       done
     done
   done

@@ -23,9 +23,13 @@ void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tens
 // matmul_ops.cc
 void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out);
 void cpu_matmul_many_op(const Tensor& a, const std::vector<Tensor>& weights, const std::vector<Tensor>& outs);
-// Points a GEMM's B operand at weight w's element `offset` (from its view's start), whichever
-// type w holds: f32, bf16 (widened) or block-quantised (b_quant; offset whole rows).
-void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset);
+// Points a GEMM's B operand at weight w's element `offset` (from its view's start), read
+// transposed or not, whichever type w holds: f32, bf16 or block-quantised (b_quant; offset whole
+// rows). Sets the product's arithmetic: bf16 under training's bf16 precision, and for a bf16
+// weight read transposed (x·Wᵀ: the forward of every linear, expert and LM head), whose
+// activations are then rounded to bf16 as they are packed; the backward's products with a bf16
+// W (g·W) widen it and stay f32, so gradients reaching the norms are not rounded.
+void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset, bool trans_b);
 
 // attention_ops.cc
 void cpu_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, bool causal, float scale,

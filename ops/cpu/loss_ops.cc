@@ -53,10 +53,9 @@ float mean_loss(const std::vector<double>& row_loss, double total_weight) {
 
 float* f32_out(const Tensor& t) { return t.defined() ? static_cast<float*>(t.device_data()) : nullptr; }
 
-GemmArgs b_from(const Tensor& w) {
+GemmArgs b_from(const Tensor& w, bool trans_b) {
   GemmArgs g;
-  point_gemm_b(g, w, 0);
-  g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
+  point_gemm_b(g, w, 0, trans_b);
   return g;
 }
 
@@ -123,10 +122,10 @@ void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, con
     const int64_t n = std::min(R, N - r0);
     const float* hc = h + r0 * C;
     float* pl = f32_out(logits);
-    GemmArgs z = b_from(weight);  // logits = h_c · Wᵀ
+    GemmArgs z = b_from(weight, true);  // logits = h_c · Wᵀ
     z.m = n; z.n = V; z.k = C;
     z.a = hc; z.lda = C;
-    z.ldb = C; z.trans_b = true;
+    z.ldb = C;
     z.c = pl; z.ldc = V;
     cpu_gemm(z);
     parallel_for(0, n, 4, [&](int64_t lo, int64_t hi) {
@@ -149,7 +148,7 @@ void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, con
       }
     });
     if (d_hidden.defined()) {
-      GemmArgs dh = b_from(weight);  // d hidden_c = d logits_c · W
+      GemmArgs dh = b_from(weight, false);  // d hidden_c = d logits_c · W
       dh.m = n; dh.n = C; dh.k = V;
       dh.a = pl; dh.lda = V;
       dh.ldb = C;

@@ -10,9 +10,15 @@
 
 namespace smelt {
 
-void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset) {
+void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset, bool trans_b) {
+  g.trans_b = trans_b;
+  if (matmul_precision() == MatmulPrecision::BF16) g.bf16_math = true;  // training's "precision": "bf16"
   if (w.dtype() == DType::BF16) {
+    // A bf16 weight's forward computes in bf16 too (VDPBF16PS on AVX512_BF16, twice the f32
+    // rate; the same numbers through the f32 kernel elsewhere). Decoding's dot path stays f32
+    // regardless: it is bound by the weights' bytes, not by arithmetic.
     g.b_bf16 = static_cast<const uint16_t*>(w.device_data()) + offset;
+    if (trans_b) g.bf16_math = true;
   } else if (is_quantized(w.dtype())) {
     g.b_quant = static_cast<const uint8_t*>(w.device_data()) + dtype_bytes(w.dtype(), offset);
     g.b_quant_type = w.dtype();
@@ -33,10 +39,9 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     GemmArgs g;
     g.m = batch_count * M; g.n = N; g.k = K;
     g.a = pa; g.lda = K;
-    point_gemm_b(g, b, 0);
-    g.ldb = lb.ld; g.trans_b = lb.trans;
+    point_gemm_b(g, b, 0, lb.trans);
+    g.ldb = lb.ld;
     g.c = po; g.ldc = N;
-    g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
     cpu_gemm(g);
     return;
   }
@@ -54,10 +59,9 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     GemmArgs g;
     g.m = M; g.n = N; g.k = K;
     g.a = pa + oa; g.lda = la.ld; g.trans_a = la.trans;
-    point_gemm_b(g, b, ob);
-    g.ldb = lb.ld; g.trans_b = lb.trans;
+    point_gemm_b(g, b, ob, lb.trans);
+    g.ldb = lb.ld;
     g.c = po + oo; g.ldc = N;
-    g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
     cpu_gemm(g);
     for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
       if (++idx[d] < batch[d]) break;
@@ -74,8 +78,8 @@ void cpu_matmul_many_op(const Tensor& a, const std::vector<Tensor>& weights, con
     GemmArgs& g = products[i];
     g.m = a.size(0); g.n = weights[i].size(0); g.k = a.size(1);
     g.a = static_cast<const float*>(a.device_data()); g.lda = g.k;
-    point_gemm_b(g, weights[i], 0);
-    g.ldb = g.k; g.trans_b = true;
+    point_gemm_b(g, weights[i], 0, true);
+    g.ldb = g.k;
     g.c = static_cast<float*>(outs[i].device_data()); g.ldc = g.n;
   }
   if (a.size(0) <= kGemmDotRows || std::all_of(products.begin(), products.end(), gemm_takes_dot_path)) {

@@ -79,7 +79,7 @@ struct GemmGroup {
   GemmArgs& add(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool ta, const Tensor& w, int64_t b_offset, int64_t ldb,
                 bool tb, float* c, int64_t ldc, float beta) {
     GemmArgs& g = add(m, n, k, a, lda, ta, nullptr, ldb, tb, c, ldc, beta);
-    point_gemm_b(g, w, b_offset);
+    point_gemm_b(g, w, b_offset, tb);
     return g;
   }
   void run() {
