@@ -18,6 +18,9 @@
 #include "runtime/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
+#if SMELT_X8_VNNI
+#pragma GCC target("avx512vnni")  // the x8 kernels' (quant_dot_x8-inl.h), inlined here
+#endif
 namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;

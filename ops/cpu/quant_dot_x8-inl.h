@@ -24,6 +24,16 @@
 #include "runtime/quant.h"
 
 HWY_BEFORE_NAMESPACE();
+// AVX3_DL: its AVX-512 VNNI (Highway's target string names only AVX-VNNI). With GCC, whose
+// target pragmas accumulate; other compilers take the AVX2 kernels on that target too.
+#if HWY_TARGET == HWY_AVX3_DL && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx512vnni")
+#undef SMELT_X8_VNNI
+#define SMELT_X8_VNNI 1
+#else
+#undef SMELT_X8_VNNI
+#define SMELT_X8_VNNI 0
+#endif
 namespace smelt {
 namespace HWY_NAMESPACE {
 
@@ -52,9 +62,14 @@ HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m2
       for (int i = 0; i < M; ++i) {
         const __m256i a_first = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i])));
         const __m256i a_second = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i] + 16)));
+#if SMELT_X8_VNNI
+        // vpdpbusd: four u8·s8 products into each int32 lane, two instructions for the block.
+        pair[pp][i] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q_first, a_first), q_second, a_second);
+#else
         // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
         const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
         pair[pp][i] = _mm256_madd_epi16(pairs, ones);
+#endif
       }
     }
 #pragma GCC unroll 4
@@ -73,7 +88,11 @@ HWY_INLINE __m256i x8_sums_q8_0(const uint8_t* values, const int8_t* a) {
 #pragma GCC unroll 8
   for (int r = 0; r < kX8Rows; ++r) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 32 * r));
+#if SMELT_X8_VNNI
+    row[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(av, w));
+#else
     row[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(av, w)), ones);
+#endif
   }
   // Even rows fold into the first register, odd rows into the second, each as [low-half sums |
   // high-half sums]; adding the halves gives [r0 r2 r4 r6 | r1 r3 r5 r7].
@@ -156,8 +175,13 @@ HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float*
 #pragma GCC unroll 8
         for (int r = 0; r < kX8Rows; ++r) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 128 * r + 32 * c));
+#if SMELT_X8_VNNI
+          lo[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(v, low), a_lo);
+          hi[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi);
+#else
           lo[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), a_lo), ones);
           hi[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi), ones);
+#endif
         }
         const __m256 scale_lo = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c)));
         const __m256 scale_hi = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c + 1)));
