@@ -80,6 +80,45 @@ HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m2
   for (int i = 0; i < M; ++i) sums[i] = _mm256_hadd_epi32(half[0][i], half[1][i]);
 }
 
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// x8_sums_q4_0 on 512-bit registers: one 64-byte load is four rows' nibbles (a 128-bit lane
+// each), so two loads cover the group and their sums come out as 4 int32 partials per lane (row
+// per lane). In-lane adds replace the three vphaddd folds: unpacking the two registers' 32-bit
+// elements and adding gives each lane (row L, row L + 4) pairs of partials, a 64-bit swap-add
+// their totals, and one permute takes the 8 totals into kX8ScaleOrder.
+template <int M>
+HWY_INLINE void x8_sums_q4_0_512(const uint8_t* values, const int8_t* const* a, __m256i (&sums)[M]) {
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 0, 0, 0, 0, 0, 0, 0, 0);  // r0 r2 r4 r6 | r1 r3 r5 r7
+  __m512i q_first[2], q_second[2];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m512i v = _mm512_loadu_si512(values + 64 * h);
+    q_first[h] = _mm512_and_si512(v, low);
+    q_second[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    const __m512i a_first = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i])));
+    const __m512i a_second = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i] + 16)));
+    __m512i part[2];  // rows 0..3, then 4..7: four int32 partial sums per 128-bit lane
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+#if SMELT_X8_VNNI
+      part[h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q_first[h], a_first), q_second[h], a_second);
+#else
+      const __m512i pairs = _mm512_add_epi16(_mm512_maddubs_epi16(q_first[h], a_first), _mm512_maddubs_epi16(q_second[h], a_second));
+      part[h] = _mm512_madd_epi16(pairs, _mm512_set1_epi16(1));
+#endif
+    }
+    // Lane L: (p0 + p2, q0 + q2, p1 + p3, q1 + q3) with p row L's partials and q row L + 4's.
+    const __m512i halves = _mm512_add_epi32(_mm512_unpacklo_epi32(part[0], part[1]), _mm512_unpackhi_epi32(part[0], part[1]));
+    const __m512i totals = _mm512_add_epi32(halves, _mm512_shuffle_epi32(halves, _MM_PERM_BADC));  // (row L, row L + 4, …)
+    sums[i] = _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, totals));
+  }
+}
+#endif
+
 // The same for a Q8_0 group block: one 32-byte load per row, signed weights (their sign moved
 // onto a, as the plain Q8_0 kernel does), then the 8 rows folded into kX8ScaleOrder's lanes.
 HWY_INLINE __m256i x8_sums_q8_0(const uint8_t* values, const int8_t* a) {
@@ -119,7 +158,11 @@ HWY_INLINE void x8_blocks_dot(const uint8_t* group, const int8_t* aq, const floa
     for (int i = 0; i < M; ++i) a[i] = aq + i * k + b * kQuantBlock;
     __m256i sums[M];
     if constexpr (W == DType::Q4_0) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+      x8_sums_q4_0_512<M>(values, a, sums);
+#else
       x8_sums_q4_0<M>(values, a, sums);
+#endif
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i)  // Q4_0's −8, once for all 8 rows: Σ(q − 8)·a = Σq·a − 8·Σa
         sums[i] = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
