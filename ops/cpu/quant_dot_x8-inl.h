@@ -5,9 +5,11 @@
 // activation block with its halves broadcast to both 128-bit lanes, three vphaddd folds; Q8_0:
 // one load per row, the folds pairing even and odd rows), and the 8 scales convert in one
 // vcvtph2ps: every lane accumulates one row, with no per-row scale broadcast and no horizontal
-// sum per row. Q4_0's −8 offset is taken once per block for all 8 rows. llama.cpp repacks Q4_0
-// likewise at load (CPU_REPACK); this layout and kernel are smelt's own. Included by
-// gemm_dot.cc inside its foreach_target loop.
+// sum per row. Q4_0's −8 offset is taken once per block for all 8 rows. On AVX-512 the Q4_0 and
+// Q4_K kernels run 512 bits wide (four rows' nibbles, or two rows' sub-block pair, per load;
+// in-lane adds and one permute instead of the vphaddd folds), and on AVX3_DL the products take
+// VNNI's vpdpbusd. llama.cpp repacks Q4_0 likewise at load (CPU_REPACK); this layout and kernel
+// are smelt's own. Included by gemm_dot.cc inside its foreach_target loop.
 #if defined(SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
 #undef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
@@ -45,8 +47,9 @@ constexpr int64_t kGroupBlockBytes = kX8Rows * quant_block_bytes(W);
 constexpr int64_t kX8Prefetch = 1024;
 
 // Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against the
-// blocks of M rows of A (a[i]), lanes in kX8ScaleOrder. One 32-byte load holds rows 2p (low 128
-// bits) and 2p + 1; its nibbles are split once for all M rows of A (prefill's tiles of 4).
+// blocks of M rows of A (a[i]), lanes in kX8ScaleOrder (AVX2; AVX-512 takes x8_sums_q4_0_512).
+// One 32-byte load holds rows 2p (low 128 bits) and 2p + 1; its nibbles are split once for all
+// M rows of A (prefill's tiles of 4).
 template <int M>
 HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m256i (&sums)[M]) {
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -62,14 +65,9 @@ HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m2
       for (int i = 0; i < M; ++i) {
         const __m256i a_first = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i])));
         const __m256i a_second = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i] + 16)));
-#if SMELT_X8_VNNI
-        // vpdpbusd: four u8·s8 products into each int32 lane, two instructions for the block.
-        pair[pp][i] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q_first, a_first), q_second, a_second);
-#else
         // Each int16 pair sum is at most 2·15·127: two of them add without saturating.
         const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q_first, a_first), _mm256_maddubs_epi16(q_second, a_second));
         pair[pp][i] = _mm256_madd_epi16(pairs, ones);
-#endif
       }
     }
 #pragma GCC unroll 4
@@ -194,13 +192,66 @@ HWY_INLINE __m256 x8_bytes_f32(const uint8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// Σ q·a of the 8 rows of a Q4_KX8 group over the sub-block pair at `nibbles` (each row's 32
+// bytes 128 apart: low nibbles the first sub-block, high the second) against A's 64 values at
+// `a`: the 8 rows' totals for each sub-block, lanes in kX8ScaleOrder.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// Four registers of two rows' 8 int32 partials each (rows 2p and 2p + 1 in the 256-bit halves)
+// folded to the rows' totals: 32-bit unpacks of pairs of registers and adds leave each 128-bit
+// lane (Z0, Z1 | …) partials, 64-bit unpacks and adds each register's lane total, a lane swap-add
+// each row's, and one permute takes the two lanes holding rows (0 2 4 6) and (1 3 5 7).
+HWY_INLINE __m256i x8_fold_512(const __m512i (&z)[4]) {
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
+  const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
+  const __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v));
+  const __m512i t = _mm512_add_epi32(w, _mm512_shuffle_i32x4(w, w, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0), t));
+}
+
+HWY_INLINE void x8_q4_k_sums(const uint8_t* nibbles, const int8_t* a, __m256i& lo_sums, __m256i& hi_sums) {
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i a_lo = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+  const __m512i a_hi = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32)));
+  __m512i lo[4], hi[4];
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p))),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p + 128)), 1);
+    const __m512i q_lo = _mm512_and_si512(v, low), q_hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+#if SMELT_X8_VNNI
+    lo[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q_lo, a_lo);
+    hi[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q_hi, a_hi);
+#else
+    lo[p] = _mm512_madd_epi16(_mm512_maddubs_epi16(q_lo, a_lo), _mm512_set1_epi16(1));
+    hi[p] = _mm512_madd_epi16(_mm512_maddubs_epi16(q_hi, a_hi), _mm512_set1_epi16(1));
+#endif
+  }
+  lo_sums = x8_fold_512(lo);
+  hi_sums = x8_fold_512(hi);
+}
+#else
+HWY_INLINE void x8_q4_k_sums(const uint8_t* nibbles, const int8_t* a, __m256i& lo_sums, __m256i& hi_sums) {
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i a_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+  const __m256i a_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32));
+  __m256i lo[kX8Rows], hi[kX8Rows];
+#pragma GCC unroll 8
+  for (int r = 0; r < kX8Rows; ++r) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 128 * r));
+    lo[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), a_lo), ones);
+    hi[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi), ones);
+  }
+  lo_sums = x8_fold(lo);
+  hi_sums = x8_fold(hi);
+}
+#endif
+
 // The Q4_KX8 group (layout in runtime/quant.h) against M rows of A: per sub-block s the 8 rows'
 // Σ q·a fold into one register and take d·sc_s·da in one multiply for all 8 rows; the mins'
 // term, dmin·Σ_s m_s·(da·Σa)_s, is 8 FMAs per super-block for all 8 rows.
 template <int M>
 HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float* ad, const float* a_sums, int64_t k, float (*out)[kX8Rows]) {
   const int64_t blocks = k / kQuantBlock, supers = k / kQ4KBlock;
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[M];
   for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < supers; ++sb, group += kQ4KX8GroupBytes) {
@@ -212,24 +263,12 @@ HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float*
       const int8_t* a = aq + i * k + sb * kQ4KBlock;
       const float* da = ad + i * blocks + sb * 8;
       for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
-        const __m256i a_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c));
-        const __m256i a_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c + 32));
-        __m256i lo[kX8Rows], hi[kX8Rows];
-#pragma GCC unroll 8
-        for (int r = 0; r < kX8Rows; ++r) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 128 * r + 32 * c));
-#if SMELT_X8_VNNI
-          lo[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(v, low), a_lo);
-          hi[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi);
-#else
-          lo[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), a_lo), ones);
-          hi[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi), ones);
-#endif
-        }
+        __m256i lo_sums, hi_sums;
+        x8_q4_k_sums(nibbles + 32 * c, a + 64 * c, lo_sums, hi_sums);
         const __m256 scale_lo = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c)));
         const __m256 scale_hi = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c + 1)));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(x8_fold(lo)), _mm256_mul_ps(scale_lo, _mm256_set1_ps(da[2 * c])), acc[i]);
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(x8_fold(hi)), _mm256_mul_ps(scale_hi, _mm256_set1_ps(da[2 * c + 1])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo_sums), _mm256_mul_ps(scale_lo, _mm256_set1_ps(da[2 * c])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi_sums), _mm256_mul_ps(scale_hi, _mm256_set1_ps(da[2 * c + 1])), acc[i]);
       }
       __m256 mins = _mm256_setzero_ps();
       for (int sub = 0; sub < 8; ++sub)
