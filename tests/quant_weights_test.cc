@@ -381,11 +381,13 @@ TEST(QuantWeights, InterleavedRowsComputeWhatThePlainBlocksCompute) {
     const std::vector<float> got = x8.forward(token).to_vector(), want = m.forward(token).to_vector();
     float scale = 0;
     for (float v : want) scale = std::max(scale, std::fabs(v));
-    EXPECT_LT(max_abs_diff(got, want), 1e-5f * scale);
+    // 1e-4: the AVX-512 Q4_0 kernel scales each row's four partial sums before adding them
+    // (the others add the integers first); a wrong block or row would be off by O(1).
+    EXPECT_LT(max_abs_diff(got, want), 1e-4f * scale);
     // Through a KV cache, a token at a time (what generation does).
     const Tensor ids = some_ids(c.vocab_size, 1, 12);
     const std::vector<float> stepped = testing::cached_logits(x8, ids, 4), stepped_want = testing::cached_logits(m, ids, 4);
-    EXPECT_LT(max_abs_diff(stepped, stepped_want), 1e-5f * scale);
+    EXPECT_LT(max_abs_diff(stepped, stepped_want), 1e-4f * scale);
   }
 }
 

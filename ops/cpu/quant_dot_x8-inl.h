@@ -6,9 +6,9 @@
 // one load per row, the folds pairing even and odd rows), and the 8 scales convert in one
 // vcvtph2ps: every lane accumulates one row, with no per-row scale broadcast and no horizontal
 // sum per row. Q4_0's −8 offset is taken once per block for all 8 rows. On AVX-512 the Q4_0 and
-// Q4_K kernels run 512 bits wide (four rows' nibbles, or two rows' sub-block pair, per load;
-// in-lane adds and one permute instead of the vphaddd folds), and on AVX3_DL the products take
-// VNNI's vpdpbusd. llama.cpp repacks Q4_0 likewise at load (CPU_REPACK); this layout and kernel
+// Q4_K kernels run 512 bits wide (four rows' nibbles, or two rows' sub-block pair, per load):
+// Q4_0 keeps float partial sums per row and folds them once per group, Q4_K folds with in-lane
+// adds and one permute instead of vphaddd; on AVX3_DL the products take VNNI's vpdpbusd. llama.cpp repacks Q4_0 likewise at load (CPU_REPACK); this layout and kernel
 // are smelt's own. Included by gemm_dot.cc inside its foreach_target loop.
 #if defined(SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
@@ -47,7 +47,7 @@ constexpr int64_t kGroupBlockBytes = kX8Rows * quant_block_bytes(W);
 constexpr int64_t kX8Prefetch = 1024;
 
 // Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against the
-// blocks of M rows of A (a[i]), lanes in kX8ScaleOrder (AVX2; AVX-512 takes x8_sums_q4_0_512).
+// blocks of M rows of A (a[i]), lanes in kX8ScaleOrder (AVX2; AVX-512 has x8_q4_0_dot_512).
 // One 32-byte load holds rows 2p (low 128 bits) and 2p + 1; its nibbles are split once for all
 // M rows of A (prefill's tiles of 4).
 template <int M>
@@ -77,45 +77,6 @@ HWY_INLINE void x8_sums_q4_0(const uint8_t* values, const int8_t* const* a, __m2
 #pragma GCC unroll 4
   for (int i = 0; i < M; ++i) sums[i] = _mm256_hadd_epi32(half[0][i], half[1][i]);
 }
-
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-// x8_sums_q4_0 on 512-bit registers: one 64-byte load is four rows' nibbles (a 128-bit lane
-// each), so two loads cover the group and their sums come out as 4 int32 partials per lane (row
-// per lane). In-lane adds replace the three vphaddd folds: unpacking the two registers' 32-bit
-// elements and adding gives each lane (row L, row L + 4) pairs of partials, a 64-bit swap-add
-// their totals, and one permute takes the 8 totals into kX8ScaleOrder.
-template <int M>
-HWY_INLINE void x8_sums_q4_0_512(const uint8_t* values, const int8_t* const* a, __m256i (&sums)[M]) {
-  const __m512i low = _mm512_set1_epi8(0x0F);
-  const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 0, 0, 0, 0, 0, 0, 0, 0);  // r0 r2 r4 r6 | r1 r3 r5 r7
-  __m512i q_first[2], q_second[2];
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-    const __m512i v = _mm512_loadu_si512(values + 64 * h);
-    q_first[h] = _mm512_and_si512(v, low);
-    q_second[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < M; ++i) {
-    const __m512i a_first = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i])));
-    const __m512i a_second = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i] + 16)));
-    __m512i part[2];  // rows 0..3, then 4..7: four int32 partial sums per 128-bit lane
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-#if SMELT_X8_VNNI
-      part[h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q_first[h], a_first), q_second[h], a_second);
-#else
-      const __m512i pairs = _mm512_add_epi16(_mm512_maddubs_epi16(q_first[h], a_first), _mm512_maddubs_epi16(q_second[h], a_second));
-      part[h] = _mm512_madd_epi16(pairs, _mm512_set1_epi16(1));
-#endif
-    }
-    // Lane L: (p0 + p2, q0 + q2, p1 + p3, q1 + q3) with p row L's partials and q row L + 4's.
-    const __m512i halves = _mm512_add_epi32(_mm512_unpacklo_epi32(part[0], part[1]), _mm512_unpackhi_epi32(part[0], part[1]));
-    const __m512i totals = _mm512_add_epi32(halves, _mm512_shuffle_epi32(halves, _MM_PERM_BADC));  // (row L, row L + 4, …)
-    sums[i] = _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, totals));
-  }
-}
-#endif
 
 // The same for a Q8_0 group block: one 32-byte load per row, signed weights (their sign moved
 // onto a, as the plain Q8_0 kernel does), then the 8 rows folded into kX8ScaleOrder's lanes.
@@ -156,11 +117,7 @@ HWY_INLINE void x8_blocks_dot(const uint8_t* group, const int8_t* aq, const floa
     for (int i = 0; i < M; ++i) a[i] = aq + i * k + b * kQuantBlock;
     __m256i sums[M];
     if constexpr (W == DType::Q4_0) {
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-      x8_sums_q4_0_512<M>(values, a, sums);
-#else
       x8_sums_q4_0<M>(values, a, sums);
-#endif
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i)  // Q4_0's −8, once for all 8 rows: Σ(q − 8)·a = Σq·a − 8·Σa
         sums[i] = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * a_isum[i * blocks + b]));
@@ -331,11 +288,84 @@ HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float*
 }
 #endif
 
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// The Q4_0X8 group against M rows of A on AVX-512, folding once per group instead of once per
+// block: each A row keeps two float accumulators whose 128-bit lanes are rows (0..3, then 4..7)
+// and whose elements are a row's four partial sums, each block's int32 partials converted and
+// multiplied by their row's scale (spread across its lane by one permute per block, shared by
+// the M rows) times A's. Q4_0's −8 offset, −8·Σa·da·d per row and block, accumulates apart in
+// one 8-row register. The lanes are folded to the 8 rows' totals at the end.
+template <int M>
+HWY_INLINE void x8_q4_0_dot_512(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, int64_t k,
+                                float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  // Scales arrive in kX8ScaleOrder (rows 0 2 4 6 1 3 5 7): row r's is at slot kX8Slot[r].
+  const __m512i spread_first = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5);   // rows 0..3
+  const __m512i spread_second = _mm512_setr_epi32(2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);  // rows 4..7
+  __m512 acc[M][2];
+  __m256 offset[M];
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    offset[i] = _mm256_setzero_ps();
+  }
+  for (int64_t b = 0; b < blocks; ++b, group += kGroupBlockBytes<DType::Q4_0>) {
+    for (int64_t line = 0; line < kGroupBlockBytes<DType::Q4_0>; line += 64) hwy::Prefetch(group + kX8Prefetch + line);
+    const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    const __m512 wide = _mm512_castps256_ps512(scales);
+    const __m512 row_scale[2] = {_mm512_permutexvar_ps(spread_first, wide), _mm512_permutexvar_ps(spread_second, wide)};
+    const uint8_t* values = group + 2 * kX8Rows;
+    __m512i q_first[2], q_second[2];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m512i v = _mm512_loadu_si512(values + 64 * h);
+      q_first[h] = _mm512_and_si512(v, low);
+      q_second[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const int8_t* a = aq + i * k + b * kQuantBlock;
+      const float da = ad[i * blocks + b];
+      const __m512i a_first = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+      const __m512i a_second = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16)));
+      const __m512 vda = _mm512_set1_ps(da);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+#if SMELT_X8_VNNI
+        const __m512i part = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q_first[h], a_first), q_second[h], a_second);
+#else
+        const __m512i part = _mm512_madd_epi16(
+            _mm512_add_epi16(_mm512_maddubs_epi16(q_first[h], a_first), _mm512_maddubs_epi16(q_second[h], a_second)), _mm512_set1_epi16(1));
+#endif
+        acc[i][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(part), _mm512_mul_ps(row_scale[h], vda), acc[i][h]);
+      }
+      offset[i] = _mm256_fmadd_ps(scales, _mm256_set1_ps(8.0f * static_cast<float>(a_isum[i * blocks + b]) * da), offset[i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    // Lane L of `halves`: (p0 + p2, q0 + q2, p1 + p3, q1 + q3), p row L's partials and q row L + 4's;
+    // of `totals`: (row L, row L + 4, …); then the permute into kX8ScaleOrder.
+    const __m512 halves = _mm512_add_ps(_mm512_unpacklo_ps(acc[i][0], acc[i][1]), _mm512_unpackhi_ps(acc[i][0], acc[i][1]));
+    const __m512 totals = _mm512_add_ps(halves, _mm512_permute_ps(halves, _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256 rows = _mm256_sub_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(order, totals)), offset[i]);
+    alignas(32) float lanes[kX8Rows];
+    _mm256_store_ps(lanes, rows);
+    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+  }
+}
+#endif
+
 // One group of 8 rows against M rows of A, whichever interleaved type.
 template <int M, DType W>
 HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t k,
                              float (*out)[kX8Rows]) {
   if constexpr (W == DType::Q4_K) x8_q4_k_dot<M>(group, aq, ad, a_sums, k, out);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  else if constexpr (W == DType::Q4_0) x8_q4_0_dot_512<M>(group, aq, ad, a_isum, k, out);
+#endif
   else x8_blocks_dot<M, W>(group, aq, ad, a_isum, a_sums, k, out);
 }
 
