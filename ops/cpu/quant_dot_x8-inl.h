@@ -215,22 +215,26 @@ HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float*
     for (int64_t line = 0; line < kQ4KX8GroupBytes; line += 64) hwy::Prefetch(group + kQ4KX8GroupBytes + line);
     const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16)));
+    // The 8 rows' d·sc and dmin·m of each sub-block, once for all M rows of A.
+    __m256 scale[8], min[8];
+#pragma GCC unroll 8
+    for (int sub = 0; sub < 8; ++sub) {
+      scale[sub] = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * sub));
+      min[sub] = _mm256_mul_ps(dmin, x8_bytes_f32(group + 96 + 8 * sub));
+    }
     const uint8_t* nibbles = group + 160;
     for (int i = 0; i < M; ++i) {
       const int8_t* a = aq + i * k + sb * kQ4KBlock;
       const float* da = ad + i * blocks + sb * 8;
+#pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
         __m256i lo_sums, hi_sums;
         x8_q4_k_sums(nibbles + 32 * c, a + 64 * c, lo_sums, hi_sums);
-        const __m256 scale_lo = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c)));
-        const __m256 scale_hi = _mm256_mul_ps(d, x8_bytes_f32(group + 32 + 8 * (2 * c + 1)));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo_sums), _mm256_mul_ps(scale_lo, _mm256_set1_ps(da[2 * c])), acc[i]);
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi_sums), _mm256_mul_ps(scale_hi, _mm256_set1_ps(da[2 * c + 1])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo_sums), _mm256_mul_ps(scale[2 * c], _mm256_set1_ps(da[2 * c])), acc[i]);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi_sums), _mm256_mul_ps(scale[2 * c + 1], _mm256_set1_ps(da[2 * c + 1])), acc[i]);
       }
-      __m256 mins = _mm256_setzero_ps();
-      for (int sub = 0; sub < 8; ++sub)
-        mins = _mm256_fmadd_ps(x8_bytes_f32(group + 96 + 8 * sub), _mm256_set1_ps(a_sums[i * blocks + sb * 8 + sub]), mins);
-      acc[i] = _mm256_fnmadd_ps(dmin, mins, acc[i]);
+#pragma GCC unroll 8
+      for (int sub = 0; sub < 8; ++sub) acc[i] = _mm256_fnmadd_ps(min[sub], _mm256_set1_ps(a_sums[i * blocks + sb * 8 + sub]), acc[i]);
     }
   }
   for (int i = 0; i < M; ++i) {
