@@ -41,6 +41,9 @@ expect_error unknown-key "unknown.json|model.hidden_sise|unknown field" -- "$SME
 expect_error wrong-type "type.json|train.steps|integer" -- "$SMELT" train --config "$work/type.json" --data "$work/text.txt" --out "$work/m"
 expect_error no-data "$work/nope.txt|does not exist" -- "$SMELT" train --config "$work/good.json" --data "$work/nope.txt" --out "$work/m"
 expect_error empty-data "empty.txt|empty" -- "$SMELT" train --config "$work/good.json" --data "$work/empty.txt" --out "$work/m"
+expect_error bad-precision "train.precision|\"f32\" or \"bf16\"|fp8" -- "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/m" --precision fp8
+expect_error bad-simd "--simd|NEON|known:" -- "$SMELT" bench gemm --shape 8x8x8 --simd NEON
+expect_error bench-precision "--precision|f32 or bf16" -- "$SMELT" bench gemm --shape 8x8x8 --precision f16
 expect_error no-model "$work/none|not a model directory" -- "$SMELT" eval --model "$work/none" --data "$work/text.txt"
 
 # A round trip on tiny settings.
