@@ -136,16 +136,19 @@ WeightBlock weight_block(const Tensor& wq, int64_t j, int64_t k, int64_t b) {
   return w;
 }
 
-// The integer dot path's reference: A quantised per 32-block with an f32 scale (round to
-// nearest), products summed exactly, scaled per block.
+// The integer dot path's reference: A quantised per 32-block with an f32 scale (per 256-value
+// super-block against Q4_K weights, as llama.cpp's Q8_K; round to nearest), products summed
+// exactly, scaled per block.
 std::vector<float> reference_dot(const std::vector<float>& a, int64_t m, int64_t k, const Tensor& wq, int64_t n) {
   std::vector<float> c(static_cast<size_t>(m * n));
+  const int64_t span = wq.dtype() == DType::Q4_K || wq.dtype() == DType::Q4_KX8 ? 256 : 32;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double sum = 0;
       for (int64_t b = 0; b < k / 32; ++b) {
         float amax = 0;
-        for (int t = 0; t < 32; ++t) amax = std::max(amax, std::fabs(a[i * k + b * 32 + t]));
+        const int64_t first = b * 32 / span * span;
+        for (int64_t t = first; t < first + span; ++t) amax = std::max(amax, std::fabs(a[i * k + t]));
         const float da = amax / 127.0f, ia = da != 0 ? 1.0f / da : 0.0f;
         const WeightBlock w = weight_block(wq, j, k, b);
         int64_t products = 0, a_sum = 0;

@@ -126,7 +126,8 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
     const GemmArgs& g = *products[p];
     if (!g.b_quant) continue;
     const int64_t at = a_offset[p] / kQuantBlock;  // the product's first A block
-    quantize_a_rows(g, a_q + a_offset[p], a_d + at);
+    const bool q4_k = g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_KX8;
+    quantize_a_rows(g, a_q + a_offset[p], a_d + at, q4_k ? kQ4KBlock / kQuantBlock : 1);
     if (g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_0X8 || g.b_quant_type == DType::Q4_KX8) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
   }
   parallel_tasks(first_task.back(), [&](int64_t t) {

@@ -28,23 +28,26 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // A's rows (g.m of them, k values each) as int8 blocks: q = round(x / d), d = max|x| / 127 per
-// block of 32 (an f32 scale, finer than Q8_0's f16; A is quantised per call, so it costs nothing
-// to keep). q holds m·k values, d m·k/32 scales.
-inline void quantize_a_rows(const GemmArgs& g, int8_t* q, float* d) {
+// span of `span` blocks of 32 (an f32 scale, finer than Q8_0's f16; A is quantised per call, so
+// it costs nothing to keep). q holds m·k values, d m·k/32 scales (a span's blocks repeat its
+// scale). Q4_K products take spans of a whole super-block (8 blocks, as llama.cpp's Q8_K): its
+// sub-blocks' integer sums can then be weighted by their integer scales and added before any
+// float arithmetic.
+inline void quantize_a_rows(const GemmArgs& g, int8_t* q, float* d, int64_t span) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int8_t, decltype(df)> d8;
-  const int64_t L = static_cast<int64_t>(hn::Lanes(df)), blocks = g.k / kQuantBlock;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(df)), blocks = g.k / kQuantBlock, width = span * kQuantBlock;
   for (int64_t i = 0; i < g.m; ++i) {
     const float* x = g.a + a_row(g, i) * g.lda;
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t b = 0; b < blocks; b += span) {
       const float* xb = x + b * kQuantBlock;
       auto amax = hn::Zero(df);
-      for (int64_t j = 0; j < kQuantBlock; j += L) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
+      for (int64_t j = 0; j < width; j += L) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
       const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
       const auto inverse = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
-      d[i * blocks + b] = scale;
+      for (int64_t s = 0; s < span; ++s) d[i * blocks + b + s] = scale;
       // Rounded to nearest, ties to even (lrintf's rounding under the default mode).
-      for (int64_t j = 0; j < kQuantBlock; j += L)
+      for (int64_t j = 0; j < width; j += L)
         hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), inverse))), d8, q + i * g.k + b * kQuantBlock + j);
     }
   }

@@ -7,8 +7,9 @@
 // vcvtph2ps: every lane accumulates one row, with no per-row scale broadcast and no horizontal
 // sum per row. Q4_0's −8 offset is taken once per block for all 8 rows. On AVX-512 the Q4_0 and
 // Q4_K kernels run 512 bits wide (four rows' nibbles, or two rows' sub-block pair, per load):
-// Q4_0 keeps float partial sums per row and folds them once per group, Q4_K folds with in-lane
-// adds and one permute instead of vphaddd; on AVX3_DL the products take VNNI's vpdpbusd. llama.cpp repacks Q4_0 likewise at load (CPU_REPACK); this layout and kernel
+// Q4_0 keeps float partial sums per row and folds them once per group; Q4_K weights each
+// sub-block's sums by the rows' integer scales as it widens them and folds once per
+// super-block; on AVX3_DL the products take VNNI's vpdpbusd / vpdpwssd. llama.cpp repacks Q4_0 likewise at load (CPU_REPACK); this layout and kernel
 // are smelt's own. Included by gemm_dot.cc inside its foreach_target loop.
 #if defined(SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SMELT_OPS_CPU_QUANT_DOT_X8_INL_H_
@@ -149,9 +150,6 @@ HWY_INLINE __m256 x8_bytes_f32(const uint8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
-// Σ q·a of the 8 rows of a Q4_KX8 group over the sub-block pair at `nibbles` (each row's 32
-// bytes 128 apart: low nibbles the first sub-block, high the second) against A's 64 values at
-// `a`: the 8 rows' totals for each sub-block, lanes in kX8ScaleOrder.
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 // Four registers of two rows' 8 int32 partials each (rows 2p and 2p + 1 in the 256-bit halves)
 // folded to the rows' totals: 32-bit unpacks of pairs of registers and adds leave each 128-bit
@@ -164,29 +162,12 @@ HWY_INLINE __m256i x8_fold_512(const __m512i (&z)[4]) {
   const __m512i t = _mm512_add_epi32(w, _mm512_shuffle_i32x4(w, w, _MM_SHUFFLE(2, 3, 0, 1)));
   return _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0), t));
 }
-
-HWY_INLINE void x8_q4_k_sums(const uint8_t* nibbles, const int8_t* a, __m256i& lo_sums, __m256i& hi_sums) {
-  const __m512i low = _mm512_set1_epi8(0x0F);
-  const __m512i a_lo = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
-  const __m512i a_hi = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32)));
-  __m512i lo[4], hi[4];
-#pragma GCC unroll 4
-  for (int p = 0; p < 4; ++p) {
-    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p))),
-                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p + 128)), 1);
-    const __m512i q_lo = _mm512_and_si512(v, low), q_hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-#if SMELT_X8_VNNI
-    lo[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q_lo, a_lo);
-    hi[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q_hi, a_hi);
-#else
-    lo[p] = _mm512_madd_epi16(_mm512_maddubs_epi16(q_lo, a_lo), _mm512_set1_epi16(1));
-    hi[p] = _mm512_madd_epi16(_mm512_maddubs_epi16(q_hi, a_hi), _mm512_set1_epi16(1));
 #endif
-  }
-  lo_sums = x8_fold_512(lo);
-  hi_sums = x8_fold_512(hi);
-}
-#else
+
+// Σ q·a of the 8 rows of a Q4_KX8 group over the sub-block pair at `nibbles` (each row's 32
+// bytes 128 apart: low nibbles the first sub-block, high the second) against A's 64 values at
+// `a`: the 8 rows' totals for each sub-block, lanes in kX8ScaleOrder (AVX2; AVX-512 has
+// x8_q4_k_dot_512).
 HWY_INLINE void x8_q4_k_sums(const uint8_t* nibbles, const int8_t* a, __m256i& lo_sums, __m256i& hi_sums) {
   const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const __m256i a_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
@@ -201,7 +182,6 @@ HWY_INLINE void x8_q4_k_sums(const uint8_t* nibbles, const int8_t* a, __m256i& l
   lo_sums = x8_fold(lo);
   hi_sums = x8_fold(hi);
 }
-#endif
 
 // The Q4_KX8 group (layout in runtime/quant.h) against M rows of A: per sub-block s the 8 rows'
 // Σ q·a fold into one register and take d·sc_s·da in one multiply for all 8 rows; the mins'
@@ -362,13 +342,98 @@ HWY_INLINE void x8_q4_0_dot_512(const uint8_t* group, const int8_t* aq, const fl
 }
 #endif
 
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// The Q4_KX8 group against M rows of A on AVX-512. A's scale is one per super-block (see
+// quantize_a_rows), so each sub-block's int16 pair sums are weighted by the rows' integer
+// scales in the same instruction that widens them to int32 (vpmaddwd, or VNNI's vpdpwssd,
+// which also adds), and the 8 sub-blocks add up in int32: one fold and one float multiply per
+// super-block instead of two per sub-block pair. Registers hold two rows each (rows 2p and
+// 2p + 1 in the 256-bit halves); the scales are spread to match once per super-block and read
+// from memory by all M rows, and the nibbles are split once per chunk for all M rows.
+template <int M>
+HWY_INLINE void x8_q4_k_dot_512(const uint8_t* group, const int8_t* aq, const float* ad, const float* a_sums, int64_t k,
+                                float (*out)[kX8Rows]) {
+  const int64_t blocks = k / kQuantBlock, supers = k / kQ4KBlock;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  // int16 permute indices: 16 copies of row 2p's slot, then 16 of row 2p + 1's (kX8ScaleSlot).
+  __m512i spread[4];
+  for (int p = 0; p < 4; ++p)
+    spread[p] = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(kX8ScaleSlot[2 * p])),
+                                   _mm256_set1_epi16(static_cast<int16_t>(kX8ScaleSlot[2 * p + 1])), 1);
+  __m256 acc[M];
+  for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < supers; ++sb, group += kQ4KX8GroupBytes) {
+    for (int64_t line = 0; line < kQ4KX8GroupBytes; line += 64) hwy::Prefetch(group + kQ4KX8GroupBytes + line);
+    alignas(64) __m512i scale[8][4];  // sub-block s, row pair p: the rows' 6-bit scales as int16
+#pragma GCC unroll 8
+    for (int sub = 0; sub < 8; ++sub) {
+      const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(group + 32 + 8 * sub))));
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) scale[sub][p] = _mm512_permutexvar_epi16(spread[p], bytes);
+    }
+    __m512i isum[M][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+      for (int p = 0; p < 4; ++p) isum[i][p] = _mm512_setzero_si512();
+    const uint8_t* nibbles = group + 160;
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+      __m512i q_lo[4], q_hi[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p + 32 * c))),
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + 256 * p + 128 + 32 * c)), 1);
+        q_lo[p] = _mm512_and_si512(v, low);
+        q_hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        const int8_t* a = aq + i * k + sb * kQ4KBlock + 64 * c;
+        const __m512i a_lo = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+        const __m512i a_hi = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32)));
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          // int16 pair sums (≤ 2·15·127) times 6-bit scales: each int32 sum of two stays below 2^18.
+          const __m512i lo = _mm512_maddubs_epi16(q_lo[p], a_lo), hi = _mm512_maddubs_epi16(q_hi[p], a_hi);
+#if SMELT_X8_VNNI
+          isum[i][p] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(isum[i][p], lo, scale[2 * c][p]), hi, scale[2 * c + 1][p]);
+#else
+          isum[i][p] = _mm512_add_epi32(isum[i][p], _mm512_add_epi32(_mm512_madd_epi16(lo, scale[2 * c][p]), _mm512_madd_epi16(hi, scale[2 * c + 1][p])));
+#endif
+        }
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16)));
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const float da = ad[i * blocks + sb * 8];  // one A scale per super-block
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(x8_fold_512(isum[i])), _mm256_mul_ps(d, _mm256_set1_ps(da)), acc[i]);
+      // The mins' term: dmin · Σ_s m_s · (da · Σa)_s, for the 8 rows at once.
+      __m256 mins = _mm256_setzero_ps();
+#pragma GCC unroll 8
+      for (int sub = 0; sub < 8; ++sub)
+        mins = _mm256_fmadd_ps(x8_bytes_f32(group + 96 + 8 * sub), _mm256_set1_ps(a_sums[i * blocks + sb * 8 + sub]), mins);
+      acc[i] = _mm256_fnmadd_ps(dmin, mins, acc[i]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    alignas(32) float lanes[kX8Rows];
+    _mm256_store_ps(lanes, acc[i]);
+    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+  }
+}
+#endif
+
 // One group of 8 rows against M rows of A, whichever interleaved type.
 template <int M, DType W>
 HWY_INLINE void x8_group_dot(const uint8_t* group, const int8_t* aq, const float* ad, const int32_t* a_isum, const float* a_sums, int64_t k,
                              float (*out)[kX8Rows]) {
-  if constexpr (W == DType::Q4_K) x8_q4_k_dot<M>(group, aq, ad, a_sums, k, out);
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if constexpr (W == DType::Q4_K) x8_q4_k_dot_512<M>(group, aq, ad, a_sums, k, out);
   else if constexpr (W == DType::Q4_0) x8_q4_0_dot_512<M>(group, aq, ad, a_isum, k, out);
+#else
+  if constexpr (W == DType::Q4_K) x8_q4_k_dot<M>(group, aq, ad, a_sums, k, out);
 #endif
   else x8_blocks_dot<M, W>(group, aq, ad, a_isum, a_sums, k, out);
 }
