@@ -128,7 +128,8 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
     const int64_t at = a_offset[p] / kQuantBlock;  // the product's first A block
     const bool q4_k = g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_KX8;
     quantize_a_rows(g, a_q + a_offset[p], a_d + at, q4_k ? kQ4KBlock / kQuantBlock : 1);
-    if (g.b_quant_type == DType::Q4_K || g.b_quant_type == DType::Q4_0X8 || g.b_quant_type == DType::Q4_KX8) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
+    // The blocks' Σa: Q4_K's mins and Q4_0's −8 need them, and Q8_0X8's +128 on AVX3_DL.
+    if (g.b_quant_type == DType::Q4_K || is_interleaved(g.b_quant_type)) a_block_sums(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at);
   }
   parallel_tasks(first_task.back(), [&](int64_t t) {
     const size_t p = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
