@@ -291,7 +291,7 @@ HWY_INLINE void x8_q4_0_dot_512(const uint8_t* group, const int8_t* aq, const fl
                                 float (*out)[kX8Rows]) {
   const int64_t blocks = k / kQuantBlock;
   const __m512i low = _mm512_set1_epi8(0x0F);
-  // Scales arrive in kX8ScaleOrder (rows 0 2 4 6 1 3 5 7): row r's is at slot kX8Slot[r].
+  // Scales arrive in kX8ScaleOrder (rows 0 2 4 6 1 3 5 7): row r's is at slot kX8ScaleSlot[r].
   const __m512i spread_first = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5);   // rows 0..3
   const __m512i spread_second = _mm512_setr_epi32(2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7);  // rows 4..7
   __m512 acc[M][2];
