@@ -11,6 +11,8 @@ namespace smelt {
 enum class MatmulPrecision { F32, BF16 };
 
 MatmulPrecision matmul_precision();
+// Whether the GEMMs being built now round their operands to bf16 (the current precision is bf16).
+inline bool matmuls_in_bf16() { return matmul_precision() == MatmulPrecision::BF16; }
 const char* matmul_precision_name(MatmulPrecision p);
 // "f32" or "bf16"; anything else fails naming `where` (a recipe field, an option).
 MatmulPrecision parse_matmul_precision(const std::string& name, const std::string& where);

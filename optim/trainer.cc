@@ -88,7 +88,8 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
   return batches > 0 ? total / batches : 0.0;
 }
 
-Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters) : model_(model), config_(std::move(config)) {
+Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters)
+    : model_(model), config_(std::move(config)), precision_(parse_matmul_precision(config_.precision, "train.precision")) {
   config_.validate();
   SMELT_CHECK(model_.weight_dtype() == DType::F32, "the model's weights are kept in ", dtype_name(model_.weight_dtype()),
               ", which is for inference: load it in f32 to train");
@@ -144,7 +145,7 @@ Tensor add_to(const Tensor& sum, const Tensor& t) { return !t.defined() ? sum : 
 }  // namespace
 
 StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
-  const MatmulPrecisionScope precision(parse_matmul_precision(config_.precision, "train.precision"));
+  const MatmulPrecisionScope precision(precision_);
   optimizer_->zero_grad();
   // The losses stay on the device: summed here, read once with the gradient norm and the
   // routing statistics after the optimizer step (the step's one host read).
@@ -310,7 +311,7 @@ void Trainer::run(const std::function<Batch(int64_t, int64_t)>& next_batch, cons
     const bool last = s + 1 == config_.steps;
     if (val_batch && (last || (config_.eval_every > 0 && m.step % config_.eval_every == 0))) {
       m.has_val = true;
-      const MatmulPrecisionScope precision(parse_matmul_precision(config_.precision, "train.precision"));
+      const MatmulPrecisionScope precision(precision_);
       m.val_loss = validation_loss(val_batch);
     }
     if (on_step) on_step(m);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "models/transformer.h"
+#include "ops/precision.h"
 #include "optim/data_parallel.h"
 #include "optim/optimizer.h"
 #include "runtime/communicator.h"
@@ -121,6 +122,7 @@ class Trainer {
 
   Transformer& model_;
   TrainConfig config_;
+  MatmulPrecision precision_;  // config_.precision, parsed once
   Communicator& comm_ = world();
   MicroBatchRange micro_batches_{0, 0};  // this rank's share of each step (set by check_data_parallel)
   bool split_rows_ = false;      // data parallel by rows of each micro-batch (see batch_split)

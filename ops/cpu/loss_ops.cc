@@ -162,7 +162,7 @@ void cpu_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, con
       dw.b = hc; dw.ldb = C;
       dw.c = f32_out(d_weight); dw.ldc = C;
       dw.beta = 1.0f;
-      dw.bf16_math = matmul_precision() == MatmulPrecision::BF16;
+      dw.bf16_math = matmuls_in_bf16();
       cpu_gemm(dw);
     }
   }

@@ -12,7 +12,7 @@ namespace smelt {
 
 void point_gemm_b(GemmArgs& g, const Tensor& w, int64_t offset, bool trans_b) {
   g.trans_b = trans_b;
-  if (matmul_precision() == MatmulPrecision::BF16) g.bf16_math = true;  // training's "precision": "bf16"
+  if (matmuls_in_bf16()) g.bf16_math = true;  // training's "precision": "bf16"
   if (w.dtype() == DType::BF16) {
     // A bf16 weight's forward computes in bf16 too (VDPBF16PS on AVX512_BF16, twice the f32
     // rate; the same numbers through the f32 kernel elsewhere). Decoding's dot path stays f32

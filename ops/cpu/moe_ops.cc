@@ -71,7 +71,7 @@ struct GemmGroup {
     g.a = a; g.lda = lda; g.trans_a = ta;
     g.b = b; g.ldb = ldb; g.trans_b = tb;
     g.c = c; g.ldc = ldc; g.beta = beta;
-    g.bf16_math = matmul_precision() == MatmulPrecision::BF16;
+    g.bf16_math = matmuls_in_bf16();
     problems.push_back(g);
     return problems.back();
   }
