@@ -9,11 +9,15 @@ has the largest norm (no router can choose better by that measure). It also boun
 neuron-level schemes: keeping each token's largest neuron contributions |h_i| * ||W_down[:, i]||
 (needs the whole gate and up projections, so it saves only down-projection work), and
 CATS-style selection by |silu(gate_i)| alone (saves up and down for the dropped neurons).
+Retraining is bounded from one side too: under the oracle's routing, each layer's down
+projection is refitted by least squares (ridge) to reproduce the dense FFN's output on the
+calibration tokens -- the best any layer-wise fit of that matrix can do on them.
 
 The model is an independent PyTorch implementation of the Llama forward, reading the weights
 smelt imported (`smelt import --model SmolLM2.gguf --out DIR`; bench/decode_vs_llamacpp.sh
 leaves one in .cache/bench_decode/smollm2). Calibration: the first 110 KB of each default Debian
-domain (16 windows of 256 tokens for the neuron statistics); validation: 16 windows of 256
+domain (16 windows of 256 tokens per domain: 16,384 tokens for the least-squares refit, every
+8th for the neuron statistics); validation: 16 windows of 256
 tokens spread over the last 125 KB of each domain. Python and PyTorch are used only as an
 experiment's independent oracle; neither the library nor the binary needs them.
 
@@ -121,17 +125,40 @@ def balanced_kmeans(features, experts, iters=15, seed=0):
     return assign
 
 
-def oracle_top_k(m, groups, experts, k, shared=None):
+def oracle_mask(m, l, h, groups, experts, k):
+    """Per token and neuron, 1 where the neuron's expert is among the k whose outputs have the
+    largest norms."""
+    down = m.p(l, "mlp.down_proj")
+    outs = torch.stack([h[..., groups[l] == e] @ down[:, groups[l] == e].T for e in range(experts)], -2)
+    top = outs.norm(dim=-1).topk(k, -1).indices
+    chosen = torch.zeros(outs.shape[:-1]).scatter_(-1, top, 1.0)
+    member = (groups[l].unsqueeze(1) == torch.arange(experts)).float()  # neurons x experts (shared neurons: none)
+    return chosen @ member.T
+
+
+def oracle_top_k(m, groups, experts, k, shared=None, downs=None):
     """Each token keeps the k experts whose outputs have the largest norms (plus any shared
-    neurons, always on)."""
+    neurons, always on); `downs` replaces the layers' down projections."""
     def ffn(l, x):
-        h, down = m.activations(l, x), m.p(l, "mlp.down_proj")
-        outs = torch.stack([h[..., groups[l] == e] @ down[:, groups[l] == e].T for e in range(experts)], -2)
-        top = outs.norm(dim=-1).topk(k, -1).indices
-        keep = torch.zeros(outs.shape[:-1]).scatter_(-1, top, 1.0)
-        y = (outs * keep.unsqueeze(-1)).sum(-2)
-        return y if shared is None else y + h[..., shared[l]] @ down[:, shared[l]].T
+        h, down = m.activations(l, x), m.p(l, "mlp.down_proj") if downs is None else downs[l]
+        keep = oracle_mask(m, l, h, groups, experts, k)
+        if shared is not None:
+            keep = keep + shared[l].float()
+        return (h * keep) @ down.T
     return ffn
+
+
+def refit_downs(m, inputs, groups, experts, k):
+    """Each layer's down projection refitted by ridge least squares so that the oracle's top-k
+    neurons reproduce the dense FFN's output on the calibration tokens."""
+    downs = []
+    for l in range(m.layers):
+        h = m.activations(l, inputs[l])
+        kept = h * oracle_mask(m, l, h, groups, experts, k)
+        gram = kept.T @ kept
+        ridge = 1e-3 * gram.diagonal().mean() * torch.eye(gram.size(0))
+        downs.append(torch.linalg.solve(gram + ridge, kept.T @ (h @ m.p(l, "mlp.down_proj").T)).T.contiguous())
+    return downs
 
 
 def neuron_oracle(m, keep):
@@ -162,15 +189,16 @@ def main():
     calib, val = [], []
     for d in DOMAINS:
         raw = open(f"{args.data}/{d}.txt", "rb").read()
-        calib.append(m.windows(raw[:110_000].decode("utf-8", "ignore"), 4))
+        calib.append(m.windows(raw[:110_000].decode("utf-8", "ignore"), 16))
         val.append(m.windows(raw[-125_000:].decode("utf-8", "ignore"), 16))
     calib, val = torch.cat(calib), torch.cat(val)
     inputs = [[] for _ in range(m.layers)]  # each layer's FFN inputs on the calibration windows
-    m.forward(calib, capture=lambda l, x: inputs[l].append(x.reshape(-1, x.size(-1))))
-    inputs = [torch.cat(x)[::2] for x in inputs]
+    for i in range(0, len(calib), 8):
+        m.forward(calib[i : i + 8], capture=lambda l, x: inputs[l].append(x.reshape(-1, x.size(-1))))
+    inputs = [torch.cat(x) for x in inputs]
 
-    def contributions(l):  # tokens x neurons: |h_i| * ||W_down[:, i]||
-        return m.activations(l, inputs[l]).abs() * m.p(l, "mlp.down_proj").norm(dim=0)
+    def contributions(l):  # tokens x neurons: |h_i| * ||W_down[:, i]||, on every 8th calibration token
+        return m.activations(l, inputs[l][::8]).abs() * m.p(l, "mlp.down_proj").norm(dim=0)
 
     def coact_groups(experts):  # smelt's --split coact: neurons whose |activation| profiles align
         out = []
@@ -203,6 +231,10 @@ def main():
         for k in ks:
             rows.append((f"expert oracle, coact, top-{k} of {experts}", f"{k / experts:.3f}", k / experts,
                          m.perplexity(val, oracle_top_k(m, groups, experts, k))))
+        if experts == 8:
+            downs = refit_downs(m, inputs, groups, 8, 7)
+            rows.append(("expert oracle, coact, top-7 of 8, down projections refitted", "0.875", 0.875,
+                         m.perplexity(val, oracle_top_k(m, groups, 8, 7, downs=downs))))
     shared, groups = shared_and_routed(n // 4, 24)
     share = (n // 4 + 18 * (n - n // 4) // 24) / n
     rows.append((f"expert oracle, {n // 4} shared + top-18 of 24", f"{share:.3f}", share,
