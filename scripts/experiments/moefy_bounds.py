@@ -221,32 +221,32 @@ def main():
         return shared, groups
 
     dense = m.perplexity(val)
-    rows = [("dense", "1.000", 1.0, dense)]
+    rows = [("dense", "1.000", dense)]
     n = m.p(0, "mlp.gate_proj").size(0)
     for keep in (0.875, 0.75, 0.6):  # gate and up always run: only down's share is saved
-        rows.append((f"neuron oracle, keep {keep}", f"{(2 + keep) / 3:.3f}", keep, m.perplexity(val, neuron_oracle(m, keep))))
-    rows.append(("gate-only (CATS), keep 0.7", f"{(1 + 2 * 0.7) / 3:.3f}", 0.7, m.perplexity(val, gate_only(m, 0.7))))
+        rows.append((f"neuron oracle, keep {keep}", f"{(2 + keep) / 3:.3f}", m.perplexity(val, neuron_oracle(m, keep))))
+    rows.append(("gate-only (CATS), keep 0.7", f"{(1 + 2 * 0.7) / 3:.3f}", m.perplexity(val, gate_only(m, 0.7))))
     for experts, ks in ((8, (7, 6)), (32, (28,))):
         groups = coact_groups(experts)
         for k in ks:
-            rows.append((f"expert oracle, coact, top-{k} of {experts}", f"{k / experts:.3f}", k / experts,
+            rows.append((f"expert oracle, coact, top-{k} of {experts}", f"{k / experts:.3f}",
                          m.perplexity(val, oracle_top_k(m, groups, experts, k))))
         if experts == 8:
             downs = refit_downs(m, inputs, groups, 8, 7)
-            rows.append(("expert oracle, coact, top-7 of 8, down projections refitted", "0.875", 0.875,
+            rows.append(("expert oracle, coact, top-7 of 8, down projections refitted", "0.875",
                          m.perplexity(val, oracle_top_k(m, groups, 8, 7, downs=downs))))
     shared, groups = shared_and_routed(n // 4, 24)
     share = (n // 4 + 18 * (n - n // 4) // 24) / n
-    rows.append((f"expert oracle, {n // 4} shared + top-18 of 24", f"{share:.3f}", share,
+    rows.append((f"expert oracle, {n // 4} shared + top-18 of 24", f"{share:.3f}",
                  m.perplexity(val, oracle_top_k(m, groups, 24, 18, shared))))
 
     if args.json:
-        for name, active, kept, p in rows:
+        for name, active, p in rows:
             print(json.dumps({"scheme": name, "active_ffn_share": float(active), "perplexity": round(p, 3),
                               "vs_dense": round(p / dense - 1, 4)}))
         return
     print("| scheme | active FFN parameters | perplexity | vs dense |\n|---|---|---|---|")
-    for name, active, kept, p in rows:
+    for name, active, p in rows:
         print(f"| {name} | {active} | {p:.2f} | {100 * (p / dense - 1):+.1f} % |")
 
 
