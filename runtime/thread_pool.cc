@@ -90,6 +90,10 @@ class ThreadPool {
   void drain(Job& job) {
     bool was = t_in_parallel_region;
     t_in_parallel_region = true;
+    // Tasks done are counted here and taken off `pending` once, when this thread finds nothing
+    // left to claim: one write to the shared counter per thread and job instead of one per task
+    // (decoding runs thousands of short tasks per token).
+    int64_t done = 0;
     for (;;) {
       int64_t i = job.next.fetch_add(1);
       if (i >= job.n_tasks) break;
@@ -99,10 +103,11 @@ class ThreadPool {
         std::lock_guard<std::mutex> g(job.error_mu);
         if (!job.error) job.error = std::current_exception();
       }
-      if (job.pending.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> g(mu_);
-        cv_done_.notify_all();
-      }
+      ++done;
+    }
+    if (done > 0 && job.pending.fetch_sub(done) == done) {
+      std::lock_guard<std::mutex> g(mu_);
+      cv_done_.notify_all();
     }
     t_in_parallel_region = was;
   }

@@ -149,7 +149,8 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
     // dot-product path; the rest the packed path with edge tiles.
     const int64_t shapes[][3] = {{1, 1, 1},    {7, 7, 7},   {6, 16, 1},   {13, 29, 31}, {129, 65, 257}, {200, 300, 520}, {129, 32, 65},
                                  {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33},  {3, 37, 64},    {4, 9, 1000},    {7, 200, 32},
-                                 {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}, {36, 130, 600}};  // the last: whole 12-row panels, 3 K blocks
+                                 {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}, {36, 130, 600},  // whole 12-row panels, 3 K blocks
+                                 {1, 19, 1000}};  // one row: four accumulators, single vectors, a scalar tail
     for (auto& s : shapes)
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb)
@@ -175,6 +176,35 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
                     << "m=" << g.m << " n=" << g.n << " k=" << g.k << " ta=" << ta << " tb=" << tb << " at " << i << "," << j;
               }
           }
+  });
+}
+
+TEST(Kernels, GemmDotPathWithBf16WeightsMatchesScalar) {
+  // Decoding with `--weights bf16`: at most 4 rows of f32 A against a bf16 Bᵀ, each B element
+  // widened to f32 (one row: a row at a time with four accumulators; more rows: blocks of B rows).
+  for_each_cpu_target([&] {
+    for (int64_t m = 1; m <= 4; ++m)
+      for (int64_t k : {1000, 33, 5}) {
+        GemmArgs g;
+        g.m = m; g.n = 19; g.k = k;
+        g.trans_b = true;
+        g.lda = k + 3; g.ldb = k + 1; g.ldc = g.n + 2;
+        auto A = random_vec(g.m * g.lda, 30), B = random_vec(g.n * g.ldb, 31), C = random_vec(g.m * g.ldc, 32);
+        std::vector<uint16_t> B16(B.size());
+        for (size_t i = 0; i < B.size(); ++i) {
+          B16[i] = f32_to_bf16(B[i]);
+          B[i] = bf16_to_f32(B16[i]);
+        }
+        g.alpha = 0.75f; g.beta = 0.5f;
+        g.a = A.data(); g.b = B.data();
+        const auto ref = ref_gemm(g, C);
+        g.b = nullptr; g.b_bf16 = B16.data(); g.c = C.data();
+        cpu_gemm(g);
+        const double tol = 4.0 * g.k * 1.2e-7 * 4.0 + 1e-5;
+        for (int64_t i = 0; i < g.m; ++i)
+          for (int64_t j = 0; j < g.n; ++j)
+            ASSERT_NEAR(C[i * g.ldc + j], ref[i * g.ldc + j], tol) << "m=" << m << " k=" << k << " at " << i << "," << j;
+      }
   });
 }
 
