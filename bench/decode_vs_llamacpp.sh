@@ -2,8 +2,9 @@
 # Decoding speed, batch 1, 2 threads, the same model in one run: smelt (`smelt bench decode
 # --model`, weights f32, bf16, q8_0, q4_0 and q4_k) against llama.cpp (`llama-bench`, GGUF
 # exports of the same weights as F32, BF16, Q8_0, Q4_0 and Q4_K: smelt's quantiser writes the
-# blocks llama.cpp's would, so both decode the same quantised weights). Rounds alternate between
-# the two so that a shared machine's drifts hit both alike; the best of the rounds is reported:
+# blocks llama.cpp's would, so both decode the same quantised weights). Each type's two runs
+# follow each other, so that a shared machine's drifts hit both alike; the best of the rounds is
+# reported, with the rounds' median and the median of each round's smelt / llama.cpp ratio:
 # prompt tokens/s (prefill of --prompt tokens) and generated tokens/s (--gen tokens after it).
 # Usage: [TYPES="q4_0 q4_k"] bash bench/decode_vs_llamacpp.sh [rounds] [prompt] [gen]
 # (from the repository root, after scripts/build.sh; fetches SmolLM2 and builds llama.cpp into
@@ -23,28 +24,30 @@ for type in $types; do
   [ -s "$work/smollm2_$type.gguf" ] || $SMELT export --model "$work/smollm2" --format gguf --type "$type" --out "$work/smollm2_$type.gguf" >/dev/null
 done
 grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /cpu: /'
-for _ in $(seq 1 "$rounds"); do
-  for weights in $types; do
-    echo "smelt $weights $($SMELT bench decode --model "$work/smollm2" --weights "$weights" --seq "$prompt" --new-tokens "$gen" --repeats 1 --threads 2)"
-  done
+for round in $(seq 1 "$rounds"); do
   for type in $types; do
+    echo "smelt $type $round $($SMELT bench decode --model "$work/smollm2" --weights "$type" --seq "$prompt" --new-tokens "$gen" --repeats 1 --threads 2)"
     "$llama/build/bin/llama-bench" -m "$work/smollm2_$type.gguf" -p "$prompt" -n "$gen" -t 2 -r 1 -o jsonl 2>/dev/null |
-      sed "s/^/llama.cpp $type /"
+      sed "s/^/llama.cpp $type $round /"
   done
 done | python3 -c '
-import collections, json, sys
-best = collections.defaultdict(float)
+import collections, json, statistics, sys
+runs = collections.defaultdict(dict)  # (impl, weights, phase) -> {round: tokens/s}
 for line in sys.stdin:
     if not line.startswith(("smelt", "llama.cpp")):
         print(line.strip()); continue
-    who, kind, js = line.split(" ", 2)
+    who, kind, rnd, js = line.split(" ", 3)
     j = json.loads(js)
     if who == "smelt":
-        best[(who, kind, "prefill")] = max(best[(who, kind, "prefill")], j["prefill_tokens_per_s"])
-        best[(who, kind, "decode")] = max(best[(who, kind, "decode")], j["decode_tokens_per_s"])
+        runs[(who, kind, "prefill")][rnd] = j["prefill_tokens_per_s"]
+        runs[(who, kind, "decode")][rnd] = j["decode_tokens_per_s"]
     else:
-        phase = "prefill" if j["n_prompt"] > 0 else "decode"
-        best[(who, kind, phase)] = max(best[(who, kind, phase)], j["avg_ts"])
-for (who, kind, phase), v in sorted(best.items()):
-    print(json.dumps({"bench": "decode_vs_llamacpp", "impl": who, "weights": kind, "phase": phase, "tokens_per_s": round(v, 1)}))
+        runs[(who, kind, "prefill" if j["n_prompt"] > 0 else "decode")][rnd] = j["avg_ts"]
+for (who, kind, phase), v in sorted(runs.items()):
+    row = {"bench": "decode_vs_llamacpp", "impl": who, "weights": kind, "phase": phase,
+           "tokens_per_s": round(max(v.values()), 1), "median": round(statistics.median(v.values()), 1), "rounds": len(v)}
+    peer = runs.get(("llama.cpp", kind, phase), {})
+    if who == "smelt" and peer:  # per round: smelt over the llama.cpp run right after it
+        row["median_ratio_to_llamacpp"] = round(statistics.median(v[r] / peer[r] for r in v if r in peer), 3)
+    print(json.dumps(row))
 '
