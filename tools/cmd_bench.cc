@@ -366,8 +366,9 @@ void bench_train(const BenchArgs& a) {
 
 // Decoding with a KV cache, batch 1, the reference model (or --model) with its weights in f32 or
 // bf16: a prompt of --seq tokens, then --new-tokens greedy tokens one at a time (best of
-// --repeats). Memory: the weights' bytes and the process's resident memory once decoding is done
-// (for an MoE also how much of the experts is in memory: with --map-experts, what was read).
+// --repeats after a warm-up round, which picks the tokens). Memory: the weights' bytes and the
+// process's resident memory once decoding is done (for an MoE also how much of the experts is in
+// memory: with --map-experts, what was read).
 void bench_decode(const BenchArgs& a) {
   SMELT_CHECK(a.new_tokens > 0 && a.seq > 0, "bench decode: --seq and --new-tokens must be positive");
   const DType dtype = weights_dtype(a.weights);
@@ -393,10 +394,13 @@ void bench_decode(const BenchArgs& a) {
     Tensor logits = model.last_logits(Tensor::from_ints(prompt, {1, a.seq}), &cache);  // as llama.cpp's prefill: the last position's
     auto t1 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < a.new_tokens; ++i) {
-      const std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
-      const int64_t next = std::max_element(last.begin(), last.end()) - last.begin();
-      if (r == 0) generated.push_back(next);
-      logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+      // The warm-up round picks the greedy tokens; timed rounds feed the same ones without
+      // reading the logits back, as llama-bench's generation (which samples nothing) does.
+      if (r == 0) {
+        const std::vector<float> last = ops::slice(logits, 1, -1, logits.size(1)).to_vector();
+        generated.push_back(std::max_element(last.begin(), last.end()) - last.begin());
+      }
+      logits = model.forward(Tensor::from_ints({generated[i]}, {1, 1}), &cache);
     }
     auto t2 = std::chrono::steady_clock::now();
     if (r == 0) continue;
