@@ -22,10 +22,9 @@ namespace smelt {
 // (decoding); longer ones dequantise B as they pack it.
 // With bf16_math, A and B are rounded to bf16 (to nearest even) and their products summed in f32:
 // on AVX512_BF16 by VDPBF16PS (twice the f32 rate), elsewhere by the f32 kernel on the rounded
-// values, so the result is the same up to summation order on every CPU. Such products take the
-// packed path, except that the dot path's (at most kGemmDotRows rows against a transposed B:
-// decoding, bound by memory, not arithmetic) stay f32. Training's "precision": "bf16" and weights
-// kept in bf16 ask for it.
+// values, so the result is the same up to summation order on every CPU. Products of at most
+// kGemmDotRows rows against a transposed B (decoding, bound by memory, not arithmetic) stay f32.
+// Training's "precision": "bf16" and weights kept in bf16 ask for it.
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const float* a = nullptr;

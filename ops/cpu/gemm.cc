@@ -8,8 +8,8 @@
 // on AVX2's 16 registers, 12 on AVX-512's 32).
 // Two shapes skip packing: narrow products (N ≤ 64, or wider with K ≤ 64: attention's per-head
 // products) and
-// products of at most four rows against a transposed B (decoding), which run as dot products
-// (gemm_dot.cc).
+// products of few rows against a transposed B (decoding's tokens, a prompt's), which run as dot
+// products with both operands read in place (gemm_dot.cc).
 // B may be stored as bf16 (GemmArgs::b_bf16); it is widened to f32 when packed or loaded. A
 // block-quantised Bᵀ (GemmArgs::b_quant) is dequantised as it is packed; few-row products with
 // it take the integer dot path (ops/cpu/quant_dot-inl.h). With GemmArgs::bf16_math the packed

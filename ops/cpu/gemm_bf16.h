@@ -22,4 +22,11 @@ constexpr int64_t kBf16MicroRows = 12, kBf16MicroCols = 32;
 void bf16_micro_kernel_12x32(int64_t pairs, const uint32_t* pa, const uint32_t* pb, float* c, int64_t ldc, int64_t rows,
                              int64_t cols, float alpha, bool overwrite);
 
+// C[0..m, j0..j1) = alpha · A·Bᵀ + beta · C with A [m, k] and Bᵀ [n, k] both bf16 rows, read in
+// place: the dot path's tiles (6 rows of A × 4 rows of B, dot products along k summed across
+// lanes at the end; see gemm_dot_tile-inl.h) in VDPBF16PS, two k per f32 lane.
+// Only on a CPU where cpu_has_bf16_dot().
+void bf16_dot_tiles(const uint16_t* a, int64_t lda, int64_t m, const uint16_t* b, int64_t ldb, int64_t k, int64_t j0, int64_t j1,
+                    float* c, int64_t ldc, float alpha, float beta);
+
 }  // namespace smelt

@@ -7,6 +7,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "ops/cpu/gemm_dot_tile-inl.h"
 #include "ops/cpu/gemm_operands-inl.h"
 #include "ops/cpu/quant_dot-inl.h"
 #include "ops/cpu/quant_dot_x8-inl.h"
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemm_dot.h"
 #include "runtime/thread_pool.h"
 
@@ -117,13 +119,32 @@ void dot_columns(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
   for (; j0 < j1; ++j0) dot_block<M, 1>(g, b, j0);
 }
 
+// Products whose tiles compute in bf16 (A rounded once, before the tasks). Decoding's few rows
+// stay f32 (bound by the weights' bytes, not by arithmetic).
+bool bf16_tiles(const GemmArgs& g) { return g.m > kGemmDotRows && g.bf16_math && g.b_bf16; }
+
 template <typename BT>
 void dot_task(const GemmArgs& g, const BT* b, int64_t j0, int64_t j1) {
+  if (g.m > kGemmDotRows) return dot_tile_columns(g, TileA<float>{g.a, g.lda, g.a_rows}, b, j0, j1);
   switch (g.m) {
     case 1: dot_rows_one_a(g, b, j0, j1); break;
     case 2: dot_columns<2>(g, b, j0, j1); break;
     case 3: dot_columns<3>(g, b, j0, j1); break;
     default: dot_columns<4>(g, b, j0, j1); break;
+  }
+}
+
+// A's rows (through g.a_rows) rounded to bf16, row after row: what the tiles of a bf16_math
+// product read.
+void round_a_rows_to_bf16(const GemmArgs& g, uint16_t* out) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<uint16_t, decltype(d)> d16;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t i = 0; i < g.m; ++i, out += g.k) {
+    const float* row = g.a + a_row(g, i) * g.lda;
+    int64_t k = 0;
+    for (; k + N <= g.k; k += N) hn::StoreU(hn::TruncateTo(d16, hn::ShiftRight<16>(rounded_bf16_bits(d, row + k))), d16, out + k);
+    for (; k < g.k; ++k) out[k] = f32_to_bf16(row[k]);
   }
 }
 
@@ -136,18 +157,25 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   thread_local std::vector<int8_t> a_q_buffer;
   thread_local std::vector<float> a_d_buffer, a_sum_buffer;
   thread_local std::vector<int32_t> a_isum_buffer;
+  thread_local std::vector<uint16_t> a_bf16_buffer;
   std::vector<int64_t>& first_task = first_task_buffer;
   std::vector<int64_t>& a_offset = a_offset_buffer;
   std::vector<int64_t>& cols = cols_buffer;
   first_task.assign(1, 0);
   a_offset.assign(1, 0);
   cols.clear();
+  std::vector<int64_t> a_bf16_offset(1, 0);
   for (int64_t p = 0; p < count; ++p) {
     const GemmArgs& g = *products[p];
     cols.push_back(dot_task_cols(g.n));
     first_task.push_back(first_task.back() + (g.n + cols.back() - 1) / cols.back());
     a_offset.push_back(a_offset.back() + (g.b_quant ? g.m * g.k : 0));
+    a_bf16_offset.push_back(a_bf16_offset.back() + (bf16_tiles(g) ? g.m * g.k : 0));
   }
+  a_bf16_buffer.resize(static_cast<size_t>(a_bf16_offset.back()));
+  uint16_t* a_bf16 = a_bf16_buffer.data();
+  for (int64_t p = 0; p < count; ++p)
+    if (bf16_tiles(*products[p])) round_a_rows_to_bf16(*products[p], a_bf16 + a_bf16_offset[p]);
   a_q_buffer.resize(static_cast<size_t>(a_offset.back()));
   a_d_buffer.resize(static_cast<size_t>(a_offset.back() / kQuantBlock));
   a_sum_buffer.resize(a_d_buffer.size());
@@ -171,6 +199,9 @@ void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
     const int64_t at = a_offset[p] / kQuantBlock;
     if (g.b_quant && is_interleaved(g.b_quant_type)) x8_dot_task(g, a_q + a_offset[p], a_d + at, a_isum + at, a_sum + at, j0, j1);
     else if (g.b_quant) quant_dot_task(g, a_q + a_offset[p], a_d + at, a_sum + at, j0, j1);
+    else if (bf16_tiles(g) && kTilesInVdpbf16ps && cpu_has_bf16_dot())
+      bf16_dot_tiles(a_bf16 + a_bf16_offset[p], g.k, g.m, g.b_bf16, g.ldb, g.k, j0, j1, g.c, g.ldc, g.alpha, g.beta);
+    else if (bf16_tiles(g)) dot_tile_columns(g, TileA<uint16_t>{a_bf16 + a_bf16_offset[p], g.k, nullptr}, g.b_bf16, j0, j1);
     else if (g.b_bf16) dot_task(g, g.b_bf16, j0, j1);
     else dot_task(g, g.b, j0, j1);
   });
@@ -186,7 +217,8 @@ HWY_EXPORT(DotProductsKernel);
 
 bool gemm_takes_dot_path(const GemmArgs& g) {
   const bool interleaved = g.b_quant && is_interleaved(g.b_quant_type);  // any number of rows: an integer GEMM
-  return (g.m <= kGemmDotRows || interleaved) && g.trans_b && !g.trans_a && g.k > 0;
+  const bool tiles = !g.b_quant && (g.b_bf16 ? g.m <= kGemmBf16TileRows : g.m <= kGemmTileRows && !g.bf16_math);
+  return (g.m <= kGemmDotRows || interleaved || tiles) && g.trans_b && !g.trans_a && g.k > 0;
 }
 
 void cpu_gemm_dot_products(const GemmArgs* const* products, int64_t count) {

@@ -37,6 +37,15 @@ HWY_INLINE hn::Vec<D> load_f32(D d, const uint16_t* p) {
   return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(d32, hn::LoadU(d16, p))));
 }
 
+// The bits of p's floats rounded to bf16 (to nearest even; the bf16 is the upper half). A NaN
+// whose payload lies only in the dropped bits can round to infinity, still non-finite.
+template <class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> rounded_bf16_bits(D d, const float* p) {
+  const hn::RebindToUnsigned<D> du;
+  const auto u = hn::BitCast(du, hn::LoadU(d, p));
+  return hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u))));
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smelt
 HWY_AFTER_NAMESPACE();

@@ -372,13 +372,6 @@ void pack_a(const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, f
 constexpr bool kBf16Pairs = kMR == kBf16MicroRows && HWY_TARGET != HWY_SCALAR;
 
 template <class D>
-HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> rounded_bf16_bits(D d, const float* p) {
-  const hn::RebindToUnsigned<D> du;
-  const auto u = hn::BitCast(du, hn::LoadU(d, p));
-  return hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u))));
-}
-
-template <class D>
 void pack_pairs_bf16(D d, float* panel, int64_t kc, int64_t width) {
   const hn::RebindToUnsigned<D> du;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));

@@ -5,7 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "ops/backend.h"
+#include "ops/shape.h"
 #include "tests/support/sim_device.h"
 
 namespace smelt::testing {
@@ -13,7 +15,7 @@ namespace {
 
 // A tensor argument's host copy, with a snapshot of its bytes to see whether the CPU wrote it.
 struct Staged {
-  Tensor device, host, before;
+  Tensor device, host, base, before;  // host is base, or base transposed; before: base's bytes
 };
 
 template <typename T>
@@ -23,8 +25,14 @@ const T& stage(const T& value, std::vector<Staged>&) {
 
 Tensor stage(const Tensor& t, std::vector<Staged>& staged) {
   if (!t.defined() || t.device().is_cpu()) return t;
-  Tensor host = t.to(Device::cpu());  // contiguous
-  staged.push_back({t, host, host.clone()});
+  // Contiguous, except that a transposed matrix stays transposed: the CPU's GEMM reads either
+  // layout in place and picks its path by it (a weight's transpose against a few rows takes dot
+  // products, another summation order than the packed path's), so sim must hand it the same one.
+  NoGradGuard no_grad;
+  const bool transposed = t.dim() >= 2 && !t.is_contiguous() && ops::transpose(t, -2, -1).is_contiguous();
+  const Tensor base = transposed ? ops::transpose(t, -2, -1).to(Device::cpu()) : t.to(Device::cpu());
+  const Tensor host = transposed ? ops::transpose(base, -2, -1) : base;
+  staged.push_back({t, host, base, base.clone()});
   return host;
 }
 
@@ -45,8 +53,8 @@ std::vector<Tensor> stage(const std::vector<Tensor>& ts, std::vector<Staged>& st
 
 void copy_back_written(const std::vector<Staged>& staged) {
   for (const Staged& s : staged) {
-    const size_t bytes = static_cast<size_t>(s.host.numel()) * dtype_size(s.host.dtype());
-    if (std::memcmp(s.host.raw_data(), s.before.raw_data(), bytes) != 0) s.device.copy_from(s.host);
+    const size_t bytes = static_cast<size_t>(s.base.numel()) * dtype_size(s.base.dtype());
+    if (std::memcmp(s.base.raw_data(), s.before.raw_data(), bytes) != 0) s.device.copy_from(s.host);
   }
 }
 
