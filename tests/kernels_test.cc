@@ -151,7 +151,7 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
                                  {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33},  {3, 37, 64},    {4, 9, 1000},    {7, 200, 32},
                                  {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}, {36, 130, 600},  // whole 12-row panels, 3 K blocks
                                  {1, 19, 1000},  // one row: four accumulators, single vectors, a scalar tail
-                                 {64, 70, 160}, {128, 9, 48}};  // the dot path's tiles (5 to kGemmTileRows rows against Bᵀ)
+                                 {64, 70, 160}, {96, 9, 48}};  // the dot path's tiles (5 to kGemmTileRows rows against Bᵀ)
     for (auto& s : shapes)
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb)
@@ -215,7 +215,7 @@ TEST(Kernels, GemmBf16MathEqualsTheProductOfRoundedOperands) {
   // f32 kernel on every other target. Either must equal the exact product of the rounded
   // operands up to f32 summation, and differ from the unrounded product by far more than that
   // (so a kernel that ignored bf16_math would fail). Odd K (a half-empty last pair), edge tiles,
-  // both transposes, K blocks, bf16 B and indexed rows. A bf16 Bᵀ against up to kGemmTileRows
+  // both transposes, K blocks, bf16 B and indexed rows. A bf16 Bᵀ against up to kGemmBf16TileRows
   // rows takes the dot path's tiles (VDPBF16PS or the rounded values through f32 FMAs); with
   // ≤ 4 rows the dot path stays f32: none here.
   for_each_cpu_target([&] {

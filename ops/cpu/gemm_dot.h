@@ -13,11 +13,12 @@ namespace smelt {
 constexpr int64_t kGemmDotRows = 4;
 // Up to kGemmTileRows rows against an f32 Bᵀ (kGemmBf16TileRows against a bf16 one, bf16_math
 // honoured): register tiles of dot products (gemm_dot_tile-inl.h), where packing would first
-// transpose the whole weight. Prefilling SmolLM2, tiles against the packed GEMM (one binary,
-// alternating rounds, tokens/s, AMD Zen 5 with a pipeline run sharing the cores): f32 at 64
-// tokens 565–617 against 443–511, at 128 and 256 within the noise; bf16 at 64, 128 and 256
-// tokens 937–947, 1054–1078 and 1136–1168 against 630–634, 850–895 and 1062–1074.
-constexpr int64_t kGemmTileRows = 128, kGemmBf16TileRows = 256;
+// transpose the whole weight. Prefilling SmolLM2 with tiles against the packed GEMM (the build
+// before, three alternating rounds of `smelt bench decode --seq N --new-tokens 1`, tokens/s, AMD
+// Zen 5): f32 at 64 tokens 1290–1342 against 1166–1207, at 96 1434–1469 against 1381–1404, at
+// 128 1448–1500 against 1476–1583; bf16 at 64 2260–2410 against 1776–1869, at 128 2499–2644
+// against 2325–2460, at 160 2589–2633 against 2470–2546, at 192 2558–2608 against 2619–2626.
+constexpr int64_t kGemmTileRows = 96, kGemmBf16TileRows = 160;
 
 // Whether a product goes to the dot path: B transposed, A not, k > 0, and m ≤ kGemmDotRows, or
 // m ≤ kGemmTileRows (kGemmBf16TileRows) with an unquantised B, or any m when B is a quantised
