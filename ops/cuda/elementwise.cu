@@ -74,9 +74,6 @@ __global__ void swiglu_backward_kernel(const float* gate, const float* up, const
   }
 }
 
-const float* f32(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
-float* f32_out(const Tensor& t) { return static_cast<float*>(t.device_data()); }
-
 }  // namespace
 
 void cuda_binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {

@@ -13,7 +13,15 @@ bool cuda_supports(OpKind op, DType dtype) {
     case OpKind::Unary:
     case OpKind::UnaryBackward:
     case OpKind::Swiglu:
-    case OpKind::SwigluBackward: return true;
+    case OpKind::SwigluBackward:
+    case OpKind::SumAxis:
+    case OpKind::MaxAxis:
+    case OpKind::Matmul:
+    case OpKind::RmsNorm:
+    case OpKind::RmsNormBackward:
+    case OpKind::Rope:
+    case OpKind::Softmax:
+    case OpKind::SoftmaxBackward: return true;
     default: return false;
   }
 }
@@ -36,6 +44,14 @@ const OpTable& cuda_op_table() {
     t.unary_backward = cuda_unary_backward_op;
     t.swiglu = cuda_swiglu_op;
     t.swiglu_backward = cuda_swiglu_backward_op;
+    t.sum_axis = cuda_sum_axis_op;
+    t.max_axis = cuda_max_axis_op;
+    t.matmul = cuda_matmul_op;
+    t.rms_norm = cuda_rms_norm_op;
+    t.rms_norm_backward = cuda_rms_norm_backward_op;
+    t.rope = cuda_rope_op;
+    t.softmax = cuda_softmax_op;
+    t.softmax_backward = cuda_softmax_backward_op;
     return t;
   }();
   return table;

@@ -1,0 +1,130 @@
+// The CUDA op table's matmul, as ops/cpu/matmul_ops.cc: cuBLAS SGEMM on the GPU's stream, each
+// operand read in place in either layout (ops/common.h's matrix_layout). A shared 2-D b and a
+// contiguous batch of row-major a make one tall GEMM; other batches one GEMM per entry. Full f32
+// arithmetic (CUBLAS_DEFAULT_MATH: no TF32), so results stay within f32 rounding of the CPU's.
+// (cuBLASLt, bf16 operands and the experts' grouped GEMM come later in issue 16.)
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <dlfcn.h>
+
+#include <climits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ops/common.h"
+#include "ops/cuda/cuda_ops.h"
+
+namespace smelt {
+namespace {
+
+// cuBLAS, opened at the first CUDA matmul rather than linked: loading it (and cuBLASLt, which it
+// pulls in) took 75 ms at every start of the binary, CPU runs included.
+struct Blas {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasSetMathMode) set_math_mode = nullptr;
+  decltype(&cublasSetStream_v2) set_stream = nullptr;
+  decltype(&cublasSgemm_v2) sgemm = nullptr;
+  decltype(&cublasGetStatusString) status_string = nullptr;
+};
+
+const Blas& blas(const Tensor& t) {
+  static const std::string library = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+  static void* const handle = [] {
+    void* h = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen(("/usr/local/cuda/lib64/" + library).c_str(), RTLD_NOW | RTLD_LOCAL);
+    return h;
+  }();
+  SMELT_CHECK(handle, "op 'matmul' on ", t.device().str(), ": cannot open ", library, " (cuBLAS): ", dlerror());
+  static const Blas b = [] {
+    Blas f;
+    auto load = [](auto& fn, const char* name) { fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name)); };
+    load(f.create, "cublasCreate_v2");
+    load(f.set_math_mode, "cublasSetMathMode");
+    load(f.set_stream, "cublasSetStream_v2");
+    load(f.sgemm, "cublasSgemm_v2");
+    load(f.status_string, "cublasGetStatusString");
+    return f;
+  }();
+  SMELT_CHECK(b.create && b.set_math_mode && b.set_stream && b.sgemm && b.status_string, "op 'matmul' on ", t.device().str(), ": ",
+              library, " lacks a cuBLAS entry point smelt calls");
+  return b;
+}
+
+void check_blas(cublasStatus_t status, const Tensor& t, const char* call) {
+  SMELT_CHECK(status == CUBLAS_STATUS_SUCCESS, "op 'matmul' on ", t.device().str(), ": ", call, " failed: ", blas(t).status_string(status));
+}
+
+// The cuBLAS handle of t's GPU (made on first use, after cuda_stream made that GPU current),
+// bound to its compute stream.
+cublasHandle_t blas_handle(const Tensor& t) {
+  static std::mutex mu;
+  static std::map<int, cublasHandle_t> handles;
+  const Blas& f = blas(t);
+  const cudaStream_t stream = cuda_stream(t);
+  std::lock_guard<std::mutex> lock(mu);
+  cublasHandle_t& h = handles[t.device().index];
+  if (!h) {
+    check_blas(f.create(&h), t, "cublasCreate");
+    check_blas(f.set_math_mode(h, CUBLAS_DEFAULT_MATH), t, "cublasSetMathMode");
+  }
+  check_blas(f.set_stream(h, stream), t, "cublasSetStream");
+  return h;
+}
+
+int blas_int(int64_t v, const Tensor& t) {
+  SMELT_CHECK(v <= INT_MAX, "op 'matmul' on ", t.device().str(), ": dimension ", v, " exceeds cuBLAS's int");
+  return static_cast<int>(v);
+}
+
+// Row-major C [m, n] = op(A) [m, k] · op(B) [k, n], as cuBLAS's column-major Cᵀ = op(B)ᵀ · op(A)ᵀ:
+// a row-major matrix read column-major is its transpose, so each operand keeps its own flag.
+void gemm(cublasHandle_t h, const Tensor& out, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool trans_a, const float* b,
+          int64_t ldb, bool trans_b, float* c, int64_t ldc) {
+  const float one = 1.0f, zero = 0.0f;
+  check_blas(blas(out).sgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(n, out), blas_int(m, out),
+                         blas_int(k, out), &one, b, blas_int(ldb, out), a, blas_int(lda, out), &zero, c, blas_int(ldc, out)),
+             out, "cublasSgemm");
+}
+
+}  // namespace
+
+void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  if (out.numel() == 0) return;
+  const ops::MatrixLayout la = ops::matrix_layout(a), lb = ops::matrix_layout(b);
+  const cublasHandle_t h = blas_handle(out);
+  const Shape batch(a.shape().begin(), a.shape().end() - 2);
+  const int64_t batch_count = shape_numel(batch);
+  if (K == 0) {  // an empty sum: zeros (cuBLAS would leave C unwritten with k = 0 on some versions)
+    SMELT_CHECK(cudaMemsetAsync(out.device_data(), 0, static_cast<size_t>(out.numel()) * sizeof(float), cuda_stream(out)) == cudaSuccess,
+                "op 'matmul' on ", out.device().str(), ": clearing the output failed");
+    return;
+  }
+  if (b.dim() == 2 && !la.trans && a.is_contiguous()) {
+    gemm(h, out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N);
+    return;
+  }
+  const Shape a_bstrides(a.strides().begin(), a.strides().end() - 2);
+  const Shape b_bstrides = b.dim() > 2 ? Shape(b.strides().begin(), b.strides().end() - 2) : Shape(batch.size(), 0);
+  const Shape o_bstrides(out.strides().begin(), out.strides().end() - 2);
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (int64_t i = 0; i < batch_count; ++i) {
+    int64_t oa = 0, ob = 0, oo = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += idx[d] * a_bstrides[d];
+      ob += idx[d] * b_bstrides[d];
+      oo += idx[d] * o_bstrides[d];
+    }
+    gemm(h, out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N);
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      if (++idx[d] < batch[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace smelt
