@@ -1,6 +1,7 @@
 #include "ops/common.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace smelt::ops {
 
@@ -40,5 +41,34 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
 }
 
 Tensor contiguous_data(const Tensor& t) { return t.is_contiguous() ? t.detach() : t.clone(); }
+
+void for_each_matmul_batch(const Tensor& a, const Tensor& b, const Tensor& out, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  const Shape batch(a.shape().begin(), a.shape().end() - 2);
+  const Shape a_bstrides(a.strides().begin(), a.strides().end() - 2);
+  const Shape b_bstrides = b.dim() > 2 ? Shape(b.strides().begin(), b.strides().end() - 2) : Shape(batch.size(), 0);
+  const Shape o_bstrides(out.strides().begin(), out.strides().end() - 2);
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (int64_t i = 0; i < shape_numel(batch); ++i) {
+    int64_t oa = 0, ob = 0, oo = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += idx[d] * a_bstrides[d];
+      ob += idx[d] * b_bstrides[d];
+      oo += idx[d] * o_bstrides[d];
+    }
+    fn(oa, ob, oo);
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      if (++idx[d] < batch[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+AxisView axis_view(const Shape& s, int64_t dim) {
+  AxisView v;
+  for (int64_t i = 0; i < dim; ++i) v.outer *= s[i];
+  v.n = s[dim];
+  for (size_t i = dim + 1; i < s.size(); ++i) v.inner *= s[i];
+  return v;
+}
 
 }  // namespace smelt::ops

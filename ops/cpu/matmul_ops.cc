@@ -45,17 +45,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     cpu_gemm(g);
     return;
   }
-  const Shape a_bstrides(a.strides().begin(), a.strides().end() - 2);
-  const Shape b_bstrides = b.dim() > 2 ? Shape(b.strides().begin(), b.strides().end() - 2) : Shape(batch.size(), 0);
-  const Shape o_bstrides(out.strides().begin(), out.strides().end() - 2);
-  std::vector<int64_t> idx(batch.size(), 0);
-  for (int64_t i = 0; i < batch_count; ++i) {
-    int64_t oa = 0, ob = 0, oo = 0;
-    for (size_t d = 0; d < batch.size(); ++d) {
-      oa += idx[d] * a_bstrides[d];
-      ob += idx[d] * b_bstrides[d];
-      oo += idx[d] * o_bstrides[d];
-    }
+  ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) {
     GemmArgs g;
     g.m = M; g.n = N; g.k = K;
     g.a = pa + oa; g.lda = la.ld; g.trans_a = la.trans;
@@ -63,11 +53,7 @@ void cpu_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     g.ldb = lb.ld;
     g.c = po + oo; g.ldc = N;
     cpu_gemm(g);
-    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
-      if (++idx[d] < batch[d]) break;
-      idx[d] = 0;
-    }
-  }
+  });
 }
 
 // One grouped GEMM for several weights against the same rows: decoding's products then share one

@@ -1,25 +1,12 @@
 // The CPU's reductions: one axis of a contiguous [outer, n, inner] view at a time.
+#include "ops/common.h"
 #include "ops/cpu/cpu_ops.h"
 #include "runtime/thread_pool.h"
 
 namespace smelt {
 
-namespace {
-struct AxisView {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-
-AxisView axis_view(const Shape& s, int64_t dim) {
-  AxisView v;
-  for (int64_t i = 0; i < dim; ++i) v.outer *= s[i];
-  v.n = s[dim];
-  for (size_t i = dim + 1; i < s.size(); ++i) v.inner *= s[i];
-  return v;
-}
-}  // namespace
-
 void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
-  const AxisView v = axis_view(x.shape(), dim);  // named fields: lambdas may not capture structured bindings in clang 14
+  const ops::AxisView v = ops::axis_view(x.shape(), dim);  // named fields: lambdas may not capture structured bindings in clang 14
   const int64_t outer = v.outer, n = v.n, inner = v.inner;
   const float* px = static_cast<const float*>(x.device_data());
   float* po = static_cast<float*>(out.device_data());
@@ -44,7 +31,7 @@ void cpu_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
 namespace smelt {
 
 void cpu_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) {
-  const AxisView v = axis_view(x.shape(), dim);
+  const ops::AxisView v = ops::axis_view(x.shape(), dim);
   const int64_t outer = v.outer, n = v.n, inner = v.inner;
   const float* px = static_cast<const float*>(x.device_data());
   float* po = static_cast<float*>(out.device_data());

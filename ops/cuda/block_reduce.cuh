@@ -8,30 +8,20 @@ namespace smelt {
 
 constexpr int kCudaRowThreads = 256;  // threads per block of the row-wise kernels (8 warps)
 
-template <typename T>
-__device__ T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-__device__ inline float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-// The block's total of v, returned to every thread. blockDim.x a multiple of 32, at most 1024.
-template <typename T>
-__device__ T block_sum(T v) {
+// The block's reduction of v by `op` (identity: its neutral value), returned to every thread.
+// blockDim.x a multiple of 32, at most 1024.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, T identity, Op op) {
   __shared__ T partial[32];
   __shared__ T total;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
+  for (int offset = 16; offset > 0; offset /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, offset));
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    T s = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : T(0);
-    s = warp_sum(s);
-    if (lane == 0) total = s;
+    T r = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : identity;
+    for (int offset = 16; offset > 0; offset /= 2) r = op(r, __shfl_down_sync(0xffffffffu, r, offset));
+    if (lane == 0) total = r;
   }
   __syncthreads();
   const T out = total;
@@ -39,23 +29,13 @@ __device__ T block_sum(T v) {
   return out;
 }
 
-// The block's maximum of v, returned to every thread.
+template <typename T>
+__device__ T block_sum(T v) {
+  return block_reduce(v, T(0), [](T a, T b) { return a + b; });
+}
+
 __device__ inline float block_max(float v) {
-  __shared__ float partial[32];
-  __shared__ float total;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_max(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float m = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : -__int_as_float(0x7f800000);
-    m = warp_max(m);
-    if (lane == 0) total = m;
-  }
-  __syncthreads();
-  const float out = total;
-  __syncthreads();
-  return out;
+  return block_reduce(v, -__int_as_float(0x7f800000), [](float a, float b) { return fmaxf(a, b); });
 }
 
 }  // namespace smelt

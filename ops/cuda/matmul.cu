@@ -108,23 +108,9 @@ void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
     gemm(h, out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N);
     return;
   }
-  const Shape a_bstrides(a.strides().begin(), a.strides().end() - 2);
-  const Shape b_bstrides = b.dim() > 2 ? Shape(b.strides().begin(), b.strides().end() - 2) : Shape(batch.size(), 0);
-  const Shape o_bstrides(out.strides().begin(), out.strides().end() - 2);
-  std::vector<int64_t> idx(batch.size(), 0);
-  for (int64_t i = 0; i < batch_count; ++i) {
-    int64_t oa = 0, ob = 0, oo = 0;
-    for (size_t d = 0; d < batch.size(); ++d) {
-      oa += idx[d] * a_bstrides[d];
-      ob += idx[d] * b_bstrides[d];
-      oo += idx[d] * o_bstrides[d];
-    }
+  ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) {
     gemm(h, out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N);
-    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
-      if (++idx[d] < batch[d]) break;
-      idx[d] = 0;
-    }
-  }
+  });
 }
 
 }  // namespace smelt

@@ -4,24 +4,13 @@
 // order (consecutive threads read consecutive elements). No atomics: results repeat bit for bit.
 #include <cuda_runtime.h>
 
+#include "ops/common.h"
 #include "ops/cuda/block_reduce.cuh"
 #include "ops/cuda/cuda_ops.h"
 #include "runtime/cuda_launch.cuh"
 
 namespace smelt {
 namespace {
-
-struct AxisView {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-
-AxisView axis_view(const Shape& s, int64_t dim) {
-  AxisView v;
-  for (int64_t i = 0; i < dim; ++i) v.outer *= s[i];
-  v.n = s[dim];
-  for (size_t i = dim + 1; i < s.size(); ++i) v.inner *= s[i];
-  return v;
-}
 
 __global__ void sum_rows_kernel(const float* x, float* out, int64_t n) {
   const float* row = x + blockIdx.x * n;
@@ -61,7 +50,7 @@ __global__ void max_axis_kernel(const float* x, float* out, int64_t* argmax, int
 }  // namespace
 
 void cuda_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
-  const AxisView v = axis_view(x.shape(), dim);
+  const ops::AxisView v = ops::axis_view(x.shape(), dim);
   const int64_t outputs = v.outer * v.inner;
   if (outputs == 0) return;
   if (v.inner == 1 && v.outer < (int64_t{1} << 31)) {
@@ -73,7 +62,7 @@ void cuda_sum_axis_op(const Tensor& x, int64_t dim, const Tensor& out) {
 }
 
 void cuda_max_axis_op(const Tensor& x, int64_t dim, const Tensor& out, const Tensor& argmax) {
-  const AxisView v = axis_view(x.shape(), dim);
+  const ops::AxisView v = ops::axis_view(x.shape(), dim);
   const int64_t outputs = v.outer * v.inner;
   if (outputs == 0 || v.n == 0) return;
   max_axis_kernel<<<cuda_grid_for(outputs), 256, 0, cuda_stream(out)>>>(f32(x), f32_out(out), static_cast<int64_t*>(argmax.device_data()),
