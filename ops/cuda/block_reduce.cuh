@@ -1,4 +1,4 @@
-// Sums and maxima across a thread block, in a fixed order (warp shuffles, then the warps' partial
+// Sums and maxima (NaN-propagating) across a thread block, in a fixed order (warp shuffles, then the warps' partial
 // results in warp order): the same inputs give the same bits on every run, which a resumed
 // training run relies on (no float atomics anywhere in ops/cuda/).
 #pragma once
@@ -34,8 +34,11 @@ __device__ T block_sum(T v) {
   return block_reduce(v, T(0), [](T a, T b) { return a + b; });
 }
 
+// The larger of a and b, or NaN if either is (fmaxf would drop it).
+__device__ inline float max_keeping_nan(float a, float b) { return (b > a || b != b) ? b : a; }
+
 __device__ inline float block_max(float v) {
-  return block_reduce(v, -__int_as_float(0x7f800000), [](float a, float b) { return fmaxf(a, b); });
+  return block_reduce(v, -__int_as_float(0x7f800000), [](float a, float b) { return max_keeping_nan(a, b); });
 }
 
 }  // namespace smelt

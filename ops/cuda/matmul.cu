@@ -38,7 +38,11 @@ const Blas& blas(const Tensor& t) {
     if (!h) h = dlopen(("/usr/local/cuda/lib64/" + library).c_str(), RTLD_NOW | RTLD_LOCAL);
     return h;
   }();
-  SMELT_CHECK(handle, "op 'matmul' on ", t.device().str(), ": cannot open ", library, " (cuBLAS): ", dlerror());
+  static const std::string open_error = [] {
+    const char* e = handle ? nullptr : dlerror();  // read once: a later dlerror() returns null
+    return std::string(e ? e : "");
+  }();
+  SMELT_CHECK(handle, "op 'matmul' on ", t.device().str(), ": cannot open ", library, " (cuBLAS): ", open_error);
   static const Blas b = [] {
     Blas f;
     auto load = [](auto& fn, const char* name) { fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name)); };

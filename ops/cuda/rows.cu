@@ -79,8 +79,8 @@ __global__ void softmax_kernel(const float* x, float* out, float* lse, int64_t c
   const float* xr = x + r * cols;
   float* yr = out + r * cols;
   float mx = kNegInf;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, xr[c]);
-  mx = block_max(mx);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = max_keeping_nan(mx, xr[c]);
+  mx = block_max(mx);  // a NaN in the row makes the row NaN, as on the CPU, not "fully masked"
   if (mx == kNegInf) {
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = log ? kNegInf : 0.0f;
     if (lse && threadIdx.x == 0) lse[r] = kNegInf;
@@ -124,7 +124,13 @@ void cuda_rms_norm_op(const Tensor& x, const Tensor& residual, const Tensor& w, 
 
 void cuda_rms_norm_backward_op(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& g, const Tensor& dx, const Tensor& dw) {
   const int64_t rows = row_count(x), cols = last_dim(x);
-  if (rows == 0) return;
+  if (rows == 0) {  // no rows: dw is an empty sum
+    if (dw.defined() && cols > 0) {
+      const cudaError_t err = cudaMemsetAsync(f32_out(dw), 0, static_cast<size_t>(cols) * sizeof(float), cuda_stream(dw));
+      SMELT_CHECK(err == cudaSuccess, "op 'rms_norm_backward' on ", dw.device().str(), ": clearing dw failed: ", cudaGetErrorString(err));
+    }
+    return;
+  }
   rms_norm_backward_kernel<<<row_blocks(rows, dx, "rms_norm_backward"), kCudaRowThreads, 0, cuda_stream(dx)>>>(f32(x), f32(w), f32(rstd),
                                                                                                               f32(g), f32_out(dx), cols);
   cuda_check_launch(dx, "rms_norm_backward");
