@@ -153,18 +153,19 @@ void round_a_rows_to_bf16(const GemmArgs& g, uint16_t* out) {
 void DotProductsKernel(const GemmArgs* const* products, int64_t count) {
   // Decoding calls this a few hundred times per token: the buffers are kept between calls.
   // (Thread-local, so the tasks below see them through these references, not by name.)
-  thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer, cols_buffer;
+  thread_local std::vector<int64_t> first_task_buffer, a_offset_buffer, a_bf16_offset_buffer, cols_buffer;
   thread_local std::vector<int8_t> a_q_buffer;
   thread_local std::vector<float> a_d_buffer, a_sum_buffer;
   thread_local std::vector<int32_t> a_isum_buffer;
   thread_local std::vector<uint16_t> a_bf16_buffer;
   std::vector<int64_t>& first_task = first_task_buffer;
   std::vector<int64_t>& a_offset = a_offset_buffer;
+  std::vector<int64_t>& a_bf16_offset = a_bf16_offset_buffer;
   std::vector<int64_t>& cols = cols_buffer;
   first_task.assign(1, 0);
   a_offset.assign(1, 0);
+  a_bf16_offset.assign(1, 0);
   cols.clear();
-  std::vector<int64_t> a_bf16_offset(1, 0);
   for (int64_t p = 0; p < count; ++p) {
     const GemmArgs& g = *products[p];
     cols.push_back(dot_task_cols(g.n));

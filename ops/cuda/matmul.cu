@@ -99,16 +99,15 @@ void gemm(cublasHandle_t h, const Tensor& out, int64_t m, int64_t n, int64_t k, 
 void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   if (out.numel() == 0) return;
-  const ops::MatrixLayout la = ops::matrix_layout(a), lb = ops::matrix_layout(b);
-  const cublasHandle_t h = blas_handle(out);
-  const Shape batch(a.shape().begin(), a.shape().end() - 2);
-  const int64_t batch_count = shape_numel(batch);
   if (K == 0) {  // an empty sum: zeros (cuBLAS would leave C unwritten with k = 0 on some versions)
     SMELT_CHECK(cudaMemsetAsync(out.device_data(), 0, static_cast<size_t>(out.numel()) * sizeof(float), cuda_stream(out)) == cudaSuccess,
                 "op 'matmul' on ", out.device().str(), ": clearing the output failed");
     return;
   }
+  const ops::MatrixLayout la = ops::matrix_layout(a), lb = ops::matrix_layout(b);
+  const cublasHandle_t h = blas_handle(out);
   if (b.dim() == 2 && !la.trans && a.is_contiguous()) {
+    const int64_t batch_count = a.numel() / (M * K);  // the batch's matrices, stacked into one tall A
     gemm(h, out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N);
     return;
   }
