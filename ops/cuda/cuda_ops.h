@@ -1,10 +1,13 @@
 // The CUDA op table's entries (ops/backend.h's OpTable), one .cu file per family in ops/cuda/,
 // mirroring ops/cpu/. Built only with CUDA (SMELT_HAVE_CUDA). Families so far: elementwise,
-// reductions, the row-wise ops (RMS norm, softmax, RoPE) and matmul (cuBLAS).
+// reductions, the row-wise ops (RMS norm, softmax, RoPE), matmul (cuBLAS), attention, indexing, the
+// optimizer's steps and gradient norm, the Philox fill, cross-entropy, top-k and the MoE
+// routing, dispatch and experts.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "ops/backend.h"
 
@@ -21,6 +24,22 @@ inline int64_t row_count(const Tensor& t) { return t.numel() / std::max<int64_t>
 // last launch was accepted (a bad launch is an error naming the op and the device).
 cudaStream_t cuda_stream(const Tensor& t);
 void cuda_check_launch(const Tensor& t, const char* op);
+// Blocks for one row each (grid x takes up to 2³¹ − 1 rows; more is an error naming the op).
+unsigned cuda_row_blocks(int64_t rows, const Tensor& t, const char* op);
+// Sets t's bytes to zero on its stream.
+void cuda_clear(const Tensor& t, const char* op);
+// Copies `bytes` from t's device memory at byte `offset` to the host, waiting for t's stream.
+void cuda_read(const Tensor& t, int64_t offset, void* host, size_t bytes, const char* op);
+
+// Bad input found by a kernel (an index out of range, a negative weight): the kernel records the
+// lowest position at fault in its GPU's slot (device_index.cuh's report_bad_position), and the
+// op reads it back once, after its kernels, to raise the CPU's one-line error. The slot is
+// reset on the stream before the op's kernels run.
+unsigned long long* cuda_bad_position_slot(const Tensor& t, const char* op);
+// The lowest position reported since the reset, or −1 (waits for t's stream).
+int64_t cuda_first_bad_position(const Tensor& t, const char* op);
+// Element i of a contiguous i32/i64 index tensor on a GPU, read back for an error message.
+int64_t cuda_read_index(const Tensor& index, int64_t i, const char* op);
 
 // elementwise.cu
 void cuda_binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
@@ -43,5 +62,56 @@ void cuda_softmax_backward_op(const Tensor& y, const Tensor& g, bool log, const 
 
 // matmul.cu
 void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out);
+// Row-major C [m, n] = op(A) · op(B) + beta · C on `on`'s GPU (cuBLAS SGEMM on its stream), for
+// the ops built on GEMMs (the experts, the linear cross-entropy). k = 0 gives C = beta · C
+// (beta 0 or 1).
+void cuda_gemm(const Tensor& on, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool trans_a, const float* b, int64_t ldb,
+               bool trans_b, float* c, int64_t ldc, float beta);
+
+// attention.cu
+void cuda_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, bool causal, float scale, const Tensor& out,
+                       const Tensor& lse);
+void cuda_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
+                                const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv);
+
+// index.cu
+void cuda_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
+void cuda_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);
+void cuda_gather_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void cuda_scatter_add_op(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+
+// optim.cu
+void cuda_grad_norm_op(const std::vector<Tensor>& grads, float max_norm, const Tensor& out);
+void cuda_scale_grads_op(const std::vector<Tensor>& grads, const Tensor& clip);
+void cuda_adamw_op(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+                   const std::vector<Tensor>& v, const AdamWStep& step, const Tensor& clip);
+void cuda_sgd_op(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& buf, const SgdStep& step,
+                 const Tensor& clip);
+
+// random.cu
+void cuda_random_fill_op(const Tensor& out, uint64_t seed, uint64_t offset, bool normal, float a, float b);
+
+// loss.cu
+void cuda_cross_entropy_op(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index, const Tensor& loss,
+                           const Tensor& lse);
+void cuda_cross_entropy_backward_op(const Tensor& logits, const Tensor& targets, const Tensor& weights, int64_t ignore_index,
+                                    const Tensor& lse, const Tensor& g, const Tensor& dlogits);
+void cuda_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& weights,
+                                  int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden, const Tensor& d_weight);
+
+// topk.cu
+void cuda_topk_op(const Tensor& x, int64_t k, const Tensor& out);
+
+// moe_route.cu
+void cuda_moe_route_op(const Tensor& scores, const Tensor& bias, const Tensor& mask, const MoeRouteParams& params, const MoeRoute& route);
+
+// moe.cu
+void cuda_moe_permute_op(const Tensor& token, const Tensor& expert, const MoeDispatch& dispatch);
+void cuda_moe_experts_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                         const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys, const Tensor& out);
+void cuda_moe_experts_backward_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+                                  const MoeDispatch& dispatch, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
+                                  const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
+                                  const Tensor& dweight);
 
 }  // namespace smelt

@@ -84,35 +84,43 @@ int blas_int(int64_t v, const Tensor& t) {
   return static_cast<int>(v);
 }
 
-// Row-major C [m, n] = op(A) [m, k] · op(B) [k, n], as cuBLAS's column-major Cᵀ = op(B)ᵀ · op(A)ᵀ:
-// a row-major matrix read column-major is its transpose, so each operand keeps its own flag.
-void gemm(cublasHandle_t h, const Tensor& out, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool trans_a, const float* b,
-          int64_t ldb, bool trans_b, float* c, int64_t ldc) {
-  const float one = 1.0f, zero = 0.0f;
-  check_blas(blas(out).sgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(n, out), blas_int(m, out),
-                         blas_int(k, out), &one, b, blas_int(ldb, out), a, blas_int(lda, out), &zero, c, blas_int(ldc, out)),
-             out, "cublasSgemm");
-}
-
 }  // namespace
+
+// Row-major C [m, n] = op(A) [m, k] · op(B) [k, n] (+ beta · C), as cuBLAS's column-major
+// Cᵀ = op(B)ᵀ · op(A)ᵀ: a row-major matrix read column-major is its transpose, so each operand
+// keeps its own flag.
+void cuda_gemm(const Tensor& on, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool trans_a, const float* b, int64_t ldb,
+               bool trans_b, float* c, int64_t ldc, float beta) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum (cuBLAS may leave C unwritten): C = beta · C for beta 0 or 1
+    SMELT_CHECK(beta == 0.0f || beta == 1.0f, "cuda_gemm on ", on.device().str(), ": k = 0 with beta ", beta);
+    if (beta == 0.0f)
+      SMELT_CHECK(cudaMemset2DAsync(c, ldc * sizeof(float), 0, n * sizeof(float), m, cuda_stream(on)) == cudaSuccess, "cuda_gemm on ",
+                  on.device().str(), ": clearing C failed");
+    return;
+  }
+  const float one = 1.0f;
+  check_blas(blas(on).sgemm(blas_handle(on), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(n, on),
+                            blas_int(m, on), blas_int(k, on), &one, b, blas_int(std::max<int64_t>(ldb, 1), on), a,
+                            blas_int(std::max<int64_t>(lda, 1), on), &beta, c, blas_int(ldc, on)),
+             on, "cublasSgemm");
+}
 
 void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   if (out.numel() == 0) return;
-  if (K == 0) {  // an empty sum: zeros (cuBLAS would leave C unwritten with k = 0 on some versions)
-    SMELT_CHECK(cudaMemsetAsync(out.device_data(), 0, static_cast<size_t>(out.numel()) * sizeof(float), cuda_stream(out)) == cudaSuccess,
-                "op 'matmul' on ", out.device().str(), ": clearing the output failed");
+  if (K == 0) {  // an empty sum: zeros
+    cuda_clear(out, "matmul");
     return;
   }
   const ops::MatrixLayout la = ops::matrix_layout(a), lb = ops::matrix_layout(b);
-  const cublasHandle_t h = blas_handle(out);
   if (b.dim() == 2 && !la.trans && a.is_contiguous()) {
     const int64_t batch_count = a.numel() / (M * K);  // the batch's matrices, stacked into one tall A
-    gemm(h, out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N);
+    cuda_gemm(out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N, 0.0f);
     return;
   }
   ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) {
-    gemm(h, out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N);
+    cuda_gemm(out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N, 0.0f);
   });
 }
 

@@ -105,19 +105,13 @@ __global__ void softmax_backward_kernel(const float* y, const float* g, float* d
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dx[r * cols + c] = log ? gr[c] - expf(yr[c]) * s : yr[c] * (gr[c] - s);
 }
 
-// Blocks for one row each: grid x takes up to 2³¹ − 1.
-unsigned row_blocks(int64_t rows, const Tensor& t, const char* op) {
-  SMELT_CHECK(rows < (int64_t{1} << 31), "op '", op, "' on ", t.device().str(), ": ", rows, " rows exceed one launch");
-  return static_cast<unsigned>(rows);
-}
-
 }  // namespace
 
 void cuda_rms_norm_op(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, const Tensor& sum, const Tensor& out,
                       const Tensor& rstd) {
   const int64_t rows = row_count(x), cols = last_dim(x);
   if (rows == 0) return;
-  rms_norm_kernel<<<row_blocks(rows, out, "rms_norm"), kCudaRowThreads, 0, cuda_stream(out)>>>(f32(x), f32(residual), f32(w), f32_out(sum),
+  rms_norm_kernel<<<cuda_row_blocks(rows, out, "rms_norm"), kCudaRowThreads, 0, cuda_stream(out)>>>(f32(x), f32(residual), f32(w), f32_out(sum),
                                                                                                f32_out(out), f32_out(rstd), cols, eps);
   cuda_check_launch(out, "rms_norm");
 }
@@ -131,7 +125,7 @@ void cuda_rms_norm_backward_op(const Tensor& x, const Tensor& w, const Tensor& r
     }
     return;
   }
-  rms_norm_backward_kernel<<<row_blocks(rows, dx, "rms_norm_backward"), kCudaRowThreads, 0, cuda_stream(dx)>>>(f32(x), f32(w), f32(rstd),
+  rms_norm_backward_kernel<<<cuda_row_blocks(rows, dx, "rms_norm_backward"), kCudaRowThreads, 0, cuda_stream(dx)>>>(f32(x), f32(w), f32(rstd),
                                                                                                               f32(g), f32_out(dx), cols);
   cuda_check_launch(dx, "rms_norm_backward");
   if (!dw.defined()) return;
@@ -149,14 +143,14 @@ void cuda_rope_op(const Tensor& x, const Tensor& cos, const Tensor& sin, float s
 void cuda_softmax_op(const Tensor& x, bool log, const Tensor& out, const Tensor& lse) {
   const int64_t rows = row_count(x), cols = last_dim(x);
   if (rows == 0) return;
-  softmax_kernel<<<row_blocks(rows, out, "softmax"), kCudaRowThreads, 0, cuda_stream(out)>>>(f32(x), f32_out(out), f32_out(lse), cols, log);
+  softmax_kernel<<<cuda_row_blocks(rows, out, "softmax"), kCudaRowThreads, 0, cuda_stream(out)>>>(f32(x), f32_out(out), f32_out(lse), cols, log);
   cuda_check_launch(out, "softmax");
 }
 
 void cuda_softmax_backward_op(const Tensor& y, const Tensor& g, bool log, const Tensor& dx) {
   const int64_t rows = row_count(y), cols = last_dim(y);
   if (rows == 0) return;
-  softmax_backward_kernel<<<row_blocks(rows, dx, "softmax_backward"), kCudaRowThreads, 0, cuda_stream(dx)>>>(f32(y), f32(g), f32_out(dx),
+  softmax_backward_kernel<<<cuda_row_blocks(rows, dx, "softmax_backward"), kCudaRowThreads, 0, cuda_stream(dx)>>>(f32(y), f32(g), f32_out(dx),
                                                                                                           cols, log);
   cuda_check_launch(dx, "softmax_backward");
 }
