@@ -165,8 +165,7 @@ void load_extra_parameters(const std::string& dir, const NamedTensors& extra) {
       if (n == name) found = &v;
     SMELT_CHECK(found, path, ": no tensor ", name);
     SMELT_CHECK(found->shape() == t.shape(), path, ": ", name, " is ", found->str(), ", the run expects ", t.str());
-    std::vector<float> v = found->to_vector();
-    std::copy(v.begin(), v.end(), t.data<float>());
+    t.copy_from(*found);  // onto the run's device
   }
 }
 

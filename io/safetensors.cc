@@ -106,7 +106,8 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
     SMELT_CHECK(name != "__metadata__" && !header.contains(name), path, ": duplicate or reserved tensor name '", name, "'");
     SMELT_CHECK(!is_quantized(t.dtype()), path, ": tensor '", name, "' is ", dtype_name(t.dtype()),
                 ", which safetensors cannot hold (save f32 or bf16 weights; quantised ones go to GGUF with smelt export)");
-    Tensor c = t.is_contiguous() ? t : t.clone();
+    // A device tensor (a model trained on a GPU) comes over to the host here, contiguous.
+    Tensor c = !t.device().is_cpu() ? t.to(Device::cpu()) : t.is_contiguous() ? t : t.clone();
     const uint64_t nbytes = static_cast<uint64_t>(c.numel()) * dtype_size(c.dtype());
     header[name] = {{"dtype", dtype_safetensors_name(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;

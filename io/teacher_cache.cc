@@ -44,8 +44,9 @@ TeacherCacheInfo write_teacher_cache(const Transformer& teacher, const std::stri
       for (int64_t b0 = 0; b0 < wn; b0 += batch) {
         const int64_t bn = std::min(batch, wn - b0);
         const Batch windows = data.window_batch(w0 + b0, bn, seq_len);
-        const Tensor lp = ops::log_softmax(ops::mul(teacher.forward(windows.ids), static_cast<float>(1.0 / temperature)));
-        const Tensor lpc = ops::contiguous(lp);
+        const Tensor lp =
+            ops::log_softmax(ops::mul(teacher.forward(windows.ids.to(teacher.device())), static_cast<float>(1.0 / temperature)));
+        const Tensor lpc = ops::contiguous(lp).to(Device::cpu());  // ranked on the host
         const float* p = lpc.data<float>();
         int32_t* pi = ids.data<int32_t>() + b0 * seq_len * top_k;
         float* pl = logp.data<float>() + b0 * seq_len * top_k;

@@ -53,6 +53,7 @@ std::array<std::atomic<const OpTable*>, kDeviceTypeCount>& op_registry() {
 }
 const OpTable* find_op_table(Device device) {
   if (device.is_cpu()) return &cpu_op_table();
+  if (device.type == DeviceType::Sim && !op_registry()[static_cast<int>(device.type)].load()) return &sim_op_table();
 #ifdef SMELT_HAVE_CUDA
   if (device.type == DeviceType::CUDA && !op_registry()[static_cast<int>(device.type)].load()) return &cuda_op_table();
 #endif

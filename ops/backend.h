@@ -3,9 +3,9 @@
 // allocate outputs on the inputs' device, make one call through this table and attach their
 // backward. A device that lacks an op says so in a one-line error naming op, device and dtype;
 // nothing falls back silently to another device. The CPU's table is built in (ops/cpu/: Highway
-// kernels, run-time ISA dispatch); another device registers its own (register_op_table), as the
-// tests' simulated device does and ops/cuda/ will. Memory, copies and fill are the device
-// backend's (runtime/device_backend.h).
+// kernels, run-time ISA dispatch), as are CUDA's (ops/cuda/, in CUDA builds) and the simulated
+// device's (ops/sim/); another device registers its own (register_op_table). Memory, copies
+// and fill are the device backend's (runtime/device_backend.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -225,6 +225,7 @@ void register_op_table(DeviceType type, const OpTable* table);
 const OpTable& op_table(Device device, OpKind op, DType dtype);
 bool device_supports(Device device, OpKind op, DType dtype);
 const OpTable& cpu_op_table();
+const OpTable& sim_op_table();  // ops/sim/sim_ops.cc: the CPU's entries on host copies
 #ifdef SMELT_HAVE_CUDA
 const OpTable& cuda_op_table();  // ops/cuda/table.cu
 #endif

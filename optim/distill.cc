@@ -40,7 +40,7 @@ void DistillOptions::validate() const {
   SMELT_CHECK(hidden_weight >= 0 && std::isfinite(hidden_weight), "--hidden-weight must be ≥ 0, got ", hidden_weight);
 }
 
-HiddenMatch HiddenMatch::create(const ModelConfig& teacher, const ModelConfig& student, uint64_t seed) {
+HiddenMatch HiddenMatch::create(const ModelConfig& teacher, const ModelConfig& student, uint64_t seed, Device device) {
   HiddenMatch m;
   const int64_t lt = teacher.num_hidden_layers, ls = student.num_hidden_layers;
   for (int64_t i = 0; i < ls; ++i)
@@ -48,7 +48,7 @@ HiddenMatch HiddenMatch::create(const ModelConfig& teacher, const ModelConfig& s
   if (teacher.hidden_size != student.hidden_size) {
     Philox rng(seed ^ 0x9e0cec7104ULL);
     m.projection = Tensor::randn({teacher.hidden_size, student.hidden_size}, rng, 0.0f,
-                                 1.0f / std::sqrt(static_cast<float>(student.hidden_size)));
+                                 1.0f / std::sqrt(static_cast<float>(student.hidden_size)), device);
     m.projection.set_requires_grad(true);
   }
   return m;
@@ -93,7 +93,9 @@ LossFn cached_distill_loss(TeacherLookup lookup, DistillOptions o) {
     const Tensor logits = forward_logits(student, b);
     const int64_t V = logits.size(-1);
     Tensor ids, logp;
-    lookup(b.starts, ids, logp);
+    lookup(b.starts, ids, logp);  // read from the cache on the host
+    ids = ids.to(logits.device());
+    logp = logp.to(logits.device());
     const Tensor kd = ops::distill_loss_topk(ops::reshape(logits, {-1, V}), ids, logp, o.kind, o.temperature, o.beta, loss_token_mask(b));
     return mix(student, kd, next_token_loss(logits, b), o, aux);
   };

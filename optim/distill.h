@@ -31,8 +31,9 @@ struct DistillOptions {
 struct HiddenMatch {
   std::vector<int64_t> teacher_layer;
   Tensor projection;  // undefined when the widths agree
-  // The layer map and, when widths differ, a projection ~ N(0, 1/student width) from `seed`.
-  static HiddenMatch create(const ModelConfig& teacher, const ModelConfig& student, uint64_t seed);
+  // The layer map and, when widths differ, a projection ~ N(0, 1/student width) from `seed`, on
+  // the device the student trains on.
+  static HiddenMatch create(const ModelConfig& teacher, const ModelConfig& student, uint64_t seed, Device device = Device::cpu());
   // What the optimizer trains besides the student (and checkpoints keep): the projection, if any.
   NamedTensors parameters() const;
 };

@@ -31,6 +31,14 @@ void TrainConfig::validate() const {
   SMELT_CHECK(zero_stage == 0 || optimizer == "adamw", "train.zero_stage 1 shards AdamW's moments; train.optimizer is \"", optimizer, "\"");
 }
 
+Batch batch_on(const Batch& b, Device device) {
+  if (b.ids.device() == device) return b;
+  Batch out = b;
+  for (Tensor* t : {&out.ids, &out.targets, &out.weights, &out.key_start})
+    if (t->defined()) *t = t->to(device);
+  return out;
+}
+
 Batch concat_rows(const Batch& a, const Batch& b) {
   SMELT_CHECK(a.ids.size(1) == b.ids.size(1), "concat_rows: sequences of ", a.ids.size(1), " and ", b.ids.size(1), " tokens");
   auto join = [](const Tensor& x, const Tensor& y, const Batch& bx, const Batch& by, float neutral, DType dtype) {

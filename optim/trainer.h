@@ -66,6 +66,9 @@ struct StepMetrics {
   std::vector<std::pair<int64_t, MoEStats>> moe;  // per MoE layer, from the step's last micro-batch
 };
 
+// The batch with its tensors on `device` (the data loaders make them on the host).
+Batch batch_on(const Batch& b, Device device);
+
 // The rows of `a` then those of `b` as one batch (weights and key_start filled with their
 // neutral values where only one side has them: weight 1, attend from position 0).
 Batch concat_rows(const Batch& a, const Batch& b);

@@ -27,12 +27,12 @@ Device Device::parse(const std::string& text) {
   if (kind == "cpu") d.type = DeviceType::CPU;
   else if (kind == "cuda") d.type = DeviceType::CUDA;
   else if (kind == "sim") d.type = DeviceType::Sim;
-  else SMELT_FAIL("unknown device '", text, "' (expected cpu, cuda or cuda:N)");
+  else SMELT_FAIL("unknown device '", text, "' (expected cpu, cuda, cuda:N or sim)");
   if (colon != std::string::npos) {
     const std::string digits = text.substr(colon + 1);
     bool ok = !digits.empty() && digits.size() <= 4 && d.type != DeviceType::CPU;
     for (char c : digits) ok = ok && std::isdigit(static_cast<unsigned char>(c));
-    SMELT_CHECK(ok, "bad device index in '", text, "' (expected cpu, cuda or cuda:N)");
+    SMELT_CHECK(ok, "bad device index in '", text, "' (expected cpu, cuda, cuda:N or sim)");
     d.index = std::stoi(digits);
   }
   return d;

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "runtime/error.h"
+#include "runtime/sim_device.h"
 #ifdef SMELT_HAVE_CUDA
 #include "runtime/cuda_device.h"
 #endif
@@ -26,7 +27,7 @@ void register_device_backend(DeviceType type, DeviceBackend* backend) {
 }
 
 bool has_device_backend(DeviceType type) {
-  if (type == DeviceType::CPU || registry()[static_cast<int>(type)].load() != nullptr) return true;
+  if (type == DeviceType::CPU || type == DeviceType::Sim || registry()[static_cast<int>(type)].load() != nullptr) return true;
 #ifdef SMELT_HAVE_CUDA
   if (type == DeviceType::CUDA) return cuda_device_count() > 0;
 #endif
@@ -37,6 +38,7 @@ DeviceBackend& device_backend(Device device) {
   if (device.type == DeviceType::CPU) return cpu_device_backend();
   DeviceBackend* b = registry()[static_cast<int>(device.type)].load();
   if (b) return *b;
+  if (device.type == DeviceType::Sim) return sim_device_backend();
 #ifdef SMELT_HAVE_CUDA
   if (device.type == DeviceType::CUDA) {
     SMELT_CHECK(cuda_device_count() > 0, "device ", device.str(), ": ", cuda_unavailable_reason());

@@ -60,6 +60,20 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     grep -q '"bits_per_byte"' "$work/eval.json" && ok || fail "eval --json"
   "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 >"$work/gen.txt" 2>/dev/null &&
     grep -q '^Hello' "$work/gen.txt" && ok || fail "generate"
+  # --device: sim computes with the CPU's kernels behind device copies, so train (checkpoint and
+  # resume included), eval and generate give the CPU's bytes; a missing GPU is one clear line.
+  "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/m_sim" --device sim --save-every 2 >/dev/null 2>&1 &&
+    cmp -s "$work/m/model.safetensors" "$work/m_sim/model.safetensors" && ok || fail "train --device sim differs from the CPU"
+  "$SMELT" train --resume "$work/m_sim.checkpoints/step-00000002" --data "$work/text.txt" --out "$work/m_sim2" --device sim >/dev/null 2>&1 &&
+    cmp -s "$work/m/model.safetensors" "$work/m_sim2/model.safetensors" && ok || fail "train --resume --device sim differs from the CPU"
+  "$SMELT" eval --model "$work/m" --data "$work/text.txt" --json --max-batches 2 --device sim 2>/dev/null | grep -o '"loss":[0-9.e-]*' >"$work/eval_sim.txt" &&
+    grep -o '"loss":[0-9.e-]*' "$work/eval.json" | cmp -s - "$work/eval_sim.txt" && ok || fail "eval --device sim differs from the CPU"
+  "$SMELT" generate --model "$work/m" --prompt "Hello" --max-new-tokens 5 --seed 1 --device sim 2>/dev/null | cmp -s - "$work/gen.txt" && ok ||
+    fail "generate --device sim differs from the CPU"
+  if ! nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda is refused before any work
+    expect_error no-gpu "cuda:0" -- "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/x" --device cuda
+  fi
+  expect_error bad-device "unknown device 'gpu'" -- "$SMELT" eval --model "$work/m" --data "$work/text.txt" --device gpu
   # Resume: 20 steps straight vs. a run killed (SIGKILL) after its step-10 checkpoint and resumed:
   # bit-identical weights and losses.
   "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/straight" --steps 20 >/dev/null 2>&1
@@ -223,6 +237,9 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       "$SMELT" train --config "$work/sft.json" --init "$work/tm" --data "$work/chatdata" --val-fraction 0 --out "$work/sft" >/dev/null 2>&1 && ok || fail "train on conversations"
       "$SMELT" generate --model "$work/sft" --chat --prompt "Hi" --max-new-tokens 4 --seed 1 >/dev/null 2>&1 && ok || fail "generate --chat"
       "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --val-fraction 0 --steps 2 --out "$work/sft2" >/dev/null 2>&1 && ok || fail "smelt sft on JSONL"
+      # The same instruct-tuning on the simulated device (device-style copies only): the same bytes.
+      "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --val-fraction 0 --steps 2 --out "$work/sft2_sim" --device sim >/dev/null 2>&1 &&
+        cmp -s "$work/sft2/model.safetensors" "$work/sft2_sim/model.safetensors" && ok || fail "smelt sft --device sim differs from the CPU"
       expect_error sft-plain-text "no conversations" -- "$SMELT" sft --model "$work/tm" --data "$fixtures/tokenizer_corpus.txt" --steps 2 --out "$work/x"
     else
       fail "data prepare of conversations"

@@ -329,3 +329,18 @@ TEST(MoE, BadConfigsAreRefusedBeforeAnyWork) {
 
 }  // namespace
 }  // namespace smelt
+
+namespace smelt {
+namespace {
+
+// A NaN score ranks as −∞ (last, ties to the lower index): every row still gets k distinct,
+// valid experts, on every device (the ranking's order must be total for std::sort and the GPU).
+TEST(MoE, TopKRanksNaNLast) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Tensor x = Tensor::from_vector({nan, 0.5f, nan, -1.0f, /**/ nan, nan, nan, nan}, {2, 4});
+  const std::vector<int64_t> want = {1, 3, 0, /**/ 0, 1, 2};
+  EXPECT_EQ(ops::topk_indices(x, 3).to_int_vector(), want);
+}
+
+}  // namespace
+}  // namespace smelt

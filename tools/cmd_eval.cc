@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "io/json_reader.h"
 #include "tools/data_source.h"
+#include "tools/device_option.h"
 #include "ops/ops.h"
 #include "runtime/log.h"
 #include "tools/commands.h"
@@ -23,11 +24,13 @@ struct EvalArgs {
   int64_t seq_len = 0, batch_size = 8, max_batches = 0;
   bool json = false, map_experts = false;
   int threads = 0;
+  std::string device;
 };
 
 void run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
-  Transformer model = load_inference_model(a.model, a.weights, a.map_experts);
+  const Device device = chosen_device(a.device);
+  Transformer model = load_inference_model(a.model, a.weights, a.map_experts, device);
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Default window: the length the model was trained on (recorded in recipe.json by smelt train),
@@ -58,7 +61,7 @@ void run_eval(const EvalArgs& a) {
   const auto started = std::chrono::steady_clock::now();
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t first = b * a.batch_size, count = std::min(a.batch_size, windows - first);
-    Batch batch = data.window_batch(first, count, T);
+    Batch batch = batch_on(data.window_batch(first, count, T), device);
     Tensor logits = model.forward(batch.ids);
     if (b == 0 && !a.save_logits.empty())  // for oracles: the first batch's inputs and logits
       write_safetensors(a.save_logits, {{"input_ids", batch.ids}, {"logits", logits}}, {{"model", a.model}});
@@ -132,6 +135,7 @@ void add_eval_command(CLI::App& app) {
   add_weights_option(*cmd, args->weights);
   add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
+  add_device_option(*cmd, args->device);
   cmd->callback([args] { run_eval(*args); });
 }
 

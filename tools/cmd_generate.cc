@@ -9,6 +9,7 @@
 #include "io/chat.h"
 #include "io/checkpoint.h"
 #include "tools/data_source.h"
+#include "tools/device_option.h"
 #include "ops/ops.h"
 #include "runtime/rng.h"
 #include "tools/commands.h"
@@ -24,6 +25,7 @@ struct GenerateArgs {
   double temperature = 0.8, top_p = 1.0;
   bool chat = false, map_experts = false;
   int threads = 0;
+  std::string device;
 };
 
 // Draws the next token from logits: greedy at temperature 0, else softmax(logits / T)
@@ -62,7 +64,8 @@ void run_generate(const GenerateArgs& a) {
   SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
   SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
-  Transformer model = load_inference_model(a.model, a.weights, a.map_experts);
+  const Device device = chosen_device(a.device);
+  Transformer model = load_inference_model(a.model, a.weights, a.map_experts, device);
   apply_routing_option(model, a.routing);
   const ModelConfig& cfg = model.config();
   // Text in and out through the model's tokenizer when it has one, else bytes.
@@ -96,7 +99,7 @@ void run_generate(const GenerateArgs& a) {
   Philox rng(static_cast<uint64_t>(a.seed));
   if (!a.chat) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
   KVCache cache = model.make_cache(1, capacity);
-  Tensor logits = model.last_logits(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
+  Tensor logits = model.last_logits(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}, DType::I64, device), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
   const auto decode_start = std::chrono::steady_clock::now();
@@ -112,14 +115,14 @@ void run_generate(const GenerateArgs& a) {
     ids.push_back(next);
     int64_t fed = 1;
     if (cache.length < capacity) {
-      logits = model.forward(Tensor::from_ints({next}, {1, 1}), &cache);
+      logits = model.forward(Tensor::from_ints({next}, {1, 1}, DType::I64, device), &cache);
     } else {
       // Context full: start a fresh cache from the last half of the text (positions beyond the
       // trained length are never used).
       const int64_t keep = capacity / 2;
       std::vector<int64_t> tail(ids.end() - keep, ids.end());
       cache = model.make_cache(1, capacity);
-      logits = model.last_logits(Tensor::from_ints(tail, {1, keep}), &cache);
+      logits = model.last_logits(Tensor::from_ints(tail, {1, keep}, DType::I64, device), &cache);
       fed = keep;
     }
     active_sum += model.mean_active_parameters() * static_cast<double>(fed);
@@ -159,6 +162,7 @@ void add_generate_command(CLI::App& app) {
   add_weights_option(*cmd, args->weights);
   add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
+  add_device_option(*cmd, args->device);
   cmd->callback([args] { run_generate(*args); });
 }
 

@@ -19,6 +19,7 @@
 #include "optim/data_parallel.h"
 #include "optim/distill.h"
 #include "tools/data_source.h"
+#include "tools/device_option.h"
 #include "ops/backend.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "runtime/communicator.h"
@@ -139,7 +140,7 @@ struct Distillation {
 // The distillation objective of a run, or none. With --teacher-topk the teacher runs once to
 // fill the cache (unless a matching cache exists) and is freed (`teacher` reset) before training.
 std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData& data, const TrainConfig& tc, const ModelConfig& student,
-                                         std::shared_ptr<const Transformer>& teacher) {
+                                         std::shared_ptr<const Transformer>& teacher, Device device) {
   if (a.teacher.empty()) return std::nullopt;
   const DistillOptions o = distill_options(a);
   if (o.alpha == 0 && o.hidden == ops::HiddenLoss::None) {
@@ -153,12 +154,13 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
   int64_t cached = has_cache(a) ? 1 : 0;
   world().broadcast(&cached, 1, CommType::I64, 0);
   if (!cached) {
-    if (!teacher && (a.teacher_topk == 0 || world().rank() == 0)) teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
+    if (!teacher && (a.teacher_topk == 0 || world().rank() == 0))
+      teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher).to(device));
     if (a.teacher_topk == 0) {
       log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)" +
                (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
       Distillation d;
-      if (o.hidden != ops::HiddenLoss::None) d.hidden = HiddenMatch::create(teacher->config(), student, tc.seed);
+      if (o.hidden != ops::HiddenLoss::None) d.hidden = HiddenMatch::create(teacher->config(), student, tc.seed, device);
       d.loss = online_distill_loss(teacher, o, d.hidden);
       return d;
     }
@@ -326,6 +328,7 @@ void write_trained_model(const TrainArgs& a, const Recipe& recipe, const Trainin
 void run_train(const TrainArgs& args) {
   TrainArgs a = args;
   apply_threads(a.threads);
+  const Device device = chosen_device(a.device);
   RunStart start = read_run_start(a);
   Recipe& recipe = start.recipe;
   // A launch that cannot share the global batch is refused before the data is read.
@@ -354,11 +357,13 @@ void run_train(const TrainArgs& args) {
   if (init_from_teacher(a) && !initial) {
     SMELT_CHECK(a.init.empty(), "--student and --student-init teacher exclude each other");
     SMELT_CHECK(recipe.has_model, a.config, ": --student-init teacher needs the student's \"model\" section");
-    teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher));
-    const std::vector<int64_t> layers =
-        a.student_layers.empty() ? evenly_spaced_layers(teacher->config().num_hidden_layers, recipe.model.num_hidden_layers) : a.student_layers;
+    const Transformer teacher_on_host = load_model_dir(a.teacher);  // the student's layers are copied on the host
+    const std::vector<int64_t> layers = a.student_layers.empty()
+                                            ? evenly_spaced_layers(teacher_on_host.config().num_hidden_layers, recipe.model.num_hidden_layers)
+                                            : a.student_layers;
     a.student_layers = layers;
-    initial = student_from_teacher(*teacher, recipe.model, layers, a.teacher);
+    initial = student_from_teacher(teacher_on_host, recipe.model, layers, a.teacher);
+    teacher = std::make_shared<const Transformer>(teacher_on_host.to(device));
     std::string list;
     for (int64_t l : layers) list += (list.empty() ? "" : ",") + std::to_string(l);
     log_info("student initialised from " + a.teacher + " layers " + list + (teacher->config().num_local_experts > 0 ? " (experts merged)" : ""));
@@ -383,10 +388,10 @@ void run_train(const TrainArgs& args) {
              std::to_string(recipe.train.batch_size) + " conversations, " + std::to_string(a.replay_fraction) + " of the loss");
   }
 
-  Transformer model = initial ? *initial : Transformer::create(recipe.model, recipe.train.seed);
+  Transformer model = (initial ? *initial : Transformer::create(recipe.model, recipe.train.seed)).to(device);
   log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
-           " threads" + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
+           " threads" + (device.is_cpu() ? "" : " (computing on " + device.str() + ")") + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
            (recipe.train.precision == "bf16" ? std::string(", bf16 GEMMs (") + (cpu_has_bf16_dot() ? "VDPBF16PS" : "rounded operands, f32 arithmetic: no AVX512_BF16 here") + ")" : ""));
   const std::string unit = data.tokenizer ? " tokens" : " bytes";
   log_info("data: " + std::to_string(train.size()) + " training" + unit + (has_val ? ", " + std::to_string(val.size()) + " validation" + unit : "") +
@@ -397,7 +402,7 @@ void run_train(const TrainArgs& args) {
     log_info("frozen: " + std::to_string(frozen) + " parameter tensors; training " +
              std::to_string(model.trainable_parameters().size()));
   }
-  const std::optional<Distillation> distill = distillation(a, data, recipe.train, recipe.model, teacher);
+  const std::optional<Distillation> distill = distillation(a, data, recipe.train, recipe.model, teacher, device);
   const NamedTensors extra = distill ? distill->hidden.parameters() : NamedTensors{};
   if (resumed) load_extra_parameters(a.resume, extra);
   Trainer trainer(model, recipe.train, extra);
@@ -453,12 +458,15 @@ void run_train(const TrainArgs& args) {
   trainer.run(
       // Distillation reads whole windows, so that a cached teacher's predictions line up.
       [&](int64_t, int64_t) {
-        if (replay) return with_replay(train.random_batch(tc.batch_size, tc.seq_len, data_rng),
-                                       replay->random_batch(replay_rows, tc.seq_len, data_rng), a.replay_fraction);
-        return distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
-                                          : train.random_batch(tc.batch_size, tc.seq_len, data_rng);
+        if (replay)
+          return with_replay(batch_on(train.random_batch(tc.batch_size, tc.seq_len, data_rng), device),
+                             batch_on(replay->random_batch(replay_rows, tc.seq_len, data_rng), device), a.replay_fraction);
+        return batch_on(distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
+                                                   : train.random_batch(tc.batch_size, tc.seq_len, data_rng),
+                        device);
       },
-      has_val ? std::function<Batch(int64_t)>([&](int64_t i) { return val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len); })
+      has_val ? std::function<Batch(int64_t)>(
+                    [&](int64_t i) { return batch_on(val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len), device); })
               : std::function<Batch(int64_t)>(),
       [&](const StepMetrics& m) {
         json j = metrics_json(m);
@@ -508,6 +516,7 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
   cmd->add_option("--stop-after", args->stop_after, "Stop after this step with a checkpoint instead of finishing the run");
   cmd->add_flag("--json", args->json, "Print per-step metrics and the summary as JSON lines on stdout");
   add_threads_option(*cmd, args->threads);
+  add_device_option(*cmd, args->device);
 }
 
 }  // namespace

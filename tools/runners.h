@@ -19,6 +19,7 @@ struct TrainArgs {
   int64_t save_every = 0, keep_checkpoints = 2, stop_after = 0;
   bool json = false;
   int threads = 0;
+  std::string device;  // --device (empty: cpu)
   // Distillation (smelt distill): a teacher model, or a cache of its top-K predictions.
   std::string teacher, distill_loss = "fkl", cache;
   double temperature = 1.0, alpha = 0.5, beta = 0;  // beta 0: the loss's default

@@ -17,8 +17,8 @@ DType weights_dtype(const std::string& weights);
 
 // --map-experts: an MoE checkpoint's experts stay in the mapped file (Transformer::Experts).
 void add_map_experts_option(CLI::App& cmd, bool& map_experts);
-// The model, loaded as those two options say.
-Transformer load_inference_model(const std::string& model, const std::string& weights, bool map_experts);
+// The model, loaded as those two options say, on `device` (--device).
+Transformer load_inference_model(const std::string& model, const std::string& weights, bool map_experts, Device device = Device::cpu());
 // Memory against weights: {"rss_mib", "weight_mib", "expert_mib", "expert_resident_mib"} (the
 // last: how much of the experts' bytes is in memory now; with --map-experts, what was read).
 nlohmann::json weight_memory(const Transformer& model);

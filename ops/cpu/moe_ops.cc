@@ -4,6 +4,8 @@
 // copy), all experts' products as one grouped call; then combine per token, its slots' outputs
 // scaled by their routing weights. The backward retraces the same segments. Top-k: per row.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -99,8 +101,10 @@ void cpu_topk_op(const Tensor& x, int64_t k, const Tensor& out) {
     for (int64_t n = lo; n < hi; ++n) {
       const float* row = px + n * E;
       std::iota(idx.begin(), idx.end(), 0);
+      // NaN ranks as −∞: a strict total order, as partial_sort needs.
+      auto key = [&](int64_t i) { return std::isnan(row[i]) ? -std::numeric_limits<float>::infinity() : row[i]; };
       std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                        [&](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+                        [&](int64_t a, int64_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
       std::copy(idx.begin(), idx.begin() + k, po + n * k);
     }
   });

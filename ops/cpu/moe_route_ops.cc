@@ -25,11 +25,15 @@ struct Slots {
   }
 };
 
+// A score as ranked: NaN as −∞, so that the comparisons below are a strict total order (std::sort
+// needs one; a NaN router score would otherwise make the ranking undefined).
+float rank_key(float v) { return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v; }
+
 // Experts in order of selection score (score + balancing bias), ties to the lower index.
 void rank_experts(const float* scores, const float* bias, int64_t E, std::vector<int64_t>& order) {
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    const float sa = scores[a] + bias[a], sb = scores[b] + bias[b];
+    const float sa = rank_key(scores[a] + bias[a]), sb = rank_key(scores[b] + bias[b]);
     return sa > sb || (sa == sb && a < b);
   });
 }
@@ -62,7 +66,8 @@ void cpu_moe_route_op(const Tensor& scores, const Tensor& bias, const Tensor& ma
     for (int64_t e = 0; e < E; ++e) {
       std::iota(order.begin(), order.end(), 0);
       std::partial_sort(order.begin(), order.begin() + cap, order.end(), [&](int64_t a, int64_t b) {
-        return sv[a * E + e] > sv[b * E + e] || (sv[a * E + e] == sv[b * E + e] && a < b);
+        const float sa = rank_key(sv[a * E + e]), sb = rank_key(sv[b * E + e]);
+        return sa > sb || (sa == sb && a < b);
       });
       for (int64_t i = 0; i < cap; ++i) {
         slots.set(e * cap + i, order[i], e, true);

@@ -98,7 +98,7 @@ __global__ void attention_forward_kernel(const float* q, const float* k, const f
   }
   if (i >= d.Tq) return;
   for (int r = 0; r < kSlices; ++r)
-    if (lane + 32 * r < D) out[(b * d.Tq + i) * qs + h * D + lane + 32 * r] = acc[r] / l;
+    if (lane + 32 * r < D) out[(b * d.Tq + i) * qs + h * D + lane + 32 * r] = l > 0.0f ? acc[r] / l : 0.0f;  // no keys: 0
   if (lane == 0) lse[(b * d.Hq + h) * d.Tq + i] = m + logf(l);
 }
 

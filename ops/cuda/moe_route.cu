@@ -29,6 +29,13 @@ struct SlotArrays {
   }
 };
 
+// An expert's selection score (score + balancing bias), NaN ranked as −∞: the order is total, so
+// every pick finds an expert.
+__device__ inline float selection(const float* row, const float* bias, int64_t e) {
+  const float s = bias ? row[e] + bias[e] : row[e];
+  return s != s ? -INFINITY : s;
+}
+
 __device__ inline bool is_real(const float* mask, int64_t n) { return !mask || mask[n] > 0; }
 
 // A token's routing probability of expert e: softmax scores as they are, sigmoid ones
@@ -78,16 +85,16 @@ __global__ void token_choice_kernel(const float* scores, const float* bias, int6
     for (int64_t j = 0; j < kmax; ++j) {
       int64_t best = -1;
       for (int64_t e = 0; e < E; ++e) {
-        const float se = row[e] + bias[e];
+        const float se = selection(row, bias, e);
         if (previous >= 0) {
-          const float sp = row[previous] + bias[previous];
+          const float sp = selection(row, bias, previous);
           if (!(sp > se || (sp == se && previous < e))) continue;  // ranked before the last pick: taken
         }
         if (best < 0) {
           best = e;
           continue;
         }
-        const float sb = row[best] + bias[best];
+        const float sb = selection(row, bias, best);
         if (se > sb || (se == sb && e < best)) best = e;
       }
       const bool chosen = j == 0 || (p.top_p ? !reached : j < k);
@@ -106,10 +113,10 @@ __global__ void token_choice_kernel(const float* scores, const float* bias, int6
 __global__ void expert_choice_kernel(const float* scores, int64_t N, int64_t E, int64_t cap, SlotArrays slots) {
   SMELT_GRID_STRIDE(pair, N * E) {
     const int64_t e = pair / N, a = pair % N;
-    const float sa = scores[a * E + e];
+    const float sa = selection(scores + a * E, nullptr, e);
     int64_t rank = 0;
     for (int64_t b = 0; b < N && rank < cap; ++b) {
-      const float sb = scores[b * E + e];
+      const float sb = selection(scores + b * E, nullptr, e);
       rank += sb > sa || (sb == sa && b < a);
     }
     if (rank < cap) slots.set(e * cap + rank, a, e, true);

@@ -1,7 +1,9 @@
 // The CUDA op table's top-k, as cpu_topk_op (ops/cpu/moe_ops.cc): each row's k largest entries,
-// largest first, ties to the lower index. One thread per row (a router's rows are a few dozen
+// largest first, ties to the lower index (NaN ranks as −∞). One thread per row (a router's rows are a few dozen
 // experts wide): k passes, each taking the best entry ranked after the previous pick.
 #include <cuda_runtime.h>
+
+#include <cmath>
 
 #include "ops/cuda/cuda_ops.h"
 #include "runtime/cuda_launch.cuh"
@@ -9,8 +11,14 @@
 namespace smelt {
 namespace {
 
+// A score as ranked: NaN as −∞, so that the order is total (a NaN never leaves a pick empty).
+__device__ inline float rank_key(float v) { return v != v ? -INFINITY : v; }
+
 // Whether entry a ranks before entry b: larger first, the lower index on ties.
-__device__ inline bool ranks_before(const float* row, int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); }
+__device__ inline bool ranks_before(const float* row, int64_t a, int64_t b) {
+  const float ka = rank_key(row[a]), kb = rank_key(row[b]);
+  return ka > kb || (ka == kb && a < b);
+}
 
 __global__ void topk_kernel(const float* x, int64_t N, int64_t E, int64_t k, int64_t* out) {
   SMELT_GRID_STRIDE(n, N) {

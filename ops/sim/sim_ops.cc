@@ -1,4 +1,4 @@
-// The sim device's op table: every entry runs the CPU's entry on host copies of its tensor
+// The sim device's op table (runtime/sim_device.h): every entry runs the CPU's entry on host copies of its tensor
 // arguments, then copies back each argument the CPU changed (the outputs). Slow by design; what
 // it proves is that the op files reach device memory only through their backend.
 #include <cstring>
@@ -8,9 +8,8 @@
 #include "autograd/grad_mode.h"
 #include "ops/backend.h"
 #include "ops/shape.h"
-#include "tests/support/sim_device.h"
 
-namespace smelt::testing {
+namespace smelt {
 namespace {
 
 // A tensor argument's host copy, with a snapshot of its bytes to see whether the CPU wrote it.
@@ -73,7 +72,7 @@ bool sim_supports(OpKind op, DType dtype) { return cpu_op_table().supports(op, d
 
 }  // namespace
 
-void register_sim_ops() {
+const OpTable& sim_op_table() {
   static const OpTable table = [] {
     OpTable t;
     t.backend = "sim (CPU kernels on host copies)";
@@ -112,7 +111,7 @@ void register_sim_ops() {
     SIM_ENTRY(random_fill);
     return t;
   }();
-  register_op_table(DeviceType::Sim, &table);
+  return table;
 }
 
-}  // namespace smelt::testing
+}  // namespace smelt

@@ -1,14 +1,14 @@
-#include "tests/support/sim_device.h"
+// The "sim" device's memory (runtime/sim_device.h).
+#include "runtime/sim_device.h"
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
-#include "runtime/device_backend.h"
 #include "runtime/tensor.h"
 
-namespace smelt::testing {
+namespace smelt {
 namespace {
 
 std::atomic<int64_t> g_transferred{0};
@@ -57,18 +57,11 @@ class SimDeviceBackend final : public DeviceBackend {
 
 }  // namespace
 
-void register_sim_ops();  // tests/support/sim_ops.cc
-
-Device sim_device() {
-  static const bool registered = [] {
-    register_device_backend(DeviceType::Sim, new SimDeviceBackend);  // never destroyed, like the tensors' memory
-    register_sim_ops();
-    return true;
-  }();
-  (void)registered;
-  return Device{DeviceType::Sim, 0};
+DeviceBackend& sim_device_backend() {
+  static SimDeviceBackend* const backend = new SimDeviceBackend;  // never destroyed, like the tensors' memory
+  return *backend;
 }
 
 int64_t sim_transferred_bytes() { return g_transferred.load(); }
 
-}  // namespace smelt::testing
+}  // namespace smelt
