@@ -25,12 +25,14 @@
 #include "ops/moe.h"
 #include "ops/ops.h"
 #include "optim/trainer.h"
+#include "runtime/device_backend.h"
 #include "runtime/log.h"
 #include "runtime/storage.h"
 #include "runtime/quant.h"
 #include "runtime/rng.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
+#include "tools/device_option.h"
 #include "tools/weights_option.h"
 
 namespace smelt::tools {
@@ -51,6 +53,8 @@ struct BenchArgs {
   int64_t new_tokens = 128;      // decode
   std::string weights = "f32";   // decode: how the model's weights are kept
   std::string model;             // decode: a real model (directory or .gguf) instead of the reference one
+  std::string device;            // train: where the step runs (--device)
+  double peak_tflops = 0;        // train: the device's dense peak, for MFU (0: not reported)
 };
 
 // "MxNxK" → {M, N, K}, each positive.
@@ -319,15 +323,17 @@ void bench_train(const BenchArgs& a) {
   tc.activation_checkpointing = a.checkpoint;
   tc.precision = a.precision;
   tc.validate();
-  Transformer model = Transformer::create(c, 0);
+  const Device device = chosen_device(a.device);
+  Transformer model = Transformer::create(c, 0).to(device);
   Trainer trainer(model, tc);
   Philox rng(7);
   std::vector<int64_t> x(a.batch * a.seq), y(a.batch * a.seq);
   for (auto& v : x) v = rng.next_u32() % a.vocab;
   for (auto& v : y) v = rng.next_u32() % a.vocab;
   Batch b;
-  b.ids = Tensor::from_ints(x, {a.batch, a.seq});
-  b.targets = Tensor::from_ints(y, {a.batch, a.seq});
+  b.ids = Tensor::from_ints(x, {a.batch, a.seq}, DType::I64, device);
+  b.targets = Tensor::from_ints(y, {a.batch, a.seq}, DType::I64, device);
+  if (!device.is_cpu()) device_backend(device).reset_peak(device.index);
   std::vector<double> times;
   double first_loss = 0;
   for (int64_t s = 0; s < a.steps; ++s) {
@@ -337,13 +343,16 @@ void bench_train(const BenchArgs& a) {
     if (s == 0) first_loss = m.loss + m.aux_loss;
   }
   const int64_t run_peak = Storage::peak_live_bytes();  // over model creation and the timed steps
-  // What one forward keeps alive for backward (parameters, gradients and moments exist already).
-  const int64_t before = Storage::live_bytes();
+  const int64_t device_peak = device.is_cpu() ? 0 : device_backend(device).memory_stats(device.index).peak_bytes;
+  // What one forward keeps alive for backward (parameters, gradients and moments exist already),
+  // in the memory of the device that holds it.
+  auto live = [&] { return device.is_cpu() ? Storage::live_bytes() : device_backend(device).memory_stats(device.index).live_bytes; };
+  const int64_t before = live();
   Storage::reset_peak_live_bytes();
   int64_t kept = 0;
   {
     const Tensor loss = training_loss(model, b);
-    kept = Storage::live_bytes() - before;
+    kept = live() - before;
     loss.backward();
   }
   const int64_t step_peak = Storage::peak_live_bytes();
@@ -359,6 +368,15 @@ void bench_train(const BenchArgs& a) {
             {"uniform_loss", std::log(static_cast<double>(a.vocab))},
             {"weights_grads_adam_mib", state_mib}, {"activations_kept_mib", static_cast<double>(kept) / mib},
             {"expected_mib", state_mib + static_cast<double>(kept) / mib}, {"peak_tensor_mib", static_cast<double>(std::max(step_peak, run_peak)) / mib}};
+  // Model FLOPs per token as ../shared/bench/torch_moe_ref.py counts them: 6 × the active matmul
+  // parameters, plus causal attention's 6 × layers × seq × hidden.
+  const double per_layer = 4.0 * a.hidden * a.hidden + 3.0 * a.hidden * a.ffn * (a.dense ? 1 : a.top_k) + (a.dense ? 0.0 : 1.0 * a.hidden * a.experts);
+  const double flops_per_token = 6.0 * (a.layers * per_layer + 1.0 * a.hidden * a.vocab) + 6.0 * a.layers * a.seq * a.hidden;
+  const double tflops = flops_per_token * static_cast<double>(a.batch * a.seq) / median / 1e12;
+  j["device"] = device.str();
+  j["model_tflops"] = tflops;
+  if (a.peak_tflops > 0) j["mfu"] = tflops / a.peak_tflops;
+  if (!device.is_cpu()) j["peak_device_mib"] = static_cast<double>(device_peak) / mib;
   j.update(environment());
   j["rss_over_expected"] = j["peak_rss_mib"].get<double>() / j["expected_mib"].get<double>();
   std::printf("%s\n", j.dump().c_str());
@@ -423,6 +441,8 @@ void run_bench(const BenchArgs& a) {
   apply_threads(a.threads);
   if (!a.simd.empty()) cpu_restrict_simd(a.simd);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
+  SMELT_CHECK(a.device.empty() || a.device == "cpu" || a.what == "train", "bench ", a.what,
+              ": --device applies to the train benchmark (the others time the CPU's kernels)");
   if (a.what == "gemm") bench_gemm(a);
   else if (a.what == "grouped-gemm") bench_grouped_gemm(a);
   else if (a.what == "moe") bench_moe(a);
@@ -461,7 +481,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--dense", a->dense, "train, decode: one dense SwiGLU FFN per layer instead of the MoE");
   cmd->add_flag("--checkpoint", a->checkpoint, "train: activation checkpointing (recompute attention and dense MLP halves in backward)");
   cmd->add_option("--simd", a->simd, "Run the CPU kernels on this SIMD target (AVX2, AVX3, ...) although the CPU has better: targets compared on one machine");
+  cmd->add_option("--peak-tflops", a->peak_tflops, "train: the device's dense peak TFLOP/s (e.g. 989 for an H100/H200's bf16), to report MFU");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->callback([a] { run_bench(*a); });
 }
 

@@ -31,6 +31,10 @@ void cuda_clear(const Tensor& t, const char* op);
 // Copies `bytes` from t's device memory at byte `offset` to the host, waiting for t's stream.
 void cuda_read(const Tensor& t, int64_t offset, void* host, size_t bytes, const char* op);
 
+// A weight as f32: itself, or a bf16 one widened into a new tensor on its GPU (exact), for the
+// ops whose CPU entries widen bf16 weights as they read them.
+inline Tensor cuda_f32_weight(const Tensor& w) { return w.dtype() == DType::F32 ? w : w.to(DType::F32); }
+
 // Bad input found by a kernel (an index out of range, a negative weight): the kernel records the
 // lowest position at fault in its GPU's slot (device_index.cuh's report_bad_position), and the
 // op reads it back once, after its kernels, to raise the CPU's one-line error. The slot is

@@ -135,8 +135,9 @@ struct Scratch {
 
 }  // namespace
 
-void cuda_linear_cross_entropy_op(const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& weights,
+void cuda_linear_cross_entropy_op(const Tensor& hidden, const Tensor& head, const Tensor& targets, const Tensor& weights,
                                   int64_t ignore_index, int64_t chunk_rows, const Tensor& loss, const Tensor& d_hidden, const Tensor& d_weight) {
+  const Tensor weight = cuda_f32_weight(head);  // a bf16 head (inference) widened for the call
   const int64_t V = weight.size(0), C = weight.size(1), N = targets.numel();
   const char* op = "linear_cross_entropy";
   const Scratch scratch(N, loss);

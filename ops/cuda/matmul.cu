@@ -1,8 +1,10 @@
 // The CUDA op table's matmul, as ops/cpu/matmul_ops.cc: cuBLAS SGEMM on the GPU's stream, each
 // operand read in place in either layout (ops/common.h's matrix_layout). A shared 2-D b and a
 // contiguous batch of row-major a make one tall GEMM; other batches one GEMM per entry. Full f32
-// arithmetic (CUBLAS_DEFAULT_MATH: no TF32), so results stay within f32 rounding of the CPU's.
-// (cuBLASLt, bf16 operands and the experts' grouped GEMM come later in issue 16.)
+// arithmetic (CUBLAS_DEFAULT_MATH: no TF32), so results stay within f32 rounding of the CPU's;
+// under "precision": "bf16" both operands are rounded to bf16 and multiplied by cublasGemmEx
+// with f32 accumulation, as the CPU's GEMM does. A bf16 weight is widened to f32 first (exact).
+// (cuBLAS picks its kernels through cuBLASLt's heuristics; the experts' grouped GEMM comes later.)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -17,6 +19,8 @@
 
 #include "ops/common.h"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/precision.h"
+#include "runtime/cuda_launch.cuh"
 
 namespace smelt {
 namespace {
@@ -28,6 +32,10 @@ struct Blas {
   decltype(&cublasSetMathMode) set_math_mode = nullptr;
   decltype(&cublasSetStream_v2) set_stream = nullptr;
   decltype(&cublasSgemm_v2) sgemm = nullptr;
+  // The C entry point (the header also declares a C++ overload for the legacy compute types).
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*, cudaDataType, int,
+                            const void*, cudaDataType, int, const void*, void*, cudaDataType, int, cublasComputeType_t,
+                            cublasGemmAlgo_t) = nullptr;
   decltype(&cublasGetStatusString) status_string = nullptr;
 };
 
@@ -50,10 +58,11 @@ const Blas& blas(const Tensor& t) {
     load(f.set_math_mode, "cublasSetMathMode");
     load(f.set_stream, "cublasSetStream_v2");
     load(f.sgemm, "cublasSgemm_v2");
+    load(f.gemm_ex, "cublasGemmEx");
     load(f.status_string, "cublasGetStatusString");
     return f;
   }();
-  SMELT_CHECK(b.create && b.set_math_mode && b.set_stream && b.sgemm && b.status_string, "op 'matmul' on ", t.device().str(), ": ",
+  SMELT_CHECK(b.create && b.set_math_mode && b.set_stream && b.sgemm && b.gemm_ex && b.status_string, "op 'matmul' on ", t.device().str(), ": ",
               library, " lacks a cuBLAS entry point smelt calls");
   return b;
 }
@@ -84,6 +93,37 @@ int blas_int(int64_t v, const Tensor& t) {
   return static_cast<int>(v);
 }
 
+// dst [rows, cols] (packed) = src's rows (ld apart) rounded to bf16, to nearest even as the CPU's
+// GEMM rounds its operands (ops/cpu/gemm_operands-inl.h): the products are then exact in f32.
+__global__ void round_to_bf16_kernel(const float* src, int64_t ld, int64_t rows, int64_t cols, uint16_t* dst) {
+  SMELT_GRID_STRIDE(e, rows * cols) {
+    const uint32_t u = __float_as_uint(src[(e / cols) * ld + e % cols]);
+    dst[e] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+// op(X) of shape [r, c] stored with leading dimension ld, rounded into a packed bf16 copy.
+Tensor bf16_copy(const Tensor& on, const float* x, int64_t ld, bool trans, int64_t r, int64_t c) {
+  const int64_t rows = trans ? c : r, cols = trans ? r : c;
+  Tensor out = Tensor::empty({rows, cols}, DType::BF16, on.device());
+  round_to_bf16_kernel<<<cuda_grid_for(rows * cols), 256, 0, cuda_stream(on)>>>(x, ld, rows, cols, static_cast<uint16_t*>(out.device_data()));
+  cuda_check_launch(on, "matmul");
+  return out;
+}
+
+// The bf16 form of cuda_gemm (a recipe's "precision": "bf16"): both operands rounded to bf16,
+// products and sums in f32 (cublasGemmEx, CUBLAS_COMPUTE_32F).
+void gemm_bf16_operands(const Tensor& on, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool trans_a, const float* b,
+                        int64_t ldb, bool trans_b, float* c, int64_t ldc, float beta) {
+  const Tensor a16 = bf16_copy(on, a, lda, trans_a, m, k), b16 = bf16_copy(on, b, ldb, trans_b, k, n);
+  const int64_t lda16 = trans_a ? m : k, ldb16 = trans_b ? k : n;
+  const float one = 1.0f;
+  check_blas(blas(on).gemm_ex(blas_handle(on), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(n, on),
+                              blas_int(m, on), blas_int(k, on), &one, b16.device_data(), CUDA_R_16BF, blas_int(ldb16, on), a16.device_data(),
+                              CUDA_R_16BF, blas_int(lda16, on), &beta, c, CUDA_R_32F, blas_int(ldc, on), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             on, "cublasGemmEx");
+}
+
 }  // namespace
 
 // Row-major C [m, n] = op(A) [m, k] · op(B) [k, n] (+ beta · C), as cuBLAS's column-major
@@ -99,6 +139,10 @@ void cuda_gemm(const Tensor& on, int64_t m, int64_t n, int64_t k, const float* a
                   on.device().str(), ": clearing C failed");
     return;
   }
+  if (matmuls_in_bf16()) {
+    gemm_bf16_operands(on, m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc, beta);
+    return;
+  }
   const float one = 1.0f;
   check_blas(blas(on).sgemm(blas_handle(on), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(n, on),
                             blas_int(m, on), blas_int(k, on), &one, b, blas_int(std::max<int64_t>(ldb, 1), on), a,
@@ -106,7 +150,8 @@ void cuda_gemm(const Tensor& on, int64_t m, int64_t n, int64_t k, const float* a
              on, "cublasSgemm");
 }
 
-void cuda_matmul_op(const Tensor& a, const Tensor& b, const Tensor& out) {
+void cuda_matmul_op(const Tensor& a, const Tensor& b_in, const Tensor& out) {
+  const Tensor b = cuda_f32_weight(b_in);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   if (out.numel() == 0) return;
   if (K == 0) {  // an empty sum: zeros

@@ -104,13 +104,6 @@ void copy_device(int64_t* dst, const int64_t* src, int64_t n, const Tensor& on, 
   SMELT_CHECK(err == cudaSuccess, "op '", op, "' on ", on.device().str(), ": device copy failed: ", cudaGetErrorString(err));
 }
 
-// The table is chosen by gate's dtype; up and down may differ (the CPU widens each by itself).
-void check_f32_experts(const Tensor& gate, const Tensor& up, const Tensor& down, const char* op) {
-  for (const Tensor* w : {&gate, &up, &down})
-    SMELT_CHECK(w->dtype() == DType::F32, "op '", op, "' is not supported on ", w->device().str(), " for ", dtype_name(w->dtype()),
-                " expert weights (f32 only so far)");
-}
-
 // The experts' segment bounds, read back to the host (cuBLAS takes its sizes from there).
 std::vector<int64_t> host_offsets(const MoeDispatch& d, const char* op) {
   std::vector<int64_t> v(static_cast<size_t>(d.offsets.numel()));
@@ -163,9 +156,10 @@ void cuda_moe_permute_op(const Tensor& token, const Tensor& expert, const MoeDis
   SMELT_FAIL("moe_ffn: expert index ", e, " out of range [0, ", E, ") (or −1: dropped)");
 }
 
-void cuda_moe_experts_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+void cuda_moe_experts_op(const Tensor& x, const Tensor& gate_in, const Tensor& up_in, const Tensor& down_in, const Tensor& weight,
                          const MoeDispatch& d, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys, const Tensor& out) {
-  check_f32_experts(gate, up, down, "moe_experts");
+  // bf16 experts (inference) widened to f32 for the call, as the CPU widens them when it packs.
+  const Tensor gate = cuda_f32_weight(gate_in), up = cuda_f32_weight(up_in), down = cuda_f32_weight(down_in);
   const std::vector<int64_t> offsets = host_offsets(d, "moe_experts");
   const int64_t E = gate.size(0), F = gate.size(1), C = gate.size(2), kept = offsets[E];
   const Tensor xs = gathered_rows(x, d, kept, "moe_experts");
@@ -186,11 +180,11 @@ void cuda_moe_experts_op(const Tensor& x, const Tensor& gate, const Tensor& up, 
   combine(ys, weight, d, out, "moe_experts");
 }
 
-void cuda_moe_experts_backward_op(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& weight,
+void cuda_moe_experts_backward_op(const Tensor& x, const Tensor& gate_in, const Tensor& up_in, const Tensor& down_in, const Tensor& weight,
                                   const MoeDispatch& d, const Tensor& h, const Tensor& u, const Tensor& act, const Tensor& ys,
                                   const Tensor& grad, const Tensor& dx, const Tensor& dgate, const Tensor& dup, const Tensor& ddown,
                                   const Tensor& dweight) {
-  check_f32_experts(gate, up, down, "moe_experts_backward");
+  const Tensor gate = cuda_f32_weight(gate_in), up = cuda_f32_weight(up_in), down = cuda_f32_weight(down_in);
   const std::vector<int64_t> offsets = host_offsets(d, "moe_experts_backward");
   const int64_t E = gate.size(0), F = gate.size(1), C = gate.size(2), S = d.order.numel(), kept = offsets[E];
   const cudaStream_t s = cuda_stream(dx);

@@ -10,7 +10,16 @@
 namespace smelt {
 namespace {
 bool cuda_supports(OpKind op, DType dtype) {
-  if (op == OpKind::IndexSelect && dtype == DType::BF16) return true;  // a bf16 embedding table, widened
+  if (dtype == DType::BF16) {  // bf16 weights (inference), widened to f32 as the CPU widens them
+    switch (op) {
+      case OpKind::IndexSelect:
+      case OpKind::Matmul:
+      case OpKind::MoeExperts:
+      case OpKind::MoeExpertsBackward:
+      case OpKind::LinearCrossEntropy: return true;
+      default: return false;
+    }
+  }
   if (dtype != DType::F32) return false;
   switch (op) {
     case OpKind::Binary:
