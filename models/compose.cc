@@ -75,7 +75,7 @@ Transformer assemble(const Transformer& base, const std::vector<const Transforme
       tensors.push_back({prefix + "experts." + std::to_string(i) + "." + suffix + ".weight", down ? scaled(w, routed_share) : w});
     }
     if (qwen) tensors.push_back({prefix + "shared_expert." + which + "_proj.weight", down ? scaled(t, 0.5f) : t});
-    if (which == "gate") tensors.push_back({prefix + "gate.weight", routers[layer]});
+    if (which == "gate") tensors.push_back({prefix + "gate.weight", routers[layer].to(base.device())});  // routers are fitted on the host
   }
   return Transformer::from_tensors(c, tensors, "compose");
 }

@@ -88,8 +88,12 @@ std::vector<float> activation_profiles(const SwiGLUMLP& mlp, const Tensor& input
   return ops::contiguous(ops::transpose(ops::abs(a), 0, 1)).to_vector();
 }
 
-Tensor rows_of(const Tensor& w, const std::vector<int64_t>& idx) { return ops::contiguous(ops::index_select(w, 0, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}))); }
-Tensor cols_of(const Tensor& w, const std::vector<int64_t>& idx) { return ops::contiguous(ops::index_select(w, 1, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}))); }
+Tensor rows_of(const Tensor& w, const std::vector<int64_t>& idx) {
+  return ops::contiguous(ops::index_select(w, 0, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}, DType::I64, w.device())));
+}
+Tensor cols_of(const Tensor& w, const std::vector<int64_t>& idx) {
+  return ops::contiguous(ops::index_select(w, 1, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}, DType::I64, w.device())));
+}
 
 }  // namespace
 
@@ -186,7 +190,7 @@ Transformer moefy(const Transformer& dense, const MoefyOptions& o, const std::ve
       tensors.push_back({p + "shared_expert.up_proj.weight", rows_of(mlp.up_proj.weight, shared)});
       tensors.push_back({p + "shared_expert.down_proj.weight", cols_of(mlp.down_proj.weight, shared)});
     }
-    tensors.push_back({p + "gate.weight", Tensor::zeros({o.experts, C})});  // uniform scores: every weight 1
+    tensors.push_back({p + "gate.weight", Tensor::zeros({o.experts, C}, DType::F32, mlp.gate_proj.weight.device())});  // uniform scores: every weight 1
     if (groups_out) groups_out->push_back(layer_groups);
   }
   return Transformer::from_tensors(c, tensors, "moefy of " + source);

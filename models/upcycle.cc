@@ -82,7 +82,7 @@ Transformer upcycle(const Transformer& dense, const UpcycleOptions& o) {
       std::vector<Tensor> copies(o.shared_experts, down ? scaled(t, share) : t);
       tensors.push_back({prefix + "shared_expert." + which + "_proj.weight", ops::cat(copies, down ? 1 : 0)});
     }
-    if (which == "gate") tensors.push_back({prefix + "gate.weight", Tensor::zeros({o.experts, c.hidden_size})});
+    if (which == "gate") tensors.push_back({prefix + "gate.weight", Tensor::zeros({o.experts, c.hidden_size}, DType::F32, dense.device())});
   }
   Transformer moe = Transformer::from_tensors(c, tensors, "upcycle");
   return moe;

@@ -53,7 +53,7 @@ std::vector<double> solve_spd(std::vector<double> a, std::vector<double> b, int6
 
 // Rows [begin, end) of x [N, C].
 Tensor rows(const Tensor& x, const std::vector<int64_t>& idx) {
-  return ops::index_select(x, 0, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}));
+  return ops::index_select(x, 0, Tensor::from_ints(idx, {static_cast<int64_t>(idx.size())}, DType::I64, x.device()));
 }
 
 }  // namespace
@@ -106,7 +106,7 @@ void fit_router_to_expert_norms(MoEBlock& block, const Tensor& inputs) {
     for (int64_t i = 0; i < C; ++i) router[e * C + i] = static_cast<float>(r[i]);
   }
   // Shrink so the logits' spread over the calibration tokens is ~0.1.
-  const Tensor r = Tensor::from_vector(router, {E, C});
+  const Tensor r = Tensor::from_vector(router, {E, C}, inputs.device());
   const std::vector<float> logits = ops::linear(inputs, r).to_vector();
   double mean = 0, var = 0;
   for (float v : logits) mean += v / static_cast<double>(logits.size());

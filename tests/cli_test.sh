@@ -311,12 +311,19 @@ PY
     cmp -s <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"]["vocab"] == json.load(open(sys.argv[2]))["model"]["vocab"])' \
       "$work/pipe/from/tokenizer.json" "$work/pipe/run/tokenizer.json") <(echo True); then ok
   else fail "pipeline from a pretrained GGUF: $(tail -3 "$work/pipe/from.err")"; fi
+  # The same pipeline with the recipe's "device": "sim": every stage's model comes out byte for byte.
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["device"]="sim"; print(json.dumps(r))' "$work/pipe/from.json" >"$work/pipe/from_sim.json"
+  "$SMELT" pipeline "$work/pipe/from_sim.json" --out "$work/pipe/from_sim" >/dev/null 2>"$work/pipe/from_sim.err" &&
+    (for stage in moe moe_mix student student_plain; do cmp -s "$work/pipe/from/$stage/model.safetensors" "$work/pipe/from_sim/$stage/model.safetensors" || exit 1; done) &&
+    ok || fail "pipeline with \"device\": \"sim\" differs from the CPU run: $(tail -2 "$work/pipe/from_sim.err")"
 else
   fail "export of the pipeline's base to GGUF"
 fi
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["tokenizer"]={"vocab_size": 400}; print(json.dumps(r))' "$work/pipe/from.json" >"$work/pipe/from_bad.json"
 expect_error pipeline-from-with-tokenizer "from_bad.json: tokenizer|comes from base.from" -- "$SMELT" pipeline "$work/pipe/from_bad.json" --out "$work/pipe/x"
 sed 's/"gate_init": "hidden"/"gate_init": "lad"/' "$work/pipe/recipe.json" >"$work/pipe/bad_init.json"
+sed 's/"save_every": 50/"save_every": 50, "device": "gpu"/' "$work/pipe/recipe.json" >"$work/pipe/bad_device.json"
+expect_error pipeline-bad-device "bad_device.json: device|unknown device 'gpu'" -- "$SMELT" pipeline "$work/pipe/bad_device.json" --out "$work/pipe/x_dev"
 expect_error pipeline-bad-gate-init "bad_init.json: compose.gate_init|lad" -- "$SMELT" pipeline "$work/pipe/bad_init.json" --out "$work/pipe/x_init"
 [ ! -e "$work/pipe/x_init/base" ] && ok || fail "a bad gate_init is refused before any stage runs"
 sed 's/"compose"/"composee"/' "$work/pipe/recipe.json" >"$work/pipe/bad.json"

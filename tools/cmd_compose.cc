@@ -14,6 +14,7 @@
 #include "tools/commands.h"
 #include "tools/runners.h"
 #include "tools/data_source.h"
+#include "tools/device_option.h"
 
 namespace smelt::tools {
 namespace {
@@ -67,14 +68,15 @@ void run_compose(ComposeArgs a) {
   for (const std::string& p : a.negatives) SMELT_CHECK(std::filesystem::exists(p), p, ": no such prompt file");
   const int64_t T = std::min(a.seq_len, configs[0].max_position_embeddings);
 
-  const Transformer base = load_model_dir(a.base);
+  const Device device = chosen_device(a.device);
+  const Transformer base = load_model_dir(a.base).to(device);
   std::vector<Transformer> experts;
-  for (const std::string& e : a.experts) experts.push_back(load_model_dir(e));
+  for (const std::string& e : a.experts) experts.push_back(load_model_dir(e).to(device));
   std::vector<const Transformer*> expert_ptrs;
   for (const Transformer& e : experts) expert_ptrs.push_back(&e);
   std::vector<Tensor> prompts, negatives;
-  for (const std::string& p : a.prompts) prompts.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T));
-  for (const std::string& p : a.negatives) negatives.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T));
+  for (const std::string& p : a.prompts) prompts.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T).to(device));
+  for (const std::string& p : a.negatives) negatives.push_back(prompt_ids(p, tokenizer, a.prompt_windows, T).to(device));
   ComposeReport report;
   const Transformer moe = compose(base, expert_ptrs, prompts, negatives, a.options, &report);
 
@@ -121,6 +123,7 @@ void add_compose_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed for --gate-init random")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->callback([a] { run_compose(*a); });
 }
 

@@ -23,6 +23,7 @@
 #include "runtime/log.h"
 #include "runtime/thread_pool.h"
 #include "tools/commands.h"
+#include "tools/device_option.h"
 #include "tools/data_source.h"
 
 namespace smelt::tools {
@@ -36,6 +37,7 @@ struct MoefyArgs {
   double budget = 0;  // stage 2: per-layer relative error budget (0: keep top-k everywhere)
   bool json = false, sweep = false;
   int threads = 0;
+  std::string device;
 };
 
 // What the FFNs of layers [first, last) saw and produced on up to `tokens` calibration tokens
@@ -56,7 +58,7 @@ Calibration calibrate(const Transformer& dense, const TokenDataset& d, int64_t t
   NoGradGuard no_grad;
   dense.set_capture(true);
   for (int64_t w = 0; w < windows; w += 8) {
-    const Batch b = d.window_batch(w, std::min<int64_t>(8, windows - w), T);
+    const Batch b = batch_on(d.window_batch(w, std::min<int64_t>(8, windows - w), T), dense.device());
     if (w == 0) c.first_batch = b.ids;
     dense.forward(b.ids);
     for (size_t l = first; l < last; ++l) {
@@ -87,7 +89,7 @@ std::pair<double, double> score(const Transformer& model, const TokenDataset& va
   double loss = 0, active = 0;
   int64_t tokens = 0;
   for (int64_t w = 0; w < windows; w += 8) {
-    const Batch b = val.window_batch(w, std::min<int64_t>(8, windows - w), T);
+    const Batch b = batch_on(val.window_batch(w, std::min<int64_t>(8, windows - w), T), model.device());
     const Tensor logits = model.forward(b.ids);
     const int64_t n = b.ids.numel();
     loss += ops::cross_entropy(ops::reshape(logits, {-1, logits.size(-1)}), ops::reshape(b.targets, {-1})).item() * static_cast<double>(n);
@@ -114,7 +116,7 @@ void run_moefy(MoefyArgs a) {
   SMELT_CHECK(a.budget >= 0, "--budget must be ≥ 0, got ", a.budget);
   SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
               ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");
-  const Transformer dense = load_model_dir(a.model);
+  const Transformer dense = load_model_dir(a.model).to(chosen_device(a.device));  // calibration and fits run there
   const int64_t T = std::min(a.seq_len, dense.config().max_position_embeddings);
   std::vector<Tensor> calib;
   Tensor check_ids;
@@ -133,7 +135,7 @@ void run_moefy(MoefyArgs a) {
   if (!check_ids.defined()) {
     std::vector<int64_t> ids(T);
     for (int64_t i = 0; i < T; ++i) ids[i] = (i * 31 + 7) % dense.config().vocab_size;
-    check_ids = Tensor::from_ints(ids, {1, T});
+    check_ids = Tensor::from_ints(ids, {1, T}, DType::I64, dense.device());
   }
   double max_diff = 0;
   {
@@ -168,7 +170,7 @@ void run_moefy(MoefyArgs a) {
     if (a.budget > 0) {  // stage 2 on every 10th calibration token
       std::vector<int64_t> every;
       for (int64_t n = 0; n < inputs.size(0); n += 10) every.push_back(n);
-      const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())});
+      const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())}, DType::I64, inputs.device());
       const PolicyChoice p = choose_layer_policy(block, ops::index_select(inputs, 0, sel), ops::index_select(outputs, 0, sel),
                                                  a.budget, static_cast<int64_t>(l));
       policies.push_back(p.policy.spec());
@@ -275,6 +277,7 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_option("--sweep-windows", a->sweep_windows, "Validation windows for --sweep")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->callback([a] { run_moefy(*a); });
 }
 

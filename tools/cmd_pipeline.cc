@@ -28,6 +28,7 @@
 #include "runtime/log.h"
 #include "tools/commands.h"
 #include "tools/data_source.h"
+#include "tools/device_option.h"
 #include "tools/runners.h"
 
 namespace smelt::tools {
@@ -54,6 +55,7 @@ struct PipelineRecipe {
   std::vector<int64_t> student_layers;
   int64_t save_every = 50;
   double instruct_replay = 0.5;  // measured on three domain sets (README, "The pipeline on other corpora")
+  std::string device = "cpu";    // where the stages train, compose and distil (--device overrides)
 };
 
 // A stage's recipe: "train" is required, "model" only where the stage starts a fresh model.
@@ -103,6 +105,12 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
   p.max_instruct_examples = r.integer("max_instruct_examples", 0);
   p.val_fraction = r.number("val_fraction", p.val_fraction);
   p.save_every = r.integer("save_every", p.save_every);
+  p.device = r.string("device", p.device);
+  try {
+    Device::parse(p.device);  // availability is checked when the run starts
+  } catch (const Error& e) {
+    SMELT_FAIL(r.where("device"), ": ", e.message());
+  }
   if (pretrained) {
     JsonReader b = r.object("base");
     p.base_from = b.string("from");
@@ -402,6 +410,7 @@ struct PipelineArgs {
   std::vector<std::string> domains;  // NAME=FILE overrides of the recipe's domains
   int64_t eval_windows = 32;
   int threads = 0;
+  std::string device;  // --device: overrides the recipe's "device"
 };
 
 // The report's text and its figures as JSON.
@@ -480,7 +489,9 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
 void run_pipeline(const PipelineArgs& a) {
   const auto started = std::chrono::steady_clock::now();
   apply_threads(a.threads);
-  const PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
+  PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
+  if (!a.device.empty()) p.device = a.device;
+  chosen_device(p.device);  // no GPU (or a build without CUDA): refused before any stage runs
   const std::string out = a.out, work = a.out + "/work";
   // Corpora (capped copies), tokenizer, token shards.
   std::map<std::string, std::string> corpus;
@@ -526,6 +537,7 @@ void run_pipeline(const PipelineArgs& a) {
 
   if (p.base_from.empty()) {
     TrainArgs base;
+    base.device = p.device;
     base.data = out + "/data/mixed";
     stage("base", out + "/base", [&] { train_stage(out + "/base", work, p.base, base, p.save_every); }, Ranks::All);
   } else {
@@ -533,6 +545,7 @@ void run_pipeline(const PipelineArgs& a) {
   }
   if (p.instruct_stage) {
     TrainArgs sft;
+    sft.device = p.device;
     sft.sft = true;
     sft.init = out + "/base";
     sft.data = out + "/data/instruct";
@@ -546,6 +559,7 @@ void run_pipeline(const PipelineArgs& a) {
   std::vector<std::string> expert_dirs, prompts;
   for (const auto& [name, file] : corpus) {
     TrainArgs e;
+    e.device = p.device;
     e.init = experts_from;
     e.data = out + "/data/" + name;
     const std::string dir = out + "/expert_" + name;
@@ -555,6 +569,7 @@ void run_pipeline(const PipelineArgs& a) {
   }
   stage("compose", out + "/moe", [&] {
     ComposeArgs c;
+    c.device = p.device;
     c.base = experts_from;
     c.experts = expert_dirs;
     c.prompts = prompts;
@@ -565,10 +580,12 @@ void run_pipeline(const PipelineArgs& a) {
     run_compose(c);
   });
   TrainArgs mix;
+  mix.device = p.device;
   mix.init = out + "/moe";
   mix.data = out + "/data/mixed";
   stage("mix", out + "/moe_mix", [&] { train_stage(out + "/moe_mix", work, p.mix, mix, p.save_every); }, Ranks::All);
   TrainArgs d;
+  d.device = p.device;
   d.teacher = out + "/moe_mix";
   d.data = out + "/data/mixed";
   d.distill_loss = p.distill_loss;
@@ -582,6 +599,7 @@ void run_pipeline(const PipelineArgs& a) {
   // The same student on the same windows without a teacher (initialised the same way): what
   // distillation is measured against. A teacher-layer init still needs the teacher, at alpha 0.
   TrainArgs plain;
+  plain.device = p.device;
   plain.data = out + "/data/mixed";
   plain.whole_windows = true;
   if (p.student_init == "teacher") {
@@ -616,6 +634,7 @@ void add_pipeline_command(CLI::App& app) {
   cmd->add_option("--domains", a->domains, "NAME=FILE,...: train and score on these corpora instead of the recipe's domains")->delimiter(',');
   cmd->add_option("--eval-windows", a->eval_windows, "Validation windows per domain in the final scoring")->capture_default_str();
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->callback([a] { run_pipeline(*a); });
 }
 

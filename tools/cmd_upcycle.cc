@@ -8,6 +8,7 @@
 #include "io/json_reader.h"
 #include "models/upcycle.h"
 #include "tools/commands.h"
+#include "tools/device_option.h"
 #include "tools/data_source.h"
 
 namespace smelt::tools {
@@ -18,13 +19,14 @@ struct UpcycleArgs {
   UpcycleOptions options;
   int64_t seed = 0;
   bool json = false;
+  std::string device;
 };
 
 void run_upcycle(UpcycleArgs a) {
   a.options.scoring_func = a.scoring;
   a.options.seed = static_cast<uint64_t>(a.seed);
   a.options.validate();  // before loading anything
-  Transformer dense = load_model_dir(a.model);
+  Transformer dense = load_model_dir(a.model).to(chosen_device(a.device));  // the noise is drawn there
   Transformer moe = upcycle(dense, a.options);
   save_model_dir(a.out, moe, carried_model_files(a.model));
   const ModelConfig& c = moe.config();
@@ -61,6 +63,7 @@ void add_upcycle_command(CLI::App& app) {
   cmd->add_option("--scoring", a->scoring, "Router scores: softmax or sigmoid")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed for the noise")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");
+  add_device_option(*cmd, a->device);
   cmd->callback([a] { run_upcycle(*a); });
 }
 

@@ -49,6 +49,7 @@ struct ComposeArgs {
   int64_t seed = 0;
   bool json = false;
   int threads = 0;
+  std::string device;  // --device (empty: cpu)
 };
 
 void run_compose(ComposeArgs args);
