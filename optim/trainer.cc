@@ -15,7 +15,7 @@ namespace smelt {
 
 void TrainConfig::validate() const {
   SMELT_CHECK(steps > 0, "train.steps must be positive, got ", steps);
-  parse_matmul_precision(precision, "train.precision");
+  if (!precision.empty()) parse_matmul_precision(precision, "train.precision");
   SMELT_CHECK(batch_size > 0, "train.batch_size must be positive, got ", batch_size);
   SMELT_CHECK(seq_len > 0, "train.seq_len must be positive, got ", seq_len);
   SMELT_CHECK(grad_accum > 0, "train.grad_accum must be positive, got ", grad_accum);
@@ -96,8 +96,12 @@ double evaluate_loss(const Transformer& model, const std::function<Batch(int64_t
   return batches > 0 ? total / batches : 0.0;
 }
 
+std::string default_precision(Device device) { return device.type == DeviceType::CUDA ? "bf16" : "f32"; }
+
 Trainer::Trainer(Transformer& model, TrainConfig config, NamedTensors extra_parameters)
-    : model_(model), config_(std::move(config)), precision_(parse_matmul_precision(config_.precision, "train.precision")) {
+    : model_(model),
+      config_(std::move(config)),
+      precision_(parse_matmul_precision(config_.precision.empty() ? default_precision(model.device()) : config_.precision, "train.precision")) {
   config_.validate();
   SMELT_CHECK(model_.weight_dtype() == DType::F32, "the model's weights are kept in ", dtype_name(model_.weight_dtype()),
               ", which is for inference: load it in f32 to train");

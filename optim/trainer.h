@@ -35,9 +35,14 @@ struct TrainConfig {
   int64_t expert_parallel = 1;  // M > 1: each rank keeps E/M experts of every MoE layer (M divides the ranks)
   // "bf16": the GEMMs' operands rounded to bf16, products summed in f32 (VDPBF16PS on AVX512_BF16
   // CPUs); master weights, moments, gradients, norms, softmax and losses stay f32 (ops/precision.h).
-  std::string precision = "f32";
+  // Empty: the device's default (default_precision).
+  std::string precision;
   void validate() const;
 };
+
+// The precision a recipe that names none trains in on `device`: bf16 on CUDA (its tensor cores),
+// f32 elsewhere (the CPU's bf16 path is an option: it trades accuracy for speed only with AVX512_BF16).
+std::string default_precision(Device device);
 
 // Refuses, before any work, a job of `ranks` processes that cannot run the recipe exactly
 // (world size not dividing grad_accum, expert_parallel not the world size or not dividing the

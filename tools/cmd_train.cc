@@ -389,6 +389,7 @@ void run_train(const TrainArgs& args) {
   }
 
   Transformer model = (initial ? *initial : Transformer::create(recipe.model, recipe.train.seed)).to(device);
+  if (recipe.train.precision.empty()) recipe.train.precision = default_precision(device);  // recorded, so a resumed run keeps it
   log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
            " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
            " threads" + (device.is_cpu() ? "" : " (computing on " + device.str() + ")") + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
