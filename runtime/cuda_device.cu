@@ -1,13 +1,15 @@
 // The CUDA device backend (built when nvcc is found; see CMakeLists.txt's SMELT_CUDA): a caching
 // allocator per GPU, one compute stream per GPU on which every copy and kernel runs in order,
-// strided dtype-converting copies with broadcasting, fill, the gradient sum, and synchronise.
+// strided dtype-converting copies with broadcasting, fill, the gradient sum, and synchronise;
+// large uploads pass through pinned staging buffers.
 // Ops on CUDA tensors come from the CUDA op table (issue 16); this file is memory only.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-
+#include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -85,8 +87,19 @@ __global__ void accumulate_kernel(float* y, const float* x, int64_t n) {
 
 // Freed blocks are kept by rounded size (512 B steps below 1 MiB, 2 MiB steps above) for the
 // next request of that size; trim() frees the sizes not asked for since the previous trim.
+// Two pinned host buffers that large uploads pass through in turn (copy_from_host).
+constexpr size_t kStagingChunk = size_t{16} << 20;
+constexpr size_t kStagingFrom = size_t{1} << 20;  // smaller uploads go straight from pageable memory
+
+struct Staging {
+  void* buffer[2] = {nullptr, nullptr};
+  cudaEvent_t done[2] = {nullptr, nullptr};  // recorded after each buffer's last upload
+  std::mutex mu;                             // one large upload at a time per GPU
+};
+
 struct GpuState {
   cudaStream_t stream = nullptr;
+  std::unique_ptr<Staging> staging;
   std::map<size_t, std::vector<void*>> cached;
   std::map<size_t, bool> asked_since_trim;
   int64_t live = 0, peak = 0, cached_bytes = 0;
@@ -163,10 +176,26 @@ class CudaDeviceBackend final : public DeviceBackend {
     SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);  // the host reads it next
   }
 
+  // A large upload (a model's weights) goes through two pinned buffers in turn: the host fills
+  // one while the GPU reads the other, at DMA speed (from pageable memory the driver copies
+  // through a small buffer of its own, synchronously).
   void copy_from_host(void* dst, const void* host_src, size_t bytes, int index) override {
     cudaStream_t s = stream(index);
-    SMELT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), index);
-    SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);  // the host buffer may be freed on return
+    if (bytes < kStagingFrom) {
+      SMELT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), index);
+      SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);  // the host buffer may be freed on return
+      return;
+    }
+    Staging& st = staging(index);
+    std::lock_guard<std::mutex> lock(st.mu);
+    for (size_t off = 0, chunk = 0; off < bytes; off += kStagingChunk, ++chunk) {
+      const size_t n = std::min(kStagingChunk, bytes - off), b = chunk % 2;
+      SMELT_CUDA_CHECK(cudaEventSynchronize(st.done[b]), index);  // the buffer's previous upload has finished
+      std::memcpy(st.buffer[b], static_cast<const char*>(host_src) + off, n);
+      SMELT_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, st.buffer[b], n, cudaMemcpyHostToDevice, s), index);
+      SMELT_CUDA_CHECK(cudaEventRecord(st.done[b], s), index);
+    }
+    SMELT_CUDA_CHECK(cudaStreamSynchronize(s), index);
   }
 
   void copy(const Tensor& dst, const Tensor& src) override {
@@ -208,6 +237,21 @@ class CudaDeviceBackend final : public DeviceBackend {
   }
 
  private:
+  // The pinned buffers of GPU `index`, made on first use.
+  Staging& staging(int index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    GpuState& g = state(index);
+    if (!g.staging) {
+      auto st = std::make_unique<Staging>();
+      for (int b = 0; b < 2; ++b) {
+        SMELT_CUDA_CHECK(cudaHostAlloc(&st->buffer[b], kStagingChunk, cudaHostAllocDefault), index);
+        SMELT_CUDA_CHECK(cudaEventCreateWithFlags(&st->done[b], cudaEventDisableTiming), index);
+      }
+      g.staging = std::move(st);
+    }
+    return *g.staging;
+  }
+
   // Makes `index` current and creates its stream on first use (mu_ held).
   GpuState& state(int index) {
     SMELT_CUDA_CHECK(cudaSetDevice(index), index);

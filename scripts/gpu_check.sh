@@ -11,7 +11,8 @@
 # of running out of device memory; then `smelt bench train` on the reference model and a larger
 # MoE (12 layers, hidden 1024, 8 experts of FFN 2816, top-2, seq 1024) in f32 and bf16, with
 # MFU against a dense bf16 peak of ${SMELT_PEAK_TFLOPS:-989} TFLOP/s (H100 SXM / H200), beside
-# ../shared/bench/torch_moe_ref.py --device cuda on the same shapes when torch is installed.
+# ../shared/bench/torch_moe_ref.py --device cuda on the same shapes when torch is installed, and
+# f32 once more with the experts' GEMMs grouped (SMELT_CUDA_GROUPED_GEMM=1) to choose the default.
 # The GPU machine has nvcc but not this project's Debian libraries (Highway, GoogleTest…), so
 # the binaries are built here and travel with libhwy. Budget: under 8 minutes.
 # A dry run of the script's own steps without a GPU: SMELT_GPU_CHECK_DEVICE=sim
@@ -81,6 +82,11 @@ for shape in "${shapes[@]}"; do
     timeout 120 $smelt bench train --device $dev $shape --experts 8 --top-k 2 --heads 8 --steps 6 --precision $precision --peak-tflops "$peak" ||
       echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"precision\": \"$precision\", \"result\": \"failed or over 120 s\"}"
   done
+  # The experts' GEMMs as one cublasGemmGroupedBatchedEx per stage instead of one call each.
+  # shellcheck disable=SC2086
+  SMELT_CUDA_GROUPED_GEMM=1 timeout 120 $smelt bench train --device $dev $shape --experts 8 --top-k 2 --heads 8 --steps 6 --precision f32 \
+    --peak-tflops "$peak" | python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "expert_gemms": "grouped"})) for l in sys.stdin]' ||
+    echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"expert_gemms\": \"grouped\", \"result\": \"failed or over 120 s\"}"
   if ((torch_ok)); then
     read -r layers hidden ffn seq batch <<<"$(sed -E 's/--[a-z]+ //g' <<<"$shape")"
     timeout 120 python3 "$peer" --device cuda --layers "$layers" --dim "$hidden" --ffn "$ffn" --seq "$seq" \

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -259,6 +260,40 @@ TEST(Kernels, GemmBf16MathEqualsTheProductOfRoundedOperands) {
               }
             if (g.k >= 7 && !variant) EXPECT_GT(max_gap, 20 * tol) << "bf16 rounding too small to tell apart at k=" << g.k;
           }
+  });
+}
+
+TEST(Kernels, GemmBf16MathKeepsNaN) {
+  // A NaN operand stays NaN through the bf16 rounding, whatever its payload: the rounding carry
+  // would turn 0x7fffffff (a GPU's NaN) into -0 and 0x7f800001 into infinity. Every path that
+  // rounds: packed panels (both transposes) and the dot path's tiles (a transposed bf16 B).
+  for_each_cpu_target([&] {
+    for (const uint32_t nan_bits : {0x7fffffffu, 0x7f800001u, 0xffc00000u})
+      for (int tb = 0; tb < 2; ++tb)
+        for (int64_t m : {3, 40}) {
+          GemmArgs g;
+          g.m = m; g.n = 24; g.k = 33;
+          g.trans_b = tb;
+          g.lda = g.k; g.ldb = tb ? g.k : g.n; g.ldc = g.n;
+          auto A = random_vec(g.m * g.lda, 30), B = random_vec(g.k * g.n, 31);
+          float nan;
+          std::memcpy(&nan, &nan_bits, 4);
+          A[1 * g.lda + 5] = nan;  // row 1 of C must be NaN, the others finite
+          std::vector<uint16_t> B16(B.size());
+          for (size_t i = 0; i < B.size(); ++i) B16[i] = f32_to_bf16(B[i]);
+          for (int bf16_b = 0; bf16_b <= tb; ++bf16_b) {  // a bf16 Bᵀ: the dot path's tiles round A's rows
+            std::vector<float> C(g.m * g.ldc, 0.0f);
+            g.a = A.data(); g.c = C.data();
+            g.b = bf16_b ? nullptr : B.data();
+            g.b_bf16 = bf16_b ? B16.data() : nullptr;
+            g.bf16_math = true;
+            cpu_gemm(g);
+            for (int64_t i = 0; i < g.m; ++i)
+              for (int64_t j = 0; j < g.n; ++j)
+                ASSERT_EQ(std::isnan(C[i * g.ldc + j]), i == 1)
+                    << std::hex << nan_bits << std::dec << " tb=" << tb << " bf16 B " << bf16_b << " m=" << m << " at " << i << "," << j;
+          }
+        }
   });
 }
 

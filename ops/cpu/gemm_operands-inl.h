@@ -38,12 +38,15 @@ HWY_INLINE hn::Vec<D> load_f32(D d, const uint16_t* p) {
 }
 
 // The bits of p's floats rounded to bf16 (to nearest even; the bf16 is the upper half). A NaN
-// whose payload lies only in the dropped bits can round to infinity, still non-finite.
+// stays a quiet NaN, as f32_to_bf16 keeps it: the rounding carry would turn some into infinity
+// and wrap 0x7fffffff (the GPU's NaN) to −0.
 template <class D>
 HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> rounded_bf16_bits(D d, const float* p) {
   const hn::RebindToUnsigned<D> du;
-  const auto u = hn::BitCast(du, hn::LoadU(d, p));
-  return hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u))));
+  const auto v = hn::LoadU(d, p);
+  const auto u = hn::BitCast(du, v);
+  const auto rounded = hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u))));
+  return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Or(u, hn::Set(du, 0x00400000u)), rounded);
 }
 
 }  // namespace HWY_NAMESPACE

@@ -78,6 +78,25 @@ void cuda_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const 
 void cuda_attention_backward_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start, const Tensor& lse,
                                 const Tensor& grad, bool causal, float scale, const Tensor& dq, const Tensor& dk, const Tensor& dv);
 
+// Independent row-major GEMMs (outputs that do not overlap), as the experts' segments make them.
+struct CudaGemm {
+  int64_t m, n, k;
+  const float* a;
+  int64_t lda;
+  bool trans_a;
+  const float* b;
+  int64_t ldb;
+  bool trans_b;
+  float* c;
+  int64_t ldc;
+  float beta;
+};
+// Runs them as one cublasGemmGroupedBatchedEx call when SMELT_CUDA_GROUPED_GEMM=1 (f32), else
+// one cuBLAS GEMM each on the stream: issue 16 asks for both to be measured on a GPU and the
+// faster kept; until one has run, the loop is the default (matmul.cu).
+void cuda_gemm_group(const Tensor& on, const std::vector<CudaGemm>& problems);
+bool cuda_grouped_gemms();
+
 // index.cu
 void cuda_index_select_op(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* what);
 void cuda_index_add_op(const Tensor& dx, int64_t dim, const Tensor& index, const Tensor& g);

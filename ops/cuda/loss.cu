@@ -29,21 +29,29 @@ __device__ inline float row_weight(IndexView targets, const float* weights, int6
   return w;
 }
 
-// lse[r] = log Σ exp(logits[r]) (−∞ for a row of −∞), loss_w[2r] = w · (lse − logit of the
-// target), loss_w[2r + 1] = w.
-__global__ void cross_entropy_rows_kernel(const float* logits, IndexView targets, const float* weights, int64_t ignore_index, int64_t V,
-                                          float* lse, double* loss_w, unsigned long long* bad) {
-  const int64_t r = blockIdx.x;
-  const float* row = logits + r * V;
+// A row's maximum and Σ exp(x − max) (0 for a row of −∞), over the block, in a fixed order.
+struct RowExp {
+  float max, sum;
+};
+__device__ RowExp row_exp(const float* row, int64_t V) {
   float mx = -INFINITY;
   for (int64_t c = threadIdx.x; c < V; c += blockDim.x) mx = max_keeping_nan(mx, row[c]);
   mx = block_max(mx);
   float sum = 0.0f;
   if (mx != -INFINITY)
     for (int64_t c = threadIdx.x; c < V; c += blockDim.x) sum += expf(row[c] - mx);
-  sum = block_sum(sum);
+  return {mx, block_sum(sum)};
+}
+
+// lse[r] = log Σ exp(logits[r]) (−∞ for a row of −∞), loss_w[2r] = w · (lse − logit of the
+// target), loss_w[2r + 1] = w.
+__global__ void cross_entropy_rows_kernel(const float* logits, IndexView targets, const float* weights, int64_t ignore_index, int64_t V,
+                                          float* lse, double* loss_w, unsigned long long* bad) {
+  const int64_t r = blockIdx.x;
+  const float* row = logits + r * V;
+  const RowExp e = row_exp(row, V);
   if (threadIdx.x != 0) return;
-  const float l = mx == -INFINITY ? mx : mx + logf(sum);
+  const float l = e.max == -INFINITY ? e.max : e.max + logf(e.sum);
   lse[r] = l;
   const float w = row_weight(targets, weights, ignore_index, V, r, bad);
   loss_w[2 * r] = w > 0.0f ? static_cast<double>(w * (l - row[targets[r]])) : 0.0;  // in float, as the CPU
@@ -95,13 +103,8 @@ __global__ void linear_cross_entropy_rows_kernel(float* logits, IndexView target
                                                  bool grad) {
   const int64_t r = r0 + blockIdx.x;
   float* row = logits + blockIdx.x * V;
-  float mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < V; c += blockDim.x) mx = max_keeping_nan(mx, row[c]);
-  mx = block_max(mx);
-  float sum = 0.0f;
-  if (mx != -INFINITY)
-    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) sum += expf(row[c] - mx);
-  sum = block_sum(sum);
+  const RowExp e = row_exp(row, V);
+  const float mx = e.max, sum = e.sum;
   const float w = static_cast<float>(loss_w[2 * r + 1]);
   const int64_t t = w > 0.0f ? targets[r] : 0;
   if (threadIdx.x == 0) loss_w[2 * r] = w > 0.0f ? static_cast<double>(w * (mx + logf(sum) - row[t])) : 0.0;

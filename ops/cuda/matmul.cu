@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -36,6 +37,7 @@ struct Blas {
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*, cudaDataType, int,
                             const void*, cudaDataType, int, const void*, void*, cudaDataType, int, cublasComputeType_t,
                             cublasGemmAlgo_t) = nullptr;
+  decltype(&cublasGemmGroupedBatchedEx) grouped = nullptr;
   decltype(&cublasGetStatusString) status_string = nullptr;
 };
 
@@ -59,6 +61,7 @@ const Blas& blas(const Tensor& t) {
     load(f.set_stream, "cublasSetStream_v2");
     load(f.sgemm, "cublasSgemm_v2");
     load(f.gemm_ex, "cublasGemmEx");
+    load(f.grouped, "cublasGemmGroupedBatchedEx");
     load(f.status_string, "cublasGetStatusString");
     return f;
   }();
@@ -98,7 +101,8 @@ int blas_int(int64_t v, const Tensor& t) {
 __global__ void round_to_bf16_kernel(const float* src, int64_t ld, int64_t rows, int64_t cols, uint16_t* dst) {
   SMELT_GRID_STRIDE(e, rows * cols) {
     const uint32_t u = __float_as_uint(src[(e / cols) * ld + e % cols]);
-    dst[e] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;  // stays a quiet NaN (the carry could wrap it to ±0)
+    dst[e] = static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
   }
 }
 
@@ -167,6 +171,63 @@ void cuda_matmul_op(const Tensor& a, const Tensor& b_in, const Tensor& out) {
   ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) {
     cuda_gemm(out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N, 0.0f);
   });
+}
+
+}  // namespace smelt
+
+namespace smelt {
+
+bool cuda_grouped_gemms() {
+  static const bool grouped = [] {
+    const char* v = std::getenv("SMELT_CUDA_GROUPED_GEMM");
+    return v && std::string(v) == "1";
+  }();
+  return grouped;
+}
+
+void cuda_gemm_group(const Tensor& on, const std::vector<CudaGemm>& problems) {
+  if (problems.empty()) return;
+  // The loop: under bf16 precision (each problem rounds its own operands), by default, and for
+  // empty products or sums (which cuda_gemm skips or turns into a clear).
+  bool loop = !cuda_grouped_gemms() || matmuls_in_bf16();
+  for (const CudaGemm& g : problems) loop = loop || g.k == 0 || g.m == 0 || g.n == 0;
+  if (loop) {
+    for (const CudaGemm& g : problems) cuda_gemm(on, g.m, g.n, g.k, g.a, g.lda, g.trans_a, g.b, g.ldb, g.trans_b, g.c, g.ldc, g.beta);
+    return;
+  }
+  const Blas& f = blas(on);
+  SMELT_CHECK(f.grouped, "op 'matmul' on ", on.device().str(), ": SMELT_CUDA_GROUPED_GEMM=1 but this cuBLAS has no cublasGemmGroupedBatchedEx");
+  // Each problem a group of one, in cuBLAS's column-major terms (as cuda_gemm: B first, m and n
+  // swapped). The per-group sizes stay on the host; the operand pointers go to the device.
+  const size_t count = problems.size();
+  std::vector<cublasOperation_t> op_b(count), op_a(count);
+  std::vector<int> m(count), n(count), k(count), ldb(count), lda(count), ldc(count), one_each(count, 1);
+  std::vector<float> alpha(count, 1.0f), beta(count);
+  std::vector<const void*> pointers(3 * count);
+  for (size_t i = 0; i < count; ++i) {
+    const CudaGemm& g = problems[i];
+    op_b[i] = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    op_a[i] = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    m[i] = blas_int(g.n, on);
+    n[i] = blas_int(g.m, on);
+    k[i] = blas_int(g.k, on);
+    ldb[i] = blas_int(std::max<int64_t>(g.ldb, 1), on);
+    lda[i] = blas_int(std::max<int64_t>(g.lda, 1), on);
+    ldc[i] = blas_int(g.ldc, on);
+    beta[i] = g.beta;
+    pointers[i] = g.b;
+    pointers[count + i] = g.a;
+    pointers[2 * count + i] = g.c;
+  }
+  const Tensor table = Tensor::empty({static_cast<int64_t>(3 * count)}, DType::I64, on.device());
+  const cudaError_t err =
+      cudaMemcpyAsync(table.device_data(), pointers.data(), pointers.size() * sizeof(void*), cudaMemcpyHostToDevice, cuda_stream(on));
+  SMELT_CHECK(err == cudaSuccess, "op 'matmul' on ", on.device().str(), ": uploading the grouped GEMM's pointers failed: ", cudaGetErrorString(err));
+  const auto* ptr = static_cast<const void* const*>(table.device_data());
+  check_blas(f.grouped(blas_handle(on), op_b.data(), op_a.data(), m.data(), n.data(), k.data(), alpha.data(), ptr, CUDA_R_32F, ldb.data(),
+                       ptr + count, CUDA_R_32F, lda.data(), beta.data(), const_cast<void* const*>(ptr + 2 * count), CUDA_R_32F, ldc.data(),
+                       static_cast<int>(count), one_each.data(), CUBLAS_COMPUTE_32F),
+             on, "cublasGemmGroupedBatchedEx");
 }
 
 }  // namespace smelt

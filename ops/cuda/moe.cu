@@ -2,7 +2,8 @@
 // sort of the slots by expert (dropped slots last), then of the kept sorted positions by token
 // (buckets.cuh); no host round trip. Experts: the per-expert segment sizes are read back once
 // per call (cuBLAS takes them from the host), the token rows gathered into one [kept, C] block,
-// then each expert's SwiGLU runs as cuBLAS GEMMs over its segment, and one block per token
+// then each expert's SwiGLU runs as cuBLAS GEMMs over its segment (the experts' products of one
+// stage as one group: cuda_gemm_group), and one block per token
 // combines its slots in sorted order, each scaled row rounded before it is added (as the CPU
 // does, so expert-parallel runs add the same bits). No float atomics anywhere.
 #include <cuda_runtime.h>
@@ -104,6 +105,14 @@ void copy_device(int64_t* dst, const int64_t* src, int64_t n, const Tensor& on, 
   SMELT_CHECK(err == cudaSuccess, "op '", op, "' on ", on.device().str(), ": device copy failed: ", cudaGetErrorString(err));
 }
 
+// fn(expert, first sorted row, rows) for each expert with tokens (one without does no work and
+// keeps a zero gradient).
+template <typename Fn>
+void for_each_segment(const std::vector<int64_t>& offsets, Fn&& fn) {
+  for (size_t e = 0; e + 1 < offsets.size(); ++e)
+    if (offsets[e + 1] > offsets[e]) fn(static_cast<int64_t>(e), offsets[e], offsets[e + 1] - offsets[e]);
+}
+
 // The experts' segment bounds, read back to the host (cuBLAS takes its sizes from there).
 std::vector<int64_t> host_offsets(const MoeDispatch& d, const char* op) {
   std::vector<int64_t> v(static_cast<size_t>(d.offsets.numel()));
@@ -165,18 +174,16 @@ void cuda_moe_experts_op(const Tensor& x, const Tensor& gate_in, const Tensor& u
   const Tensor xs = gathered_rows(x, d, kept, "moe_experts");
   const float *pxs = f32(xs), *pg = f32(gate), *pu_w = f32(up), *pd = f32(down);
   float *ph = f32_out(h), *pu = f32_out(u), *pa = f32_out(act), *py = f32_out(ys);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
-    if (n == 0) continue;  // an expert without tokens does no work
-    cuda_gemm(out, n, F, C, pxs + r0 * C, C, false, pg + e * F * C, C, true, ph + r0 * F, F, 0.0f);
-    cuda_gemm(out, n, F, C, pxs + r0 * C, C, false, pu_w + e * F * C, C, true, pu + r0 * F, F, 0.0f);
-  }
+  std::vector<CudaGemm> gate_up, down_products;
+  for_each_segment(offsets, [&](int64_t e, int64_t r0, int64_t n) {
+    gate_up.push_back({n, F, C, pxs + r0 * C, C, false, pg + e * F * C, C, true, ph + r0 * F, F, 0.0f});
+    gate_up.push_back({n, F, C, pxs + r0 * C, C, false, pu_w + e * F * C, C, true, pu + r0 * F, F, 0.0f});
+    down_products.push_back({n, C, F, pa + r0 * F, F, false, pd + e * C * F, F, true, py + r0 * C, C, 0.0f});
+  });
+  cuda_gemm_group(out, gate_up);
   if (kept * F > 0) swiglu_kernel<<<cuda_grid_for(kept * F), 256, 0, cuda_stream(out)>>>(ph, pu, pa, kept * F);
   cuda_check_launch(out, "moe_experts");
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
-    if (n > 0) cuda_gemm(out, n, C, F, pa + r0 * F, F, false, pd + e * C * F, F, true, py + r0 * C, C, 0.0f);
-  }
+  cuda_gemm_group(out, down_products);
   combine(ys, weight, d, out, "moe_experts");
 }
 
@@ -200,25 +207,27 @@ void cuda_moe_experts_backward_op(const Tensor& x, const Tensor& gate_in, const 
   const float *pa = f32(act), *pdys = f32(dys);
   float *pda = f32_out(dact), *pdh = f32_out(dh), *pdu = f32_out(du), *pdxs = f32_out(dxs);
   // down: y = act · Wdᵀ  →  dWd = dyᵀ · act,  dact = dy · Wd
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
-    if (n == 0) continue;
-    if (ddown.defined()) cuda_gemm(dx, C, F, n, pdys + r0 * C, C, true, pa + r0 * F, F, false, f32_out(ddown) + e * C * F, F, 0.0f);
-    cuda_gemm(dx, n, F, C, pdys + r0 * C, C, false, f32(down) + e * C * F, F, false, pda + r0 * F, F, 0.0f);
-  }
+  std::vector<CudaGemm> down_grads;
+  for_each_segment(offsets, [&](int64_t e, int64_t r0, int64_t n) {
+    if (ddown.defined()) down_grads.push_back({C, F, n, pdys + r0 * C, C, true, pa + r0 * F, F, false, f32_out(ddown) + e * C * F, F, 0.0f});
+    down_grads.push_back({n, F, C, pdys + r0 * C, C, false, f32(down) + e * C * F, F, false, pda + r0 * F, F, 0.0f});
+  });
+  cuda_gemm_group(dx, down_grads);
   if (kept * F > 0) swiglu_backward_kernel<<<cuda_grid_for(kept * F), 256, 0, s>>>(f32(h), f32(u), pda, pdh, pdu, kept * F);
   cuda_check_launch(dx, "moe_experts_backward");
   // h = xs · Wgᵀ, u = xs · Wuᵀ  →  dWg = dhᵀ · xs, dWu = duᵀ · xs, dxs = dh · Wg + du · Wu
   const Tensor xs = gathered_rows(x, d, kept, "moe_experts_backward");
   const float* pxs = f32(xs);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], n = offsets[e + 1] - r0;
-    if (n == 0) continue;
-    if (dgate.defined()) cuda_gemm(dx, F, C, n, pdh + r0 * F, F, true, pxs + r0 * C, C, false, f32_out(dgate) + e * F * C, C, 0.0f);
-    if (dup.defined()) cuda_gemm(dx, F, C, n, pdu + r0 * F, F, true, pxs + r0 * C, C, false, f32_out(dup) + e * F * C, C, 0.0f);
-    cuda_gemm(dx, n, C, F, pdh + r0 * F, F, false, f32(gate) + e * F * C, C, false, pdxs + r0 * C, C, 0.0f);
-    cuda_gemm(dx, n, C, F, pdu + r0 * F, F, false, f32(up) + e * F * C, C, false, pdxs + r0 * C, C, 1.0f);
-  }
+  // (the du · Wu half adds into dxs, so it runs as a second group after the first has written it)
+  std::vector<CudaGemm> first, second;
+  for_each_segment(offsets, [&](int64_t e, int64_t r0, int64_t n) {
+    if (dgate.defined()) first.push_back({F, C, n, pdh + r0 * F, F, true, pxs + r0 * C, C, false, f32_out(dgate) + e * F * C, C, 0.0f});
+    if (dup.defined()) first.push_back({F, C, n, pdu + r0 * F, F, true, pxs + r0 * C, C, false, f32_out(dup) + e * F * C, C, 0.0f});
+    first.push_back({n, C, F, pdh + r0 * F, F, false, f32(gate) + e * F * C, C, false, pdxs + r0 * C, C, 0.0f});
+    second.push_back({n, C, F, pdu + r0 * F, F, false, f32(up) + e * F * C, C, false, pdxs + r0 * C, C, 1.0f});
+  });
+  cuda_gemm_group(dx, first);
+  cuda_gemm_group(dx, second);
   combine(dxs, Tensor(), d, dx, "moe_experts_backward");
 }
 
