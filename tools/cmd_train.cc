@@ -154,11 +154,14 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
   int64_t cached = has_cache(a) ? 1 : 0;
   world().broadcast(&cached, 1, CommType::I64, 0);
   if (!cached) {
+    // The frozen teacher keeps its weights in bf16 when the student's GEMMs run in bf16: its
+    // products round them to bf16 anyway, and it then takes half the memory.
+    const DType teacher_weights = tc.precision == "bf16" ? DType::BF16 : DType::F32;
     if (!teacher && (a.teacher_topk == 0 || world().rank() == 0))
-      teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher).to(device));
+      teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher, teacher_weights).to(device));
     if (a.teacher_topk == 0) {
-      log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters)" +
-               (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
+      log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters" +
+               (teacher_weights == DType::BF16 ? ", bf16 weights" : "") + ")" + (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
       Distillation d;
       if (o.hidden != ops::HiddenLoss::None) d.hidden = HiddenMatch::create(teacher->config(), student, tc.seed, device);
       d.loss = online_distill_loss(teacher, o, d.hidden);
