@@ -24,6 +24,7 @@
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/moe.h"
 #include "ops/ops.h"
+#include "ops/precision.h"
 #include "optim/trainer.h"
 #include "runtime/device_backend.h"
 #include "runtime/log.h"
@@ -351,6 +352,7 @@ void bench_train(const BenchArgs& a) {
   Storage::reset_peak_live_bytes();
   int64_t kept = 0;
   {
+    const MatmulPrecisionScope precision(parse_matmul_precision(a.precision, "--precision"));  // as the trainer's steps ran
     const Tensor loss = training_loss(model, b);
     kept = live() - before;
     loss.backward();
