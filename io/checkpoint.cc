@@ -49,11 +49,11 @@ NamedTensors read_sharded(const std::string& dir, const std::string& index_path)
 }
 }  // namespace
 
-Transformer load_model_dir(const std::string& dir, DType weight_dtype, Transformer::Experts experts) {
+Transformer load_model_dir(const std::string& dir, DType weight_dtype, Transformer::Experts experts, std::optional<Device> place) {
   if (fs::is_regular_file(dir) && is_gguf_file(dir)) {
     // Matrices the file stores in the requested quantised type stay as they are.
     const GgufModel m = read_gguf_model(read_gguf(dir), is_quantized(weight_dtype) ? weight_dtype : DType::F32);
-    return Transformer::from_tensors(m.config, m.tensors, dir, weight_dtype);
+    return Transformer::from_tensors(m.config, m.tensors, dir, weight_dtype, Transformer::Experts::InMemory, place);
   }
   SMELT_CHECK(fs::is_directory(dir), dir, ": not a model directory or GGUF file (it does not exist, or is another kind of file)");
   const std::string config_path = (fs::path(dir) / "config.json").string();
@@ -61,8 +61,8 @@ Transformer load_model_dir(const std::string& dir, DType weight_dtype, Transform
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   ModelConfig config = read_model_config(config_path);
   Transformer model = !fs::exists(weights_path) && fs::exists(index_path)
-                          ? Transformer::from_tensors(config, read_sharded(dir, index_path), index_path, weight_dtype, experts)
-                          : Transformer::from_tensors(config, read_safetensors(weights_path).tensors, weights_path, weight_dtype, experts);
+                          ? Transformer::from_tensors(config, read_sharded(dir, index_path), index_path, weight_dtype, experts, place)
+                          : Transformer::from_tensors(config, read_safetensors(weights_path).tensors, weights_path, weight_dtype, experts, place);
   Storage::release_cached_blocks();  // the per-expert copies stacked while loading are not needed again
   if (experts == Transformer::Experts::Mapped) {
     // Loading read the other tensors' pages of the file to copy them; only the experts' views of

@@ -17,8 +17,9 @@ void save_model_dir(const std::string& dir, const Transformer& model, const std:
 // `dir` may also be a .gguf file (io/gguf_model.h): every --model option takes one.
 // experts: Transformer::Experts::Mapped leaves a safetensors checkpoint's experts in the mapped
 // file (read when chosen) where they are stored adjacently in weight_dtype.
+// On `place` (a GPU): each tensor goes there from the mapped file, with no owned host copy.
 Transformer load_model_dir(const std::string& dir, DType weight_dtype = DType::F32,
-                           Transformer::Experts experts = Transformer::Experts::InMemory);
+                           Transformer::Experts experts = Transformer::Experts::InMemory, std::optional<Device> place = std::nullopt);
 // The configuration of a model directory (its config.json) or a .gguf file (its metadata),
 // without reading the weights.
 ModelConfig read_model_dir_config(const std::string& dir);

@@ -201,16 +201,18 @@ void check_weight_dtype(DType dtype) {
 }  // namespace
 
 Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
-                                      DType weight_dtype, Experts experts) {
+                                      DType weight_dtype, Experts experts, std::optional<Device> place) {
   config.validate();
   check_weight_dtype(weight_dtype);
   std::map<std::string, Tensor> by_name;
   for (const auto& [name, t] : tensors) by_name[name] = t;
   std::map<std::string, Tensor> params;
-  // The model lives where its tensors are (all on one device).
-  const Device device = tensors.empty() ? Device::cpu() : tensors.front().second.device();
+  // The model lives where its tensors are (all on one device), or on `place`.
+  const Device from = tensors.empty() ? Device::cpu() : tensors.front().second.device();
   for (const auto& [name, t] : tensors)
-    SMELT_CHECK(t.device() == device, source, ": tensor '", name, "' is on ", t.device().str(), ", the others on ", device.str());
+    SMELT_CHECK(t.device() == from, source, ": tensor '", name, "' is on ", t.device().str(), ", the others on ", from.str());
+  const Device device = place.value_or(from);
+  SMELT_CHECK(device == from || experts == Experts::InMemory, source, ": experts stay mapped on the host; they cannot be placed on ", device.str());
   for (const auto& [name, shape] : expected_state(config)) {
     auto it = by_name.find(name);
     if (it == by_name.end() && is_bias(name)) {  // a balancing bias may be absent: start from zero
@@ -224,7 +226,8 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     Tensor converted = it->second.to(matrix ? stored_dtype(it->second, is_router(name), weight_dtype) : DType::F32);
     // Owned, not a view of the file; experts stay views when they are to be mapped (stacked below).
     const bool keep_view = experts == Experts::Mapped && name.find(".experts.") != std::string::npos;
-    params[name] = converted.same(it->second) && !keep_view ? converted.clone() : converted;
+    if (device != from) params[name] = converted.to(device);  // straight from the file's pages to the device
+    else params[name] = converted.same(it->second) && !keep_view ? converted.clone() : converted;
     by_name.erase(it);
   }
   if (config.tie_word_embeddings) by_name.erase("lm_head.weight");  // some exporters write the tied copy

@@ -1,6 +1,7 @@
 // A Llama-style decoder-only transformer: embeddings → N × [RMSNorm → GQA attention with RoPE →
 // residual → RMSNorm → SwiGLU MLP → residual] → RMSNorm → LM head (tied or untied).
 #pragma once
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,8 +78,11 @@ class Transformer {
   // smelt writes them): an expert no token chooses is then never paged in. Otherwise, and for
   // InMemory, they are copied.
   enum class Experts { InMemory, Mapped };
+  // The model lives where its tensors are, or on `place`: each tensor then goes there straight
+  // from its source (a mapped file), without an owned copy on the host first.
   static Transformer from_tensors(const ModelConfig& config, const NamedTensors& tensors, const std::string& source,
-                                  DType weight_dtype = DType::F32, Experts experts = Experts::InMemory);
+                                  DType weight_dtype = DType::F32, Experts experts = Experts::InMemory,
+                                  std::optional<Device> place = std::nullopt);
 
   // ids [B, T] (integers) → logits [B, T, vocab]. token_mask [B·T] marks the real tokens for MoE
   // balancing and statistics (undefined: all real). key_start [B, T] (optional): the first

@@ -69,9 +69,9 @@ void run_compose(ComposeArgs a) {
   const int64_t T = std::min(a.seq_len, configs[0].max_position_embeddings);
 
   const Device device = chosen_device(a.device);
-  const Transformer base = load_model_dir(a.base).to(device);
+  const Transformer base = load_model_dir(a.base, DType::F32, Transformer::Experts::InMemory, device);
   std::vector<Transformer> experts;
-  for (const std::string& e : a.experts) experts.push_back(load_model_dir(e).to(device));
+  for (const std::string& e : a.experts) experts.push_back(load_model_dir(e, DType::F32, Transformer::Experts::InMemory, device));
   std::vector<const Transformer*> expert_ptrs;
   for (const Transformer& e : experts) expert_ptrs.push_back(&e);
   std::vector<Tensor> prompts, negatives;

@@ -116,7 +116,7 @@ void run_moefy(MoefyArgs a) {
   SMELT_CHECK(a.budget >= 0, "--budget must be ≥ 0, got ", a.budget);
   SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
               ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");
-  const Transformer dense = load_model_dir(a.model).to(chosen_device(a.device));  // calibration and fits run there
+  const Transformer dense = load_model_dir(a.model, DType::F32, Transformer::Experts::InMemory, chosen_device(a.device));  // calibration and fits run there
   const int64_t T = std::min(a.seq_len, dense.config().max_position_embeddings);
   std::vector<Tensor> calib;
   Tensor check_ids;

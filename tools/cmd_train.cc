@@ -158,7 +158,7 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
     // products round them to bf16 anyway, and it then takes half the memory.
     const DType teacher_weights = tc.precision == "bf16" ? DType::BF16 : DType::F32;
     if (!teacher && (a.teacher_topk == 0 || world().rank() == 0))
-      teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher, teacher_weights).to(device));
+      teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher, teacher_weights, Transformer::Experts::InMemory, device));
     if (a.teacher_topk == 0) {
       log_info("distilling online from " + a.teacher + " (" + std::to_string(teacher->config().parameter_count()) + " parameters" +
                (teacher_weights == DType::BF16 ? ", bf16 weights" : "") + ")" + (a.hidden_loss.empty() ? "" : ", hidden-state loss " + a.hidden_loss));
@@ -255,7 +255,7 @@ RunStart read_run_start(TrainArgs& a) {
               " already defines the model; remove one of them");
   std::optional<Transformer>& initial = s.initial;
   if (!a.init.empty() || !a.resume.empty()) {
-    initial = load_model_dir(a.resume.empty() ? a.init : a.resume);
+    initial = load_model_dir(a.resume.empty() ? a.init : a.resume, DType::F32, Transformer::Experts::InMemory, chosen_device(a.device));
     recipe.model = initial->config();
   }
   if (a.steps > 0) recipe.train.steps = a.steps;

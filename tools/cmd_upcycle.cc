@@ -26,7 +26,7 @@ void run_upcycle(UpcycleArgs a) {
   a.options.scoring_func = a.scoring;
   a.options.seed = static_cast<uint64_t>(a.seed);
   a.options.validate();  // before loading anything
-  Transformer dense = load_model_dir(a.model).to(chosen_device(a.device));  // the noise is drawn there
+  Transformer dense = load_model_dir(a.model, DType::F32, Transformer::Experts::InMemory, chosen_device(a.device));  // the noise is drawn there
   Transformer moe = upcycle(dense, a.options);
   save_model_dir(a.out, moe, carried_model_files(a.model));
   const ModelConfig& c = moe.config();

@@ -1,6 +1,7 @@
 // The CUDA op table's matmul, as ops/cpu/matmul_ops.cc: cuBLAS SGEMM on the GPU's stream, each
 // operand read in place in either layout (ops/common.h's matrix_layout). A shared 2-D b and a
-// contiguous batch of row-major a make one tall GEMM; other batches one GEMM per entry. Full f32
+// contiguous batch of row-major a make one tall GEMM; other evenly spaced batches one
+// strided-batched call, any other batch one GEMM per entry. Full f32
 // arithmetic (CUBLAS_DEFAULT_MATH: no TF32), so results stay within f32 rounding of the CPU's;
 // under "precision": "bf16" both operands are rounded to bf16 and multiplied by cublasGemmEx
 // with f32 accumulation, as the CPU's GEMM does. A bf16 weight is widened to f32 first (exact).
@@ -10,6 +11,7 @@
 
 #include <dlfcn.h>
 
+#include <array>
 #include <climits>
 #include <cstdlib>
 #include <map>
@@ -38,6 +40,7 @@ struct Blas {
                             const void*, cudaDataType, int, const void*, void*, cudaDataType, int, cublasComputeType_t,
                             cublasGemmAlgo_t) = nullptr;
   decltype(&cublasGemmGroupedBatchedEx) grouped = nullptr;
+  decltype(&cublasSgemmStridedBatched) strided = nullptr;
   decltype(&cublasGetStatusString) status_string = nullptr;
 };
 
@@ -62,10 +65,11 @@ const Blas& blas(const Tensor& t) {
     load(f.sgemm, "cublasSgemm_v2");
     load(f.gemm_ex, "cublasGemmEx");
     load(f.grouped, "cublasGemmGroupedBatchedEx");
+    load(f.strided, "cublasSgemmStridedBatched");
     load(f.status_string, "cublasGetStatusString");
     return f;
   }();
-  SMELT_CHECK(b.create && b.set_math_mode && b.set_stream && b.sgemm && b.gemm_ex && b.status_string, "op 'matmul' on ", t.device().str(), ": ",
+  SMELT_CHECK(b.create && b.set_math_mode && b.set_stream && b.sgemm && b.gemm_ex && b.strided && b.status_string, "op 'matmul' on ", t.device().str(), ": ",
               library, " lacks a cuBLAS entry point smelt calls");
   return b;
 }
@@ -168,9 +172,24 @@ void cuda_matmul_op(const Tensor& a, const Tensor& b_in, const Tensor& out) {
     cuda_gemm(out, batch_count * M, N, K, f32(a), K, false, f32(b), lb.ld, lb.trans, f32_out(out), N, 0.0f);
     return;
   }
-  ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) {
+  // The batch's element offsets: evenly spaced ones (any batch of a strided tensor, a shared b
+  // at stride 0) make one strided-batched call in f32.
+  std::vector<std::array<int64_t, 3>> at;
+  ops::for_each_matmul_batch(a, b, out, [&](int64_t oa, int64_t ob, int64_t oo) { at.push_back({oa, ob, oo}); });
+  bool even = at.size() > 1 && !matmuls_in_bf16();
+  for (size_t i = 2; even && i < at.size(); ++i)
+    for (int c = 0; c < 3; ++c) even = even && at[i][c] - at[i - 1][c] == at[1][c] - at[0][c];
+  if (even) {
+    const float one = 1.0f, zero = 0.0f;
+    check_blas(blas(out).strided(blas_handle(out), lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N, la.trans ? CUBLAS_OP_T : CUBLAS_OP_N, blas_int(N, out),
+                                 blas_int(M, out), blas_int(K, out), &one, f32(b) + at[0][1], blas_int(lb.ld, out), at[1][1] - at[0][1],
+                                 f32(a) + at[0][0], blas_int(la.ld, out), at[1][0] - at[0][0], &zero, f32_out(out) + at[0][2], blas_int(N, out),
+                                 at[1][2] - at[0][2], blas_int(static_cast<int64_t>(at.size()), out)),
+               out, "cublasSgemmStridedBatched");
+    return;
+  }
+  for (const auto& [oa, ob, oo] : at)
     cuda_gemm(out, M, N, K, f32(a) + oa, la.ld, la.trans, f32(b) + ob, lb.ld, lb.trans, f32_out(out) + oo, N, 0.0f);
-  });
 }
 
 }  // namespace smelt
