@@ -14,13 +14,55 @@ NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
 EnableGradGuard::EnableGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = true; }
 EnableGradGuard::~EnableGradGuard() { t_grad_enabled = previous_; }
 
-SavedTensor::SavedTensor(const Tensor& t, const char* op) : tensor_(t), version_(t.defined() ? t.version() : 0), op_(op) {}
+namespace {
 
-const Tensor& SavedTensor::get() const {
-  SMELT_CHECK(!tensor_.defined() || tensor_.version() == version_, "a tensor ", tensor_.str(), " saved for the backward of '",
-              op_, "' was modified in place (version ", version_, " → ", tensor_.version(),
-              "); clone it before the in-place write");
-  return tensor_;
+thread_local bool t_saved_in_bf16 = false;
+constexpr int64_t kBf16SavedFrom = 4096;  // smaller activations stay f32: no memory worth the two passes
+
+// The bf16 copies made in this thread, so that ops saving the same activation share one.
+struct Bf16Copy {
+  std::weak_ptr<TensorImpl> original, copy;
+  uint64_t version;
+};
+thread_local std::vector<Bf16Copy> t_copies;
+
+bool keep_in_bf16(const Tensor& t) {
+  return t_saved_in_bf16 && t.defined() && t.dtype() == DType::F32 && !t.device().is_cpu() && t.numel() >= kBf16SavedFrom &&
+         !(t.requires_grad() && t.is_leaf());  // a parameter stays as it is (it is alive anyway)
+}
+
+Tensor bf16_copy(const Tensor& t) {
+  for (const Bf16Copy& c : t_copies)
+    if (c.version == t.version() && c.original.lock() == t.impl_ptr())
+      if (std::shared_ptr<TensorImpl> copy = c.copy.lock()) return Tensor(copy);
+  std::erase_if(t_copies, [](const Bf16Copy& c) { return c.original.expired() || c.copy.expired(); });
+  NoGradGuard no_grad;
+  Tensor copy = t.detach().to(DType::BF16);
+  t_copies.push_back({t.impl_ptr(), copy.impl_ptr(), t.version()});
+  return copy;
+}
+
+}  // namespace
+
+SavedActivationsInBf16::SavedActivationsInBf16(bool bf16) : previous_(t_saved_in_bf16) { t_saved_in_bf16 = bf16; }
+SavedActivationsInBf16::~SavedActivationsInBf16() { t_saved_in_bf16 = previous_; }
+
+SavedTensor::SavedTensor(const Tensor& t, const char* op, bool activation)
+    : tensor_(t), version_(t.defined() ? t.version() : 0), op_(op) {
+  if (!activation || !keep_in_bf16(t)) return;
+  original_ = t.impl_ptr();
+  tensor_ = bf16_copy(t);
+  widen_ = true;
+}
+
+Tensor SavedTensor::get() const {
+  const std::shared_ptr<TensorImpl> original = original_.lock();  // a bf16 copy's f32 source, while it lives
+  const Tensor checked = widen_ ? (original ? Tensor(original) : Tensor()) : tensor_;
+  SMELT_CHECK(!checked.defined() || checked.version() == version_, "a tensor ", checked.str(), " saved for the backward of '", op_,
+              "' was modified in place (version ", version_, " → ", checked.version(), "); clone it before the in-place write");
+  if (!widen_) return tensor_;
+  NoGradGuard no_grad;
+  return tensor_.to(DType::F32);
 }
 
 std::vector<Tensor> FunctionNode::backward(const Tensor& g) {

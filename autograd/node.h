@@ -12,17 +12,39 @@ namespace smelt {
 
 // A tensor kept for backward, with the version it had when saved: if it is modified in place
 // before backward uses it, the gradient would be silently wrong, so unpacking refuses.
+// Within a SavedActivationsInBf16 scope, a tensor its op marks as an activation (f32, on a
+// device, not a parameter, not tiny) is kept as a bf16 copy, shared by every op that saves the
+// same tensor, and widened back to f32 by get(): mixed precision's bf16 activations, half the
+// memory. Weights are never marked: they are alive in f32 anyway, a copy would only add.
 class SavedTensor {
  public:
   SavedTensor() = default;
-  SavedTensor(const Tensor& t, const char* op);
-  const Tensor& get() const;
-  void reset() { tensor_ = Tensor(); }
+  SavedTensor(const Tensor& t, const char* op, bool activation = false);
+  Tensor get() const;
+  void reset() {
+    tensor_ = Tensor();
+    original_.reset();
+  }
 
  private:
-  Tensor tensor_;
+  Tensor tensor_;                         // the tensor, or its bf16 copy
+  std::weak_ptr<TensorImpl> original_;    // with a bf16 copy: the f32 tensor, for the version check
+  bool widen_ = false;                    // tensor_ is the bf16 copy of an f32 activation
   uint64_t version_ = 0;
   const char* op_ = "";
+};
+
+// While one is alive (with bf16 true), SavedTensor keeps device activations in bf16 (the
+// trainer opens one around a step of a "precision": "bf16" run on a device).
+class SavedActivationsInBf16 {
+ public:
+  explicit SavedActivationsInBf16(bool bf16);
+  ~SavedActivationsInBf16();
+  SavedActivationsInBf16(const SavedActivationsInBf16&) = delete;
+  SavedActivationsInBf16& operator=(const SavedActivationsInBf16&) = delete;
+
+ private:
+  bool previous_;
 };
 
 struct Edge {

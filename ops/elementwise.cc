@@ -92,7 +92,7 @@ Tensor unary(UnaryOp op, const Tensor& x, float param = 0.0f) {
   Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
   B.unary(op, xc, param, out);
   if (!needs_grad({&x})) return out;
-  SavedTensor X(xc, name), Y(out.detach(), name);
+  SavedTensor X(xc, name, true), Y(out.detach(), name, true);
   attach_grad_fn(out, name, {x}, [=](const Tensor& g) {
     Tensor gc = contiguous_data(g), xs = X.get(), ys = Y.get();
     Tensor dx = Tensor::empty(gc.shape(), DType::F32, gc.device());
@@ -134,7 +134,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   Tensor out = Tensor::empty(gate.shape(), DType::F32, gate.device());
   B.swiglu(gc, uc, out);
   if (!needs_grad({&gate, &up})) return out;
-  SavedTensor G(gc, "swiglu"), U(uc, "swiglu");
+  SavedTensor G(gc, "swiglu", true), U(uc, "swiglu", true);
   attach_grad_fn(out, "swiglu", {gate, up}, [=](const Tensor& grad) {
     Tensor gr = contiguous_data(grad), gs = G.get(), us = U.get();
     Tensor dgate = Tensor::empty(gs.shape(), DType::F32, gs.device()), dup = Tensor::empty(gs.shape(), DType::F32, gs.device());

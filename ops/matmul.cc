@@ -41,7 +41,7 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = matmul_forward(a, b);
   if (!needs_grad({&a, &b})) return out;
-  SavedTensor A(a, "matmul"), B(b, "matmul");
+  SavedTensor A(a, "matmul", true), B(b, "matmul");  // a: the activation (x of x · Wᵀ)
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   attach_grad_fn(out, "matmul", {a, b}, [=](const Tensor& g) {
     const Tensor& av = A.get();

@@ -7,6 +7,7 @@
 #include "models/expert_parallel.h"
 #include "ops/ops.h"
 #include "ops/optimizer_ops.h"
+#include "autograd/node.h"
 #include "ops/precision.h"
 #include "optim/data_parallel.h"
 #include "runtime/storage.h"
@@ -158,6 +159,10 @@ Tensor add_to(const Tensor& sum, const Tensor& t) { return !t.defined() ? sum : 
 
 StepMetrics Trainer::step(int64_t step_index, const std::vector<Batch>& micro_batches) {
   const MatmulPrecisionScope precision(precision_);
+  // Mixed precision on a device keeps the activations saved for backward in bf16 too (the CPU's
+  // bf16 runs keep them f32: there bf16 is for the arithmetic's speed, and its numbers stay as
+  // measured).
+  const SavedActivationsInBf16 saved_in_bf16(precision_ == MatmulPrecision::BF16 && !model_.device().is_cpu());
   optimizer_->zero_grad();
   // The losses stay on the device: summed here, read once with the gradient norm and the
   // routing statistics after the optimizer step (the step's one host read).

@@ -4,7 +4,11 @@
 // step reads the device back exactly once.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "optim/trainer.h"
+#include "ops/precision.h"
+#include "autograd/node.h"
 #include "runtime/device_backend.h"
 #include "tests/support/sim_device.h"
 #include "tests/test_util.h"
@@ -106,6 +110,45 @@ TEST(SimTraining, ANonFiniteStepIsRefusedAndLeavesTheWeights) {
     }
   }
   EXPECT_TRUE(refused);
+}
+
+// Mixed precision on a device keeps the activations saved for backward in bf16: a forward keeps
+// much less device memory alive, and the gradients stay within bf16's rounding of the f32 ones.
+TEST(SimTraining, Bf16KeepsSavedActivationsInHalfTheMemory) {
+  const Device sim = testing::sim_device();
+  ModelConfig c = testing::small_config(64, 64, 192, 2, 4, 2);
+  const Transformer model = Transformer::create(c, 9).to(sim);
+  std::vector<int64_t> ids(4 * 64), targets(4 * 64);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int64_t>((i * 7 + 3) % 64);
+    targets[i] = static_cast<int64_t>((i * 11 + 1) % 64);
+  }
+  const Batch b{Tensor::from_ints(ids, {4, 64}, DType::I64, sim), Tensor::from_ints(targets, {4, 64}, DType::I64, sim), Tensor(), {}, Tensor()};
+  auto run = [&](bool bf16, int64_t* kept) {
+    const MatmulPrecisionScope precision(bf16 ? MatmulPrecision::BF16 : MatmulPrecision::F32);
+    const SavedActivationsInBf16 saved(bf16);
+    for (const Tensor& p : model.parameters()) p.set_grad(Tensor());  // each run its own gradients
+    const int64_t before = device_backend(sim).memory_stats(0).live_bytes;
+    const Tensor loss = training_loss(model, b);
+    *kept = device_backend(sim).memory_stats(0).live_bytes - before;
+    loss.backward();
+    std::vector<float> grads;
+    for (const Tensor& p : model.parameters()) {
+      const std::vector<float> g = p.grad().to_vector();
+      grads.insert(grads.end(), g.begin(), g.end());
+    }
+    return grads;
+  };
+  int64_t kept_f32 = 0, kept_bf16 = 0;
+  const std::vector<float> f32 = run(false, &kept_f32), bf16 = run(true, &kept_bf16);
+  EXPECT_LT(static_cast<double>(kept_bf16), 0.75 * static_cast<double>(kept_f32)) << kept_bf16 << " bytes against " << kept_f32;
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < f32.size(); ++i) {
+    diff += (bf16[i] - f32[i]) * (bf16[i] - f32[i]);
+    norm += f32[i] * f32[i];
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 2e-2);
+  EXPECT_GT(std::sqrt(diff / norm), 0.0) << "bf16 changed nothing: the GEMMs or the saved activations were not rounded";
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "autograd/grad_mode.h"
+#include "autograd/node.h"
 #include "io/checkpoint.h"
 #include "io/json_reader.h"
 #include "ops/backend.h"
@@ -352,7 +353,9 @@ void bench_train(const BenchArgs& a) {
   Storage::reset_peak_live_bytes();
   int64_t kept = 0;
   {
-    const MatmulPrecisionScope precision(parse_matmul_precision(a.precision, "--precision"));  // as the trainer's steps ran
+    const MatmulPrecision precision_kind = parse_matmul_precision(a.precision, "--precision");  // as the trainer's steps ran
+    const MatmulPrecisionScope precision(precision_kind);
+    const SavedActivationsInBf16 saved(precision_kind == MatmulPrecision::BF16 && !device.is_cpu());
     const Tensor loss = training_loss(model, b);
     kept = live() - before;
     loss.backward();
