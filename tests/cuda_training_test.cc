@@ -25,15 +25,7 @@ ModelConfig tiny(bool moe) {
   return c;
 }
 
-Batch batch(int64_t step, Device device) {
-  std::vector<int64_t> ids, targets;
-  for (int64_t i = 0; i < 4 * 24; ++i) {
-    ids.push_back((i * 7 + step * 13 + 3) % 48);
-    targets.push_back(i % 9 == 8 ? -100 : (i * 11 + step * 5 + 1) % 48);
-  }
-  return Batch{Tensor::from_ints(ids, {4, 24}, DType::I64, device), Tensor::from_ints(targets, {4, 24}, DType::I64, device), Tensor(), {},
-               Tensor()};
-}
+Batch batch(int64_t step, Device device) { return testing::pattern_batch(4, 24, 48, step, 9, device); }
 
 TrainConfig recipe(const std::string& precision) {
   TrainConfig tc;

@@ -25,15 +25,7 @@ ModelConfig tiny_moe() {
   return c;
 }
 
-Batch make_batch(Device device) {
-  std::vector<int64_t> ids, targets;
-  for (int64_t i = 0; i < 2 * 12; ++i) {
-    ids.push_back((i * 7 + 3) % 32);
-    targets.push_back(i % 5 == 4 ? -100 : (i * 11 + 1) % 32);  // some positions carry no loss
-  }
-  return Batch{Tensor::from_ints(ids, {2, 12}, DType::I64, device), Tensor::from_ints(targets, {2, 12}, DType::I64, device), Tensor(), {},
-               Tensor()};
-}
+Batch make_batch(Device device) { return testing::pattern_batch(2, 12, 32, 0, 5, device); }  // some positions carry no loss
 
 TrainConfig tiny_recipe() {
   TrainConfig tc;
@@ -118,12 +110,7 @@ TEST(SimTraining, Bf16KeepsSavedActivationsInHalfTheMemory) {
   const Device sim = testing::sim_device();
   ModelConfig c = testing::small_config(64, 64, 192, 2, 4, 2);
   const Transformer model = Transformer::create(c, 9).to(sim);
-  std::vector<int64_t> ids(4 * 64), targets(4 * 64);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ids[i] = static_cast<int64_t>((i * 7 + 3) % 64);
-    targets[i] = static_cast<int64_t>((i * 11 + 1) % 64);
-  }
-  const Batch b{Tensor::from_ints(ids, {4, 64}, DType::I64, sim), Tensor::from_ints(targets, {4, 64}, DType::I64, sim), Tensor(), {}, Tensor()};
+  const Batch b = testing::pattern_batch(4, 64, 64, 0, 0, sim);
   auto run = [&](bool bf16, int64_t* kept) {
     const MatmulPrecisionScope precision(bf16 ? MatmulPrecision::BF16 : MatmulPrecision::F32);
     const SavedActivationsInBf16 saved(bf16);

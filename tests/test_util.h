@@ -12,6 +12,7 @@
 #include "autograd/gradcheck.h"
 #include "hwy/targets.h"
 #include "models/config.h"
+#include "optim/trainer.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
@@ -50,6 +51,18 @@ inline ModelConfig small_config(int64_t vocab, int64_t hidden, int64_t ffn, int6
   c.num_key_value_heads = kv_heads;
   c.max_position_embeddings = max_positions;
   return c;
+}
+
+// A [rows, cols] batch of token ids below `vocab` in a fixed pattern shifted by `shift`; every
+// `skip`-th target is ignored (−100; skip 0: none). On `device`.
+inline Batch pattern_batch(int64_t rows, int64_t cols, int64_t vocab, int64_t shift, int64_t skip, Device device) {
+  std::vector<int64_t> ids, targets;
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    ids.push_back((i * 7 + shift * 13 + 3) % vocab);
+    targets.push_back(skip > 0 && i % skip == skip - 1 ? -100 : (i * 11 + shift * 5 + 1) % vocab);
+  }
+  return Batch{Tensor::from_ints(ids, {rows, cols}, DType::I64, device), Tensor::from_ints(targets, {rows, cols}, DType::I64, device), Tensor(),
+               {}, Tensor()};
 }
 
 inline std::string write_temp(const std::string& name, const std::string& text) {
