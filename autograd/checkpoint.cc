@@ -25,6 +25,7 @@ Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs) {
     Tensor recomputed;
     {
       EnableGradGuard with_grad;  // the engine runs backward with history off
+      const SavedActivationsInBf16 f32_saves(false);  // used at once: a bf16 copy would only cost two passes
       recomputed = fn(again);
     }
     recomputed.backward(grad);

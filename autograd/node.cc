@@ -19,26 +19,30 @@ namespace {
 thread_local bool t_saved_in_bf16 = false;
 constexpr int64_t kBf16SavedFrom = 4096;  // smaller activations stay f32: no memory worth the two passes
 
-// The bf16 copies made in this thread, so that ops saving the same activation share one.
+// The bf16 copies made in this thread, so that ops saving the same values share one: keyed by
+// the values (storage, offset, shape, strides, version), since each op saves its own view.
 struct Bf16Copy {
-  std::weak_ptr<TensorImpl> original, copy;
+  std::weak_ptr<Storage> storage;
+  int64_t offset;
+  Shape shape, strides;
   uint64_t version;
+  std::weak_ptr<TensorImpl> copy;
 };
 thread_local std::vector<Bf16Copy> t_copies;
 
 bool keep_in_bf16(const Tensor& t) {
-  return t_saved_in_bf16 && t.defined() && t.dtype() == DType::F32 && !t.device().is_cpu() && t.numel() >= kBf16SavedFrom &&
-         !(t.requires_grad() && t.is_leaf());  // a parameter stays as it is (it is alive anyway)
+  return t_saved_in_bf16 && t.defined() && t.dtype() == DType::F32 && !t.device().is_cpu() && t.numel() >= kBf16SavedFrom;
 }
 
 Tensor bf16_copy(const Tensor& t) {
   for (const Bf16Copy& c : t_copies)
-    if (c.version == t.version() && c.original.lock() == t.impl_ptr())
+    if (c.version == t.version() && c.offset == t.offset() && c.shape == t.shape() && c.strides == t.strides() &&
+        c.storage.lock() == t.storage())
       if (std::shared_ptr<TensorImpl> copy = c.copy.lock()) return Tensor(copy);
-  std::erase_if(t_copies, [](const Bf16Copy& c) { return c.original.expired() || c.copy.expired(); });
+  std::erase_if(t_copies, [](const Bf16Copy& c) { return c.storage.expired() || c.copy.expired(); });
   NoGradGuard no_grad;
   Tensor copy = t.detach().to(DType::BF16);
-  t_copies.push_back({t.impl_ptr(), copy.impl_ptr(), t.version()});
+  t_copies.push_back({t.storage(), t.offset(), t.shape(), t.strides(), t.version(), copy.impl_ptr()});
   return copy;
 }
 
@@ -50,17 +54,22 @@ SavedActivationsInBf16::~SavedActivationsInBf16() { t_saved_in_bf16 = previous_;
 SavedTensor::SavedTensor(const Tensor& t, const char* op, bool activation)
     : tensor_(t), version_(t.defined() ? t.version() : 0), op_(op) {
   if (!activation || !keep_in_bf16(t)) return;
-  original_ = t.impl_ptr();
+  original_ = t.storage();
   tensor_ = bf16_copy(t);
   widen_ = true;
 }
 
 Tensor SavedTensor::get() const {
-  const std::shared_ptr<TensorImpl> original = original_.lock();  // a bf16 copy's f32 source, while it lives
-  const Tensor checked = widen_ ? (original ? Tensor(original) : Tensor()) : tensor_;
-  SMELT_CHECK(!checked.defined() || checked.version() == version_, "a tensor ", checked.str(), " saved for the backward of '", op_,
-              "' was modified in place (version ", version_, " → ", checked.version(), "); clone it before the in-place write");
-  if (!widen_) return tensor_;
+  if (!widen_) {
+    SMELT_CHECK(!tensor_.defined() || tensor_.version() == version_, "a tensor ", tensor_.str(), " saved for the backward of '", op_,
+                "' was modified in place (version ", version_, " → ", tensor_.version(), "); clone it before the in-place write");
+    return tensor_;
+  }
+  // A bf16 copy is a snapshot, but an in-place write to the values it was taken from (while
+  // they live) is the same user error as above.
+  if (const std::shared_ptr<Storage> original = original_.lock())
+    SMELT_CHECK(original->version() == version_, "a tensor ", tensor_.str(), " saved (in bf16) for the backward of '", op_,
+                "' was modified in place (version ", version_, " → ", original->version(), "); clone it before the in-place write");
   NoGradGuard no_grad;
   return tensor_.to(DType::F32);
 }

@@ -13,9 +13,11 @@ namespace smelt {
 // A tensor kept for backward, with the version it had when saved: if it is modified in place
 // before backward uses it, the gradient would be silently wrong, so unpacking refuses.
 // Within a SavedActivationsInBf16 scope, a tensor its op marks as an activation (f32, on a
-// device, not a parameter, not tiny) is kept as a bf16 copy, shared by every op that saves the
-// same tensor, and widened back to f32 by get(): mixed precision's bf16 activations, half the
-// memory. Weights are never marked: they are alive in f32 anyway, a copy would only add.
+// device, not tiny) is kept as a bf16 copy, shared by every op that saves the same values (one
+// storage, offset, shape and strides, whatever view of them each op holds), and widened back to
+// f32 by get(): mixed precision's bf16 activations, half the memory. Ops mark only activations
+// (is_activation: not a parameter) whose derivative tolerates bf16's rounding; weights are alive
+// in f32 anyway, a copy would only add.
 class SavedTensor {
  public:
   SavedTensor() = default;
@@ -28,11 +30,14 @@ class SavedTensor {
 
  private:
   Tensor tensor_;                         // the tensor, or its bf16 copy
-  std::weak_ptr<TensorImpl> original_;    // with a bf16 copy: the f32 tensor, for the version check
+  std::weak_ptr<Storage> original_;       // with a bf16 copy: the f32 values' storage, for the version check
   bool widen_ = false;                    // tensor_ is the bf16 copy of an f32 activation
   uint64_t version_ = 0;
   const char* op_ = "";
 };
+
+// Whether `t` (an op's own input, not a detached view of it) is an activation: not a parameter.
+inline bool is_activation(const Tensor& t) { return !(t.requires_grad() && t.is_leaf()); }
 
 // While one is alive (with bf16 true), SavedTensor keeps device activations in bf16 (the
 // trainer opens one around a step of a "precision": "bf16" run on a device).

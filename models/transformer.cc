@@ -167,13 +167,15 @@ bool adjacent_in_one_storage(const std::vector<Tensor>& parts) {
 
 // Stacks per-expert matrices [rows, cols] into one [E, rows, cols] tensor: a view of them when
 // `view` allows and they are adjacent, else a copy.
-Tensor stack_experts(const std::vector<Tensor>& parts, bool view = false) {
+// The experts' [rows, cols] matrices as one [E, rows, cols] tensor on `device` (a view of the
+// mapped file where `view` and they lie side by side in it).
+Tensor stack_experts(const std::vector<Tensor>& parts, Device device, bool view = false) {
   const Shape& s = parts[0].shape();
   if (view && adjacent_in_one_storage(parts)) {
     const Shape stacked{static_cast<int64_t>(parts.size()), s[0], s[1]};
     return Tensor::view_of(parts[0].storage(), stacked, contiguous_strides(stacked), parts[0].offset(), parts[0].dtype());
   }
-  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype(), parts[0].device());
+  Tensor out = Tensor::empty({static_cast<int64_t>(parts.size()), s[0], s[1]}, parts[0].dtype(), device);
   for (size_t e = 0; e < parts.size(); ++e) ops::reshape(ops::slice(out, 0, e, e + 1), s).copy_from(parts[e]);
   return out;
 }
@@ -226,7 +228,9 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
     Tensor converted = it->second.to(matrix ? stored_dtype(it->second, is_router(name), weight_dtype) : DType::F32);
     // Owned, not a view of the file; experts stay views when they are to be mapped (stacked below).
     const bool keep_view = experts == Experts::Mapped && name.find(".experts.") != std::string::npos;
-    if (device != from) params[name] = converted.to(device);  // straight from the file's pages to the device
+    const bool expert_part = name.find(".experts.") != std::string::npos;  // copied once, into its stack on the device
+    if (device != from && !expert_part) params[name] = converted.to(device);  // straight from the file's pages to the device
+    else if (device != from) params[name] = converted;
     else params[name] = converted.same(it->second) && !keep_view ? converted.clone() : converted;
     by_name.erase(it);
   }
@@ -277,9 +281,9 @@ Transformer Transformer::from_tensors(const ModelConfig& config, const NamedTens
         d.push_back(params.at(n.expert(e, "down")));
       }
       const bool view = experts == Experts::Mapped;
-      moe->gate_proj = stack_experts(g, view).set_requires_grad(weight_dtype == DType::F32);
-      moe->up_proj = stack_experts(u, view).set_requires_grad(weight_dtype == DType::F32);
-      moe->down_proj = stack_experts(d, view).set_requires_grad(weight_dtype == DType::F32);
+      moe->gate_proj = stack_experts(g, device, view).set_requires_grad(weight_dtype == DType::F32);
+      moe->up_proj = stack_experts(u, device, view).set_requires_grad(weight_dtype == DType::F32);
+      moe->down_proj = stack_experts(d, device, view).set_requires_grad(weight_dtype == DType::F32);
       if (config.shared_expert_intermediate_size > 0) {
         moe->shared_gate_proj = trainable(n.shared("gate"));
         moe->shared_up_proj = trainable(n.shared("up"));
@@ -350,9 +354,8 @@ Device Transformer::device() const { return embed_tokens_.device(); }
 
 Transformer Transformer::to(Device device) const {
   if (device == this->device()) return *this;
-  NamedTensors moved;
-  for (const auto& [name, t] : state_dict()) moved.push_back({name, t.to(device)});
-  Transformer m = from_tensors(config_, moved, "model moved to " + device.str(), weight_dtype());
+  // Each tensor once onto the device (not moved, then cloned there: twice the model at the peak).
+  Transformer m = from_tensors(config_, state_dict(), "model moved to " + device.str(), weight_dtype(), Experts::InMemory, device);
   m.policies_ = policies_;
   std::set<std::string> frozen;
   for (const auto& [name, t] : named_parameters())

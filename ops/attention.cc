@@ -37,7 +37,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   Tensor lse = Tensor::empty({q.size(0), q.size(2), q.size(1)}, DType::F32, q.device());  // [B, Hq, Tq]
   B.attention(qc, kc, vc, first_key, causal, s, out, lse);
   if (!needs_grad({&q, &k, &v})) return out;
-  SavedTensor Q(qc, "attention", true), Ks(kc, "attention", true), V(vc, "attention", true);
+  SavedTensor Q(qc, "attention", is_activation(q)), Ks(kc, "attention", is_activation(k)), V(vc, "attention", is_activation(v));
   attach_grad_fn(out, "attention", {q, k, v}, [=](const Tensor& grad) {
     Tensor gc = contiguous_data(grad), qv = Q.get(), kv = Ks.get(), vv = V.get();
     const Device dev = qv.device();

@@ -84,6 +84,14 @@ const char* unary_name(UnaryOp op) {
   return "?";
 }
 
+// Which of x and y = op(x) the op's derivative (unary_math.h) reads in a form that bf16's
+// rounding leaves accurate: only that one may be saved in bf16 under mixed precision. Sigmoid's
+// and tanh's y(1 − y) and 1 − y² cancel near saturation, so their y stays f32.
+bool derivative_reads_x(UnaryOp op) {
+  return op == UnaryOp::Silu || op == UnaryOp::Gelu || op == UnaryOp::Log || op == UnaryOp::Pow || op == UnaryOp::Abs || op == UnaryOp::ClampMin;
+}
+bool derivative_reads_y(UnaryOp op) { return op == UnaryOp::Exp || op == UnaryOp::Sqrt || op == UnaryOp::Rsqrt; }
+
 Tensor unary(UnaryOp op, const Tensor& x, float param = 0.0f) {
   const char* name = unary_name(op);
   check_f32(x, name, "x");
@@ -92,7 +100,7 @@ Tensor unary(UnaryOp op, const Tensor& x, float param = 0.0f) {
   Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
   B.unary(op, xc, param, out);
   if (!needs_grad({&x})) return out;
-  SavedTensor X(xc, name, true), Y(out.detach(), name, true);
+  SavedTensor X(xc, name, derivative_reads_x(op) && is_activation(x)), Y(out.detach(), name, derivative_reads_y(op) && is_activation(x));
   attach_grad_fn(out, name, {x}, [=](const Tensor& g) {
     Tensor gc = contiguous_data(g), xs = X.get(), ys = Y.get();
     Tensor dx = Tensor::empty(gc.shape(), DType::F32, gc.device());
@@ -134,7 +142,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   Tensor out = Tensor::empty(gate.shape(), DType::F32, gate.device());
   B.swiglu(gc, uc, out);
   if (!needs_grad({&gate, &up})) return out;
-  SavedTensor G(gc, "swiglu", true), U(uc, "swiglu", true);
+  SavedTensor G(gc, "swiglu", is_activation(gate)), U(uc, "swiglu", is_activation(up));
   attach_grad_fn(out, "swiglu", {gate, up}, [=](const Tensor& grad) {
     Tensor gr = contiguous_data(grad), gs = G.get(), us = U.get();
     Tensor dgate = Tensor::empty(gs.shape(), DType::F32, gs.device()), dup = Tensor::empty(gs.shape(), DType::F32, gs.device());

@@ -41,14 +41,14 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in) {
 Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = matmul_forward(a, b);
   if (!needs_grad({&a, &b})) return out;
-  SavedTensor A(a, "matmul", true), B(b, "matmul");  // a: the activation (x of x · Wᵀ)
+  SavedTensor A(a, "matmul", is_activation(a)), B(b, "matmul");  // a: the activation (x of x · Wᵀ)
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   attach_grad_fn(out, "matmul", {a, b}, [=](const Tensor& g) {
-    const Tensor& av = A.get();
-    const Tensor& bv = B.get();
     Tensor ga, gb;
-    if (need_a) ga = matmul_forward(g, transpose(bv.detach(), -1, -2));  // dA = g · Bᵀ
+    if (need_a) ga = matmul_forward(g, transpose(B.get().detach(), -1, -2));  // dA = g · Bᵀ
     if (need_b) {
+      const Tensor av = A.get();  // widened here only (a bf16 copy under mixed precision)
+      const Tensor bv = B.get();
       if (bv.dim() == 2 && av.dim() > 2) {
         // b shared across the batch: dB = Σ_batch Aᵀ g = (A as [rows, K])ᵀ · (g as [rows, N])
         Tensor a2 = reshape(av.detach(), {-1, av.size(-1)});

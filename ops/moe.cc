@@ -121,7 +121,7 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   if (!needs_grad({&x, &gate, &up, &down, &weight})) return out;
   // Weight gradients only where asked for: bf16 experts (inference) pass gradients to x without one.
   const bool need_gate = gate.requires_grad(), need_up = up.requires_grad(), need_down = down.requires_grad();
-  SavedTensor X(xc, "moe_ffn", true), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
+  SavedTensor X(xc, "moe_ffn", is_activation(x)), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
     PhaseClock clock;
     Tensor gr = contiguous_data(grad), xv = X.get(), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();

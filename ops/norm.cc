@@ -27,7 +27,7 @@ void check_rms_norm_args(const Tensor& x, const Tensor& weight, float eps, const
 void attach_rms_norm_backward(const Tensor& out, const Tensor& x, const Tensor& xc, const Tensor& weight, const Tensor& wc,
                               const Tensor& rstd) {
   const int64_t C = x.size(-1);
-  SavedTensor X(xc, "rms_norm", true), W(wc, "rms_norm");
+  SavedTensor X(xc, "rms_norm", is_activation(x)), W(wc, "rms_norm");
   const bool need_w = weight.requires_grad();
   attach_grad_fn(out, "rms_norm", {x, weight}, [=](const Tensor& g) {
     Tensor gc = contiguous_data(g), xs = X.get(), ws = W.get();
@@ -164,7 +164,7 @@ Tensor softmax_impl(const Tensor& x, bool log) {
   Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
   B.softmax(xc, log, out, Tensor());
   if (!needs_grad({&x})) return out;
-  SavedTensor Y(out.detach(), name, true);
+  SavedTensor Y(out.detach(), name);  // f32: routers' probabilities, whose small differences pick experts
   attach_grad_fn(out, name, {x}, [=](const Tensor& g) {
     Tensor gc = contiguous_data(g), ys = Y.get();
     Tensor dx = Tensor::empty(ys.shape(), DType::F32, ys.device());

@@ -154,9 +154,10 @@ std::optional<Distillation> distillation(const TrainArgs& a, const TrainingData&
   int64_t cached = has_cache(a) ? 1 : 0;
   world().broadcast(&cached, 1, CommType::I64, 0);
   if (!cached) {
-    // The frozen teacher keeps its weights in bf16 when the student's GEMMs run in bf16: its
-    // products round them to bf16 anyway, and it then takes half the memory.
-    const DType teacher_weights = tc.precision == "bf16" ? DType::BF16 : DType::F32;
+    // An online teacher keeps its weights in bf16 when the student's GEMMs run in bf16: its
+    // products round them to bf16 anyway, and it then takes half the memory. (The top-K cache is
+    // written outside the training step, in f32, whatever the run's precision.)
+    const DType teacher_weights = tc.precision == "bf16" && a.teacher_topk == 0 ? DType::BF16 : DType::F32;
     if (!teacher && (a.teacher_topk == 0 || world().rank() == 0))
       teacher = std::make_shared<const Transformer>(load_model_dir(a.teacher, teacher_weights, Transformer::Experts::InMemory, device));
     if (a.teacher_topk == 0) {
@@ -366,10 +367,12 @@ void run_train(const TrainArgs& args) {
                                             : a.student_layers;
     a.student_layers = layers;
     initial = student_from_teacher(teacher_on_host, recipe.model, layers, a.teacher);
-    teacher = std::make_shared<const Transformer>(teacher_on_host.to(device));
     std::string list;
     for (int64_t l : layers) list += (list.empty() ? "" : ",") + std::to_string(l);
-    log_info("student initialised from " + a.teacher + " layers " + list + (teacher->config().num_local_experts > 0 ? " (experts merged)" : ""));
+    log_info("student initialised from " + a.teacher + " layers " + list + (teacher_on_host.config().num_local_experts > 0 ? " (experts merged)" : ""));
+    // On the CPU in f32 distillation uses this teacher as it is; elsewhere it is loaded again
+    // where needed, onto the device and in the run's precision (distillation()).
+    if (device.is_cpu() && recipe.train.precision != "bf16") teacher = std::make_shared<const Transformer>(teacher_on_host);
   }
   if (a.sft) {
     SMELT_CHECK(data.tokenizer, a.init, ": smelt sft needs a model with a tokenizer");
