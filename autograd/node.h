@@ -23,6 +23,13 @@ class SavedTensor {
   SavedTensor() = default;
   SavedTensor(const Tensor& t, const char* op, bool activation = false);
   Tensor get() const;
+  // get(), the saved handle given up: a backward that runs once can then reuse the memory when
+  // nothing else holds it (Tensor::is_sole_reference).
+  Tensor take() {
+    Tensor t = get();
+    tensor_ = Tensor();
+    return t;
+  }
   void reset() {
     tensor_ = Tensor();
     original_.reset();

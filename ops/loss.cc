@@ -42,10 +42,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   if (!needs_grad({&logits})) return out;
   SavedTensor L(lc, "cross_entropy");
   const Shape ls = logits.shape();
-  attach_grad_fn(out, "cross_entropy", {logits}, [=](const Tensor& g) {
+  attach_grad_fn(out, "cross_entropy", {logits}, [=](const Tensor& g) mutable {
     // When nothing else holds the logits (the usual training step), their gradient overwrites
     // them: the largest activation of a step is not allocated a second time.
-    Tensor lv = L.get();
+    Tensor lv = L.take();
     Tensor dl = lv.is_sole_reference() ? lv : Tensor::empty(ls, DType::F32, dev);
     op_table(dev, OpKind::CrossEntropyBackward, DType::F32).cross_entropy_backward(lv, tc, wc, ignore_index, lse, g, dl);
     return std::vector<Tensor>{dl};
