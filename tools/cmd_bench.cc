@@ -49,7 +49,7 @@ struct BenchArgs {
   bool map_experts = false;                               // decode: --map-experts
   int threads = 0;
   std::string simd;  // empty: the best target
-  std::string precision = "f32";
+  std::string precision;  // empty: gemm f32, train the device's default (bf16 on CUDA)
   std::string shape;  // gemm: one "MxNxK" instead of the peer's shapes
   std::string b_dtype = "f32";  // gemm: how B is stored (f32 or bf16)
   int64_t new_tokens = 128;      // decode
@@ -442,7 +442,9 @@ void bench_decode(const BenchArgs& a) {
   std::printf("%s\n", j.dump().c_str());
 }
 
-void run_bench(const BenchArgs& a) {
+void run_bench(const BenchArgs& given) {
+  BenchArgs a = given;
+  if (a.precision.empty()) a.precision = a.what == "train" ? default_precision(chosen_device(a.device)) : "f32";  // as smelt train would
   apply_threads(a.threads);
   if (!a.simd.empty()) cpu_restrict_simd(a.simd);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
@@ -470,7 +472,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--top-k", a->top_k, "moe: experts per token")->capture_default_str();
   cmd->add_option("--shape", a->shape, "gemm: one shape MxNxK instead of those of ../shared/bench/openblas_gemm.c");
   cmd->add_option("--b-dtype", a->b_dtype, "gemm: store B as f32 or bf16 (widened to f32 as it is read), or q8_0 / q4_0 / q4_k / q8_0x8 / q4_0x8 / q4_kx8 (rows interleaved by 8) (a quantised Bᵀ, as decoding reads weights; transB only)")->capture_default_str();
-  cmd->add_option("--precision", a->precision, "gemm, train: f32, or bf16 (GEMM operands rounded to bf16, products summed in f32: VDPBF16PS where the CPU has AVX512_BF16)")->capture_default_str();
+  cmd->add_option("--precision", a->precision,
+                  "gemm, train: f32, or bf16 (GEMM operands rounded to bf16, products summed in f32: VDPBF16PS where the CPU has AVX512_BF16); "
+                  "default f32, for train the device's default as smelt train (bf16 on CUDA)");
   cmd->add_option("--repeats", a->repeats, "Timed repetitions (best is reported)")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "train, decode: vocabulary")->capture_default_str();
   cmd->add_option("--layers", a->layers, "train, decode: layers")->capture_default_str();

@@ -269,7 +269,7 @@ Scores score(const Transformer& model, const std::map<std::string, TokenDataset>
     // Windows spread evenly over the split (its first ones may all be one document), 8 a batch.
     const int64_t batches = (n + 7) / 8;
     for (int64_t i = 0; i < batches; ++i) {
-      const Batch b = data.eval_batch(i, batches, 8, T);
+      const Batch b = batch_on(data.eval_batch(i, batches, 8, T), model.device());
       const Tensor logits = model.forward(b.ids);
       total += ops::cross_entropy(ops::reshape(logits, {-1, logits.size(-1)}), ops::reshape(b.targets, {-1})).item() * b.ids.numel();
       count += b.ids.numel();
@@ -445,7 +445,7 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
   for (size_t i = 0; i <= corpus.size(); ++i) md << "---|";
   md << "\n";
   for (const auto& [label, dir] : models) {
-    const Transformer m = load_model_dir(dir);
+    const Transformer m = load_model_dir(dir, DType::F32, Transformer::Experts::InMemory, Device::parse(p.device));  // scored where trained
     const bool moe = label == "MoE after MiX";
     const Scores s = score(m, val, T, a.eval_windows, moe ? &routing : nullptr);
     double mixed = 0;
