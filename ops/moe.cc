@@ -122,9 +122,12 @@ Tensor moe_ffn(const Tensor& x, const Tensor& gate, const Tensor& up, const Tens
   // Weight gradients only where asked for: bf16 experts (inference) pass gradients to x without one.
   const bool need_gate = gate.requires_grad(), need_up = up.requires_grad(), need_down = down.requires_grad();
   SavedTensor X(xc, "moe_ffn", is_activation(x)), G(gc, "moe_ffn"), U(uc, "moe_ffn"), D(dc, "moe_ffn"), W(wc, "moe_ffn");
+  // The experts' own activations: bf16 copies under mixed precision on a device, like the others.
+  SavedTensor Hs(h, "moe_ffn", true), Us(u, "moe_ffn", true), As(act, "moe_ffn", true), Ys(ys, "moe_ffn", true);
   attach_grad_fn(out, "moe_ffn", {x, gate, up, down, weight}, [=](const Tensor& grad) {
     PhaseClock clock;
     Tensor gr = contiguous_data(grad), xv = X.get(), gv = G.get(), uv = U.get(), dv = D.get(), wv = W.get();
+    const Tensor h = Hs.get(), u = Us.get(), act = As.get(), ys = Ys.get();
     Tensor dgate = need_gate ? Tensor::empty({E, F, C}, DType::F32, dev) : Tensor(), dup = need_up ? Tensor::empty({E, F, C}, DType::F32, dev) : Tensor();
     Tensor ddown = need_down ? Tensor::empty({E, C, F}, DType::F32, dev) : Tensor();
     Tensor dx = Tensor::empty({N, C}, DType::F32, dev), dweight = Tensor::empty({S}, DType::F32, dev);
