@@ -45,6 +45,19 @@ __device__ inline float warp_max(float v) {
   return v;
 }
 
+// The first key any of the block's query rows (kWarps from row0) may see, rounded down to a tile:
+// with packed documents the keys before it are skipped whole.
+__device__ int64_t first_key_tile(const Dims& d, int64_t b, int64_t row0) {
+  __shared__ int64_t first;
+  if (threadIdx.x == 0) {
+    int64_t f = -1;
+    for (int w = 0; w < kWarps && row0 + w < d.Tq; ++w) f = f < 0 ? d.first(b, row0 + w) : smaller(f, d.first(b, row0 + w));
+    first = f < 0 ? 0 : f / kTile * kTile;
+  }
+  __syncthreads();
+  return first;
+}
+
 // Rows [r0, r0 + 32) of one head of a [B, T, H, D] tensor (rows `stride` apart) into a shared
 // tile with rows D + 1 apart (a lane reading its own row then hits its own bank); zeros past T.
 __device__ void load_tile(float* tile, const float* src, int64_t stride, int64_t r0, int64_t T, int64_t D) {
@@ -73,9 +86,9 @@ __global__ void attention_forward_kernel(const float* q, const float* k, const f
   const float* kh = k + b * d.Tk * ks + g * D;
   const float* vh = v + b * d.Tk * ks + g * D;
   const int64_t last_row = smaller(d.Tq, (blockIdx.x + 1) * kWarps) - 1;
-  const int64_t keys = d.visible(last_row);
+  const int64_t keys = d.visible(last_row), key_begin = first_key_tile(d, b, blockIdx.x * kWarps);
   float m = -INFINITY, l = 0.0f, acc[kSlices] = {};
-  for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
+  for (int64_t j0 = key_begin; j0 < keys; j0 += kTile) {
     __syncthreads();  // the previous tile is no longer read
     load_tile(kt, kh, ks, j0, d.Tk, D);
     load_tile(vt, vh, ks, j0, d.Tk, D);
@@ -121,12 +134,12 @@ __global__ void attention_dq_kernel(const float* q, const float* k, const float*
   const float L = i < d.Tq ? lse[(b * d.Hq + h) * d.Tq + i] : 0.0f;
   const float* kh = k + b * d.Tk * ks + g * D;
   const float* vh = v + b * d.Tk * ks + g * D;
-  const int64_t keys = d.visible(smaller(d.Tq, (blockIdx.x + 1) * kWarps) - 1);
+  const int64_t keys = d.visible(smaller(d.Tq, (blockIdx.x + 1) * kWarps) - 1), key_begin = first_key_tile(d, b, blockIdx.x * kWarps);
   float partial = 0.0f;
   for (int pass = 0; pass < 2; ++pass) {
     const float D_i = pass == 0 ? 0.0f : warp_sum(partial);
     float acc[kSlices] = {};
-    for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
+    for (int64_t j0 = key_begin; j0 < keys; j0 += kTile) {
       __syncthreads();
       load_tile(kt, kh, ks, j0, d.Tk, D);
       load_tile(vt, vh, ks, j0, d.Tk, D);
