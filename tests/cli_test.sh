@@ -74,6 +74,7 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     expect_error no-gpu "cuda:0" -- "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/x" --device cuda
   fi
   expect_error bad-device "unknown device 'gpu'" -- "$SMELT" eval --model "$work/m" --data "$work/text.txt" --device gpu
+  expect_error quantised-on-device "--weights q8_0|CPU's kernels|sim:0" -- "$SMELT" eval --model "$work/m" --data "$work/text.txt" --weights q8_0 --device sim
   # Resume: 20 steps straight vs. a run killed (SIGKILL) after its step-10 checkpoint and resumed:
   # bit-identical weights and losses.
   "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/straight" --steps 20 >/dev/null 2>&1

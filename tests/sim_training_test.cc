@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "ops/ops.h"
 #include "optim/trainer.h"
 #include "ops/precision.h"
 #include "autograd/node.h"
@@ -136,6 +137,19 @@ TEST(SimTraining, Bf16KeepsSavedActivationsInHalfTheMemory) {
   }
   EXPECT_LT(std::sqrt(diff / norm), 2e-2);
   EXPECT_GT(std::sqrt(diff / norm), 0.0) << "bf16 changed nothing: the GEMMs or the saved activations were not rounded";
+}
+
+// A bf16 copy is a snapshot, but writing in place to the values it was taken from is still the
+// user error it is in f32: backward refuses, naming the op.
+TEST(SimTraining, Bf16SavedActivationsStillCatchInPlaceWrites) {
+  const Device sim = testing::sim_device();
+  const SavedActivationsInBf16 saved(true);
+  Philox rng(3);
+  const Tensor w = Tensor::randn({64, 64}, rng, 0.0f, 0.1f, sim).set_requires_grad(true);
+  const Tensor x = ops::mul(Tensor::randn({128, 64}, rng, 0.0f, 1.0f, sim), 2.0f);  // an activation
+  const Tensor y = ops::matmul(x, w);
+  x.fill_(1.0f);  // after matmul saved it
+  testing::expect_error_mentions([&] { ops::sum(y).backward(); }, {"matmul", "modified in place"});
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ void add_map_experts_option(CLI::App& cmd, bool& map_experts) {
 
 Transformer load_inference_model(const std::string& model, const std::string& weights, bool map_experts, Device device) {
   SMELT_CHECK(device.is_cpu() || !map_experts, "--map-experts keeps experts in the mapped file on the host; it needs --device cpu");
+  SMELT_CHECK(device.is_cpu() || !is_quantized(weights_dtype(weights)), "--weights ", weights,
+              ": quantised weights run on the CPU's kernels only; with --device ", device.str(), " use f32 or bf16");
   if (!device.is_cpu()) return load_model_dir(model, weights_dtype(weights), Transformer::Experts::InMemory, device);
   Transformer m = load_model_dir(model, weights_dtype(weights), map_experts ? Transformer::Experts::Mapped : Transformer::Experts::InMemory);
   m.interleave_rows();  // decoding's layout for q4_0 and q8_0 matrices (q4_k's fallback ones too)
