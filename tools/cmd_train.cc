@@ -329,6 +329,153 @@ void write_trained_model(const TrainArgs& a, const Recipe& recipe, const Trainin
   }
 }
 
+namespace {
+
+// The run's data: token shards or text (encoded with the starting model's tokenizer when it has
+// one). A model imported with its own chat template (ChatML) keeps its tokenizer_config.json.
+TrainingData load_run_data(const TrainArgs& a, const Recipe& recipe, const std::string& model_dir) {
+  const std::optional<BpeTokenizer> tokenizer = model_dir.empty() ? std::nullopt : model_tokenizer(model_dir);
+  TrainingData data = load_training_data(a.data, a.val, a.val_fraction, recipe.train.seq_len, tokenizer,
+                                         model_dir.empty() ? a.config : model_dir);
+  if (!model_dir.empty()) {
+    const std::map<std::string, std::string> carried = carried_model_files(model_dir);
+    if (carried.count("tokenizer_config.json")) data.tokenizer_files["tokenizer_config.json"] = carried.at("tokenizer_config.json");
+  }
+  SMELT_CHECK(recipe.model.vocab_size >= data.train.vocab_size(), model_dir.empty() ? a.config : model_dir, ": model.vocab_size ",
+              recipe.model.vocab_size, " is smaller than the ", data.train.vocab_size(), " token ids of ", a.data);
+  return data;
+}
+
+// --student-init teacher: the student's layers copied from the teacher's (evenly spaced unless
+// --student-layers names them, which `a` then records). Returns the teacher itself when
+// distillation can use it as loaded: on the CPU in f32; elsewhere distillation() loads it again,
+// onto the device and in the run's precision.
+std::shared_ptr<const Transformer> init_student_from_teacher(TrainArgs& a, const Recipe& recipe, const Device& device,
+                                                             std::optional<Transformer>& initial) {
+  SMELT_CHECK(a.init.empty(), "--student and --student-init teacher exclude each other");
+  SMELT_CHECK(recipe.has_model, a.config, ": --student-init teacher needs the student's \"model\" section");
+  const Transformer teacher_on_host = load_model_dir(a.teacher);  // the student's layers are copied on the host
+  const std::vector<int64_t> layers = a.student_layers.empty()
+                                          ? evenly_spaced_layers(teacher_on_host.config().num_hidden_layers, recipe.model.num_hidden_layers)
+                                          : a.student_layers;
+  a.student_layers = layers;
+  initial = student_from_teacher(teacher_on_host, recipe.model, layers, a.teacher);
+  std::string list;
+  for (int64_t l : layers) list += (list.empty() ? "" : ",") + std::to_string(l);
+  log_info("student initialised from " + a.teacher + " layers " + list + (teacher_on_host.config().num_local_experts > 0 ? " (experts merged)" : ""));
+  if (device.is_cpu() && recipe.train.precision != "bf16") return std::make_shared<const Transformer>(teacher_on_host);
+  return nullptr;
+}
+
+// smelt sft: the loss on assistant turns only, and conversations separated by end-of-text.
+void prepare_conversations(const TrainArgs& a, TrainingData& data) {
+  SMELT_CHECK(data.tokenizer, a.init, ": smelt sft needs a model with a tokenizer");
+  const int32_t end_of_text = end_of_text_id(*data.tokenizer, a.init);
+  SMELT_CHECK(data.train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
+  data.train.set_document_separator(end_of_text);
+  data.val.set_document_separator(end_of_text);
+}
+
+// Replay: pretraining text mixed into instruct tuning, in every micro-batch's last `rows` rows.
+struct Replay {
+  std::optional<TokenDataset> text;
+  int64_t rows = 0;
+};
+
+Replay load_replay(const TrainArgs& a, const Recipe& recipe, const TrainingData& data, const std::string& model_dir) {
+  Replay r;
+  if (a.replay.empty()) return r;
+  SMELT_CHECK(a.sft, "--replay mixes pretraining text into instruct tuning: it is an option of smelt sft");
+  SMELT_CHECK(a.replay_fraction > 0 && a.replay_fraction < 1, "--replay-fraction must be in (0, 1), got ", a.replay_fraction);
+  r.rows = std::max<int64_t>(1, std::llround(static_cast<double>(recipe.train.batch_size) * a.replay_fraction));
+  r.text = load_training_data(a.replay, "", 0, recipe.train.seq_len, data.tokenizer, model_dir).train;
+  log_info("replay: " + std::to_string(r.rows) + " rows of " + a.replay + " (" + std::to_string(r.text->size()) + " tokens) beside every " +
+           std::to_string(recipe.train.batch_size) + " conversations, " + std::to_string(a.replay_fraction) + " of the loss");
+  return r;
+}
+
+// One line on the model and where it computes, one on the data.
+void log_run_setup(const TrainArgs& a, const Recipe& recipe, bool from_init, const Device& device, const TrainingData& data) {
+  const Communicator& job = world();
+  log_info(std::string(from_init ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
+           " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
+           " threads" + (device.is_cpu() ? "" : " (computing on " + device.str() + ")") +
+           (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
+           (recipe.train.precision == "bf16" ? std::string(", bf16 GEMMs (") + (cpu_has_bf16_dot() ? "VDPBF16PS" : "rounded operands, f32 arithmetic: no AVX512_BF16 here") + ")" : ""));
+  const std::string unit = data.tokenizer ? " tokens" : " bytes";
+  log_info("data: " + std::to_string(data.train.size()) + " training" + unit +
+           (data.val.size() > 0 ? ", " + std::to_string(data.val.size()) + " validation" + unit : "") +
+           (data.train.masked() ? " (loss on assistant turns only)" : ""));
+}
+
+// Everything a step needs besides the model's own tensors, and a checkpoint besides the step's
+// metrics.
+struct RunState {
+  Trainer& trainer;
+  const NamedTensors& extra;  // distillation's hidden-state projection, trained beside the model
+  Philox data_rng;
+  std::ostringstream metrics;  // metrics.jsonl so far
+  json recipe_json;
+};
+
+// Puts a checkpoint's optimizer state, data position, jitter streams and metrics back; returns
+// the step to continue from.
+int64_t resume_run(const TrainArgs& a, const TrainerState& resumed, int64_t steps, Transformer& model, RunState& run) {
+  SMELT_CHECK(resumed.step < steps, a.resume, ": the checkpoint is at step ", resumed.step, ", the run has ", steps,
+              " steps; nothing to resume (raise --steps to go further)");
+  load_optimizer_state(a.resume, model, run.trainer.optimizer(), run.extra);
+  restore_jitter_streams(model, resumed);
+  run.data_rng = Philox(resumed.data_seed, resumed.data_offset);
+  run.trainer.set_tokens(resumed.tokens);
+  run.trainer.set_prior_seconds(resumed.elapsed_seconds);
+  run.metrics << resumed.metrics_jsonl;
+  log_info("resuming " + a.resume + " at step " + std::to_string(resumed.step));
+  return resumed.step;
+}
+
+// Writes OUT.checkpoints/step-N and keeps the newest --keep-checkpoints; returns its path. Every
+// rank takes the optimizer's state and the model with all experts (collectives when ZeRO-1 or
+// expert parallelism shard them); rank 0 writes.
+std::string save_run_checkpoint(const TrainArgs& a, const StepMetrics& m, const Transformer& model, const RunState& run,
+                                const TrainingData& data) {
+  TrainerState st;
+  st.step = m.step;
+  st.tokens = m.tokens;
+  st.elapsed_seconds = m.elapsed_seconds;
+  st.data_seed = run.data_rng.seed();
+  st.data_offset = run.data_rng.offset();
+  for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
+  st.metrics_jsonl = run.metrics.str();
+  st.recipe_json = run.recipe_json.dump(2) + "\n";
+  st.extra_files = data.tokenizer_files;
+  st.world_size = world().size();
+  const std::string dir = checkpoint_dir(a.out, m.step);
+  const OptimizerState optimizer_state =
+      with_all_experts(run.trainer.optimizer().state(optimizer_parameter_names(model, run.extra)), model);
+  const Transformer whole = with_all_experts(model);
+  if (world().rank() == 0) {
+    save_training_checkpoint(dir, whole, optimizer_state, st, run.extra);
+    prune_checkpoints(a.out, a.keep_checkpoints);
+  }
+  return dir;
+}
+
+// The training batches: random rows, whole windows when distilling (so that a cached teacher's
+// predictions line up), or conversations with replayed text after them.
+std::function<Batch(int64_t, int64_t)> training_batches(const TrainArgs& a, const TrainConfig& tc, const TrainingData& data,
+                                                        const Replay& replay, bool distilling, Philox& rng, const Device& device) {
+  return [&a, &tc, &data, &replay, distilling, &rng, device](int64_t, int64_t) {
+    if (replay.text)
+      return with_replay(batch_on(data.train.random_batch(tc.batch_size, tc.seq_len, rng), device),
+                         batch_on(replay.text->random_batch(replay.rows, tc.seq_len, rng), device), a.replay_fraction);
+    return batch_on(distilling || a.whole_windows ? data.train.random_window_batch(tc.batch_size, tc.seq_len, rng)
+                                                  : data.train.random_batch(tc.batch_size, tc.seq_len, rng),
+                    device);
+  };
+}
+
+}  // namespace
+
 void run_train(const TrainArgs& args) {
   TrainArgs a = args;
   apply_threads(a.threads);
@@ -338,146 +485,47 @@ void run_train(const TrainArgs& args) {
   // A launch that cannot share the global batch is refused before the data is read.
   const Communicator& job = world();
   check_parallel_launch(recipe.train, recipe.model, job.size());
-  const std::optional<TrainerState>& resumed = start.resumed;
-  std::optional<Transformer>& initial = start.initial;
 
-  // Data: token shards or text (encoded with the starting model's tokenizer when it has one).
   const std::string model_dir = a.resume.empty() ? a.init : a.resume;
-  const std::optional<BpeTokenizer> tokenizer = model_dir.empty() ? std::nullopt : model_tokenizer(model_dir);
-  TrainingData data = load_training_data(a.data, a.val, a.val_fraction, recipe.train.seq_len, tokenizer,
-                                         model_dir.empty() ? a.config : model_dir);
-  // A model imported with its own chat template (ChatML) keeps its tokenizer_config.json.
-  if (!model_dir.empty()) {
-    const std::map<std::string, std::string> carried = carried_model_files(model_dir);
-    if (carried.count("tokenizer_config.json")) data.tokenizer_files["tokenizer_config.json"] = carried.at("tokenizer_config.json");
-  }
-  TokenDataset& train = data.train;
-  TokenDataset& val = data.val;
-  SMELT_CHECK(recipe.model.vocab_size >= train.vocab_size(), model_dir.empty() ? a.config : model_dir, ": model.vocab_size ",
-              recipe.model.vocab_size, " is smaller than the ", train.vocab_size(), " token ids of ", a.data);
-  const bool has_val = val.size() > 0;
+  TrainingData data = load_run_data(a, recipe, model_dir);
   check_distillation(a, data, recipe.model);
   std::shared_ptr<const Transformer> teacher;
-  if (init_from_teacher(a) && !initial) {
-    SMELT_CHECK(a.init.empty(), "--student and --student-init teacher exclude each other");
-    SMELT_CHECK(recipe.has_model, a.config, ": --student-init teacher needs the student's \"model\" section");
-    const Transformer teacher_on_host = load_model_dir(a.teacher);  // the student's layers are copied on the host
-    const std::vector<int64_t> layers = a.student_layers.empty()
-                                            ? evenly_spaced_layers(teacher_on_host.config().num_hidden_layers, recipe.model.num_hidden_layers)
-                                            : a.student_layers;
-    a.student_layers = layers;
-    initial = student_from_teacher(teacher_on_host, recipe.model, layers, a.teacher);
-    std::string list;
-    for (int64_t l : layers) list += (list.empty() ? "" : ",") + std::to_string(l);
-    log_info("student initialised from " + a.teacher + " layers " + list + (teacher_on_host.config().num_local_experts > 0 ? " (experts merged)" : ""));
-    // On the CPU in f32 distillation uses this teacher as it is; elsewhere it is loaded again
-    // where needed, onto the device and in the run's precision (distillation()).
-    if (device.is_cpu() && recipe.train.precision != "bf16") teacher = std::make_shared<const Transformer>(teacher_on_host);
-  }
-  if (a.sft) {
-    SMELT_CHECK(data.tokenizer, a.init, ": smelt sft needs a model with a tokenizer");
-    const int32_t end_of_text = end_of_text_id(*data.tokenizer, a.init);
-    SMELT_CHECK(train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
-    train.set_document_separator(end_of_text);
-    val.set_document_separator(end_of_text);
-  }
+  if (init_from_teacher(a) && !start.initial) teacher = init_student_from_teacher(a, recipe, device, start.initial);
+  if (a.sft) prepare_conversations(a, data);
+  const Replay replay = load_replay(a, recipe, data, model_dir);
 
-  // Replay: pretraining text mixed into instruct tuning, in every micro-batch's last rows.
-  std::optional<TokenDataset> replay;
-  int64_t replay_rows = 0;
-  if (!a.replay.empty()) {
-    SMELT_CHECK(a.sft, "--replay mixes pretraining text into instruct tuning: it is an option of smelt sft");
-    SMELT_CHECK(a.replay_fraction > 0 && a.replay_fraction < 1, "--replay-fraction must be in (0, 1), got ", a.replay_fraction);
-    replay_rows = std::max<int64_t>(1, std::llround(static_cast<double>(recipe.train.batch_size) * a.replay_fraction));
-    replay = load_training_data(a.replay, "", 0, recipe.train.seq_len, data.tokenizer, model_dir).train;
-    log_info("replay: " + std::to_string(replay_rows) + " rows of " + a.replay + " (" + std::to_string(replay->size()) + " tokens) beside every " +
-             std::to_string(recipe.train.batch_size) + " conversations, " + std::to_string(a.replay_fraction) + " of the loss");
-  }
-
-  Transformer model = (initial ? *initial : Transformer::create(recipe.model, recipe.train.seed)).to(device);
+  Transformer model = (start.initial ? *start.initial : Transformer::create(recipe.model, recipe.train.seed)).to(device);
   if (recipe.train.precision.empty()) recipe.train.precision = default_precision(device);  // recorded, so a resumed run keeps it
-  log_info(std::string(initial && !a.init.empty() ? "model from " + a.init + ": " : "model: ") + std::to_string(recipe.model.parameter_count()) +
-           " parameters (" + std::to_string(recipe.model.active_parameter_count()) + " active per token), " + std::to_string(num_threads()) +
-           " threads" + (device.is_cpu() ? "" : " (computing on " + device.str() + ")") + (job.size() > 1 ? " × " + std::to_string(job.size()) + " ranks (" + job.backend() + ")" : "") + ", SIMD " + cpu_simd_target() +
-           (recipe.train.precision == "bf16" ? std::string(", bf16 GEMMs (") + (cpu_has_bf16_dot() ? "VDPBF16PS" : "rounded operands, f32 arithmetic: no AVX512_BF16 here") + ")" : ""));
-  const std::string unit = data.tokenizer ? " tokens" : " bytes";
-  log_info("data: " + std::to_string(train.size()) + " training" + unit + (has_val ? ", " + std::to_string(val.size()) + " validation" + unit : "") +
-           (train.masked() ? " (loss on assistant turns only)" : ""));
-
+  log_run_setup(a, recipe, start.initial && !a.init.empty(), device, data);
   if (!recipe.train.freeze.empty()) {
     const int64_t frozen = model.freeze(recipe.train.freeze);
-    log_info("frozen: " + std::to_string(frozen) + " parameter tensors; training " +
-             std::to_string(model.trainable_parameters().size()));
+    log_info("frozen: " + std::to_string(frozen) + " parameter tensors; training " + std::to_string(model.trainable_parameters().size()));
   }
   const std::optional<Distillation> distill = distillation(a, data, recipe.train, recipe.model, teacher, device);
   const NamedTensors extra = distill ? distill->hidden.parameters() : NamedTensors{};
-  if (resumed) load_extra_parameters(a.resume, extra);
+  if (start.resumed) load_extra_parameters(a.resume, extra);
   Trainer trainer(model, recipe.train, extra);
   if (distill) trainer.set_loss(distill->loss);
-  Philox data_rng(recipe.train.seed ^ 0x5eedda7aULL);
   const TrainConfig& tc = recipe.train;
-  json recipe_json = {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}};
-  if (replay) recipe_json["replay"] = {{"data", a.replay}, {"fraction", a.replay_fraction}, {"rows", replay_rows}};
-  if (distill) recipe_json["distill"] = distill_settings(a);
-  std::ostringstream metrics;
-  int64_t first_step = 0;
-  if (resumed) {
-    SMELT_CHECK(resumed->step < tc.steps, a.resume, ": the checkpoint is at step ", resumed->step, ", the run has ", tc.steps,
-                " steps; nothing to resume (raise --steps to go further)");
-    load_optimizer_state(a.resume, model, trainer.optimizer(), extra);
-    restore_jitter_streams(model, *resumed);
-    data_rng = Philox(resumed->data_seed, resumed->data_offset);
-    trainer.set_tokens(resumed->tokens);
-    trainer.set_prior_seconds(resumed->elapsed_seconds);
-    metrics << resumed->metrics_jsonl;
-    first_step = resumed->step;
-    log_info("resuming " + a.resume + " at step " + std::to_string(first_step));
-  }
+  RunState run{trainer, extra, Philox(tc.seed ^ 0x5eedda7aULL), {}, {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}}};
+  if (replay.text) run.recipe_json["replay"] = {{"data", a.replay}, {"fraction", a.replay_fraction}, {"rows", replay.rows}};
+  if (distill) run.recipe_json["distill"] = distill_settings(a);
+  const int64_t first_step = start.resumed ? resume_run(a, *start.resumed, tc.steps, model, run) : 0;
   const int64_t last_step = a.stop_after > 0 ? std::min(a.stop_after, tc.steps) : tc.steps;
   SMELT_CHECK(last_step > first_step, "--stop-after ", a.stop_after, " is not past the checkpoint's step ", first_step);
-  auto save_checkpoint = [&](const StepMetrics& m) {
-    TrainerState st;
-    st.step = m.step;
-    st.tokens = m.tokens;
-    st.elapsed_seconds = m.elapsed_seconds;
-    st.data_seed = data_rng.seed();
-    st.data_offset = data_rng.offset();
-    for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
-    st.metrics_jsonl = metrics.str();
-    st.recipe_json = recipe_json.dump(2) + "\n";
-    st.extra_files = data.tokenizer_files;
-    st.world_size = job.size();
-    const std::string dir = checkpoint_dir(a.out, m.step);
-    // Every rank takes the optimizer's state and the model with all experts (collectives when
-    // ZeRO-1 or expert parallelism shard them); one writes.
-    const OptimizerState optimizer_state =
-        with_all_experts(trainer.optimizer().state(optimizer_parameter_names(model, extra)), model);
-    const Transformer whole = with_all_experts(model);
-    if (job.rank() == 0) {
-      save_training_checkpoint(dir, whole, optimizer_state, st, extra);
-      prune_checkpoints(a.out, a.keep_checkpoints);
-    }
-    return dir;
-  };
+
   ProgressBar bar("train", last_step - first_step, "steps");
   double last_val = -1;
   std::string last_checkpoint;
+  const bool has_val = data.val.size() > 0;
   trainer.run(
-      // Distillation reads whole windows, so that a cached teacher's predictions line up.
-      [&](int64_t, int64_t) {
-        if (replay)
-          return with_replay(batch_on(train.random_batch(tc.batch_size, tc.seq_len, data_rng), device),
-                             batch_on(replay->random_batch(replay_rows, tc.seq_len, data_rng), device), a.replay_fraction);
-        return batch_on(distill || a.whole_windows ? train.random_window_batch(tc.batch_size, tc.seq_len, data_rng)
-                                                   : train.random_batch(tc.batch_size, tc.seq_len, data_rng),
-                        device);
-      },
+      training_batches(a, tc, data, replay, distill.has_value(), run.data_rng, device),
       has_val ? std::function<Batch(int64_t)>(
-                    [&](int64_t i) { return batch_on(val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len), device); })
+                    [&](int64_t i) { return batch_on(data.val.eval_batch(i, tc.eval_batches, tc.batch_size, tc.seq_len), device); })
               : std::function<Batch(int64_t)>(),
       [&](const StepMetrics& m) {
         json j = metrics_json(m);
-        metrics << j.dump() << "\n";
+        run.metrics << j.dump() << "\n";
         if (a.json) std::printf("%s\n", j.dump().c_str());
         if (m.has_val) last_val = m.val_loss;
         char suffix[160];
@@ -485,7 +533,8 @@ void run_train(const TrainArgs& args) {
                       last_val >= 0 ? (" val " + std::to_string(last_val).substr(0, 6)).c_str() : "", m.tokens_per_second);
         bar.update(m.step - first_step, suffix);
         const bool stopping = m.step == last_step && last_step < tc.steps;
-        if ((a.save_every > 0 && m.step % a.save_every == 0 && m.step < tc.steps) || stopping) last_checkpoint = save_checkpoint(m);
+        if ((a.save_every > 0 && m.step % a.save_every == 0 && m.step < tc.steps) || stopping)
+          last_checkpoint = save_run_checkpoint(a, m, model, run, data);
       },
       first_step, last_step);
   bar.finish();
@@ -500,7 +549,7 @@ void run_train(const TrainArgs& args) {
   const double mine = peak_rss_mib();
   world().all_gather(&mine, 1, peak_rss.data(), CommType::F64);
   const Transformer whole = with_all_experts(model);  // a collective under expert parallelism
-  if (job.rank() == 0) write_trained_model(a, recipe, data, whole, metrics.str(), recipe_json, model_dir, peak_rss);
+  if (job.rank() == 0) write_trained_model(a, recipe, data, whole, run.metrics.str(), run.recipe_json, model_dir, peak_rss);
 }
 
 namespace {
