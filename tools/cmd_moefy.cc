@@ -103,11 +103,11 @@ std::pair<double, double> score(const Transformer& model, const TokenDataset& va
   return {loss / static_cast<double>(tokens), active / static_cast<double>(tokens)};
 }
 
-void run_moefy(MoefyArgs a) {
-  apply_threads(a.threads);
+// Refuses inconsistent options before any weights or data are read.
+void check_moefy_args(MoefyArgs& a) {
   a.options.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(a.tokens > 0 && a.seq_len > 0, "--tokens and --seq-len must be positive");
-  a.options.validate(read_model_dir_config(a.model), a.model);  // before loading weights or data
+  a.options.validate(read_model_dir_config(a.model), a.model);
   const bool needs_data = a.options.split == "coact" || a.options.shared_neurons > 0;
   SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");
   a.fit.seed = static_cast<uint64_t>(a.seed);
@@ -116,9 +116,122 @@ void run_moefy(MoefyArgs a) {
   SMELT_CHECK(a.budget >= 0, "--budget must be ≥ 0, got ", a.budget);
   SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
               ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");
+}
+
+// Exactness: with every expert active the MoE reproduces the dense logits on `ids` (the
+// calibration batch, or a fixed one without --data). Returns the largest |Δ logit|.
+double max_logit_diff_all_experts(const Transformer& dense, const Transformer& moe, int64_t experts, Tensor ids, int64_t T) {
+  if (!ids.defined()) {
+    std::vector<int64_t> fixed(T);
+    for (int64_t i = 0; i < T; ++i) fixed[i] = (i * 31 + 7) % dense.config().vocab_size;
+    ids = Tensor::from_ints(fixed, {1, T}, DType::I64, dense.device());
+  }
+  NoGradGuard no_grad;
+  Transformer all = moe;
+  all.set_routing_policy(RoutingPolicy::top_k(experts));
+  const std::vector<float> want = dense.forward(ids).to_vector(), got = all.forward(ids).to_vector();
+  double max_diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
+  return max_diff;
+}
+
+// Stage 2 for one layer: the cheapest routing policy within --budget, chosen on every 10th
+// calibration token. Its choice goes into the layer's record.
+std::string choose_policy(MoEBlock& block, const Tensor& inputs, const Tensor& outputs, double budget, size_t layer, json& entry) {
+  std::vector<int64_t> every;
+  for (int64_t n = 0; n < inputs.size(0); n += 10) every.push_back(n);
+  const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())}, DType::I64, inputs.device());
+  const PolicyChoice p = choose_layer_policy(block, ops::index_select(inputs, 0, sel), ops::index_select(outputs, 0, sel), budget,
+                                             static_cast<int64_t>(layer));
+  entry["policy"] = p.policy.spec();
+  entry["policy_error"] = p.error;
+  entry["policy_mean_experts"] = p.mean_active;
+  entry["policy_within_budget"] = p.within_budget;
+  log_info("layer " + std::to_string(layer) + ": " + p.policy.str() + " (" + std::to_string(p.mean_active) + " experts per token, error " +
+           std::to_string(p.error) + ")");
+  return p.policy.spec();
+}
+
+struct LayerFits {
+  json record = json::array();        // per layer: errors before and after, the chosen policy
+  std::vector<std::string> policies;  // per layer, with --budget
+  int64_t calibration_tokens = 0;
+};
+
+// Stage 1's recovery, layer by layer: each router initialised from its experts' output norms,
+// then the layer fitted on its own to its dense FFN under top-k routing (--fit-steps 0 stops
+// after the router); with --budget, stage 2's policy. Calibration activations are taken a group
+// of layers at a time, as many as --tokens allow in memory.
+LayerFits fit_layers(const MoefyArgs& a, const Transformer& dense, Transformer& moe, const TokenDataset& data, int64_t T) {
+  LayerFits out;
+  const size_t group = calibration_group(dense, a.tokens);
+  Calibration calibration;  // of the current group of layers
+  size_t group_first = 0;
+  for (size_t l = 0; l < moe.num_layers(); ++l) {
+    if (l % group == 0) {
+      group_first = l;
+      calibration = calibrate(dense, data, a.tokens, T, l, std::min(l + group, moe.num_layers()), true);
+    }
+    const Tensor& inputs = calibration.inputs[l - group_first];
+    const Tensor& outputs = calibration.outputs[l - group_first];
+    out.calibration_tokens = inputs.size(0);
+    MoEBlock& block = *moe.layer(l).moe;
+    fit_router_to_expert_norms(block, inputs);
+    const LayerFit f = fit_moe_layer(block, inputs, outputs, moe.routing_policies()[l], a.fit);
+    log_info("layer " + std::to_string(l) + ": relative error under top-" + std::to_string(a.options.top_k) + " " +
+             std::to_string(f.error_before) + " → " + std::to_string(f.error_after) + " (" + std::to_string(out.calibration_tokens) + " tokens)");
+    json entry = {{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}};
+    if (a.budget > 0) out.policies.push_back(choose_policy(block, inputs, outputs, a.budget, l, entry));
+    out.record.push_back(entry);
+  }
+  return out;
+}
+
+// --sweep: perplexity against the share of the FFN run, for every top-k and the chosen per-layer
+// policy, on held-out text (--val, else the val split of a prepared --data: a text file's "val"
+// would be the calibration text). Adds sweep.json and sweep.svg to `files`.
+json routing_sweep(const MoefyArgs& a, const Transformer& dense, const Transformer& moe, bool has_policy, int64_t T,
+                   std::map<std::string, std::string>& files) {
+  SMELT_CHECK(!a.val.empty() || is_prepared_data(a.data), "--sweep with a text --data needs --val (held-out text to score)");
+  const TokenDataset val = load_eval_data(a.val.empty() ? a.data : a.val, "val", T, model_tokenizer(a.model), a.model);
+  const int64_t windows = std::min(a.sweep_windows, val.windows(T));
+  const int64_t dense_ffn = dense.config().intermediate_size;
+  const double dense_loss = score(dense, val, windows, T, 1).first;
+  PlotSeries topk{"top-k", {}, {}}, chosen{"per-layer policy", {}, {}}, reference{"dense", {1.0}, {std::exp(dense_loss)}};
+  if (!a.json) {
+    std::printf("%-28s %10s %12s\n", "routing", "FFN share", "perplexity");
+    std::printf("%-28s %10.3f %12.2f\n", "dense", 1.0, std::exp(dense_loss));
+  }
+  json sweep = json::array();
+  sweep.push_back({{"routing", "dense"}, {"ffn_share", 1.0}, {"perplexity", std::exp(dense_loss)}});
+  for (int64_t k = 1; k <= a.options.experts + (has_policy ? 1 : 0); ++k) {
+    Transformer m = moe;
+    std::string name = "per-layer (--budget)";
+    if (k <= a.options.experts) {
+      m.set_routing_policy(RoutingPolicy::top_k(k));
+      name = "top-k:" + std::to_string(k);
+    }
+    const auto [loss, share] = score(m, val, windows, T, dense_ffn);
+    if (!a.json) std::printf("%-28s %10.3f %12.2f\n", name.c_str(), share, std::exp(loss));
+    sweep.push_back({{"routing", name}, {"ffn_share", share}, {"perplexity", std::exp(loss)}});
+    PlotSeries& s = k <= a.options.experts ? topk : chosen;
+    s.x.push_back(share);
+    s.y.push_back(std::exp(loss));
+  }
+  std::vector<PlotSeries> series = {topk, reference};
+  if (!chosen.x.empty()) series.push_back(chosen);
+  files["sweep.json"] = sweep.dump(2) + "\n";
+  files["sweep.svg"] = svg_line_chart(series, "Perplexity against the share of the FFN each token runs", "FFN share per token",
+                                      "validation perplexity");
+  return sweep;
+}
+
+void run_moefy(MoefyArgs a) {
+  apply_threads(a.threads);
+  check_moefy_args(a);
   const Transformer dense = load_model_dir(a.model, DType::F32, Transformer::Experts::InMemory, chosen_device(a.device));  // calibration and fits run there
   const int64_t T = std::min(a.seq_len, dense.config().max_position_embeddings);
-  std::vector<Tensor> calib;
+  std::vector<Tensor> calib;  // the layers' FFN inputs, for co-activation groups and shared neurons
   Tensor check_ids;
   std::optional<TokenDataset> data;
   if (!a.data.empty()) {
@@ -130,115 +243,29 @@ void run_moefy(MoefyArgs a) {
   std::vector<std::vector<std::vector<int64_t>>> groups;
   Transformer moe = moefy(dense, a.options, calib, a.model, &groups);
   calib.clear();
-
-  // Exactness on the calibration batch (or a fixed one): every expert active reproduces the dense logits.
-  if (!check_ids.defined()) {
-    std::vector<int64_t> ids(T);
-    for (int64_t i = 0; i < T; ++i) ids[i] = (i * 31 + 7) % dense.config().vocab_size;
-    check_ids = Tensor::from_ints(ids, {1, T}, DType::I64, dense.device());
-  }
-  double max_diff = 0;
-  {
-    NoGradGuard no_grad;
-    Transformer all = moe;
-    all.set_routing_policy(RoutingPolicy::top_k(a.options.experts));
-    const std::vector<float> want = dense.forward(check_ids).to_vector(), got = all.forward(check_ids).to_vector();
-    for (size_t i = 0; i < want.size(); ++i) max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
-  }
-  // Stage 1's recovery: each layer fitted on its own to its dense FFN under top-k routing.
-  json fits = json::array();
-  std::vector<std::string> policies;
-  int64_t calibration_tokens = 0;
-  // With --data every router is fitted (its initialisation); --fit-steps 0 stops there.
-  const size_t group = data ? calibration_group(dense, a.tokens) : 1;
-  Calibration calibration;  // of the current group of layers
-  size_t group_first = 0;
-  for (size_t l = 0; l < moe.num_layers() && data; ++l) {
-    if (l % group == 0) {
-      group_first = l;
-      calibration = calibrate(dense, *data, a.tokens, T, l, std::min(l + group, moe.num_layers()), true);
-    }
-    const Tensor& inputs = calibration.inputs[l - group_first];
-    const Tensor& outputs = calibration.outputs[l - group_first];
-    calibration_tokens = inputs.size(0);
-    MoEBlock& block = *moe.layer(l).moe;
-    fit_router_to_expert_norms(block, inputs);
-    const LayerFit f = fit_moe_layer(block, inputs, outputs, moe.routing_policies()[l], a.fit);
-    log_info("layer " + std::to_string(l) + ": relative error under top-" + std::to_string(a.options.top_k) + " " +
-             std::to_string(f.error_before) + " → " + std::to_string(f.error_after) + " (" + std::to_string(calibration_tokens) + " tokens)");
-    json entry = {{"layer", l}, {"error_before", f.error_before}, {"error_after", f.error_after}};
-    if (a.budget > 0) {  // stage 2 on every 10th calibration token
-      std::vector<int64_t> every;
-      for (int64_t n = 0; n < inputs.size(0); n += 10) every.push_back(n);
-      const Tensor sel = Tensor::from_ints(every, {static_cast<int64_t>(every.size())}, DType::I64, inputs.device());
-      const PolicyChoice p = choose_layer_policy(block, ops::index_select(inputs, 0, sel), ops::index_select(outputs, 0, sel),
-                                                 a.budget, static_cast<int64_t>(l));
-      policies.push_back(p.policy.spec());
-      entry["policy"] = p.policy.spec();
-      entry["policy_error"] = p.error;
-      entry["policy_mean_experts"] = p.mean_active;
-      entry["policy_within_budget"] = p.within_budget;
-      log_info("layer " + std::to_string(l) + ": " + p.policy.str() + " (" + std::to_string(p.mean_active) + " experts per token, error " +
-               std::to_string(p.error) + ")");
-    }
-    fits.push_back(entry);
-  }
-  calibration = {};  // the activations are not needed again
-  if (!policies.empty()) {  // the per-layer policy goes into the model's config.json
+  const double max_diff = max_logit_diff_all_experts(dense, moe, a.options.experts, check_ids, T);
+  const LayerFits fits = data ? fit_layers(a, dense, moe, *data, T) : LayerFits{};
+  if (!fits.policies.empty()) {  // the per-layer policy goes into the model's config.json
     ModelConfig with_policy = moe.config();
-    with_policy.routing_policies = policies;
+    with_policy.routing_policies = fits.policies;
     moe = Transformer::from_tensors(with_policy, moe.state_dict(), "moefy");
   }
   const ModelConfig& c = moe.config();
   const int64_t ffn_dense = 3 * dense.config().hidden_size * dense.config().intermediate_size * dense.config().num_hidden_layers;
   const int64_t ffn_active = 3 * c.hidden_size * (c.num_experts_per_tok * c.expert_size() + c.shared_expert_intermediate_size) * c.num_hidden_layers;
-  json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
-                 {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", calibration_tokens},
-                 {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"fit_min_k", a.fit.min_k}, {"budget", a.budget}, {"layer_fit", fits}, {"neuron_groups", groups}};
-  std::map<std::string, std::string> extra = carried_model_files(a.model);
-  extra["moefy.json"] = record.dump(2) + "\n";
-  json sweep = json::array();
-  if (a.sweep) {
-    // Perplexity against the share of the FFN run, for every top-k and the chosen per-layer policy.
-    // Held out: --val, else the val split of a prepared --data (a text file's "val" would be the calibration text).
-    SMELT_CHECK(!a.val.empty() || is_prepared_data(a.data), "--sweep with a text --data needs --val (held-out text to score)");
-    const TokenDataset val = load_eval_data(a.val.empty() ? a.data : a.val, "val", T, model_tokenizer(a.model), a.model);
-    const int64_t windows = std::min(a.sweep_windows, val.windows(T));
-    const int64_t dense_ffn = dense.config().intermediate_size;
-    const auto [dense_loss, dense_active] = score(dense, val, windows, T, 1);
-    (void)dense_active;
-    PlotSeries topk{"top-k", {}, {}}, chosen{"per-layer policy", {}, {}}, reference{"dense", {1.0}, {std::exp(dense_loss)}};
-    if (!a.json) {
-      std::printf("%-28s %10s %12s\n", "routing", "FFN share", "perplexity");
-      std::printf("%-28s %10.3f %12.2f\n", "dense", 1.0, std::exp(dense_loss));
-    }
-    sweep.push_back({{"routing", "dense"}, {"ffn_share", 1.0}, {"perplexity", std::exp(dense_loss)}});
-    for (int64_t k = 1; k <= a.options.experts + (policies.empty() ? 0 : 1); ++k) {
-      Transformer m = moe;
-      std::string name = "per-layer (--budget)";
-      if (k <= a.options.experts) {
-        m.set_routing_policy(RoutingPolicy::top_k(k));
-        name = "top-k:" + std::to_string(k);
-      }
-      const auto [loss, share] = score(m, val, windows, T, dense_ffn);
-      if (!a.json) std::printf("%-28s %10.3f %12.2f\n", name.c_str(), share, std::exp(loss));
-      sweep.push_back({{"routing", name}, {"ffn_share", share}, {"perplexity", std::exp(loss)}});
-      PlotSeries& s = k <= a.options.experts ? topk : chosen;
-      s.x.push_back(share);
-      s.y.push_back(std::exp(loss));
-    }
-    std::vector<PlotSeries> series = {topk, reference};
-    if (!chosen.x.empty()) series.push_back(chosen);
-    extra["sweep.json"] = sweep.dump(2) + "\n";
-    extra["sweep.svg"] = svg_line_chart(series, "Perplexity against the share of the FFN each token runs", "FFN share per token",
-                                        "validation perplexity");
-  }
-  save_model_dir(a.out, moe, extra);
+  const json record = {{"source", a.model}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
+                       {"shared_neurons", a.options.shared_neurons}, {"seed", a.seed}, {"calibration_tokens", fits.calibration_tokens},
+                       {"fit_steps", a.fit.steps}, {"fit_lr", a.fit.lr}, {"fit_min_k", a.fit.min_k}, {"budget", a.budget},
+                       {"layer_fit", fits.record}, {"neuron_groups", groups}};
+  std::map<std::string, std::string> files = carried_model_files(a.model);
+  files["moefy.json"] = record.dump(2) + "\n";
+  const json sweep = a.sweep ? routing_sweep(a, dense, moe, !fits.policies.empty(), T, files) : json::array();
+  save_model_dir(a.out, moe, files);
   const json out = {{"out", a.out}, {"experts", a.options.experts}, {"top_k", a.options.top_k}, {"split", a.options.split},
                     {"parameters", c.parameter_count()}, {"active_parameters", c.active_parameter_count()},
                     {"dense_parameters", dense.config().parameter_count()}, {"ffn_parameters_dense", ffn_dense},
-                    {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}, {"layer_fit", fits},
-                    {"calibration_tokens", calibration_tokens}, {"routing_policies", policies}, {"sweep", sweep}};
+                    {"ffn_parameters_active", ffn_active}, {"max_logit_diff_all_experts", max_diff}, {"layer_fit", fits.record},
+                    {"calibration_tokens", fits.calibration_tokens}, {"routing_policies", fits.policies}, {"sweep", sweep}};
   if (a.json) std::printf("%s\n", out.dump().c_str());
   else
     std::printf("moefied %s → %s: %ld experts (%s split), top-%ld runs %.0f %% of the FFN; every expert active: max |Δ logit| %.2g\n",
