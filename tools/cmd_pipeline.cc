@@ -486,22 +486,16 @@ void score_into_report(const PipelineArgs& a, const PipelineRecipe& p, const std
   }
 }
 
-void run_pipeline(const PipelineArgs& a) {
-  const auto started = std::chrono::steady_clock::now();
-  apply_threads(a.threads);
-  PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
-  if (!a.device.empty()) p.device = a.device;
-  chosen_device(p.device);  // no GPU (or a build without CUDA): refused before any stage runs
-  const std::string out = a.out, work = a.out + "/work";
-  // Corpora (capped copies), tokenizer, token shards.
+// Each domain's corpus as a capped copy in work/, the instruct conversations likewise, and the
+// tokenizer: a pretrained base's own, else one trained on the corpora. Returns domain → copy.
+std::map<std::string, std::string> prepare_corpora(const PipelineRecipe& p, const std::string& out, const std::string& work) {
   std::map<std::string, std::string> corpus;
   for (const auto& [name, file] : p.domains) corpus[name] = work + "/" + name + ".txt";
-  const std::string instruct_file = p.instruct_stage ? work + "/instruct.jsonl" : "";
   const std::string tokenizer = out + "/tokenizer.json";
   on_first_rank([&] {
     fs::create_directories(work);
     for (const auto& [name, file] : p.domains) capped_copy(file, corpus[name], p.max_domain_bytes, 0);
-    if (p.instruct_stage) capped_copy(p.instruct_data, instruct_file, 0, p.max_instruct_examples);
+    if (p.instruct_stage) capped_copy(p.instruct_data, work + "/instruct.jsonl", 0, p.max_instruct_examples);
     if (!fs::exists(tokenizer) && !p.base_from.empty()) {  // a pretrained model brings its own
       const std::optional<BpeTokenizer> t = model_tokenizer(p.base_from);
       SMELT_CHECK(t, p.base_from, ": base.from has no tokenizer (the pipeline encodes its domains with it)");
@@ -517,11 +511,17 @@ void run_pipeline(const PipelineArgs& a) {
       BpeTokenizer::train(std::vector<std::string_view>(texts.begin(), texts.end()), o).save(tokenizer);
     }
   });
+  return corpus;
+}
+
+// Token shards: data/NAME per domain, data/mixed of all of them, data/instruct.
+void prepare_token_shards(const PipelineRecipe& p, const std::map<std::string, std::string>& corpus, const std::string& out,
+                          const std::string& work) {
   auto prepare = [&](const std::vector<std::string>& inputs, const std::string& dir) {
     stage("data", dir, [&] {
       PrepareOptions o;
       o.inputs = inputs;
-      o.tokenizer = tokenizer;
+      o.tokenizer = out + "/tokenizer.json";
       o.out = dir;
       o.val_fraction = p.val_fraction;
       prepare_data(o);
@@ -533,8 +533,12 @@ void run_pipeline(const PipelineArgs& a) {
     all.push_back(file);
   }
   prepare(all, out + "/data/mixed");
-  if (p.instruct_stage) prepare({instruct_file}, out + "/data/instruct");
+  if (p.instruct_stage) prepare({work + "/instruct.jsonl"}, out + "/data/instruct");
+}
 
+// The dense stages: the base model (pretrained here, or taken from base.from) and the instruct
+// tune on it. Returns the model the experts start from.
+std::string run_dense_stages(const PipelineRecipe& p, const std::string& out, const std::string& work) {
   if (p.base_from.empty()) {
     TrainArgs base;
     base.device = p.device;
@@ -543,19 +547,24 @@ void run_pipeline(const PipelineArgs& a) {
   } else {
     stage("base", out + "/base", [&] { save_model_dir(out + "/base", load_model_dir(p.base_from), carried_model_files(p.base_from)); });
   }
-  if (p.instruct_stage) {
-    TrainArgs sft;
-    sft.device = p.device;
-    sft.sft = true;
-    sft.init = out + "/base";
-    sft.data = out + "/data/instruct";
-    if (p.instruct_replay > 0) {
-      sft.replay = out + "/data/mixed";
-      sft.replay_fraction = p.instruct_replay;
-    }
-    stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); }, Ranks::All);
+  if (!p.instruct_stage) return out + "/base";
+  TrainArgs sft;
+  sft.device = p.device;
+  sft.sft = true;
+  sft.init = out + "/base";
+  sft.data = out + "/data/instruct";
+  if (p.instruct_replay > 0) {
+    sft.replay = out + "/data/mixed";
+    sft.replay_fraction = p.instruct_replay;
   }
-  const std::string experts_from = out + (p.instruct_stage ? "/instruct" : "/base");
+  stage("instruct", out + "/instruct", [&] { train_stage(out + "/instruct", work, p.instruct, sft, p.save_every); }, Ranks::All);
+  return out + "/instruct";
+}
+
+// One expert per domain, fine-tuned from `experts_from` on its domain, then composed into the
+// MoE (each domain's shards prompt its expert's router row) and trained on the mixture (MiX).
+void run_moe_stages(const PipelineRecipe& p, const std::map<std::string, std::string>& corpus, const std::string& experts_from,
+                    const std::string& out, const std::string& work) {
   std::vector<std::string> expert_dirs, prompts;
   for (const auto& [name, file] : corpus) {
     TrainArgs e;
@@ -584,6 +593,12 @@ void run_pipeline(const PipelineArgs& a) {
   mix.init = out + "/moe";
   mix.data = out + "/data/mixed";
   stage("mix", out + "/moe_mix", [&] { train_stage(out + "/moe_mix", work, p.mix, mix, p.save_every); }, Ranks::All);
+}
+
+// The student distilled from the MoE after MiX, and its twin trained the same way without a
+// teacher: what distillation is measured against. A teacher-layer init still needs the teacher,
+// at alpha 0.
+void run_student_stages(const PipelineRecipe& p, const std::string& out, const std::string& work) {
   TrainArgs d;
   d.device = p.device;
   d.teacher = out + "/moe_mix";
@@ -596,8 +611,6 @@ void run_pipeline(const PipelineArgs& a) {
   d.student_init = p.student_init;
   d.student_layers = p.student_layers;
   stage("distill", out + "/student", [&] { train_stage(out + "/student", work, p.distill, d, p.save_every); }, Ranks::All);
-  // The same student on the same windows without a teacher (initialised the same way): what
-  // distillation is measured against. A teacher-layer init still needs the teacher, at alpha 0.
   TrainArgs plain;
   plain.device = p.device;
   plain.data = out + "/data/mixed";
@@ -610,6 +623,20 @@ void run_pipeline(const PipelineArgs& a) {
   }
   stage("student without distillation", out + "/student_plain",
         [&] { train_stage(out + "/student_plain", work, p.distill, plain, p.save_every); }, Ranks::All);
+}
+
+void run_pipeline(const PipelineArgs& a) {
+  const auto started = std::chrono::steady_clock::now();
+  apply_threads(a.threads);
+  PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
+  if (!a.device.empty()) p.device = a.device;
+  chosen_device(p.device);  // no GPU (or a build without CUDA): refused before any stage runs
+  const std::string out = a.out, work = a.out + "/work";
+  const std::map<std::string, std::string> corpus = prepare_corpora(p, out, work);
+  prepare_token_shards(p, corpus, out, work);
+  const std::string experts_from = run_dense_stages(p, out, work);
+  run_moe_stages(p, corpus, experts_from, out, work);
+  run_student_stages(p, out, work);
 
   if (world().rank() != 0) return;  // the report is rank 0's
   Report report;
