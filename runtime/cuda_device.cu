@@ -81,6 +81,16 @@ __global__ void strided_copy_kernel(void* dst, int dst_dtype, const void* src, i
   }
 }
 
+// dst ← one value over every element of the view: v for floating dtypes (already rounded to f32,
+// as a host fill is), iv exactly for integer ones.
+__global__ void strided_fill_kernel(void* dst, int dtype, TwoStrides p, int64_t n, double v, int64_t iv, bool is_int) {
+  SMELT_GRID_STRIDE(i, n) {
+    int64_t d, s;
+    p.at(i, d, s);
+    store_value(dst, d, dtype, v, iv, is_int);
+  }
+}
+
 __global__ void accumulate_kernel(float* y, const float* x, int64_t n) {
   SMELT_GRID_STRIDE(i, n) y[i] += x[i];
 }
@@ -141,9 +151,11 @@ class CudaDeviceBackend final : public DeviceBackend {
     return p;
   }
 
-  void deallocate(void* ptr, size_t bytes, int index) override {
+  // No CUDA call, so no throw: a tensor freed while an exception unwinds (a failed kernel left
+  // the context in error) must not end the process.
+  void deallocate(void* ptr, size_t bytes, int index) noexcept override {
     std::lock_guard<std::mutex> lock(mu_);
-    GpuState& g = state(index);
+    GpuState& g = gpus_[index];  // made by the allocate() that returned ptr
     const size_t size = rounded(bytes);
     // Work queued on the stream may still read the block: a later allocation reuses it only
     // through the same stream, which orders it after that work.
@@ -203,21 +215,26 @@ class CudaDeviceBackend final : public DeviceBackend {
     const TwoStrides p = two_strides(dst.shape(), dst.strides(), dst.offset(), broadcast_strides(src, dst.shape()), src.offset(), "cuda copy");
     const int64_t n = dst.numel();
     if (n == 0) return;
+    SMELT_CHECK(!is_quantized(dst.dtype()) && !is_quantized(src.dtype()), "copy ", src.str(), " → ", dst.str(),
+                ": quantised tensors stay on the CPU (their kernels are the CPU's)");
     const bool int_path = !is_floating(dst.dtype()) && !is_floating(src.dtype());
     strided_copy_kernel<<<cuda_grid_for(n), 256, 0, stream(index)>>>(dst.storage()->data(), static_cast<int>(dst.dtype()), src.storage()->data(),
                                                                 static_cast<int>(src.dtype()), p, n, int_path);
     SMELT_CUDA_CHECK(cudaGetLastError(), index);
   }
 
+  // In a kernel with the value as an argument: no upload, so no wait for the stream to drain
+  // (moe_route and the optimizers fill tensors every step).
   void fill(const Tensor& dst, double value) override {
     const int index = dst.device().index;
-    const Tensor host = Tensor::full({}, static_cast<float>(value));
-    if (dst.dtype() == DType::I64 || dst.dtype() == DType::I32) {  // integers exactly, not through f32
-      const Tensor ints = Tensor::from_ints({static_cast<int64_t>(value)}, {}, DType::I64);
-      copy(dst, ints.to(dst.device()));
-      return;
-    }
-    copy(dst, host.to(Device{DeviceType::CUDA, index}));
+    const int64_t n = dst.numel();
+    if (n == 0) return;
+    SMELT_CHECK(!is_quantized(dst.dtype()), "fill ", dst.str(), ": a quantised tensor is not filled on cuda");
+    const TwoStrides p = two_strides(dst.shape(), dst.strides(), dst.offset(), Shape(dst.shape().size(), 0), 0, "cuda fill");
+    const bool is_int = dst.dtype() == DType::I64 || dst.dtype() == DType::I32;  // integers exactly, not through f32
+    strided_fill_kernel<<<cuda_grid_for(n), 256, 0, stream(index)>>>(dst.storage()->data(), static_cast<int>(dst.dtype()), p, n,
+                                                                     static_cast<float>(value), is_int ? static_cast<int64_t>(value) : 0, is_int);
+    SMELT_CUDA_CHECK(cudaGetLastError(), index);
   }
 
   void accumulate(const Tensor& dst, const Tensor& src) override {
