@@ -56,8 +56,11 @@ in_time() {
 # toolkit's folders, else the pip packages beside its Python.
 libdirs=$PWD/$build/lib
 if [[ $dev == cuda ]]; then
+  site=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || echo /nonexistent)
   for lib in libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
-    found=$(find /usr/local/cuda/lib64 /usr/local/cuda/targets /usr/lib/x86_64-linux-gnu /opt /usr/local/lib -name "$lib" 2>/dev/null | head -1 || true)
+    # -H: /usr/local/cuda and its lib64 are often links.
+    found=$(find -H /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets /usr/lib/x86_64-linux-gnu /opt /usr/local/lib "$site" \
+      -name "$lib" 2>/dev/null | head -1 || true)
     echo "{\"library\": \"$lib\", \"found\": \"${found:-no}\"}"
     [[ -n $found ]] && libdirs="$libdirs:$(dirname "$found")"
   done
@@ -115,6 +118,8 @@ if [[ $dev == cuda ]] && in_time "out of device memory"; then
   timeout 90 $smelt bench train --device cuda --layers 2 --hidden 1024 --ffn 4096 --batch 4096 --seq 1024 --steps 1 >/dev/null 2>"$work/oom.err" || oom_rc=$?
   echo "{\"check\": \"out of device memory\", \"exit\": $oom_rc, \"stderr_lines\": $(wc -l <"$work/oom.err"), \"stderr\": $(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()[:300]))' "$work/oom.err")}"
 fi
+# The last 300 bytes of a file as a JSON string.
+error_tail() { tail -c 300 "$1" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))'; }
 # Throughput: the reference model, then the larger MoE, each in f32 and bf16, and the peer.
 peak=${SMELT_PEAK_TFLOPS:-989}
 peer=${SMELT_TORCH_REF:-$build/torch_moe_ref.py}
@@ -126,15 +131,15 @@ for shape in "${shapes[@]}"; do
   for precision in f32 bf16; do
     in_time "bench $shape $precision" || continue
     # shellcheck disable=SC2086
-    timeout 75 $smelt bench train --device $dev $shape --experts 8 --top-k 2 --heads 8 --steps 6 --precision $precision --peak-tflops "$peak" ||
-      echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"precision\": \"$precision\", \"result\": \"failed or over 75 s\"}"
+    timeout 75 $smelt bench train --device $dev $shape --experts 8 --top-k 2 --heads 8 --steps 6 --precision $precision --peak-tflops "$peak" 2>"$work/bench.err" ||
+      echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"precision\": \"$precision\", \"result\": \"failed or over 75 s\", \"stderr\": $(error_tail "$work/bench.err")}"
   done
   # The experts' GEMMs as one cublasGemmGroupedBatchedEx per stage instead of one call each.
   in_time "bench $shape grouped" || continue
   # shellcheck disable=SC2086
   timeout 75 env SMELT_CUDA_GROUPED_GEMM=1 $smelt bench train --device $dev $shape --experts 8 --top-k 2 --heads 8 --steps 6 --precision f32 \
-    --peak-tflops "$peak" | python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "expert_gemms": "grouped"})) for l in sys.stdin]' ||
-    echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"expert_gemms\": \"grouped\", \"result\": \"failed or over 75 s\"}"
+    --peak-tflops "$peak" 2>"$work/bench.err" | python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "expert_gemms": "grouped"})) for l in sys.stdin]' ||
+    echo "{\"bench\": \"train\", \"shape\": \"$shape\", \"expert_gemms\": \"grouped\", \"result\": \"failed or over 75 s\", \"stderr\": $(error_tail "$work/bench.err")}"
   if ((torch_ok)) && in_time "pytorch $shape"; then
     read -r layers hidden ffn seq batch <<<"$(sed -E 's/--[a-z]+ //g' <<<"$shape")"
     timeout 75 python3 "$peer" --device cuda --layers "$layers" --dim "$hidden" --ffn "$ffn" --seq "$seq" \
