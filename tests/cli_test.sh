@@ -102,6 +102,10 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     "$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 1 --routing top-p:0.5:3 --json 2>/dev/null |
       grep -q '"active_experts"' && ok || fail "eval --routing top-p"
     expect_error bad-routing "--routing|top-q:1" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --routing top-q:1
+    expect_error eval-negative-seq-len "--seq-len|-5" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --seq-len -5
+    expect_error generate-negative-tokens "--max-new-tokens|-3" -- "$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens -3
+    expect_error bench-zero-heads "--heads|0" -- "$SMELT" bench attention --heads 0
+    expect_error generate-negative-top-k "--top-k|-2" -- "$SMELT" generate --model "$work/u" --prompt "The " --top-k -2
     # Weights kept in bf16 for inference: the loss moves by rounding only; generation runs.
     bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
     awk -v a="$moe_loss" -v b="$bf16_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d < 0.02) }' && ok ||

@@ -448,6 +448,13 @@ void run_bench(const BenchArgs& given) {
   apply_threads(a.threads);
   if (!a.simd.empty()) cpu_restrict_simd(a.simd);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
+  const std::pair<const char*, int64_t> sizes[] = {{"--tokens", a.tokens}, {"--hidden", a.hidden}, {"--ffn", a.ffn},
+                                                   {"--experts", a.experts}, {"--top-k", a.top_k}, {"--vocab", a.vocab},
+                                                   {"--layers", a.layers}, {"--heads", a.heads}, {"--seq", a.seq},
+                                                   {"--batch", a.batch}, {"--steps", a.steps}, {"--new-tokens", a.new_tokens}};
+  for (const auto& [name, value] : sizes) SMELT_CHECK(value > 0, "bench: ", name, " must be positive, got ", value);
+  SMELT_CHECK(a.hidden % a.heads == 0 || a.what == "moe" || a.what == "grouped-gemm" || a.what == "gemm", "bench ", a.what, ": --hidden ",
+              a.hidden, " is not a multiple of --heads ", a.heads);
   SMELT_CHECK(a.device.empty() || a.device == "cpu" || a.what == "train", "bench ", a.what,
               ": --device applies to the train benchmark (the others time the CPU's kernels)");
   if (a.what == "gemm") bench_gemm(a);

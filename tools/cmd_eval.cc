@@ -28,6 +28,9 @@ struct EvalArgs {
 };
 
 void run_eval(const EvalArgs& a) {
+  SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
+  SMELT_CHECK(a.seq_len >= 0 && a.max_batches >= 0, "--seq-len and --max-batches must be ≥ 0 (0: the default), got ", a.seq_len, " and ",
+              a.max_batches);
   apply_threads(a.threads);
   const Device device = chosen_device(a.device);
   Transformer model = load_inference_model(a.model, a.weights, a.map_experts, device);
@@ -44,7 +47,6 @@ void run_eval(const EvalArgs& a) {
   }
   if (a.seq_len > 0) T = a.seq_len;
   SMELT_CHECK(T <= cfg.max_position_embeddings, "--seq-len ", T, " exceeds the model's max_position_embeddings ", cfg.max_position_embeddings);
-  SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
   const std::optional<BpeTokenizer> tokenizer = model_tokenizer(a.model);
   TokenDataset data = load_eval_data(a.data, a.split, T, tokenizer, a.model);
   SMELT_CHECK(data.vocab_size() <= cfg.vocab_size, a.data, ": token ids up to ", data.vocab_size() - 1, " do not fit the model's vocabulary of ",
