@@ -107,6 +107,7 @@ std::pair<double, double> score(const Transformer& model, const TokenDataset& va
 void check_moefy_args(MoefyArgs& a) {
   a.options.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(a.tokens > 0 && a.seq_len > 0, "--tokens and --seq-len must be positive");
+  SMELT_CHECK(a.sweep_windows > 0, "--sweep-windows must be positive, got ", a.sweep_windows);
   a.options.validate(read_model_dir_config(a.model), a.model);
   const bool needs_data = a.options.split == "coact" || a.options.shared_neurons > 0;
   SMELT_CHECK(!needs_data || !a.data.empty(), a.options.split == "coact" ? "--split coact" : "--shared-neurons", " needs --data (calibration text or a prepared directory)");

@@ -64,7 +64,7 @@ void add_plan_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("plan", "Memory per rank and step time of a recipe on N ranks, on paper (DP, ZeRO-1, expert parallel)");
   cmd->add_option("--config", a->config, "Recipe JSON (its \"model\" and \"train\")")->required();
   cmd->add_option("--model", a->model, "Take the model from this directory or .gguf instead of the recipe's \"model\"");
-  cmd->add_option("--ranks", a->cluster.ranks, "Ranks (processes, or GPUs) in the job")->required()->check(CLI::PositiveNumber);
+  cmd->add_option("--ranks", a->cluster.ranks, "Ranks (processes, or GPUs) in the job")->required()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gpus-per-node", a->cluster.ranks_per_node, "Ranks per node (0: all on one node)")->capture_default_str();
   cmd->add_option("--expert-parallel", a->cluster.expert_parallel, "Ranks sharing out each copy of the experts (default: all)");
   cmd->add_option("--link-gbps", a->cluster.link_gbps, "Bandwidth between nodes per rank, Gbit/s")->capture_default_str();

@@ -15,7 +15,7 @@
 namespace smelt::tools {
 
 void add_threads_option(CLI::App& cmd, int& threads) {
-  cmd.add_option("--threads", threads, "Worker threads (0 = SMELT_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--threads", threads, "Worker threads (0 = SMELT_NUM_THREADS or all cores)")->check(CLI::Range(0, 4096));
 }
 
 void apply_threads(int threads) {
