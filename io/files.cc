@@ -99,6 +99,15 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
     }
   }
   ec.clear();
+  // Replacing is for smelt's own output (a run repeated into the same --out): a directory it did
+  // not write, or a file, is refused rather than deleted with everything in it.
+  if (fs::exists(target)) {
+    SMELT_CHECK(fs::is_directory(target), target.string(), ": exists and is not a directory; refusing to replace it");
+    bool ours = fs::is_empty(target);
+    for (const char* marker : {"config.json", "manifest.json", "teacher_cache.json"}) ours = ours || fs::exists(target / marker);
+    SMELT_CHECK(ours, target.string(), ": exists and holds no config.json, manifest.json or teacher_cache.json, so smelt did not write it; "
+                "refusing to replace it (remove it, or give another output directory)");
+  }
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
   const fs::path old = parent / (target.filename().string() + ".old." + pid);

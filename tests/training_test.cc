@@ -196,6 +196,30 @@ TEST(Data, BatchesAreShiftedByOneAndReproducible) {
   for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(tg[i], ids[i] + 1);
 }
 
+TEST(Files, ADirectorySmeltDidNotWriteIsNeverReplaced) {
+  namespace fs = std::filesystem;
+  const std::string root = ::testing::TempDir() + "atomic_foreign";
+  fs::remove_all(root);
+  fs::create_directories(root + "/photos");
+  write_file_atomic(root + "/photos/holiday.jpg", "precious");
+  write_file_atomic(root + "/notes.txt", "also precious");
+  auto write_model = [](const std::string& tmp) { write_file_atomic(tmp + "/config.json", "{}"); };
+  try {
+    write_dir_atomic(root + "/photos", write_model);
+    ADD_FAILURE() << "a directory without smelt's files was replaced";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("photos: exists and holds no config.json"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(write_dir_atomic(root + "/notes.txt", write_model), Error);
+  EXPECT_EQ(read_file(root + "/photos/holiday.jpg"), "precious");
+  EXPECT_EQ(read_file(root + "/notes.txt"), "also precious");
+  // smelt's own output, or an empty directory, is replaced as before.
+  fs::create_directories(root + "/empty");
+  write_dir_atomic(root + "/empty", write_model);
+  write_dir_atomic(root + "/empty", [](const std::string& tmp) { write_file_atomic(tmp + "/config.json", "again"); });
+  EXPECT_EQ(read_file(root + "/empty/config.json"), "again");
+}
+
 }  // namespace
 }  // namespace smelt
 
@@ -302,14 +326,14 @@ TEST(Files, LeftoversOfAKilledWriterAreCleanedAndThePreviousVersionRestored) {
   // model.tmp.PID must go.
   const std::string dead = "999999999";
   fs::create_directories(root + "/model.old." + dead);
-  write_file_atomic(root + "/model.old." + dead + "/weights", "previous");
+  write_file_atomic(root + "/model.old." + dead + "/config.json", "previous");
   fs::create_directories(root + "/model.tmp." + dead);
   EXPECT_THROW(write_dir_atomic(root + "/model", [](const std::string&) { SMELT_FAIL("disk full"); }), Error);
-  EXPECT_EQ(read_file(root + "/model/weights"), "previous");  // restored, and the failed write did not replace it
+  EXPECT_EQ(read_file(root + "/model/config.json"), "previous");  // restored, and the failed write did not replace it
   EXPECT_FALSE(fs::exists(root + "/model.tmp." + dead));
   EXPECT_FALSE(fs::exists(root + "/model.old." + dead));
-  write_dir_atomic(root + "/model", [](const std::string& tmp) { write_file_atomic(tmp + "/weights", "new"); });
-  EXPECT_EQ(read_file(root + "/model/weights"), "new");
+  write_dir_atomic(root + "/model", [](const std::string& tmp) { write_file_atomic(tmp + "/config.json", "new"); });
+  EXPECT_EQ(read_file(root + "/model/config.json"), "new");
   size_t entries = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(root)) ++entries;
   EXPECT_EQ(entries, 1u);
