@@ -46,7 +46,26 @@ std::shared_ptr<Storage> map_file(const std::string& path) {
   return std::make_shared<Storage>(p, size, Device::cpu(), [p, size] { ::munmap(p, size); });
 }
 
+void check_output_file(const std::string& path) {
+  struct stat st {};
+  SMELT_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode), path, ": is a directory; a file path was expected here");
+}
+
+// Replacing is for smelt's own output (a run repeated into the same --out): a directory it did
+// not write, or a file, is refused rather than deleted with everything in it.
+void check_output_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path target = fs::path(dir).lexically_normal();
+  if (!fs::exists(target)) return;
+  SMELT_CHECK(fs::is_directory(target), target.string(), ": exists and is not a directory; refusing to replace it");
+  bool ours = fs::is_empty(target);
+  for (const char* marker : {"config.json", "manifest.json", "teacher_cache.json"}) ours = ours || fs::exists(target / marker);
+  SMELT_CHECK(ours, target.string(), ": exists and holds no config.json, manifest.json or teacher_cache.json, so smelt did not write it; "
+              "refusing to replace it (remove it, or give another output directory)");
+}
+
 void write_file_atomic(const std::string& path, const std::string& contents) {
+  check_output_file(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   SMELT_CHECK(fd >= 0, tmp, ": cannot create (", std::strerror(errno), ")");
@@ -99,15 +118,7 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
     }
   }
   ec.clear();
-  // Replacing is for smelt's own output (a run repeated into the same --out): a directory it did
-  // not write, or a file, is refused rather than deleted with everything in it.
-  if (fs::exists(target)) {
-    SMELT_CHECK(fs::is_directory(target), target.string(), ": exists and is not a directory; refusing to replace it");
-    bool ours = fs::is_empty(target);
-    for (const char* marker : {"config.json", "manifest.json", "teacher_cache.json"}) ours = ours || fs::exists(target / marker);
-    SMELT_CHECK(ours, target.string(), ": exists and holds no config.json, manifest.json or teacher_cache.json, so smelt did not write it; "
-                "refusing to replace it (remove it, or give another output directory)");
-  }
+  check_output_dir(target.string());
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
   const fs::path old = parent / (target.filename().string() + ".old." + pid);

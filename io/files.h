@@ -24,7 +24,15 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 // `dir`, which then replaces `dir` (the previous version is moved aside until the new one is in
 // place). A crash or an exception in `fill` leaves the previous `dir` as it was; leftovers of a
 // writer that was killed (NAME.tmp.PID, NAME.old.PID with PID gone) are removed on the next write.
+// An existing `dir` is replaced only when it is empty or smelt wrote it (it holds config.json,
+// manifest.json or teacher_cache.json); anything else is refused, never deleted.
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
+
+// The same refusals up front, for commands to call before their work, so that a long run does
+// not end refused: `dir` as a directory write_dir_atomic may replace, `path` as a file (not a
+// directory) write_file_atomic may write.
+void check_output_dir(const std::string& dir);
+void check_output_file(const std::string& path);
 
 // Bytes of the memory mapping that holds `address` which are in this process's memory now
 // (/proc/self/smaps' Rss of that mapping; -1 when none holds it): how much of a mapped file the

@@ -97,6 +97,8 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
   # An --out that smelt did not write is refused, not replaced: the user's files stay.
   mkdir -p "$work/foreign" && echo precious >"$work/foreign/notes.txt"
   expect_error foreign-out "foreign|refusing to replace" -- "$SMELT" upcycle --model "$work/m" --out "$work/foreign" --experts 2 --top-k 1
+  expect_error foreign-train-out "foreign|refusing to replace" -- "$SMELT" train --config "$(dirname "$0")/../configs/tiny_moe.json" \
+    --data "$work/text.txt" --out "$work/foreign" --steps 1
   [ "$(cat "$work/foreign/notes.txt")" = precious ] && ok || fail "upcycle replaced a directory it did not write"
   if "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 4 --top-k 2 >/dev/null 2>&1; then
     dense_loss=$("$SMELT" eval --model "$work/m" --data "$work/text.txt" --max-batches 2 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')

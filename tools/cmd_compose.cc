@@ -43,6 +43,7 @@ Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& to
 
 void run_compose(ComposeArgs a) {
   apply_threads(a.threads);
+  check_output_dir(a.out);
   a.options.shared_expert = a.shared_expert;
   a.options.seed = static_cast<uint64_t>(a.seed);
   const int64_t E = static_cast<int64_t>(a.experts.size());

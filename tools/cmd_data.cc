@@ -1,6 +1,7 @@
 // smelt data prepare: text, JSONL or folders → token shards + manifest (io/prepared_data.h).
 #include <cstdio>
 
+#include "io/files.h"
 #include "io/json_reader.h"
 #include "io/prepared_data.h"
 #include "runtime/thread_pool.h"
@@ -18,6 +19,7 @@ struct DataArgs {
 
 void run_prepare(const DataArgs& a) {
   apply_threads(a.threads);
+  check_output_dir(a.options.out);
   const PrepareResult r = prepare_data(a.options);
   const DataManifest& m = r.manifest;
   int64_t bytes = 0;

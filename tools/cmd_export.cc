@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "io/files.h"
 #include "io/gguf_export.h"
 #include "io/hf_export.h"
 #include "tools/commands.h"
@@ -16,6 +17,8 @@ struct ExportArgs {
 
 void run_export(const ExportArgs& a) {
   SMELT_CHECK(a.format == "hf" || a.format == "gguf", "--format: unknown format \"", a.format, "\" (known: hf, gguf)");
+  if (a.format == "hf") check_output_dir(a.out);
+  else check_output_file(a.out);
   if (a.format == "hf") {
     SMELT_CHECK(a.type == "f32", "--type applies to --format gguf only (hf exports are f32)");
     export_hf(a.model, a.out);

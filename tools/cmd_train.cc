@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "io/files.h"
 #include "io/chat.h"
 #include "io/checkpoint.h"
 #include "io/config_json.h"
@@ -347,6 +348,7 @@ void run_train(const TrainArgs& args) {
   TrainArgs a = args;
   apply_threads(a.threads);
   const Device device = chosen_device(a.device);
+  check_output_dir(a.out);  // before hours of training, not after
   RunStart start = read_run_start(a);
   Recipe& recipe = start.recipe;
   // A launch that cannot share the global batch is refused before the data is read.

@@ -23,6 +23,7 @@ struct UpcycleArgs {
 };
 
 void run_upcycle(UpcycleArgs a) {
+  check_output_dir(a.out);
   a.options.scoring_func = a.scoring;
   a.options.seed = static_cast<uint64_t>(a.seed);
   a.options.validate();  // before loading anything
