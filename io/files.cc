@@ -46,22 +46,61 @@ std::shared_ptr<Storage> map_file(const std::string& path) {
   return std::make_shared<Storage>(p, size, Device::cpu(), [p, size] { ::munmap(p, size); });
 }
 
+namespace {
+
+// An output directory's path, absolute and without a trailing separator ("m1/" and "." name the
+// directory itself), so that the temporary and the set-aside names land beside it.
+std::filesystem::path output_dir_path(const std::string& dir) {
+  namespace fs = std::filesystem;
+  SMELT_CHECK(!dir.empty(), "the output directory's name is empty");
+  fs::path p = fs::absolute(dir).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  SMELT_CHECK(p.has_filename() && p.has_parent_path() && p != p.root_path(), dir, ": cannot be an output directory");
+  return p;
+}
+
+// Whether `inner` is `outer` or lies below it, comparing whole path components.
+bool within(const std::filesystem::path& inner, const std::filesystem::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i)
+    if (i == inner.end() || *i != *o) return false;
+  return true;
+}
+
+std::filesystem::path resolved(const std::string& path) {
+  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(path));
+  if (!p.has_filename()) p = p.parent_path();
+  return p;
+}
+
+}  // namespace
+
+// Replacing is for smelt's own output of the same kind (a run repeated into the same --out): a
+// directory it did not write, or a file, is refused rather than deleted with everything in it.
+void check_output_dir(const std::string& dir, const char* marker) {
+  namespace fs = std::filesystem;
+  const fs::path target = output_dir_path(dir);
+  if (!fs::exists(target)) return;
+  SMELT_CHECK(fs::is_directory(target), target.string(), ": exists and is not a directory; refusing to replace it");
+  SMELT_CHECK(fs::is_empty(target) || fs::exists(target / marker), target.string(), ": exists and holds no ", marker,
+              ", so it is not smelt's output of this kind; refusing to replace it (remove it, or give another output directory)");
+}
+
 void check_output_file(const std::string& path) {
   struct stat st {};
+  SMELT_CHECK(!path.empty(), "the output file's name is empty");
   SMELT_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode), path, ": is a directory; a file path was expected here");
 }
 
-// Replacing is for smelt's own output (a run repeated into the same --out): a directory it did
-// not write, or a file, is refused rather than deleted with everything in it.
-void check_output_dir(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const fs::path target = fs::path(dir).lexically_normal();
-  if (!fs::exists(target)) return;
-  SMELT_CHECK(fs::is_directory(target), target.string(), ": exists and is not a directory; refusing to replace it");
-  bool ours = fs::is_empty(target);
-  for (const char* marker : {"config.json", "manifest.json", "teacher_cache.json"}) ours = ours || fs::exists(target / marker);
-  SMELT_CHECK(ours, target.string(), ": exists and holds no config.json, manifest.json or teacher_cache.json, so smelt did not write it; "
-              "refusing to replace it (remove it, or give another output directory)");
+void check_output_apart(const std::string& option, const std::string& out, const std::vector<std::string>& inputs) {
+  if (out.empty()) return;
+  const std::filesystem::path o = resolved(out);
+  for (const std::string& input : inputs) {
+    if (input.empty()) continue;
+    const std::filesystem::path i = resolved(input);
+    SMELT_CHECK(!within(i, o) && !within(o, i), option, " ", out, ": ",
+                i == o ? "is" : within(i, o) ? "holds" : "lies inside", " the input ", input, "; write the output elsewhere");
+  }
 }
 
 void write_file_atomic(const std::string& path, const std::string& contents) {
@@ -92,10 +131,10 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
   }
 }
 
-void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill) {
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill, const char* marker) {
   namespace fs = std::filesystem;
-  const fs::path target = fs::path(dir).lexically_normal();
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const fs::path target = output_dir_path(dir);
+  const fs::path parent = target.parent_path();
   std::error_code ec;
   fs::create_directories(parent, ec);
   SMELT_CHECK(!ec, parent.string(), ": cannot create directory (", ec.message(), ")");
@@ -118,7 +157,7 @@ void write_dir_atomic(const std::string& dir, const std::function<void(const std
     }
   }
   ec.clear();
-  check_output_dir(target.string());
+  check_output_dir(target.string(), marker);
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = parent / (target.filename().string() + ".tmp." + pid);
   const fs::path old = parent / (target.filename().string() + ".old." + pid);

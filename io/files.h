@@ -3,6 +3,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/storage.h"
 
@@ -24,15 +25,23 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 // `dir`, which then replaces `dir` (the previous version is moved aside until the new one is in
 // place). A crash or an exception in `fill` leaves the previous `dir` as it was; leftovers of a
 // writer that was killed (NAME.tmp.PID, NAME.old.PID with PID gone) are removed on the next write.
-// An existing `dir` is replaced only when it is empty or smelt wrote it (it holds config.json,
-// manifest.json or teacher_cache.json); anything else is refused, never deleted.
-void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
+// An existing `dir` is replaced only when it is empty or holds `marker`, the file every output of
+// this kind has (config.json for models and checkpoints, manifest.json for prepared data,
+// teacher_cache.json for a teacher cache): a directory smelt did not write, or wrote as another
+// kind (a model over token shards), is refused, never deleted.
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill,
+                      const char* marker = "config.json");
 
 // The same refusals up front, for commands to call before their work, so that a long run does
 // not end refused: `dir` as a directory write_dir_atomic may replace, `path` as a file (not a
 // directory) write_file_atomic may write.
-void check_output_dir(const std::string& dir);
+void check_output_dir(const std::string& dir, const char* marker = "config.json");
 void check_output_file(const std::string& path);
+
+// Refuses an output (`option` names it in the error) that is one of the command's inputs, lies
+// inside one, or holds one: a command never writes over what it reads. Inputs may be files or
+// directories; empty names are skipped.
+void check_output_apart(const std::string& option, const std::string& out, const std::vector<std::string>& inputs);
 
 // Bytes of the memory mapping that holds `address` which are in this process's memory now
 // (/proc/self/smaps' Rss of that mapping; -1 when none holds it): how much of a mapped file the

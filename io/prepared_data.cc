@@ -214,7 +214,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
                            {"seconds", result.seconds}, {"splits", {{"train", split_json(m.train)}, {"val", split_json(m.val)}}},
                            {"sources", sources}};
     write_file_atomic(tmp + "/manifest.json", manifest.dump(2) + "\n");
-  });
+  }, "manifest.json");
   return result;
 }
 

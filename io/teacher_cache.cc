@@ -71,7 +71,7 @@ TeacherCacheInfo write_teacher_cache(const Transformer& teacher, const std::stri
                            {"data_tokens", info.data_tokens}, {"seq_len", seq_len}, {"top_k", top_k},
                            {"windows", info.windows}, {"temperature", temperature}};
     write_file_atomic(tmp + "/teacher_cache.json", manifest.dump(2) + "\n");
-  });
+  }, "teacher_cache.json");
   bar.finish();
   return info;
 }

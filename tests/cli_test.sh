@@ -100,6 +100,12 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
   expect_error foreign-train-out "foreign|refusing to replace" -- "$SMELT" train --config "$(dirname "$0")/../configs/tiny_moe.json" \
     --data "$work/text.txt" --out "$work/foreign" --steps 1
   [ "$(cat "$work/foreign/notes.txt")" = precious ] && ok || fail "upcycle replaced a directory it did not write"
+  # Nor over its own inputs, or over smelt's output of another kind.
+  expect_error out-is-input "--out|is the input" -- "$SMELT" upcycle --model "$work/m" --out "$work/m" --experts 2 --top-k 1
+  expect_error save-logits-into-model "--save-logits|lies inside the input" -- "$SMELT" eval --model "$work/m" --data "$work/text.txt" \
+    --save-logits "$work/m/model.safetensors"
+  expect_error tokenizer-over-corpus "--out|is the input" -- "$SMELT" tokenizer train --data "$work/text.txt" --vocab-size 300 --out "$work/text.txt"
+  expect_error shards-over-model "holds no manifest.json" -- "$SMELT" data prepare --data "$work/text.txt" --tokenizer "$work/m/tokenizer.json" --out "$work/m"
   if "$SMELT" upcycle --model "$work/m" --out "$work/u" --experts 4 --top-k 2 >/dev/null 2>&1; then
     dense_loss=$("$SMELT" eval --model "$work/m" --data "$work/text.txt" --max-batches 2 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
     moe_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')

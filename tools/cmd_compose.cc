@@ -44,6 +44,13 @@ Tensor prompt_ids(const std::string& path, const std::optional<BpeTokenizer>& to
 void run_compose(ComposeArgs a) {
   apply_threads(a.threads);
   check_output_dir(a.out);
+  {
+    std::vector<std::string> inputs = {a.base};
+    for (const auto* list : {&a.experts, &a.prompts, &a.negatives}) inputs.insert(inputs.end(), list->begin(), list->end());
+    check_output_apart("--out", a.out, inputs);
+  }
+  SMELT_CHECK(a.seq_len > 0 && a.prompt_windows > 0, "--seq-len and --prompt-windows must be positive, got ", a.seq_len, " and ",
+              a.prompt_windows);
   a.options.shared_expert = a.shared_expert;
   a.options.seed = static_cast<uint64_t>(a.seed);
   const int64_t E = static_cast<int64_t>(a.experts.size());

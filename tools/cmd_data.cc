@@ -19,7 +19,12 @@ struct DataArgs {
 
 void run_prepare(const DataArgs& a) {
   apply_threads(a.threads);
-  check_output_dir(a.options.out);
+  check_output_dir(a.options.out, "manifest.json");
+  {
+    std::vector<std::string> inputs = a.options.inputs;
+    inputs.push_back(a.options.tokenizer);
+    check_output_apart("--out", a.options.out, inputs);
+  }
   const PrepareResult r = prepare_data(a.options);
   const DataManifest& m = r.manifest;
   int64_t bytes = 0;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "autograd/grad_mode.h"
+#include "io/files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/json_reader.h"
@@ -31,6 +32,10 @@ void run_eval(const EvalArgs& a) {
   SMELT_CHECK(a.batch_size > 0, "--batch-size must be positive");
   SMELT_CHECK(a.seq_len >= 0 && a.max_batches >= 0, "--seq-len and --max-batches must be ≥ 0 (0: the default), got ", a.seq_len, " and ",
               a.max_batches);
+  if (!a.save_logits.empty()) {
+    check_output_file(a.save_logits);
+    check_output_apart("--save-logits", a.save_logits, {a.model, a.data});
+  }
   apply_threads(a.threads);
   const Device device = chosen_device(a.device);
   Transformer model = load_inference_model(a.model, a.weights, a.map_experts, device);

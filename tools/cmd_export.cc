@@ -19,6 +19,7 @@ void run_export(const ExportArgs& a) {
   SMELT_CHECK(a.format == "hf" || a.format == "gguf", "--format: unknown format \"", a.format, "\" (known: hf, gguf)");
   if (a.format == "hf") check_output_dir(a.out);
   else check_output_file(a.out);
+  check_output_apart("--out", a.out, {a.model});
   if (a.format == "hf") {
     SMELT_CHECK(a.type == "f32", "--type applies to --format gguf only (hf exports are f32)");
     export_hf(a.model, a.out);

@@ -26,6 +26,7 @@ void run_import(const ImportArgs& a) {
   SMELT_CHECK(std::filesystem::absolute(a.model).lexically_normal() != std::filesystem::absolute(a.out).lexically_normal(),
               "--out must differ from --model");
   check_output_dir(a.out);
+  check_output_apart("--out", a.out, {a.model});
   Transformer model = load_model_dir(a.model, weights_dtype(a.dtype));
   std::map<std::string, std::string> files = carried_model_files(a.model);
   // A tokenizer is validated (and normalised) on the way in, as every reader of it will see it.

@@ -106,6 +106,7 @@ std::pair<double, double> score(const Transformer& model, const TokenDataset& va
 // Refuses inconsistent options before any weights or data are read.
 void check_moefy_args(MoefyArgs& a) {
   check_output_dir(a.out);
+  check_output_apart("--out", a.out, {a.model, a.data, a.val});
   a.options.seed = static_cast<uint64_t>(a.seed);
   SMELT_CHECK(a.tokens > 0 && a.seq_len > 0, "--tokens and --seq-len must be positive");
   SMELT_CHECK(a.sweep_windows > 0, "--sweep-windows must be positive, got ", a.sweep_windows);

@@ -259,7 +259,14 @@ void run_student_stages(const PipelineRecipe& p, const std::string& out, const s
 void run_pipeline(const PipelineArgs& a) {
   const auto started = std::chrono::steady_clock::now();
   apply_threads(a.threads);
+  SMELT_CHECK(a.eval_windows > 0, "--eval-windows must be positive, got ", a.eval_windows);
+  SMELT_CHECK(!fs::exists(a.out) || fs::is_directory(a.out), a.out, ": exists and is not a directory (--out names the pipeline's folder)");
   PipelineRecipe p = read_pipeline_recipe(a.recipe, a.domains);
+  {
+    std::vector<std::string> inputs = {a.recipe, p.instruct_data, p.base_from};
+    for (const auto& [name, file] : p.domains) inputs.push_back(file);
+    check_output_apart("--out", a.out, inputs);
+  }
   if (!a.device.empty()) p.device = a.device;
   chosen_device(p.device);  // no GPU (or a build without CUDA): refused before any stage runs
   const std::string out = a.out, work = a.out + "/work";

@@ -26,6 +26,7 @@ void run_train(const TokenizerArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(!a.out.empty(), "tokenizer train: --out is required");
   check_output_file(a.out);
+  check_output_apart("--out", a.out, a.data);
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> docs;
   int64_t bytes = 0;

@@ -349,6 +349,11 @@ void run_train(const TrainArgs& args) {
   apply_threads(a.threads);
   const Device device = chosen_device(a.device);
   check_output_dir(a.out);  // before hours of training, not after
+  check_output_apart("--out", a.out, {a.data, a.val, a.init, a.resume, a.teacher, a.replay, a.config});
+  if (a.teacher_topk > 0) {  // the cache is written too (unless it exists), and read back
+    check_output_dir(a.cache, "teacher_cache.json");
+    check_output_apart("--cache", a.cache, {a.data, a.val, a.init, a.teacher, a.out});
+  }
   RunStart start = read_run_start(a);
   Recipe& recipe = start.recipe;
   // A launch that cannot share the global batch is refused before the data is read.

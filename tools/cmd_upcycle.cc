@@ -24,6 +24,7 @@ struct UpcycleArgs {
 
 void run_upcycle(UpcycleArgs a) {
   check_output_dir(a.out);
+  check_output_apart("--out", a.out, {a.model});
   a.options.scoring_func = a.scoring;
   a.options.seed = static_cast<uint64_t>(a.seed);
   a.options.validate();  // before loading anything

@@ -1,11 +1,13 @@
 // Reads and checks smelt pipeline's recipe file (see pipeline_recipe.h).
 #include "tools/pipeline_recipe.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "io/config_json.h"
 #include "io/files.h"
 #include "models/compose.h"
+#include "ops/distill.h"
 #include "runtime/error.h"
 
 namespace smelt::tools {
@@ -53,11 +55,16 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
     SMELT_CHECK(it.value().is_string(), r.where("domains"), ".", it.key(), ": expected a file name");
     SMELT_CHECK(it.key().find_first_of("/. ") == std::string::npos && !it.key().empty(), r.where("domains"), ": \"", it.key(),
                 "\" cannot name a directory (letters, digits, - and _ only)");
+    // The pipeline's own data folders sit beside the domains' (data/NAME).
+    SMELT_CHECK(it.key() != "mixed" && it.key() != "instruct", r.where("domains"), ": \"", it.key(),
+                "\" is the name of the pipeline's own data folder; name the domain otherwise");
     p.domains[it.key()] = it.value().get<std::string>();
   }
   p.instruct_data = r.string("instruct_data", "");
   p.max_domain_bytes = r.integer("max_domain_bytes", 0);
   p.max_instruct_examples = r.integer("max_instruct_examples", 0);
+  SMELT_CHECK(p.max_domain_bytes >= 0, r.where("max_domain_bytes"), ": must be ≥ 0 (0: everything), got ", p.max_domain_bytes);
+  SMELT_CHECK(p.max_instruct_examples >= 0, r.where("max_instruct_examples"), ": must be ≥ 0 (0: everything), got ", p.max_instruct_examples);
   p.val_fraction = r.number("val_fraction", p.val_fraction);
   p.save_every = r.integer("save_every", p.save_every);
   p.device = r.string("device", p.device);
@@ -91,7 +98,8 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
   {
     JsonReader c = r.object("compose");
     p.top_k = c.integer("top_k", p.top_k);
-    SMELT_CHECK(p.top_k >= 1, c.where("top_k"), ": must be at least 1, got ", p.top_k);
+    SMELT_CHECK(p.top_k >= 1 && p.top_k <= static_cast<int64_t>(p.domains.size()), c.where("top_k"), ": must be between 1 and the ",
+                p.domains.size(), " domains (one expert each), got ", p.top_k);
     p.gate_init = c.string("gate_init", p.gate_init);
     // Checked here, not when the compose stage starts after the base, instruct and expert stages.
     SMELT_CHECK(known_gate_init(p.gate_init), c.where("gate_init"), ": must be ", kGateInits, ", got \"", p.gate_init, "\"");
@@ -118,6 +126,15 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
     SMELT_CHECK(p.hidden_loss.empty() || p.hidden_loss == "mse" || p.hidden_loss == "cosine", d.where("hidden_loss"),
                 ": expected \"mse\" or \"cosine\", got \"", p.hidden_loss, "\"");
     d.finish();
+    // The distillation options, checked before the stages that come first train.
+    SMELT_CHECK(p.alpha >= 0 && p.alpha <= 1, d.where("alpha"), ": must be in [0, 1], got ", p.alpha);
+    SMELT_CHECK(p.temperature > 0 && std::isfinite(p.temperature), d.where("temperature"), ": must be positive, got ", p.temperature);
+    SMELT_CHECK(p.hidden_weight >= 0 && std::isfinite(p.hidden_weight), d.where("hidden_weight"), ": must be ≥ 0, got ", p.hidden_weight);
+    try {
+      ops::parse_divergence(p.distill_loss);
+    } catch (const Error& e) {
+      SMELT_FAIL(d.where("loss"), ": ", e.message());
+    }
   }
   r.finish();
   // Every stage recipe is checked now, before any work, with its path in the errors.
