@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <set>
 
@@ -17,9 +18,28 @@ namespace smelt {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// A model with a NaN or an infinity in its weights is broken (an options' overflow, a diverged
+// fit): it is refused, with the tensor named, rather than written for later commands to trip on.
+void check_finite_weights(const std::string& dir, const NamedTensors& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    const Tensor host = t.to(Device::cpu()).to(DType::F32).clone();  // contiguous f32 on the host
+    const float* v = host.data<float>();
+    for (int64_t i = 0; i < host.numel(); ++i)
+      SMELT_CHECK(std::isfinite(v[i]), dir, ": not written: tensor ", name, " holds ", std::isnan(v[i]) ? "NaN" : "an infinity",
+                  " (element ", i, ")");
+  }
+}
+
+}  // namespace
+
 void save_model_dir(const std::string& dir, const Transformer& model, const std::map<std::string, std::string>& extra_files) {
+  const NamedTensors tensors = model.state_dict();
+  check_finite_weights(dir, tensors);
   write_dir_atomic(dir, [&](const std::string& tmp) {
-    write_safetensors(tmp + "/model.safetensors", model.state_dict(), {{"format", "pt"}, {"written_by", "smelt"}});
+    write_safetensors(tmp + "/model.safetensors", tensors, {{"format", "pt"}, {"written_by", "smelt"}});
     write_file_atomic(tmp + "/config.json", model_config_to_json(model.config()).dump(2) + "\n");
     for (const auto& [name, contents] : extra_files) write_file_atomic(tmp + "/" + name, contents);
   });

@@ -11,7 +11,8 @@ void UpcycleOptions::validate() const {
   SMELT_CHECK(experts >= 1, "upcycle: --experts must be ≥ 1, got ", experts);
   SMELT_CHECK(top_k >= 1 && top_k <= experts, "upcycle: --top-k (", top_k, ") must be between 1 and --experts (", experts, ")");
   SMELT_CHECK(every >= 1, "upcycle: --every must be ≥ 1, got ", every);
-  SMELT_CHECK(noise >= 0, "upcycle: --noise must be ≥ 0, got ", noise);
+  // Relative to each weight's std: beyond 1 the noise outweighs the copied weights.
+  SMELT_CHECK(noise >= 0 && noise <= 1, "upcycle: --noise must be in [0, 1], got ", noise);
   SMELT_CHECK(shared_experts >= 0, "upcycle: --shared-experts must be ≥ 0, got ", shared_experts);
   SMELT_CHECK(scoring_func == "softmax" || scoring_func == "sigmoid", "upcycle: scoring must be softmax or sigmoid, got ", scoring_func);
 }
@@ -40,6 +41,8 @@ Transformer upcycle(const Transformer& dense, const UpcycleOptions& o) {
   o.validate();
   const ModelConfig& dc = dense.config();
   SMELT_CHECK(dc.num_local_experts == 0, "upcycle: the input model is already an MoE model (", dc.num_local_experts, " experts)");
+  SMELT_CHECK(o.every <= dc.num_hidden_layers, "upcycle: --every ", o.every, " leaves none of the model's ", dc.num_hidden_layers,
+              " layers an MoE layer");
   ModelConfig c = dc;
   c.num_local_experts = o.experts;
   c.num_experts_per_tok = o.top_k;

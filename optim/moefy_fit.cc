@@ -16,7 +16,7 @@ namespace smelt {
 
 void LayerFitOptions::validate() const {
   SMELT_CHECK(steps >= 0 && batch_tokens > 0, "layer fit: steps must be ≥ 0 and batch tokens positive");
-  SMELT_CHECK(lr > 0, "layer fit: learning rate must be positive, got ", lr);
+  SMELT_CHECK(lr > 0 && lr <= 1, "layer fit: --fit-lr must be in (0, 1], got ", lr);
   SMELT_CHECK(holdout > 0 && holdout < 1, "layer fit: holdout must be in (0, 1), got ", holdout);
   SMELT_CHECK(min_k >= 0, "--fit-min-k must be ≥ 0, got ", min_k);
 }

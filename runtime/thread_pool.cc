@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -148,12 +149,16 @@ class ThreadPool {
   std::atomic<bool> stop_flag_{false};  // stop_, for the spinning reader
 };
 
+// SMELT_NUM_THREADS when it is a whole number in 1..4096 (what --threads accepts), else every
+// core: a typo must not start tens of thousands of threads.
 int default_threads() {
   if (const char* env = std::getenv("SMELT_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n >= 1 && n <= 4096) return static_cast<int>(n);
+    std::fprintf(stderr, "smelt: warning: SMELT_NUM_THREADS=%s is not a whole number in 1..4096; using every core\n", env);
   }
-  return std::max(1u, std::thread::hardware_concurrency());
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4096u));
 }
 
 int g_threads = default_threads();

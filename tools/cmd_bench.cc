@@ -448,6 +448,7 @@ void run_bench(const BenchArgs& given) {
   apply_threads(a.threads);
   if (!a.simd.empty()) cpu_restrict_simd(a.simd);
   SMELT_CHECK(a.repeats > 0, "--repeats must be positive");
+  SMELT_CHECK(a.peak_tflops >= 0 && std::isfinite(a.peak_tflops), "--peak-tflops must be ≥ 0 (0: no MFU), got ", a.peak_tflops);
   const std::pair<const char*, int64_t> sizes[] = {{"--tokens", a.tokens}, {"--hidden", a.hidden}, {"--ffn", a.ffn},
                                                    {"--experts", a.experts}, {"--top-k", a.top_k}, {"--vocab", a.vocab},
                                                    {"--layers", a.layers}, {"--heads", a.heads}, {"--seq", a.seq},

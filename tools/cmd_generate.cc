@@ -63,7 +63,7 @@ void run_generate(const GenerateArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
-  SMELT_CHECK(a.temperature >= 0, "--temperature must be ≥ 0, got ", a.temperature);
+  SMELT_CHECK(a.temperature >= 0 && std::isfinite(a.temperature), "--temperature must be finite and ≥ 0, got ", a.temperature);
   SMELT_CHECK(a.top_k >= 0, "--top-k must be ≥ 0 (0: every token), got ", a.top_k);
   SMELT_CHECK(a.max_new_tokens >= 0, "--max-new-tokens must be ≥ 0, got ", a.max_new_tokens);
   const Device device = chosen_device(a.device);

@@ -66,7 +66,8 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--model", a->model, "Take the model from this directory or .gguf instead of the recipe's \"model\"");
   cmd->add_option("--ranks", a->cluster.ranks, "Ranks (processes, or GPUs) in the job")->required()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gpus-per-node", a->cluster.ranks_per_node, "Ranks per node (0: all on one node)")->capture_default_str();
-  cmd->add_option("--expert-parallel", a->cluster.expert_parallel, "Ranks sharing out each copy of the experts (default: all)");
+  cmd->add_option("--expert-parallel", a->cluster.expert_parallel, "Ranks sharing out each copy of the experts (default: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_option("--link-gbps", a->cluster.link_gbps, "Bandwidth between nodes per rank, Gbit/s")->capture_default_str();
   cmd->add_option("--node-gbps", a->cluster.node_gbps, "Bandwidth within a node per rank, Gbit/s")->capture_default_str();
   cmd->add_option("--tflops-per-rank", a->cluster.tflops_per_rank,

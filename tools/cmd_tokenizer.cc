@@ -35,6 +35,8 @@ void run_train(const TokenizerArgs& a) {
       docs.push_back(d.plain_text());
       bytes += static_cast<int64_t>(docs.back().size());
     }
+  SMELT_CHECK(bytes > 0, "tokenizer train: ", a.data.empty() ? std::string("--data") : a.data[0], a.data.size() > 1 ? " …" : "",
+              ": no text to learn merges from");
   std::vector<std::string_view> views(docs.begin(), docs.end());
   BpeTrainOptions options = a.options;
   options.special_tokens = BpeTokenizer::default_special_tokens();

@@ -434,13 +434,16 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
   cmd->add_option("--val", args->val, "Validation text file or prepared directory (default: the data's val split, or the end of a text file)");
   cmd->add_option("--val-fraction", args->val_fraction, "Fraction of --data held out when --val is not given")->capture_default_str();
   cmd->add_option("--out", args->out, "Output model directory (written atomically)")->required();
-  cmd->add_option("--steps", args->steps, "Override train.steps from the recipe");
-  cmd->add_option("--seed", args->seed, "Override train.seed from the recipe");
+  // Given, an override must be a value the recipe field accepts (unset, they keep the recipe's).
+  cmd->add_option("--steps", args->steps, "Override train.steps from the recipe")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--seed", args->seed, "Override train.seed from the recipe")->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
   cmd->add_option("--precision", args->precision,
                   "Override train.precision: f32, or bf16 (GEMM operands rounded to bf16, f32 accumulation and master weights)");
   cmd->add_option("--expert-parallel", args->expert_parallel,
-                  "Override train.expert_parallel: ranks that share each MoE layer's experts (= the mpirun ranks, or 1)");
-  cmd->add_option("--zero-stage", args->zero_stage, "Override train.zero_stage: 1 shards AdamW's moments over the mpirun ranks");
+                  "Override train.expert_parallel: ranks that share each MoE layer's experts (= the mpirun ranks, or 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--zero-stage", args->zero_stage, "Override train.zero_stage: 1 shards AdamW's moments over the mpirun ranks")
+      ->check(CLI::Range(int64_t{0}, int64_t{1}));
   cmd->add_option("--save-every", args->save_every, "Write a checkpoint to OUT.checkpoints/step-N every N steps (0 = never)");
   cmd->add_option("--keep-checkpoints", args->keep_checkpoints, "Checkpoints to keep (oldest removed first)")->capture_default_str();
   cmd->add_option("--stop-after", args->stop_after, "Stop after this step with a checkpoint instead of finishing the run");

@@ -13,6 +13,7 @@ namespace smelt::tools {
 namespace {
 
 DistillOptions distill_options(const TrainArgs& a) {
+  SMELT_CHECK(a.beta >= 0, "--beta must be in (0, 1) (0: the loss's default), got ", a.beta);
   DistillOptions o;
   o.kind = ops::parse_divergence(a.distill_loss);
   o.temperature = a.temperature;
