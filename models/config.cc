@@ -38,10 +38,13 @@ void ModelConfig::validate() const {
   SMELT_CHECK(head_dim() % 2 == 0, "head_dim = hidden_size / num_attention_heads = ", head_dim(), " must be even for RoPE");
   SMELT_CHECK(num_key_value_heads > 0 && num_attention_heads % num_key_value_heads == 0, "num_key_value_heads (",
               num_key_value_heads, ") must divide num_attention_heads (", num_attention_heads, ")");
-  SMELT_CHECK(max_position_embeddings > 0, "max_position_embeddings must be positive, got ", max_position_embeddings);
+  // 2^24 positions (16.7M) is over ten times the longest context of any model there is: a larger
+  // value is a typo, and would size RoPE tables and KV caches past any memory.
+  SMELT_CHECK(max_position_embeddings > 0 && max_position_embeddings <= (int64_t{1} << 24),
+              "max_position_embeddings must be in 1..16777216, got ", max_position_embeddings);
   SMELT_CHECK(rope_theta > 0, "rope_theta must be positive, got ", rope_theta);
   SMELT_CHECK(rope_scaling_factor > 0, "rope_scaling.factor must be positive, got ", rope_scaling_factor);
-  SMELT_CHECK(rms_norm_eps >= 0, "rms_norm_eps must be ≥ 0, got ", rms_norm_eps);
+  SMELT_CHECK(rms_norm_eps >= 0 && rms_norm_eps < 1, "rms_norm_eps must be in [0, 1), got ", rms_norm_eps);
   SMELT_CHECK(initializer_range >= 0, "initializer_range must be ≥ 0, got ", initializer_range);
   SMELT_CHECK(num_local_experts >= 0, "num_local_experts must be ≥ 0, got ", num_local_experts);
   if (num_local_experts > 0) validate_moe();
@@ -63,7 +66,8 @@ void ModelConfig::validate_moe() const {
               "moe_balancing must be \"aux_loss\", \"aux_free\" or \"none\", got \"", moe_balancing, "\"");
   SMELT_CHECK(routing == "token_choice" || routing == "expert_choice", "routing must be \"token_choice\" or \"expert_choice\", got \"",
               routing, "\"");
-  SMELT_CHECK(router_aux_loss_coef >= 0 && router_z_loss_coef >= 0, "router loss coefficients must be ≥ 0");
+  SMELT_CHECK(router_aux_loss_coef >= 0 && router_aux_loss_coef <= 100, "router_aux_loss_coef must be in [0, 100], got ", router_aux_loss_coef);
+  SMELT_CHECK(router_z_loss_coef >= 0 && router_z_loss_coef <= 100, "router_z_loss_coef must be in [0, 100], got ", router_z_loss_coef);
   SMELT_CHECK(aux_free_update_rate >= 0, "aux_free_update_rate must be ≥ 0, got ", aux_free_update_rate);
   SMELT_CHECK(router_jitter_noise >= 0 && router_jitter_noise < 1, "router_jitter_noise must be in [0, 1), got ", router_jitter_noise);
   SMELT_CHECK(routing_policies.empty() || (num_local_experts > 0 && static_cast<int64_t>(routing_policies.size()) == num_hidden_layers),

@@ -23,8 +23,15 @@ void TrainConfig::validate() const {
   SMELT_CHECK(optimizer == "adamw" || optimizer == "sgd", "train.optimizer must be \"adamw\" or \"sgd\", got \"", optimizer, "\"");
   SMELT_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, "train.lr must be positive and train.min_lr in [0, lr], got ", lr, ", ", min_lr);
   SMELT_CHECK(warmup_steps >= 0, "train.warmup_steps must be ≥ 0, got ", warmup_steps);
-  SMELT_CHECK(weight_decay >= 0, "train.weight_decay must be ≥ 0, got ", weight_decay);
-  SMELT_CHECK(eval_every >= 0 && eval_batches > 0, "train.eval_every must be ≥ 0 and train.eval_batches positive");
+  SMELT_CHECK(std::isfinite(lr), "train.lr must be finite, got ", lr);
+  SMELT_CHECK(weight_decay >= 0 && std::isfinite(weight_decay), "train.weight_decay must be finite and ≥ 0, got ", weight_decay);
+  // Checked here with the recipe's field names (the optimizers check again, by their own names).
+  SMELT_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1), got ", beta1, ", ", beta2);
+  SMELT_CHECK(adam_eps > 0 && adam_eps < 1, "train.adam_eps must be in (0, 1), got ", adam_eps);
+  SMELT_CHECK(momentum >= 0 && momentum < 1, "train.momentum must be in [0, 1), got ", momentum);
+  SMELT_CHECK(std::isfinite(grad_clip), "train.grad_clip must be finite (≤ 0 turns clipping off), got ", grad_clip);
+  SMELT_CHECK(eval_every >= 0, "train.eval_every must be ≥ 0, got ", eval_every);
+  SMELT_CHECK(eval_batches > 0 && eval_batches <= (int64_t{1} << 20), "train.eval_batches must be in 1..1048576, got ", eval_batches);
   SMELT_CHECK(zero_stage == 0 || zero_stage == 1, "train.zero_stage must be 0 or 1 (optimizer state sharding), got ", zero_stage);
   SMELT_CHECK(expert_parallel >= 1, "train.expert_parallel must be ≥ 1, got ", expert_parallel);
   SMELT_CHECK(zero_stage == 0 || expert_parallel == 1, "train.zero_stage 1 with train.expert_parallel ", expert_parallel,

@@ -100,7 +100,10 @@ void run_generate(const GenerateArgs& a) {
   NoGradGuard no_grad;
   Philox rng(static_cast<uint64_t>(a.seed));
   if (!a.chat) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
-  KVCache cache = model.make_cache(1, capacity);
+  // The cache holds what this generation can reach, not the whole context (a model with a long
+  // context would otherwise take gigabytes to write a few tokens).
+  const int64_t cache_capacity = std::min<int64_t>(capacity, static_cast<int64_t>(ids.size()) + std::max<int64_t>(a.max_new_tokens, 1));
+  KVCache cache = model.make_cache(1, cache_capacity);
   Tensor logits = model.last_logits(Tensor::from_ints(ids, {1, static_cast<int64_t>(ids.size())}, DType::I64, device), &cache);
   double active_sum = model.mean_active_parameters() * static_cast<double>(ids.size());
   int64_t forwarded = static_cast<int64_t>(ids.size());
@@ -116,7 +119,7 @@ void run_generate(const GenerateArgs& a) {
     std::fflush(stdout);
     ids.push_back(next);
     int64_t fed = 1;
-    if (cache.length < capacity) {
+    if (cache.length < cache_capacity) {
       logits = model.forward(Tensor::from_ints({next}, {1, 1}, DType::I64, device), &cache);
     } else {
       // Context full: start a fresh cache from the last half of the text (positions beyond the
