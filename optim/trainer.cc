@@ -15,11 +15,13 @@
 namespace smelt {
 
 void TrainConfig::validate() const {
-  SMELT_CHECK(steps > 0, "train.steps must be positive, got ", steps);
+  // Upper bounds far past any real run, so that a typo is named here rather than failing as an
+  // allocation of exabytes.
+  SMELT_CHECK(steps > 0 && steps <= (int64_t{1} << 40), "train.steps must be in 1..2^40, got ", steps);
   if (!precision.empty()) parse_matmul_precision(precision, "train.precision");
-  SMELT_CHECK(batch_size > 0, "train.batch_size must be positive, got ", batch_size);
-  SMELT_CHECK(seq_len > 0, "train.seq_len must be positive, got ", seq_len);
-  SMELT_CHECK(grad_accum > 0, "train.grad_accum must be positive, got ", grad_accum);
+  SMELT_CHECK(batch_size > 0 && batch_size <= (int64_t{1} << 20), "train.batch_size must be in 1..1048576, got ", batch_size);
+  SMELT_CHECK(seq_len > 0 && seq_len <= (int64_t{1} << 24), "train.seq_len must be in 1..16777216, got ", seq_len);
+  SMELT_CHECK(grad_accum > 0 && grad_accum <= (int64_t{1} << 20), "train.grad_accum must be in 1..1048576, got ", grad_accum);
   SMELT_CHECK(optimizer == "adamw" || optimizer == "sgd", "train.optimizer must be \"adamw\" or \"sgd\", got \"", optimizer, "\"");
   SMELT_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, "train.lr must be positive and train.min_lr in [0, lr], got ", lr, ", ", min_lr);
   SMELT_CHECK(warmup_steps >= 0, "train.warmup_steps must be ≥ 0, got ", warmup_steps);

@@ -33,11 +33,13 @@ echo "{\"model\": {$model}, \"train\": {\"steps\": 3, \"batch_size\": 2, \"seq_l
 echo "{\"model\": {\"vocab_size\": 256}}" >"$work/missing.json"
 echo "{\"model\": {$model, \"hidden_sise\": 3}}" >"$work/unknown.json"
 echo "{\"model\": {$model}, \"train\": {\"steps\": \"many\"}}" >"$work/type.json"
+printf '\377\n{' >"$work/binary.json"  # a binary file: its bytes are quoted escaped, on one line
 head -c 20000 /dev/urandom | base64 >"$work/text.txt"
 : >"$work/empty.txt"
 
 expect_error missing-key "missing.json|model.hidden_size" -- "$SMELT" train --config "$work/missing.json" --data "$work/text.txt" --out "$work/m"
 expect_error unknown-key "unknown.json|model.hidden_sise|unknown field" -- "$SMELT" train --config "$work/unknown.json" --data "$work/text.txt" --out "$work/m"
+expect_error binary-config 'binary.json|malformed JSON|\xff' -- "$SMELT" train --config "$work/binary.json" --data "$work/text.txt" --out "$work/m"
 expect_error wrong-type "type.json|train.steps|integer" -- "$SMELT" train --config "$work/type.json" --data "$work/text.txt" --out "$work/m"
 expect_error no-data "$work/nope.txt|does not exist" -- "$SMELT" train --config "$work/good.json" --data "$work/nope.txt" --out "$work/m"
 expect_error empty-data "empty.txt|empty" -- "$SMELT" train --config "$work/good.json" --data "$work/empty.txt" --out "$work/m"
