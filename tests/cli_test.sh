@@ -119,6 +119,7 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     expect_error eval-negative-seq-len "--seq-len|-5" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --seq-len -5
     expect_error generate-negative-tokens "--max-new-tokens|-3" -- "$SMELT" generate --model "$work/u" --prompt "The " --max-new-tokens -3
     expect_error bench-zero-heads "--heads|0" -- "$SMELT" bench attention --heads 0
+    expect_error system-without-chat "--system|--chat" -- "$SMELT" generate --model "$work/u" --prompt "The " --system "Be brief."
     expect_error generate-negative-top-k "--top-k|-2" -- "$SMELT" generate --model "$work/u" --prompt "The " --top-k -2
     # Weights kept in bf16 for inference: the loss moves by rounding only; generation runs.
     bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')

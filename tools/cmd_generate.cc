@@ -62,6 +62,7 @@ int64_t sample(const std::vector<float>& logits, const GenerateArgs& a, Philox& 
 void run_generate(const GenerateArgs& a) {
   apply_threads(a.threads);
   SMELT_CHECK(!a.prompt.empty(), "--prompt must not be empty");
+  SMELT_CHECK(a.system.empty() || a.chat, "--system is the system turn of a --chat conversation; add --chat");
   SMELT_CHECK(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
   SMELT_CHECK(a.temperature >= 0 && std::isfinite(a.temperature), "--temperature must be finite and ≥ 0, got ", a.temperature);
   SMELT_CHECK(a.top_k >= 0, "--top-k must be ≥ 0 (0: every token), got ", a.top_k);
