@@ -67,8 +67,11 @@ bool within(const std::filesystem::path& inner, const std::filesystem::path& out
   return true;
 }
 
+// The path with links resolved where they exist (an unreadable folder: as written).
 std::filesystem::path resolved(const std::string& path) {
-  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(path));
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(path), ec);
+  if (ec) p = std::filesystem::absolute(path).lexically_normal();
   if (!p.has_filename()) p = p.parent_path();
   return p;
 }
