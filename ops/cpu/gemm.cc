@@ -319,9 +319,13 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
       const int64_t b_packs = (tl.n_panels + kPackPanels - 1) / kPackPanels, per_block = b_packs + tl.m_blocks;
       const int64_t u = t - first_pack[j], k0 = k_begin + u / per_block * kKC, v = u % per_block, kc = std::min(kKC, g.k - k0);
       if (v < b_packs) {
-        const int64_t p0 = v * kPackPanels, p1 = std::min(tl.n_panels, (v + 1) * kPackPanels);
         float* panels = packed_b + b_offset[j] + (k0 - k_begin) * tl.n_panels * nr;
-        pack_b_any(g, k0, kc, nr, p0, p1, panels);
+        if (packs_b_by_rows(g)) {
+          pack_b_any(g, k0, kc, nr, 0, tl.n_panels, v * kc / b_packs, (v + 1) * kc / b_packs, panels);
+          return;
+        }
+        const int64_t p0 = v * kPackPanels, p1 = std::min(tl.n_panels, (v + 1) * kPackPanels);
+        pack_b_any(g, k0, kc, nr, p0, p1, 0, kc, panels);
         if (g.bf16_math) panels_to_bf16(panels + p0 * kc * nr, p1 - p0, kc, nr, pairs);
       } else {
         const int64_t mb = v - b_packs, p0 = tl.m_panel_begin(mb), p1 = tl.m_panel_begin(mb + 1), i0 = p0 * kMR;

@@ -165,11 +165,11 @@ void transpose_into_panel(const BT* const* src, int64_t kc, int64_t nr, int64_t 
   }
 }
 
-// Packs panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each) from b (g.b or g.b_bf16): panel p
-// holds rows k, each nr floats, zero padded. Runs on one thread; callers spread panels of all
-// products over the pool.
+// Packs rows [s0, s1) of panels [p0, p1) of B[k0:k0+kc, 0:n] (nr columns each) from b (g.b or
+// g.b_bf16): panel p holds rows k, each nr floats, zero padded. Runs on one thread; callers spread
+// the panels, or for an untransposed B slices of rows (see packs_b_by_rows), over the pool.
 template <typename BT>
-void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
+void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, int64_t s0, int64_t s1, float* out) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   for (int64_t p = p0; p < p1; ++p) {
@@ -180,7 +180,7 @@ void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, 
       // are one contiguous stretch per row (prefetch-friendly) rather than 64 bytes lda apart.
       int64_t q = p + 1;
       while (q < p1 && (q + 1) * nr <= g.n) ++q;
-      for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t k = s0; k < s1; ++k) {
         const BT* src = b + b_row(g, k0 + k) * g.ldb + j0;
         float* row = dst + k * nr;
         for (int64_t s = 0; s < q - p; ++s, src += nr, row += kc * nr) {  // one panel row is two vectors
@@ -190,7 +190,7 @@ void pack_b(const GemmArgs& g, const BT* b, int64_t k0, int64_t kc, int64_t nr, 
       }
       p = q - 1;
     } else if (!g.trans_b) {
-      for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t k = s0; k < s1; ++k) {
         const BT* src = b + b_row(g, k0 + k) * g.ldb + j0;
         for (int64_t j = 0; j < nr; ++j) dst[k * nr + j] = j < cols ? to_f32(src[j]) : 0.0f;
       }
@@ -233,10 +233,18 @@ void pack_b_quantized(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int
   }
 }
 
-void pack_b_any(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, float* out) {
+// An untransposed B is packed in slices of its rows across all panels rather than in groups of
+// panels: each task then reads one contiguous stretch of B (whole rows, one after another) where
+// a group of panels read a short piece of every row, ldb apart, and spent more time waiting on
+// the reads than the transposed B's packing. Not with bf16 arithmetic, whose rewrite of a panel
+// needs all its rows.
+bool packs_b_by_rows(const GemmArgs& g) { return !g.trans_b && !g.b_quant && !g.bf16_math; }
+
+void pack_b_any(const GemmArgs& g, int64_t k0, int64_t kc, int64_t nr, int64_t p0, int64_t p1, int64_t s0, int64_t s1, float* out) {
+  SMELT_ASSERT((s0 == 0 && s1 == kc) || packs_b_by_rows(g), "gemm: only an untransposed B is packed a slice of rows at a time");
   if (g.b_quant) pack_b_quantized(g, k0, kc, nr, p0, p1, out);
-  else if (g.b_bf16) pack_b(g, g.b_bf16, k0, kc, nr, p0, p1, out);
-  else pack_b(g, g.b, k0, kc, nr, p0, p1, out);
+  else if (g.b_bf16) pack_b(g, g.b_bf16, k0, kc, nr, p0, p1, s0, s1, out);
+  else pack_b(g, g.b, k0, kc, nr, p0, p1, s0, s1, out);
 }
 
 // pack_a's layout (below) from a transposed A.
