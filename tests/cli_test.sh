@@ -121,6 +121,14 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     expect_error bench-zero-heads "--heads|0" -- "$SMELT" bench attention --heads 0
     expect_error system-without-chat "--system|--chat" -- "$SMELT" generate --model "$work/u" --prompt "The " --system "Be brief."
     expect_error generate-negative-top-k "--top-k|-2" -- "$SMELT" generate --model "$work/u" --prompt "The " --top-k -2
+    # An option this run would ignore is refused, naming it, before any work.
+    expect_error bench-option-elsewhere "--tokens|bench gemm|moe" -- "$SMELT" bench gemm --tokens 8
+    expect_error bench-shape-with-model "--layers|--model" -- "$SMELT" bench decode --model "$work/u" --layers 2
+    expect_error eval-split-of-text "--split|text" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --split train
+    expect_error sft-replay-fraction-alone "--replay-fraction|--replay" -- "$SMELT" sft --model "$work/u" --data "$work/text.txt" --replay-fraction 0.3 --out "$work/x"
+    expect_error moefy-sweep-windows-alone "--sweep-windows|--sweep" -- "$SMELT" moefy --model "$work/m" --out "$work/x" --experts 2 --top-k 1 --sweep-windows 4
+    expect_error moefy-fit-lr-without-fit "--fit-lr|--fit-steps 0" -- "$SMELT" moefy --model "$work/m" --out "$work/x" --experts 2 --top-k 1 --fit-steps 0 --fit-lr 0.1
+    expect_error compose-seed-not-random "--seed|random" -- "$SMELT" compose --base "$work/m" --experts "$work/m" "$work/m" --out "$work/x" --seed 3
     # Weights kept in bf16 for inference: the loss moves by rounding only; generation runs.
     bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
     awk -v a="$moe_loss" -v b="$bf16_loss" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d < 0.02) }' && ok ||
@@ -213,6 +221,9 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       fail "hidden-state distillation with a projection, stopped and resumed"
     fi
     expect_error resume-other-loss "\"distill\".loss|rkl" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/tm" --loss rkl --hidden-loss cosine --data "$work/tokdata" --out "$work/x"
+    expect_error beta-of-fkl "--beta|fkl" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --loss fkl --beta 0.3 --data "$work/tokdata" --out "$work/x"
+    expect_error hidden-weight-alone "--hidden-weight|--hidden-loss" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-weight 2 --data "$work/tokdata" --out "$work/x"
+    expect_error cache-online "--cache|--teacher-topk" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --cache "$work/tcache2" --data "$work/tokdata" --out "$work/x"
     expect_error hidden-loss-with-cache "hidden-loss|online" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-loss mse --teacher-topk 8 --cache "$work/tcache" --data "$work/tokdata" --out "$work/x"
     expect_error student-init-width "hidden_size 16|32" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --student-init teacher --data "$work/tokdata" --out "$work/x"
     # MoEfication: split the FFN into experts on calibration data; exact with every expert active.

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "autograd/grad_mode.h"
@@ -442,6 +443,43 @@ void bench_decode(const BenchArgs& a) {
   std::printf("%s\n", j.dump().c_str());
 }
 
+// Options that only some benchmarks read, each with those benchmarks: given to another, it would
+// be silently ignored. The reference model's shape (decode) is ignored with --model too.
+void refuse_unused_bench_options(const CLI::App& cmd, const BenchArgs& a) {
+  const std::pair<const char*, std::set<std::string>> readers[] = {
+      {"--tokens", {"grouped-gemm", "moe"}},
+      {"--hidden", {"grouped-gemm", "moe", "attention", "train", "decode"}},
+      {"--ffn", {"grouped-gemm", "moe", "train", "decode"}},
+      {"--experts", {"grouped-gemm", "moe", "train", "decode"}},
+      {"--top-k", {"grouped-gemm", "moe", "train", "decode"}},
+      {"--shape", {"gemm"}},
+      {"--b-dtype", {"gemm"}},
+      {"--precision", {"gemm", "train"}},
+      {"--repeats", {"gemm", "grouped-gemm", "moe", "attention", "decode"}},
+      {"--vocab", {"train", "decode"}},
+      {"--layers", {"train", "decode"}},
+      {"--heads", {"attention", "train", "decode"}},
+      {"--seq", {"attention", "train", "decode"}},
+      {"--batch", {"attention", "train"}},
+      {"--steps", {"train"}},
+      {"--new-tokens", {"decode"}},
+      {"--model", {"decode"}},
+      {"--weights", {"decode"}},
+      {"--map-experts", {"decode"}},
+      {"--dense", {"train", "decode"}},
+      {"--checkpoint", {"train"}},
+      {"--peak-tflops", {"train"}},
+  };
+  for (const auto& [option, users] : readers) {
+    std::string list;
+    for (const std::string& u : users) list += (list.empty() ? "" : ", ") + u;
+    refuse_unused(cmd, option, users.count(a.what) > 0, "in bench " + a.what + " (it applies to " + list + ")");
+  }
+  if (a.what == "decode" && !a.model.empty())
+    for (const char* shape : {"--hidden", "--ffn", "--experts", "--top-k", "--vocab", "--layers", "--heads", "--dense"})
+      refuse_unused(cmd, shape, false, "with --model (it shapes the reference model)");
+}
+
 void run_bench(const BenchArgs& given) {
   BenchArgs a = given;
   if (a.precision.empty()) a.precision = a.what == "train" ? default_precision(chosen_device(a.device)) : "f32";  // as smelt train would
@@ -501,7 +539,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--peak-tflops", a->peak_tflops, "train: the device's dense peak TFLOP/s (e.g. 989 for an H100/H200's bf16), to report MFU");
   add_threads_option(*cmd, a->threads);
   add_device_option(*cmd, a->device);
-  cmd->callback([a] { run_bench(*a); });
+  cmd->callback([a, cmd] {
+    refuse_unused_bench_options(*cmd, *a);
+    run_bench(*a);
+  });
 }
 
 }  // namespace smelt::tools

@@ -132,7 +132,14 @@ void add_compose_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*cmd, a->threads);
   add_device_option(*cmd, a->device);
-  cmd->callback([a] { run_compose(*a); });
+  cmd->callback([a, cmd] {
+    const std::string& init = a->options.gate_init;
+    refuse_unused(*cmd, "--seed", init == "random", "without --gate-init random");
+    for (const char* prompt_option : {"--prompts", "--prompt-windows", "--seq-len"})
+      refuse_unused(*cmd, prompt_option, init != "random", "with --gate-init random");
+    refuse_unused(*cmd, "--negative-prompts", init == "hidden" || init == "embed", "with --gate-init " + init + " (hidden and embed use them)");
+    run_compose(*a);
+  });
 }
 
 }  // namespace smelt::tools

@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/json_reader.h"
+#include "io/prepared_data.h"
 #include "tools/data_source.h"
 #include "tools/device_option.h"
 #include "ops/ops.h"
@@ -143,7 +144,10 @@ void add_eval_command(CLI::App& app) {
   add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
   add_device_option(*cmd, args->device);
-  cmd->callback([args] { run_eval(*args); });
+  cmd->callback([args, cmd] {
+    refuse_unused(*cmd, "--split", is_prepared_data(args->data), "with a text --data (a prepared directory has the splits)");
+    run_eval(*args);
+  });
 }
 
 }  // namespace smelt::tools

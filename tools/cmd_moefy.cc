@@ -310,7 +310,13 @@ void add_moefy_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*cmd, a->threads);
   add_device_option(*cmd, a->device);
-  cmd->callback([a] { run_moefy(*a); });
+  cmd->callback([a, cmd] {
+    refuse_unused(*cmd, "--sweep-windows", a->sweep, "without --sweep");
+    for (const char* fit_option : {"--fit-lr", "--fit-batch", "--fit-min-k"})
+      refuse_unused(*cmd, fit_option, a->fit.steps > 0, "with --fit-steps 0 (no layer-wise fit)");
+    refuse_unused(*cmd, "--split-tokens", a->options.split == "coact" || a->options.shared_neurons > 0, "without --split coact or --shared-neurons");
+    run_moefy(*a);
+  });
 }
 
 }  // namespace smelt::tools

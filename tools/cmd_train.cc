@@ -475,7 +475,10 @@ void add_sft_command(CLI::App& app) {
                   "The replayed text's share of the loss (and its rows beside each batch_size conversations: this share of them)")
       ->capture_default_str();
   add_run_options(cmd, args.get());
-  cmd->callback([args] { run_train(*args); });
+  cmd->callback([args, cmd] {
+    refuse_unused(*cmd, "--replay-fraction", !args->replay.empty(), "without --replay");
+    run_train(*args);
+  });
 }
 
 void add_distill_command(CLI::App& app) {
@@ -499,8 +502,11 @@ void add_distill_command(CLI::App& app) {
   cmd->add_option("--student-layers", args->student_layers, "Teacher layers for --student-init teacher, e.g. 0,3 (default: evenly spaced)")
       ->delimiter(',');
   add_run_options(cmd, args.get());
-  cmd->callback([args] {
+  cmd->callback([args, cmd] {
     SMELT_CHECK(!args->teacher.empty() || !args->resume.empty(), "smelt distill needs --teacher DIR (or --resume of a distillation checkpoint)");
+    refuse_unused(*cmd, "--hidden-weight", !args->hidden_loss.empty(), "without --hidden-loss");
+    refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");
+    refuse_unused(*cmd, "--beta", args->distill_loss == "jsd" || args->distill_loss == "skl", "with --loss " + args->distill_loss + " (jsd and skl have one)");
     run_train(*args);
   });
 }

@@ -2,6 +2,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <string>
+
 namespace smelt::tools {
 
 void add_train_command(CLI::App& app);
@@ -25,5 +27,9 @@ void add_plan_command(CLI::App& app);
 // --threads N shared by the compute subcommands (0 = all cores).
 void add_threads_option(CLI::App& cmd, int& threads);
 void apply_threads(int threads);
+
+// Refuses `option` when it was given on the command line but this run would not use it (a value
+// silently ignored is a mistake the user cannot see): "OPTION has no effect WHY; leave it out".
+void refuse_unused(const CLI::App& cmd, const std::string& option, bool used, const std::string& why);
 
 }  // namespace smelt::tools

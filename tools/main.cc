@@ -22,6 +22,10 @@ void apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
 }
 
+void refuse_unused(const CLI::App& cmd, const std::string& option, bool used, const std::string& why) {
+  SMELT_CHECK(used || cmd.count(option) == 0, option, " has no effect ", why, "; leave it out");
+}
+
 namespace {
 
 // Under mpirun with several ranks: only the training commands run (one rank of a job writing
