@@ -54,6 +54,14 @@ constexpr int64_t kX8Prefetch = 4096;
 constexpr int64_t kX8Prefetch = 1024;
 #endif
 
+// The 8 rows' totals, lanes in kX8ScaleOrder, stored in row order: one permute (a scalar
+// scatter per row of A cost as much as a block's arithmetic on prefill's short rows).
+HWY_INLINE void x8_store_rows(__m256 lanes, float* out) {
+  const __m256i row_order = _mm256_setr_epi32(kX8ScaleSlot[0], kX8ScaleSlot[1], kX8ScaleSlot[2], kX8ScaleSlot[3], kX8ScaleSlot[4],
+                                              kX8ScaleSlot[5], kX8ScaleSlot[6], kX8ScaleSlot[7]);
+  _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(lanes, row_order));
+}
+
 // Σ q·a of the 8 rows of a Q4_0 group block (nibbles as stored, unsigned 0..15) against the
 // blocks of M rows of A (a[i]), lanes in kX8ScaleOrder (AVX2; AVX-512 has x8_q4_0_dot_512).
 // One 32-byte load holds rows 2p (low 128 bits) and 2p + 1; its nibbles are split once for all
@@ -138,9 +146,7 @@ HWY_INLINE void x8_blocks_dot(const uint8_t* group, const int8_t* aq, const floa
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_mul_ps(scales, _mm256_set1_ps(ad[i * blocks + b])), acc[i]);
   }
   for (int i = 0; i < M; ++i) {
-    alignas(32) float lanes[kX8Rows];
-    _mm256_store_ps(lanes, acc[i]);
-    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+    x8_store_rows(acc[i], out[i]);
   }
 }
 
@@ -225,9 +231,7 @@ HWY_INLINE void x8_q4_k_dot(const uint8_t* group, const int8_t* aq, const float*
     }
   }
   for (int i = 0; i < M; ++i) {
-    alignas(32) float lanes[kX8Rows];
-    _mm256_store_ps(lanes, acc[i]);
-    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+    x8_store_rows(acc[i], out[i]);
   }
 }
 #else
@@ -342,9 +346,7 @@ HWY_INLINE void x8_q4_0_dot_512(const uint8_t* group, const int8_t* aq, const fl
     const __m512 totals = _mm512_add_ps(halves, _mm512_permute_ps(halves, _MM_SHUFFLE(1, 0, 3, 2)));
     const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m256 rows = _mm256_sub_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(order, totals)), offset[i]);
-    alignas(32) float lanes[kX8Rows];
-    _mm256_store_ps(lanes, rows);
-    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+    x8_store_rows(rows, out[i]);
   }
 }
 #endif
@@ -425,9 +427,7 @@ HWY_INLINE void x8_q4_k_dot_512(const uint8_t* group, const int8_t* aq, const fl
     }
   }
   for (int i = 0; i < M; ++i) {
-    alignas(32) float lanes[kX8Rows];
-    _mm256_store_ps(lanes, acc[i]);
-    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+    x8_store_rows(acc[i], out[i]);
   }
 }
 #endif
@@ -488,9 +488,7 @@ HWY_INLINE void x8_q8_0_dot_512(const uint8_t* group, const int8_t* aq, const fl
                                    _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u), _mm512_castps_pd(v))));
     const __m512 lanes4 = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
     const __m512i order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0);
-    alignas(32) float lanes[kX8Rows];
-    _mm256_store_ps(lanes, _mm512_castps512_ps256(_mm512_permutexvar_ps(order, lanes4)));
-    for (int s = 0; s < kX8Rows; ++s) out[i][kX8ScaleOrder[s]] = lanes[s];
+    x8_store_rows(_mm512_castps512_ps256(_mm512_permutexvar_ps(order, lanes4)), out[i]);
   }
 }
 #endif
@@ -518,6 +516,19 @@ void x8_group_rows(const GemmArgs& g, const uint8_t* group, const int8_t* aq, co
   const int64_t blocks = g.k / kQuantBlock;
   float sums[M][kX8Rows];
   x8_group_dot<M, W>(group, aq + i0 * g.k, ad + i0 * blocks, a_isum + i0 * blocks, a_sums + i0 * blocks, g.k, sums);
+#if HWY_TARGET != HWY_SCALAR
+  const hn::CappedTag<float, kX8Rows> d8;
+  if (hn::Lanes(d8) == kX8Rows && j + kX8Rows <= j1) {  // a whole group: the 8 columns as one vector
+    const auto alpha = hn::Set(d8, g.alpha), beta = hn::Set(d8, g.beta);
+    for (int i = 0; i < M; ++i) {
+      float* c = g.c + (i0 + i) * g.ldc + j;
+      auto v = hn::Mul(alpha, hn::LoadU(d8, sums[i]));
+      if (g.beta != 0.0f) v = hn::MulAdd(beta, hn::LoadU(d8, c), v);  // beta 0 ignores NaN garbage in C
+      hn::StoreU(v, d8, c);
+    }
+    return;
+  }
+#endif
   for (int i = 0; i < M; ++i)
     for (int r = 0; r < kX8Rows && j + r < j1; ++r) {
       float* c = g.c + (i0 + i) * g.ldc + j + r;
