@@ -27,17 +27,19 @@ namespace smelt {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// A's rows (g.m of them, k values each) as int8 blocks: q = round(x / d), d = max|x| / 127 per
-// span of `span` blocks of 32 (an f32 scale, finer than Q8_0's f16; A is quantised per call, so
-// it costs nothing to keep). q holds m·k values, d m·k/32 scales (a span's blocks repeat its
-// scale). Q4_K products take spans of a whole super-block (8 blocks, as llama.cpp's Q8_K): its
+// Rows [i0, i1) of A (k values each) as int8 blocks: q = round(x / d), d = max|x| / 127 per span
+// of `span` blocks of 32 (an f32 scale, finer than Q8_0's f16; A is quantised per call, so it
+// costs nothing to keep). q holds m·k values, d m·k/32 scales (a span's blocks repeat its scale).
+// Q4_K products take spans of a whole super-block (8 blocks, as llama.cpp's Q8_K): its
 // sub-blocks' integer sums can then be weighted by their integer scales and added before any
-// float arithmetic.
-inline void quantize_a_rows(const GemmArgs& g, int8_t* q, float* d, int64_t span) {
+// float arithmetic. Each block's Σq goes to isums and d·Σq to sums, summed as it is rounded:
+// Q4_0's −8 offset, the +128 of Q8_0X8 on AVX3_DL and Q4_K's mins need them.
+inline void quantize_a_rows(const GemmArgs& g, int64_t i0, int64_t i1, int64_t span, int8_t* q, float* d, int32_t* isums, float* sums) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int8_t, decltype(df)> d8;
+  const hn::Rebind<int32_t, decltype(df)> di;
   const int64_t L = static_cast<int64_t>(hn::Lanes(df)), blocks = g.k / kQuantBlock, width = span * kQuantBlock;
-  for (int64_t i = 0; i < g.m; ++i) {
+  for (int64_t i = i0; i < i1; ++i) {
     const float* x = g.a + a_row(g, i) * g.lda;
     for (int64_t b = 0; b < blocks; b += span) {
       const float* xb = x + b * kQuantBlock;
@@ -45,10 +47,20 @@ inline void quantize_a_rows(const GemmArgs& g, int8_t* q, float* d, int64_t span
       for (int64_t j = 0; j < width; j += L) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
       const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
       const auto inverse = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
-      for (int64_t s = 0; s < span; ++s) d[i * blocks + b + s] = scale;
-      // Rounded to nearest, ties to even (lrintf's rounding under the default mode).
-      for (int64_t j = 0; j < width; j += L)
-        hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), inverse))), d8, q + i * g.k + b * kQuantBlock + j);
+      for (int64_t s = 0; s < span; ++s) {
+        const int64_t block = i * blocks + b + s;
+        auto isum = hn::Zero(di);
+        for (int64_t j = 0; j < kQuantBlock; j += L) {
+          // Rounded to nearest, ties to even (lrintf's rounding under the default mode).
+          const auto ints = hn::NearestInt(hn::Mul(hn::LoadU(df, xb + s * kQuantBlock + j), inverse));
+          hn::StoreU(hn::DemoteTo(d8, ints), d8, q + block * kQuantBlock + j);
+          isum = hn::Add(isum, ints);
+        }
+        const int32_t total = hn::GetLane(hn::SumOfLanes(di, isum));
+        d[block] = scale;
+        isums[block] = total;
+        sums[block] = scale * static_cast<float>(total);
+      }
     }
   }
 }
@@ -329,16 +341,6 @@ void quant_dot_task_of(const GemmArgs& g, const int8_t* aq, const float* ad, con
     case 2: quant_dot_columns<2, W>(g, aq, ad, a_sums, j0, j1); break;
     case 3: quant_dot_columns<3, W>(g, aq, ad, a_sums, j0, j1); break;
     default: quant_dot_columns<4, W>(g, aq, ad, a_sums, j0, j1); break;
-  }
-}
-
-// Σ q_a of each of A's blocks (m·k/32 of them; Q4_0X8's −8 offset) and da · Σ q_a (Q4_K's mins).
-inline void a_block_sums(const GemmArgs& g, const int8_t* aq, const float* ad, int32_t* a_isums, float* a_sums) {
-  for (int64_t b = 0; b < g.m * g.k / kQuantBlock; ++b) {
-    int32_t sum = 0;
-    for (int64_t c = 0; c < kQuantBlock; ++c) sum += aq[b * kQuantBlock + c];
-    a_isums[b] = sum;
-    a_sums[b] = ad[b] * static_cast<float>(sum);
   }
 }
 
