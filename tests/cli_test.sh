@@ -128,6 +128,10 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     expect_error sft-replay-fraction-alone "--replay-fraction|--replay" -- "$SMELT" sft --model "$work/u" --data "$work/text.txt" --replay-fraction 0.3 --out "$work/x"
     expect_error moefy-sweep-windows-alone "--sweep-windows|--sweep" -- "$SMELT" moefy --model "$work/m" --out "$work/x" --experts 2 --top-k 1 --sweep-windows 4
     expect_error moefy-fit-lr-without-fit "--fit-lr|--fit-steps 0" -- "$SMELT" moefy --model "$work/m" --out "$work/x" --experts 2 --top-k 1 --fit-steps 0 --fit-lr 0.1
+    expect_error greedy-top-k "--top-k|--temperature 0" -- "$SMELT" generate --model "$work/u" --prompt "The " --temperature 0 --top-k 5
+    expect_error upcycle-seed-without-noise "--seed|--noise 0" -- "$SMELT" upcycle --model "$work/m" --out "$work/x" --experts 2 --top-k 1 --seed 4
+    expect_error val-fraction-with-val "--val-fraction|--val" -- "$SMELT" train --init "$work/m" --data "$work/text.txt" --val "$work/text.txt" --val-fraction 0.2 --out "$work/x"
+    expect_error keep-without-checkpoints "--keep-checkpoints|--save-every" -- "$SMELT" train --init "$work/m" --data "$work/text.txt" --keep-checkpoints 3 --out "$work/x"
     expect_error compose-seed-not-random "--seed|random" -- "$SMELT" compose --base "$work/m" --experts "$work/m" "$work/m" --out "$work/x" --seed 3
     # Weights kept in bf16 for inference: the loss moves by rounding only; generation runs.
     bf16_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --weights bf16 --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
@@ -265,7 +269,7 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
     if "$SMELT" data prepare --data "$work/chat6.jsonl" --tokenizer "$work/tm/tokenizer.json" --out "$work/chatdata" --val-fraction 0 --json 2>/dev/null | grep -q '"masked":true'; then
       ok
       echo '{"train": {"steps": 2, "batch_size": 2, "seq_len": 16, "eval_batches": 1, "warmup_steps": 1}}' >"$work/sft.json"
-      "$SMELT" train --config "$work/sft.json" --init "$work/tm" --data "$work/chatdata" --val-fraction 0 --out "$work/sft" >/dev/null 2>&1 && ok || fail "train on conversations"
+      "$SMELT" train --config "$work/sft.json" --init "$work/tm" --data "$work/chatdata" --out "$work/sft" >/dev/null 2>&1 && ok || fail "train on conversations"
       "$SMELT" generate --model "$work/sft" --chat --prompt "Hi" --max-new-tokens 4 --seed 1 >/dev/null 2>&1 && ok || fail "generate --chat"
       "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --val-fraction 0 --steps 2 --out "$work/sft2" >/dev/null 2>&1 && ok || fail "smelt sft on JSONL"
       # The same instruct-tuning on the simulated device (device-style copies only): the same bytes.

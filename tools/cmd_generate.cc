@@ -169,7 +169,11 @@ void add_generate_command(CLI::App& app) {
   add_map_experts_option(*cmd, args->map_experts);
   add_threads_option(*cmd, args->threads);
   add_device_option(*cmd, args->device);
-  cmd->callback([args] { run_generate(*args); });
+  cmd->callback([args, cmd] {
+    for (const char* sampling : {"--top-k", "--top-p", "--seed"})
+      refuse_unused(*cmd, sampling, args->temperature > 0, "with --temperature 0 (greedy decoding samples nothing)");
+    run_generate(*args);
+  });
 }
 
 }  // namespace smelt::tools

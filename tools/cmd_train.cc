@@ -10,6 +10,7 @@
 #include "io/files.h"
 #include "io/chat.h"
 #include "io/checkpoint.h"
+#include "io/prepared_data.h"
 #include "io/config_json.h"
 #include "io/run_report.h"
 #include "models/expert_parallel.h"
@@ -452,6 +453,12 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
   add_device_option(*cmd, args->device);
 }
 
+// The options every training command shares that a run can leave unused.
+void refuse_unused_run_options(const CLI::App& cmd, const TrainArgs& a) {
+  refuse_unused(cmd, "--val-fraction", a.val.empty() && !is_prepared_data(a.data), "with --val or a prepared --data (it has its own val split)");
+  refuse_unused(cmd, "--keep-checkpoints", a.save_every > 0 || a.stop_after > 0, "without --save-every or --stop-after (no checkpoints are written)");
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& app) {
@@ -460,7 +467,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--config", args->config, "Recipe JSON: {\"model\": {HF config fields}, \"train\": {...}}");
   cmd->add_option("--init", args->init, "Start from this model directory instead of a fresh model (the recipe then has no \"model\")");
   add_run_options(cmd, args.get());
-  cmd->callback([args] { run_train(*args); });
+  cmd->callback([args, cmd] {
+    refuse_unused_run_options(*cmd, *args);
+    run_train(*args);
+  });
 }
 
 void add_sft_command(CLI::App& app) {
@@ -477,6 +487,7 @@ void add_sft_command(CLI::App& app) {
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
     refuse_unused(*cmd, "--replay-fraction", !args->replay.empty(), "without --replay");
+    refuse_unused_run_options(*cmd, *args);
     run_train(*args);
   });
 }
@@ -505,6 +516,7 @@ void add_distill_command(CLI::App& app) {
   cmd->callback([args, cmd] {
     SMELT_CHECK(!args->teacher.empty() || !args->resume.empty(), "smelt distill needs --teacher DIR (or --resume of a distillation checkpoint)");
     refuse_unused(*cmd, "--hidden-weight", !args->hidden_loss.empty(), "without --hidden-loss");
+    refuse_unused_run_options(*cmd, *args);
     refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");
     refuse_unused(*cmd, "--beta", args->distill_loss == "jsd" || args->distill_loss == "skl", "with --loss " + args->distill_loss + " (jsd and skl have one)");
     run_train(*args);

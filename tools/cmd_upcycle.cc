@@ -66,7 +66,10 @@ void add_upcycle_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed for the noise")->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_device_option(*cmd, a->device);
-  cmd->callback([a] { run_upcycle(*a); });
+  cmd->callback([a, cmd] {
+    refuse_unused(*cmd, "--seed", a->options.noise > 0, "with --noise 0 (the experts are exact copies)");
+    run_upcycle(*a);
+  });
 }
 
 }  // namespace smelt::tools
