@@ -152,7 +152,10 @@ TEST(Kernels, GemmMatchesScalarAllTransposes) {
                                  {5, 64, 300}, {10, 8, 3},  {2, 48, 700}, {1, 70, 33},  {3, 37, 64},    {4, 9, 1000},    {7, 200, 32},
                                  {40, 96, 64}, {7, 384, 32}, {5, 512, 64}, {5, 528, 64}, {36, 130, 600},  // whole 12-row panels, 3 K blocks
                                  {1, 19, 1000},  // one row: four accumulators, single vectors, a scalar tail
-                                 {64, 70, 160}, {96, 9, 48}};  // the dot path's tiles (5 to kGemmTileRows rows against Bᵀ)
+                                 {64, 70, 160}, {96, 9, 48},  // the dot path's tiles (5 to kGemmTileRows rows against Bᵀ)
+                                 // B packed in row slices, some of them empty (K blocks of 1 row); Bᵀ with kc = 16 + 8 + 7
+                                 // (each of its transposes and the scalar tail in one K block)
+                                 {13, 129, 1}, {13, 1000, 257}, {13, 1000, 321}, {100, 64, 31}};
     for (auto& s : shapes)
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb)
@@ -305,7 +308,8 @@ TEST(Kernels, GemmWidensBf16B) {
     // dimension. With beta = 0, NaN already in C must not leak into the result.
     // {m, n, k, trans_b, index B rows, index A rows}
     const int64_t shapes[][6] = {{1, 300, 257, 1, 0, 0}, {4, 33, 64, 1, 0, 1},   {3, 40, 9, 1, 0, 0}, {37, 70, 330, 1, 0, 0},
-                                 {37, 70, 330, 0, 0, 0}, {6, 16, 5, 0, 1, 0},    {9, 100, 700, 0, 0, 0}, {2, 19, 100, 1, 0, 1}};
+                                 {37, 70, 330, 0, 0, 0}, {6, 16, 5, 0, 1, 0},    {9, 100, 700, 0, 0, 0}, {2, 19, 100, 1, 0, 1},
+                                 {37, 200, 330, 0, 1, 0}, {37, 200, 330, 0, 0, 0}, {200, 70, 330, 1, 0, 0}};  // row slices; Bᵀ packed
     const std::vector<int64_t> a_rows = {4, 0, 3, 3};  // repeats and out of order, as slots of one token
     std::vector<std::vector<float>> as, cs, c0s;
     std::vector<std::vector<uint16_t>> bs;

@@ -198,7 +198,7 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
   for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8, DType::Q8_0X8, DType::Q4_KX8})
     for (int64_t m : {1, 2, 3, 4, 5, 11, 23, 70})
       for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 96}, {5, 576}, {70, 32}, {9, 512}, {6, 1536}, {40, 96}, {8, 576}, {72, 32}, {16, 512},
-                          {8, 1536}}) {
+                          {8, 1536}, {8, 256}, {16, 256}}) {
         if (k % dtype_block_values(type) != 0 || (is_interleaved(type) && n % kX8Rows != 0) || (!is_interleaved(type) && m > 4)) continue;
         // Rows interleaved by 8: the plain matrix interleaved, against the reference on the plain one.
         const Tensor plain = Tensor::from_vector(wavy(n * k, 7 + n), {n, k}).to(is_interleaved(type) ? x8_base(type) : type);
@@ -223,6 +223,7 @@ TEST(QuantWeights, DotPathMatchesTheIntegerReferenceOnEverySimdTarget) {
 // for each K block (Q4_K's 320-value K blocks start inside its super-blocks), the same product
 // as the f32 GEMM of the dequantised weights.
 TEST(QuantWeights, InterleavedRowsUnderATransposedAEqualTheF32Gemm) {
+  testing::for_each_cpu_target([] {
   for (DType type : {DType::Q4_0X8, DType::Q8_0X8, DType::Q4_KX8}) {
     const int64_t m = 13, n = 24, k = type == DType::Q4_KX8 ? 768 : 704;
     const Tensor w = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(x8_base(type)).to(type);
@@ -239,6 +240,73 @@ TEST(QuantWeights, InterleavedRowsUnderATransposedAEqualTheF32Gemm) {
     cpu_gemm(f);
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << dtype_name(type) << " " << i;
   }
+  });
+}
+
+// Several quantised products in one call (rows interleaved by 8, and plain blocks), as a layer's
+// projections go: their A rows are quantised together in chunks of 8 rows across the threads
+// (41 rows in all), and each whole group of 8 columns updates C as one vector, through C's padded
+// stride; with beta = 0 the NaN already in C does not leak in, and the padding is never written.
+TEST(QuantWeights, QuantisedProductsOfOneCallWriteCThroughItsStride) {
+  testing::for_each_cpu_target([] {
+    struct Shape { int64_t m, n, k; DType type; };
+    const Shape shapes[] = {{9, 16, 256, DType::Q4_KX8}, {3, 24, 64, DType::Q4_0X8}, {20, 8, 32, DType::Q8_0X8}, {5, 16, 256, DType::Q4_0X8},
+                            {1, 24, 256, DType::Q4_K},   {1, 13, 256, DType::Q4_K},  {1, 16, 512, DType::Q4_K},  {2, 9, 64, DType::Q8_0}};
+    std::vector<Tensor> plains, weights;
+    std::vector<std::vector<float>> as, cs;
+    std::vector<GemmArgs> problems;
+    for (const Shape& s : shapes) {
+      plains.push_back(Tensor::from_vector(wavy(s.n * s.k, 3 + s.m + s.n), {s.n, s.k}).to(is_interleaved(s.type) ? x8_base(s.type) : s.type));
+      weights.push_back(plains.back().to(s.type));
+      as.push_back(wavy(s.m * s.k, 17 + s.m + s.n));
+      cs.emplace_back(static_cast<size_t>(s.m * (s.n + 3)), NAN);
+    }
+    for (size_t p = 0; p < std::size(shapes); ++p) {
+      GemmArgs g;
+      g.m = shapes[p].m; g.n = shapes[p].n; g.k = shapes[p].k;
+      g.a = as[p].data(); g.lda = g.k;
+      g.b_quant = weights[p].data<uint8_t>(); g.b_quant_type = shapes[p].type; g.ldb = g.k; g.trans_b = true;
+      g.c = cs[p].data(); g.ldc = g.n + 3;
+      g.alpha = 0.5f;
+      problems.push_back(g);
+    }
+    cpu_grouped_gemm(problems.data(), static_cast<int64_t>(problems.size()));
+    for (size_t p = 0; p < problems.size(); ++p) {
+      const GemmArgs& g = problems[p];
+      const std::vector<float> want = reference_dot(as[p], g.m, g.k, plains[p], g.n);
+      for (int64_t i = 0; i < g.m; ++i) {
+        for (int64_t j = 0; j < g.n; ++j)
+          ASSERT_NEAR(cs[p][i * g.ldc + j], 0.5f * want[i * g.n + j], 1e-4f * (1.0f + std::fabs(want[i * g.n + j])))
+              << dtype_name(g.b_quant_type) << " product " << p << " at " << i << "," << j;
+        for (int64_t j = g.n; j < g.ldc; ++j) ASSERT_TRUE(std::isnan(cs[p][i * g.ldc + j])) << "padding written at " << i << "," << j;
+      }
+    }
+  });
+}
+
+// A NaN in A reaches the output as NaN, as in the f32 product: A's quantisation must not turn it
+// into a finite value (a max over the block drops NaN) or an int32 sum that overflows.
+TEST(QuantWeights, ANanInAMakesTheQuantisedProductsNan) {
+  testing::for_each_cpu_target([] {
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q4_0X8, DType::Q8_0X8, DType::Q4_KX8})
+      for (int64_t m : {1, 5}) {
+        const int64_t n = 8, k = 256;
+        if (!is_interleaved(type) && m > 4) continue;  // more rows take the packed path (dequantised f32)
+        const Tensor w = Tensor::from_vector(wavy(n * k, 5), {n, k}).to(is_interleaved(type) ? x8_base(type) : type).to(type);
+        std::vector<float> a = wavy(m * k, 9), c(static_cast<size_t>(m * n), 0.0f);
+        a[static_cast<size_t>((m - 1) * k + 40)] = NAN;  // in the last row's second block
+        GemmArgs g;
+        g.m = m; g.n = n; g.k = k;
+        g.a = a.data(); g.lda = k;
+        g.b_quant = w.data<uint8_t>(); g.b_quant_type = type; g.ldb = k; g.trans_b = true;
+        g.c = c.data(); g.ldc = n;
+        cpu_gemm(g);
+        for (int64_t j = 0; j < n; ++j) {
+          ASSERT_TRUE(std::isnan(c[(m - 1) * n + j])) << dtype_name(type) << " m=" << m << " column " << j << ": " << c[(m - 1) * n + j];
+          if (m > 1) ASSERT_FALSE(std::isnan(c[j])) << dtype_name(type) << " row 0 column " << j;
+        }
+      }
+  });
 }
 
 TEST(QuantWeights, PackedPathEqualsTheF32GemmOfTheDequantisedWeightsOnEverySimdTarget) {
@@ -359,6 +427,12 @@ TEST(QuantWeights, Q4KModelsKeepTheirSuperBlocksThroughGgufExport) {
 // order) gives the same logits to float rounding, through a KV cache too; prefill, an integer
 // GEMM on int8 activations where the plain layout dequantises the weights to f32, differs by
 // the activations' rounding only.
+// On the best target only. Forced onto narrower ones (--simd) on an AVX-512 machine, the Q4_K
+// layouts drift apart by up to 2 % of the logits' scale from the first token decoded after a
+// prompt on (SSE4 and SSSE3 dense; AVX2, SSE4, SSSE3 and scalar MoE), while each stays as close
+// to the f32 twin as on AVX-512 (1–2 %, the activations' int8 rounding) and every kernel matches
+// the integer reference alone and in grouped calls on every target (the tests above): left for a
+// later look.
 TEST(QuantWeights, InterleavedRowsComputeWhatThePlainBlocksCompute) {
   for (DType base : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
   for (ModelConfig c : {dense_tied(), moe_config()}) {

@@ -19,9 +19,10 @@
 
 namespace smelt::testing {
 
-// Runs `body` once for every SIMD target this build compiled and this CPU can run (here AVX2,
-// SSE4, SSSE3 and scalar), so the narrower targets' code paths (4-lane vectors, the scalar
-// fallbacks) are checked too, not only the one dispatch picks on this machine.
+// Runs `body` once for every SIMD target this build compiled and this CPU can run (AVX3_DL and
+// AVX3 where it has AVX-512, AVX2, SSE4, SSSE3 and the emulated 128-bit one), so the narrower
+// targets' code paths (4-lane vectors, the scalar fallbacks) are checked too, not only the one
+// dispatch picks on this machine.
 inline void for_each_cpu_target(const std::function<void()>& body) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);

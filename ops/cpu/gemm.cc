@@ -285,7 +285,9 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
     max_k = std::max(max_k, g->k);
   }
   const int64_t run_k = std::max<int64_t>(kKC, kPackBudget / std::max<int64_t>(rows_and_cols, 1) / kKC * kKC);
-  constexpr int64_t kPackPanels = 4;  // B panels per packing task
+  // B packing tasks per K block: one per 4 panels, each a group of 4 panels (or, where
+  // packs_b_by_rows, a slice of the rows of all of them).
+  constexpr int64_t kPackPanels = 4;
   // bf16 math as VDPBF16PS pairs where this target's micro-kernel shape matches and the CPU has it.
   const bool pairs = kBf16Pairs && 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())) == kBf16MicroCols && cpu_has_bf16_dot();
   for (int64_t k_begin = 0; k_begin < max_k; k_begin += run_k) {
@@ -302,7 +304,7 @@ void run_products(const std::vector<const GemmArgs*>& live, int64_t nr) {
       a_offset.push_back(a_total);
       b_offset.push_back(b_total);
       tasks += t.tasks();
-      packs += blocks * ((t.n_panels + kPackPanels - 1) / kPackPanels + t.m_blocks);  // per K block: B panel groups, then A blocks
+      packs += blocks * ((t.n_panels + kPackPanels - 1) / kPackPanels + t.m_blocks);  // per K block: B tasks, then A blocks
       a_total += t.packed_rows() * span;
       b_total += t.n_panels * nr * span;
     }

@@ -107,8 +107,9 @@ HWY_INLINE void transpose16x16(__m512 r[16]) {
 #endif
 
 // One panel of packed B (kc rows of nr floats) from nr rows of Bᵀ, src[j] pointing at row j's
-// first k (nullptr past the last column: zero padding). Transposes in 8-deep slices of k so each
-// slice's writes stay within a few cache lines.
+// first k (nullptr past the last column: zero padding). Full panels go through register
+// transposes, 16 × 16 on AVX-512 (below) and 8 × 8 elsewhere and for the rest of kc; a last,
+// partial panel and the k left over, value by value.
 template <typename BT>
 void transpose_into_panel(const BT* const* src, int64_t kc, int64_t nr, int64_t cols, float* dst) {
   int64_t kk = 0;

@@ -32,8 +32,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 // costs nothing to keep). q holds m·k values, d m·k/32 scales (a span's blocks repeat its scale).
 // Q4_K products take spans of a whole super-block (8 blocks, as llama.cpp's Q8_K): its
 // sub-blocks' integer sums can then be weighted by their integer scales and added before any
-// float arithmetic. Each block's Σq goes to isums and d·Σq to sums, summed as it is rounded:
-// Q4_0's −8 offset, the +128 of Q8_0X8 on AVX3_DL and Q4_K's mins need them.
+// float arithmetic. Each block's Σq goes to isums and d·Σq to sums, summed as it is stored: the
+// −8 offset of Q4_0 rows interleaved by 8 and Q4_K's mins need them. A NaN or an infinity in a
+// span makes its scale NaN, and so the products NaN, as the f32 product's would be (Max drops a
+// NaN, which was then quantised as a finite value and vanished).
 inline void quantize_a_rows(const GemmArgs& g, int64_t i0, int64_t i1, int64_t span, int8_t* q, float* d, int32_t* isums, float* sums) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int8_t, decltype(df)> d8;
@@ -43,18 +45,22 @@ inline void quantize_a_rows(const GemmArgs& g, int64_t i0, int64_t i1, int64_t s
     const float* x = g.a + a_row(g, i) * g.lda;
     for (int64_t b = 0; b < blocks; b += span) {
       const float* xb = x + b * kQuantBlock;
-      auto amax = hn::Zero(df);
-      for (int64_t j = 0; j < width; j += L) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
-      const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f;
+      auto amax = hn::Zero(df), poison = hn::Zero(df);  // poison: 0, or NaN where x is not finite
+      for (int64_t j = 0; j < width; j += L) {
+        const auto v = hn::LoadU(df, xb + j);
+        amax = hn::Max(amax, hn::Abs(v));
+        poison = hn::MulAdd(v, hn::Zero(df), poison);
+      }
+      const float scale = hn::GetLane(hn::MaxOfLanes(df, amax)) / 127.0f + hn::GetLane(hn::SumOfLanes(df, poison));
       const auto inverse = hn::Set(df, scale != 0.0f ? 1.0f / scale : 0.0f);
       for (int64_t s = 0; s < span; ++s) {
         const int64_t block = i * blocks + b + s;
         auto isum = hn::Zero(di);
         for (int64_t j = 0; j < kQuantBlock; j += L) {
           // Rounded to nearest, ties to even (lrintf's rounding under the default mode).
-          const auto ints = hn::NearestInt(hn::Mul(hn::LoadU(df, xb + s * kQuantBlock + j), inverse));
-          hn::StoreU(hn::DemoteTo(d8, ints), d8, q + block * kQuantBlock + j);
-          isum = hn::Add(isum, ints);
+          const auto q8 = hn::DemoteTo(d8, hn::NearestInt(hn::Mul(hn::LoadU(df, xb + s * kQuantBlock + j), inverse)));
+          hn::StoreU(q8, d8, q + block * kQuantBlock + j);
+          isum = hn::Add(isum, hn::PromoteTo(di, q8));  // the stored values: a NaN's saturated one too
         }
         const int32_t total = hn::GetLane(hn::SumOfLanes(di, isum));
         d[block] = scale;
