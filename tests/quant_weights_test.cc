@@ -427,14 +427,15 @@ TEST(QuantWeights, Q4KModelsKeepTheirSuperBlocksThroughGgufExport) {
 // order) gives the same logits to float rounding, through a KV cache too; prefill, an integer
 // GEMM on int8 activations where the plain layout dequantises the weights to f32, differs by
 // the activations' rounding only.
-// On the best target only, where the two layouts' kernels sum in the same order and agree to
-// the last bit. Elsewhere (forced with --simd: Q4_K on SSE4 and SSSE3; MoE also on AVX2 and
-// scalar) they differ in the last bits, and a last-bit difference now and then moves one of the
-// next layer's activations across an int8 rounding boundary (or flips an MoE routing): swapping
-// one weight at a time to the interleaved layout moved the logits by exactly 0.0021 for five
-// different weights, one such flip. Each layout then stays as close to the f32 twin as on
-// AVX-512 (1–2 %, the activations' rounding), and every kernel matches the integer reference
-// alone and in grouped calls on every target (the tests above).
+// On the best target only. The two layouts' kernels sum in different orders, so their outputs
+// differ in the last bits, and such a difference now and then moves one of the next layer's
+// activations across an int8 rounding boundary (or flips an MoE routing). On AVX-512 none does
+// for this model and these tokens; forced onto narrower targets with --simd, some do (Q4_K on
+// SSE4 and SSSE3; MoE also on AVX2 and scalar): swapping one weight at a time to the interleaved
+// layout moved the logits by exactly 0.0021 for five different weights, one such flip. Each
+// layout then stays as close to the f32 twin as on AVX-512 (1–2 %, the activations' rounding),
+// and every kernel matches the integer reference alone and in grouped calls on every target (the
+// tests above).
 TEST(QuantWeights, InterleavedRowsComputeWhatThePlainBlocksCompute) {
   for (DType base : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
   for (ModelConfig c : {dense_tied(), moe_config()}) {
