@@ -224,6 +224,7 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
     else
       fail "hidden-state distillation with a projection, stopped and resumed"
     fi
+    expect_error resume-setting-without-teacher "--loss|--teacher" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --loss rkl --data "$work/tokdata" --out "$work/x"
     expect_error resume-other-loss "\"distill\".loss|rkl" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/tm" --loss rkl --hidden-loss cosine --data "$work/tokdata" --out "$work/x"
     expect_error beta-of-fkl "--beta|fkl" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --loss fkl --beta 0.3 --data "$work/tokdata" --out "$work/x"
     expect_error hidden-weight-alone "--hidden-weight|--hidden-loss" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --hidden-weight 2 --data "$work/tokdata" --out "$work/x"

@@ -515,6 +515,10 @@ void add_distill_command(CLI::App& app) {
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
     SMELT_CHECK(!args->teacher.empty() || !args->resume.empty(), "smelt distill needs --teacher DIR (or --resume of a distillation checkpoint)");
+    if (args->teacher.empty())  // a resumed distillation: its checkpoint's settings replace these
+      for (const char* setting : {"--loss", "--temperature", "--alpha", "--beta", "--teacher-topk", "--cache", "--hidden-loss", "--hidden-weight",
+                                  "--student-init", "--student-layers"})
+        refuse_unused(*cmd, setting, false, "on a resumed distillation without --teacher (the checkpoint's settings are used; give --teacher to have them checked)");
     refuse_unused(*cmd, "--hidden-weight", !args->hidden_loss.empty(), "without --hidden-loss");
     refuse_unused_run_options(*cmd, *args);
     refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");
