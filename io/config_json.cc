@@ -245,6 +245,10 @@ Recipe parse_recipe(const std::string& text, const std::string& path) {
     recipe.distill = r.raw("distill");
     SMELT_CHECK(recipe.distill.is_object(), r.where("distill"), ": expected an object");
   }
+  if (r.has("sft")) {
+    recipe.sft = r.raw("sft");
+    SMELT_CHECK(recipe.sft.is_object(), r.where("sft"), ": expected an object");
+  }
   r.finish();
   if (recipe.has_model) validated(path, [&] { recipe.model.validate(); });
   validated(path, [&] { recipe.train.validate(); });

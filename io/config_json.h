@@ -23,6 +23,7 @@ struct Recipe {
   ModelConfig model;
   TrainConfig train;
   json distill;  // distillation settings (smelt distill records them for --resume); null if absent
+  json sft;      // instruct-tuning settings (smelt sft records them for --resume); null if absent
 };
 Recipe read_recipe(const std::string& path);
 // The same from text already in memory (`source` names it in errors).

@@ -276,6 +276,20 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       # The same instruct-tuning on the simulated device (device-style copies only): the same bytes.
       "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --val-fraction 0 --steps 2 --out "$work/sft2_sim" --device sim >/dev/null 2>&1 &&
         cmp -s "$work/sft2/model.safetensors" "$work/sft2_sim/model.safetensors" && ok || fail "smelt sft --device sim differs from the CPU"
+      # Instruct tuning with replay, stopped and resumed (by smelt sft, and by smelt train): the
+      # same bytes as the uninterrupted run (the checkpoint records the replay and the packing).
+      sft_replay() { "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --replay "$fixtures/tokenizer_corpus.txt" --val-fraction 0 --steps 3 "$@"; }
+      if sft_replay --out "$work/sr" >/dev/null 2>&1 && sft_replay --stop-after 2 --out "$work/sr2" >/dev/null 2>&1 &&
+        "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --val-fraction 0 --out "$work/sr2" >/dev/null 2>&1 &&
+        "$SMELT" train --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --val-fraction 0 --out "$work/sr3" >/dev/null 2>&1; then
+        cmp -s "$work/sr/model.safetensors" "$work/sr2/model.safetensors" && cmp -s "$work/sr/model.safetensors" "$work/sr3/model.safetensors" &&
+          ok || fail "a resumed sft with replay differs from the uninterrupted one"
+      else
+        fail "sft with replay, stopped and resumed"
+      fi
+      expect_error sft-resume-other-replay "\"sft\"|--replay" -- "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" \
+        --replay "$work/chat6.jsonl" --val-fraction 0 --out "$work/x"
+      expect_error sft-model-and-resume "--model|--resume" -- "$SMELT" sft --model "$work/tm" --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --out "$work/x"
       expect_error sft-plain-text "no conversations" -- "$SMELT" sft --model "$work/tm" --data "$fixtures/tokenizer_corpus.txt" --steps 2 --out "$work/x"
     else
       fail "data prepare of conversations"

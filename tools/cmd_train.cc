@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/prepared_data.h"
 #include "io/config_json.h"
+#include "io/json_reader.h"
 #include "io/run_report.h"
 #include "models/expert_parallel.h"
 #include "models/student_init.h"
@@ -108,6 +109,20 @@ struct RunStart {
   std::optional<Transformer> initial;
 };
 
+// A resumed instruct-tuning run (its checkpoint's "sft" section): conversations packed as smelt
+// sft packs them, and the replay the run had. A --replay given again must be the recorded one.
+void apply_sft_settings(const json& section, const std::string& source, TrainArgs& a) {
+  JsonReader r(section, source);
+  const std::string replay = r.string("replay", "");
+  const double fraction = r.number("replay_fraction", 0.25);
+  r.finish();
+  SMELT_CHECK(a.replay.empty() || (a.replay == replay && a.replay_fraction == fraction), source, ": \"sft\" replays \"", replay, "\" at ",
+              fraction, " but the command line gives \"", a.replay, "\" at ", a.replay_fraction, "; leave --replay out to use the recorded one");
+  a.sft = true;
+  a.replay = replay;
+  a.replay_fraction = fraction;
+}
+
 RunStart read_run_start(TrainArgs& a) {
   SMELT_CHECK(a.config.empty() != a.resume.empty() || (a.sft && a.resume.empty()), "give exactly one of --config (a new run) and --resume (a checkpoint)");
   SMELT_CHECK(a.resume.empty() || a.init.empty(), "--init and --resume exclude each other: a checkpoint already holds the model");
@@ -120,6 +135,7 @@ RunStart read_run_start(TrainArgs& a) {
   Recipe& recipe = s.recipe;
   recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
   if (!recipe.distill.is_null()) apply_distill_settings(recipe.distill, recipe_path, a);
+  if (!recipe.sft.is_null()) apply_sft_settings(recipe.sft, recipe_path, a);
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
@@ -238,8 +254,9 @@ std::shared_ptr<const Transformer> init_student_from_teacher(TrainArgs& a, const
 
 // smelt sft: the loss on assistant turns only, and conversations separated by end-of-text.
 void prepare_conversations(const TrainArgs& a, TrainingData& data) {
-  SMELT_CHECK(data.tokenizer, a.init, ": smelt sft needs a model with a tokenizer");
-  const int32_t end_of_text = end_of_text_id(*data.tokenizer, a.init);
+  const std::string& model = a.resume.empty() ? a.init : a.resume;
+  SMELT_CHECK(data.tokenizer, model, ": smelt sft needs a model with a tokenizer");
+  const int32_t end_of_text = end_of_text_id(*data.tokenizer, model);
   SMELT_CHECK(data.train.masked(), a.data, ": no conversations (JSONL with \"messages\" or \"prompt\"/\"response\"); use smelt train for plain text");
   data.train.set_document_separator(end_of_text);
   data.val.set_document_separator(end_of_text);
@@ -383,7 +400,9 @@ void run_train(const TrainArgs& args) {
   if (distill) trainer.set_loss(distill->loss);
   const TrainConfig& tc = recipe.train;
   RunState run{trainer, extra, Philox(tc.seed ^ 0x5eedda7aULL), {}, {{"model", model_config_to_json(recipe.model)}, {"train", train_config_to_json(tc)}}};
-  if (replay.text) run.recipe_json["replay"] = {{"data", a.replay}, {"fraction", a.replay_fraction}, {"rows", replay.rows}};
+  // An instruct-tuning run records what makes it one, so that --resume (smelt sft or smelt train)
+  // packs its conversations and replays its text as the run did.
+  if (a.sft) run.recipe_json["sft"] = {{"replay", a.replay}, {"replay_fraction", a.replay_fraction}};
   if (distill) run.recipe_json["distill"] = distill_settings(a);
   const int64_t first_step = start.resumed ? resume_run(a, *start.resumed, tc.steps, model, run) : 0;
   const int64_t last_step = a.stop_after > 0 ? std::min(a.stop_after, tc.steps) : tc.steps;
@@ -477,7 +496,7 @@ void add_sft_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   args->sft = true;
   CLI::App* cmd = app.add_subcommand("sft", "Instruct-tune a model on conversations (chat template, loss on assistant turns, packed without cross-talk)");
-  cmd->add_option("--model", args->init, "Model directory with a tokenizer.json")->required();
+  cmd->add_option("--model", args->init, "Model directory with a tokenizer.json (not with --resume: the checkpoint holds the model)");
   cmd->add_option("--config", args->config, "Recipe with only a \"train\" section (default: 200 steps of 8 sequences, lr 3e-4)");
   cmd->add_option("--replay", args->replay,
                   "Pretraining text (file or prepared directory) mixed into every batch, so the model keeps what it could read");
@@ -486,6 +505,7 @@ void add_sft_command(CLI::App& app) {
       ->capture_default_str();
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
+    SMELT_CHECK(args->init.empty() != args->resume.empty(), "smelt sft needs --model DIR, or --resume of an sft checkpoint (which holds the model)");
     refuse_unused(*cmd, "--replay-fraction", !args->replay.empty(), "without --replay");
     refuse_unused_run_options(*cmd, *args);
     run_train(*args);
