@@ -56,6 +56,15 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
   done
   [ "$(grep -c '"step"' "$work/train.jsonl")" -ge 3 ] && ok || fail "train --json printed no per-step metrics"
   grep -q "active per token" "$work/m/README.md" && ok || fail "the model card (README.md) is missing or incomplete"
+  # A new run into the same --out keeps its own checkpoints: the earlier run's later steps go
+  # first (pruned by step number alone they outranked, and deleted, the new run's).
+  if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/ck" --save-every 1 --keep-checkpoints 5 >/dev/null 2>&1 &&
+    "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/ck" --stop-after 1 --keep-checkpoints 1 >/dev/null 2>&1; then
+    [ -d "$work/ck.checkpoints/step-00000001" ] && [ "$(ls "$work/ck.checkpoints" | wc -l)" -eq 1 ] && ok ||
+      fail "a new run's checkpoint was pruned: $(ls "$work/ck.checkpoints")"
+  else
+    fail "train with checkpoints, then again into the same --out"
+  fi
   "$SMELT" report "$work/m" >/dev/null 2>&1 && grep -q "report/loss.svg" "$work/m/report.md" && [ -s "$work/m/report/loss.svg" ] && ok ||
     fail "smelt report"
   "$SMELT" eval --model "$work/m" --data "$work/text.txt" --json --max-batches 2 >"$work/eval.json" 2>/dev/null &&

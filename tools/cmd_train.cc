@@ -77,14 +77,21 @@ std::string checkpoint_dir(const std::string& out, int64_t step) {
 }
 
 // Keeps the newest `keep` checkpoints of a run (names sort by step).
-void prune_checkpoints(const std::string& out, int64_t keep) {
+void prune_checkpoints(const std::string& out, int64_t keep, int64_t written_step) {
   const fs::path root = out + ".checkpoints";
+  const std::string written = fs::path(checkpoint_dir(out, written_step)).filename().string();
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 &&
         e.path().filename().string().find('.') == std::string::npos)
       dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
+  // Oldest first: the steps after the one just written (left by an earlier run, or by the part of
+  // a run that a --resume from an earlier step abandoned: pruned by step number alone they
+  // outranked, and deleted, the checkpoints this run writes), then the others by step.
+  std::sort(dirs.begin(), dirs.end(), [&](const fs::path& x, const fs::path& y) {
+    const bool x_stale = x.filename().string() > written, y_stale = y.filename().string() > written;
+    return x_stale != y_stale ? x_stale : x.filename().string() < y.filename().string();
+  });
   for (size_t i = 0; i + static_cast<size_t>(keep) < dirs.size(); ++i) fs::remove_all(dirs[i]);
 }
 
@@ -341,7 +348,7 @@ std::string save_run_checkpoint(const TrainArgs& a, const StepMetrics& m, const 
   const Transformer whole = with_all_experts(model);
   if (world().rank() == 0) {
     save_training_checkpoint(dir, whole, optimizer_state, st, run.extra);
-    prune_checkpoints(a.out, a.keep_checkpoints);
+    prune_checkpoints(a.out, a.keep_checkpoints, m.step);
   }
   return dir;
 }
