@@ -233,6 +233,11 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
     else
       fail "hidden-state distillation with a projection, stopped and resumed"
     fi
+    # With --teacher (spelled another way) and only some settings given, the rest come from the
+    # checkpoint: the same bytes again.
+    "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/./tm" --hidden-loss cosine --data "$work/tokdata" \
+      --out "$work/st_hid3" >/dev/null 2>&1 && cmp -s "$work/st_hid/model.safetensors" "$work/st_hid3/model.safetensors" && ok ||
+      fail "a distillation resumed with --teacher and one setting given differs from the uninterrupted one"
     expect_error resume-setting-without-teacher "--loss|--teacher" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --loss rkl --data "$work/tokdata" --out "$work/x"
     expect_error resume-other-loss "\"distill\".loss|rkl" -- "$SMELT" distill --resume "$work/st_hid2.checkpoints/step-00000002" --teacher "$work/tm" --loss rkl --hidden-loss cosine --data "$work/tokdata" --out "$work/x"
     expect_error beta-of-fkl "--beta|fkl" -- "$SMELT" distill --teacher "$work/tm" --student-config "$work/student.json" --loss fkl --beta 0.3 --data "$work/tokdata" --out "$work/x"

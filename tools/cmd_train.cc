@@ -542,10 +542,22 @@ void add_distill_command(CLI::App& app) {
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
     SMELT_CHECK(!args->teacher.empty() || !args->resume.empty(), "smelt distill needs --teacher DIR (or --resume of a distillation checkpoint)");
-    if (args->teacher.empty())  // a resumed distillation: its checkpoint's settings replace these
-      for (const char* setting : {"--loss", "--temperature", "--alpha", "--beta", "--teacher-topk", "--cache", "--hidden-loss", "--hidden-weight",
-                                  "--student-init", "--student-layers"})
-        refuse_unused(*cmd, setting, false, "on a resumed distillation without --teacher (the checkpoint's settings are used; give --teacher to have them checked)");
+    const std::pair<const char*, const char*> settings[] = {{"--loss", "loss"},           {"--temperature", "temperature"},
+                                                            {"--alpha", "alpha"},         {"--beta", "beta"},
+                                                            {"--teacher-topk", "teacher_topk"}, {"--cache", "cache"},
+                                                            {"--hidden-loss", "hidden_loss"}, {"--hidden-weight", "hidden_weight"}};
+    args->distill_given.emplace();
+    for (const auto& [option, key] : settings)
+      if (cmd->count(option) > 0) args->distill_given->insert(key);
+    if (!args->resume.empty()) {  // a resumed distillation: the checkpoint holds its settings
+      for (const auto& [option, key] : settings)
+        refuse_unused(*cmd, option, !args->teacher.empty(), "on a resumed distillation without --teacher (the checkpoint's settings are used; give --teacher to have them checked)");
+      for (const char* fresh : {"--student-init", "--student-layers", "--student", "--student-config"})
+        refuse_unused(*cmd, fresh, false, "on --resume (it shapes a new student; the checkpoint holds the student)");
+      refuse_unused_run_options(*cmd, *args);
+      run_train(*args);
+      return;
+    }
     refuse_unused(*cmd, "--hidden-weight", !args->hidden_loss.empty(), "without --hidden-loss");
     refuse_unused_run_options(*cmd, *args);
     refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");

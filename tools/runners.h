@@ -1,6 +1,8 @@
 // The commands that other commands run in-process (smelt pipeline chains them): their arguments
 // as structs, and the functions the command-line callbacks call.
 #pragma once
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,10 @@ struct TrainArgs {
   double hidden_weight = 1.0;
   std::string student_init = "scratch";  // or "teacher": a subset of the teacher's layers, experts merged
   std::vector<int64_t> student_layers;   // teacher layers for "teacher" (default: evenly spaced)
+  // The distillation settings the command line gave, by their recorded names ("loss", "beta", ...):
+  // on --resume with --teacher those are checked against the checkpoint's and the rest taken
+  // from it. Unset (the pipeline): all of them are checked.
+  std::optional<std::set<std::string>> distill_given;
   bool sft = false;  // smelt sft: packed conversations that never attend across their boundaries
   // Replay (smelt sft): every micro-batch gets round(batch_size × replay_fraction) more rows of
   // pretraining text from `replay`, weighted to make replay_fraction of the loss, so that

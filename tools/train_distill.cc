@@ -60,12 +60,26 @@ void apply_distill_settings(const json& section, const std::string& source, Trai
     a = d;
     return;
   }
+  // With --teacher the settings given are checked against the recorded ones (all of them when
+  // the caller does not say which were given); the rest come from the record. The teacher and the
+  // cache are compared as paths, so ./moe is moe; the path given is the one used.
   const json given = distill_settings(a), recorded = distill_settings(d);
+  auto same_path = [](const std::string& x, const std::string& y) {
+    return x == y || (!x.empty() && !y.empty() && std::filesystem::weakly_canonical(x) == std::filesystem::weakly_canonical(y));
+  };
   for (auto it = recorded.begin(); it != recorded.end(); ++it) {
-    if (it.key() == "student_init" || it.key() == "student_layers") continue;  // they only shape a fresh student
-    SMELT_CHECK(given[it.key()] == it.value(), source, ": \"distill\".", it.key(), " is ", it.value().dump(), " but the command line gives ",
-                given[it.key()].dump(), "; leave the distillation options out to use the recorded ones");
+    const std::string& key = it.key();
+    if (key == "student_init" || key == "student_layers") continue;  // they only shape a fresh student
+    if (key != "teacher" && a.distill_given && !a.distill_given->count(key)) continue;
+    const bool same = key == "teacher" || key == "cache" ? same_path(given[key].get<std::string>(), it.value().get<std::string>())
+                                                         : given[key] == it.value();
+    SMELT_CHECK(same, source, ": \"distill\".", key, " is ", it.value().dump(), " but the command line gives ", given[key].dump(),
+                "; leave the distillation options out to use the recorded ones");
   }
+  const std::string teacher = a.teacher, cache = a.distill_given && !a.distill_given->count("cache") ? d.cache : a.cache;
+  a = d;
+  a.teacher = teacher;
+  a.cache = cache;
 }
 
 void check_distillation(const TrainArgs& a, const TrainingData& data, const ModelConfig& student) {
