@@ -12,6 +12,11 @@ namespace smelt {
 
 namespace fs = std::filesystem;
 
+bool any_folder(const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  return std::any_of(inputs.begin(), inputs.end(), [&](const std::string& input) { return fs::is_directory(input, ec); });
+}
+
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs, const std::string& glob) {
   SMELT_CHECK(!inputs.empty(), "no input files given");
   std::vector<std::string> files;

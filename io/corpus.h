@@ -13,6 +13,8 @@ namespace smelt {
 // whose name matches `glob` (fnmatch syntax, e.g. "*.h"). Throws naming an input that does not
 // exist or a folder with no matching file.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs, const std::string& glob = "*");
+// Whether any of `inputs` is a folder (a --glob applies to folders only).
+bool any_folder(const std::vector<std::string>& inputs);
 
 // True for files read as JSON lines (by extension: .jsonl).
 bool is_jsonl(const std::string& path);

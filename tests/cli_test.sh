@@ -62,6 +62,9 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/ck" --stop-after 1 --keep-checkpoints 1 >/dev/null 2>&1; then
     [ -d "$work/ck.checkpoints/step-00000001" ] && [ "$(ls "$work/ck.checkpoints" | wc -l)" -eq 1 ] && ok ||
       fail "a new run's checkpoint was pruned: $(ls "$work/ck.checkpoints")"
+    expect_error seed-on-resume "--seed|--resume" -- "$SMELT" train --resume "$work/ck.checkpoints/step-00000001" --data "$work/text.txt" --seed 9 --out "$work/x"
+    expect_error distill-resume-of-train "not a distillation checkpoint|smelt train" -- "$SMELT" distill --resume "$work/ck.checkpoints/step-00000001" \
+      --data "$work/text.txt" --out "$work/x"
   else
     fail "train with checkpoints, then again into the same --out"
   fi
@@ -131,6 +134,8 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     expect_error system-without-chat "--system|--chat" -- "$SMELT" generate --model "$work/u" --prompt "The " --system "Be brief."
     expect_error generate-negative-top-k "--top-k|-2" -- "$SMELT" generate --model "$work/u" --prompt "The " --top-k -2
     # An option this run would ignore is refused, naming it, before any work.
+    expect_error glob-without-folder "--glob|folder" -- "$SMELT" tokenizer train --data "$work/text.txt" --glob '*.c' --vocab-size 300 --out "$work/x.json"
+    expect_error bytes-need-256-ids "no tokenizer|61|256" -- "$SMELT" generate --model "$(dirname "$0")/fixtures/gguf_mixtral.gguf" --prompt ab
     expect_error bench-option-elsewhere "--tokens|bench gemm|moe" -- "$SMELT" bench gemm --tokens 8
     expect_error bench-shape-with-model "--layers|--model" -- "$SMELT" bench decode --model "$work/u" --layers 2
     expect_error eval-split-of-text "--split|text" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --split train
@@ -196,6 +201,7 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
   "$SMELT" data prepare --data "$fixtures/tokenizer_corpus.txt" --tokenizer "$work/tok.json" --out "$work/tokdata" --val-fraction 0.3 --json >/dev/null 2>&1; then
   ok
   # encode and decode read standard input with --file -, and decode takes encode's output as is.
+  "$SMELT" tokenizer encode --tokenizer "$work/tok.json" --text '' >/dev/null 2>&1 && ok || fail "tokenizer encode of an empty --text"
   round=$(printf 'Grüße 123 ok' | "$SMELT" tokenizer encode --tokenizer "$work/tok.json" --file - 2>/dev/null |
     "$SMELT" tokenizer decode --tokenizer "$work/tok.json" --file - 2>/dev/null)
   [[ $round == 'Grüße 123 ok' ]] && ok || fail "tokenizer encode | decode through standard input gave '$round'"

@@ -475,6 +475,8 @@ void refuse_unused_bench_options(const CLI::App& cmd, const BenchArgs& a) {
     for (const std::string& u : users) list += (list.empty() ? "" : ", ") + u;
     refuse_unused(cmd, option, users.count(a.what) > 0, "in bench " + a.what + " (it applies to " + list + ")");
   }
+  if (a.dense)
+    for (const char* moe : {"--experts", "--top-k"}) refuse_unused(cmd, moe, false, "with --dense (one dense FFN per layer)");
   if (a.what == "decode" && !a.model.empty())
     for (const char* shape : {"--hidden", "--ffn", "--experts", "--top-k", "--vocab", "--layers", "--heads", "--dense"})
       refuse_unused(cmd, shape, false, "with --model (it shapes the reference model)");

@@ -138,6 +138,11 @@ void add_compose_command(CLI::App& app) {
     for (const char* prompt_option : {"--prompts", "--prompt-windows", "--seq-len"})
       refuse_unused(*cmd, prompt_option, init != "random", "with --gate-init random");
     refuse_unused(*cmd, "--negative-prompts", init == "hidden" || init == "embed", "with --gate-init " + init + " (hidden and embed use them)");
+    // The default window is capped at the base model's context; a length given is not cut silently.
+    if (cmd->count("--seq-len") > 0) {
+      const int64_t positions = read_config(a->base).max_position_embeddings;
+      SMELT_CHECK(a->seq_len <= positions, "--seq-len ", a->seq_len, " exceeds ", a->base, "'s max_position_embeddings (", positions, ")");
+    }
     run_compose(*a);
   });
 }

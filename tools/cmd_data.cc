@@ -6,6 +6,7 @@
 #include "io/prepared_data.h"
 #include "runtime/thread_pool.h"
 #include "runtime/log.h"
+#include "io/corpus.h"
 #include "tools/commands.h"
 
 namespace smelt::tools {
@@ -57,7 +58,10 @@ void add_data_command(CLI::App& app) {
   prep->add_option("--shard-tokens", a->options.shard_tokens, "Tokens per shard file at most")->capture_default_str();
   prep->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*prep, a->threads);
-  prep->callback([a] { run_prepare(*a); });
+  prep->callback([a, prep] {
+    refuse_unused(*prep, "--glob", any_folder(a->options.inputs), "without a folder among --data (it picks the files inside folders)");
+    run_prepare(*a);
+  });
 }
 
 }  // namespace smelt::tools

@@ -77,6 +77,8 @@ void run_generate(const GenerateArgs& a) {
   std::vector<int64_t> ids;
   int64_t stop = -1;  // token that ends the text
   if (!tokenizer) {
+    SMELT_CHECK(cfg.vocab_size >= 256, a.model, ": no tokenizer, and a vocabulary of ", cfg.vocab_size,
+                ": a prompt is read as bytes, which needs 256 ids (import the model with its tokenizer)");
     for (unsigned char c : a.prompt) ids.push_back(c);
   } else if (a.chat) {
     check_chat_tokens(*tokenizer, a.model);

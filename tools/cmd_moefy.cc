@@ -118,6 +118,7 @@ void check_moefy_args(MoefyArgs& a) {
   SMELT_CHECK(a.fit.min_k <= a.options.top_k, "--fit-min-k ", a.fit.min_k, " exceeds --top-k ", a.options.top_k);
   SMELT_CHECK((a.budget == 0 && !a.sweep) || !a.data.empty(), "--budget and --sweep need --data");
   SMELT_CHECK(a.val.empty() || a.sweep, "--val is the held-out text --sweep scores; add --sweep");
+  SMELT_CHECK(!a.sweep || !a.val.empty() || a.data.empty() || is_prepared_data(a.data), "--sweep with a text --data needs --val (held-out text to score)");
   SMELT_CHECK(a.budget >= 0, "--budget must be ≥ 0, got ", a.budget);
   SMELT_CHECK(a.fit.steps == 0 || !a.data.empty(), "the layer-wise fit (--fit-steps ", a.fit.steps,
               ") needs --data (calibration text or a prepared directory); --fit-steps 0 only splits");

@@ -44,6 +44,8 @@ void print_table(const ModelConfig& mc, const TrainConfig& tc, const ClusterSpec
 
 void run_plan(const PlanArgs& a) {
   Recipe recipe = read_recipe(a.config);
+  SMELT_CHECK(!recipe.has_model || a.model.empty(), a.config, ": has a \"model\" section but --model ", a.model,
+              " gives the model too; remove one of them");
   if (!a.model.empty()) recipe.model = read_model_dir_config(a.model);
   SMELT_CHECK(recipe.has_model || !a.model.empty(), a.config, ": no \"model\" section; give --model DIR (or a .gguf) for the model");
   const std::vector<PlanRow> rows = plan_training(recipe.model, recipe.train, a.cluster);

@@ -64,7 +64,6 @@ std::string read_input(const std::string& file) {
 }
 
 void run_encode(const TokenizerArgs& a) {
-  SMELT_CHECK(a.text.empty() != a.file.empty(), "tokenizer encode: give exactly one of --text and --file");
   const BpeTokenizer t = BpeTokenizer::from_file(a.tokenizer);
   const std::string text = a.file.empty() ? a.text : read_input(a.file);
   const std::vector<int32_t> ids = t.encode(text, a.special);
@@ -116,7 +115,10 @@ void add_tokenizer_command(CLI::App& app) {
   train->add_option("--out", a->out, "Output tokenizer.json")->required();
   train->add_flag("--json", a->json, "Print the result as JSON");
   add_threads_option(*train, a->threads);
-  train->callback([a] { run_train(*a); });
+  train->callback([a, train] {
+    refuse_unused(*train, "--glob", any_folder(a->data), "without a folder among --data (it picks the files inside folders)");
+    run_train(*a);
+  });
 
   CLI::App* encode = cmd->add_subcommand("encode", "Print the token ids of a text");
   encode->add_option("--tokenizer", a->tokenizer, "tokenizer.json")->required();
@@ -124,7 +126,10 @@ void add_tokenizer_command(CLI::App& app) {
   encode->add_option("--file", a->file, "File to encode (- reads standard input)");
   encode->add_flag("--special", a->special, "Turn special-token strings in the text into special tokens");
   encode->add_flag("--json", a->json, "Print {tokens, bytes, ids}");
-  encode->callback([a] { run_encode(*a); });
+  encode->callback([a, encode] {
+    SMELT_CHECK((encode->count("--text") > 0) != (encode->count("--file") > 0), "tokenizer encode: give exactly one of --text and --file");
+    run_encode(*a);
+  });
 
   CLI::App* decode = cmd->add_subcommand("decode", "Print the text of comma-separated token ids");
   decode->add_option("--tokenizer", a->tokenizer, "tokenizer.json")->required();

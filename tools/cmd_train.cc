@@ -143,6 +143,8 @@ RunStart read_run_start(TrainArgs& a) {
   recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
   if (!recipe.distill.is_null()) apply_distill_settings(recipe.distill, recipe_path, a);
   if (!recipe.sft.is_null()) apply_sft_settings(recipe.sft, recipe_path, a);
+  SMELT_CHECK(!a.distill_given || a.resume.empty() || !recipe.distill.is_null(), a.resume,
+              ": not a distillation checkpoint (its recipe.json has no \"distill\"); resume it with smelt train");
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
@@ -376,6 +378,7 @@ void run_train(const TrainArgs& args) {
   check_output_dir(a.out);  // before hours of training, not after
   check_output_apart("--out", a.out, {a.data, a.val, a.init, a.resume, a.teacher, a.replay, a.config});
   if (a.teacher_topk > 0) {  // the cache is written too (unless it exists), and read back
+    SMELT_CHECK(!a.cache.empty(), "--teacher-topk needs --cache DIR (where the teacher's predictions are kept)");
     check_output_dir(a.cache, "teacher_cache.json");
     check_output_apart("--cache", a.cache, {a.data, a.val, a.init, a.teacher, a.out});
   }
@@ -481,6 +484,7 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
 
 // The options every training command shares that a run can leave unused.
 void refuse_unused_run_options(const CLI::App& cmd, const TrainArgs& a) {
+  refuse_unused(cmd, "--seed", a.resume.empty(), "on --resume (the checkpoint's random state carries on)");
   refuse_unused(cmd, "--val-fraction", a.val.empty() && !is_prepared_data(a.data), "with --val or a prepared --data (it has its own val split)");
   refuse_unused(cmd, "--keep-checkpoints", a.save_every > 0 || a.stop_after > 0, "without --save-every or --stop-after (no checkpoints are written)");
 }
@@ -559,6 +563,11 @@ void add_distill_command(CLI::App& app) {
       return;
     }
     refuse_unused(*cmd, "--hidden-weight", !args->hidden_loss.empty(), "without --hidden-loss");
+    for (const char* fresh : {"--student-init", "--student-layers"})
+      refuse_unused(*cmd, fresh, args->init.empty(), "with --student (the student is that model)");
+    if (args->alpha == 0 && args->hidden_loss.empty())  // nothing learns from the teacher: it is not run
+      for (const char* teacher_side : {"--loss", "--temperature", "--beta", "--teacher-topk", "--cache"})
+        refuse_unused(*cmd, teacher_side, false, "with --alpha 0 and no --hidden-loss (the teacher is not run)");
     refuse_unused_run_options(*cmd, *args);
     refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");
     refuse_unused(*cmd, "--beta", args->distill_loss == "jsd" || args->distill_loss == "skl", "with --loss " + args->distill_loss + " (jsd and skl have one)");
