@@ -49,6 +49,8 @@ Recipe default_sft_recipe(const std::string& model_dir) {
     if (j.contains("train") && j["train"].contains("seq_len") && j["train"]["seq_len"].is_number_integer())
       r.train.seq_len = j["train"]["seq_len"].get<int64_t>();
   }
+  // A model without a recipe (imported) may have a shorter context than the default window.
+  r.train.seq_len = std::min(r.train.seq_len, read_model_dir_config(model_dir).max_position_embeddings);
   return r;
 }
 
@@ -161,7 +163,7 @@ RunStart read_run_start(TrainArgs& a) {
     recipe.train.precision = a.precision;
     recipe.train.validate();
   }
-  SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, a.config, ": train.seq_len (", recipe.train.seq_len,
+  SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, recipe_path.empty() ? "the default sft recipe" : recipe_path, ": train.seq_len (", recipe.train.seq_len,
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
   SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
   SMELT_CHECK(!std::filesystem::exists(a.out) || std::filesystem::is_directory(a.out), a.out, ": exists and is not a directory");

@@ -130,6 +130,9 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
     SMELT_CHECK(p.alpha >= 0 && p.alpha <= 1, d.where("alpha"), ": must be in [0, 1], got ", p.alpha);
     SMELT_CHECK(p.temperature > 0 && std::isfinite(p.temperature), d.where("temperature"), ": must be positive, got ", p.temperature);
     SMELT_CHECK(p.hidden_weight >= 0 && std::isfinite(p.hidden_weight), d.where("hidden_weight"), ": must be ≥ 0, got ", p.hidden_weight);
+    SMELT_CHECK(!d.has("hidden_weight") || !p.hidden_loss.empty(), d.where("hidden_weight"), ": has no effect without \"hidden_loss\"; leave it out");
+    SMELT_CHECK(p.student_layers.empty() || p.student_init == "teacher", d.where("student_layers"),
+                ": picks the teacher's layers for \"student_init\": \"teacher\"; leave it out or set that");
     try {
       ops::parse_divergence(p.distill_loss);
     } catch (const Error& e) {
