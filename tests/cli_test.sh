@@ -159,6 +159,8 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
       fail "eval --weights q8_0 loss $q8_loss far from f32 $moe_loss"
     mapped_loss=$("$SMELT" eval --model "$work/u" --data "$work/text.txt" --max-batches 2 --map-experts --json 2>/dev/null | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
     [ "$mapped_loss" = "$moe_loss" ] && ok || fail "eval --map-experts loss $mapped_loss differs from $moe_loss"
+    expect_error map-experts-converted "--map-experts|--weights q8_0" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --weights q8_0 --map-experts
+    expect_error map-experts-dense "--map-experts|dense" -- "$SMELT" eval --model "$work/m" --data "$work/text.txt" --map-experts
     expect_error bad-weights "--weights|f16" -- "$SMELT" eval --model "$work/u" --data "$work/text.txt" --weights f16
     "$SMELT" inspect --model "$work/u" --json --tensors 2>/dev/null | grep -q '"block_sparse_moe.experts.3.w2.weight\|model.layers.0.block_sparse_moe.experts.3.w2.weight' &&
       ok || fail "inspect lists the experts' tensors"

@@ -477,6 +477,7 @@ void refuse_unused_bench_options(const CLI::App& cmd, const BenchArgs& a) {
   }
   if (a.dense)
     for (const char* moe : {"--experts", "--top-k"}) refuse_unused(cmd, moe, false, "with --dense (one dense FFN per layer)");
+  if (a.what == "decode" && a.model.empty()) refuse_unused(cmd, "--map-experts", false, "without --model (the reference model is built in memory)");
   if (a.what == "decode" && !a.model.empty())
     for (const char* shape : {"--hidden", "--ffn", "--experts", "--top-k", "--vocab", "--layers", "--heads", "--dense"})
       refuse_unused(cmd, shape, false, "with --model (it shapes the reference model)");

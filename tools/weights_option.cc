@@ -28,6 +28,12 @@ Transformer load_inference_model(const std::string& model, const std::string& we
               ": quantised weights run on the CPU's kernels only; with --device ", device.str(), " use f32 or bf16");
   if (!device.is_cpu()) return load_model_dir(model, weights_dtype(weights), Transformer::Experts::InMemory, device);
   Transformer m = load_model_dir(model, weights_dtype(weights), map_experts ? Transformer::Experts::Mapped : Transformer::Experts::InMemory);
+  if (map_experts) {  // refused where nothing would stay on disk, rather than silently loaded whole
+    SMELT_CHECK(m.config().num_local_experts > 0, model, ": --map-experts: a dense model has no experts to leave on disk");
+    bool mapped = false;
+    for (const auto& [name, t] : m.named_parameters()) mapped = mapped || (name.find(".experts.") != std::string::npos && t.storage()->borrowed());
+    SMELT_CHECK(mapped, model, ": --map-experts: --weights ", weights, " converts the experts into memory; map them with the --weights they are stored in");
+  }
   m.interleave_rows();  // decoding's layout for q4_0 and q8_0 matrices (q4_k's fallback ones too)
   return m;
 }
