@@ -143,6 +143,11 @@ RunStart read_run_start(TrainArgs& a) {
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
   Recipe& recipe = s.recipe;
   recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
+  // A recipe.json written by a distillation or an instruct-tuning run records its settings for
+  // --resume; as a new run's --config it would silently turn smelt train into that run.
+  for (const auto& [section, command] : {std::pair<const json&, const char*>{recipe.distill, "distill"}, {recipe.sft, "sft"}})
+    SMELT_CHECK(section.is_null() || !a.resume.empty(), recipe_path, ": has a \"", command, "\" section (a recorded run's settings, read on --resume); for a new run give them to smelt ",
+                command, " as options and remove the section");
   if (!recipe.distill.is_null()) apply_distill_settings(recipe.distill, recipe_path, a);
   if (!recipe.sft.is_null()) apply_sft_settings(recipe.sft, recipe_path, a);
   SMELT_CHECK(!a.distill_given || a.resume.empty() || !recipe.distill.is_null(), a.resume,
