@@ -62,6 +62,7 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
     "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$work/ck" --stop-after 1 --keep-checkpoints 1 >/dev/null 2>&1; then
     [ -d "$work/ck.checkpoints/step-00000001" ] && [ "$(ls "$work/ck.checkpoints" | wc -l)" -eq 1 ] && ok ||
       fail "a new run's checkpoint was pruned: $(ls "$work/ck.checkpoints")"
+    expect_error save-every-beyond-steps "--save-every 5|3 steps" -- "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --save-every 5 --out "$work/x"
     expect_error seed-on-resume "--seed|--resume" -- "$SMELT" train --resume "$work/ck.checkpoints/step-00000001" --data "$work/text.txt" --seed 9 --out "$work/x"
     expect_error distill-resume-of-train "not a distillation checkpoint|smelt train" -- "$SMELT" distill --resume "$work/ck.checkpoints/step-00000001" \
       --data "$work/text.txt" --out "$work/x"

@@ -168,6 +168,12 @@ RunStart read_run_start(TrainArgs& a) {
     recipe.train.precision = a.precision;
     recipe.train.validate();
   }
+  if (a.command_line) {
+    SMELT_CHECK(a.save_every < recipe.train.steps, "--save-every ", a.save_every, ": the run has ", recipe.train.steps,
+                " steps, so no checkpoint would be written (the last step writes the model itself)");
+    SMELT_CHECK(a.stop_after < recipe.train.steps, "--stop-after ", a.stop_after, ": the run has ", recipe.train.steps,
+                " steps and ends first; lower it or raise --steps");
+  }
   SMELT_CHECK(recipe.train.seq_len <= recipe.model.max_position_embeddings, recipe_path.empty() ? "the default sft recipe" : recipe_path, ": train.seq_len (", recipe.train.seq_len,
               ") exceeds model.max_position_embeddings (", recipe.model.max_position_embeddings, ")");
   SMELT_CHECK(a.val_fraction >= 0 && a.val_fraction < 1, "--val-fraction must be in [0, 1), got ", a.val_fraction);
@@ -506,6 +512,7 @@ void add_train_command(CLI::App& app) {
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
     refuse_unused_run_options(*cmd, *args);
+    args->command_line = true;
     run_train(*args);
   });
 }
@@ -526,6 +533,7 @@ void add_sft_command(CLI::App& app) {
     SMELT_CHECK(args->init.empty() != args->resume.empty(), "smelt sft needs --model DIR, or --resume of an sft checkpoint (which holds the model)");
     refuse_unused(*cmd, "--replay-fraction", !args->replay.empty(), "without --replay");
     refuse_unused_run_options(*cmd, *args);
+    args->command_line = true;
     run_train(*args);
   });
 }
@@ -566,6 +574,7 @@ void add_distill_command(CLI::App& app) {
       for (const char* fresh : {"--student-init", "--student-layers", "--student", "--student-config"})
         refuse_unused(*cmd, fresh, false, "on --resume (it shapes a new student; the checkpoint holds the student)");
       refuse_unused_run_options(*cmd, *args);
+    args->command_line = true;
       run_train(*args);
       return;
     }
@@ -576,6 +585,7 @@ void add_distill_command(CLI::App& app) {
       for (const char* teacher_side : {"--loss", "--temperature", "--beta", "--teacher-topk", "--cache"})
         refuse_unused(*cmd, teacher_side, false, "with --alpha 0 and no --hidden-loss (the teacher is not run)");
     refuse_unused_run_options(*cmd, *args);
+    args->command_line = true;
     refuse_unused(*cmd, "--cache", args->teacher_topk > 0, "without --teacher-topk K (an online teacher keeps no cache)");
     refuse_unused(*cmd, "--beta", args->distill_loss == "jsd" || args->distill_loss == "skl", "with --loss " + args->distill_loss + " (jsd and skl have one)");
     run_train(*args);

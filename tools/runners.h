@@ -41,6 +41,9 @@ struct TrainArgs {
   std::string replay;
   double replay_fraction = 0.25;
   bool whole_windows = false;  // sample whole windows as distillation does (a like-for-like baseline)
+  // Set by the train, sft and distill commands: a checkpoint schedule that writes nothing is then
+  // refused (the pipeline's one --save-every may exceed a short stage's steps).
+  bool command_line = false;
 };
 
 void run_train(const TrainArgs& args);
