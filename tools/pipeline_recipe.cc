@@ -83,6 +83,8 @@ PipelineRecipe read_pipeline_recipe(const std::string& path, const std::vector<s
   }
   p.instruct_stage = r.has("instruct");
   SMELT_CHECK(p.instruct_stage || pretrained, r.where("instruct"), ": missing (only a pretrained base.from may skip instruct tuning)");
+  for (const char* field : {"instruct_data", "max_instruct_examples"})
+    SMELT_CHECK(p.instruct_stage || !r.has(field), r.where(field), ": has no effect without an \"instruct\" stage; leave it out");
   if (p.instruct_stage) {
     // "replay": the share of each instruct batch's rows replaying the mixed pretraining text
     // (0 turns it off).
