@@ -122,7 +122,8 @@ void save_training_checkpoint(const std::string& dir, const Transformer& model, 
                 {"elapsed_seconds", st.elapsed_seconds},
                 {"data_rng", {{"seed", st.data_seed}, {"offset", st.data_offset}}},
                 {"jitter_offsets", st.jitter_offsets},
-                {"world_size", st.world_size}};
+                {"world_size", st.world_size},
+                {"val_fraction", st.val_fraction}};
   std::map<std::string, std::string> files = st.extra_files;
   files["optimizer.safetensors"] = safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors");
   files["trainer_state.json"] = state.dump(2) + "\n";
@@ -153,7 +154,11 @@ TrainerState read_trainer_state(const std::string& dir) {
   // Written since data parallelism; the state is the same whatever the world size, so a
   // checkpoint resumes on any number of ranks (older ones come from one process).
   if (r.has("world_size")) st.world_size = r.integer("world_size");
+  // Written since the split is resumed too (older checkpoints: -1, the command line's).
+  if (r.has("val_fraction")) st.val_fraction = r.number("val_fraction");
   r.finish();
+  SMELT_CHECK(st.val_fraction == -1 || (st.val_fraction >= 0 && st.val_fraction < 1), r.where("val_fraction"), ": must be in [0, 1), got ",
+              st.val_fraction);
   SMELT_CHECK(st.step >= 0 && st.tokens >= 0, path, ": negative step or token count");
   SMELT_CHECK(st.world_size > 0, r.where("world_size"), ": must be positive, got ", st.world_size);
   st.metrics_jsonl = read_file((fs::path(dir) / "metrics.jsonl").string());

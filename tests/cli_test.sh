@@ -64,6 +64,10 @@ if "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --out "$wor
       fail "a new run's checkpoint was pruned: $(ls "$work/ck.checkpoints")"
     expect_error save-every-beyond-steps "--save-every 5|3 steps" -- "$SMELT" train --config "$work/good.json" --data "$work/text.txt" --save-every 5 --out "$work/x"
     expect_error seed-on-resume "--seed|--resume" -- "$SMELT" train --resume "$work/ck.checkpoints/step-00000001" --data "$work/text.txt" --seed 9 --out "$work/x"
+    expect_error sft-resume-of-train "not an instruct-tuning checkpoint|smelt train" -- "$SMELT" sft --resume "$work/ck.checkpoints/step-00000001" \
+      --data "$work/text.txt" --out "$work/x"
+    expect_error val-fraction-on-resume "--val-fraction|--resume" -- "$SMELT" train --resume "$work/ck.checkpoints/step-00000001" --data "$work/text.txt" \
+      --val-fraction 0.2 --out "$work/x"
     expect_error distill-resume-of-train "not a distillation checkpoint|smelt train" -- "$SMELT" distill --resume "$work/ck.checkpoints/step-00000001" \
       --data "$work/text.txt" --out "$work/x"
   else
@@ -303,15 +307,15 @@ if "$SMELT" tokenizer train --data "$fixtures/tokenizer_corpus.txt" --vocab-size
       # same bytes as the uninterrupted run (the checkpoint records the replay and the packing).
       sft_replay() { "$SMELT" sft --model "$work/tm" --data "$work/chat6.jsonl" --replay "$fixtures/tokenizer_corpus.txt" --val-fraction 0 --steps 3 "$@"; }
       if sft_replay --out "$work/sr" >/dev/null 2>&1 && sft_replay --stop-after 2 --out "$work/sr2" >/dev/null 2>&1 &&
-        "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --val-fraction 0 --out "$work/sr2" >/dev/null 2>&1 &&
-        "$SMELT" train --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --val-fraction 0 --out "$work/sr3" >/dev/null 2>&1; then
+        "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --out "$work/sr2" >/dev/null 2>&1 &&
+        "$SMELT" train --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --out "$work/sr3" >/dev/null 2>&1; then
         cmp -s "$work/sr/model.safetensors" "$work/sr2/model.safetensors" && cmp -s "$work/sr/model.safetensors" "$work/sr3/model.safetensors" &&
           ok || fail "a resumed sft with replay differs from the uninterrupted one"
       else
         fail "sft with replay, stopped and resumed"
       fi
-      expect_error sft-resume-other-replay "\"sft\"|--replay" -- "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" \
-        --replay "$work/chat6.jsonl" --val-fraction 0 --out "$work/x"
+      expect_error sft-resume-replay "--replay|--resume" -- "$SMELT" sft --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" \
+        --replay "$work/chat6.jsonl" --out "$work/x"
       expect_error sft-model-and-resume "--model|--resume" -- "$SMELT" sft --model "$work/tm" --resume "$work/sr2.checkpoints/step-00000002" --data "$work/chat6.jsonl" --out "$work/x"
       expect_error sft-plain-text "no conversations" -- "$SMELT" sft --model "$work/tm" --data "$fixtures/tokenizer_corpus.txt" --steps 2 --out "$work/x"
     else

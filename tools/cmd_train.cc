@@ -125,10 +125,12 @@ void apply_sft_settings(const json& section, const std::string& source, TrainArg
   const std::string replay = r.string("replay", "");
   const double fraction = r.number("replay_fraction", 0.25);
   r.finish();
-  SMELT_CHECK(a.replay.empty() || (a.replay == replay && a.replay_fraction == fraction), source, ": \"sft\" replays \"", replay, "\" at ",
-              fraction, " but the command line gives \"", a.replay, "\" at ", a.replay_fraction, "; leave --replay out to use the recorded one");
+  const bool same_replay = a.replay == replay || (!a.replay.empty() && !replay.empty() &&
+                                                  std::filesystem::weakly_canonical(a.replay) == std::filesystem::weakly_canonical(replay));
+  SMELT_CHECK(a.replay.empty() || (same_replay && a.replay_fraction == fraction), source, ": \"sft\" replays \"", replay, "\" at ", fraction,
+              " but this run asks for \"", a.replay, "\" at ", a.replay_fraction);
   a.sft = true;
-  a.replay = replay;
+  if (a.replay.empty()) a.replay = replay;  // else the same text, spelled as given now
   a.replay_fraction = fraction;
 }
 
@@ -140,6 +142,7 @@ RunStart read_run_start(TrainArgs& a) {
   RunStart s;
   std::optional<TrainerState>& resumed = s.resumed;
   if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
+  if (resumed && resumed->val_fraction >= 0) a.val_fraction = resumed->val_fraction;  // the run's own split
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
   Recipe& recipe = s.recipe;
   recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
@@ -152,6 +155,8 @@ RunStart read_run_start(TrainArgs& a) {
   if (!recipe.sft.is_null()) apply_sft_settings(recipe.sft, recipe_path, a);
   SMELT_CHECK(!a.distill_given || a.resume.empty() || !recipe.distill.is_null(), a.resume,
               ": not a distillation checkpoint (its recipe.json has no \"distill\"); resume it with smelt train");
+  SMELT_CHECK(!a.sft || a.resume.empty() || !recipe.sft.is_null(), a.resume,
+              ": not an instruct-tuning checkpoint (its recipe.json has no \"sft\"); resume it with smelt train");
   SMELT_CHECK(recipe.has_model || !a.init.empty(), a.config, ": no \"model\" section; add one or start from a model with --init");
   SMELT_CHECK(!recipe.has_model || a.init.empty() || !a.resume.empty(), a.config, ": has a \"model\" section but --init ", a.init,
               " already defines the model; remove one of them");
@@ -352,6 +357,7 @@ std::string save_run_checkpoint(const TrainArgs& a, const StepMetrics& m, const 
   st.elapsed_seconds = m.elapsed_seconds;
   st.data_seed = run.data_rng.seed();
   st.data_offset = run.data_rng.offset();
+  st.val_fraction = a.val_fraction;
   for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
   st.metrics_jsonl = run.metrics.str();
   st.recipe_json = run.recipe_json.dump(2) + "\n";
@@ -391,9 +397,11 @@ void run_train(const TrainArgs& args) {
   check_output_dir(a.out);  // before hours of training, not after
   check_output_apart("--out", a.out, {a.data, a.val, a.init, a.resume, a.teacher, a.replay, a.config});
   if (a.teacher_topk > 0) {  // the cache is written too (unless it exists), and read back
-    SMELT_CHECK(!a.cache.empty(), "--teacher-topk needs --cache DIR (where the teacher's predictions are kept)");
-    check_output_dir(a.cache, "teacher_cache.json");
-    check_output_apart("--cache", a.cache, {a.data, a.val, a.init, a.teacher, a.out});
+    SMELT_CHECK(!a.cache.empty() || !a.resume.empty(), "--teacher-topk needs --cache DIR (where the teacher's predictions are kept)");
+    if (!a.cache.empty()) {  // (on --resume without it, the checkpoint's)
+      check_output_dir(a.cache, "teacher_cache.json");
+      check_output_apart("--cache", a.cache, {a.data, a.val, a.init, a.teacher, a.out});
+    }
   }
   RunStart start = read_run_start(a);
   Recipe& recipe = start.recipe;
@@ -498,6 +506,7 @@ void add_run_options(CLI::App* cmd, TrainArgs* args) {
 // The options every training command shares that a run can leave unused.
 void refuse_unused_run_options(const CLI::App& cmd, const TrainArgs& a) {
   refuse_unused(cmd, "--seed", a.resume.empty(), "on --resume (the checkpoint's random state carries on)");
+  refuse_unused(cmd, "--val-fraction", a.resume.empty(), "on --resume (the checkpoint's split carries on)");
   refuse_unused(cmd, "--val-fraction", a.val.empty() && !is_prepared_data(a.data), "with --val or a prepared --data (it has its own val split)");
   refuse_unused(cmd, "--keep-checkpoints", a.save_every > 0 || a.stop_after > 0, "without --save-every or --stop-after (no checkpoints are written)");
 }
@@ -530,7 +539,10 @@ void add_sft_command(CLI::App& app) {
       ->capture_default_str();
   add_run_options(cmd, args.get());
   cmd->callback([args, cmd] {
-    SMELT_CHECK(args->init.empty() != args->resume.empty(), "smelt sft needs --model DIR, or --resume of an sft checkpoint (which holds the model)");
+    SMELT_CHECK(!args->init.empty() || !args->resume.empty(), "smelt sft needs --model DIR, or --resume of an sft checkpoint (which holds the model)");
+    SMELT_CHECK(args->init.empty() || args->resume.empty(), "--model and --resume exclude each other: the checkpoint holds the model");
+    for (const char* replay : {"--replay", "--replay-fraction"})
+      refuse_unused(*cmd, replay, args->resume.empty(), "on --resume (the checkpoint's replay carries on)");
     refuse_unused(*cmd, "--replay-fraction", !args->replay.empty(), "without --replay");
     refuse_unused_run_options(*cmd, *args);
     args->command_line = true;
