@@ -123,7 +123,8 @@ void save_training_checkpoint(const std::string& dir, const Transformer& model, 
                 {"data_rng", {{"seed", st.data_seed}, {"offset", st.data_offset}}},
                 {"jitter_offsets", st.jitter_offsets},
                 {"world_size", st.world_size},
-                {"val_fraction", st.val_fraction}};
+                {"val_fraction", st.val_fraction},
+                {"whole_windows", st.whole_windows}};
   std::map<std::string, std::string> files = st.extra_files;
   files["optimizer.safetensors"] = safetensors_bytes(tensors, fields, dir + "/optimizer.safetensors");
   files["trainer_state.json"] = state.dump(2) + "\n";
@@ -156,6 +157,7 @@ TrainerState read_trainer_state(const std::string& dir) {
   if (r.has("world_size")) st.world_size = r.integer("world_size");
   // Written since the split is resumed too (older checkpoints: -1, the command line's).
   if (r.has("val_fraction")) st.val_fraction = r.number("val_fraction");
+  if (r.has("whole_windows")) st.whole_windows = r.boolean("whole_windows");
   r.finish();
   SMELT_CHECK(st.val_fraction == -1 || (st.val_fraction >= 0 && st.val_fraction < 1), r.where("val_fraction"), ": must be in [0, 1), got ",
               st.val_fraction);

@@ -33,6 +33,7 @@ struct TrainerState {
   double elapsed_seconds = 0;
   uint64_t data_seed = 0, data_offset = 0;
   double val_fraction = -1;  // the share of a text --data held out for validation (-1: not recorded)
+  bool whole_windows = false;  // batches of whole windows, as distillation samples them
   std::vector<uint64_t> jitter_offsets;  // one per layer (0 for dense layers)
   int64_t world_size = 1;                // ranks of the run that wrote it (any number may resume it)
   std::string metrics_jsonl;             // every step's metrics line so far

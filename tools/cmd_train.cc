@@ -143,6 +143,7 @@ RunStart read_run_start(TrainArgs& a) {
   std::optional<TrainerState>& resumed = s.resumed;
   if (!a.resume.empty()) resumed = read_trainer_state(a.resume);
   if (resumed && resumed->val_fraction >= 0) a.val_fraction = resumed->val_fraction;  // the run's own split
+  if (resumed) a.whole_windows = a.whole_windows || resumed->whole_windows;             // and its batches
   const std::string recipe_path = a.resume.empty() ? a.config : a.resume + "/recipe.json";
   Recipe& recipe = s.recipe;
   recipe = a.sft && a.config.empty() && a.resume.empty() ? default_sft_recipe(a.init) : read_recipe(recipe_path);
@@ -358,6 +359,7 @@ std::string save_run_checkpoint(const TrainArgs& a, const StepMetrics& m, const 
   st.data_seed = run.data_rng.seed();
   st.data_offset = run.data_rng.offset();
   st.val_fraction = a.val_fraction;
+  st.whole_windows = a.whole_windows;
   for (size_t i = 0; i < model.num_layers(); ++i) st.jitter_offsets.push_back(model.layer(i).moe ? model.layer(i).moe->jitter_offset() : 0);
   st.metrics_jsonl = run.metrics.str();
   st.recipe_json = run.recipe_json.dump(2) + "\n";
