@@ -198,7 +198,6 @@ LayerFits fit_layers(const MoefyArgs& a, const Transformer& dense, Transformer& 
 // would be the calibration text). Adds sweep.json and sweep.svg to `files`.
 json routing_sweep(const MoefyArgs& a, const Transformer& dense, const Transformer& moe, bool has_policy, int64_t T,
                    std::map<std::string, std::string>& files) {
-  SMELT_CHECK(!a.val.empty() || is_prepared_data(a.data), "--sweep with a text --data needs --val (held-out text to score)");
   const TokenDataset val = load_eval_data(a.val.empty() ? a.data : a.val, "val", T, model_tokenizer(a.model), a.model);
   const int64_t windows = std::min(a.sweep_windows, val.windows(T));
   const int64_t dense_ffn = dense.config().intermediate_size;
