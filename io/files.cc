@@ -78,6 +78,10 @@ std::filesystem::path resolved(const std::string& path) {
 
 }  // namespace
 
+bool same_path(const std::string& a, const std::string& b) {
+  return a == b || (!a.empty() && !b.empty() && resolved(a) == resolved(b));
+}
+
 // Replacing is for smelt's own output of the same kind (a run repeated into the same --out): a
 // directory it did not write, or a file, is refused rather than deleted with everything in it.
 void check_output_dir(const std::string& dir, const char* marker) {

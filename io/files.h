@@ -43,6 +43,10 @@ void check_output_file(const std::string& path);
 // directories; empty names are skipped.
 void check_output_apart(const std::string& option, const std::string& out, const std::vector<std::string>& inputs);
 
+// Whether two names are the same path (./moe is moe; links resolved where they exist). Two empty
+// names are the same, an empty one and another are not.
+bool same_path(const std::string& a, const std::string& b);
+
 // Bytes of the memory mapping that holds `address` which are in this process's memory now
 // (/proc/self/smaps' Rss of that mapping; -1 when none holds it): how much of a mapped file the
 // process has read. (mincore would count pages that are merely in the page cache.)

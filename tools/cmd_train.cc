@@ -125,9 +125,7 @@ void apply_sft_settings(const json& section, const std::string& source, TrainArg
   const std::string replay = r.string("replay", "");
   const double fraction = r.number("replay_fraction", 0.25);
   r.finish();
-  const bool same_replay = a.replay == replay || (!a.replay.empty() && !replay.empty() &&
-                                                  std::filesystem::weakly_canonical(a.replay) == std::filesystem::weakly_canonical(replay));
-  SMELT_CHECK(a.replay.empty() || (same_replay && a.replay_fraction == fraction), source, ": \"sft\" replays \"", replay, "\" at ", fraction,
+  SMELT_CHECK(a.replay.empty() || (same_path(a.replay, replay) && a.replay_fraction == fraction), source, ": \"sft\" replays \"", replay, "\" at ", fraction,
               " but this run asks for \"", a.replay, "\" at ", a.replay_fraction);
   a.sft = true;
   if (a.replay.empty()) a.replay = replay;  // else the same text, spelled as given now

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "io/checkpoint.h"
+#include "io/files.h"
 #include "io/teacher_cache.h"
 #include "ops/distill.h"
 #include "runtime/communicator.h"
@@ -64,9 +65,6 @@ void apply_distill_settings(const json& section, const std::string& source, Trai
   // the caller does not say which were given); the rest come from the record. The teacher and the
   // cache are compared as paths, so ./moe is moe; the path given is the one used.
   const json given = distill_settings(a), recorded = distill_settings(d);
-  auto same_path = [](const std::string& x, const std::string& y) {
-    return x == y || (!x.empty() && !y.empty() && std::filesystem::weakly_canonical(x) == std::filesystem::weakly_canonical(y));
-  };
   for (auto it = recorded.begin(); it != recorded.end(); ++it) {
     const std::string& key = it.key();
     if (key == "student_init" || key == "student_layers") continue;  // they only shape a fresh student
